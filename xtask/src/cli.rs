@@ -1,0 +1,235 @@
+//! Every command-line flag, in one place. Each subcommand is a struct; the stage
+//! structs are the stages themselves (`impl Stage for Port` lives in `port.rs`), so
+//! `release` builds them with their defaults.
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand};
+
+use crate::stage::StageName;
+
+/// mother-build: colibri -> signed FreeBSD packages -> pkg.clawdie.si -> clawdie ISO -> boot gate.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// The pipeline file [default: pipeline.toml at the top of this repository]
+    #[arg(long, global = true, value_name = "PATH", env = "MOTHER_BUILD_CONFIG")]
+    pub config: Option<Utf8PathBuf>,
+
+    /// The colibri checkout to build (overrides port.colibri)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub colibri: Option<Utf8PathBuf>,
+
+    /// Where runs live (overrides pipeline.state_dir)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<Utf8PathBuf>,
+
+    /// Override any setting for this invocation, e.g. -o gate.backend=qemu (repeatable)
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+
+    /// In plain output, also print every line the commands print
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Provision this host once for poudriere (config, signing key, jail, ports tree, overlay)
+    Setup(Setup),
+    /// Stage sysutils/colibri from the colibri checkout into ports/ and check CARGO_CRATES
+    Port(Port),
+    /// Fetch and verify every distfile into the distfiles cache and write distinfo
+    Makesum(Makesum),
+    /// Build the packages with poudriere bulk and judge the build from its status files
+    Bulk(Bulk),
+    /// Verify the repository, sign its catalogue with the release key, write the manifest
+    Sign(Sign),
+    /// Publish the repository as a new version and switch `latest` to it atomically
+    Publish(Publish),
+    /// Install the packages into the ISO root with pkg -r, check the profile, build the image
+    Iso(Iso),
+    /// Boot the image and judge its serial console (markers, forbidden patterns, timeouts)
+    Gate(Gate),
+    /// Run the pipeline's stages in order, skipping those whose inputs are unchanged
+    Release(Release),
+    /// Show the current run: each stage's status, times and log
+    Status(Status),
+    /// Show the whole pipeline on the example colibri (real where this host can, plans elsewhere)
+    Demo(Demo),
+    /// Regenerate docs/pipeline-toml.md from the configuration types
+    Docs(Docs),
+}
+
+/// setup
+#[derive(Debug, Clone, Default, Args)]
+pub struct Setup {
+    /// Change nothing; print one line per item (ok, missing, differs); exit 0 only when all are ok
+    #[arg(long)]
+    pub check: bool,
+    /// Overwrite an existing poudriere.conf that differs (a backup is kept)
+    #[arg(long)]
+    pub write: bool,
+    /// Print the commands and file operations; perform none
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// port
+#[derive(Debug, Clone, Default, Args)]
+pub struct Port {
+    /// Print the commands and file operations; perform none
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Accept a checkout that is not exactly the release tag, or has local changes (recorded in the run)
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Print the Makefile.crates that a Cargo.lock gives, to stdout, and stop
+    #[arg(long)]
+    pub print_crates: bool,
+    /// Cargo.lock for --print-crates [default: the colibri checkout's]
+    #[arg(long, value_name = "PATH", requires = "print_crates")]
+    pub lock: Option<Utf8PathBuf>,
+}
+
+/// makesum
+#[derive(Debug, Clone, Default, Args)]
+pub struct Makesum {
+    /// Print what would be fetched from where; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Any USES=cargo port directory [default: the staged port]
+    #[arg(long, value_name = "DIR")]
+    pub port: Option<Utf8PathBuf>,
+    /// Distfiles directory [default: makesum.distdir]
+    #[arg(long, value_name = "DIR")]
+    pub distdir: Option<Utf8PathBuf>,
+    /// Use only the distfiles directory and cargo's cache; no network
+    #[arg(long)]
+    pub offline: bool,
+    /// Change nothing; fail with a diff when distinfo is stale
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// bulk
+#[derive(Debug, Clone, Default, Args)]
+pub struct Bulk {
+    /// Print the poudriere command lines; run none
+    #[arg(long)]
+    pub dry_run: bool,
+    /// poudriere set (-z), e.g. `validation` for the build with the test agent
+    #[arg(long = "set", value_name = "SET")]
+    pub set: Option<String>,
+}
+
+/// sign
+#[derive(Debug, Clone, Default, Args)]
+pub struct Sign {
+    /// Print what would be verified and signed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repository directory to work on [default: what bulk recorded]
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<Utf8PathBuf>,
+    /// Only verify; exit 0 when good, 1 with one line per problem when not
+    #[arg(long)]
+    pub verify_only: bool,
+    /// Trust this PEM public key (pubkey mode)
+    #[arg(long, value_name = "FILE", conflicts_with = "fingerprints")]
+    pub pubkey: Option<Utf8PathBuf>,
+    /// Trust this fingerprints directory, with trusted/ and revoked/ (fingerprints mode)
+    #[arg(long, value_name = "DIR")]
+    pub fingerprints: Option<Utf8PathBuf>,
+    /// ABI every package must carry [default: repository.abi]
+    #[arg(long, value_name = "ABI")]
+    pub abi: Option<String>,
+}
+
+/// publish
+#[derive(Debug, Clone, Default, Args)]
+pub struct Publish {
+    /// Print the copies, links and switch; perform none
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Switch `latest` back to VERSION [default: the version before the current one]
+    #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "")]
+    pub rollback: Option<String>,
+}
+
+/// iso
+#[derive(Debug, Clone, Default, Args)]
+pub struct Iso {
+    /// Print the pkg commands and checks; perform none
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Profile to check the ISO root against [default: iso.profile]
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
+}
+
+/// gate
+#[derive(Debug, Clone, Default, Args)]
+pub struct Gate {
+    /// Print the VM command lines and checks; start nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Hypervisor backend: bhyve, qemu or command [default: gate.backend]
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
+    /// Image to boot [default: what iso recorded]
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<Utf8PathBuf>,
+    /// Open the guest network with pf (tap on a bridge and a pass rule) for the run
+    #[arg(long)]
+    pub pf_allow: bool,
+    /// With --backend command: the program whose stdout is the console, and its arguments
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub command: Vec<String>,
+}
+
+/// release
+#[derive(Debug, Clone, Default, Args)]
+pub struct Release {
+    /// Start at this stage
+    #[arg(long, value_name = "STAGE")]
+    pub from: Option<StageName>,
+    /// Stop after this stage
+    #[arg(long, value_name = "STAGE")]
+    pub to: Option<StageName>,
+    /// Continue the last run at the stage that failed or was interrupted
+    #[arg(long)]
+    pub resume: bool,
+    /// Rerun stages even when their inputs are unchanged
+    #[arg(long)]
+    pub force: bool,
+    /// Print every stage's plan; perform nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// status
+#[derive(Debug, Clone, Default, Args)]
+pub struct Status {
+    /// Machine-readable output (schema documented in docs/runbook.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// demo
+#[derive(Debug, Clone, Default, Args)]
+pub struct Demo {
+    /// Working directory for the demo [default: target/mother-build-demo]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<Utf8PathBuf>,
+}
+
+/// docs
+#[derive(Debug, Clone, Default, Args)]
+pub struct Docs {
+    /// Change nothing; fail when the file is stale
+    #[arg(long)]
+    pub check: bool,
+}

@@ -1,0 +1,594 @@
+//! The engine: runs stages inside runs. Decides what is up to date, records every
+//! attempt in state.json before and after it, keeps one log per stage, and on failure
+//! shows the stage, the error, the end of its log and the log's path.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use camino::Utf8PathBuf;
+use serde::Serialize;
+
+use crate::config::Loaded;
+use crate::fingerprint::Fingerprint;
+use crate::proc::Interrupted;
+use crate::run::{Log, Run, RunView, StateDir, Status, Success, now_rfc3339};
+use crate::stage::{Cx, Plan, Stage, StageName, StagePlan};
+use crate::ui::Ui;
+
+/// An error that has already been reported; the program exits with this code.
+#[derive(Debug, Clone, Copy)]
+pub struct Exit(pub i32);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A stage failure that asks for a particular exit code (the gate's 2 for an
+/// infrastructure error). Stages wrap their error in it; the engine honours it.
+#[derive(Debug)]
+pub struct ExitCode {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::ui::render_error(&self.error))
+    }
+}
+
+impl std::error::Error for ExitCode {}
+
+/// A stage, type-erased so the engine can hold any of them.
+pub trait AnyStage {
+    fn name(&self) -> StageName;
+    fn fingerprint(&self, cx: &Cx) -> Result<String>;
+    fn intact(&self, cx: &Cx, outputs: &serde_json::Value) -> bool;
+    fn plan_steps(&self, cx: &Cx) -> Result<Plan>;
+    fn run(&self, cx: &mut Cx) -> Result<serde_json::Value>;
+}
+
+impl<S: Stage> AnyStage for S {
+    fn name(&self) -> StageName {
+        S::NAME
+    }
+
+    fn fingerprint(&self, cx: &Cx) -> Result<String> {
+        let mut fp = Fingerprint::new();
+        fp.str("xtask", env!("CARGO_PKG_VERSION")).str("stage", S::NAME.as_str());
+        // The stage's own table, and what every earlier stage produced: a change
+        // upstream reruns everything after it.
+        let table = toml::Table::try_from(cx.config()).ok().and_then(|mut t| t.remove(S::NAME.as_str()));
+        fp.json("settings", &table);
+        for earlier in cx.config().pipeline.stages.iter().take_while(|s| **s != S::NAME) {
+            fp.json(earlier.as_str(), &cx.run.outputs(*earlier));
+        }
+        let own = self.fingerprint(cx)?;
+        fp.str("inputs", &own.finish());
+        Ok(fp.finish())
+    }
+
+    fn intact(&self, cx: &Cx, outputs: &serde_json::Value) -> bool {
+        match serde_json::from_value::<S::Outputs>(outputs.clone()) {
+            Ok(o) => self.outputs_intact(cx, &o),
+            Err(_) => false,
+        }
+    }
+
+    fn plan_steps(&self, cx: &Cx) -> Result<Plan> {
+        Ok(self.plan(cx)?.steps().clone())
+    }
+
+    fn run(&self, cx: &mut Cx) -> Result<serde_json::Value> {
+        let plan = self.plan(cx)?;
+        let outputs = self.execute(cx, plan)?;
+        Ok(serde_json::to_value(outputs)?)
+    }
+}
+
+/// Options of `cargo xtask release`.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseOpts {
+    pub from: Option<StageName>,
+    pub to: Option<StageName>,
+    pub resume: bool,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+pub struct Engine<'a> {
+    pub loaded: &'a Loaded,
+    pub ui: &'a Ui,
+    pub state: StateDir,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(loaded: &'a Loaded, ui: &'a Ui) -> Engine<'a> {
+        let root = loaded.resolve(&loaded.config.pipeline.state_dir);
+        Engine { loaded, ui, state: StateDir::new(root) }
+    }
+
+    fn cx<'r>(&'r self, run: RunView<'r>, log: Log, dry_run: bool) -> Cx<'r> {
+        Cx { loaded: self.loaded, run, log, ui: self.ui, dry_run }
+    }
+
+    /// Prints a stage's plan; performs nothing.
+    fn print_plan(&self, stage: &dyn AnyStage, run: RunView) -> Result<()> {
+        let cx = self.cx(run, Log::sink(), true);
+        let plan = stage.plan_steps(&cx)?;
+        self.ui.println(&self.ui.bold(&format!("{}:", stage.name())));
+        if plan.steps.is_empty() {
+            self.ui.println("  (nothing to do)");
+        }
+        for step in &plan.steps {
+            self.ui.println(&format!("  {step}"));
+        }
+        Ok(())
+    }
+
+    /// `cargo xtask STAGE`: runs one stage in the current run (starting a run when
+    /// there is none), with the outputs earlier stages recorded.
+    pub fn run_one(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<()> {
+        if dry_run {
+            let current = self.state.current()?;
+            let scratch = self.state.root().join("dry-run");
+            let view = match &current {
+                Some(run) => run.view(),
+                None => RunView::detached(&scratch),
+            };
+            return self.print_plan(stage, view);
+        }
+        let lock = self.state.lock(&format!("cargo xtask {}", stage.name()))?;
+        let mut run = match self.state.current()? {
+            Some(mut run) => {
+                if run.state.settle() {
+                    run.save()?;
+                }
+                run
+            }
+            None => self.state.create(&lock, stage.name().as_str(), &self.loaded.config.pipeline.stages, None)?,
+        };
+        self.execute(&mut run, stage)
+    }
+
+    /// Runs a stage without any run state: for checks and tools that work on
+    /// arbitrary inputs (`sign --verify-only`, `makesum --port DIR`). Files go to a
+    /// scratch directory; the log to `STATE_DIR/detached/STAGE.log`.
+    pub fn run_detached(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<serde_json::Value> {
+        let scratch = self.state.root().join("detached");
+        if dry_run {
+            self.print_plan(stage, RunView::detached(&scratch))?;
+            return Ok(serde_json::Value::Null);
+        }
+        let log = Log::open(&scratch.join(format!("{}.log", stage.name())))?;
+        let mut cx = self.cx(RunView::detached(&scratch), log, false);
+        cx.log.line(&format!("==== {} (detached) at {} ====", stage.name(), now_rfc3339()));
+        let result = stage.run(&mut cx);
+        if let Err(err) = &result {
+            cx.log.line(&format!("error: {}", crate::ui::render_error(err)));
+            return Err(self.report_failure(stage.name(), err, &cx.log));
+        }
+        result
+    }
+
+    /// Runs `stage` in `run`, recording the attempt before and after.
+    fn execute(&self, run: &mut Run, stage: &dyn AnyStage) -> Result<()> {
+        let name = stage.name();
+        let log_path = run.log_path(name);
+        let started = Instant::now();
+        {
+            let rel_log = run.rel(&log_path);
+            let rec = run.state.record_mut(name);
+            rec.status = Status::Running;
+            rec.started = Some(now_rfc3339());
+            rec.ended = None;
+            rec.duration_ms = None;
+            rec.error = None;
+            rec.pid = Some(std::process::id());
+            rec.attempts += 1;
+            rec.log = Some(rel_log);
+        }
+        run.save()?;
+        let attempt = run.state.record_mut(name).attempts;
+        let log = Log::open(&log_path)?;
+        log.line(&format!("==== {name}: attempt {attempt} in run {} at {} ====", run.id(), now_rfc3339()));
+        self.ui.stage_start(name.as_str());
+
+        let mut cx = self.cx(run.view(), log, false);
+        let result = stage.fingerprint(&cx).and_then(|fp| stage.run(&mut cx).map(|outputs| (fp, outputs)));
+        let log = cx.log;
+        let elapsed = started.elapsed();
+        let ended = now_rfc3339();
+        let run_id = run.id().to_owned();
+        let rec = run.state.record_mut(name);
+        rec.ended = Some(ended.clone());
+        rec.duration_ms = Some(elapsed.as_millis() as u64);
+        rec.pid = None;
+        match result {
+            Ok((fp, outputs)) => {
+                rec.status = Status::Succeeded;
+                rec.fingerprint = Some(fp.clone());
+                rec.last_success = Some(Success { run: run_id, ended, fingerprint: fp, outputs });
+                run.save()?;
+                log.line(&format!("==== {name}: succeeded in {} ====", crate::ui::duration(elapsed)));
+                self.ui.stage_end(name.as_str(), "ok", &self.ui.dim(&crate::ui::duration(elapsed)));
+                Ok(())
+            }
+            Err(err) => {
+                let interrupted = crate::proc::interrupted().is_some() || err.downcast_ref::<Interrupted>().is_some();
+                rec.status = if interrupted { Status::Interrupted } else { Status::Failed };
+                rec.error = Some(crate::ui::render_error(&err));
+                run.save()?;
+                log.line(&format!("error: {}", crate::ui::render_error(&err)));
+                log.line(&format!(
+                    "==== {name}: {} after {} ====",
+                    rec_status_word(interrupted),
+                    crate::ui::duration(elapsed)
+                ));
+                Err(self.report_failure(name, &err, &log))
+            }
+        }
+    }
+
+    /// Shows a failed stage: the error, the end of its log, where the log is, and how
+    /// to rerun it. Returns the [`Exit`] to end the program with.
+    fn report_failure(&self, name: StageName, err: &anyhow::Error, log: &Log) -> anyhow::Error {
+        let interrupted = crate::proc::interrupted().or(err.downcast_ref::<Interrupted>().map(|i| i.0));
+        if let Some(sig) = interrupted {
+            self.ui.stage_end(name.as_str(), "interrupted", &format!("by {}", crate::proc::signal_name(sig)));
+            self.ui.eprintln(&format!(
+                "{} stage `{name}` was interrupted; its commands were stopped",
+                self.ui.red("error:")
+            ));
+            if let Some(path) = log.path() {
+                self.ui.eprintln(&format!("  log: {path}"));
+            }
+            self.ui.eprintln("  continue with: cargo xtask release --resume");
+            return Exit(130).into();
+        }
+        self.ui.stage_end(name.as_str(), "failed", "");
+        self.ui.eprintln(&format!("{} stage `{name}` failed: {}", self.ui.red("error:"), crate::ui::render_error(err)));
+        let tail = log.tail(self.loaded.config.pipeline.tail_lines);
+        if !tail.is_empty() {
+            self.ui.eprintln(&format!("  last lines of the log:\n{tail}"));
+        }
+        if let Some(path) = log.path() {
+            self.ui.eprintln(&format!("  full log: {path}"));
+        }
+        self.ui.eprintln(&format!("  rerun this stage: cargo xtask {name}   (or: cargo xtask release --resume)"));
+        let code = err.downcast_ref::<crate::engine::ExitCode>().map_or(1, |e| e.code);
+        Exit(code).into()
+    }
+
+    /// `cargo xtask release`.
+    pub fn release(&self, opts: &ReleaseOpts, make: &dyn Fn(StageName) -> Box<dyn AnyStage>) -> Result<()> {
+        let stages = self.select(opts)?;
+        if opts.dry_run {
+            return self.release_dry_run(&stages, opts, make);
+        }
+        let lock = self.state.lock("cargo xtask release")?;
+        let current = self.state.current()?;
+        let (mut run, todo, mut force_first) = if opts.resume {
+            let Some(mut run) = current else {
+                bail!("there is no run to resume in {}\nhelp: start one with `cargo xtask release`", self.state.root());
+            };
+            if run.state.settle() {
+                run.save()?;
+            }
+            let order = run.state.stages.clone();
+            let Some(start) = order.iter().position(|s| !run.state.record(*s).is_some_and(|r| r.status.is_done()))
+            else {
+                self.ui.eprintln(&format!("run {} completed every stage; nothing to resume", run.id()));
+                return Ok(());
+            };
+            self.ui.eprintln(&format!("resuming run {} at `{}`", run.id(), order[start]));
+            (run, order[start..].to_vec(), true)
+        } else {
+            if !opts.force
+                && let Some(prev) = &current
+            {
+                let mut prev = prev.clone();
+                prev.state.settle();
+                if self.all_up_to_date(&prev, &stages, make)? {
+                    for s in &stages {
+                        self.ui.stage_end(s.as_str(), "up to date", &self.ui.dim(&format!("(run {})", prev.id())));
+                    }
+                    self.ui.eprintln(&format!("release: every stage is up to date (run {}); nothing to do", prev.id()));
+                    return Ok(());
+                }
+            }
+            let run = self.state.create(&lock, "release", &stages, current.as_ref())?;
+            (run, stages.clone(), false)
+        };
+
+        self.ui.pipeline_start(todo.len());
+        for name in &todo {
+            let stage = make(*name);
+            let force = opts.force || force_first;
+            force_first = false;
+            if !force && self.skip_if_up_to_date(&mut run, stage.as_ref())? {
+                self.ui.pipeline_advance();
+                continue;
+            }
+            if let Err(e) = self.execute(&mut run, stage.as_ref()) {
+                self.ui.pipeline_finish();
+                return Err(e);
+            }
+            self.ui.pipeline_advance();
+        }
+        self.ui.pipeline_finish();
+        self.ui.eprintln(&format!("release: run {} finished: {}", run.id(), self.summary(&run)));
+        Ok(())
+    }
+
+    fn select(&self, opts: &ReleaseOpts) -> Result<Vec<StageName>> {
+        let all = &self.loaded.config.pipeline.stages;
+        if opts.resume && (opts.from.is_some() || opts.to.is_some()) {
+            bail!("--resume continues where the last run stopped; it cannot be combined with --from or --to");
+        }
+        let index = |s: StageName| {
+            all.iter().position(|x| *x == s).ok_or_else(|| {
+                let names: Vec<_> = all.iter().map(|s| s.as_str()).collect();
+                anyhow::anyhow!(
+                    "stage `{s}` is not in this pipeline\nhelp: the pipeline's stages are: {}",
+                    names.join(", ")
+                )
+            })
+        };
+        let start = opts.from.map(index).transpose()?.unwrap_or(0);
+        let end = opts.to.map(index).transpose()?.unwrap_or(all.len() - 1);
+        if start > end {
+            bail!("--from {} comes after --to {} in the pipeline", all[start], all[end]);
+        }
+        Ok(all[start..=end].to_vec())
+    }
+
+    /// Whether a stage's last success still holds: same fingerprint, outputs intact.
+    fn up_to_date(&self, run: &Run, stage: &dyn AnyStage) -> Result<Option<String>> {
+        let Some(rec) = run.state.record(stage.name()) else { return Ok(None) };
+        if matches!(rec.status, Status::Failed | Status::Interrupted) {
+            return Ok(None);
+        }
+        let Some(last) = &rec.last_success else { return Ok(None) };
+        let cx = self.cx(run.view(), Log::sink(), false);
+        // A fingerprint that cannot be computed (missing input) means: run it, and let
+        // the stage report the problem properly.
+        let Ok(fp) = stage.fingerprint(&cx) else { return Ok(None) };
+        if fp == last.fingerprint && stage.intact(&cx, &last.outputs) { Ok(Some(last.run.clone())) } else { Ok(None) }
+    }
+
+    fn all_up_to_date(
+        &self,
+        run: &Run,
+        stages: &[StageName],
+        make: &dyn Fn(StageName) -> Box<dyn AnyStage>,
+    ) -> Result<bool> {
+        for s in stages {
+            if self.up_to_date(run, make(*s).as_ref())?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn skip_if_up_to_date(&self, run: &mut Run, stage: &dyn AnyStage) -> Result<bool> {
+        let Some(from_run) = self.up_to_date(run, stage)? else { return Ok(false) };
+        let now = now_rfc3339();
+        let rec = run.state.record_mut(stage.name());
+        rec.status = Status::UpToDate;
+        rec.started = Some(now.clone());
+        rec.ended = Some(now);
+        rec.duration_ms = Some(0);
+        rec.fingerprint = rec.last_success.as_ref().map(|s| s.fingerprint.clone());
+        rec.log = None;
+        rec.error = None;
+        run.save()?;
+        self.ui.stage_end(
+            stage.name().as_str(),
+            "up to date",
+            &self.ui.dim(&format!("(inputs unchanged since run {from_run}; --force reruns it)")),
+        );
+        Ok(true)
+    }
+
+    fn release_dry_run(
+        &self,
+        stages: &[StageName],
+        opts: &ReleaseOpts,
+        make: &dyn Fn(StageName) -> Box<dyn AnyStage>,
+    ) -> Result<()> {
+        let current = self.state.current()?;
+        let scratch = self.state.root().join("dry-run");
+        for name in stages {
+            let stage = make(*name);
+            let view = current.as_ref().map(Run::view).unwrap_or_else(|| RunView::detached(&scratch));
+            if !opts.force
+                && let Some(run) = &current
+                && let Some(from) = self.up_to_date(run, stage.as_ref())?
+            {
+                self.ui.println(&format!(
+                    "{}: up to date since run {from}; would be skipped",
+                    self.ui.bold(name.as_str())
+                ));
+                continue;
+            }
+            if let Err(e) = self.print_plan(stage.as_ref(), view) {
+                self.ui.println(&format!("  (cannot plan `{name}` yet: {})", crate::ui::render_error(&e)));
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self, run: &Run) -> String {
+        let mut ran = 0;
+        let mut skipped = 0;
+        for s in &run.state.stages {
+            match run.state.record(*s).map(|r| r.status) {
+                Some(Status::Succeeded) => ran += 1,
+                Some(Status::UpToDate) => skipped += 1,
+                _ => {}
+            }
+        }
+        format!("{ran} ran, {skipped} up to date")
+    }
+
+    /// `cargo xtask status`.
+    pub fn status(&self, json: bool) -> Result<()> {
+        let holder = self.state.lock_holder();
+        let report = match self.state.current()? {
+            Some(mut run) => {
+                if holder.is_none() {
+                    run.state.settle();
+                }
+                StatusReport::from_run(&run, self.state.root(), holder)
+            }
+            None => StatusReport {
+                schema: 1,
+                state_dir: self.state.root().to_owned(),
+                run: None,
+                running: holder,
+                stages: Vec::new(),
+            },
+        };
+        if json {
+            self.ui.println(&serde_json::to_string_pretty(&report)?);
+        } else {
+            self.print_status(&report);
+        }
+        Ok(())
+    }
+
+    fn print_status(&self, r: &StatusReport) {
+        let Some(run) = &r.run else {
+            self.ui.println(&format!("no run yet in {}", r.state_dir));
+            self.ui.println("start one with: cargo xtask release");
+            return;
+        };
+        self.ui.println(&format!("run {} ({}), started {} by `{}`", run.id, run.dir, run.created, run.command));
+        if let Some(h) = &r.running {
+            self.ui.println(&format!("in progress: {h}"));
+        }
+        self.ui.println(&format!("{:<8} {:<12} {:<24} {:>9}  {}", "stage", "status", "started", "took", "log"));
+        for s in &r.stages {
+            let took =
+                s.duration_ms.map(|ms| crate::ui::duration(std::time::Duration::from_millis(ms))).unwrap_or_default();
+            self.ui.println(&format!(
+                "{:<8} {:<12} {:<24} {:>9}  {}",
+                s.stage,
+                s.status.as_str(),
+                s.started.as_deref().unwrap_or("-"),
+                took,
+                s.log.as_ref().map(|p| p.as_str()).unwrap_or("-")
+            ));
+            if let Some(err) = &s.error {
+                let first = err.lines().next().unwrap_or_default();
+                self.ui.println(&format!("         {}", self.ui.red(first)));
+            }
+        }
+    }
+}
+
+fn rec_status_word(interrupted: bool) -> &'static str {
+    if interrupted { "interrupted" } else { "failed" }
+}
+
+/// `cargo xtask status --json` (schema 1; documented in docs/runbook.md).
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub schema: u32,
+    pub state_dir: Utf8PathBuf,
+    pub run: Option<RunSummary>,
+    /// Who holds the lock, when a run is in progress.
+    pub running: Option<String>,
+    pub stages: Vec<StageStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub dir: Utf8PathBuf,
+    pub created: String,
+    pub command: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageStatus {
+    pub stage: StageName,
+    pub status: Status,
+    pub started: Option<String>,
+    pub ended: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub attempts: u32,
+    /// Log path, relative to the working directory when possible.
+    pub log: Option<Utf8PathBuf>,
+    pub error: Option<String>,
+    /// Run of the last success (this run or an earlier one).
+    pub last_success_run: Option<String>,
+}
+
+impl StatusReport {
+    fn from_run(run: &Run, root: &camino::Utf8Path, running: Option<String>) -> StatusReport {
+        let stages = run
+            .state
+            .stages
+            .iter()
+            .chain(run.state.records.keys().filter(|k| !run.state.stages.contains(k)))
+            .filter_map(|s| run.state.record(*s).map(|r| (*s, r)))
+            .map(|(stage, r)| StageStatus {
+                stage,
+                status: r.status,
+                started: r.started.clone(),
+                ended: r.ended.clone(),
+                duration_ms: r.duration_ms,
+                attempts: r.attempts,
+                log: r.log.as_ref().map(|l| display_path(&run.abs(l))),
+                error: r.error.clone(),
+                last_success_run: r.last_success.as_ref().map(|s| s.run.clone()),
+            })
+            .collect();
+        StatusReport {
+            schema: 1,
+            state_dir: root.to_owned(),
+            run: Some(RunSummary {
+                id: run.id().to_owned(),
+                dir: display_path(&run.dir),
+                created: run.state.created.clone(),
+                command: run.state.command.clone(),
+            }),
+            running,
+            stages,
+        }
+    }
+}
+
+/// A path relative to the working directory when it lies below it.
+pub fn display_path(path: &camino::Utf8Path) -> Utf8PathBuf {
+    match std::env::current_dir().ok().and_then(|d| Utf8PathBuf::from_path_buf(d).ok()) {
+        Some(cwd) => crate::fsx::relative_to(path, &cwd),
+        None => path.to_owned(),
+    }
+}
+
+/// The answer of a stage that a later issue implements: exit 2, never a pretend success.
+pub fn not_implemented(stage: StageName) -> anyhow::Error {
+    ExitCode { code: 2, error: anyhow::anyhow!("`{stage}` is not implemented yet") }.into()
+}
+
+/// A stage with its default options, for `release`.
+pub fn default_stage(name: StageName) -> Box<dyn AnyStage> {
+    use crate::cli;
+    match name {
+        StageName::Setup => Box::new(cli::Setup::default()),
+        StageName::Port => Box::new(cli::Port::default()),
+        StageName::Makesum => Box::new(cli::Makesum::default()),
+        StageName::Bulk => Box::new(cli::Bulk::default()),
+        StageName::Sign => Box::new(cli::Sign::default()),
+        StageName::Publish => Box::new(cli::Publish::default()),
+        StageName::Iso => Box::new(cli::Iso::default()),
+        StageName::Gate => Box::new(cli::Gate::default()),
+    }
+}

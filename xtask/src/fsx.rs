@@ -1,0 +1,188 @@
+//! File operations that never leave a half-written result: write to a temporary name
+//! beside the target, fsync, rename over it, fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+
+/// A name beside `path` that no other process uses: `.NAME.tmp.PID.N`.
+pub fn temp_beside(path: &Utf8Path) -> Utf8PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().unwrap_or("file");
+    path.with_file_name(format!(".{name}.tmp.{}.{n}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically with the given mode: readers see the old file or
+/// the new one, never a mix, even across a crash.
+pub fn write_atomic_mode(path: &Utf8Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = parent(path);
+    fs::create_dir_all(dir).with_context(|| format!("cannot create directory {dir}"))?;
+    let tmp = temp_beside(path);
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {tmp}"))?;
+        f.write_all(bytes).with_context(|| format!("cannot write {tmp}"))?;
+        f.sync_all().with_context(|| format!("cannot sync {tmp}"))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp} to {path}"))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`write_atomic_mode`] with mode 0644.
+pub fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// Flushes a directory's entries (a rename is durable only after this).
+pub fn sync_dir(dir: &Utf8Path) -> Result<()> {
+    let d = File::open(dir).with_context(|| format!("cannot open directory {dir}"))?;
+    d.sync_all().with_context(|| format!("cannot sync directory {dir}"))?;
+    Ok(())
+}
+
+fn parent(path: &Utf8Path) -> &Utf8Path {
+    match path.parent() {
+        Some(p) if !p.as_str().is_empty() => p,
+        _ => Utf8Path::new("."),
+    }
+}
+
+/// Replaces directory `target` with the complete directory `staged` (a sibling).
+///
+/// On Linux the two are exchanged with one `renameat2(RENAME_EXCHANGE)`: `target` is
+/// never absent nor partial. Elsewhere `target` is first renamed aside, then `staged`
+/// renamed into place: `target` may be briefly absent, never partial. The old tree is
+/// removed afterwards.
+pub fn replace_dir(staged: &Utf8Path, target: &Utf8Path) -> Result<()> {
+    if !target.exists() {
+        fs::rename(staged, target).with_context(|| format!("cannot rename {staged} to {target}"))?;
+        return sync_dir(parent(target));
+    }
+    let old = temp_beside(target);
+    if exchange(staged, target)? {
+        // `staged` now holds the old tree.
+        fs::rename(staged, &old).with_context(|| format!("cannot rename {staged} to {old}"))?;
+    } else {
+        fs::rename(target, &old).with_context(|| format!("cannot rename {target} to {old}"))?;
+        fs::rename(staged, target).with_context(|| format!("cannot rename {staged} to {target}"))?;
+    }
+    sync_dir(parent(target))?;
+    fs::remove_dir_all(&old).with_context(|| format!("cannot remove the old copy {old}"))?;
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Utf8Path, b: &Utf8Path) -> Result<bool> {
+    use std::ffi::CString;
+    let ca = CString::new(a.as_str())?;
+    let cb = CString::new(b.as_str())?;
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them relative to
+    // the working directory like rename(2).
+    let rc =
+        unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => Ok(false),
+        _ => Err(err).with_context(|| format!("cannot exchange {a} and {b}")),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Utf8Path, _b: &Utf8Path) -> Result<bool> {
+    Ok(false)
+}
+
+/// Points symlink `link` at `target` atomically (a new link renamed over the old one).
+#[allow(dead_code)] // for the stages still being written; drop once used
+pub fn symlink_atomic(target: &Utf8Path, link: &Utf8Path) -> Result<()> {
+    let tmp = temp_beside(link);
+    std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("cannot create symlink {tmp}"))?;
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot rename {tmp} to {link}"));
+    }
+    sync_dir(parent(link))
+}
+
+/// `path` relative to `base` when it lies under it; otherwise `path` unchanged.
+pub fn relative_to(path: &Utf8Path, base: &Utf8Path) -> Utf8PathBuf {
+    path.strip_prefix(base).map(Utf8Path::to_owned).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Checks that a relative path stays inside its root: no `..`, no absolute part.
+pub fn check_contained(rel: &Utf8Path) -> Result<()> {
+    use camino::Utf8Component;
+    for c in rel.components() {
+        match c {
+            Utf8Component::Normal(_) | Utf8Component::CurDir => {}
+            _ => bail!("path `{rel}` escapes its directory"),
+        }
+    }
+    Ok(())
+}
+
+/// Removes leftovers of interrupted atomic writes (`.NAME.tmp.*`) in a directory.
+pub fn remove_stale_temps(dir: &Utf8Path) {
+    let Ok(entries) = dir.read_dir_utf8() else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.starts_with('.') && name.contains(".tmp.") {
+            let path = entry.path();
+            if path.is_dir() {
+                let _ = fs::remove_dir_all(path);
+            } else {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> (tempfile::TempDir, Utf8PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = Utf8PathBuf::from_path_buf(d.path().to_owned()).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn replace_dir_swaps_whole_trees() {
+        let (_d, root) = tmp();
+        let target = root.join("colibri");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("old"), "1").unwrap();
+        let staged = root.join(".colibri.new");
+        fs::create_dir(&staged).unwrap();
+        fs::write(staged.join("new"), "2").unwrap();
+        replace_dir(&staged, &target).unwrap();
+        assert!(target.join("new").exists());
+        assert!(!target.join("old").exists());
+        assert!(!staged.exists());
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn contained_paths() {
+        assert!(check_contained(Utf8Path::new("a/b")).is_ok());
+        assert!(check_contained(Utf8Path::new("../a")).is_err());
+        assert!(check_contained(Utf8Path::new("/etc")).is_err());
+    }
+}

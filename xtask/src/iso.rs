@@ -1,0 +1,44 @@
+//! iso: not implemented yet (see the issue that adds it).
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Iso;
+use crate::fingerprint::Fingerprint;
+use crate::settings;
+use crate::stage::{Cx, Plan, Stage, StageName};
+
+settings! {
+    /// iso settings.
+    pub struct IsoConfig {
+    }
+}
+
+/// What `iso` records for later stages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IsoOutputs {}
+
+impl Stage for Iso {
+    const NAME: StageName = StageName::Iso;
+    type Outputs = IsoOutputs;
+    type Plan = Plan;
+
+    fn fingerprint(&self, _cx: &Cx) -> Result<Fingerprint> {
+        Ok(Fingerprint::new())
+    }
+
+    fn plan(&self, _cx: &Cx) -> Result<Plan> {
+        Err(crate::engine::not_implemented(Self::NAME))
+    }
+
+    fn execute(&self, _cx: &mut Cx, _plan: Plan) -> Result<IsoOutputs> {
+        Err(crate::engine::not_implemented(Self::NAME))
+    }
+}
+
+impl Iso {
+    /// `cargo xtask iso`.
+    pub fn invoke(self, engine: &crate::engine::Engine) -> Result<()> {
+        engine.run_one(&self, self.dry_run)
+    }
+}

@@ -1,0 +1,337 @@
+//! port: stage sysutils/colibri from the colibri checkout into the overlay tree, after
+//! checking that the checkout is the release tag and that CARGO_CRATES matches its
+//! Cargo.lock exactly as the ports framework would generate it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::cargo_crates;
+use crate::cli::Port;
+use crate::fingerprint::{Fingerprint, sha256_bytes};
+use crate::fsx;
+use crate::git::{self, Checkout};
+use crate::makevars::MakeVars;
+use crate::settings;
+use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
+use crate::ui::Ui;
+
+settings! {
+    /// port: where the colibri checkout is and where its port is staged.
+    pub struct PortConfig {
+        /// The colibri checkout, relative to pipeline.toml. `--colibri PATH` overrides it.
+        pub colibri: Utf8PathBuf = "../colibri".into(),
+        /// The port inside the checkout.
+        pub source: Utf8PathBuf = "packaging/freebsd/port/sysutils/colibri".into(),
+        /// The poudriere overlay tree in this repository; the port is staged at OVERLAY/ORIGIN.
+        pub overlay: Utf8PathBuf = "ports".into(),
+        /// The port's origin (category/name).
+        pub origin: String = "sysutils/colibri".into(),
+        /// The Cargo.lock CARGO_CRATES must match, relative to the checkout.
+        pub lock: Utf8PathBuf = "Cargo.lock".into(),
+        /// rc.d services the port must ship as files/NAME.in.
+        pub services: Vec<String> = vec!["colibri_daemon".into(), "colibri_bridge".into()],
+        /// Accept a checkout that is not exactly the release tag or has local changes
+        /// (development only; the run records it).
+        pub allow_dirty: bool = false,
+    }
+}
+
+/// Files every port must have.
+const REQUIRED: [&str; 4] = ["Makefile", "Makefile.crates", "pkg-descr", "pkg-plist"];
+
+/// What `port` records for later stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortOutputs {
+    pub origin: String,
+    /// The staged port, relative to pipeline.toml's directory (or absolute).
+    pub port_dir: Utf8PathBuf,
+    /// The overlay tree holding it.
+    pub overlay: Utf8PathBuf,
+    /// The colibri checkout (absolute).
+    pub checkout: Utf8PathBuf,
+    pub portname: String,
+    pub distversion: String,
+    /// The release tag, `${DISTVERSIONPREFIX}${DISTVERSION}`.
+    pub tag: String,
+    /// The commit HEAD was at.
+    pub commit: String,
+    /// Whether the checkout had local changes or was not at the tag.
+    pub dirty: bool,
+    /// Whether --allow-dirty (or port.allow_dirty) permitted that.
+    pub allow_dirty: bool,
+    /// SHA-256 of the Cargo.lock.
+    pub cargo_lock_sha256: String,
+    /// Number of CARGO_CRATES entries.
+    pub crates: usize,
+    /// Digest of the staged tree, to notice it being changed or removed.
+    pub tree: String,
+}
+
+/// The port stage's plan: the checks' results and the copy to make.
+pub struct PortPlan {
+    steps: Plan,
+    source: Utf8PathBuf,
+    target: Utf8PathBuf,
+    files: Vec<Utf8PathBuf>,
+    outputs: PortOutputs,
+}
+
+impl StagePlan for PortPlan {
+    fn steps(&self) -> &Plan {
+        &self.steps
+    }
+}
+
+/// Resolved locations for one invocation.
+struct Where {
+    checkout: Utf8PathBuf,
+    source: Utf8PathBuf,
+    target: Utf8PathBuf,
+    lock: Utf8PathBuf,
+}
+
+impl Port {
+    fn allow_dirty(&self, cx: &Cx) -> bool {
+        self.allow_dirty || cx.config().port.allow_dirty
+    }
+
+    fn locate(&self, cx: &Cx) -> Result<Where> {
+        let cfg = &cx.config().port;
+        let checkout = cx.resolve(&cfg.colibri);
+        git::require_checkout(&checkout, "port.colibri")?;
+        crate::fsx::check_contained(Utf8Path::new(&cfg.origin))
+            .with_context(|| format!("port.origin `{}` is not a category/name origin", cfg.origin))?;
+        Ok(Where {
+            source: checkout.join(&cfg.source),
+            lock: checkout.join(&cfg.lock),
+            target: cx.resolve(&cfg.overlay).join(&cfg.origin),
+            checkout,
+        })
+    }
+
+    /// `port --print-crates`: the Makefile.crates a Cargo.lock gives, to stdout.
+    pub fn print_crates(&self, loaded: &crate::config::Loaded, ui: &Ui) -> Result<()> {
+        let lock = match &self.lock {
+            Some(p) => p.clone(),
+            None => {
+                let cfg = &loaded.config.port;
+                loaded.resolve(&cfg.colibri).join(&cfg.lock)
+            }
+        };
+        let text = fs::read_to_string(&lock).with_context(|| format!("cannot read the Cargo.lock {lock}"))?;
+        ui.print_raw(&cargo_crates::parse(&text, lock.as_str())?.makefile());
+        Ok(())
+    }
+}
+
+impl Stage for Port {
+    const NAME: StageName = StageName::Port;
+    type Outputs = PortOutputs;
+    type Plan = PortPlan;
+
+    fn fingerprint(&self, cx: &Cx) -> Result<Fingerprint> {
+        let w = self.locate(cx)?;
+        let mut fp = Fingerprint::new();
+        fp.str("head", git::head_commit(&w.checkout).as_deref().unwrap_or("unknown"))
+            .str("allow_dirty", &self.allow_dirty(cx).to_string())
+            .str("target", w.target.as_str());
+        fp.tree("source", &w.source)?;
+        fp.file("lock", &w.lock)?;
+        Ok(fp)
+    }
+
+    fn outputs_intact(&self, cx: &Cx, outputs: &PortOutputs) -> bool {
+        let dir = cx.resolve(&outputs.port_dir);
+        let mut fp = Fingerprint::new();
+        fp.tree("staged", &dir).is_ok() && fp.finish() == outputs.tree
+    }
+
+    fn plan(&self, cx: &Cx) -> Result<PortPlan> {
+        let w = self.locate(cx)?;
+        let cfg = &cx.config().port;
+        let mut steps = Plan::default();
+
+        // The version the port builds, and the tag it must come from.
+        let makefile = w.source.join("Makefile");
+        let text = fs::read_to_string(&makefile).with_context(|| {
+            format!("cannot read the port Makefile {makefile}\nhelp: is port.source right for this checkout?")
+        })?;
+        let vars = MakeVars::parse(&text, makefile.as_str());
+        let portname = vars.get("PORTNAME")?;
+        let distversion = vars.get("DISTVERSION")?;
+        let tag = format!("{}{distversion}", vars.get_or("DISTVERSIONPREFIX", "")?);
+
+        // The checkout must be the release tag, clean.
+        steps.run(&git::git(&cx.config().tools, &w.checkout).args(["rev-parse", "--verify", "HEAD^{commit}"]));
+        steps.run(&git::git(&cx.config().tools, &w.checkout).args([
+            "status",
+            "--porcelain",
+            "--untracked-files=normal",
+        ]));
+        let state = Checkout::inspect(&cx.config().tools, &w.checkout, &tag, &cx.log)?;
+        let problems = state.problems(&tag);
+        let allow_dirty = self.allow_dirty(cx);
+        if !problems.is_empty() && !allow_dirty {
+            bail!(
+                "the colibri checkout {} is not a release checkout of {portname} {tag}:\n  {}\nhelp: check out the tag ({}), or pass --allow-dirty for a development build",
+                w.checkout,
+                problems.join("\n  "),
+                format_args!("git -C {} checkout {tag}", w.checkout),
+            );
+        }
+        for p in &problems {
+            steps.note(format!("allowed by --allow-dirty: {p}"));
+        }
+
+        // What gets copied: regular files only, nothing that escapes.
+        let files = port_files(&w.source)?;
+        let mut missing: Vec<String> = REQUIRED
+            .iter()
+            .map(|f| Utf8PathBuf::from(*f))
+            .chain(cfg.services.iter().map(|s| Utf8PathBuf::from(format!("files/{s}.in"))))
+            .filter(|f| !files.contains(f))
+            .map(|f| f.to_string())
+            .collect();
+        missing.sort();
+        if !missing.is_empty() {
+            bail!(
+                "the port {} lacks {}\nhelp: the port must ship Makefile, Makefile.crates, pkg-descr, pkg-plist and files/NAME.in for each of port.services",
+                w.source,
+                missing.join(", ")
+            );
+        }
+        steps.check(format!("{} files in {}: regular files only, none escaping", files.len(), w.source));
+
+        // CARGO_CRATES must be what the framework generates from the lock.
+        let lock_text = fs::read_to_string(&w.lock).with_context(|| format!("cannot read {}", w.lock))?;
+        let crates = cargo_crates::parse(&lock_text, w.lock.as_str())?;
+        let expected = crates.makefile();
+        let committed_path = w.source.join("Makefile.crates");
+        let committed = fs::read_to_string(&committed_path).with_context(|| format!("cannot read {committed_path}"))?;
+        if committed != expected {
+            let diff = similar::TextDiff::from_lines(&committed, &expected)
+                .unified_diff()
+                .context_radius(2)
+                .header(committed_path.as_str(), &format!("generated from {}", w.lock))
+                .to_string();
+            bail!(
+                "CARGO_CRATES in {committed_path} does not match {}:\n{diff}help: regenerate it in colibri and commit it:\n  cargo xtask port --print-crates --lock {} > {committed_path}",
+                w.lock,
+                w.lock
+            );
+        }
+        steps.check(format!("CARGO_CRATES ({} entries) matches {}", crates.entries().len(), w.lock));
+
+        let staging = w.target.with_file_name(format!(".{}.tmp.PID.N", w.target.file_name().unwrap_or("port")));
+        steps.push(Step::Copy { from: w.source.clone(), to: staging.clone() });
+        steps.push(Step::Rename { from: staging, to: w.target.clone() });
+
+        let outputs = PortOutputs {
+            origin: cfg.origin.clone(),
+            port_dir: crate::fsx::relative_to(&w.target, &cx.loaded.base),
+            overlay: crate::fsx::relative_to(&cx.resolve(&cfg.overlay), &cx.loaded.base),
+            checkout: w.checkout.clone(),
+            portname,
+            distversion,
+            tag,
+            commit: state.head.clone(),
+            dirty: !problems.is_empty(),
+            allow_dirty,
+            cargo_lock_sha256: sha256_bytes(lock_text.as_bytes()),
+            crates: crates.entries().len(),
+            tree: String::new(), // digest of the staged copy, set once it exists
+        };
+        Ok(PortPlan { steps, source: w.source, target: w.target, files, outputs })
+    }
+
+    fn execute(&self, cx: &mut Cx, plan: PortPlan) -> Result<PortOutputs> {
+        let parent = plan.target.parent().context("the staged port has no parent directory")?;
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
+        fsx::remove_stale_temps(parent);
+        let staging = fsx::temp_beside(&plan.target);
+        let copied = copy_files(&plan.source, &staging, &plan.files);
+        if let Err(e) = copied {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        fsx::replace_dir(&staging, &plan.target)?;
+        let mut outputs = plan.outputs;
+        let mut tree = Fingerprint::new();
+        tree.tree("staged", &plan.target)?;
+        outputs.tree = tree.finish();
+        if outputs.dirty {
+            cx.say(format!("staged {} from a checkout that is not a clean release tag (allowed)", outputs.origin));
+        }
+        cx.say(format!(
+            "staged {} {} ({} files) at {}",
+            outputs.portname,
+            outputs.distversion,
+            plan.files.len(),
+            outputs.port_dir
+        ));
+        Ok(outputs)
+    }
+}
+
+/// Lists a port's files (relative paths, sorted), refusing symlinks, special files and
+/// anything whose name could escape the directory.
+fn port_files(root: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    if !root.is_dir() {
+        bail!("the port directory {root} does not exist\nhelp: is port.source right for this checkout?");
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn walk(root: &Utf8Path, dir: &Utf8Path, out: &mut Vec<Utf8PathBuf>) -> Result<()> {
+    for entry in dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))? {
+        let entry = entry.with_context(|| format!("cannot read {dir}"))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(path).with_context(|| format!("cannot stat {path}"))?;
+        let rel = path.strip_prefix(root).unwrap_or(path).to_owned();
+        fsx::check_contained(&rel)?;
+        if meta.file_type().is_symlink() {
+            bail!(
+                "the port contains a symlink, {path}; ports are copied as regular files only\nhelp: replace it with the file it points to"
+            );
+        } else if meta.is_dir() {
+            walk(root, path, out)?;
+        } else if meta.is_file() {
+            out.push(rel);
+        } else {
+            bail!("the port contains {path}, which is not a regular file");
+        }
+    }
+    Ok(())
+}
+
+fn copy_files(from: &Utf8Path, to: &Utf8Path, files: &[Utf8PathBuf]) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("cannot create {to}"))?;
+    for rel in files {
+        let (src, dst) = (from.join(rel), to.join(rel));
+        if let Some(dir) = dst.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        }
+        fs::copy(&src, &dst).with_context(|| format!("cannot copy {src} to {dst}"))?;
+        let mode = fs::metadata(&src)?.permissions().mode() & 0o755;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(mode | 0o644))?;
+        fs::File::open(&dst).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {dst}"))?;
+    }
+    Ok(())
+}
+
+impl Port {
+    /// `cargo xtask port`.
+    pub fn invoke(self, engine: &crate::engine::Engine) -> Result<()> {
+        if self.print_crates {
+            return self.print_crates(engine.loaded, engine.ui);
+        }
+        engine.run_one(&self, self.dry_run)
+    }
+}

@@ -1,0 +1,513 @@
+//! The one place that runs external programs.
+//!
+//! Short commands run through xshell (argument vectors, output captured and logged).
+//! Long ones (poudriere, bhyve, qemu) run through duct in their own process group, with
+//! their output streamed line by line to the stage log and the progress display, and an
+//! optional timeout. Ctrl-C, SIGTERM and SIGHUP are caught once for the whole program:
+//! every running process group gets SIGTERM, then SIGKILL after its grace period, and
+//! the engine records the stage as interrupted (exit 130).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Tool, Tools};
+use crate::run::Log;
+use crate::ui::Ui;
+
+/// A command: program, arguments, working directory and extra environment. Never a
+/// shell string: it is executed as this exact argument vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmdLine {
+    pub program: String,
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<Utf8PathBuf>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl CmdLine {
+    pub fn new(program: impl Into<String>) -> CmdLine {
+        CmdLine { program: program.into(), args: Vec::new(), cwd: None, env: BTreeMap::new() }
+    }
+
+    /// The configured path of `tool`.
+    pub fn tool(tools: &Tools, tool: Tool) -> CmdLine {
+        CmdLine::new(tools.get(tool))
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> CmdLine {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> CmdLine
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<Utf8PathBuf>) -> CmdLine {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> CmdLine {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    fn shell(&self) -> Result<xshell::Shell> {
+        let sh = xshell::Shell::new().context("cannot set up the command runner")?;
+        if let Some(dir) = &self.cwd {
+            sh.change_dir(dir);
+        }
+        Ok(sh)
+    }
+
+    fn xshell_cmd<'a>(&self, sh: &'a xshell::Shell) -> xshell::Cmd<'a> {
+        let program = &self.program;
+        let args = &self.args;
+        let mut cmd = xshell::cmd!(sh, "{program} {args...}").quiet().ignore_status();
+        for (k, v) in &self.env {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a short command to completion and returns its output, whatever its exit
+    /// status. Both streams go to the log.
+    pub fn output(&self, log: &Log) -> Result<Output> {
+        let sh = self.shell()?;
+        let cmd = self.xshell_cmd(&sh);
+        log.line(&format!("$ {self}"));
+        let out = cmd.output().map_err(|e| self.spawn_error(e))?;
+        let output = Output {
+            status: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        log.bytes(&output.stdout);
+        log.bytes(&output.stderr);
+        log.line(&format!("[{}]", output.describe_status()));
+        Ok(output)
+    }
+
+    /// Runs a short command and fails unless it exits 0. The error names the command,
+    /// its status and the last lines it printed.
+    pub fn run(&self, log: &Log) -> Result<Output> {
+        let out = self.output(log)?;
+        if out.success() { Ok(out) } else { Err(anyhow!("{}", self.failure(&out))) }
+    }
+
+    /// Runs a short command and returns its stdout (trimmed of the final newline).
+    pub fn read(&self, log: &Log) -> Result<String> {
+        let out = self.run(log)?;
+        let mut s = String::from_utf8(out.stdout).map_err(|_| anyhow!("`{self}` printed output that is not UTF-8"))?;
+        while s.ends_with('\n') {
+            s.pop();
+        }
+        Ok(s)
+    }
+
+    /// The message for a command that exited unsuccessfully.
+    pub fn failure(&self, out: &Output) -> String {
+        let mut msg = format!("`{self}` {}", out.describe_status());
+        if let Some(dir) = &self.cwd {
+            msg.push_str(&format!(" (in {dir})"));
+        }
+        let tail = tail_lines(&[&out.stderr[..], &out.stdout[..]].concat(), 10);
+        if !tail.is_empty() {
+            msg.push_str(":\n");
+            msg.push_str(&tail);
+        }
+        msg
+    }
+
+    fn spawn_error(&self, e: impl fmt::Display) -> anyhow::Error {
+        let e = e.to_string();
+        if e.contains("No such file") || e.contains("not found") {
+            anyhow!(
+                "cannot run `{}`: program not found\nhelp: install it, or set its path in [tools] of pipeline.toml",
+                self.program
+            )
+        } else {
+            anyhow!("cannot run `{self}`: {e}")
+        }
+    }
+
+    /// Runs a long command in its own process group, streaming every line of its output
+    /// (stdout and stderr merged) to the log and the latest line to the display.
+    /// Returns its exit status; never fails because of the status itself.
+    pub fn stream(&self, log: &Log, ui: &Ui, opts: &StreamOpts) -> Result<Output> {
+        check_interrupted()?;
+        log.line(&format!("$ {self}"));
+        let mut expr = duct::cmd(&self.program, &self.args).stdin_null().stderr_to_stdout().unchecked();
+        if let Some(dir) = &self.cwd {
+            expr = expr.dir(dir);
+        }
+        for (k, v) in &self.env {
+            expr = expr.env(k, v);
+        }
+        let expr = expr.before_spawn(|c| {
+            c.process_group(0);
+            Ok(())
+        });
+        let reader = expr.reader().map_err(|e| self.spawn_error(e))?;
+        let pgid = reader.pids().first().copied().unwrap_or(0) as i32;
+        let group = Group::register(pgid, opts.grace);
+        let _watchdog = opts.timeout.map(|t| Watchdog::start(pgid, t, opts.grace));
+
+        let mut lines = BufReader::new(&reader);
+        let mut buf = Vec::new();
+        let mut last = Vec::new();
+        loop {
+            buf.clear();
+            match lines.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    log.bytes(&buf);
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end();
+                    if !line.is_empty() {
+                        ui.stage_line(line);
+                    }
+                    last.extend_from_slice(&buf);
+                    if last.len() > 64 * 1024 {
+                        last.drain(..last.len() - 32 * 1024);
+                    }
+                }
+                Err(e) => {
+                    log.line(&format!("[error reading output: {e}]"));
+                    break;
+                }
+            }
+        }
+        let status = reader.try_wait().map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?;
+        let status = status.map(|o| o.status);
+        // The child is gone; anything it left behind in its group goes too.
+        group.terminate();
+        let output = Output {
+            status: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+            stdout: last,
+            stderr: Vec::new(),
+        };
+        log.line(&format!("[{}]", output.describe_status()));
+        if let Some(w) = &_watchdog
+            && w.fired()
+        {
+            return Err(anyhow!(
+                "`{self}` timed out after {} and was stopped",
+                crate::ui::duration(opts.timeout.unwrap_or_default())
+            ));
+        }
+        check_interrupted()?;
+        Ok(output)
+    }
+}
+
+/// Shows the command as a shell would read it (for display only; never executed).
+impl fmt::Display for CmdLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, v) in &self.env {
+            write!(f, "{}={} ", k, quote(v))?;
+        }
+        f.write_str(&quote(&self.program))?;
+        for a in &self.args {
+            write!(f, " {}", quote(a))?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes a word for display in the style of sh.
+pub fn quote(word: &str) -> String {
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%^".contains(&b));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
+}
+
+/// Options for [`CmdLine::stream`].
+#[derive(Debug, Clone)]
+pub struct StreamOpts {
+    /// Stop the command after this long.
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when stopping it.
+    pub grace: Duration,
+}
+
+impl Default for StreamOpts {
+    fn default() -> Self {
+        StreamOpts { timeout: None, grace: Duration::from_secs(10) }
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit code, if it exited.
+    pub status: Option<i32>,
+    /// Signal, if one killed it.
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub fn describe_status(&self) -> String {
+        match (self.status, self.signal) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            (None, None) => "ended with an unknown status".into(),
+        }
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// The last `n` non-empty lines of some output, indented for an error message.
+pub fn tail_lines(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+// ---------------------------------------------------------------------------------
+// Process groups and signals
+
+/// The signal that interrupted us, or 0.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// Process groups currently running, with their grace periods.
+fn groups() -> &'static Mutex<BTreeMap<i32, Duration>> {
+    static GROUPS: OnceLock<Mutex<BTreeMap<i32, Duration>>> = OnceLock::new();
+    GROUPS.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// The error a stage returns when Ctrl-C, SIGTERM or SIGHUP stopped it.
+#[derive(Debug, Clone, Copy)]
+pub struct Interrupted(pub i32);
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "interrupted by {}", signal_name(self.0))
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT (Ctrl-C)",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGKILL => "SIGKILL",
+        _ => "a signal",
+    }
+}
+
+/// The signal that interrupted this process, if any.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Fails with [`Interrupted`] once a stop signal has arrived. Long native loops call it.
+pub fn check_interrupted() -> Result<()> {
+    match interrupted() {
+        Some(sig) => Err(Interrupted(sig).into()),
+        None => Ok(()),
+    }
+}
+
+/// Catches SIGINT, SIGTERM and SIGHUP for the whole program. The first one stops every
+/// running process group (SIGTERM, then SIGKILL after its grace period) and makes
+/// [`check_interrupted`] fail; a second one kills the groups at once and exits 130.
+pub fn install_signal_handlers() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if INTERRUPTED.swap(sig, Ordering::SeqCst) != 0 {
+                    kill_all(libc::SIGKILL);
+                    std::process::exit(130);
+                }
+                let running: Vec<(i32, Duration)> =
+                    groups().lock().map(|g| g.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+                for (pgid, grace) in running {
+                    std::thread::spawn(move || stop_group(pgid, grace));
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+fn kill_all(sig: i32) {
+    if let Ok(g) = groups().lock() {
+        for pgid in g.keys() {
+            killpg(*pgid, sig);
+        }
+    }
+}
+
+fn killpg(pgid: i32, sig: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: killpg has no memory-safety preconditions.
+    unsafe { libc::killpg(pgid, sig) == 0 }
+}
+
+/// Whether any process is left in the group.
+pub fn group_alive(pgid: i32) -> bool {
+    killpg(pgid, 0)
+}
+
+/// SIGTERM to the group, up to `grace` for it to go, then SIGKILL.
+pub fn stop_group(pgid: i32, grace: Duration) {
+    if !killpg(pgid, libc::SIGTERM) {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !group_alive(pgid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killpg(pgid, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while group_alive(pgid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running process group. Registered so a stop signal reaches it; stopped (SIGTERM,
+/// grace, SIGKILL) when dropped, so no path leaves it running.
+pub struct Group {
+    pgid: i32,
+    grace: Duration,
+}
+
+impl Group {
+    /// Registers the group led by `pgid`.
+    pub fn register(pgid: i32, grace: Duration) -> Group {
+        if let Ok(mut g) = groups().lock() {
+            g.insert(pgid, grace);
+        }
+        // A signal that arrived between spawn and registration must still reach it.
+        if interrupted().is_some() {
+            std::thread::spawn(move || stop_group(pgid, grace));
+        }
+        Group { pgid, grace }
+    }
+
+    #[allow(dead_code)] // for the stages still being written; drop once used
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Stops whatever is left of the group and forgets it.
+    pub fn terminate(&self) {
+        stop_group(self.pgid, self.grace);
+        if let Ok(mut g) = groups().lock() {
+            g.remove(&self.pgid);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Stops a process group when its time is up.
+struct Watchdog {
+    done: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(pgid: i32, timeout: Duration, grace: Duration) -> Watchdog {
+        let done = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, f) = (done.clone(), fired.clone());
+        std::thread::spawn(move || {
+            let (lock, cvar) = &*d;
+            let Ok(guard) = lock.lock() else { return };
+            let Ok((guard, res)) = cvar.wait_timeout_while(guard, timeout, |done| !*done) else { return };
+            if res.timed_out() && !*guard {
+                f.store(true, Ordering::SeqCst);
+                drop(guard);
+                stop_group(pgid, grace);
+            }
+        });
+        Watchdog { done, fired }
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.done;
+        if let Ok(mut done) = lock.lock() {
+            *done = true;
+            cvar.notify_all();
+        }
+    }
+}
+
+/// Finds a program on PATH (or checks an explicit path) without running it.
+#[allow(dead_code)] // for the stages still being written; drop once used
+pub fn find_program(program: &str) -> Option<Utf8PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &Utf8Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if program.contains('/') {
+        let p = Utf8PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':').filter(|d| !d.is_empty()).map(|d| Utf8Path::new(d).join(program)).find(|p| executable(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_quotes_only_what_needs_it() {
+        let c = CmdLine::new("poudriere").args(["bulk", "-j", "clawdie-amd64", "it's here", ""]);
+        assert_eq!(c.to_string(), r"poudriere bulk -j clawdie-amd64 'it'\''s here' ''");
+    }
+}

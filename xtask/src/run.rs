@@ -1,0 +1,591 @@
+//! Runs and their state: the state directory, its lock, `state.json`, the stage logs.
+//!
+//! ```text
+//! STATE_DIR/lock                      flock(2)ed by the run in progress; names its holder
+//! STATE_DIR/current                   id of the current run
+//! STATE_DIR/runs/ID/state.json        per stage: status, times, fingerprint, outputs
+//! STATE_DIR/runs/ID/logs/STAGE.log    everything the stage and its commands printed
+//! STATE_DIR/runs/ID/STAGE/            files a stage produced (manifest, console, ...)
+//! ```
+//! Every path recorded inside is relative to STATE_DIR, so CI can carry the directory
+//! from job to job. state.json is replaced atomically; a run killed at any point leaves
+//! a state the next `status` reads and `release --resume` continues.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::fsx;
+use crate::stage::StageName;
+
+/// Version of the state.json layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// Where a stage stands in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Not run in this run yet.
+    Pending,
+    /// Running now, or its process died (see [`State::settle`]).
+    Running,
+    /// Ran and succeeded.
+    Succeeded,
+    /// Inputs unchanged since its last success; not rerun.
+    UpToDate,
+    /// Ran and failed.
+    Failed,
+    /// Stopped by a signal, or its process vanished.
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::UpToDate => "up-to-date",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    /// The stage's outputs are good for later stages.
+    pub fn is_done(self) -> bool {
+        matches!(self, Status::Succeeded | Status::UpToDate)
+    }
+}
+
+/// The last time a stage succeeded, and what it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Success {
+    /// Run in which it succeeded.
+    pub run: String,
+    pub ended: String,
+    pub fingerprint: String,
+    pub outputs: serde_json::Value,
+}
+
+/// One stage in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Fingerprint of the inputs of the latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Log of the latest attempt, relative to the state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<Utf8PathBuf>,
+    /// Why the latest attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Process running it (while `running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// How many times this run has started it.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last success, possibly from an earlier run; later stages read its outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Success>,
+}
+
+impl StageRecord {
+    fn pending(last_success: Option<Success>) -> StageRecord {
+        StageRecord {
+            status: Status::Pending,
+            started: None,
+            ended: None,
+            duration_ms: None,
+            fingerprint: None,
+            log: None,
+            error: None,
+            pid: None,
+            attempts: 0,
+            last_success,
+        }
+    }
+}
+
+/// state.json.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub id: String,
+    pub created: String,
+    /// What started the run (`release`, `bulk`, ...).
+    pub command: String,
+    /// Stage order of this run.
+    pub stages: Vec<StageName>,
+    pub records: BTreeMap<StageName, StageRecord>,
+}
+
+impl State {
+    /// Marks stages left `running` by a process that no longer exists as interrupted.
+    /// Called only while holding the lock (or having seen it free), so nobody else runs.
+    pub fn settle(&mut self) -> bool {
+        let mut changed = false;
+        for rec in self.records.values_mut() {
+            if rec.status == Status::Running {
+                rec.status = Status::Interrupted;
+                rec.error = Some(match rec.pid {
+                    Some(pid) => format!("the process running it (pid {pid}) ended without recording a result"),
+                    None => "the process running it ended without recording a result".into(),
+                });
+                rec.pid = None;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    pub fn record(&self, stage: StageName) -> Option<&StageRecord> {
+        self.records.get(&stage)
+    }
+
+    pub fn record_mut(&mut self, stage: StageName) -> &mut StageRecord {
+        self.records.entry(stage).or_insert_with(|| StageRecord::pending(None))
+    }
+
+    /// The outputs later stages may use: the last success, unless this run's own
+    /// latest attempt failed (then the old outputs are stale).
+    pub fn usable_outputs(&self, stage: StageName) -> Option<&serde_json::Value> {
+        let rec = self.records.get(&stage)?;
+        match rec.status {
+            Status::Failed | Status::Interrupted | Status::Running => None,
+            _ => rec.last_success.as_ref().map(|s| &s.outputs),
+        }
+    }
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: Utf8PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: Utf8PathBuf) -> StateDir {
+        StateDir { root }
+    }
+
+    pub fn root(&self) -> &Utf8Path {
+        &self.root
+    }
+
+    fn lock_path(&self) -> Utf8PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Takes the state directory for this process. A second run is refused with a
+    /// message naming the holder.
+    pub fn lock(&self, command: &str) -> Result<Lock> {
+        fs::create_dir_all(&self.root).with_context(|| format!("cannot create the state directory {}", self.root))?;
+        let path = self.lock_path();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {path}"))?;
+        if !try_flock(&file)? {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "another process".to_owned() } else { holder.to_owned() };
+            bail!(
+                "another mother-build run holds {path}: {holder}\nhelp: wait for it to finish, or stop it (a killed run can be continued with `cargo xtask release --resume`)"
+            );
+        }
+        let host = hostname();
+        let info = format!("pid {} on {host}, `{command}`, since {}", std::process::id(), now_rfc3339());
+        file.set_len(0).with_context(|| format!("cannot write {path}"))?;
+        file.rewind().with_context(|| format!("cannot write {path}"))?;
+        file.write_all(info.as_bytes()).with_context(|| format!("cannot write {path}"))?;
+        let _ = file.sync_all();
+        Ok(Lock { _file: file })
+    }
+
+    /// Whether some process holds the lock right now (for `status`).
+    pub fn lock_holder(&self) -> Option<String> {
+        let path = self.lock_path();
+        let mut file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+        match try_flock(&file) {
+            Ok(true) => None, // free; dropping the file releases it
+            _ => {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                Some(s.trim().to_owned())
+            }
+        }
+    }
+
+    fn current_path(&self) -> Utf8PathBuf {
+        self.root.join("current")
+    }
+
+    /// The id of the current run, if there is one.
+    pub fn current_id(&self) -> Result<Option<String>> {
+        match fs::read_to_string(self.current_path()) {
+            Ok(s) => {
+                let id = s.trim().to_owned();
+                Ok((!id.is_empty()).then_some(id))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.current_path())),
+        }
+    }
+
+    /// Loads the current run.
+    pub fn current(&self) -> Result<Option<Run>> {
+        match self.current_id()? {
+            Some(id) => Ok(Some(self.load(&id)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn run_dir(&self, id: &str) -> Utf8PathBuf {
+        self.root.join("runs").join(id)
+    }
+
+    /// Loads a run by id.
+    pub fn load(&self, id: &str) -> Result<Run> {
+        let dir = self.run_dir(id);
+        let path = dir.join("state.json");
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {path}\nhelp: the state directory is damaged; move {} aside to start afresh",
+                self.root
+            )
+        })?;
+        let state: State = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{path} is not a state file this version understands\nhelp: move {} aside to start afresh",
+                self.root
+            )
+        })?;
+        if state.version != STATE_VERSION {
+            bail!(
+                "{path} has state version {} but this mother-build writes version {STATE_VERSION}\nhelp: finish the run with the version that started it, or move {} aside",
+                state.version,
+                self.root
+            );
+        }
+        Ok(Run { root: self.root.clone(), dir, state })
+    }
+
+    /// Starts a new run (needs the lock), carrying every stage's last success over
+    /// from `previous` so unchanged stages can be skipped, and makes it current.
+    pub fn create(&self, _lock: &Lock, command: &str, stages: &[StageName], previous: Option<&Run>) -> Result<Run> {
+        let id = new_run_id();
+        let dir = self.run_dir(&id);
+        fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {dir}"))?;
+        let mut records = BTreeMap::new();
+        for stage in crate::stage::StageName::ALL {
+            let last = previous.and_then(|p| p.state.records.get(&stage)).and_then(|r| r.last_success.clone());
+            if last.is_some() || stages.contains(&stage) {
+                records.insert(stage, StageRecord::pending(last));
+            }
+        }
+        let state = State {
+            version: STATE_VERSION,
+            id: id.clone(),
+            created: now_rfc3339(),
+            command: command.to_owned(),
+            stages: stages.to_vec(),
+            records,
+        };
+        let run = Run { root: self.root.clone(), dir, state };
+        run.save()?;
+        fsx::write_atomic(&self.current_path(), format!("{id}\n").as_bytes())?;
+        Ok(run)
+    }
+}
+
+/// Holds the state directory for this process until dropped (or the process dies:
+/// flock locks vanish with their holder, so a SIGKILL leaves no stale lock).
+pub struct Lock {
+    _file: File,
+}
+
+fn try_flock(file: &File) -> Result<bool> {
+    // SAFETY: flock on a valid, open descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err).context("cannot lock the state directory")
+    }
+}
+
+/// A run: its directory and state.
+#[derive(Debug, Clone)]
+pub struct Run {
+    root: Utf8PathBuf,
+    pub dir: Utf8PathBuf,
+    pub state: State,
+}
+
+impl Run {
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    pub fn state_path(&self) -> Utf8PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Writes state.json atomically.
+    pub fn save(&self) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(&self.state).context("cannot serialize the run state")?;
+        text.push(b'\n');
+        fsx::write_atomic(&self.state_path(), &text)
+    }
+
+    /// Path of a stage's log.
+    pub fn log_path(&self, stage: StageName) -> Utf8PathBuf {
+        self.dir.join("logs").join(format!("{stage}.log"))
+    }
+
+    /// A path inside the state directory, as recorded in state.json.
+    pub fn rel(&self, path: &Utf8Path) -> Utf8PathBuf {
+        fsx::relative_to(path, &self.root)
+    }
+
+    /// A recorded path made usable again.
+    pub fn abs(&self, rel: &Utf8Path) -> Utf8PathBuf {
+        if rel.is_absolute() { rel.to_owned() } else { self.root.join(rel) }
+    }
+
+    pub fn view(&self) -> RunView<'_> {
+        RunView { run: Some(self), scratch: None }
+    }
+}
+
+/// What a stage sees of its run: earlier outputs and where to put files. Standalone
+/// invocations (no run) get a scratch directory instead.
+#[derive(Clone, Copy)]
+pub struct RunView<'a> {
+    run: Option<&'a Run>,
+    scratch: Option<&'a Utf8Path>,
+}
+
+impl<'a> RunView<'a> {
+    /// A view without a run: outputs are absent, files go under `scratch`.
+    pub fn detached(scratch: &'a Utf8Path) -> RunView<'a> {
+        RunView { run: None, scratch: Some(scratch) }
+    }
+
+    pub fn run(&self) -> Option<&'a Run> {
+        self.run
+    }
+
+    pub fn outputs(&self, stage: StageName) -> Option<&'a serde_json::Value> {
+        self.run.and_then(|r| r.state.usable_outputs(stage))
+    }
+
+    pub fn state_path(&self) -> String {
+        self.run.map(|r| r.state_path().to_string()).unwrap_or_else(|| "(no run)".into())
+    }
+
+    pub fn describe(&self) -> String {
+        match self.run {
+            Some(r) => format!("run {} in {}", r.id(), r.dir),
+            None => "no run".into(),
+        }
+    }
+
+    /// The run's directory for a stage's files, created on demand.
+    pub fn stage_dir(&self, stage: StageName) -> Result<Utf8PathBuf> {
+        let dir = match (self.run, self.scratch) {
+            (Some(r), _) => r.dir.join(stage.as_str()),
+            (None, Some(s)) => s.join(stage.as_str()),
+            (None, None) => bail!("no run directory"),
+        };
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+        Ok(dir)
+    }
+
+    /// A recorded path made usable again.
+    pub fn abs(&self, rel: &Utf8Path) -> Utf8PathBuf {
+        match self.run {
+            Some(r) => r.abs(rel),
+            None => rel.to_owned(),
+        }
+    }
+
+    /// A path as it should be recorded in outputs (relative to the state directory
+    /// when inside it).
+    pub fn rel(&self, path: &Utf8Path) -> Utf8PathBuf {
+        match self.run {
+            Some(r) => r.rel(path),
+            None => path.to_owned(),
+        }
+    }
+}
+
+/// A stage's log file. Every command's full output lands here. Shared by reference:
+/// worker threads and read-only planning write to it too.
+pub struct Log {
+    file: Option<std::sync::Mutex<File>>,
+    path: Option<Utf8PathBuf>,
+}
+
+impl Log {
+    /// Opens (appends to) a log file.
+    pub fn open(path: &Utf8Path) -> Result<Log> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the log {path}"))?;
+        Ok(Log { file: Some(std::sync::Mutex::new(file)), path: Some(path.to_owned()) })
+    }
+
+    /// A log that keeps nothing (dry runs, standalone checks).
+    pub fn sink() -> Log {
+        Log { file: None, path: None }
+    }
+
+    pub fn path(&self) -> Option<&Utf8Path> {
+        self.path.as_deref()
+    }
+
+    pub fn line(&self, line: &str) {
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    pub fn bytes(&self, bytes: &[u8]) {
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = f.write_all(bytes);
+            if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+                let _ = f.write_all(b"\n");
+            }
+        }
+    }
+
+    /// The last `n` lines of the log file.
+    pub fn tail(&self, n: usize) -> String {
+        match &self.path {
+            Some(p) => tail_file(p, n),
+            None => String::new(),
+        }
+    }
+}
+
+/// The last `n` lines of a file, indented for display.
+pub fn tail_file(path: &Utf8Path, n: usize) -> String {
+    let Ok(mut f) = File::open(path) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    let _ = f.seek(std::io::SeekFrom::Start(start));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    crate::proc::tail_lines(&buf, n)
+}
+
+/// A new run id: UTC time to the second plus a short suffix, sortable by time.
+fn new_run_id() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (y, mo, d, h, mi, s) = civil(now.as_secs() as i64);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{:04x}", (now.subsec_nanos() ^ std::process::id()) & 0xffff)
+}
+
+/// The current time as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_millis())
+}
+
+/// Seconds since the epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(secs: i64, millis: u32) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
+}
+
+/// Parses what [`rfc3339`] writes back into milliseconds since the epoch.
+#[allow(dead_code)] // for the stages still being written; drop once used
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let ms = if b.get(19) == Some(&b'.') { num(20..23).unwrap_or(0) } else { 0 };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(((days * 86400) + h * 3600 + mi * 60 + s) * 1000 + ms)
+}
+
+/// (year, month, day, hour, minute, second) of a Unix time, UTC.
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = if m <= 2 { y + 1 } else { y };
+    (y, m, d, (rem / 3600) as u32, ((rem % 3600) / 60) as u32, (rem % 60) as u32)
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown host".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1781913600, 5), "2026-06-20T00:00:00.005Z");
+        assert_eq!(parse_rfc3339_ms("2026-06-20T00:00:00.005Z"), Some(1781913600005));
+    }
+}

@@ -1,0 +1,235 @@
+//! What a stage is: its name, the [`Stage`] trait every stage module implements, the
+//! context it runs in, and the plan it prints for `--dry-run`.
+//!
+//! A stage computes a plan (every command and file operation it will perform) before it
+//! does anything; `--dry-run` prints that plan and stops. Its result is a small
+//! serializable record of what it produced, which later stages read through
+//! [`Cx::output`].
+
+use std::fmt;
+
+use anyhow::{Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::config::{Config, Loaded};
+use crate::fingerprint::Fingerprint;
+use crate::proc::CmdLine;
+use crate::run::{Log, RunView};
+use crate::ui::Ui;
+
+/// A stage's name: the same word in pipeline.toml, on the command line and as the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StageName {
+    Setup,
+    Port,
+    Makesum,
+    Bulk,
+    Sign,
+    Publish,
+    Iso,
+    Gate,
+}
+
+impl StageName {
+    /// The default release order (the plan's pipeline).
+    pub const RELEASE: [StageName; 7] = [
+        StageName::Port,
+        StageName::Makesum,
+        StageName::Bulk,
+        StageName::Sign,
+        StageName::Publish,
+        StageName::Iso,
+        StageName::Gate,
+    ];
+    /// Every stage, setup included.
+    pub const ALL: [StageName; 8] = [
+        StageName::Setup,
+        StageName::Port,
+        StageName::Makesum,
+        StageName::Bulk,
+        StageName::Sign,
+        StageName::Publish,
+        StageName::Iso,
+        StageName::Gate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Setup => "setup",
+            StageName::Port => "port",
+            StageName::Makesum => "makesum",
+            StageName::Bulk => "bulk",
+            StageName::Sign => "sign",
+            StageName::Publish => "publish",
+            StageName::Iso => "iso",
+            StageName::Gate => "gate",
+        }
+    }
+}
+
+impl fmt::Display for StageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One thing a stage will do, as `--dry-run` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Run a program (exactly this argument vector).
+    Run(CmdLine),
+    /// Create or replace a file.
+    Write { path: Utf8PathBuf, what: String },
+    /// Copy a file or tree.
+    Copy { from: Utf8PathBuf, to: Utf8PathBuf },
+    /// Rename, atomically.
+    Rename { from: Utf8PathBuf, to: Utf8PathBuf },
+    /// Remove a file or tree.
+    Remove { path: Utf8PathBuf },
+    /// Create a directory.
+    Mkdir { path: Utf8PathBuf },
+    /// Download a URL to a file.
+    Fetch { url: String, to: Utf8PathBuf },
+    /// Check something natively (no side effects), e.g. verify signatures.
+    Check(String),
+    /// Anything else worth telling.
+    Note(String),
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Run(cmd) => write!(f, "run     {cmd}"),
+            Step::Write { path, what } => write!(f, "write   {path} ({what})"),
+            Step::Copy { from, to } => write!(f, "copy    {from} -> {to}"),
+            Step::Rename { from, to } => write!(f, "rename  {from} -> {to}"),
+            Step::Remove { path } => write!(f, "remove  {path}"),
+            Step::Mkdir { path } => write!(f, "mkdir   {path}"),
+            Step::Fetch { url, to } => write!(f, "fetch   {url} -> {to}"),
+            Step::Check(what) => write!(f, "check   {what}"),
+            Step::Note(what) => write!(f, "note    {what}"),
+        }
+    }
+}
+
+/// The steps a stage will take, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn push(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+    pub fn run(&mut self, cmd: &CmdLine) {
+        self.steps.push(Step::Run(cmd.clone()));
+    }
+    pub fn check(&mut self, what: impl Into<String>) {
+        self.steps.push(Step::Check(what.into()));
+    }
+    pub fn note(&mut self, what: impl Into<String>) {
+        self.steps.push(Step::Note(what.into()));
+    }
+}
+
+/// A stage's plan: the common steps, plus whatever the stage computed to execute them.
+pub trait StagePlan {
+    fn steps(&self) -> &Plan;
+}
+
+impl StagePlan for Plan {
+    fn steps(&self) -> &Plan {
+        self
+    }
+}
+
+/// A pipeline stage. Implemented once per stage module; the engine ([`crate::engine`])
+/// drives it: fingerprint, skip or plan, then execute and record the outputs.
+pub trait Stage {
+    const NAME: StageName;
+    /// What the stage records for later stages (serialized into state.json).
+    type Outputs: Serialize + DeserializeOwned;
+    /// What the stage will do; `--dry-run` prints its steps.
+    type Plan: StagePlan;
+
+    /// A cheap digest of everything that decides this stage's result (settings, input
+    /// files, earlier stages' outputs). Equal to the last success's digest means the
+    /// stage may be skipped. Must not spawn processes: a no-op release stays fast.
+    fn fingerprint(&self, cx: &Cx) -> Result<Fingerprint>;
+
+    /// Whether what the last success produced is still in place. Checked before skipping.
+    fn outputs_intact(&self, _cx: &Cx, _outputs: &Self::Outputs) -> bool {
+        true
+    }
+
+    /// Computes the plan. Performs no side effects.
+    fn plan(&self, cx: &Cx) -> Result<Self::Plan>;
+
+    /// Carries out the plan and returns what was produced.
+    fn execute(&self, cx: &mut Cx, plan: Self::Plan) -> Result<Self::Outputs>;
+}
+
+/// Everything a stage runs with.
+pub struct Cx<'a> {
+    pub loaded: &'a Loaded,
+    /// The run's recorded state: earlier stages' outputs, the run directory.
+    pub run: RunView<'a>,
+    /// This stage's log (the full output of every command).
+    pub log: Log,
+    pub ui: &'a Ui,
+    pub dry_run: bool,
+}
+
+impl<'a> Cx<'a> {
+    pub fn config(&self) -> &'a Config {
+        &self.loaded.config
+    }
+
+    /// Resolves a path from pipeline.toml against the file's directory.
+    pub fn resolve(&self, path: &Utf8Path) -> Utf8PathBuf {
+        self.loaded.resolve(path)
+    }
+
+    /// The outputs an earlier stage recorded in this run. When they are missing, the
+    /// error says which stage produces them.
+    pub fn output<T: DeserializeOwned>(&self, stage: StageName) -> Result<T> {
+        match self.run.outputs(stage) {
+            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "the outputs `{stage}` recorded in {} cannot be read: {e}\nhelp: rerun it: cargo xtask {stage}",
+                    self.run.state_path()
+                )
+            }),
+            None => bail!(
+                "this stage needs what `{stage}` produces, and the current run ({}) has no successful `{stage}`\nhelp: run it first: cargo xtask {stage}",
+                self.run.describe()
+            ),
+        }
+    }
+
+    /// Whether an earlier stage has recorded outputs in this run.
+    pub fn has_output(&self, stage: StageName) -> bool {
+        self.run.outputs(stage).is_some()
+    }
+
+    /// A directory for this stage's files inside the run directory (created on demand).
+    pub fn stage_dir(&self, stage: StageName) -> Result<Utf8PathBuf> {
+        self.run.stage_dir(stage)
+    }
+
+    /// Prints a progress line (spinner message on a terminal, a plain line in CI) and
+    /// writes it to the stage log.
+    pub fn say(&self, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        self.log.line(line);
+        self.ui.stage_event(line);
+    }
+
+    /// Writes a line to the stage log only.
+    pub fn note(&self, line: impl AsRef<str>) {
+        self.log.line(line.as_ref());
+    }
+}

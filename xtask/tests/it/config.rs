@@ -1,0 +1,77 @@
+//! pipeline.toml errors: each bad file gives FILE:LINE:COL, the offending word and the
+//! valid choices, and writes no state.
+
+use crate::support::Project;
+
+#[track_caller]
+fn refused(text: &str, wants: &[&str]) {
+    let p = Project::new("");
+    p.write_raw_config(text);
+    let run = p.run(&["release", "--to", "port"]);
+    run.code_is(2);
+    for w in wants {
+        run.stderr_has(w);
+    }
+    assert!(!p.state_dir().exists(), "a bad pipeline.toml must write no state");
+}
+
+#[test]
+fn unknown_key_names_line_column_and_choices() {
+    refused(
+        "[pipeline]\nstate_dir = \"target/mother-build\"\n\n[port]\ncolibrii = \"../colibri\"\n",
+        &["pipeline.toml:5:1", "unknown field `colibrii`", "expected one of", "`colibri`"],
+    );
+}
+
+#[test]
+fn unknown_table_is_refused() {
+    refused("[gat]\nbackend = \"qemu\"\n", &["pipeline.toml:1:2", "unknown field `gat`", "`gate`"]);
+}
+
+#[test]
+fn unknown_stage_names_the_valid_stages() {
+    refused(
+        "[pipeline]\nstages = [\"port\", \"prot\"]\n",
+        &["pipeline.toml:2:19", "unknown variant `prot`", "`makesum`", "`gate`"],
+    );
+}
+
+#[test]
+fn wrong_type_is_refused() {
+    refused("[pipeline]\ntail_lines = \"many\"\n", &["pipeline.toml:2:14", "invalid type", "usize"]);
+}
+
+#[test]
+fn duplicate_stage_is_refused() {
+    refused("[pipeline]\nstages = [\"port\", \"port\"]\n", &["pipeline.toml:2:10", "listed twice"]);
+}
+
+#[test]
+fn setup_is_not_a_release_stage() {
+    refused("[pipeline]\nstages = [\"setup\", \"port\"]\n", &["pipeline.toml:2:10", "not a release stage"]);
+}
+
+#[test]
+fn poudriere_names_are_checked() {
+    refused("[poudriere]\njail = \"clawdie-15.0\"\n", &["pipeline.toml:2:8", "contains `.`"]);
+    refused("[poudriere]\ntree = \"clawdie-main\"\n", &["pipeline.toml:2:8", "contains `-`"]);
+}
+
+#[test]
+fn syntax_error_is_located() {
+    refused("[pipeline\nstages = []\n", &["pipeline.toml:1:"]);
+}
+
+#[test]
+fn missing_file_says_how_to_pick_another() {
+    let p = Project::new("");
+    std::fs::remove_file(p.config_path()).unwrap();
+    p.run(&["status"]).code_is(2).stderr_has("cannot read the pipeline file").stderr_has("--config");
+}
+
+#[test]
+fn option_overrides_are_type_checked() {
+    let p = Project::new("");
+    p.run(&["-o", "pipeline.tail_lines=\"x\"", "status"]).code_is(2).stderr_has("-o pipeline.tail_lines");
+    p.run(&["-o", "pipeline.tail_lines=5", "status"]).success();
+}

@@ -1,0 +1,97 @@
+//! Tidy: the invariants docs/ARCHITECTURE.md states, kept true by tests.
+
+use std::fs;
+
+use camino::Utf8Path;
+
+use crate::support::{Project, repo_root};
+
+const STAGES: [&str; 8] = ["setup", "port", "makesum", "bulk", "sign", "publish", "iso", "gate"];
+
+fn rust_files(dir: &Utf8Path, out: &mut Vec<camino::Utf8PathBuf>) {
+    for entry in dir.read_dir_utf8().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if path.is_dir() {
+            if entry.file_name() != "fixtures" && entry.file_name() != "target" {
+                rust_files(path, out);
+            }
+        } else if path.extension() == Some("rs") {
+            out.push(path.to_owned());
+        }
+    }
+}
+
+#[test]
+fn every_stage_has_a_subcommand_a_module_and_a_docs_table() {
+    let help = Project::new("").run(&["--help"]).success().stdout();
+    let docs = fs::read_to_string(repo_root().join("docs/pipeline-toml.md")).unwrap();
+    for stage in STAGES {
+        assert!(help.contains(&format!("\n  {stage} ")), "--help lacks {stage}:\n{help}");
+        assert!(repo_root().join(format!("xtask/src/{stage}.rs")).exists(), "no module xtask/src/{stage}.rs");
+        assert!(docs.contains(&format!("## [{stage}]")), "docs/pipeline-toml.md lacks [{stage}]");
+    }
+    for cmd in ["release", "status"] {
+        assert!(help.contains(&format!("\n  {cmd} ")), "--help lacks {cmd}");
+    }
+}
+
+#[test]
+fn every_source_file_says_what_it_is_for() {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("xtask"), &mut files);
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        assert!(text.starts_with("//!"), "{f} does not start with a //! line saying what it is for");
+    }
+}
+
+#[test]
+fn no_test_is_ignored() {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("xtask"), &mut files);
+    let needle = ["#[", "ignore"].concat();
+    for f in files {
+        assert!(!fs::read_to_string(&f).unwrap().contains(&needle), "{f} ignores a test");
+    }
+}
+
+#[test]
+fn the_staged_port_is_never_tracked() {
+    let out = std::process::Command::new("git")
+        .args(["-C", repo_root().as_str(), "ls-files", "--", "ports/sysutils/colibri", "ports/*/*"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git ls-files failed: {}", String::from_utf8_lossy(&out.stderr));
+    let tracked = String::from_utf8_lossy(&out.stdout);
+    assert!(tracked.trim().is_empty(), "staged ports are tracked (the plan's release gate):\n{tracked}");
+    let ignore = fs::read_to_string(repo_root().join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "/ports/*"), ".gitignore must ignore the staged overlay");
+}
+
+#[test]
+fn the_pipeline_reference_is_current() {
+    Project::new("").run(&["docs", "--check"]).success();
+}
+
+#[test]
+fn the_example_colibri_uses_only_crates_the_xtask_depends_on() {
+    let ours = fs::read_to_string(repo_root().join("Cargo.lock")).unwrap();
+    let fixture = fs::read_to_string(crate::support::colibri_fixture().join("Cargo.lock")).unwrap();
+    for block in fixture.split("[[package]]").skip(1) {
+        if let Some(checksum) = block.lines().find(|l| l.starts_with("checksum = ")) {
+            assert!(ours.contains(checksum), "the example colibri uses a crate the xtask does not:\n{block}");
+        }
+    }
+}
+
+#[test]
+fn the_default_pipeline_loads() {
+    let run = std::process::Command::new(crate::support::xtask_bin())
+        .args(["--config", repo_root().join("pipeline.toml").as_str(), "release", "--dry-run", "--to", "port"])
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!stderr.contains("pipeline.toml:"), "the default pipeline.toml does not load:\n{stderr}");
+}
