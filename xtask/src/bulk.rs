@@ -14,9 +14,35 @@ settings! {
     }
 }
 
-/// What `bulk` records for later stages.
+/// A package poudriere built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuiltPackage {
+    /// `origin[@flavor]`, as in `.poudriere.ports.built`.
+    pub origin: String,
+    /// `name-version`, e.g. `colibri-0.9.0`.
+    pub pkgname: String,
+    pub version: String,
+    /// The package file, relative to `repo` (`All/colibri-0.9.0.pkg`).
+    pub file: camino::Utf8PathBuf,
+}
+
+/// What `bulk` records for later stages. (Contract: sign reads it; fields may be
+/// added, not changed.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BulkOutputs {}
+pub struct BulkOutputs {
+    /// The `-B` build name of this run's build.
+    pub build_name: String,
+    /// `JAIL-TREE[-SET]`.
+    pub mastername: String,
+    /// The poudriere set (`-z`), if any.
+    pub set: Option<String>,
+    /// `POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME`.
+    pub log_dir: camino::Utf8PathBuf,
+    /// The repository: `POUDRIERE_DATA/packages/MASTERNAME/.latest` (absolute).
+    pub repo: camino::Utf8PathBuf,
+    /// What was built for the port's origin.
+    pub packages: Vec<BuiltPackage>,
+}
 
 impl Stage for Bulk {
     const NAME: StageName = StageName::Bulk;

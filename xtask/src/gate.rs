@@ -14,9 +14,16 @@ settings! {
     }
 }
 
-/// What `gate` records for later stages.
+/// What `gate` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GateOutputs {}
+pub struct GateOutputs {
+    /// `pass` (a failure is an error, not an output).
+    pub verdict: String,
+    /// The JSON result, JUnit file and timestamped console, relative to the state directory.
+    pub result: camino::Utf8PathBuf,
+    pub junit: camino::Utf8PathBuf,
+    pub console: camino::Utf8PathBuf,
+}
 
 impl Stage for Gate {
     const NAME: StageName = StageName::Gate;

@@ -14,9 +14,17 @@ settings! {
     }
 }
 
-/// What `iso` records for later stages.
+/// What `iso` records for later stages. (Contract: gate reads it; fields may be added,
+/// not changed.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IsoOutputs {}
+pub struct IsoOutputs {
+    /// The ISO staging root the packages were installed into (absolute).
+    pub root: camino::Utf8PathBuf,
+    /// The profile it was checked against (`production` or `validation`).
+    pub profile: String,
+    /// The image the build command produced (absolute), if one is configured.
+    pub image: Option<camino::Utf8PathBuf>,
+}
 
 impl Stage for Iso {
     const NAME: StageName = StageName::Iso;

@@ -14,9 +14,26 @@ settings! {
     }
 }
 
-/// What `makesum` records for later stages.
+/// One distfile, as distinfo lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distfile {
+    /// Path relative to the distfiles directory (`rust/crates/NAME-VERSION.crate`).
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What `makesum` records for later stages. (Contract: bulk reads it; fields may be
+/// added, not changed.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MakesumOutputs {}
+pub struct MakesumOutputs {
+    /// The distinfo written (in the staged port).
+    pub distinfo: camino::Utf8PathBuf,
+    /// The distfiles directory (poudriere's DISTFILES_CACHE).
+    pub distdir: camino::Utf8PathBuf,
+    /// Every distfile, in distinfo order.
+    pub distfiles: Vec<Distfile>,
+}
 
 impl Stage for Makesum {
     const NAME: StageName = StageName::Makesum;

@@ -14,9 +14,19 @@ settings! {
     }
 }
 
-/// What `publish` records for later stages.
+/// What `publish` records for later stages. (Contract: iso reads it; fields may be
+/// added, not changed.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PublishOutputs {}
+pub struct PublishOutputs {
+    /// The version directory that `latest` now points at.
+    pub version: String,
+    /// The URL clients use for the repository (what the repo conf's `url` says).
+    pub url: String,
+    /// The published copy on this host, when the target is local (absolute).
+    pub local: Option<camino::Utf8PathBuf>,
+    /// The client repo conf written (relative to the state directory).
+    pub repo_conf: camino::Utf8PathBuf,
+}
 
 impl Stage for Publish {
     const NAME: StageName = StageName::Publish;

@@ -14,9 +14,34 @@ settings! {
     }
 }
 
-/// What `sign` records for later stages.
+/// A package of a verified repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    pub origin: String,
+    /// Path relative to the repository (`All/colibri-0.9.0.pkg`).
+    pub path: camino::Utf8PathBuf,
+    pub size: u64,
+    /// The catalogue's `sum` (`2$...` BLAKE2b in pkg's base32, or bare SHA-256 hex).
+    pub sum: String,
+    pub sha256: String,
+}
+
+/// What `sign` records for later stages. (Contract: publish and iso read it; fields
+/// may be added, not changed.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignOutputs {}
+pub struct SignOutputs {
+    /// The verified, signed repository directory (absolute).
+    pub repo: camino::Utf8PathBuf,
+    /// The release manifest (JSON), relative to the state directory.
+    pub manifest: camino::Utf8PathBuf,
+    /// How clients verify it.
+    pub trust: crate::config::TrustMode,
+    /// SHA-256 (hex) of the public key the catalogue is signed with.
+    pub key_fingerprint: String,
+    pub packages: Vec<PackageRecord>,
+}
 
 impl Stage for Sign {
     const NAME: StageName = StageName::Sign;
