@@ -1,6 +1,7 @@
 //! poudriere: the settings setup and bulk share (jail, ports tree, overlay, poudriere.conf).
 
 use anyhow::Result;
+use camino::Utf8PathBuf;
 
 use crate::config::Loaded;
 use crate::settings;
@@ -16,6 +17,8 @@ settings! {
         pub arch: String = "amd64".into(),
         /// Ports tree name (may not contain `-`).
         pub tree: String = "clawdie".into(),
+        /// poudriere's DISTFILES_CACHE: where makesum puts distfiles and bulk finds them.
+        pub distfiles: Utf8PathBuf = "/usr/local/poudriere/distfiles".into(),
     }
 }
 
