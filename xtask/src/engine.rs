@@ -307,6 +307,10 @@ impl<'a> Engine<'a> {
 
         self.ui.pipeline_start(todo.len());
         for name in &todo {
+            if let Err(e) = crate::proc::check_interrupted() {
+                self.ui.pipeline_finish();
+                return Err(e);
+            }
             let stage = make(*name);
             let force = opts.force || force_first;
             force_first = false;

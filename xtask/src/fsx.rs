@@ -125,6 +125,25 @@ pub fn relative_to(path: &Utf8Path, base: &Utf8Path) -> Utf8PathBuf {
     path.strip_prefix(base).map(Utf8Path::to_owned).unwrap_or_else(|_| path.to_owned())
 }
 
+/// `path` expressed relative to `base` (both absolute), with `..` where needed:
+/// `/a/colibri` from `/a/mother-build` is `../colibri`. Lexical: symlinks are not resolved.
+pub fn relative_path(path: &Utf8Path, base: &Utf8Path) -> Utf8PathBuf {
+    if !path.is_absolute() || !base.is_absolute() {
+        return path.to_owned();
+    }
+    let p: Vec<_> = path.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = Utf8PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c.as_str());
+    }
+    if out.as_str().is_empty() { Utf8PathBuf::from(".") } else { out }
+}
+
 /// Checks that a relative path stays inside its root: no `..`, no absolute part.
 pub fn check_contained(rel: &Utf8Path) -> Result<()> {
     use camino::Utf8Component;
@@ -177,6 +196,13 @@ mod tests {
         assert!(!target.join("old").exists());
         assert!(!staged.exists());
         assert_eq!(fs::read_dir(&root).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative_path(Utf8Path::new("/a/colibri"), Utf8Path::new("/a/mb")), "../colibri");
+        assert_eq!(relative_path(Utf8Path::new("/a/mb/ports/x"), Utf8Path::new("/a/mb")), "ports/x");
+        assert_eq!(relative_path(Utf8Path::new("/a/mb"), Utf8Path::new("/a/mb")), ".");
     }
 
     #[test]

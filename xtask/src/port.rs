@@ -51,7 +51,8 @@ pub struct PortOutputs {
     pub port_dir: Utf8PathBuf,
     /// The overlay tree holding it.
     pub overlay: Utf8PathBuf,
-    /// The colibri checkout (absolute).
+    /// The colibri checkout, relative to pipeline.toml's directory (so a run directory
+    /// carried to another machine still finds it at the same relative place).
     pub checkout: Utf8PathBuf,
     pub portname: String,
     pub distversion: String,
@@ -232,9 +233,9 @@ impl Stage for Port {
 
         let outputs = PortOutputs {
             origin: cfg.origin.clone(),
-            port_dir: crate::fsx::relative_to(&w.target, &cx.loaded.base),
-            overlay: crate::fsx::relative_to(&cx.resolve(&cfg.overlay), &cx.loaded.base),
-            checkout: w.checkout.clone(),
+            port_dir: crate::fsx::relative_path(&w.target, &cx.loaded.base),
+            overlay: crate::fsx::relative_path(&cx.resolve(&cfg.overlay), &cx.loaded.base),
+            checkout: crate::fsx::relative_path(&w.checkout, &cx.loaded.base),
             portname,
             distversion,
             tag,

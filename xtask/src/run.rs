@@ -215,8 +215,8 @@ impl StateDir {
         let info = format!("pid {} on {host}, `{command}`, since {}", std::process::id(), now_rfc3339());
         file.set_len(0).with_context(|| format!("cannot write {path}"))?;
         file.rewind().with_context(|| format!("cannot write {path}"))?;
+        // Advisory text for whoever finds the lock taken; not worth an fsync.
         file.write_all(info.as_bytes()).with_context(|| format!("cannot write {path}"))?;
-        let _ = file.sync_all();
         Ok(Lock { _file: file })
     }
 

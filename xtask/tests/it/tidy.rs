@@ -95,3 +95,33 @@ fn the_default_pipeline_loads() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!stderr.contains("pipeline.toml:"), "the default pipeline.toml does not load:\n{stderr}");
 }
+
+#[test]
+fn the_workflow_runs_every_stage_in_pipeline_order() {
+    let workflow = fs::read_to_string(repo_root().join(".forgejo/workflows/release.yml")).unwrap();
+    let pipeline: toml::Table =
+        toml::from_str(&fs::read_to_string(repo_root().join("pipeline.toml")).unwrap()).unwrap();
+    let stages: Vec<&str> =
+        pipeline["pipeline"]["stages"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    // Job ids are the two-space-indented keys under `jobs:`.
+    let jobs_at = workflow.find("\njobs:\n").expect("the workflow has jobs");
+    let jobs: Vec<&str> = workflow[jobs_at..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ").and_then(|k| k.strip_suffix(':')))
+        .filter(|k| !k.starts_with(' '))
+        .collect();
+    let stage_jobs: Vec<&str> = jobs.iter().copied().filter(|j| STAGES.contains(j)).collect();
+    assert_eq!(stage_jobs, stages, "the workflow's stage jobs must follow pipeline.toml's order");
+    for (i, stage) in stages.iter().enumerate() {
+        let start = workflow.find(&format!("\n  {stage}:\n")).unwrap();
+        let end = stages.get(i + 1).and_then(|n| workflow.find(&format!("\n  {n}:\n"))).unwrap_or(workflow.len());
+        let job = &workflow[start..end];
+        assert!(job.contains(&format!("run: cargo xtask {stage}\n")), "job {stage} does not run `cargo xtask {stage}`");
+        assert!(job.contains("path: target/mother-build"), "job {stage} does not keep the run directory");
+        if i > 0 {
+            assert!(job.contains(&format!("needs: {}", stages[i - 1])), "job {stage} must follow {}", stages[i - 1]);
+            assert!(job.contains(&format!("name: run-after-{}", stages[i - 1])), "job {stage} must carry the run on");
+        }
+    }
+    assert!(workflow.contains("run: .ci/run"), "a Linux job runs the tests");
+}
