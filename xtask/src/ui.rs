@@ -188,7 +188,7 @@ impl Ui {
                 if let Some((sp, _)) = &*self.spinner.lock().unwrap_or_else(|e| e.into_inner()) {
                     sp.set_message(line.to_owned());
                 }
-                self.eprintln(&format!("{:>9} {line}", self.dim(&stage)));
+                self.eprintln(&format!("{} {line}", self.dim(&format!("{stage:>9}"))));
             }
             Mode::Plain => self.eprintln(&format!("[{stage}] {line}")),
         }
@@ -210,7 +210,7 @@ impl Ui {
             _ => self.yellow(verdict),
         };
         match self.mode {
-            Mode::Fancy => self.eprintln(&format!("{:>9} {word} {detail}", self.bold(stage))),
+            Mode::Fancy => self.eprintln(&format!("{} {word} {detail}", self.bold(&format!("{stage:>9}")))),
             Mode::Plain => self.eprintln(format!("[{stage}] {verdict} {detail}").trim_end()),
         }
     }
