@@ -488,7 +488,6 @@ impl Drop for Watchdog {
 }
 
 /// Finds a program on PATH (or checks an explicit path) without running it.
-#[allow(dead_code)] // for the stages still being written; drop once used
 pub fn find_program(program: &str) -> Option<Utf8PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable =

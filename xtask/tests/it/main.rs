@@ -6,4 +6,5 @@ mod support;
 mod config;
 mod engine;
 mod port;
+mod setup;
 mod tidy;
