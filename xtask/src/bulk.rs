@@ -16,7 +16,7 @@ use crate::cli::Bulk;
 use crate::engine::ExitCode;
 use crate::fingerprint::Fingerprint;
 use crate::poudriere::{self, Paths};
-use crate::proc::{CmdLine, Interrupted, StreamOpts};
+use crate::proc::{CmdLine, Interrupted, StreamOpts, TimedOut};
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 
@@ -149,9 +149,8 @@ impl Stage for Bulk {
         Ok(fp)
     }
 
-    fn outputs_intact(&self, cx: &Cx, o: &BulkOutputs) -> bool {
+    fn outputs_intact(&self, _cx: &Cx, o: &BulkOutputs) -> bool {
         // Still the repository this build committed, with its packages in it.
-        let _ = cx;
         link_target(&o.repo).as_deref() == Some(o.real.as_path())
             && o.packages.iter().all(|p| o.real.join(&p.file).is_file())
     }
@@ -225,7 +224,8 @@ impl Stage for Bulk {
             Err(e) if e.downcast_ref::<Interrupted>().is_some() || crate::proc::interrupted().is_some() => {
                 return Err(e);
             }
-            Err(e) => return Err(stopped_error(e, &plan, cx)),
+            Err(e) if e.downcast_ref::<TimedOut>().is_some() => return Err(timed_out(e, &plan, cx)),
+            Err(e) => return Err(e.context(format!("poudriere bulk could not run build {}", plan.build))),
         };
         cx.note(format!("poudriere {} (recorded; the status files decide)", out.describe_status()));
         let Some(build) = BuildStatus::read(&plan.log_dir)? else {
@@ -373,8 +373,8 @@ fn version_matches(pkg_version: &str, portversion: &str) -> bool {
     }
 }
 
-/// The error for a bulk that timed out (or could not run): what the build had done.
-fn stopped_error(e: anyhow::Error, plan: &BulkPlan, cx: &Cx) -> anyhow::Error {
+/// The error for a bulk that timed out: what the build had done by then.
+fn timed_out(e: anyhow::Error, plan: &BulkPlan, cx: &Cx) -> anyhow::Error {
     let progress = match BuildStatus::read(&plan.log_dir) {
         Ok(Some(b)) => format!("build {} was at `{}` ({})", plan.build, b.status, b.counts()),
         _ => format!("build {} had written no status files yet", plan.build),
@@ -506,13 +506,13 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
     let mut packages_out = Vec::new();
     for b in built {
         let version = status::version_of(&b.pkgname).to_owned();
-        if let (Some(want), Some(portname)) = (&target.version, &target.portname) {
-            if !version_matches(&version, want) || status::name_of(&b.pkgname) != portname {
-                return fail(format!(
-                    "poudriere built {} for {origin}, but `port` staged {portname} {want}: this build did not use the port this run staged\nhelp: the overlay tree must be registered at this repository's ports/ (`cargo xtask setup --check`); then rerun: cargo xtask bulk",
-                    b.pkgname
-                ));
-            }
+        if let (Some(want), Some(portname)) = (&target.version, &target.portname)
+            && (!version_matches(&version, want) || status::name_of(&b.pkgname) != portname)
+        {
+            return fail(format!(
+                "poudriere built {} for {origin}, but `port` staged {portname} {want}: this build did not use the port this run staged\nhelp: the overlay tree must be registered at this repository's ports/ (`cargo xtask setup --check`); then rerun: cargo xtask bulk",
+                b.pkgname
+            ));
         }
         let file = Utf8PathBuf::from(format!("All/{}.pkg", b.pkgname));
         if !real.join(&file).is_file() {

@@ -575,9 +575,7 @@ fn inspect_pool(cfg: &crate::config::Config, log: &Log) -> Item {
         Ok(out) => Item::refuse(
             name,
             State::Missing(cmd.failure(&out).lines().map(str::trim).collect::<Vec<_>>().join(" ")),
-            format!(
-                "create the pool (plan Phase 1.2), or set poudriere.zpool to an existing one, or poudriere.no_zfs = true to build without ZFS"
-            ),
+            "create the pool (plan Phase 1.2), or set poudriere.zpool to an existing one, or poudriere.no_zfs = true to build without ZFS",
         ),
         Err(e) => Item::refuse(name, State::Missing(e), "setup provisions a FreeBSD host with ZFS"),
     }

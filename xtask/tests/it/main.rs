@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bulk;
 mod config;
 mod engine;
 mod port;
