@@ -478,7 +478,7 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
     }
     if let Some(i) = build.ignored_of(origin).next() {
         return fail(format!(
-            "poudriere ignored {origin} ({}) in build {name}: {}\n  nothing was built, although poudriere's exit status does not count ignored ports\nhelp: the port declares itself IGNORE, BROKEN or not for this jail's architecture or release: fix its Makefile in colibri",
+            "poudriere ignored {origin} ({}) in build {name}: {}\n  nothing was built\nhelp: the port declares itself IGNORE, BROKEN or not for this jail's architecture or release: fix its Makefile in colibri",
             i.pkgname, i.reason
         ));
     }
