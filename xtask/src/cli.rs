@@ -67,7 +67,7 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct Setup {
     /// Change nothing; print one line per item (ok, missing, differs); exit 0 only when all are ok
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["write", "dry_run"])]
     pub check: bool,
     /// Overwrite an existing poudriere.conf that differs (a backup is kept)
     #[arg(long)]
@@ -123,6 +123,10 @@ pub struct Bulk {
     /// poudriere set (-z), e.g. `validation` for the build with the test agent
     #[arg(long = "set", value_name = "SET")]
     pub set: Option<String>,
+    /// Judge an existing build from its status files and report it; build nothing
+    /// (DIR: POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dry_run", "set"])]
+    pub judge: Option<Utf8PathBuf>,
 }
 
 /// sign

@@ -164,13 +164,25 @@ impl<'a> Engine<'a> {
             self.print_plan(stage, RunView::detached(&scratch))?;
             return Ok(serde_json::Value::Null);
         }
-        let log = Log::open(&scratch.join(format!("{}.log", stage.name())))?;
+        let name = stage.name();
+        let log = Log::open(&scratch.join(format!("{name}.log")))?;
         let mut cx = self.cx(RunView::detached(&scratch), log, false);
-        cx.log.line(&format!("==== {} (detached) at {} ====", stage.name(), now_rfc3339()));
+        cx.log.line(&format!("==== {name} (detached) at {} ====", now_rfc3339()));
+        let started = Instant::now();
+        self.ui.stage_start(name.as_str());
         let result = stage.run(&mut cx);
-        if let Err(err) = &result {
-            cx.log.line(&format!("error: {}", crate::ui::render_error(err)));
-            return Err(self.report_failure(stage.name(), err, &cx.log));
+        match &result {
+            Ok(_) => self.ui.stage_end(name.as_str(), "ok", &self.ui.dim(&crate::ui::duration(started.elapsed()))),
+            // A stage that printed its own report (`setup --check`) says only how to exit.
+            Err(err) if err.downcast_ref::<Exit>().is_some() => {
+                self.ui.stage_end(name.as_str(), "not ok", "");
+            }
+            Err(err) => {
+                // The log's tail is what led up to the error (the error is shown anyway).
+                let tail = cx.log.tail(self.loaded.config.pipeline.tail_lines);
+                cx.log.line(&format!("error: {}", crate::ui::render_error(err)));
+                return Err(self.report_failure(name, err, &cx.log, &tail, true));
+            }
         }
         result
     }
@@ -223,20 +235,28 @@ impl<'a> Engine<'a> {
                 rec.status = if interrupted { Status::Interrupted } else { Status::Failed };
                 rec.error = Some(crate::ui::render_error(&err));
                 run.save()?;
+                let tail = log.tail(self.loaded.config.pipeline.tail_lines);
                 log.line(&format!("error: {}", crate::ui::render_error(&err)));
                 log.line(&format!(
                     "==== {name}: {} after {} ====",
                     rec_status_word(interrupted),
                     crate::ui::duration(elapsed)
                 ));
-                Err(self.report_failure(name, &err, &log))
+                Err(self.report_failure(name, &err, &log, &tail, false))
             }
         }
     }
 
     /// Shows a failed stage: the error, the end of its log, where the log is, and how
     /// to rerun it. Returns the [`Exit`] to end the program with.
-    fn report_failure(&self, name: StageName, err: &anyhow::Error, log: &Log) -> anyhow::Error {
+    fn report_failure(
+        &self,
+        name: StageName,
+        err: &anyhow::Error,
+        log: &Log,
+        tail: &str,
+        detached: bool,
+    ) -> anyhow::Error {
         let interrupted = crate::proc::interrupted().or(err.downcast_ref::<Interrupted>().map(|i| i.0));
         if let Some(sig) = interrupted {
             self.ui.stage_end(name.as_str(), "interrupted", &format!("by {}", crate::proc::signal_name(sig)));
@@ -247,19 +267,24 @@ impl<'a> Engine<'a> {
             if let Some(path) = log.path() {
                 self.ui.eprintln(&format!("  log: {path}"));
             }
-            self.ui.eprintln("  continue with: cargo xtask release --resume");
+            if !detached {
+                self.ui.eprintln("  continue with: cargo xtask release --resume");
+            }
             return Exit(130).into();
         }
         self.ui.stage_end(name.as_str(), "failed", "");
         self.ui.eprintln(&format!("{} stage `{name}` failed: {}", self.ui.red("error:"), crate::ui::render_error(err)));
-        let tail = log.tail(self.loaded.config.pipeline.tail_lines);
         if !tail.is_empty() {
             self.ui.eprintln(&format!("  last lines of the log:\n{tail}"));
         }
         if let Some(path) = log.path() {
             self.ui.eprintln(&format!("  full log: {path}"));
         }
-        self.ui.eprintln(&format!("  rerun this stage: cargo xtask {name}   (or: cargo xtask release --resume)"));
+        if detached {
+            self.ui.eprintln(&format!("  rerun it: cargo xtask {name}"));
+        } else {
+            self.ui.eprintln(&format!("  rerun this stage: cargo xtask {name}   (or: cargo xtask release --resume)"));
+        }
         let code = err.downcast_ref::<crate::engine::ExitCode>().map_or(1, |e| e.code);
         Exit(code).into()
     }

@@ -1,40 +1,412 @@
-//! poudriere: the settings setup and bulk share (jail, ports tree, overlay, poudriere.conf).
+//! poudriere: the settings setup and bulk share (jail, ports tree, overlay, poudriere.conf),
+//! the command line both build on (`poudriere [-e ETCDIR] ...`), and the poudriere.conf
+//! that setup writes from them.
+
+use std::collections::BTreeMap;
 
 use anyhow::Result;
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::config::Loaded;
+use crate::config::{Loaded, Tool, TrustMode};
+use crate::proc::CmdLine;
 use crate::settings;
 
+/// poudriere's own configuration root; any other needs `poudriere -e`.
+pub const DEFAULT_ETC: &str = "/usr/local/etc";
+
 settings! {
-    /// poudriere: the build jail, ports tree and overlay, shared by setup and bulk.
+    /// poudriere: the build jail, ports tree and overlay, and the poudriere.conf values,
+    /// shared by setup (which creates them) and bulk (which builds with them).
     pub struct PoudriereConfig {
         /// Build jail name (may not contain `.`).
         pub jail: String = "clawdie-amd64".into(),
-        /// FreeBSD release the jail runs.
+        /// FreeBSD release the jail runs. The host must run this release or a later one.
         pub version: String = "15.0-RELEASE".into(),
         /// Jail architecture.
         pub arch: String = "amd64".into(),
+        /// How setup creates the jail (`jail -c -m METHOD`); empty: poudriere's default
+        /// (the release's sets from FREEBSD_HOST).
+        pub jail_method: String = String::new(),
         /// Ports tree name (may not contain `-`).
         pub tree: String = "clawdie".into(),
+        /// How setup creates the ports tree (`ports -c -m METHOD`).
+        pub tree_method: String = "git+https".into(),
+        /// Where the ports tree comes from (`ports -c -U URL`).
+        pub tree_url: String = "https://git.FreeBSD.org/ports.git".into(),
+        /// Branch of the ports tree (`ports -c -B BRANCH`).
+        pub tree_branch: String = "main".into(),
+        /// Name under which setup registers this repository's overlay (port.overlay) as a
+        /// null ports tree, and bulk passes with `-O` (may not contain `-`).
+        pub overlay: String = "clawdie_overlay".into(),
+        /// poudriere's configuration root: ETC/poudriere.conf and ETC/poudriere.d/. Any
+        /// other than /usr/local/etc is passed to every poudriere command as `-e ETC`.
+        pub etc: Utf8PathBuf = DEFAULT_ETC.into(),
+        /// ZPOOL: the ZFS pool poudriere uses (ignored with no_zfs).
+        pub zpool: String = "zroot".into(),
+        /// ZROOTFS: poudriere's dataset inside the pool.
+        pub zrootfs: String = "/poudriere".into(),
+        /// NO_ZFS=yes: build without ZFS (slower; for hosts without a pool).
+        pub no_zfs: bool = false,
+        /// FREEBSD_HOST: where jails download the release from.
+        pub freebsd_host: String = "https://download.FreeBSD.org".into(),
+        /// RESOLV_CONF: the resolver configuration copied into the jails.
+        pub resolv_conf: Utf8PathBuf = "/etc/resolv.conf".into(),
+        /// BASEFS: poudriere's base directory.
+        pub basefs: Utf8PathBuf = "/usr/local/poudriere".into(),
+        /// POUDRIERE_DATA: where packages (`packages/MASTERNAME/`) and logs
+        /// (`logs/bulk/MASTERNAME/BUILDNAME/`) land; bulk reads its results here.
+        pub data: Utf8PathBuf = "/usr/local/poudriere/data".into(),
+        /// USE_TMPFS: `yes` builds in RAM; `no` on a host short of memory; or a list
+        /// such as `wrkdir data`.
+        pub use_tmpfs: String = "yes".into(),
+        /// MAX_MEMORY: GiB of memory per build jail (0: no limit).
+        pub max_memory: u32 = 4,
+        /// MAX_FILES: open files per build jail.
+        pub max_files: u32 = 2048,
+        /// PARALLEL_JOBS: builders running at once (0: poudriere's default, the CPU count).
+        pub parallel_jobs: u32 = 8,
         /// poudriere's DISTFILES_CACHE: where makesum puts distfiles and bulk finds them.
         pub distfiles: Utf8PathBuf = "/usr/local/poudriere/distfiles".into(),
+        /// The set (`bulk --set NAME`, poudriere's `-z`) that builds the validation flavour
+        /// into its own repository (`packages/JAIL-TREE-SET`).
+        pub validation_set: String = "validation".into(),
+        /// Port options the validation set turns on: setup writes
+        /// `poudriere.d/SET-make.conf` with `CATEGORY_NAME_SET+=OPTIONS` for port.origin.
+        pub validation_options: Vec<String> = vec!["TESTAGENT".into()],
     }
 }
 
 /// Checks the names poudriere would refuse.
 pub fn validate(loaded: &Loaded) -> Result<()> {
     let p = &loaded.config.poudriere;
-    if p.jail.contains('.') {
-        return Err(
-            loaded.error_at("poudriere.jail", format!("jail name `{}` contains `.`, which poudriere refuses", p.jail))
-        );
-    }
-    if p.tree.contains('-') {
+    if p.jail.is_empty() || p.jail.contains('.') {
         return Err(loaded.error_at(
-            "poudriere.tree",
-            format!("ports tree name `{}` contains `-`, which poudriere refuses", p.tree),
+            "poudriere.jail",
+            format!("jail name `{}` is empty or contains `.`, which poudriere refuses", p.jail),
         ));
     }
+    for (key, name) in [("poudriere.tree", &p.tree), ("poudriere.overlay", &p.overlay)] {
+        if name.is_empty() || name.contains('-') {
+            return Err(loaded
+                .error_at(key, format!("ports tree name `{name}` is empty or contains `-`, which poudriere refuses")));
+        }
+    }
+    if p.tree == p.overlay {
+        return Err(loaded.error_at(
+            "poudriere.overlay",
+            format!("the overlay must be a tree of its own, not the ports tree `{}`", p.tree),
+        ));
+    }
+    if let Err(msg) = check_set_name(&p.validation_set) {
+        return Err(loaded.error_at("poudriere.validation_set", msg));
+    }
+    for option in &p.validation_options {
+        if option.is_empty() || !option.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(loaded.error_at(
+                "poudriere.validation_options",
+                format!("`{option}` is not a port option name (upper case letters, digits and `_`)"),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// A set name poudriere can put into `JAIL-TREE-SET` unambiguously.
+pub fn check_set_name(set: &str) -> std::result::Result<(), String> {
+    if set.is_empty() || !set.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("set name `{set}` must be letters, digits and `_` (it becomes part of JAIL-TREE-SET)"));
+    }
+    Ok(())
+}
+
+/// Where poudriere's files live for this configuration, resolved.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The configuration root (`-e`).
+    pub etc: Utf8PathBuf,
+    /// POUDRIERE_DATA.
+    pub data: Utf8PathBuf,
+    pub basefs: Utf8PathBuf,
+    pub distfiles: Utf8PathBuf,
+}
+
+impl Paths {
+    pub fn new(loaded: &Loaded) -> Paths {
+        let p = &loaded.config.poudriere;
+        Paths {
+            etc: loaded.resolve(&p.etc),
+            data: loaded.resolve(&p.data),
+            basefs: loaded.resolve(&p.basefs),
+            distfiles: loaded.resolve(&p.distfiles),
+        }
+    }
+
+    /// ETC/poudriere.conf.
+    pub fn conf(&self) -> Utf8PathBuf {
+        self.etc.join("poudriere.conf")
+    }
+
+    /// ETC/poudriere.d/SET-make.conf.
+    pub fn set_make_conf(&self, set: &str) -> Utf8PathBuf {
+        self.etc.join("poudriere.d").join(format!("{set}-make.conf"))
+    }
+
+    /// `POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME`.
+    pub fn log_dir(&self, mastername: &str, build: &str) -> Utf8PathBuf {
+        self.data.join("logs/bulk").join(mastername).join(build)
+    }
+
+    /// `POUDRIERE_DATA/packages/MASTERNAME`.
+    pub fn packages(&self, mastername: &str) -> Utf8PathBuf {
+        self.data.join("packages").join(mastername)
+    }
+}
+
+/// `poudriere [-e ETC]`: every poudriere command starts so, so poudriere reads the same
+/// files setup writes.
+pub fn command(loaded: &Loaded) -> CmdLine {
+    let cmd = CmdLine::tool(&loaded.config.tools, Tool::poudriere);
+    let etc = loaded.resolve(&loaded.config.poudriere.etc);
+    if etc == Utf8Path::new(DEFAULT_ETC) { cmd } else { cmd.args(["-e", etc.as_str()]) }
+}
+
+/// `JAIL-TREE[-SET]`: the name of a build's package and log directories.
+pub fn mastername(jail: &str, tree: &str, set: Option<&str>) -> String {
+    match set {
+        Some(set) => format!("{jail}-{tree}-{set}"),
+        None => format!("{jail}-{tree}"),
+    }
+}
+
+/// The make variable that sets options of one port: `sysutils/colibri` gives
+/// `sysutils_colibri_SET` (the ports framework's OPTIONS_NAME, the origin with `_`).
+pub fn options_set_var(origin: &str) -> String {
+    format!("{}_SET", origin.replace('/', "_"))
+}
+
+/// Quotes a value for an sh assignment (poudriere.conf is sourced by sh).
+pub fn sh_quote(value: &str) -> String {
+    let plain = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:,+@%=".contains(&b));
+    if plain { value.to_owned() } else { format!("'{}'", value.replace('\'', r"'\''")) }
+}
+
+/// The poudriere.conf this configuration asks for, as `(KEY, value)` pairs in file order.
+pub fn conf_values(loaded: &Loaded) -> Vec<(&'static str, String)> {
+    let p = &loaded.config.poudriere;
+    let s = &loaded.config.signing;
+    let paths = Paths::new(loaded);
+    let mut v: Vec<(&'static str, String)> = Vec::new();
+    if p.no_zfs {
+        v.push(("NO_ZFS", "yes".into()));
+    } else {
+        v.push(("ZPOOL", p.zpool.clone()));
+        v.push(("ZROOTFS", p.zrootfs.clone()));
+    }
+    v.push(("FREEBSD_HOST", p.freebsd_host.clone()));
+    v.push(("RESOLV_CONF", loaded.resolve(&p.resolv_conf).into_string()));
+    v.push(("BASEFS", paths.basefs.into_string()));
+    v.push(("POUDRIERE_DATA", paths.data.into_string()));
+    v.push(("USE_TMPFS", p.use_tmpfs.clone()));
+    if p.max_memory > 0 {
+        v.push(("MAX_MEMORY", p.max_memory.to_string()));
+    }
+    v.push(("MAX_FILES", p.max_files.to_string()));
+    v.push(("DISTFILES_CACHE", paths.distfiles.into_string()));
+    if p.parallel_jobs > 0 {
+        v.push(("PARALLEL_JOBS", p.parallel_jobs.to_string()));
+    }
+    match s.trust {
+        TrustMode::Pubkey => v.push(("PKG_REPO_SIGNING_KEY", loaded.resolve(&s.key).into_string())),
+        TrustMode::Fingerprints => {
+            // A command line poudriere hands to pkg, which runs it through sh: each word
+            // quoted, then the whole line quoted as one sh value.
+            let line: Vec<String> = s.command.iter().map(|w| sh_quote(w)).collect();
+            v.push(("SIGNING_COMMAND", line.join(" ")));
+            v.push(("PKG_REPO_FROM_HOST", "yes".into()));
+        }
+    }
+    v
+}
+
+/// The text of poudriere.conf.
+pub fn render_conf(loaded: &Loaded) -> String {
+    let mut out = String::from(
+        "# poudriere.conf for mother-build, written by `cargo xtask setup` from pipeline.toml\n\
+         # ([poudriere] and [signing]). Change pipeline.toml and rerun setup: a hand edit here\n\
+         # is reported by `cargo xtask setup --check` and replaced only by `setup --write`.\n",
+    );
+    for (key, value) in conf_values(loaded) {
+        out.push_str(&format!("{key}={}\n", sh_quote(&value)));
+    }
+    out
+}
+
+/// The text of a set's make.conf: `CATEGORY_NAME_SET+=OPTION ...`.
+pub fn render_set_make_conf(set: &str, origin: &str, options: &[String]) -> String {
+    format!(
+        "# Written by `cargo xtask setup`: `poudriere bulk -z {set}` builds {origin} with these\n\
+         # options, into a repository of its own (packages/JAIL-TREE-{set}).\n{}+={}\n",
+        options_set_var(origin),
+        options.join(" ")
+    )
+}
+
+/// The simple `KEY=value` assignments of an sh configuration file (single or double
+/// quotes, `#` comments). Enough to compare a poudriere.conf with what setup writes and
+/// to find a key's value; anything cleverer is left as it is.
+pub fn parse_assignments(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, rest)) = line.split_once('=') else { continue };
+        let key = key.trim().strip_prefix("export ").unwrap_or(key.trim()).trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue;
+        }
+        out.insert(key.to_owned(), sh_value(rest));
+    }
+    out
+}
+
+/// The value of the right-hand side of an sh assignment, unquoted.
+fn sh_value(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    out.push(c);
+                }
+            }
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                out.push(n);
+                            }
+                        }
+                        _ => out.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                // An unquoted blank ends the word (what follows is a comment or a command).
+                break;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What differs between an existing file's assignments and the wanted ones, as
+/// `KEY is X, pipeline.toml says Y` phrases.
+pub fn assignment_differences(have: &str, want: &str) -> Vec<String> {
+    let have = parse_assignments(have);
+    let want = parse_assignments(want);
+    let mut out = Vec::new();
+    for (key, value) in &want {
+        match have.get(key) {
+            None => out.push(format!("{key} is missing")),
+            Some(v) if v != value => out.push(format!("{key} is {}, not {}", sh_quote(v), sh_quote(value))),
+            Some(_) => {}
+        }
+    }
+    for key in have.keys().filter(|k| !want.contains_key(*k)) {
+        out.push(format!("{key} is set but pipeline.toml does not set it"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn loaded(config: Config) -> Loaded {
+        Loaded::from_parts(config, "/p/pipeline.toml".into(), "/p".into())
+    }
+
+    #[test]
+    fn conf_round_trips_through_the_parser() {
+        let mut config = Config::default();
+        config.signing.trust = TrustMode::Fingerprints;
+        config.signing.command = vec!["/usr/local/bin/sign".into(), "--key".into(), "it's here".into()];
+        let l = loaded(config);
+        let text = render_conf(&l);
+        let parsed = parse_assignments(&text);
+        for (k, v) in conf_values(&l) {
+            assert_eq!(parsed.get(k), Some(&v), "{k} in\n{text}");
+        }
+        assert!(text.contains("PKG_REPO_FROM_HOST=yes\n"), "{text}");
+        assert!(!text.contains("PKG_REPO_SIGNING_KEY"), "{text}");
+        assert_eq!(parsed["SIGNING_COMMAND"], r"/usr/local/bin/sign --key 'it'\''s here'");
+    }
+
+    #[test]
+    fn pubkey_mode_names_the_key_and_zfs() {
+        let text = render_conf(&loaded(Config::default()));
+        for line in [
+            "ZPOOL=zroot\n",
+            "ZROOTFS=/poudriere\n",
+            "BASEFS=/usr/local/poudriere\n",
+            "DISTFILES_CACHE=/usr/local/poudriere/distfiles\n",
+            "PKG_REPO_SIGNING_KEY=/usr/local/etc/ssl/clawdie-pkg.key\n",
+            "FREEBSD_HOST=https://download.FreeBSD.org\n",
+            "USE_TMPFS=yes\n",
+            "MAX_MEMORY=4\n",
+            "MAX_FILES=2048\n",
+            "PARALLEL_JOBS=8\n",
+        ] {
+            assert!(text.contains(line), "lacks {line:?}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn differences_name_the_keys() {
+        let want = "ZPOOL=zroot\nUSE_TMPFS=yes\n";
+        let have = "# mine\nZPOOL=\"tank\"\nEXTRA=1 # comment\n";
+        assert_eq!(
+            assignment_differences(have, want),
+            vec![
+                "USE_TMPFS is missing".to_owned(),
+                "ZPOOL is tank, not zroot".into(),
+                "EXTRA is set but pipeline.toml does not set it".into()
+            ]
+        );
+        assert!(assignment_differences(want, want).is_empty());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(mastername("clawdie-amd64", "clawdie", Some("validation")), "clawdie-amd64-clawdie-validation");
+        assert_eq!(options_set_var("sysutils/colibri"), "sysutils_colibri_SET");
+        assert_eq!(
+            render_set_make_conf("validation", "sysutils/colibri", &["TESTAGENT".into()]).lines().last(),
+            Some("sysutils_colibri_SET+=TESTAGENT")
+        );
+    }
+
+    #[test]
+    fn etc_other_than_the_default_is_passed() {
+        let l = loaded(Config::default());
+        assert_eq!(command(&l).to_string(), "poudriere");
+        let mut config = Config::default();
+        config.poudriere.etc = "etc".into();
+        assert_eq!(command(&loaded(config)).to_string(), "poudriere -e /p/etc");
+    }
 }

@@ -210,10 +210,7 @@ impl CmdLine {
         if let Some(w) = &_watchdog
             && w.fired()
         {
-            return Err(anyhow!(
-                "`{self}` timed out after {} and was stopped",
-                crate::ui::duration(opts.timeout.unwrap_or_default())
-            ));
+            return Err(TimedOut { command: self.to_string(), after: opts.timeout.unwrap_or_default() }.into());
         }
         check_interrupted()?;
         Ok(output)
@@ -239,6 +236,21 @@ pub fn quote(word: &str) -> String {
     let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%^".contains(&b));
     if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
+
+/// The error of a streamed command stopped by its timeout (SIGTERM, grace, SIGKILL).
+#[derive(Debug, Clone)]
+pub struct TimedOut {
+    pub command: String,
+    pub after: Duration,
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` timed out after {} and was stopped", self.command, crate::ui::duration(self.after))
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 /// Options for [`CmdLine::stream`].
 #[derive(Debug, Clone)]
@@ -488,7 +500,6 @@ impl Drop for Watchdog {
 }
 
 /// Finds a program on PATH (or checks an explicit path) without running it.
-#[allow(dead_code)] // for the stages still being written; drop once used
 pub fn find_program(program: &str) -> Option<Utf8PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable =

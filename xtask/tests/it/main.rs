@@ -3,7 +3,9 @@
 
 mod support;
 
+mod bulk;
 mod config;
 mod engine;
 mod port;
+mod setup;
 mod tidy;
