@@ -10,6 +10,7 @@ mod fingerprint;
 mod fsx;
 mod git;
 mod makevars;
+mod pkgrepo;
 mod proc;
 mod run;
 #[allow(dead_code)] // used by setup and sign, which are still being written; drop once used
