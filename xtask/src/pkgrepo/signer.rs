@@ -65,11 +65,6 @@ impl KeySigner {
         }
         Ok(KeySigner { key: rsa::pkcs1v15::SigningKey::<Sha256>::new(key), cert })
     }
-
-    /// SHA-256 hex of the public key's PEM bytes.
-    pub fn fingerprint(&self) -> String {
-        sha256_bytes(&self.cert)
-    }
 }
 
 impl DigestSigner for KeySigner {

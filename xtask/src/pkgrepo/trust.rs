@@ -128,10 +128,6 @@ impl PublicKey {
         Ok(PublicKey { key, fingerprint: sha256_bytes(pem) })
     }
 
-    pub fn from_rsa(key: rsa::PublicKey, pem: &[u8]) -> PublicKey {
-        PublicKey { key, fingerprint: sha256_bytes(pem) }
-    }
-
     /// Signature length in bytes.
     pub fn size(&self) -> usize {
         self.key.size()

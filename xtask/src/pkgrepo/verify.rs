@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 use super::archive::Archive;
 use super::catalogue::{Catalogue, Package, abi_matches};
@@ -77,14 +77,16 @@ pub struct CatalogueInfo {
 /// The verdict on a repository.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    pub dir: Utf8PathBuf,
     pub problems: Vec<Problem>,
     pub catalogues: Vec<CatalogueInfo>,
     /// The packages of data.pkg (or packagesite.pkg when data.pkg is unreadable) that
     /// verified, in catalogue order.
     pub packages: Vec<Verified>,
-    /// Total bytes of the packages listed.
+    /// Number and total bytes of the package files listed.
+    pub listed: usize,
     pub bytes: u64,
+    /// What hashing each package file gave, by path.
+    pub digests: BTreeMap<String, Digests>,
 }
 
 impl Report {
@@ -127,6 +129,8 @@ pub struct Options<'a> {
     /// Called with the number of bytes hashed as hashing goes.
     pub progress: &'a (dyn Fn(u64) + Sync),
     pub known: Option<Known<'a>>,
+    /// Check the package files (false: only meta.conf, the catalogues and signatures).
+    pub files: bool,
 }
 
 /// The meta.conf pkg writes by default, used to go on checking when meta.conf is bad.
@@ -186,7 +190,7 @@ pub fn names(meta: &MetaConf, kind: CatalogueKind) -> (String, String) {
 
 /// Verifies the repository in `dir`.
 pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
-    let mut report = Report { dir: dir.to_owned(), ..Default::default() };
+    let mut report = Report::default();
     let meta = read_meta(dir, &mut report);
 
     let mut catalogues: Vec<(CatalogueKind, Catalogue)> = Vec::new();
@@ -469,6 +473,10 @@ fn check_packages(
         }
     }
     report.bytes = jobs.values().map(|j| j.size).sum();
+    report.listed = jobs.len();
+    if !opts.files {
+        return Ok(());
+    }
 
     let results = hash_jobs(dir, jobs.values().collect(), opts)?;
     let mut good: BTreeMap<&str, Digests> = BTreeMap::new();
@@ -482,6 +490,7 @@ fn check_packages(
     }
     for p in listed {
         if let Some(d) = good.get(p.path.as_str()) {
+            report.digests.insert(p.path.clone(), d.clone());
             report.packages.push(Verified {
                 name: p.name.clone(),
                 version: p.version.clone(),
@@ -591,12 +600,20 @@ fn check_file(root: &Utf8Path, job: &Job, opts: &Options) -> Result<Digests, Str
 mod tests {
     use super::*;
 
-    fn sample(name: &str) -> Utf8PathBuf {
+    fn sample(name: &str) -> camino::Utf8PathBuf {
         Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pkg-repo").join(name)
     }
 
     fn run(repo: &str, trust: &Trust) -> Report {
-        let opts = Options { trust, abi: "FreeBSD:15:amd64", sha256: true, threads: 2, progress: &|_| {}, known: None };
+        let opts = Options {
+            trust,
+            abi: "FreeBSD:15:amd64",
+            sha256: true,
+            threads: 2,
+            progress: &|_| {},
+            known: None,
+            files: true,
+        };
         verify(&sample(repo), &opts).unwrap()
     }
 

@@ -1,9 +1,11 @@
 //! The integration tests: one binary, one module per area. They run the built xtask
 //! against scratch projects, the example colibri and the real samples in tests/data.
 
+mod repo_kit;
 mod support;
 
 mod config;
 mod engine;
 mod port;
+mod sign;
 mod tidy;
