@@ -104,6 +104,7 @@ impl Report {
         !self.catalogues.is_empty() && self.catalogues.iter().all(|c| c.verified_by.iter().any(|f| f == fingerprint))
     }
 
+    #[cfg(test)]
     pub fn catalogue(&self, archive: &str) -> Option<&CatalogueInfo> {
         self.catalogues.iter().find(|c| c.archive == archive)
     }
@@ -202,7 +203,7 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
                 Ok(c) => {
                     for e in &c.entries {
                         if let Err(msg) = e {
-                            report.problem(ProblemKind::Content, format!("{archive}"), msg.clone());
+                            report.problem(ProblemKind::Content, archive.clone(), msg.clone());
                         }
                     }
                     catalogues.push((kind, c));
@@ -501,6 +502,20 @@ fn check_packages(
                 sha256: d.sha256.clone(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Checks one file (a download) against a catalogue entry: size first, then sum.
+pub fn check_download(path: &Utf8Path, size: u64, sum: &str) -> Result<(), String> {
+    let sum = Sum::parse(sum).map_err(|e| format!("{e:#}"))?;
+    let len = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?.len();
+    if len != size {
+        return Err(format!("is {len} bytes but the catalogue says {size} (pkgsize)"));
+    }
+    let digests = hash_file(path, sum.needs(), &|_| {}).map_err(|e| format!("{e:#}"))?;
+    if !sum.matches(&digests) {
+        return Err(format!("does not match the catalogue's sum {sum} (same size, different bytes)"));
     }
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! The integration tests: one binary, one module per area. They run the built xtask
 //! against scratch projects, the example colibri and the real samples in tests/data.
 
+mod nginx;
 mod repo_kit;
 mod support;
 
 mod config;
 mod engine;
 mod port;
+mod publish;
 mod sign;
 mod tidy;
