@@ -197,7 +197,7 @@ struct Release {
 }
 
 /// What publishing leaves for clients and for the operator.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ClientFiles {
     /// The rendered repo conf.
     conf: String,
@@ -352,7 +352,7 @@ impl Publish {
             .with_context(|| format!("cannot render the repo conf from {template_path}"))?;
         let pubkey_path = sign.and_then(|s| s.pubkey.clone()).unwrap_or_else(|| cx.resolve(&signing.pubkey));
         let pubkey = fs::read(&pubkey_path).ok();
-        if pubkey.is_none() && mode == TrustMode::Pubkey {
+        if pubkey.is_none() && mode == TrustMode::Pubkey && !cx.dry_run {
             return Err(cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pubkey_path}")));
         }
         let fingerprint = match (mode, &pubkey) {
@@ -406,7 +406,12 @@ impl Publish {
     }
 
     fn plan_release(&self, cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Release> {
-        let sign: SignOutputs = cx.output(StageName::Sign)?;
+        let sign: SignOutputs = if !cx.has_output(StageName::Sign) && cx.dry_run {
+            steps.note("sign has not run in this run; publishing the repository it would sign");
+            placeholder_sign(cx)?
+        } else {
+            cx.output(StageName::Sign)?
+        };
         let manifest = cx.run.abs(&sign.manifest);
         let data_sha = sign.catalogues.get("data.pkg").cloned().unwrap_or_default();
         let version = version_name(&data_sha);
@@ -681,7 +686,14 @@ impl Stage for Publish {
             Work::Publish(r) => Some(&r.sign),
             Work::Rollback { .. } => None,
         };
-        let client = self.client_files(cx, sign, &target)?;
+        let client = match self.client_files(cx, sign, &target) {
+            Ok(c) => c,
+            Err(e) if cx.dry_run => {
+                steps.note(format!("the client files cannot be made yet: {e:#}"));
+                ClientFiles::default()
+            }
+            Err(e) => return Err(e),
+        };
         match &target {
             Target::Local(root) => self.plan_steps_local(cx, root, &abi, &work, &mut steps),
             Target::Remote { host, root } => match &work {
@@ -787,6 +799,36 @@ impl Publish {
     }
 }
 
+/// What a dry run assumes sign will record when it has not run: the repository bulk
+/// recorded (or poudriere's, from the configuration) and the configured key.
+fn placeholder_sign(cx: &Cx) -> Result<SignOutputs> {
+    let repo = if cx.has_output(StageName::Bulk) {
+        cx.output::<crate::bulk::BulkOutputs>(StageName::Bulk)?.repo
+    } else {
+        let p = &cx.config().poudriere;
+        Utf8PathBuf::from(format!("/usr/local/poudriere/data/packages/{}-{}/.latest", p.jail, p.tree))
+    };
+    let signing = &cx.config().signing;
+    Ok(SignOutputs {
+        repo,
+        manifest: cx.stage_dir(StageName::Sign)?.join("manifest.json"),
+        trust: signing.trust,
+        key_fingerprint: String::new(),
+        packages: Vec::new(),
+        pubkey: Some(cx.resolve(&signing.pubkey)),
+        fingerprints: None,
+        abi: cx.config().repository.abi.clone(),
+        catalogues: ["data.pkg", "packagesite.pkg"].iter().map(|a| (a.to_string(), "00000000".to_string())).collect(),
+        signed: false,
+        build_name: None,
+    })
+}
+
+/// The ABI sign checked the packages against.
+fn release_abi(cx: &Cx, sign: &SignOutputs) -> String {
+    if sign.abi.is_empty() { cx.config().repository.abi.clone() } else { sign.abi.clone() }
+}
+
 /// The trust clients of this release use: what sign verified with.
 fn release_trust(cx: &Cx, sign: Option<&SignOutputs>) -> Result<Trust> {
     let signing = &cx.config().signing;
@@ -875,18 +917,17 @@ mod local {
 
     /// Verifies a version directory; returns the report and an index of its files.
     fn verify_version(
-        cx: &Cx,
+        abi: &str,
         dir: &Utf8Path,
         trust: &Trust,
         fingerprint: &str,
         known: &Index,
         known_dir: &Utf8Path,
     ) -> Result<(verify::Report, Index)> {
-        let abi = cx.config().repository.abi.clone();
         let lookup = |rel: &str| known.known(known_dir, rel);
         let opts = verify::Options {
             trust,
-            abi: &abi,
+            abi,
             sha256: false,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             progress: &|_| {},
@@ -980,7 +1021,7 @@ mod local {
         if let Some(version) = &r.already {
             let vdir = dir.join(version);
             let index = Index::read(&vdir);
-            verify_version(cx, &vdir, &trust, &r.sign.key_fingerprint, &index, &vdir)?;
+            verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index, &vdir)?;
             write_client_files(cx, root, client)?;
             cx.say(format!("latest ({version}) already serves this release; verified it again"));
             outputs.version = version.clone();
@@ -1032,15 +1073,20 @@ mod local {
 
         // The copy must verify before anyone can see it.
         let known_dir = staging_path.clone();
-        let (_, mut index) =
-            verify_version(cx, &staging_path, &trust, &r.sign.key_fingerprint, &prev_index, &known_dir).map_err(
-                |e| {
-                    anyhow::anyhow!(
-                        "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
-                        r.previous.as_deref().unwrap_or("nothing")
-                    )
-                },
-            )?;
+        let (_, mut index) = verify_version(
+            &release_abi(cx, &r.sign),
+            &staging_path,
+            &trust,
+            &r.sign.key_fingerprint,
+            &prev_index,
+            &known_dir,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
+                r.previous.as_deref().unwrap_or("nothing")
+            )
+        })?;
         index.schema = 1;
         let mut text = serde_json::to_vec_pretty(&index)?;
         text.push(b'\n');
@@ -1095,7 +1141,7 @@ mod local {
         let vdir = dir.join(to);
         let trust = release_trust(cx, None)?;
         let index = Index::read(&vdir);
-        verify_version(cx, &vdir, &trust, "", &index, &vdir)
+        verify_version(&cx.config().repository.abi, &vdir, &trust, "", &index, &vdir)
             .map_err(|e| anyhow::anyhow!("cannot roll back to {to}: {e:#}"))?;
         fsx::symlink_atomic(Utf8Path::new(to), &dir.join("latest"))?;
         cx.say(format!("rolled back: latest -> {to} (was {})", from.unwrap_or("nothing")));

@@ -7,6 +7,7 @@ mod support;
 
 mod config;
 mod engine;
+mod iso;
 mod port;
 mod publish;
 mod sign;
