@@ -98,8 +98,8 @@ settings! {
         pub build_command: Vec<String> = Vec::new(),
         /// Directory the build command runs in, relative to pipeline.toml.
         pub build_dir: Utf8PathBuf = ".".into(),
-        /// The image the build command writes, relative to pipeline.toml; it must exist and be
-        /// newer than the build's start.
+        /// The image the build command writes, relative to pipeline.toml; the build must
+        /// create or change it.
         pub image: Utf8PathBuf = "target/iso/clawdie.iso".into(),
         /// Seconds the build command may take.
         pub build_timeout_secs: u64 = 3600,

@@ -93,6 +93,10 @@ pub struct PublishOutputs {
     pub copied: usize,
     #[serde(default)]
     pub linked: usize,
+    /// SHA-256 of the data.pkg `latest` serves (to recognise this release when it is the
+    /// old one).
+    #[serde(default)]
+    pub data_sha256: String,
 }
 
 /// Where the site is.
@@ -755,6 +759,7 @@ impl Stage for Publish {
             nginx: Some(cx.run.rel(&nginx)),
             copied: 0,
             linked: 0,
+            data_sha256: String::new(),
         };
         let served = match (&plan.target, plan.work) {
             (Target::Local(root), Work::Publish(r)) => local::publish(cx, root, &abi, *r, &plan.client, &mut outputs)?,
@@ -769,6 +774,7 @@ impl Stage for Publish {
                 remote::rollback(cx, host, root, &abi, &to, from.as_deref(), &mut outputs)?
             }
         };
+        outputs.data_sha256 = served.catalogues.get("data.pkg").cloned().unwrap_or_default();
         if cx.config().publish.check {
             check::served(cx, &url, &served)?;
         } else {
@@ -1233,10 +1239,16 @@ mod remote {
         outputs.copied = r.files.iter().filter(|f| f.rel.contains('/')).count();
         let trust = release_trust(cx, Some(&r.sign))?;
         let meta = fs::read(r.sign.repo.join("meta.conf")).context("cannot read meta.conf")?;
+        // What the previous publish recorded tells the old release apart.
+        let previous = r.previous.as_ref().and_then(|prev| {
+            let last = cx.run.run()?.state.record(StageName::Publish)?.last_success.as_ref()?;
+            let out: PublishOutputs = serde_json::from_value(last.outputs.clone()).ok()?;
+            (out.version == *prev && !out.data_sha256.is_empty()).then(|| (prev.clone(), out.data_sha256))
+        });
         Ok(Served {
             version: r.version.clone(),
             catalogues: r.sign.catalogues.clone(),
-            previous: None,
+            previous,
             meta,
             fetch: r.sign.packages.first().cloned().into_iter().collect(),
             trust,

@@ -281,7 +281,9 @@ impl Sign {
             return Ok(());
         }
         if !repo.is_dir() {
-            bail!("the repository {repo} does not exist");
+            ui.println(&format!("{repo}: is not a directory"));
+            ui.eprintln(&format!("{} {repo} failed verification: it does not exist", ui.red("error:")));
+            return Err(crate::engine::Exit(1).into());
         }
         // The manifest's SHA-256s are not needed here: only the catalogue's sums.
         let opts = verify::Options { sha256: false, ..self.options(loaded, &keys.trust, &abi) };

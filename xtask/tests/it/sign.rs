@@ -380,3 +380,81 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     // Outside a dry run, the missing bulk record is an error saying what to do.
     p.run(&["sign"]).code_is(1).stderr_has("cargo xtask bulk").stderr_has("--repo DIR");
 }
+
+#[test]
+fn every_compression_is_read_and_kept_when_signing() {
+    let p = signing_project("pubkey", "");
+    for (tool, args, magic) in [
+        ("xz", &["-z", "-c"][..], &[0xfdu8, b'7', b'z', b'X'][..]),
+        ("gzip", &["-n", "-c"][..], &[0x1f, 0x8b][..]),
+        ("bzip2", &["-z", "-c"][..], &b"BZh"[..]),
+    ] {
+        let repo = copy_sample("unsigned", &p.scratch.path.join(tool));
+        for archive in ["data.pkg", "packagesite.pkg"] {
+            let path = repo.join(archive);
+            let tar = zstd::decode_all(&fs::read(&path).unwrap()[..]).unwrap();
+            let mut child = std::process::Command::new(tool)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&tar).unwrap();
+            let out = child.wait_with_output().unwrap();
+            fs::write(&path, out.stdout).unwrap();
+        }
+        pk(&p, &repo).code_is(1).stdout_has("data.pkg: is not signed");
+        p.run(&["sign", "--repo", repo.as_str()]).success();
+        pk(&p, &repo).success();
+        assert!(fs::read(repo.join("data.pkg")).unwrap().starts_with(magic), "{tool}: the compression is kept");
+    }
+    // An uncompressed tar.
+    let repo = copy_sample("unsigned", &p.scratch.path.join("tar"));
+    for archive in ["data.pkg", "packagesite.pkg"] {
+        let path = repo.join(archive);
+        let tar = zstd::decode_all(&fs::read(&path).unwrap()[..]).unwrap();
+        fs::write(&path, tar).unwrap();
+    }
+    p.run(&["sign", "--repo", repo.as_str()]).success();
+    pk(&p, &repo).success();
+    assert_eq!(&fs::read(repo.join("data.pkg")).unwrap()[257..262], b"ustar");
+}
+
+#[test]
+fn without_repo_sign_reads_the_repository_bulk_recorded() {
+    let p = signing_project("pubkey", "");
+    let repo = copy_sample("unsigned", &p.scratch.path.join("poudriere/data/packages/clawdie-amd64-clawdie/.real_1"));
+    // A run whose bulk succeeded, as the engine records it (state.json, current).
+    let id = "20260620T000000Z-0001";
+    let dir = p.state_dir().join("runs").join(id);
+    fs::create_dir_all(dir.join("logs")).unwrap();
+    let outputs = serde_json::json!({
+        "build_name": "2026-06-20_00h00m00s", "mastername": "clawdie-amd64-clawdie", "set": null,
+        "log_dir": "/usr/local/poudriere/data/logs/bulk/clawdie-amd64-clawdie/2026-06-20_00h00m00s",
+        "repo": repo, "packages": []
+    });
+    let record = |status: &str, last: Option<serde_json::Value>| {
+        let mut r = serde_json::json!({"status": status, "attempts": 1});
+        if let Some(o) = last {
+            r["last_success"] =
+                serde_json::json!({"run": id, "ended": "2026-06-20T00:00:00.000Z", "fingerprint": "x", "outputs": o});
+        }
+        r
+    };
+    let state = serde_json::json!({
+        "version": 1, "id": id, "created": "2026-06-20T00:00:00.000Z", "command": "release",
+        "stages": ["port", "makesum", "bulk", "sign", "publish", "iso", "gate"],
+        "records": {"bulk": record("succeeded", Some(outputs)), "sign": record("pending", None)}
+    });
+    fs::write(dir.join("state.json"), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    fs::write(p.state_dir().join("current"), format!("{id}\n")).unwrap();
+
+    p.run(&["sign", "--dry-run"]).success().stdout_has(&format!("check   {repo}: meta.conf"));
+    p.run(&["sign"]).success().stderr_has("signed data.pkg");
+    pk(&p, &repo).success();
+    let out = &p.state()["records"]["sign"]["last_success"]["outputs"];
+    assert_eq!(out["repo"], repo.as_str());
+    assert_eq!(out["build_name"], "2026-06-20_00h00m00s");
+    p.run(&["sign", "--verify-only"]).success().stdout_has(&format!("ok: {repo}"));
+}
