@@ -151,14 +151,6 @@ pub fn hash_file(path: &Utf8Path, want: Want, progress: &dyn Fn(u64)) -> Result<
     Ok(hasher.finish())
 }
 
-/// The `2$` sum of some bytes (for tests and for writing catalogues).
-#[allow(dead_code)] // used by tests and the benchmarks' repository generator
-pub fn blake2b_sum(bytes: &[u8]) -> String {
-    let mut h = Hasher::new(Want { blake2b: true, sha256: false });
-    h.update(bytes);
-    format!("2${}", h.finish().blake2b.unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
