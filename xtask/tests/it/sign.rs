@@ -401,7 +401,8 @@ fn every_compression_is_read_and_kept_when_signing() {
     };
     let none = |tar: &[u8]| tar.to_vec();
     let p = signing_project("pubkey", "");
-    let formats: [(&str, &dyn Fn(&[u8]) -> Vec<u8>, &[u8], usize); 4] = [
+    type Compress<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+    let formats: [(&str, Compress, &[u8], usize); 4] = [
         ("xz", &xz, &[0xfd, b'7', b'z', b'X', b'Z', 0], 0),
         ("gzip", &gzip, &[0x1f, 0x8b], 0),
         ("bzip2", &bzip2, b"BZh", 0),
