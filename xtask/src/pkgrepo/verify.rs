@@ -562,7 +562,7 @@ fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Result<Vec<Resu
                     let mut together = Vec::new();
                     for &index in indexes {
                         match precheck(&root, jobs[index], opts) {
-                            Pre::Hash(path, want) if want == (Want { blake2b: true, sha256: false }) => {
+                            Pre::Hash(path, Want { blake2b: true, sha256: false }) => {
                                 together.push((index, path));
                             }
                             Pre::Hash(path, want) => {
