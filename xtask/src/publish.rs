@@ -743,9 +743,9 @@ impl Stage for Publish {
     fn execute(&self, cx: &mut Cx, plan: PublishPlan) -> Result<PublishOutputs> {
         let stage = cx.stage_dir(StageName::Publish)?;
         let repo_conf = stage.join("repo.conf");
-        fsx::write_atomic(&repo_conf, plan.client.conf.as_bytes())?;
+        write_if_changed(&repo_conf, plan.client.conf.as_bytes())?;
         let nginx = stage.join("nginx.conf");
-        fsx::write_atomic(&nginx, plan.client.nginx.as_bytes())?;
+        write_if_changed(&nginx, plan.client.nginx.as_bytes())?;
         cx.note(format!("wrote {} and {}", cx.run.rel(&repo_conf), cx.run.rel(&nginx)));
         let abi = plan.abi.clone();
         let url = Self::url(cx, &abi);
@@ -782,6 +782,15 @@ impl Stage for Publish {
         }
         Ok(outputs)
     }
+}
+
+/// Writes `bytes` to `path` atomically, unless it already holds exactly them (no rewrite,
+/// no fsync: a release that changes little does little).
+fn write_if_changed(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    fsx::write_atomic(path, bytes)
 }
 
 /// What `latest` should now serve, for the check over HTTP.
@@ -899,7 +908,9 @@ mod local {
     }
 
     fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>) -> Result<bool> {
-        if let Some(dir) = to.parent() {
+        if let Some(dir) = to.parent()
+            && !dir.is_dir()
+        {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
         }
         if let Some(prev) = link_from
@@ -969,12 +980,12 @@ mod local {
 
     pub fn write_client_files(cx: &Cx, root: &Utf8Path, client: &ClientFiles) -> Result<()> {
         let name = &cx.config().repository.name;
-        fsx::write_atomic(&root.join(format!("{name}.conf")), client.conf.as_bytes())?;
+        write_if_changed(&root.join(format!("{name}.conf")), client.conf.as_bytes())?;
         if let Some(key) = &client.pubkey {
-            fsx::write_atomic(&root.join(format!("{name}.pub")), key)?;
+            write_if_changed(&root.join(format!("{name}.pub")), key)?;
         }
         if let Some(fp) = &client.fingerprint {
-            fsx::write_atomic(&root.join(format!("{name}.fingerprint")), fp.as_bytes())?;
+            write_if_changed(&root.join(format!("{name}.fingerprint")), fp.as_bytes())?;
         }
         Ok(())
     }
