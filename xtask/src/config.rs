@@ -111,8 +111,9 @@ settings! {
         pub pubkey: Utf8PathBuf = "/usr/local/etc/ssl/clawdie-pkg.pub".into(),
         /// `pubkey` (sign with the key file) or `fingerprints` (sign with `command`).
         pub trust: TrustMode = TrustMode::Pubkey,
-        /// Signing command for fingerprints mode (argument vector; pkg's `signing_command:`
-        /// protocol). Empty in pubkey mode.
+        /// Signing command (argument vector) speaking pkg's `signing_command:` protocol
+        /// (`<sha256>\n` in; `SIGNATURE`, `CERT`, `END` out). When set, it signs instead of
+        /// the key file; fingerprints mode with `sign.method = "pkg"` requires it.
         pub command: Vec<String> = Vec::new(),
         /// Fingerprints directory (with `trusted/` and `revoked/`) for fingerprints mode.
         pub fingerprints: Utf8PathBuf = "/usr/local/etc/pkg/fingerprints/clawdie".into(),

@@ -146,7 +146,6 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// SHA-256 of a file's contents, as lowercase hex.
-#[allow(dead_code)] // for the stages still being written; drop once used
 pub fn sha256_file(path: &Utf8Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
     let mut hasher = Sha256::new();

@@ -109,7 +109,6 @@ fn exchange(_a: &Utf8Path, _b: &Utf8Path) -> Result<bool> {
 }
 
 /// Points symlink `link` at `target` atomically (a new link renamed over the old one).
-#[allow(dead_code)] // for the stages still being written; drop once used
 pub fn symlink_atomic(target: &Utf8Path, link: &Utf8Path) -> Result<()> {
     let tmp = temp_beside(link);
     std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("cannot create symlink {tmp}"))?;

@@ -1,16 +1,110 @@
-//! iso: not implemented yet (see the issue that adds it).
+//! iso: install the release's packages into the ISO staging root with `pkg -r`, check
+//! the root against the profile (production has no test agent), optionally enable the
+//! services, and run the image build.
+//!
+//! pkg reads the release through a generated repos directory with the release's trust
+//! settings, from the published URL or from a verified scratch copy of sign's repository
+//! (never the canonical copy: pkg deletes a `file://` package whose size is wrong). The
+//! catalogue is fetched by `pkg update` without `-r` (pkg 2.8.4 with `-r` looks for the
+//! fingerprints under ROOT), into pkg's database inside ROOT; `pkg -r ROOT install` then
+//! uses it. `pkg update` exits 0 even when it refuses a catalogue, so its words decide.
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Iso;
+use crate::config::{Loaded, Tool, TrustMode};
 use crate::fingerprint::Fingerprint;
+use crate::fsx;
+use crate::pkgrepo::trust::Trust;
+use crate::pkgrepo::verify;
+use crate::proc::{CmdLine, StreamOpts};
+use crate::publish::PublishOutputs;
 use crate::settings;
-use crate::stage::{Cx, Plan, Stage, StageName};
+use crate::sign::{SignOutputs, plural};
+use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
+
+/// Where pkg gets the packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsoSource {
+    /// The published URL when publish ran in this run, else a scratch copy.
+    Auto,
+    /// The URL publish recorded (what clients get).
+    Published,
+    /// A verified copy of sign's repository in the run directory, as `file://`.
+    Scratch,
+}
+
+/// What a profile requires and forbids under the prefix.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profile {
+    /// Files that must be installed (relative to iso.prefix).
+    pub require: Vec<String>,
+    /// Files that must not be installed.
+    pub forbid: Vec<String>,
+}
+
+const RUNTIME: [&str; 7] = [
+    "bin/clawdie",
+    "bin/colibri",
+    "bin/colibri-daemon",
+    "bin/colibri-mcp",
+    "bin/colibri-tui",
+    "etc/rc.d/colibri_daemon",
+    "etc/rc.d/colibri_bridge",
+];
+const TEST_AGENT: &str = "bin/colibri-test-agent";
+
+fn default_profiles() -> BTreeMap<String, Profile> {
+    let runtime: Vec<String> = RUNTIME.iter().map(|s| s.to_string()).collect();
+    let mut validation = runtime.clone();
+    validation.push(TEST_AGENT.into());
+    BTreeMap::from([
+        ("production".into(), Profile { require: runtime, forbid: vec![TEST_AGENT.into()] }),
+        ("validation".into(), Profile { require: validation, forbid: Vec::new() }),
+    ])
+}
 
 settings! {
-    /// iso settings.
+    /// iso: install the release's packages into the ISO staging root with `pkg -r`, check
+    /// the root against a profile, and build the image. ABI and OSVERSION come from
+    /// `[repository]`, the trust settings from what sign verified.
     pub struct IsoConfig {
+        /// The ISO staging root packages are installed into (the ISO build's mount point),
+        /// relative to pipeline.toml.
+        pub root: Utf8PathBuf = "target/iso/root".into(),
+        /// Packages to install.
+        pub packages: Vec<String> = vec!["colibri".into()],
+        /// Profile the root is checked against (a key of `iso.profiles`); `--profile` overrides it.
+        pub profile: String = "production".into(),
+        /// Where pkg gets the packages: `auto` (the published URL when publish ran in this run,
+        /// else `scratch`), `published`, or `scratch` (a verified copy of sign's repository).
+        pub source: IsoSource = IsoSource::Auto,
+        /// The installation prefix the profiles' paths are relative to.
+        pub prefix: String = "/usr/local".into(),
+        /// Each profile: files it requires and forbids (relative to `prefix`).
+        pub profiles: BTreeMap<String, Profile> = default_profiles(),
+        /// rc.d services enabled in ROOT/etc/rc.conf (`NAME_enable="YES"`); empty: rc.conf is left alone.
+        pub enable_services: Vec<String> = Vec::new(),
+        /// The image build command (argument vector), run after the checks with its output in the
+        /// stage log; `{root}` and `{image}` in it are replaced. Empty: no image is built.
+        pub build_command: Vec<String> = Vec::new(),
+        /// Directory the build command runs in, relative to pipeline.toml.
+        pub build_dir: Utf8PathBuf = ".".into(),
+        /// The image the build command writes, relative to pipeline.toml; the build must
+        /// create or change it.
+        pub image: Utf8PathBuf = "target/iso/clawdie.iso".into(),
+        /// Seconds the build command may take.
+        pub build_timeout_secs: u64 = 3600,
+        /// Seconds each pkg command may take.
+        pub pkg_timeout_secs: u64 = 900,
     }
 }
 
@@ -24,24 +118,461 @@ pub struct IsoOutputs {
     pub profile: String,
     /// The image the build command produced (absolute), if one is configured.
     pub image: Option<camino::Utf8PathBuf>,
+    /// The repository URL pkg installed from (`https://...` or `file://` of the scratch copy).
+    #[serde(default)]
+    pub source: String,
+    /// The packages installed.
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+/// The iso stage's plan.
+pub struct IsoPlan {
+    steps: Plan,
+    root: Utf8PathBuf,
+    profile: String,
+    source: Source,
+    trust: TrustMode,
+    trust_path: Utf8PathBuf,
+    repos_conf: String,
+    update: CmdLine,
+    install: CmdLine,
+    build: Option<CmdLine>,
+    image: Utf8PathBuf,
+}
+
+impl StagePlan for IsoPlan {
+    fn steps(&self) -> &Plan {
+        &self.steps
+    }
+}
+
+/// Where the packages come from.
+#[derive(Debug, Clone)]
+enum Source {
+    Url(String),
+    /// Copy this verified repository here, then use it as `file://`.
+    Scratch {
+        from: Box<SignOutputs>,
+        to: Utf8PathBuf,
+    },
+}
+
+impl Source {
+    fn url(&self) -> String {
+        match self {
+            Source::Url(u) => u.clone(),
+            Source::Scratch { to, .. } => format!("file://{to}"),
+        }
+    }
+}
+
+impl Iso {
+    fn profile_name(&self, loaded: &Loaded) -> String {
+        self.profile.clone().unwrap_or_else(|| loaded.config.iso.profile.clone())
+    }
+
+    fn profile(&self, loaded: &Loaded) -> Result<(String, Profile)> {
+        let name = self.profile_name(loaded);
+        match loaded.config.iso.profiles.get(&name) {
+            Some(p) => Ok((name, p.clone())),
+            None => {
+                let names: Vec<&str> = loaded.config.iso.profiles.keys().map(String::as_str).collect();
+                let msg = format!(
+                    "there is no profile `{name}`\nhelp: the profiles are: {} (iso.profiles)",
+                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                );
+                if self.profile.is_some() { bail!("{msg}") } else { Err(loaded.error_at("iso.profile", msg)) }
+            }
+        }
+    }
+
+    /// `pkg` with the options every call shares.
+    fn pkg(cx: &Cx, root: Option<&Utf8Path>, dbdir: &Utf8Path, repos: &Utf8Path, cache: &Utf8Path) -> CmdLine {
+        let repo = &cx.config().repository;
+        let mut cmd = CmdLine::tool(&cx.config().tools, Tool::pkg);
+        if let Some(root) = root {
+            cmd = cmd.args(["-r", root.as_str()]);
+        }
+        cmd.args(["-o", &format!("ABI={}", repo.abi)])
+            .args(["-o", &format!("OSVERSION={}", repo.osversion)])
+            .args(["-o", &format!("REPOS_DIR={repos}")])
+            .args(["-o", &format!("PKG_DBDIR={dbdir}")])
+            .args(["-o", &format!("PKG_CACHEDIR={cache}")])
+            .env("ASSUME_ALWAYS_YES", "yes")
+    }
+
+    fn source(&self, cx: &Cx, stage: &Utf8Path, steps: &mut Plan) -> Result<(Source, Option<SignOutputs>)> {
+        let sign: Option<SignOutputs> =
+            if cx.has_output(StageName::Sign) { Some(cx.output(StageName::Sign)?) } else { None };
+        let published = cx.has_output(StageName::Publish);
+        let mode = cx.config().iso.source;
+        let use_url = match mode {
+            IsoSource::Published => true,
+            IsoSource::Scratch => false,
+            IsoSource::Auto => published,
+        };
+        if use_url {
+            if !published && cx.dry_run {
+                let url = format!(
+                    "{}/{}/latest",
+                    cx.config().repository.url.trim_end_matches('/'),
+                    cx.config().repository.abi
+                );
+                steps.note(format!("publish has not run in this run; installing from the URL it would publish: {url}"));
+                return Ok((Source::Url(url), sign));
+            }
+            let publish: PublishOutputs = cx.output(StageName::Publish)?;
+            return Ok((Source::Url(publish.url), sign));
+        }
+        let to = stage.join("repo");
+        match sign {
+            Some(s) => Ok((Source::Scratch { from: Box::new(s.clone()), to }, Some(s))),
+            None if cx.dry_run => {
+                steps.note(
+                    "sign has not run in this run; installing from a verified scratch copy of the repository it signs",
+                );
+                let placeholder = SignOutputs {
+                    repo: Utf8PathBuf::from("SIGNED-REPOSITORY"),
+                    manifest: Utf8PathBuf::new(),
+                    trust: cx.config().signing.trust,
+                    key_fingerprint: String::new(),
+                    packages: Vec::new(),
+                    pubkey: None,
+                    fingerprints: None,
+                    abi: cx.config().repository.abi.clone(),
+                    catalogues: BTreeMap::new(),
+                    signed: false,
+                    build_name: None,
+                };
+                Ok((Source::Scratch { from: Box::new(placeholder), to }, None))
+            }
+            None => Err(cx
+                .output::<SignOutputs>(StageName::Sign)
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("sign has not run"))),
+        }
+    }
+
+    /// The client repo conf pkg reads: the release's URL and trust settings.
+    fn repos_conf(cx: &Cx, url: &str, mode: TrustMode, trust_path: &Utf8Path) -> String {
+        let name = &cx.config().repository.name;
+        let trust = match mode {
+            TrustMode::Pubkey => format!("  signature_type: \"pubkey\",\n  pubkey: \"{trust_path}\",\n"),
+            TrustMode::Fingerprints => {
+                format!("  signature_type: \"fingerprints\",\n  fingerprints: \"{trust_path}\",\n")
+            }
+        };
+        format!(
+            "# Written by `cargo xtask iso`: the release repository and nothing else.\n{name}: {{\n  url: \"{url}\",\n  enabled: yes,\n{trust}  priority: 10\n}}\n"
+        )
+    }
 }
 
 impl Stage for Iso {
     const NAME: StageName = StageName::Iso;
     type Outputs = IsoOutputs;
-    type Plan = Plan;
+    type Plan = IsoPlan;
 
-    fn fingerprint(&self, _cx: &Cx) -> Result<Fingerprint> {
-        Ok(Fingerprint::new())
+    fn fingerprint(&self, cx: &Cx) -> Result<Fingerprint> {
+        let cfg = cx.config();
+        let mut fp = Fingerprint::new();
+        fp.json("repository", &cfg.repository)
+            .json("signing", &cfg.signing)
+            .str("profile", &self.profile_name(cx.loaded));
+        Ok(fp)
     }
 
-    fn plan(&self, _cx: &Cx) -> Result<Plan> {
-        Err(crate::engine::not_implemented(Self::NAME))
+    fn outputs_intact(&self, cx: &Cx, outputs: &IsoOutputs) -> bool {
+        let prefix = cx.config().iso.prefix.trim_start_matches('/');
+        let profile = cx.config().iso.profiles.get(&outputs.profile).cloned().unwrap_or_default();
+        outputs.image.as_ref().is_none_or(|i| i.is_file())
+            && profile.require.iter().all(|f| outputs.root.join(prefix).join(f).is_file())
     }
 
-    fn execute(&self, _cx: &mut Cx, _plan: Plan) -> Result<IsoOutputs> {
-        Err(crate::engine::not_implemented(Self::NAME))
+    fn plan(&self, cx: &Cx) -> Result<IsoPlan> {
+        let cfg = &cx.config().iso;
+        let (profile, _) = self.profile(cx.loaded)?;
+        if cfg.packages.is_empty() {
+            return Err(cx.loaded.error_at("iso.packages", "no packages to install"));
+        }
+        let root = cx.resolve(&cfg.root);
+        let stage = cx.stage_dir(StageName::Iso)?;
+        let mut steps = Plan::default();
+        let (source, sign) = self.source(cx, &stage, &mut steps)?;
+        let signing = &cx.config().signing;
+        let mode = sign.as_ref().map_or(signing.trust, |s| s.trust);
+        let trust_path = match mode {
+            TrustMode::Pubkey => {
+                sign.as_ref().and_then(|s| s.pubkey.clone()).unwrap_or_else(|| cx.resolve(&signing.pubkey))
+            }
+            TrustMode::Fingerprints => {
+                sign.as_ref().and_then(|s| s.fingerprints.clone()).unwrap_or_else(|| cx.resolve(&signing.fingerprints))
+            }
+        };
+        if let Source::Scratch { from, to } = &source {
+            steps.push(Step::Copy { from: from.repo.clone(), to: to.clone() });
+            steps.check(format!("{to}: the copy verifies ({}), as sign does", trust_path));
+        }
+        let repos = stage.join("repos");
+        let dbdir = root.join("var/db/pkg");
+        let cache = stage.join("cache");
+        let repos_conf = Self::repos_conf(cx, &source.url(), mode, &trust_path);
+        steps.push(Step::Write {
+            path: repos.join(format!("{}.conf", cx.config().repository.name)),
+            what: format!(
+                "repo conf: {}, {} trust",
+                source.url(),
+                if mode == TrustMode::Pubkey { "pubkey" } else { "fingerprints" }
+            ),
+        });
+        steps.push(Step::Mkdir { path: dbdir.clone() });
+        let update = Self::pkg(cx, None, &dbdir, &repos, &cache).args(["update", "-f"]);
+        let install = Self::pkg(cx, Some(&root), &dbdir, &repos, &cache)
+            .args(["-o", "REPO_AUTOUPDATE=false", "install", "-y"])
+            .args(cfg.packages.iter().cloned());
+        steps.run(&update);
+        steps.check(format!(
+            "pkg accepted the catalogue (`{} repository update completed`)",
+            cx.config().repository.name
+        ));
+        steps.run(&install);
+        let prefix = cfg.prefix.trim_start_matches('/');
+        steps.check(format!("{}: the {profile} profile (iso.profiles.{profile})", root.join(prefix)));
+        if !cfg.enable_services.is_empty() {
+            steps.push(Step::Write {
+                path: root.join("etc/rc.conf"),
+                what: cfg.enable_services.iter().map(|s| format!("{s}_enable=\"YES\"")).collect::<Vec<_>>().join(" "),
+            });
+        }
+        let image = cx.resolve(&cfg.image);
+        let build = match cfg.build_command.split_first() {
+            Some((program, args)) => {
+                let subst = |s: &str| s.replace("{root}", root.as_str()).replace("{image}", image.as_str());
+                let cmd =
+                    CmdLine::new(subst(program)).args(args.iter().map(|a| subst(a))).cwd(cx.resolve(&cfg.build_dir));
+                steps.run(&cmd);
+                steps.check(format!("{image} was written by the build"));
+                Some(cmd)
+            }
+            None => {
+                steps.note("iso.build_command is empty: no image is built");
+                None
+            }
+        };
+        Ok(IsoPlan { steps, root, profile, source, trust: mode, trust_path, repos_conf, update, install, build, image })
     }
+
+    fn execute(&self, cx: &mut Cx, plan: IsoPlan) -> Result<IsoOutputs> {
+        let cfg = &cx.config().iso;
+        let stage = cx.stage_dir(StageName::Iso)?;
+        if let Source::Scratch { from, to } = &plan.source {
+            scratch_copy(cx, from, to, plan.trust, &plan.trust_path)?;
+        }
+        let repos = stage.join("repos");
+        let _ = fs::remove_dir_all(&repos);
+        fsx::write_atomic(&repos.join(format!("{}.conf", cx.config().repository.name)), plan.repos_conf.as_bytes())?;
+        let _ = fs::remove_dir_all(stage.join("cache"));
+        fs::create_dir_all(plan.root.join("var/db/pkg"))
+            .with_context(|| format!("cannot create {}", plan.root.join("var/db/pkg")))?;
+
+        let opts = StreamOpts { timeout: Some(Duration::from_secs(cfg.pkg_timeout_secs)), ..Default::default() };
+        let url = plan.source.url();
+        cx.say(format!("pkg update from {url}"));
+        let out = plan.update.stream(&cx.log, cx.ui, &opts)?;
+        judge_update(cx, &plan.update, &out, &url)?;
+        cx.say(format!("pkg -r {} install {}", plan.root, cfg.packages.join(" ")));
+        let out = plan.install.stream(&cx.log, cx.ui, &opts)?;
+        if !out.success() {
+            bail!("{}\nhelp: the pkg output above says why; the repository was {url}", plan.install.failure(&out));
+        }
+
+        check_profile(cx, &plan.root, &plan.profile)?;
+        if !cfg.enable_services.is_empty() {
+            enable_services(&plan.root, &cfg.enable_services)?;
+            cx.say(format!("enabled {} in {}", cfg.enable_services.join(", "), plan.root.join("etc/rc.conf")));
+        }
+
+        let image = match &plan.build {
+            Some(cmd) => Some(build_image(cx, cmd, &plan.image)?),
+            None => None,
+        };
+        Ok(IsoOutputs {
+            root: plan.root.clone(),
+            profile: plan.profile.clone(),
+            image,
+            source: url,
+            packages: cfg.packages.clone(),
+        })
+    }
+}
+
+/// A fresh copy of the signed repository (only the files the release consists of),
+/// verified before pkg is pointed at it.
+fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, trust_path: &Utf8Path) -> Result<()> {
+    let staging = fsx::temp_beside(to);
+    let mut files: Vec<String> = vec!["meta.conf".into()];
+    if from.repo.join("meta").exists() {
+        files.push("meta".into());
+    }
+    files.extend(from.catalogues.keys().cloned());
+    files.extend(from.packages.iter().map(|p| p.path.to_string()));
+    let copied = (|| -> Result<()> {
+        for rel in &files {
+            let (src, dst) = (from.repo.join(rel), staging.join(rel));
+            if let Some(dir) = dst.parent() {
+                fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+            }
+            fs::copy(&src, &dst).with_context(|| format!("cannot copy {src} to {dst}"))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = copied {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    fsx::replace_dir(&staging, to)?;
+    let trust = match mode {
+        TrustMode::Pubkey => Trust::pubkey(trust_path)?,
+        TrustMode::Fingerprints => Trust::fingerprints(trust_path)?,
+    };
+    let abi = &cx.config().repository.abi;
+    let opts = verify::Options {
+        trust: &trust,
+        abi,
+        sha256: false,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        progress: &|_| {},
+        known: None,
+        files: true,
+    };
+    let report = verify::verify(to, &opts)?;
+    if !report.ok() {
+        let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
+        bail!(
+            "the scratch copy {to} of {} failed verification:\n{}\nhelp: the signed repository changed after sign; run `cargo xtask sign` again",
+            from.repo,
+            lines.join("\n")
+        );
+    }
+    cx.say(format!("copied and verified {} in {to}", plural(report.packages.len(), "package")));
+    Ok(())
+}
+
+/// What pkg says when it refuses a catalogue (it still exits 0).
+const REFUSALS: [&str; 8] = [
+    "Invalid signature",
+    "signature verification failure",
+    "No signature found",
+    "No trusted certificate",
+    "has been revoked",
+    "wrong ABI",
+    "cannot be opened",
+    "Unable to update repository",
+];
+
+fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) -> Result<()> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let name = &cx.config().repository.name;
+    let refused: Vec<&str> =
+        text.lines().filter(|l| REFUSALS.iter().any(|r| l.contains(r)) && !l.contains("BEGIN PUBLIC KEY")).collect();
+    if !refused.is_empty() || !out.success() {
+        bail!(
+            "pkg refused the repository {url}:\n  {}\n`{cmd}` {}\nhelp: the repository's signature or ABI does not match what the release trusts; run `cargo xtask sign --verify-only` on it",
+            if refused.is_empty() { "(no reason given)".to_owned() } else { refused.join("\n  ") },
+            out.describe_status()
+        );
+    }
+    if !text.contains(&format!("{name} repository update completed")) {
+        bail!(
+            "`{cmd}` did not say that the {name} repository was updated\nhelp: its output is in the stage log; the repository was {url}"
+        );
+    }
+    Ok(())
+}
+
+/// Checks the installed root against the profile; every missing or forbidden file is named.
+fn check_profile(cx: &Cx, root: &Utf8Path, name: &str) -> Result<()> {
+    let cfg = &cx.config().iso;
+    let profile = cfg.profiles.get(name).cloned().unwrap_or_default();
+    let prefix = root.join(cfg.prefix.trim_start_matches('/'));
+    let mut problems = Vec::new();
+    for f in &profile.require {
+        let path = prefix.join(f);
+        if !path.is_file() {
+            problems.push(format!("{path}: required by the {name} profile, but not installed"));
+        }
+    }
+    for f in &profile.forbid {
+        let path = prefix.join(f);
+        if fs::symlink_metadata(&path).is_ok() {
+            problems.push(format!("{path}: forbidden in the {name} profile, but installed"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{root} does not match the {name} profile:\n  {}\nhelp: install the build made for this profile (the validation build carries colibri-test-agent; production must not), or choose the profile with --profile",
+            problems.join("\n  ")
+        );
+    }
+    cx.say(format!(
+        "{root} matches the {name} profile ({} required, {} forbidden)",
+        profile.require.len(),
+        profile.forbid.len()
+    ));
+    Ok(())
+}
+
+/// Sets `NAME_enable="YES"` for each service in ROOT/etc/rc.conf.
+fn enable_services(root: &Utf8Path, services: &[String]) -> Result<()> {
+    let path = root.join("etc/rc.conf");
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    for s in services {
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("`{s}` is not an rc.d service name (iso.enable_services)");
+        }
+        let key = format!("{s}_enable=");
+        let line = format!("{s}_enable=\"YES\"");
+        match lines.iter_mut().find(|l| l.trim_start().starts_with(&key)) {
+            Some(l) => *l = line,
+            None => lines.push(line),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    fsx::write_atomic(&path, out.as_bytes())
+}
+
+/// A file's identity: what changes when anything writes it.
+fn identity(path: &Utf8Path) -> Option<(u64, u64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+}
+
+/// Runs the image build and checks that it wrote the image.
+fn build_image(cx: &Cx, cmd: &CmdLine, image: &Utf8Path) -> Result<Utf8PathBuf> {
+    let cfg = &cx.config().iso;
+    let before = identity(image);
+    cx.say(format!("building the image: {cmd}"));
+    let opts = StreamOpts { timeout: Some(Duration::from_secs(cfg.build_timeout_secs)), ..Default::default() };
+    let out = cmd.stream(&cx.log, cx.ui, &opts)?;
+    if !out.success() {
+        bail!("the image build failed: {}", cmd.failure(&out));
+    }
+    let after = identity(image);
+    match (after, before) {
+        (None, _) => {
+            bail!("the image build succeeded but did not write {image}\nhelp: set iso.image to the file it produces")
+        }
+        (Some(a), Some(b)) if a == b => bail!(
+            "{image} is unchanged by this build: the build command did not write it\nhelp: set iso.image to the file it produces"
+        ),
+        _ => {}
+    }
+    let size = fs::metadata(image).map(|m| m.len()).unwrap_or(0);
+    cx.say(format!("image {image} ({})", crate::ui::bytes(size)));
+    Ok(image.to_owned())
 }
 
 impl Iso {

@@ -106,6 +106,24 @@ impl CmdLine {
         Ok(output)
     }
 
+    /// Runs a short command with `input` on its stdin. Stderr goes to the log; stdout
+    /// is returned but not logged (it may be binary, such as a signature).
+    pub fn output_with_input(&self, log: &Log, input: &[u8]) -> Result<Output> {
+        let sh = self.shell()?;
+        let cmd = self.xshell_cmd(&sh).stdin(input);
+        log.line(&format!("$ {self}   (stdin: {} bytes; stdout not logged)", input.len()));
+        let out = cmd.output().map_err(|e| self.spawn_error(e))?;
+        let output = Output {
+            status: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        log.bytes(&output.stderr);
+        log.line(&format!("[{}]", output.describe_status()));
+        Ok(output)
+    }
+
     /// Runs a short command and fails unless it exits 0. The error names the command,
     /// its status and the last lines it printed.
     pub fn run(&self, log: &Log) -> Result<Output> {

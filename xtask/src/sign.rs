@@ -1,16 +1,63 @@
-//! sign: not implemented yet (see the issue that adds it).
+//! sign: make sure the repository bulk built is signed by the release key and that
+//! every package in it is what its catalogue says; then write the release manifest.
+//!
+//! Verification is native (see [`crate::pkgrepo::verify`]). A catalogue that is not
+//! signed by the configured key (bulk ran without one, or the key was rotated) is
+//! signed: natively (the key file, or `signing.command` speaking pkg's signing_command
+//! protocol) or by `pkg repo` on FreeBSD. A repository whose packages do not match
+//! their catalogue is never signed. `sign --verify-only` checks any repository and
+//! prints one line per problem.
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use crate::bulk::BulkOutputs;
 use crate::cli::Sign;
-use crate::fingerprint::Fingerprint;
+use crate::config::{Loaded, Tool, TrustMode};
+use crate::fingerprint::{Fingerprint, sha256_bytes};
+use crate::pkgrepo::signer::{DigestSigner, KeySigner, Signed, parse_command_output, sign_archive};
+use crate::pkgrepo::trust::Trust;
+use crate::pkgrepo::verify::{self, Report};
+use crate::proc::CmdLine;
+use crate::run::Log;
 use crate::settings;
-use crate::stage::{Cx, Plan, Stage, StageName};
+use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
+use crate::ui::Ui;
+
+/// How a catalogue that needs a signature gets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignMethod {
+    /// In Rust: with signing.key (or signing.command, when set), rewriting only the
+    /// signature entries of the catalogue archives.
+    Native,
+    /// With `pkg repo` (FreeBSD): regenerates the catalogues from the packages and signs
+    /// them with signing.key (pubkey mode) or signing.command (fingerprints mode).
+    Pkg,
+}
 
 settings! {
-    /// sign settings.
+    /// sign: verify the repository bulk built, sign its catalogue with the release key when
+    /// it is not signed by it yet, and write the release manifest. Trust and keys come from
+    /// `[signing]`, the ABI from `[repository]`.
     pub struct SignConfig {
+        /// How to sign a catalogue that is not signed by the configured key: `native` or
+        /// `pkg` (`pkg repo`, FreeBSD only).
+        pub method: SignMethod = SignMethod::Native,
+        /// Threads hashing packages; 0 means one per CPU.
+        pub threads: usize = 0,
+    }
+}
+
+impl SignConfig {
+    fn method_word(&self) -> &'static str {
+        match self.method {
+            SignMethod::Native => "natively",
+            SignMethod::Pkg => "with pkg repo",
+        }
     }
 }
 
@@ -41,29 +88,648 @@ pub struct SignOutputs {
     /// SHA-256 (hex) of the public key the catalogue is signed with.
     pub key_fingerprint: String,
     pub packages: Vec<PackageRecord>,
+    /// The public key clients are given (absolute; pubkey mode and native fingerprints).
+    #[serde(default)]
+    pub pubkey: Option<Utf8PathBuf>,
+    /// The fingerprints directory clients trust (absolute; fingerprints mode).
+    #[serde(default)]
+    pub fingerprints: Option<Utf8PathBuf>,
+    /// The ABI every package was checked against.
+    #[serde(default)]
+    pub abi: String,
+    /// SHA-256 of each catalogue archive as verified (`data.pkg` -> hex).
+    #[serde(default)]
+    pub catalogues: BTreeMap<String, String>,
+    /// Whether this stage (re)signed the catalogue, rather than finding it signed.
+    #[serde(default)]
+    pub signed: bool,
+    #[serde(default)]
+    pub build_name: Option<String>,
+}
+
+/// The release manifest: what was released, from what, signed by which key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    /// When the manifest was written (RFC 3339, UTC).
+    pub created: String,
+    pub repository: ManifestRepository,
+    /// poudriere's build name (`-B`), when bulk built it in this run.
+    pub build_name: Option<String>,
+    pub colibri: Option<ManifestColibri>,
+    /// SHA-256 of colibri's Cargo.lock.
+    pub cargo_lock_sha256: Option<String>,
+    pub key: ManifestKey,
+    pub catalogues: Vec<ManifestCatalogue>,
+    pub packages: Vec<PackageRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestRepository {
+    pub name: String,
+    pub abi: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestColibri {
+    pub commit: String,
+    pub tag: String,
+    pub dirty: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestKey {
+    pub trust: TrustMode,
+    /// SHA-256 hex of the public key's PEM bytes (what fingerprints mode trusts).
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestCatalogue {
+    pub archive: String,
+    pub sha256: String,
+    pub inner: String,
+    /// SHA-256 of the inner file: the signed message.
+    pub inner_sha256: String,
+}
+
+/// What happens to the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// Already signed by the configured key.
+    Keep,
+    /// Sign it (the plan's best knowledge; execute decides again after verifying).
+    Sign,
+}
+
+/// The sign stage's plan.
+pub struct SignPlan {
+    steps: Plan,
+    repo: Utf8PathBuf,
+    action: Action,
+}
+
+impl StagePlan for SignPlan {
+    fn steps(&self) -> &Plan {
+        &self.steps
+    }
+}
+
+/// The default repository when bulk has not run: poudriere's layout for the configured
+/// jail and tree.
+fn implied_repo(loaded: &Loaded) -> Utf8PathBuf {
+    let p = &loaded.config.poudriere;
+    Utf8PathBuf::from(format!("/usr/local/poudriere/data/packages/{}-{}/.latest", p.jail, p.tree))
+}
+
+/// The trust anchors and the key the release is signed with.
+struct Keys {
+    trust: Trust,
+    /// The public key of the release key (PEM path), when there is one to name.
+    pubkey: Option<Utf8PathBuf>,
+    /// SHA-256 of the release key's public PEM: the signature the catalogue must carry.
+    fingerprint: String,
+}
+
+impl Sign {
+    fn abi(&self, loaded: &Loaded) -> String {
+        self.abi.clone().unwrap_or_else(|| loaded.config.repository.abi.clone())
+    }
+
+    /// The repository: --repo, or what bulk recorded.
+    fn locate(&self, cx: &Cx) -> Result<(Utf8PathBuf, Option<String>)> {
+        if let Some(repo) = &self.repo {
+            return Ok((crate::config::absolute(repo)?, None));
+        }
+        if cx.has_output(StageName::Bulk) || !cx.dry_run {
+            let bulk: BulkOutputs = cx.output(StageName::Bulk).map_err(|e| {
+                anyhow::anyhow!("{e:#}\nhelp: or name a repository directory: cargo xtask sign --repo DIR")
+            })?;
+            return Ok((bulk.repo, None));
+        }
+        let implied = implied_repo(cx.loaded);
+        Ok((implied.clone(), Some(format!("bulk has not run in this run; using poudriere's repository {implied}"))))
+    }
+
+    /// Trust from --pubkey/--fingerprints, or from [signing].
+    fn keys(&self, loaded: &Loaded) -> Result<Keys> {
+        let signing = &loaded.config.signing;
+        if let Some(path) = &self.pubkey {
+            let path = crate::config::absolute(path)?;
+            let trust = Trust::pubkey(&path)?;
+            let fingerprint = pubkey_fingerprint(&trust);
+            return Ok(Keys { trust, pubkey: Some(path), fingerprint });
+        }
+        if let Some(dir) = &self.fingerprints {
+            let trust = Trust::fingerprints(&crate::config::absolute(dir)?)?;
+            let pubkey = loaded.resolve(&signing.pubkey);
+            let fingerprint = std::fs::read(&pubkey).map(|b| sha256_bytes(&b)).unwrap_or_default();
+            return Ok(Keys { trust, pubkey: pubkey.exists().then_some(pubkey), fingerprint });
+        }
+        let pubkey = loaded.resolve(&signing.pubkey);
+        match signing.trust {
+            TrustMode::Pubkey => {
+                let trust = Trust::pubkey(&pubkey).map_err(|e| loaded.error_at("signing.pubkey", format!("{e:#}")))?;
+                let fingerprint = pubkey_fingerprint(&trust);
+                Ok(Keys { trust, pubkey: Some(pubkey), fingerprint })
+            }
+            TrustMode::Fingerprints => {
+                let dir = loaded.resolve(&signing.fingerprints);
+                let trust =
+                    Trust::fingerprints(&dir).map_err(|e| loaded.error_at("signing.fingerprints", format!("{e:#}")))?;
+                let bytes = std::fs::read(&pubkey).map_err(|e| {
+                    loaded.error_at("signing.pubkey", format!("cannot read the release public key {pubkey}: {e}"))
+                })?;
+                Ok(Keys { trust, pubkey: Some(pubkey), fingerprint: sha256_bytes(&bytes) })
+            }
+        }
+    }
+
+    fn options<'a>(&self, loaded: &Loaded, trust: &'a Trust, abi: &'a str) -> verify::Options<'a> {
+        let threads = match loaded.config.sign.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        verify::Options { trust, abi, sha256: true, threads, progress: &|_| {}, known: None, files: true }
+    }
+
+    /// `cargo xtask sign --verify-only`: checks a repository and prints the verdict;
+    /// no run state, nothing written.
+    fn verify_only(&self, engine: &crate::engine::Engine) -> Result<()> {
+        let loaded = engine.loaded;
+        let ui = engine.ui;
+        let repo = match &self.repo {
+            Some(r) => crate::config::absolute(r)?,
+            None => {
+                let run = engine.state.current()?.context(
+                    "there is no run whose repository could be verified\nhelp: name one: cargo xtask sign --verify-only --repo DIR",
+                )?;
+                let bulk = run.view().outputs(StageName::Bulk).cloned().context(
+                    "the current run has no repository from bulk\nhelp: name one: cargo xtask sign --verify-only --repo DIR",
+                )?;
+                serde_json::from_value::<BulkOutputs>(bulk)?.repo
+            }
+        };
+        let keys = self.keys(loaded)?;
+        let abi = self.abi(loaded);
+        if self.dry_run {
+            ui.println(&ui.bold("sign:"));
+            for step in check_steps(&repo, &keys.trust, &abi) {
+                ui.println(&format!("  {step}"));
+            }
+            return Ok(());
+        }
+        if !repo.is_dir() {
+            ui.println(&format!("{repo}: is not a directory"));
+            ui.eprintln(&format!("{} {repo} failed verification: it does not exist", ui.red("error:")));
+            return Err(crate::engine::Exit(1).into());
+        }
+        // The manifest's SHA-256s are not needed here: only the catalogue's sums.
+        let opts = verify::Options { sha256: false, ..self.options(loaded, &keys.trust, &abi) };
+        let report = verify_with_progress(&repo, &opts, ui)?;
+        if report.ok() {
+            ui.println(&format!(
+                "ok: {repo}: {} ({}) match their catalogue; data.pkg and packagesite.pkg verify with {}",
+                plural(report.packages.len(), "package"),
+                crate::ui::bytes(report.bytes),
+                keys.trust.describe()
+            ));
+            return Ok(());
+        }
+        for p in &report.problems {
+            ui.println(&p.to_string());
+        }
+        ui.eprintln(&format!(
+            "{} {repo} failed verification: {}",
+            ui.red("error:"),
+            plural(report.problems.len(), "problem")
+        ));
+        Err(crate::engine::Exit(1).into())
+    }
+
+    /// `cargo xtask sign`.
+    pub fn invoke(self, engine: &crate::engine::Engine) -> Result<()> {
+        if self.verify_only {
+            return self.verify_only(engine);
+        }
+        engine.run_one(&self, self.dry_run)
+    }
+}
+
+fn pubkey_fingerprint(trust: &Trust) -> String {
+    match trust {
+        Trust::Pubkey { key, .. } => key.fingerprint.clone(),
+        Trust::Fingerprints { .. } => String::new(),
+    }
+}
+
+fn mode_word(mode: TrustMode) -> &'static str {
+    match mode {
+        TrustMode::Pubkey => "pubkey",
+        TrustMode::Fingerprints => "fingerprints",
+    }
+}
+
+/// What verification checks, as plan steps.
+fn check_steps(repo: &Utf8Path, trust: &Trust, abi: &str) -> Vec<Step> {
+    vec![
+        Step::Check(format!(
+            "{repo}: meta.conf, and data.pkg and packagesite.pkg signed for {} clients ({})",
+            mode_word(trust.mode()),
+            trust.describe()
+        )),
+        Step::Check(format!(
+            "{repo}: every listed package present, its size and sum as listed, ABI {abi}, no path escaping"
+        )),
+    ]
+}
+
+/// Runs verification with a byte progress bar.
+fn verify_with_progress(repo: &Utf8Path, opts: &verify::Options, ui: &Ui) -> Result<Report> {
+    let quick = verify::verify(repo, &verify::Options { files: false, ..*opts })?;
+    let bar = ui.progress("verify", quick.bytes, true);
+    let progress = |n: u64| bar.inc(n, "hashing packages");
+    verify::verify(repo, &verify::Options { progress: &progress, ..*opts })
+}
+
+/// The problems as an error message.
+fn failure(repo: &Utf8Path, report: &Report, help: &str) -> anyhow::Error {
+    let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
+    anyhow::anyhow!(
+        "the repository {repo} failed verification ({}):\n{}\nhelp: {help}",
+        plural(report.problems.len(), "problem"),
+        lines.join("\n")
+    )
+}
+
+/// `1 package`, `2 packages`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+/// Signs by running `signing.command` with pkg's signing_command protocol.
+struct CommandSigner<'a> {
+    cmd: CmdLine,
+    log: &'a Log,
+}
+
+impl DigestSigner for CommandSigner<'_> {
+    fn sign_digest(&self, hex_digest: &str) -> Result<Signed> {
+        let out = self.cmd.output_with_input(self.log, format!("{hex_digest}\n").as_bytes())?;
+        if !out.success() {
+            bail!(
+                "the signing command `{}` {}:\n{}",
+                self.cmd,
+                out.describe_status(),
+                crate::proc::tail_lines(&out.stderr, 10)
+            );
+        }
+        parse_command_output(&out.stdout).with_context(|| format!("the signing command `{}`", self.cmd))
+    }
+}
+
+impl Sign {
+    fn signing_command(&self, cx: &Cx) -> Option<CmdLine> {
+        let cmd = &cx.config().signing.command;
+        let (program, args) = cmd.split_first()?;
+        Some(CmdLine::new(program.clone()).args(args.iter().cloned()))
+    }
+
+    fn pkg_repo_command(&self, cx: &Cx, repo: &Utf8Path) -> Result<CmdLine> {
+        let signing = &cx.config().signing;
+        let base = CmdLine::tool(&cx.config().tools, Tool::pkg).arg("repo").arg(repo.as_str());
+        match signing.trust {
+            TrustMode::Pubkey => Ok(base.arg(cx.resolve(&signing.key).as_str())),
+            TrustMode::Fingerprints => {
+                if signing.command.is_empty() {
+                    return Err(cx.loaded.error_at(
+                        "signing.command",
+                        "fingerprints mode with sign.method = \"pkg\" needs a signing command",
+                    ));
+                }
+                Ok(base.arg("signing_command:").args(signing.command.iter().cloned()))
+            }
+        }
+    }
+
+    /// Signs every catalogue archive natively.
+    fn sign_native(&self, cx: &Cx, repo: &Utf8Path, mode: TrustMode) -> Result<()> {
+        let signing = &cx.config().signing;
+        let command = self.signing_command(cx);
+        let key_signer;
+        let command_signer;
+        let signer: &dyn DigestSigner = match command {
+            Some(cmd) => {
+                command_signer = CommandSigner { cmd, log: &cx.log };
+                &command_signer
+            }
+            None => {
+                let key_path = cx.resolve(&signing.key);
+                let pub_path = cx.resolve(&signing.pubkey);
+                let secret = crate::secret::read_private_key(&key_path)
+                    .map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
+                let cert = std::fs::read(&pub_path).map_err(|e| {
+                    cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}"))
+                })?;
+                key_signer = KeySigner::new(&secret, &key_path, cert, &pub_path)?;
+                &key_signer
+            }
+        };
+        let mut quick = Report::default();
+        let meta = verify::read_meta(repo, &mut quick);
+        let mut archives: Vec<(String, String)> =
+            crate::pkgrepo::CATALOGUES.iter().map(|k| verify::names(&meta, *k)).collect();
+        let files = (format!("{}.pkg", meta.filesite_archive), meta.filesite.clone());
+        if repo.join(&files.0).exists() {
+            archives.push(files);
+        }
+        for (archive, inner) in archives {
+            let path = repo.join(&archive);
+            let digest = sign_archive(&path, &inner, mode, signer)?;
+            cx.say(format!("signed {archive} ({inner} sha256 {digest}, {} layout)", mode_word(mode)));
+        }
+        Ok(())
+    }
+
+    fn manifest(&self, cx: &Cx, report: &Report, keys: &Keys, abi: &str) -> Result<Manifest> {
+        let port = if cx.has_output(StageName::Port) {
+            Some(cx.output::<crate::port::PortOutputs>(StageName::Port)?)
+        } else {
+            None
+        };
+        let build_name = if cx.has_output(StageName::Bulk) && self.repo.is_none() {
+            Some(cx.output::<BulkOutputs>(StageName::Bulk)?.build_name)
+        } else {
+            None
+        };
+        let repo_cfg = &cx.config().repository;
+        Ok(Manifest {
+            schema: 1,
+            created: crate::run::now_rfc3339(),
+            repository: ManifestRepository {
+                name: repo_cfg.name.clone(),
+                abi: abi.to_owned(),
+                url: repo_cfg.url.clone(),
+            },
+            build_name,
+            colibri: port.as_ref().map(|p| ManifestColibri {
+                commit: p.commit.clone(),
+                tag: p.tag.clone(),
+                dirty: p.dirty,
+            }),
+            cargo_lock_sha256: port.map(|p| p.cargo_lock_sha256),
+            key: ManifestKey { trust: keys.trust.mode(), fingerprint: keys.fingerprint.clone() },
+            catalogues: report
+                .catalogues
+                .iter()
+                .map(|c| ManifestCatalogue {
+                    archive: c.archive.clone(),
+                    sha256: c.archive_sha256.clone(),
+                    inner: c.inner.clone(),
+                    inner_sha256: c.inner_sha256.clone(),
+                })
+                .collect(),
+            packages: records(report),
+        })
+    }
+}
+
+fn records(report: &Report) -> Vec<PackageRecord> {
+    report
+        .packages
+        .iter()
+        .map(|p| PackageRecord {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            origin: p.origin.clone(),
+            path: p.path.clone().into(),
+            size: p.size,
+            sum: p.sum.clone(),
+            sha256: p.sha256.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A digest of the repository that signing does not change: meta.conf, the inner
+/// catalogue files, and the identity of every package file.
+fn repo_fingerprint(fp: &mut Fingerprint, repo: &Utf8Path) -> Result<()> {
+    fp.str("repo", repo.as_str());
+    fp.file("meta.conf", &repo.join("meta.conf"))?;
+    let mut report = Report::default();
+    let meta = verify::read_meta(repo, &mut report);
+    for kind in crate::pkgrepo::CATALOGUES {
+        let (archive, inner) = verify::names(&meta, kind);
+        match crate::pkgrepo::archive::Archive::read(&repo.join(&archive)) {
+            Ok(a) => {
+                for e in a.find(&inner) {
+                    fp.str(&archive, &sha256_bytes(&e.data));
+                }
+            }
+            Err(_) => {
+                fp.file(&archive, &repo.join(&archive))?;
+            }
+        }
+    }
+    let all = repo.join("All");
+    if let Ok(entries) = all.read_dir_utf8() {
+        let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_owned()).collect();
+        names.sort();
+        for name in names {
+            fp.identity(&name, &all.join(&name))?;
+        }
+    }
+    Ok(())
 }
 
 impl Stage for Sign {
     const NAME: StageName = StageName::Sign;
     type Outputs = SignOutputs;
-    type Plan = Plan;
+    type Plan = SignPlan;
 
-    fn fingerprint(&self, _cx: &Cx) -> Result<Fingerprint> {
-        Ok(Fingerprint::new())
+    fn fingerprint(&self, cx: &Cx) -> Result<Fingerprint> {
+        let mut fp = Fingerprint::new();
+        let cfg = cx.config();
+        fp.json("signing", &cfg.signing).json("repository", &cfg.repository);
+        fp.json("flags", &(&self.repo, &self.pubkey, &self.fingerprints, &self.abi));
+        fp.file("pubkey", &cx.resolve(&cfg.signing.pubkey))?;
+        fp.tree("fingerprints", &cx.resolve(&cfg.signing.fingerprints))?;
+        fp.identity("key", &cx.resolve(&cfg.signing.key))?;
+        if let Ok((repo, _)) = self.locate(cx) {
+            repo_fingerprint(&mut fp, &repo)?;
+        }
+        Ok(fp)
     }
 
-    fn plan(&self, _cx: &Cx) -> Result<Plan> {
-        Err(crate::engine::not_implemented(Self::NAME))
+    fn outputs_intact(&self, cx: &Cx, outputs: &SignOutputs) -> bool {
+        cx.run.abs(&outputs.manifest).is_file()
+            && outputs.catalogues.iter().all(|(archive, sha)| {
+                std::fs::read(outputs.repo.join(archive)).map(|b| sha256_bytes(&b) == *sha).unwrap_or(false)
+            })
     }
 
-    fn execute(&self, _cx: &mut Cx, _plan: Plan) -> Result<SignOutputs> {
-        Err(crate::engine::not_implemented(Self::NAME))
+    fn plan(&self, cx: &Cx) -> Result<SignPlan> {
+        let (repo, note) = self.locate(cx)?;
+        let abi = self.abi(cx.loaded);
+        let mut steps = Plan::default();
+        if let Some(note) = note {
+            steps.note(note);
+        }
+        let keys = match self.keys(cx.loaded) {
+            Ok(k) => k,
+            Err(e) if cx.dry_run => {
+                // A dry run on a machine without the release key still shows the plan.
+                steps.note(format!("the trust anchors cannot be read here: {e:#}"));
+                steps.check(format!(
+                    "{repo}: meta.conf, both catalogues and their signatures, every package's size, sum and ABI {abi}"
+                ));
+                steps.note(format!(
+                    "sign them if they are not signed by the release key ({})",
+                    cx.config().sign.method_word()
+                ));
+                steps.push(Step::Write {
+                    path: cx.stage_dir(StageName::Sign)?.join("manifest.json"),
+                    what: "release manifest".into(),
+                });
+                return Ok(SignPlan { steps, repo, action: Action::Sign });
+            }
+            Err(e) => return Err(e),
+        };
+        for s in check_steps(&repo, &keys.trust, &abi) {
+            steps.push(s);
+        }
+        // Reading the catalogues is cheap and side-effect free: say now whether the
+        // repository will be signed.
+        let action = if repo.is_dir() {
+            let quick =
+                verify::verify(&repo, &verify::Options { files: false, ..self.options(cx.loaded, &keys.trust, &abi) })?;
+            if quick.ok() && quick.signed_by(&keys.fingerprint) {
+                steps.note(format!(
+                    "the catalogues are signed by the release key ({}); no signing needed",
+                    keys.fingerprint
+                ));
+                Action::Keep
+            } else {
+                Action::Sign
+            }
+        } else if !cx.dry_run {
+            bail!("the repository {repo} does not exist\nhelp: run `cargo xtask bulk`, or name one with --repo DIR");
+        } else {
+            Action::Sign
+        };
+        if action == Action::Sign {
+            let mode = keys.trust.mode();
+            match cx.config().sign.method {
+                SignMethod::Native => {
+                    let by = match self.signing_command(cx) {
+                        Some(cmd) => format!("signing command `{cmd}`"),
+                        None => format!("key {}", cx.resolve(&cx.config().signing.key)),
+                    };
+                    for archive in ["data.pkg", "packagesite.pkg"] {
+                        steps.push(Step::Write {
+                            path: repo.join(archive),
+                            what: format!(
+                                "re-signed with the {by}, {} layout; written beside, renamed",
+                                mode_word(mode)
+                            ),
+                        });
+                    }
+                }
+                SignMethod::Pkg => steps.run(&self.pkg_repo_command(cx, &repo)?),
+            }
+            steps.check(format!("{repo}: verify again, as above"));
+        }
+        let manifest = cx.stage_dir(StageName::Sign)?.join("manifest.json");
+        steps.push(Step::Write { path: manifest, what: "release manifest".into() });
+        Ok(SignPlan { steps, repo, action })
     }
-}
 
-impl Sign {
-    /// `cargo xtask sign`.
-    pub fn invoke(self, engine: &crate::engine::Engine) -> Result<()> {
-        engine.run_one(&self, self.dry_run)
+    fn execute(&self, cx: &mut Cx, plan: SignPlan) -> Result<SignOutputs> {
+        let repo = plan.repo;
+        let keys = self.keys(cx.loaded)?;
+        let abi = self.abi(cx.loaded);
+        let opts = self.options(cx.loaded, &keys.trust, &abi);
+        cx.say(format!("verifying {repo} for {} clients ({})", mode_word(keys.trust.mode()), keys.trust.describe()));
+        let mut report = verify_with_progress(&repo, &opts, cx.ui)?;
+        for p in &report.problems {
+            cx.note(format!("first check: {p}"));
+        }
+        let needs_signing = !report.ok() || !report.signed_by(&keys.fingerprint);
+        if !report.only_signature_problems() {
+            return Err(failure(
+                &repo,
+                &report,
+                "the packages do not match the catalogue poudriere wrote; rebuild them (cargo xtask bulk) rather than signing this",
+            ));
+        }
+        let mut signed = false;
+        if needs_signing {
+            if plan.action == Action::Keep {
+                cx.note("the catalogue changed since the plan was made");
+            }
+            let mode = keys.trust.mode();
+            match cx.config().sign.method {
+                SignMethod::Native => self.sign_native(cx, &repo, mode)?,
+                SignMethod::Pkg => {
+                    let cmd = self.pkg_repo_command(cx, &repo)?;
+                    cx.say(format!("signing with {cmd}"));
+                    let out = cmd.stream(&cx.log, cx.ui, &Default::default())?;
+                    if !out.success() {
+                        bail!("{}", cmd.failure(&out));
+                    }
+                }
+            }
+            signed = true;
+            // Package files were not touched: reuse their digests; everything else is
+            // checked again from scratch.
+            let digests = std::mem::take(&mut report.digests);
+            let known = |path: &str| digests.get(path).cloned();
+            report = verify::verify(&repo, &verify::Options { known: Some(&known), ..opts })?;
+            if !report.ok() {
+                return Err(failure(
+                    &repo,
+                    &report,
+                    "signing did not give a catalogue that verifies; check signing.key, signing.pubkey and the trust settings",
+                ));
+            }
+            if !report.signed_by(&keys.fingerprint) {
+                bail!(
+                    "after signing, {repo} still carries no signature by the release key ({})\nhelp: check that signing.command signs with the key signing.pubkey names",
+                    keys.fingerprint
+                );
+            }
+        }
+        cx.say(format!(
+            "{repo}: {} ({}) verified; catalogue {} the release key {}",
+            plural(report.packages.len(), "package"),
+            crate::ui::bytes(report.bytes),
+            if signed { "signed with" } else { "already signed by" },
+            keys.fingerprint
+        ));
+
+        let manifest = self.manifest(cx, &report, &keys, &abi)?;
+        let path = cx.stage_dir(StageName::Sign)?.join("manifest.json");
+        let mut text = serde_json::to_vec_pretty(&manifest)?;
+        text.push(b'\n');
+        crate::fsx::write_atomic(&path, &text)?;
+        cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
+
+        let fingerprints = match keys.trust {
+            Trust::Fingerprints { ref dir, .. } => Some(dir.clone()),
+            Trust::Pubkey { .. } => None,
+        };
+        Ok(SignOutputs {
+            repo: repo.clone(),
+            manifest: cx.run.rel(&path),
+            trust: keys.trust.mode(),
+            key_fingerprint: keys.fingerprint.clone(),
+            packages: manifest.packages.clone(),
+            pubkey: keys.pubkey.clone(),
+            fingerprints,
+            abi,
+            catalogues: report.catalogues.iter().map(|c| (c.archive.clone(), c.archive_sha256.clone())).collect(),
+            signed,
+            build_name: manifest.build_name.clone(),
+        })
     }
 }

@@ -1,11 +1,16 @@
 //! The integration tests: one binary, one module per area. They run the built xtask
 //! against scratch projects, the example colibri and the real samples in tests/data.
 
+mod nginx;
+mod repo_kit;
 mod support;
 
 mod bulk;
 mod config;
 mod engine;
+mod iso;
 mod port;
+mod publish;
 mod setup;
+mod sign;
 mod tidy;

@@ -1,0 +1,444 @@
+//! publish: releases land as versions behind an atomic `latest`, served by a real nginx
+//! on 127.0.0.1; unchanged packages are linked, not copied; the served copy is checked
+//! over HTTP; SIGKILL at any point leaves `latest` serving a complete release; rollback,
+//! pruning, the client files and a remote target through rsync and an ssh stand-in.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::time::Instant;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::nginx::{Nginx, get};
+use crate::repo_kit::*;
+use crate::support::{Project, Scratch, repo_root, scratch, standins};
+
+const ABI: &str = "FreeBSD:15:amd64";
+
+/// A project that signs with the test key and publishes to `site`, served at `url`.
+fn project(site: &Utf8Path, url: &str, extra: &str) -> Project {
+    signing_project(
+        "pubkey",
+        &format!(
+            "url = \"{url}\"\n\n[publish]\ntarget = \"{site}\"\nrepo_conf_template = \"{}\"\ncheck_timeout_secs = 10\n{extra}\n",
+            repo_root().join("scripts-compat/clawdie-repo.conf.in")
+        ),
+    )
+}
+
+/// `signing_project` puts `[repository]` first; `url = ...` above must land in it.
+fn signing_project(mode: &str, rest: &str) -> Project {
+    let p = Project::new("");
+    let key = private_key(&p.scratch.path.join("keys"));
+    let config = signing_config(&key, mode).replace(
+        "[repository]\nabi = \"FreeBSD:15:amd64\"\n",
+        &format!("[repository]\nabi = \"FreeBSD:15:amd64\"\n{}", rest.split("\n\n").next().unwrap_or_default()),
+    );
+    let tail = rest.split_once("\n\n").map(|(_, t)| t).unwrap_or_default();
+    p.write_config(&format!("{config}\n{tail}"));
+    p
+}
+
+struct Site {
+    _scratch: Scratch,
+    dir: Utf8PathBuf,
+    nginx: Nginx,
+}
+
+fn site(extra_nginx: &str) -> Site {
+    let s = scratch();
+    let dir = s.path.join("site");
+    fs::create_dir_all(&dir).unwrap();
+    let nginx = Nginx::serve(&dir, &s.path.join("nginx"), extra_nginx);
+    Site { _scratch: s, dir, nginx }
+}
+
+fn abi_dir(site: &Utf8Path) -> Utf8PathBuf {
+    site.join(ABI)
+}
+
+fn latest(site: &Utf8Path) -> String {
+    fs::read_link(abi_dir(site).join("latest")).unwrap().to_str().unwrap().to_owned()
+}
+
+fn versions(site: &Utf8Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(abi_dir(site))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.') && n != "latest")
+        .collect();
+    v.sort();
+    v
+}
+
+fn sign_repo(p: &Project, repo: &Utf8Path) {
+    p.run(&["sign", "--repo", repo.as_str()]).success();
+}
+
+fn published_output(p: &Project) -> serde_json::Value {
+    p.state()["records"]["publish"]["last_success"]["outputs"].clone()
+}
+
+#[test]
+fn publishes_through_nginx_and_switches_latest() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "");
+    let a = copy_sample("production-pubkey", &p.scratch.path.join("a"));
+    sign_repo(&p, &a);
+    p.run(&["publish"]).success().stderr_has("serves").stderr_has("and All/colibri-0.9.0.pkg matches its sum");
+    let v1 = latest(&site.dir);
+    assert_eq!(published_output(&p)["version"], v1.as_str());
+    assert_eq!(published_output(&p)["url"], format!("{}{ABI}/latest", site.nginx.url()));
+    let served = get(&format!("{}{ABI}/latest/data.pkg", site.nginx.url())).unwrap();
+    assert_eq!(served, fs::read(a.join("data.pkg")).unwrap());
+    // The release manifest is published beside the repository.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(&format!("{}{ABI}/latest/manifest.json", site.nginx.url())).unwrap()).unwrap();
+    assert_eq!(manifest["packages"][0]["name"], "colibri");
+    // The client side: repo conf and public key at the top of the site.
+    assert_eq!(fs::read(site.dir.join("clawdie.pub")).unwrap(), fs::read(pubkey()).unwrap());
+    let conf = fs::read_to_string(site.dir.join("clawdie.conf")).unwrap();
+    assert!(conf.contains(&format!("  url: \"{}${{ABI}}/latest\",\n", site.nginx.url())), "{conf}");
+    assert!(conf.contains("  pubkey: \"/usr/share/keys/pkg/clawdie.pub\",\n"), "{conf}");
+
+    // A second release: a new version, linked where unchanged, and latest switched.
+    let b = copy_sample("validation-pubkey", &p.scratch.path.join("b"));
+    sign_repo(&p, &b);
+    p.run(&["publish"]).success().stderr_has("copied 1 package");
+    let v2 = latest(&site.dir);
+    assert_ne!(v1, v2);
+    assert_eq!(versions(&site.dir), [v1.clone(), v2.clone()]);
+    assert_eq!(
+        get(&format!("{}{ABI}/latest/data.pkg", site.nginx.url())).unwrap(),
+        fs::read(b.join("data.pkg")).unwrap()
+    );
+    p.run(&["sign", "--verify-only", "--repo", abi_dir(&site.dir).join("latest").as_str()]).success();
+
+    // Publishing the same release again changes nothing.
+    p.run(&["publish"]).success().stderr_has("already serves this release");
+    assert_eq!(latest(&site.dir), v2);
+
+    // Rollback: to the one before, then forward again by name.
+    p.run(&["publish", "--rollback"]).success().stderr_has(&format!("rolled back: latest -> {v1}"));
+    assert_eq!(latest(&site.dir), v1);
+    assert_eq!(
+        get(&format!("{}{ABI}/latest/data.pkg", site.nginx.url())).unwrap(),
+        fs::read(a.join("data.pkg")).unwrap()
+    );
+    p.run(&["publish", "--rollback"]).code_is(1).stderr_has("no version older than");
+    p.run(&["publish", "--rollback", &v2]).success();
+    assert_eq!(latest(&site.dir), v2);
+    p.run(&["publish", "--rollback", "no-such"]).code_is(1).stderr_has(&format!("the versions kept are: {v1}, {v2}"));
+}
+
+#[test]
+fn one_changed_package_is_copied_and_the_rest_linked() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "keep = 2\n");
+    let a = p.scratch.path.join("a");
+    make_repo(&a, &synthetic(12, 4096, 1, |_| false));
+    sign_repo(&p, &a);
+    p.run(&["publish"]).success().stderr_has("copied 12 packages");
+    let v1 = latest(&site.dir);
+
+    let b = p.scratch.path.join("b");
+    make_repo(&b, &synthetic(12, 4096, 2, |i| i == 5));
+    sign_repo(&p, &b);
+    p.run(&["publish"])
+        .success()
+        .stderr_has("copied 1 package and 4 catalogue files")
+        .stderr_has("11 packages hard-linked");
+    let v2 = latest(&site.dir);
+    let out = published_output(&p);
+    assert_eq!((out["copied"].as_u64(), out["linked"].as_u64()), (Some(1), Some(11)));
+    let ino = |v: &str, f: &str| fs::metadata(abi_dir(&site.dir).join(v).join(f)).unwrap().ino();
+    assert_eq!(ino(&v1, "All/pkg000-1.0.pkg"), ino(&v2, "All/pkg000-1.0.pkg"), "unchanged: the same file");
+    assert!(abi_dir(&site.dir).join(&v2).join("All/pkg005-1.2.pkg").exists());
+
+    // keep = 2: a third release removes the first.
+    let c = p.scratch.path.join("c");
+    make_repo(&c, &synthetic(12, 4096, 3, |i| i == 7));
+    sign_repo(&p, &c);
+    p.run(&["publish"]).success().stderr_has(&format!("removed the old version {v1}"));
+    assert_eq!(versions(&site.dir).len(), 2);
+    assert!(!versions(&site.dir).contains(&v1));
+}
+
+#[test]
+fn the_check_fails_when_nginx_serves_a_tampered_copy() {
+    // nginx serves the packages of `latest` from a tampered copy: the catalogue is the
+    // new one, a package is not.
+    let s = scratch();
+    let tampered = s.path.join("tampered");
+    copy_sample("production-pubkey", &s.path.join("src"));
+    fs::create_dir_all(&tampered).unwrap();
+    let mut bytes = fs::read(s.path.join("src/All/colibri-0.9.0.pkg")).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(tampered.join("colibri-0.9.0.pkg"), bytes).unwrap();
+    let site = site(&format!("    location /{ABI}/latest/All/ {{ alias {tampered}/; }}"));
+    let p = project(&site.dir, &site.nginx.url(), "");
+    sign_repo(&p, &s.path.join("src"));
+    let v = {
+        let run = p.run(&["publish"]);
+        run.code_is(1)
+            .stderr_has(&format!(
+                "{}{ABI}/latest/All/colibri-0.9.0.pkg does not match the catalogue's sum",
+                site.nginx.url()
+            ))
+            .stderr_has("the new release (")
+            .stderr_has("is being served, and clients cannot use it")
+            .stderr_has("--rollback");
+        latest(&site.dir)
+    };
+    // The repository itself was published correctly; only what is served is wrong.
+    p.run(&["sign", "--verify-only", "--repo", abi_dir(&site.dir).join(&v).as_str()]).success();
+}
+
+#[test]
+fn the_check_says_when_the_old_release_is_still_served() {
+    // A stale mirror: nginx serves a snapshot of the site taken after the first release.
+    let s = scratch();
+    let real = s.path.join("real");
+    let mirror = s.path.join("mirror");
+    fs::create_dir_all(&real).unwrap();
+    fs::create_dir_all(&mirror).unwrap();
+    let nginx = Nginx::serve(&mirror, &s.path.join("nginx"), "");
+    let p = project(&real, &nginx.url(), "check = false\n");
+    sign_repo(&p, &copy_sample("production-pubkey", &p.scratch.path.join("a")));
+    p.run(&["publish"]).success();
+    let v1 = latest(&real);
+    let out = std::process::Command::new("cp").args(["-a", &format!("{real}/."), mirror.as_str()]).status().unwrap();
+    assert!(out.success());
+    p.write_raw_config(&fs::read_to_string(p.config_path()).unwrap().replace("check = false\n", ""));
+    sign_repo(&p, &copy_sample("validation-pubkey", &p.scratch.path.join("b")));
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has(&format!("{}{ABI}/latest/data.pkg is the old release ({v1})", nginx.url()))
+        .stderr_has("the old release is still being served");
+}
+
+#[test]
+fn sigkill_at_any_point_leaves_latest_serving_a_whole_release() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "keep = 50\n");
+    let a = p.scratch.path.join("a");
+    make_repo(&a, &synthetic(40, 160 * 1024, 1, |_| false));
+    sign_repo(&p, &a);
+    let started = Instant::now();
+    p.run(&["publish"]).success();
+    let full = started.elapsed();
+    let v1 = latest(&site.dir);
+
+    let b = p.scratch.path.join("b");
+    make_repo(&b, &synthetic(40, 160 * 1024, 2, |_| true));
+    sign_repo(&p, &b);
+    let old_data = fs::read(a.join("data.pkg")).unwrap();
+    let new_data = fs::read(b.join("data.pkg")).unwrap();
+
+    let (mut killed_old, mut killed_new, mut finished) = (0, 0, false);
+    for step in 0..60u32 {
+        let delay = full * step / 20;
+        let mut child = p.command(&["publish"]).process_group(0).spawn().unwrap();
+        std::thread::sleep(delay);
+        let done = matches!(child.try_wait(), Ok(Some(_)));
+        if !done {
+            // SAFETY: kill(2) of our own child's process group.
+            unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+        }
+        let status = child.wait().unwrap();
+
+        // Whatever happened, latest is a complete release: the old or the new one.
+        let served = get(&format!("{}{ABI}/latest/data.pkg", site.nginx.url())).expect("latest serves data.pkg");
+        let now = latest(&site.dir);
+        p.run(&[
+            "sign",
+            "--verify-only",
+            "--repo",
+            abi_dir(&site.dir).join(&now).as_str(),
+            "--pubkey",
+            pubkey().as_str(),
+        ])
+        .success();
+        if served == old_data {
+            assert_eq!(now, v1);
+            killed_old += 1;
+        } else {
+            assert_eq!(served, new_data, "latest serves neither release (step {step}, {delay:?})");
+            if done && status.success() {
+                finished = true;
+                break;
+            }
+            killed_new += 1;
+        }
+    }
+    eprintln!(
+        "SIGKILL test: {killed_old} kills before the switch, {killed_new} after it; a full publish took {full:?}"
+    );
+    assert!(finished, "publish never finished ({killed_old} kills before the switch, {killed_new} after)");
+    assert!(killed_old > 0, "no kill landed before the switch");
+    // The finished run cleaned up what the killed ones left.
+    let leftovers: Vec<String> = fs::read_dir(abi_dir(&site.dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    p.run(&["sign", "--verify-only", "--repo", abi_dir(&site.dir).join("latest").as_str()]).success();
+}
+
+#[test]
+fn a_copy_that_fails_verification_is_never_switched_to() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "");
+    sign_repo(&p, &copy_sample("production-pubkey", &p.scratch.path.join("a")));
+    p.run(&["publish"]).success();
+    let v1 = latest(&site.dir);
+    let b = copy_sample("validation-pubkey", &p.scratch.path.join("b"));
+    sign_repo(&p, &b);
+    // The source changes after sign verified it.
+    let mut bytes = fs::read(b.join("All/colibri-0.9.0.pkg")).unwrap();
+    bytes[10] ^= 1;
+    fs::write(b.join("All/colibri-0.9.0.pkg"), bytes).unwrap();
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has("the new copy failed verification; nothing was switched and latest still serves")
+        .stderr_has("All/colibri-0.9.0.pkg: does not match");
+    assert_eq!(latest(&site.dir), v1);
+    assert_eq!(versions(&site.dir), [v1]);
+}
+
+#[test]
+fn dry_run_shows_the_copies_and_the_switch_and_changes_nothing() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "");
+    let a = copy_sample("production-pubkey", &p.scratch.path.join("a"));
+    sign_repo(&p, &a);
+    let run = p.run(&["publish", "--dry-run"]);
+    run.success()
+        .stdout_has(&format!("copy    {a}/All/colibri-0.9.0.pkg -> {}/.", abi_dir(&site.dir)))
+        .stdout_has(&format!("-> {}/latest", abi_dir(&site.dir)))
+        .stdout_has(&format!("fetch   {}{ABI}/latest/data.pkg", site.nginx.url()));
+    assert!(!abi_dir(&site.dir).exists());
+    assert!(!site.dir.join("clawdie.conf").exists());
+}
+
+#[test]
+fn fingerprints_mode_publishes_the_trust_file_and_its_repo_conf() {
+    let site = site("");
+    let p = signing_project(
+        "fingerprints",
+        &format!(
+            "url = \"{}\"\n\n[publish]\ntarget = \"{}\"\nrepo_conf_template = \"{}\"\n",
+            site.nginx.url(),
+            site.dir,
+            repo_root().join("scripts-compat/clawdie-repo.conf.in")
+        ),
+    );
+    sign_repo(&p, &copy_sample("production-fingerprints", &p.scratch.path.join("a")));
+    p.run(&["publish"]).success();
+    let conf = fs::read_to_string(site.dir.join("clawdie.conf")).unwrap();
+    let expected = format!(
+        "clawdie: {{\n  url: \"{}${{ABI}}/latest\",\n  signature_type: \"fingerprints\",\n  fingerprints: \"/usr/share/keys/pkg/clawdie\",\n  enabled: yes,\n  priority: 10\n}}\n",
+        site.nginx.url()
+    );
+    assert!(conf.ends_with(&expected), "{conf}");
+    assert_eq!(
+        fs::read_to_string(site.dir.join("clawdie.fingerprint")).unwrap(),
+        format!("function: \"sha256\"\nfingerprint: \"{TEST_FP}\"\n")
+    );
+}
+
+#[test]
+fn the_nginx_server_block_is_valid_nginx() {
+    let s = scratch();
+    let site = s.path.join("site");
+    fs::create_dir_all(&site).unwrap();
+    let cert = s.path.join("cert.pem");
+    let key = s.path.join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=pkg.example", "-days", "1"])
+        .args(["-keyout", key.as_str(), "-out", cert.as_str()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let p = project(
+        &site,
+        "https://pkg.example/",
+        &format!("check = false\ntls_certificate = \"{cert}\"\ntls_certificate_key = \"{key}\"\n"),
+    );
+    sign_repo(&p, &copy_sample("production-pubkey", &p.scratch.path.join("a")));
+    p.run(&["publish"]).success();
+    let block = p.state_dir().join(published_output(&p)["nginx"].as_str().unwrap());
+    let text = fs::read_to_string(&block).unwrap();
+    for needle in [
+        "server_name pkg.example;",
+        &format!("root {site};"),
+        "autoindex on;",
+        &format!("ssl_certificate {cert};"),
+        "return 301 https://$host$request_uri;",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let prefix = s.path.join("nginx");
+    fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = prefix.join("nginx.conf");
+    fs::write(
+        &conf,
+        format!("error_log {prefix}/error.log;\npid {prefix}/nginx.pid;\nevents {{}}\nhttp {{\n  access_log off;\n  include {block};\n}}\n"),
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new("nginx").args(["-t", "-p", prefix.as_str(), "-c", conf.as_str()]).output().unwrap();
+    assert!(out.status.success(), "nginx -t rejects the block:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_remote_target_goes_through_rsync_and_ssh() {
+    let s = scratch();
+    let remote = s.path.join("remote-site");
+    fs::create_dir_all(&remote).unwrap();
+    let nginx = Nginx::serve(&remote, &s.path.join("nginx"), "");
+    let ssh = standins().join("publish/ssh");
+    let calls = s.path.join("ssh.log");
+    let mut p = project(&remote, &nginx.url(), &format!("keep = 2\n\n[tools]\nssh = \"{ssh}\"\n"));
+    p.write_raw_config(
+        &fs::read_to_string(p.config_path())
+            .unwrap()
+            .replace(&format!("target = \"{remote}\""), &format!("target = \"mother-build:{remote}\"")),
+    );
+    p.env.push(("SSH_STANDIN_LOG".into(), calls.to_string()));
+
+    let a = p.scratch.path.join("a");
+    make_repo(&a, &synthetic(6, 2048, 1, |_| false));
+    sign_repo(&p, &a);
+    p.run(&["publish", "--dry-run"])
+        .success()
+        .stdout_has(&format!("rsync -e {ssh} -rlp --checksum --files-from"))
+        .stdout_has(&format!("mother-build:{remote}/{ABI}/."))
+        .stdout_has("--checksum --dry-run --itemize-changes");
+    p.run(&["publish"]).success().stderr_has("latest -> ").stderr_has(&format!("{}{ABI}/latest serves", nginx.url()));
+    let v1 = latest(&remote);
+    assert!(fs::read_to_string(&calls).unwrap().contains("mother-build "));
+    assert_eq!(fs::read(remote.join("clawdie.pub")).unwrap(), fs::read(pubkey()).unwrap());
+
+    let b = p.scratch.path.join("b");
+    make_repo(&b, &synthetic(6, 2048, 2, |i| i == 0));
+    sign_repo(&p, &b);
+    p.run(&["publish", "--dry-run"]).success().stdout_has(&format!("--link-dest={}/{v1}", abi_dir(&remote)));
+    p.run(&["publish"]).success();
+    let v2 = latest(&remote);
+    assert_ne!(v1, v2);
+    let ino = |v: &str| fs::metadata(abi_dir(&remote).join(v).join("All/pkg003-1.0.pkg")).unwrap().ino();
+    assert_eq!(ino(&v1), ino(&v2), "rsync --link-dest linked the unchanged package");
+    p.run(&["sign", "--verify-only", "--repo", abi_dir(&remote).join("latest").as_str()]).success();
+    p.run(&["publish", "--rollback"]).success();
+    assert_eq!(latest(&remote), v1);
+
+    // An unreachable host fails with ssh's own words, and latest stays.
+    p.env.push(("SSH_STANDIN_FAIL".into(), "1".into()));
+    p.run(&["publish"]).code_is(1).stderr_has("Connection refused");
+    assert_eq!(latest(&remote), v1);
+}
