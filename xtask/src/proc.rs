@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -326,7 +326,14 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> String {
 // Process groups and signals
 
 /// The signal that interrupted us, or 0.
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+///
+/// Set inside the signal handler itself (not by the thread that stops the process
+/// groups), so a command killed by the same Ctrl-C can never be seen to fail before
+/// the interruption is known.
+fn interrupted_flag() -> &'static std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    static FLAG: OnceLock<std::sync::Arc<std::sync::atomic::AtomicUsize>> = OnceLock::new();
+    FLAG.get_or_init(|| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+}
 
 /// Process groups currently running, with their grace periods.
 fn groups() -> &'static Mutex<BTreeMap<i32, Duration>> {
@@ -358,9 +365,9 @@ pub fn signal_name(sig: i32) -> &'static str {
 
 /// The signal that interrupted this process, if any.
 pub fn interrupted() -> Option<i32> {
-    match INTERRUPTED.load(Ordering::SeqCst) {
+    match interrupted_flag().load(Ordering::SeqCst) {
         0 => None,
-        s => Some(s),
+        s => Some(s as i32),
     }
 }
 
@@ -377,13 +384,19 @@ pub fn check_interrupted() -> Result<()> {
 /// [`check_interrupted`] fail; a second one kills the groups at once and exits 130.
 pub fn install_signal_handlers() -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register_usize(sig, interrupted_flag().clone(), sig as usize)
+            .context("cannot install signal handlers")?;
+    }
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for sig in signals.forever() {
-                if INTERRUPTED.swap(sig, Ordering::SeqCst) != 0 {
+            let mut seen = 0;
+            for _ in signals.forever() {
+                seen += 1;
+                if seen > 1 {
                     kill_all(libc::SIGKILL);
                     std::process::exit(130);
                 }
