@@ -160,18 +160,44 @@ impl<'a> Engine<'a> {
     /// scratch directory; the log to `STATE_DIR/detached/STAGE.log`.
     pub fn run_detached(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<serde_json::Value> {
         let scratch = self.state.root().join("detached");
+        self.run_unrecorded_in(stage, RunView::detached(&scratch), &scratch, dry_run)
+    }
+
+    /// Runs a stage against the current run's recorded outputs without recording
+    /// anything in it: for checks that must change nothing (`makesum --check`). The log
+    /// goes to `STATE_DIR/detached/STAGE.log`.
+    pub fn run_unrecorded(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<serde_json::Value> {
+        let scratch = self.state.root().join("detached");
+        let current = self.state.current()?;
+        let view = match &current {
+            Some(run) => run.view(),
+            None => RunView::detached(&scratch),
+        };
+        self.run_unrecorded_in(stage, view, &scratch, dry_run)
+    }
+
+    fn run_unrecorded_in(
+        &self,
+        stage: &dyn AnyStage,
+        view: RunView,
+        scratch: &camino::Utf8Path,
+        dry_run: bool,
+    ) -> Result<serde_json::Value> {
         if dry_run {
-            self.print_plan(stage, RunView::detached(&scratch))?;
+            self.print_plan(stage, view)?;
             return Ok(serde_json::Value::Null);
         }
         let log = Log::open(&scratch.join(format!("{}.log", stage.name())))?;
-        let mut cx = self.cx(RunView::detached(&scratch), log, false);
+        let mut cx = self.cx(view, log, false);
         cx.log.line(&format!("==== {} (detached) at {} ====", stage.name(), now_rfc3339()));
+        let started = Instant::now();
+        self.ui.stage_start(stage.name().as_str());
         let result = stage.run(&mut cx);
         if let Err(err) = &result {
             cx.log.line(&format!("error: {}", crate::ui::render_error(err)));
             return Err(self.report_failure(stage.name(), err, &cx.log));
         }
+        self.ui.stage_end(stage.name().as_str(), "ok", &self.ui.dim(&crate::ui::duration(started.elapsed())));
         result
     }
 
