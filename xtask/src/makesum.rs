@@ -74,6 +74,10 @@ settings! {
         pub retry_delay_ms: u64 = 1000,
         /// Seconds to wait for a connection, and for each read of a download.
         pub timeout_secs: u64 = 60,
+        /// PEM file of the certificate authorities HTTPS downloads trust. Empty: the file
+        /// SSL_CERT_FILE names when it is set (as curl and OpenSSL do), else Mozilla's
+        /// roots built into the program.
+        pub ca_file: Utf8PathBuf = Utf8PathBuf::new(),
     }
 }
 
@@ -369,7 +373,10 @@ impl Makesum {
             fs::create_dir_all(&scratch).with_context(|| format!("cannot create {scratch}"))?;
         }
         let timeout = Duration::from_secs(cfg.timeout_secs);
+        let downloads = jobs.iter().any(|j| j.sources.iter().any(|s| matches!(s, Source::Url(_))));
+        let tls = if downloads { tls_config(cx)? } else { ureq::tls::TlsConfig::default() };
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .timeout_connect(Some(timeout))
             .timeout_per_read(Some(timeout))
@@ -609,6 +616,34 @@ fn lexical(path: &Utf8Path) -> Utf8PathBuf {
 /// What the plan shows for a temporary name (the real one carries the process id).
 fn temp_placeholder(path: &Utf8Path) -> Utf8PathBuf {
     path.with_file_name(format!(".{}.tmp.PID.N", path.file_name().unwrap_or("distfile")))
+}
+
+/// The roots HTTPS downloads trust: makesum.ca_file, else SSL_CERT_FILE, else
+/// Mozilla's (built in).
+fn tls_config(cx: &Cx) -> Result<ureq::tls::TlsConfig> {
+    let configured = &cx.config().makesum.ca_file;
+    let (file, from) = if !configured.as_str().is_empty() {
+        (cx.resolve(configured), "makesum.ca_file")
+    } else {
+        match std::env::var("SSL_CERT_FILE") {
+            Ok(f) if !f.is_empty() => (Utf8PathBuf::from(f), "SSL_CERT_FILE"),
+            _ => return Ok(ureq::tls::TlsConfig::default()),
+        }
+    };
+    let pem = fs::read(&file).with_context(|| format!("cannot read the CA certificates {file} ({from})"))?;
+    let mut roots = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.with_context(|| format!("{file} ({from}) is not a PEM file of certificates"))?
+        {
+            roots.push(c);
+        }
+    }
+    if roots.is_empty() {
+        bail!("{file} ({from}) holds no certificates");
+    }
+    cx.note(format!("HTTPS downloads trust the {} certificate authorities in {file} ({from})", roots.len()));
+    Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build())
 }
 
 fn github_url(template: &str, account: &str, project: &str, tag: &str) -> String {

@@ -629,6 +629,23 @@ fn crates_nothing_pins_are_refused_until_a_lock_is_given() {
 }
 
 #[test]
+fn an_unreadable_ca_file_is_named() {
+    let server = Server::start(Duration::ZERO);
+    let f = Fake::new(&server.url(), &[("alpha", "1.0.0")]);
+    let pem = f.p.scratch.path.join("roots.pem");
+    fs::write(&pem, "not a certificate\n").unwrap();
+    let mut p = Project::new(&format!("[makesum]\ncrate_url = \"{}/{{name}}/{{version}}\"\n", server.url()));
+    p.env = f.p.env.clone();
+    p.env.push(("SSL_CERT_FILE".into(), pem.to_string()));
+    let args = ["makesum", "--port", f.port.as_str(), "--distdir", f.distdir.as_str()];
+    p.run(&args).code_is(1).stderr_has(&format!("{pem} (SSL_CERT_FILE) holds no certificates"));
+    // Offline, no download needs it.
+    let alpha = &f.crates[0];
+    fs::write(f.cache.join(alpha.file()), &alpha.bytes).unwrap();
+    p.run(&[&args[..], &["--offline"]].concat()).success();
+}
+
+#[test]
 fn a_makefile_it_cannot_evaluate_names_the_variable_and_the_way_out() {
     let f = Fake::new("http://127.0.0.1:9", &[("alpha", "1.0.0")]);
     let makefile = f.port.join("Makefile");
