@@ -295,14 +295,14 @@ impl Fetcher<'_> {
                 let tmp = self.temp_for(&target);
                 let tar = Utf8PathBuf::from(format!("{tmp}.tar"));
                 let made = self.make_archive(archive, &tar, buf);
+                let gz = Utf8PathBuf::from(format!("{tar}.gz"));
                 let (size, sha256) = made.map_err(|e| {
                     let _ = fs::remove_file(&tar);
-                    let _ = fs::remove_file(format!("{tar}.gz"));
+                    let _ = fs::remove_file(&gz);
                     Miss::plain(format!("cannot make it from the checkout: {}", crate::ui::render_error(&e)))
                 })?;
-                fs::rename(format!("{tar}.gz"), &tmp)
-                    .map_err(|e| Miss::plain(format!("cannot rename {tar}.gz to {tmp}: {e}")))?;
-                self.accept(job, &tmp, size, sha256, From::Checkout, true)
+                self.cx.note(format!("{name}: made from the checkout ({size} bytes)"));
+                self.accept(job, &gz, size, sha256, From::Checkout, true)
             }
         }
     }
