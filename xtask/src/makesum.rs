@@ -46,7 +46,10 @@ settings! {
     /// directory (`poudriere.distfiles`, laid out as the ports tree lays it out:
     /// `rust/crates/NAME-VERSION.crate`, the port's source at the top) and write its
     /// distinfo. Crates are checked against their Cargo.lock checksum before they are
-    /// accepted; a file that fails is moved to `DISTDIR/.quarantine/`.
+    /// accepted; a file that fails is moved to `DISTDIR/.quarantine/`. For the staged
+    /// port that is the checkout's Cargo.lock; with `--port DIR` it is `--lock PATH`,
+    /// else `DIR/Cargo.lock`, else the SHA256 lines of `DIR/distinfo`, and a crate none
+    /// of them pins is refused.
     pub struct MakesumConfig {
         /// `native` (computed here, on any host) or `ports` (runs the framework's
         /// `make -C PORT makesum DISTDIR=...` in the staged port; needs a FreeBSD host).
