@@ -184,6 +184,9 @@ impl Makesum {
             Ok(port) => {
                 let reference = if port.dirty { port.commit.clone() } else { port.tag.clone() };
                 let port_dir = cx.resolve(&port.port_dir);
+                if !port_dir.join("Makefile").is_file() {
+                    bail!("the port `port` staged at {port_dir} is gone\nhelp: stage it again: cargo xtask port");
+                }
                 Ok(Target {
                     distinfo: port_dir.join("distinfo"),
                     port_dir,
