@@ -142,7 +142,6 @@ fn close(cur: &mut Pending, out: &mut Crates) {
 
 /// Splits a CARGO_CRATES registry entry into name and version at the first `-`
 /// followed by a digit.
-#[allow(dead_code)] // for the stages still being written; drop once used
 pub fn split_entry(entry: &str) -> Option<(&str, &str)> {
     let bytes = entry.as_bytes();
     (0..bytes.len().saturating_sub(1))

@@ -103,7 +103,7 @@ pub struct Makesum {
     /// Any USES=cargo port directory [default: the staged port]
     #[arg(long, value_name = "DIR")]
     pub port: Option<Utf8PathBuf>,
-    /// Distfiles directory [default: makesum.distdir]
+    /// Distfiles directory [default: poudriere.distfiles]
     #[arg(long, value_name = "DIR")]
     pub distdir: Option<Utf8PathBuf>,
     /// Use only the distfiles directory and cargo's cache; no network
@@ -112,6 +112,9 @@ pub struct Makesum {
     /// Change nothing; fail with a diff when distinfo is stale
     #[arg(long)]
     pub check: bool,
+    /// With --port: the Cargo.lock to verify crates against [default: DIR/Cargo.lock, else DIR/distinfo]
+    #[arg(long, value_name = "PATH", requires = "port")]
+    pub lock: Option<Utf8PathBuf>,
 }
 
 /// bulk

@@ -160,13 +160,36 @@ impl<'a> Engine<'a> {
     /// scratch directory; the log to `STATE_DIR/detached/STAGE.log`.
     pub fn run_detached(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<serde_json::Value> {
         let scratch = self.state.root().join("detached");
+        self.run_unrecorded_in(stage, RunView::detached(&scratch), &scratch, dry_run)
+    }
+
+    /// Runs a stage against the current run's recorded outputs without recording
+    /// anything in it: for checks that must change nothing (`makesum --check`). The log
+    /// goes to `STATE_DIR/detached/STAGE.log`.
+    pub fn run_unrecorded(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<serde_json::Value> {
+        let scratch = self.state.root().join("detached");
+        let current = self.state.current()?;
+        let view = match &current {
+            Some(run) => run.view(),
+            None => RunView::detached(&scratch),
+        };
+        self.run_unrecorded_in(stage, view, &scratch, dry_run)
+    }
+
+    fn run_unrecorded_in(
+        &self,
+        stage: &dyn AnyStage,
+        view: RunView,
+        scratch: &camino::Utf8Path,
+        dry_run: bool,
+    ) -> Result<serde_json::Value> {
         if dry_run {
-            self.print_plan(stage, RunView::detached(&scratch))?;
+            self.print_plan(stage, view)?;
             return Ok(serde_json::Value::Null);
         }
         let name = stage.name();
         let log = Log::open(&scratch.join(format!("{name}.log")))?;
-        let mut cx = self.cx(RunView::detached(&scratch), log, false);
+        let mut cx = self.cx(view, log, false);
         cx.log.line(&format!("==== {name} (detached) at {} ====", now_rfc3339()));
         let started = Instant::now();
         self.ui.stage_start(name.as_str());

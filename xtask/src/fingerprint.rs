@@ -91,6 +91,11 @@ impl Fingerprint {
     /// Every regular file under a directory, by relative path and contents, in sorted
     /// order. Symlinks are recorded by their target.
     pub fn tree(&mut self, label: &str, dir: &Utf8Path) -> Result<&mut Self> {
+        self.tree_except(label, dir, &[])
+    }
+
+    /// [`Fingerprint::tree`] leaving out some files (paths relative to `dir`).
+    pub fn tree_except(&mut self, label: &str, dir: &Utf8Path, except: &[&str]) -> Result<&mut Self> {
         self.tag("tree", label);
         let mut entries = Vec::new();
         if dir.exists() {
@@ -98,6 +103,7 @@ impl Fingerprint {
         } else {
             self.bytes(b"\0missing");
         }
+        entries.retain(|e| !except.contains(&e.as_str()));
         entries.sort();
         for rel in entries {
             let path = dir.join(&rel);

@@ -89,7 +89,6 @@ impl MakeVars {
 
     /// Sets a variable the framework would provide (e.g. `EXTRACT_SUFX=.tar.gz`) unless
     /// the Makefile sets it.
-    #[allow(dead_code)] // for the stages still being written; drop once used
     pub fn default(&mut self, name: &str, value: &str) {
         self.vars.entry(name.to_owned()).or_insert(Assign {
             value: value.to_owned(),
@@ -111,7 +110,6 @@ impl MakeVars {
     }
 
     /// The line a variable was set on (0 for defaults).
-    #[allow(dead_code)] // for the stages still being written; drop once used
     pub fn line(&self, name: &str) -> Option<usize> {
         self.vars.get(name).map(|a| a.line)
     }

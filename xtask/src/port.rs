@@ -146,9 +146,7 @@ impl Stage for Port {
     }
 
     fn outputs_intact(&self, cx: &Cx, outputs: &PortOutputs) -> bool {
-        let dir = cx.resolve(&outputs.port_dir);
-        let mut fp = Fingerprint::new();
-        fp.tree("staged", &dir).is_ok() && fp.finish() == outputs.tree
+        staged_digest(&cx.resolve(&outputs.port_dir)).is_ok_and(|d| d == outputs.tree)
     }
 
     fn plan(&self, cx: &Cx) -> Result<PortPlan> {
@@ -261,9 +259,7 @@ impl Stage for Port {
         }
         fsx::replace_dir(&staging, &plan.target)?;
         let mut outputs = plan.outputs;
-        let mut tree = Fingerprint::new();
-        tree.tree("staged", &plan.target)?;
-        outputs.tree = tree.finish();
+        outputs.tree = staged_digest(&plan.target)?;
         if outputs.dirty {
             cx.say(format!("staged {} from a checkout that is not a clean release tag (allowed)", outputs.origin));
         }
@@ -276,6 +272,14 @@ impl Stage for Port {
         ));
         Ok(outputs)
     }
+}
+
+/// Digest of the staged port, leaving out `distinfo`: makesum writes that file into
+/// the staged port, and doing so must not make the port look changed.
+fn staged_digest(dir: &Utf8Path) -> Result<String> {
+    let mut tree = Fingerprint::new();
+    tree.tree_except("staged", dir, &["distinfo"])?;
+    Ok(tree.finish())
 }
 
 /// Lists a port's files (relative paths, sorted), refusing symlinks, special files and

@@ -9,6 +9,7 @@ mod bulk;
 mod config;
 mod engine;
 mod iso;
+mod makesum;
 mod port;
 mod publish;
 mod setup;
