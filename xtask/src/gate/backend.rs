@@ -34,8 +34,8 @@ pub struct Phase {
 pub enum Ending {
     /// The loader finished; the VM comes next.
     Continue,
-    /// The guest stopped: the image's fault.
-    Failure(String),
+    /// The guest stopped: the image's fault. What happened, and the exit that shows it.
+    Failure(String, String),
     /// The machinery failed: not the image's fault. A message and what to do.
     Infra(String, String),
 }
@@ -297,44 +297,46 @@ impl Vm {
             (Backend::Bhyve, Role::Loader) => match code {
                 Some(0) => Ending::Continue,
                 _ => Ending::Infra(
-                    format!("bhyveload could not load the guest ({how})"),
+                    format!("bhyveload could not load the guest (it {how})"),
                     "its own message is in the log above; is vmm loaded (kldload vmm)?".into(),
                 ),
             },
             (Backend::Bhyve, Role::Vm) => match (code, signal) {
-                (Some(0), _) => Ending::Failure(format!(
-                    "the guest reset ({how}): an unexpected reboot, usually a panic with automatic reboot"
-                )),
-                (Some(1), _) => Ending::Failure(format!("the guest powered off ({how})")),
-                (Some(2), _) => Ending::Failure(format!("the guest halted ({how})")),
-                (Some(3), _) => Ending::Failure(format!("the guest triple-faulted ({how})")),
+                (Some(0), _) => Ending::Failure(
+                    "the guest reset".into(),
+                    format!("bhyve {how}: an unexpected reboot, usually a panic with automatic reboot"),
+                ),
+                (Some(1), _) => Ending::Failure("the guest powered off".into(), format!("bhyve {how}")),
+                (Some(2), _) => Ending::Failure("the guest halted".into(), format!("bhyve {how}")),
+                (Some(3), _) => Ending::Failure("the guest triple-faulted".into(), format!("bhyve {how}")),
                 (Some(4), _) => Ending::Infra(
-                    format!("bhyve could not set up the VM ({how})"),
+                    format!("bhyve could not set up the VM (it {how})"),
                     format!(
                         "bhyve's own message is above; is vmm loaded (kldload vmm)? does another VM called {} run?",
                         self.name
                     ),
                 ),
                 (Some(134), _) | (_, Some(libc::SIGABRT)) => Ending::Infra(
-                    format!("bhyve aborted on an unhandled VM exit ({how})"),
+                    format!("bhyve aborted on an unhandled VM exit (it {how})"),
                     "bhyve's own message is above; try the run again, and check the bhyve release".into(),
                 ),
                 (Some(64 | 71), _) => Ending::Infra(
-                    format!("bhyve refused its arguments ({how})"),
+                    format!("bhyve refused its arguments (it {how})"),
                     "check [gate.bhyve] in pipeline.toml against bhyve(8) on this release".into(),
                 ),
                 (Some(143), _) | (_, Some(libc::SIGTERM)) => Ending::Infra(
-                    format!("bhyve was stopped by SIGTERM from outside the gate ({how})"),
+                    format!("bhyve was stopped by SIGTERM from outside the gate (it {how})"),
                     "something else on the host stops VMs; find it".into(),
                 ),
                 _ => Ending::Infra(format!("bhyve ended unexpectedly ({how})"), "bhyve's own message is above".into()),
             },
             (Backend::Qemu, _) => match code {
-                Some(0) => Ending::Failure(format!(
-                    "the guest stopped (QEMU {how}: a power-off, a reset under -no-reboot, or a panic)"
-                )),
+                Some(0) => Ending::Failure(
+                    "the guest stopped".into(),
+                    format!("QEMU {how}: a power-off, a reset under -no-reboot, or a panic"),
+                ),
                 _ => Ending::Infra(
-                    format!("QEMU failed ({how})"),
+                    format!("QEMU failed (it {how})"),
                     "QEMU's own message is above; check [gate.qemu] in pipeline.toml".into(),
                 ),
             },
@@ -345,7 +347,7 @@ impl Vm {
                     ),
                     "its own message is above".into(),
                 ),
-                _ => Ending::Failure(format!("the console program ended ({how})")),
+                _ => Ending::Failure("the console program ended".into(), format!("it {how}")),
             },
         }
     }

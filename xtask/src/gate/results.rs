@@ -88,9 +88,12 @@ impl ConsoleFile {
         !self.line.is_empty()
     }
 
-    /// Takes bytes that arrived at `at`.
+    /// Takes bytes that arrived at `at`. The stage log gets the complete lines in one
+    /// write, the display the last of them.
     pub fn push(&mut self, bytes: &[u8], at: Instant, log: &Log, ui: &Ui) {
         self.bytes += bytes.len() as u64;
+        let mut mirror = String::new();
+        let mut last = None;
         let mut rest = bytes;
         while !rest.is_empty() {
             self.line_at.get_or_insert(at);
@@ -98,7 +101,7 @@ impl ConsoleFile {
                 Some(i) => {
                     self.line.extend_from_slice(&rest[..i]);
                     rest = &rest[i + 1..];
-                    self.end_line(log, ui);
+                    last = Some(self.end_line(&mut mirror));
                 }
                 None => {
                     self.line.extend_from_slice(rest);
@@ -106,9 +109,12 @@ impl ConsoleFile {
                 }
             }
         }
+        show(&mirror, last, log, ui);
     }
 
-    fn end_line(&mut self, log: &Log, ui: &Ui) {
+    /// Writes the current line with its time; appends it to `mirror` (for the stage
+    /// log) and returns its text.
+    fn end_line(&mut self, mirror: &mut String) -> String {
         let at = self.line_at.take().unwrap_or(self.clock.t0);
         let mut line = std::mem::take(&mut self.line);
         while line.last() == Some(&b'\r') {
@@ -126,15 +132,15 @@ impl ConsoleFile {
             self.error = Some(e);
         }
         self.lines += 1;
-        let text: String = String::from_utf8_lossy(&line).chars().filter(|c| *c != '\r').take(LOG_LINE).collect();
-        log.line(&format!("{stamp}{text}"));
-        if !text.trim().is_empty() {
-            ui.stage_line(&text);
-        }
+        let text: String = printable(&line).chars().take(LOG_LINE).collect();
+        mirror.push_str(&stamp);
+        mirror.push_str(&text);
+        mirror.push('\n');
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
         self.tail.push_back(format!("{stamp}{text}"));
+        text
     }
 
     /// The last `n` lines (with their times), the unfinished one included.
@@ -142,7 +148,7 @@ impl ConsoleFile {
         let mut lines: Vec<String> = self.tail.iter().skip(self.tail.len().saturating_sub(n)).cloned().collect();
         if !self.line.is_empty() {
             let at = self.line_at.unwrap_or(self.clock.t0);
-            lines.push(format!("[{:>10.3}] {}", self.clock.secs(at), String::from_utf8_lossy(&self.line)));
+            lines.push(format!("[{:>10.3}] {}", self.clock.secs(at), printable(&self.line)));
             if lines.len() > n {
                 lines.remove(0);
             }
@@ -153,7 +159,9 @@ impl ConsoleFile {
     /// Ends the unfinished line and puts the file in place as `console.log`.
     pub fn finish(mut self, log: &Log, ui: &Ui) -> Result<Utf8PathBuf> {
         if !self.line.is_empty() {
-            self.end_line(log, ui);
+            let mut mirror = String::new();
+            let last = self.end_line(&mut mirror);
+            show(&mirror, Some(last), log, ui);
         }
         if let Some(e) = self.error.take() {
             return Err(e).with_context(|| format!("cannot write the console to {}", self.tmp));
@@ -165,6 +173,47 @@ impl ConsoleFile {
             .with_context(|| format!("cannot rename {} to {}", self.tmp, self.path))?;
         Ok(self.path)
     }
+}
+
+/// Copies console lines to the stage log (one write) and the last one to the display.
+fn show(mirror: &str, last: Option<String>, log: &Log, ui: &Ui) {
+    if !mirror.is_empty() {
+        log.bytes(mirror.as_bytes());
+    }
+    if let Some(line) = last.filter(|l| !l.trim().is_empty()) {
+        ui.stage_line(&line);
+    }
+}
+
+/// A console line as text that is safe on a terminal: escape sequences (which could
+/// clear the operator's screen) and control characters other than tab are dropped.
+pub fn printable(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // A control sequence: parameters and intermediates, then a final byte.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // ESC, an intermediate byte, a final byte (character set selection).
+                Some(' '..='/') => {
+                    chars.next();
+                }
+                _ => {}
+            },
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The verdict of one boot attempt.
@@ -508,6 +557,12 @@ fn text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_drops_what_would_upset_a_terminal() {
+        assert_eq!(printable(b"\x1b[0m\x1b[2J\x1b[01;01HBdsDxe: x\x07\r"), "BdsDxe: x");
+        assert_eq!(printable(b"a\x1b(Bb\tc\xff"), "ab\tc\u{fffd}");
+    }
 
     #[test]
     fn xml_escapes_what_it_must() {

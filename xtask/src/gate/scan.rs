@@ -46,6 +46,11 @@ pub struct Hit {
     pub line: String,
 }
 
+/// A byte that ends a line or starts something that is not text.
+fn is_special(b: u8) -> bool {
+    matches!(b, b'\n' | b'\r' | 0x1b | 0)
+}
+
 /// The escape-sequence filter's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Escape {
@@ -112,7 +117,24 @@ impl<'c> Scanner<'c> {
             return;
         }
         self.marks.push((self.line.len(), at));
-        for &b in bytes {
+        let mut rest = bytes;
+        while let Some((&b, tail)) = rest.split_first() {
+            // Plain text goes into the line a run at a time.
+            if self.escape == Escape::None && !is_special(b) {
+                let room = MAX_LINE - self.line.len();
+                let run = tail.iter().position(|&c| is_special(c)).map_or(rest.len(), |i| i + 1).min(room);
+                self.line.extend_from_slice(&rest[..run]);
+                rest = &rest[run..];
+                if self.line.len() >= MAX_LINE {
+                    self.search(found);
+                    if self.stopped {
+                        return;
+                    }
+                    self.cut_line();
+                }
+                continue;
+            }
+            rest = tail;
             let Some(b) = self.unescape(b) else { continue };
             if b == b'\n' || b == b'\r' {
                 self.search(found);
@@ -219,7 +241,7 @@ impl<'c> Scanner<'c> {
         Hit {
             at: self.arrival(end.saturating_sub(1)),
             line_number: self.line_number,
-            line: String::from_utf8_lossy(text).into_owned(),
+            line: super::results::printable(text),
         }
     }
 

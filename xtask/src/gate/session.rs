@@ -478,11 +478,11 @@ impl<'a> Watch<'a> {
         let outcome = match self.plan.vm.judge_exit(role, status) {
             Ending::Continue => return Watched::Next,
             Ending::Infra(message, help) => self.infra(message, help),
-            Ending::Failure(message) => match &self.settle {
+            Ending::Failure(what, detail) => match &self.settle {
                 Some((_, last)) => {
                     let after = at.saturating_duration_since(last.at).as_secs_f64();
                     let reason = format!(
-                        "{message} {after:.1}s after the last marker, during the settle period (gate.settle_secs = {})",
+                        "{what} {after:.1}s after the last marker, during the settle period (gate.settle_secs = {}; {detail})",
                         self.plan.timing.settle.as_secs()
                     );
                     let decision = self.decision("settle-exit", None, None, None, at);
@@ -490,7 +490,7 @@ impl<'a> Watch<'a> {
                 }
                 None => {
                     let m = &self.plan.checks.markers[k];
-                    let reason = format!("{message} before marker {} of {n}, `{}`", k + 1, m.name);
+                    let reason = format!("{what} before marker {} of {n}, `{}` ({detail})", k + 1, m.name);
                     let decision = self.decision("exit", Some(m.name.clone()), None, None, at);
                     self.fail(reason, image_help_unlined(), decision)
                 }

@@ -5,5 +5,6 @@ mod support;
 
 mod config;
 mod engine;
+mod gate;
 mod port;
 mod tidy;
