@@ -220,6 +220,52 @@ impl CmdLine {
     }
 }
 
+impl CmdLine {
+    /// Runs a short teardown command (destroying a VM, removing firewall rules) that
+    /// must run even after Ctrl-C: in its own process group, which the first interrupt
+    /// does not stop, and never longer than `timeout` (then it is killed). Both streams
+    /// go to the log; the status is the caller's to judge.
+    pub fn cleanup(&self, log: &Log, timeout: Duration) -> Result<Output> {
+        log.line(&format!("$ {self}"));
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(timeout) {
+            Ok(out) => out.map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?,
+            Err(_) => {
+                killpg(pid, libc::SIGKILL);
+                log.line(&format!("[did not finish within {}; killed]", crate::ui::duration(timeout)));
+                return Err(anyhow!("`{self}` did not finish within {} and was killed", crate::ui::duration(timeout)));
+            }
+        };
+        let output = Output {
+            status: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        log.bytes(&output.stdout);
+        log.bytes(&output.stderr);
+        log.line(&format!("[{}]", output.describe_status()));
+        Ok(output)
+    }
+}
+
 /// Shows the command as a shell would read it (for display only; never executed).
 impl fmt::Display for CmdLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,6 +3,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
@@ -10,8 +11,10 @@ use camino::Utf8PathBuf;
 use super::network::NetworkPlan;
 use super::{Backend, BhyveBoot, BhyveConfig, QemuConfig, QemuDrive};
 use crate::config::{Loaded, Tool, Tools};
-use crate::proc::CmdLine;
+use crate::proc::{CmdLine, Output, StreamOpts};
+use crate::run::Log;
 use crate::stage::{Cx, Plan};
+use crate::ui::Ui;
 
 /// What a console process is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,6 +354,21 @@ impl Vm {
             },
         }
     }
+}
+
+/// How long a short command (bhyvectl, ifconfig, pfctl) may take before it is stopped:
+/// the gate never hangs on one.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a short command with a time limit, in its own process group; its output goes to
+/// the log. The status is the caller's to judge.
+pub fn short(cmd: &CmdLine, log: &Log, ui: &Ui) -> Result<Output> {
+    cmd.stream(log, ui, &StreamOpts { timeout: Some(SHORT_TIMEOUT), grace: Duration::from_secs(5) })
+}
+
+/// Runs a teardown command: like [`short`], but it runs even after Ctrl-C.
+pub fn teardown(cmd: &CmdLine, log: &Log) -> Result<Output> {
+    cmd.cleanup(log, SHORT_TIMEOUT)
 }
 
 /// `exited with status 1`, `was killed by SIGKILL`.

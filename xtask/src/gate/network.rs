@@ -5,10 +5,12 @@
 use anyhow::{Result, anyhow, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use super::backend::{short, teardown};
 use crate::config::{Tool, Tools};
 use crate::proc::CmdLine;
 use crate::run::Log;
 use crate::stage::{Cx, Plan, Step};
+use crate::ui::Ui;
 
 /// What `--pf-allow` will do.
 #[derive(Debug, Clone)]
@@ -89,9 +91,13 @@ impl NetworkPlan {
 
     /// Creates the tap, adds it to the bridge and loads the rules. On an error, what was
     /// done is undone before returning.
-    pub fn open<'l>(&self, dir: &Utf8Path, log: &'l Log) -> Result<Network<'l>> {
-        let tap = self.ifconfig().args(["tap", "create"]).read(log)?;
-        let tap = tap.trim().to_owned();
+    pub fn open<'l>(&self, dir: &Utf8Path, log: &'l Log, ui: &'l Ui) -> Result<Network<'l>> {
+        let create = self.ifconfig().args(["tap", "create"]);
+        let out = short(&create, log, ui)?;
+        if !out.success() {
+            bail!("{}", create.failure(&out));
+        }
+        let tap = out.stdout_str().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_owned();
         if tap.is_empty() || !tap.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
             bail!("`ifconfig tap create` printed `{tap}`, not an interface name");
         }
@@ -99,14 +105,15 @@ impl NetworkPlan {
         let rules = dir.join("pf-allow.conf");
         crate::fsx::write_atomic(&rules, net.plan.rules_text(&net.tap).as_bytes())?;
         for cmd in self.open_cmds(&net.tap, &rules) {
-            cmd.run(log).map_err(|e| {
-                let problems = net.close();
-                let mut e = anyhow!("cannot open the guest network: {e}");
-                for p in problems {
-                    e = e.context(format!("and cleaning up failed too: {p}"));
+            let done = short(&cmd, log, ui)
+                .and_then(|out| if out.success() { Ok(()) } else { Err(anyhow!("{}", cmd.failure(&out))) });
+            if let Err(e) = done {
+                let mut message = format!("cannot open the guest network: {e}");
+                for p in net.close() {
+                    message.push_str(&format!("\nand cleaning up failed too: {p}"));
                 }
-                e
-            })?;
+                bail!("{message}");
+            }
             net.done += 1;
         }
         Ok(net)
@@ -143,7 +150,14 @@ impl Network<'_> {
             todo.push(deletem);
         }
         todo.push(destroy);
-        let problems = todo.iter().filter_map(|cmd| cmd.run(self.log).err().map(|e| e.to_string())).collect();
+        let problems = todo
+            .iter()
+            .filter_map(|cmd| match teardown(cmd, self.log) {
+                Ok(out) if out.success() => None,
+                Ok(out) => Some(cmd.failure(&out)),
+                Err(e) => Some(e.to_string()),
+            })
+            .collect();
         self.tap.clear();
         problems
     }

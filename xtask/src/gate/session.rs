@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::backend::{Ending, Role, describe};
+use super::backend::{Ending, Role, describe, teardown};
 use super::results::{self, Attempt, Clock, ConsoleFile, Decision, MarkerResult, Verdict};
 use super::scan::{Found, Hit, Scanner};
 use super::{GateOutputs, GatePlan, shown};
@@ -112,12 +112,14 @@ fn report(a: &Attempt, console: &Utf8Path, json: &Utf8Path, junit: &Utf8Path, re
         a.markers.iter().filter_map(|m| m.seen_at_secs.map(|t| format!("`{}` at {t:.1}s", m.name))).collect();
     let missing: Vec<String> =
         a.markers.iter().filter(|m| m.seen_at_secs.is_none()).map(|m| format!("`{}`", m.name)).collect();
-    out.push_str(&format!("\n  markers: {} of {} seen", seen.len(), a.markers.len()));
-    if !seen.is_empty() {
-        out.push_str(&format!(" ({})", seen.join(", ")));
-    }
-    if !missing.is_empty() {
-        out.push_str(&format!("; missing {}", missing.join(", ")));
+    if a.verdict == Verdict::Fail || !seen.is_empty() {
+        out.push_str(&format!("\n  markers: {} of {} seen", seen.len(), a.markers.len()));
+        if !seen.is_empty() {
+            out.push_str(&format!(" ({})", seen.join(", ")));
+        }
+        if !missing.is_empty() {
+            out.push_str(&format!("; missing {}", missing.join(", ")));
+        }
     }
     if let Some(retried) = retried {
         out.push_str(&format!("\n  {retried}"));
@@ -209,18 +211,22 @@ impl<'a> Watch<'a> {
 
     /// Everything set up is torn down again before this returns, whatever happened.
     fn boot(&mut self) -> Outcome {
+        if let Some(sig) = proc::interrupted() {
+            return self.interrupted(sig);
+        }
         if let Err((message, help)) = self.plan.vm.preflight() {
             return self.infra(message, help);
         }
         // A VM left behind by an earlier run would make bhyve fail; none is the usual case.
         for cmd in self.plan.vm.before() {
-            if let Err(e) = cmd.output(&self.cx.log) {
+            if let Err(e) = teardown(&cmd, &self.cx.log) {
                 return self.infra(e.to_string(), "install it, or set its path in [tools] of pipeline.toml".into());
             }
         }
         let outcome = match &self.plan.network {
             None => self.phases(None),
-            Some(net) => match net.open(self.dir, &self.cx.log) {
+            Some(net) => match net.open(self.dir, &self.cx.log, self.cx.ui) {
+                Err(_) if proc::interrupted().is_some() => self.interrupted(proc::interrupted().unwrap_or(libc::SIGINT)),
                 Err(e) => self.infra(
                     crate::ui::render_error(&e),
                     format!(
@@ -238,7 +244,7 @@ impl<'a> Watch<'a> {
             },
         };
         for cmd in self.plan.vm.after() {
-            match cmd.output(&self.cx.log) {
+            match teardown(&cmd, &self.cx.log) {
                 Ok(out) if out.success() => {}
                 Ok(out) => self.cleanup_problems.push(cmd.failure(&out)),
                 Err(e) => self.cleanup_problems.push(e.to_string()),
@@ -286,7 +292,10 @@ impl<'a> Watch<'a> {
         self.infra("the backend started no console".into(), "this is a bug in the gate".into())
     }
 
-    /// Reads one console process until the verdict, or until it ends.
+    /// Reads one console process until the verdict, or until it ends. Deadlines are
+    /// judged by when bytes arrived, not when they were scanned: a marker that came in
+    /// time counts even when a flood kept the scanner busy, and a flood cannot hold a
+    /// deadline off.
     fn watch(&mut self, console: &mut Console, role: Role) -> Watched {
         let mut ended: Option<(ExitStatus, Instant)> = None;
         let mut closed = false;
@@ -295,9 +304,6 @@ impl<'a> Watch<'a> {
                 return Watched::Done(Box::new(self.interrupted(sig)));
             }
             let now = Instant::now();
-            if let Some(outcome) = self.deadline_passed(now) {
-                return Watched::Done(Box::new(outcome));
-            }
             if let Some((status, at)) = ended
                 && (closed || now >= at + DRAIN)
             {
@@ -307,14 +313,22 @@ impl<'a> Watch<'a> {
             if let Some((_, at)) = ended {
                 wait = wait.min((at + DRAIN).saturating_duration_since(now));
             }
-            let Some(first) = console.recv(wait) else { continue };
+            let Some(first) = console.recv(wait) else {
+                // Nothing is waiting: every byte that arrived has been judged.
+                if let Some(outcome) = self.deadline_passed(Instant::now()) {
+                    return Watched::Done(Box::new(outcome));
+                }
+                continue;
+            };
             let mut found = Vec::new();
             let mut batch = 0;
+            let mut latest = None;
             let mut event = Some(first);
             while let Some(e) = event {
                 match e {
                     ConsoleEvent::Bytes { at, bytes } => {
                         batch += bytes.len();
+                        latest = Some(at);
                         self.record.push(&bytes, at, &self.cx.log, self.cx.ui);
                         self.scanner.push(&bytes, at, &mut found);
                     }
@@ -334,6 +348,11 @@ impl<'a> Watch<'a> {
                 if let Some(outcome) = self.found(f) {
                     return Watched::Done(Box::new(outcome));
                 }
+            }
+            if let Some(at) = latest
+                && let Some(outcome) = self.deadline_passed(at)
+            {
+                return Watched::Done(Box::new(outcome));
             }
         }
     }
@@ -419,6 +438,13 @@ impl<'a> Watch<'a> {
 
     /// A finding of the scanner; `Some` when it decides.
     fn found(&mut self, found: Found) -> Option<Outcome> {
+        // Anything that arrived after the settle period came after the verdict.
+        if let Some((until, last)) = &self.settle
+            && hit_of(&found).at >= *until
+        {
+            let last = last.clone();
+            return Some(self.pass(&last));
+        }
         match found {
             Found::Marker { index, hit } => {
                 let m = &self.plan.checks.markers[index];
@@ -607,6 +633,12 @@ impl<'a> Watch<'a> {
             stderr: crate::proc::tail_lines(&self.stderr, 10).replace("  | ", ""),
             tail,
         })
+    }
+}
+
+fn hit_of(found: &Found) -> &Hit {
+    match found {
+        Found::Marker { hit, .. } | Found::Forbidden { hit, .. } | Found::RestartLoop { hit, .. } => hit,
     }
 }
 

@@ -622,6 +622,34 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
     assert!(!this_run.clone().any(|c| c.starts_with("bhyve ")), "bhyve ran without its network: {calls:?}");
 }
 
+#[test]
+fn ctrl_c_tears_the_vm_and_its_network_down() {
+    let b = bhyve_project("settle_secs = 60", "");
+    let net = b.state.join("net");
+    fs::create_dir_all(&net).unwrap();
+    fs::write(net.join("bridge0"), "").unwrap();
+    let mut cmd = b.p.command(&["gate", "--image", b.image.as_str(), "--pf-allow"]);
+    cmd.env("BHYVE_STANDIN_SCENARIO", "boot");
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.process_group(0);
+    let child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    let settling =
+        || gate_dir_exists(&b.p) && fs::read_to_string(p_log(&b.p)).is_ok_and(|log| log.contains("every marker seen"));
+    while !settling() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the guest never booted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain kill(2) of the xtask we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_decided(&b.p, "interrupted", "interrupted", None);
+    assert!(!net.join("tap0").exists(), "the tap is left after Ctrl-C");
+    assert!(!b.state.join("pf/mother-build%gate").exists(), "the rules are left after Ctrl-C");
+    b.assert_clean();
+}
+
 // ---------------------------------------------------------------------------------
 // A real QEMU guest
 
