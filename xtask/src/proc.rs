@@ -543,7 +543,8 @@ pub enum ConsoleEvent {
     Bytes { at: Instant, bytes: Vec<u8> },
     /// A piece of its stderr: a diagnostic of the program, not console output.
     Stderr(Vec<u8>),
-    /// Its stdout reached end of file: every process holding it has gone.
+    /// Its stdout and stderr reached end of file: every process holding them has gone,
+    /// and everything they carried has been delivered.
     Closed,
     /// The program itself (the group leader) exited and has been reaped.
     Exited(std::process::ExitStatus),
@@ -613,7 +614,15 @@ impl CmdLine {
         let group = Group::register(pid as i32, grace);
         let (tx, events) = std::sync::mpsc::sync_channel(CONSOLE_QUEUE);
 
+        // The last reader to reach end of file says so.
+        let open_streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let close = |tx: &std::sync::mpsc::SyncSender<ConsoleEvent>, open: &std::sync::atomic::AtomicUsize| {
+            if open.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let _ = tx.send(ConsoleEvent::Closed);
+            }
+        };
         let out_tx = tx.clone();
+        let out_open = open_streams.clone();
         let spawn_thread = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.into()).spawn(f).map(|_| ())
         };
@@ -634,7 +643,7 @@ impl CmdLine {
                         Err(_) => break,
                     }
                 }
-                let _ = out_tx.send(ConsoleEvent::Closed);
+                close(&out_tx, &out_open);
             }),
         )
         .context("cannot start the console reader")?;
@@ -655,6 +664,7 @@ impl CmdLine {
                         Err(_) => break,
                     }
                 }
+                close(&err_tx, &open_streams);
             }),
         )
         .context("cannot start the console's stderr reader")?;

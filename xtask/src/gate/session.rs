@@ -27,34 +27,9 @@ const QUOTED_LINES: usize = 8;
 /// Runs the gate and returns its outputs on a pass; a failure of the image is an error
 /// (exit 1), an infrastructure error an [`crate::engine::ExitCode`] 2.
 pub fn run(cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
-    let dir = cx.stage_dir(StageName::Gate)?;
-    clear_old_results(&dir);
-    let tries = 1 + plan.timing.retries;
-    let mut attempts: Vec<Attempt> = Vec::new();
-    loop {
-        let number = attempts.len() as u32 + 1;
-        let what = match &plan.vm.image {
-            Some(image) => format!("booting {image} with {}", plan.vm.backend.as_str()),
-            None => format!("starting the {} console", plan.vm.backend.as_str()),
-        };
-        let of = if number > 1 { format!(" (attempt {number} of {tries})") } else { String::new() };
-        cx.say(format!("{what}{of}"));
-        let mut attempt = Watch::new(cx, &plan, &dir)?.attempt(number)?;
-        let again = attempt.verdict == Verdict::Error && number < tries && proc::interrupted().is_none();
-        if again {
-            let kept = format!("console-attempt-{number}.log");
-            std::fs::rename(dir.join("console.log"), dir.join(&kept))
-                .with_context(|| format!("cannot keep the console of attempt {number} as {kept}"))?;
-            attempt.console = kept.into();
-            cx.say(format!("infrastructure error: {}; trying again", attempt.reason));
-        }
-        attempts.push(attempt);
-        if !again {
-            break;
-        }
-    }
-    let (json, junit) = results::write(&dir, &attempts, plan.vm.backend.as_str(), plan.vm.image.as_deref())?;
-    let last = attempts.last().context("no boot attempt was made")?;
+    // A result that cannot be written is not the image's fault either.
+    let (dir, attempts, json, junit) = boot_and_record(cx, &plan).map_err(super::infrastructure)?;
+    let last = attempts.last().context("no boot attempt was made").map_err(super::infrastructure)?;
     for problem in &last.cleanup_problems {
         cx.say(format!("warning: cleaning up after the boot: {problem}"));
     }
@@ -89,6 +64,39 @@ pub fn run(cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
         }
         Verdict::Interrupted => Err(proc::Interrupted(proc::interrupted().unwrap_or(libc::SIGINT)).into()),
     }
+}
+
+/// Boots until there is a verdict (retrying infrastructure errors) and writes the
+/// results: the stage directory, the attempts, result.json and junit.xml.
+fn boot_and_record(cx: &Cx, plan: &GatePlan) -> Result<(Utf8PathBuf, Vec<Attempt>, Utf8PathBuf, Utf8PathBuf)> {
+    let dir = cx.stage_dir(StageName::Gate)?;
+    clear_old_results(&dir);
+    let tries = 1 + plan.timing.retries;
+    let mut attempts: Vec<Attempt> = Vec::new();
+    loop {
+        let number = attempts.len() as u32 + 1;
+        let what = match &plan.vm.image {
+            Some(image) => format!("booting {image} with {}", plan.vm.backend.as_str()),
+            None => format!("starting the {} console", plan.vm.backend.as_str()),
+        };
+        let of = if number > 1 { format!(" (attempt {number} of {tries})") } else { String::new() };
+        cx.say(format!("{what}{of}"));
+        let mut attempt = Watch::new(cx, plan, &dir)?.attempt(number)?;
+        let again = attempt.verdict == Verdict::Error && number < tries && proc::interrupted().is_none();
+        if again {
+            let kept = format!("console-attempt-{number}.log");
+            std::fs::rename(dir.join("console.log"), dir.join(&kept))
+                .with_context(|| format!("cannot keep the console of attempt {number} as {kept}"))?;
+            attempt.console = kept.into();
+            cx.say(format!("infrastructure error: {}; trying again", attempt.reason));
+        }
+        attempts.push(attempt);
+        if !again {
+            break;
+        }
+    }
+    let (json, junit) = results::write(&dir, &attempts, plan.vm.backend.as_str(), plan.vm.image.as_deref())?;
+    Ok((dir, attempts, json, junit))
 }
 
 /// The body of the error message: the reason, the deciding console line, the markers,
