@@ -179,7 +179,7 @@ pub struct Gate {
     /// Hypervisor backend [default: gate.backend]
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<crate::gate::Backend>,
-    /// Image to boot [default: what iso recorded]
+    /// Image to boot [default: gate.image, else what iso recorded]
     #[arg(long, value_name = "PATH")]
     pub image: Option<Utf8PathBuf>,
     /// Open the guest network with pf (tap on a bridge and a pass rule) for the run

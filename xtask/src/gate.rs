@@ -262,8 +262,9 @@ impl Gate {
         self.backend.unwrap_or(cx.config().gate.backend)
     }
 
-    /// The image to boot: `--image`, then `gate.image`, then what `iso` recorded. With
-    /// `None` the backend needs none; `Missing` explains why there is none.
+    /// The image to boot: `--image`, then `gate.image`, then what `iso` recorded; `None`
+    /// when the backend needs none (the command backend, QEMU with a kernel). A dry run
+    /// without iso's outputs shows `IMAGE`.
     fn image(&self, cx: &Cx, backend: Backend, steps: &mut Plan) -> Result<Option<Utf8PathBuf>> {
         let cfg = &cx.config().gate;
         let needed = match backend {

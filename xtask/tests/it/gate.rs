@@ -565,6 +565,55 @@ fn bhyveload_loads_then_bhyve_boots_without_firmware() {
     b.assert_clean();
 }
 
+/// Records a successful `iso` in a new current run, as the iso stage would.
+fn record_iso(p: &Project, image: Option<&Utf8PathBuf>) {
+    let id = "20260620T000000Z-0001";
+    let dir = p.state_dir().join("runs").join(id);
+    fs::create_dir_all(dir.join("logs")).unwrap();
+    let outputs = serde_json::json!({ "root": "/tmp/iso-root", "profile": "production", "image": image });
+    let state = serde_json::json!({
+        "version": 1,
+        "id": id,
+        "created": "2026-06-20T00:00:00.000Z",
+        "command": "release",
+        "stages": ["iso", "gate"],
+        "records": {
+            "iso": {
+                "status": "succeeded",
+                "attempts": 1,
+                "last_success": { "run": id, "ended": "2026-06-20T00:00:00.000Z", "fingerprint": "x", "outputs": outputs }
+            },
+            "gate": { "status": "pending", "attempts": 0 }
+        }
+    });
+    fs::write(dir.join("state.json"), serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    fs::write(p.state_dir().join("current"), format!("{id}\n")).unwrap();
+}
+
+#[test]
+fn the_image_comes_from_what_iso_recorded() {
+    let b = bhyve_project("settle_secs = 0", "");
+    record_iso(&b.p, Some(&b.image));
+    b.p.run(&["gate", "--dry-run"]).success().stdout_has(&format!("note    image from iso: {}\n", b.image));
+    let mut cmd = b.p.command(&["gate"]);
+    cmd.env("BHYVE_STANDIN_SCENARIO", "boot");
+    let run = Run { desc: "xtask gate".into(), dir: b.p.root.clone(), output: cmd.output().unwrap() };
+    run.success();
+    assert!(b.calls().iter().any(|c| c.contains(&format!(",ahci-cd,{} ", b.image))), "{:?}", b.calls());
+    let outputs = &b.p.state()["records"]["gate"]["last_success"]["outputs"];
+    assert_eq!(outputs["image"], b.image.as_str());
+    assert_eq!(outputs["backend"], "bhyve");
+    b.assert_clean();
+
+    // iso built no image: the gate says what to do.
+    let b = bhyve_project("", "");
+    record_iso(&b.p, None);
+    b.p.run(&["gate"])
+        .code_is(2)
+        .stderr_has("iso recorded no image")
+        .stderr_has("pass --image PATH, or set gate.image");
+}
+
 #[test]
 fn missing_firmware_or_image_is_infrastructure() {
     let b = bhyve_project("", "");
