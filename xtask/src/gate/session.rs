@@ -149,7 +149,7 @@ fn clear_old_results(dir: &Utf8Path) {
     crate::fsx::remove_stale_temps(dir);
     let Ok(entries) = dir.read_dir_utf8() else { return };
     for entry in entries.flatten() {
-        if entry.file_name().starts_with("console-attempt-") {
+        if entry.file_name().starts_with("console-attempt-") || entry.file_name() == "pf-allow.conf" {
             let _ = std::fs::remove_file(entry.path());
         }
     }
