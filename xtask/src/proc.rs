@@ -816,18 +816,26 @@ impl Console {
     fn wait_exit(&mut self, timeout: Duration, late: &mut Vec<ConsoleEvent>) {
         let until = Instant::now() + timeout;
         while self.status.is_none() {
+            // Reap it here as soon as it is gone, rather than wait for the waiter thread
+            // to wake and pass the news on: on a busy machine each wakeup costs a tick.
+            let mut raw = 0;
+            // SAFETY: waitpid on our own child, without blocking.
+            if unsafe { libc::waitpid(self.pid as i32, &mut raw, libc::WNOHANG) } == self.pid as i32 {
+                self.status = Some(std::os::unix::process::ExitStatusExt::from_raw(raw));
+                return;
+            }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return;
             }
-            match self.events.recv_timeout(left) {
+            match self.events.recv_timeout(left.min(Duration::from_millis(1))) {
                 Ok(event) => {
                     self.note(&event);
                     if !matches!(event, ConsoleEvent::Closed | ConsoleEvent::Exited(_)) {
                         late.push(event);
                     }
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
