@@ -183,10 +183,10 @@ pub struct Gate {
     /// Print the VM command lines and checks; start nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Hypervisor backend: bhyve, qemu or command [default: gate.backend]
-    #[arg(long, value_name = "BACKEND")]
-    pub backend: Option<String>,
-    /// Image to boot [default: what iso recorded]
+    /// Hypervisor backend [default: gate.backend]
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<crate::gate::Backend>,
+    /// Image to boot [default: gate.image, else what iso recorded]
     #[arg(long, value_name = "PATH")]
     pub image: Option<Utf8PathBuf>,
     /// Open the guest network with pf (tap on a bridge and a pass rule) for the run

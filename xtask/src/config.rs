@@ -230,6 +230,9 @@ pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)>
         table::<crate::publish::PublishConfig>("publish"),
         table::<crate::iso::IsoConfig>("iso"),
         table::<crate::gate::GateConfig>("gate"),
+        table::<crate::gate::BhyveConfig>("gate.bhyve"),
+        table::<crate::gate::QemuConfig>("gate.qemu"),
+        table::<crate::gate::CommandConfig>("gate.command"),
     ]
 }
 
@@ -303,6 +306,7 @@ impl Loaded {
             }
         }
         crate::poudriere::validate(self)?;
+        crate::gate::validate(self)?;
         Ok(())
     }
 }
@@ -346,13 +350,17 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Byte offset of the value of a dotted key, if the document sets it.
+/// Byte offset of the value of a dotted key, if the document sets it. A number picks an
+/// array element (`gate.markers.2.regex`).
 fn key_span(text: &str, key: &str) -> Option<usize> {
     let doc = toml::de::DeTable::parse(text).ok()?;
     let mut parts = key.split('.');
     let mut value = doc.get_ref().get(parts.next()?)?;
     for part in parts {
-        value = value.get_ref().as_table()?.get(part)?;
+        value = match part.parse::<usize>() {
+            Ok(index) => value.get_ref().as_array()?.get(index)?,
+            Err(_) => value.get_ref().as_table()?.get(part)?,
+        };
     }
     Some(value.span().start)
 }
@@ -389,6 +397,16 @@ mod tests {
     fn line_col_counts_from_one() {
         assert_eq!(line_col("a\nbc\n", 0), (1, 1));
         assert_eq!(line_col("a\nbc\n", 3), (2, 2));
+    }
+
+    #[test]
+    fn key_span_finds_array_elements() {
+        let text =
+            "[gate]\nmarkers = [\n  { text = \"a\", within_secs = 1 },\n  { regex = \"(\", within_secs = 1 },\n]\n";
+        let at = key_span(text, "gate.markers.1.regex").unwrap();
+        assert_eq!(line_col(text, at), (4, 13));
+        assert_eq!(line_col(text, key_span(text, "gate.markers.1").unwrap()), (4, 3));
+        assert!(key_span(text, "gate.markers.2").is_none());
     }
 
     #[test]

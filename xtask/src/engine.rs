@@ -625,11 +625,6 @@ pub fn display_path(path: &camino::Utf8Path) -> Utf8PathBuf {
     }
 }
 
-/// The answer of a stage that a later issue implements: exit 2, never a pretend success.
-pub fn not_implemented(stage: StageName) -> anyhow::Error {
-    ExitCode { code: 2, error: anyhow::anyhow!("`{stage}` is not implemented yet") }.into()
-}
-
 /// A stage with its default options, for `release`.
 pub fn default_stage(name: StageName) -> Box<dyn AnyStage> {
     use crate::cli;

@@ -1,17 +1,199 @@
-//! gate: not implemented yet (see the issue that adds it).
+//! gate: boot the image and judge its serial console. Required markers in order, each
+//! with a deadline; forbidden patterns that fail the boot the moment they appear; a
+//! restart-loop rule; a global timeout. The VM is torn down on every path, and the
+//! whole console, a JUnit file and a JSON result are left in the run directory.
+//!
+//! Exit status: 0 the image passed, 1 the image failed (never retried), 2 the gate
+//! could not judge it (an infrastructure error: the VM did not start, firmware missing;
+//! retried `gate.retries` times first).
 
-use anyhow::Result;
+mod backend;
+mod checks;
+mod network;
+mod results;
+mod scan;
+mod session;
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Gate;
+use crate::config::Loaded;
 use crate::fingerprint::Fingerprint;
 use crate::settings;
-use crate::stage::{Cx, Plan, Stage, StageName};
+use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
+
+pub use checks::{Forbidden, Marker, RestartLoop};
+
+/// The hypervisor (or program) that provides the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// bhyve on FreeBSD: UEFI firmware or bhyveload, console on stdio.
+    Bhyve,
+    /// QEMU, wherever it runs: an image, or a kernel and initrd.
+    Qemu,
+    /// Any program whose stdout is the serial console (other hypervisors, tests).
+    Command,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Bhyve => "bhyve",
+            Backend::Qemu => "qemu",
+            Backend::Command => "command",
+        }
+    }
+}
+
+/// How bhyve boots the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BhyveBoot {
+    /// UEFI firmware (`-l bootrom,FIRMWARE`).
+    Uefi,
+    /// The FreeBSD loader in userland (`bhyveload`), then bhyve without firmware.
+    Bhyveload,
+}
+
+/// How QEMU attaches the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QemuDrive {
+    /// `-cdrom IMAGE` (an ISO).
+    Cdrom,
+    /// `-drive file=IMAGE,format=raw,if=virtio` (a disk image).
+    Disk,
+}
 
 settings! {
-    /// gate settings.
+    /// gate: boot the image and judge its serial console. The checks: `markers` must
+    /// appear in order, each within its deadline; any of `forbidden` (and
+    /// `forbidden_extra`) fails the boot the moment it appears; `restart_loop` fails a
+    /// service that keeps restarting; `timeout_secs` bounds the whole boot. Patterns are
+    /// regular expressions (Rust `regex`, bytes, Unicode off) matched within one console
+    /// line; `^` is the start of a line. Escape sequences are ignored.
     pub struct GateConfig {
+        /// `bhyve`, `qemu` or `command` (any program whose stdout is the console; see
+        /// [gate.command]). `--backend` overrides it.
+        pub backend: Backend = Backend::Bhyve,
+        /// The image to boot instead of the one `iso` recorded (relative to
+        /// pipeline.toml). `--image` overrides both.
+        pub image: Option<Utf8PathBuf> = None,
+        /// Guest memory, e.g. `2G` or `512M` (bhyve `-m`, QEMU `-m`).
+        pub memory: String = "2G".into(),
+        /// Guest CPUs (bhyve `-c`, QEMU `-smp`).
+        pub cpus: u32 = 2,
+        /// The VM's name (bhyve: /dev/vmm/NAME; letters, digits, `-`, `_`, `.`).
+        pub vm_name: String = "clawdie-gate".into(),
+        /// The longest the whole boot may take, start to last marker, in seconds.
+        pub timeout_secs: u64 = 900,
+        /// After the last marker, how long to keep watching for forbidden patterns, in
+        /// seconds; the guest must still be running at the end. 0 passes at the marker.
+        pub settle_secs: u64 = 10,
+        /// Seconds between SIGTERM and SIGKILL when the VM is stopped.
+        pub grace_secs: u64 = 10,
+        /// Retries after an infrastructure error (the VM could not start). A failure of
+        /// the image is never retried.
+        pub retries: u32 = 1,
+        /// Required markers, in order. Each is `{ text = "..." }` (literal) or
+        /// `{ regex = "..." }`, with `within_secs`: its deadline, counted from the
+        /// previous marker (the first: from the start).
+        pub markers: Vec<Marker> = checks::default_markers(),
+        /// Forbidden patterns: `{ name = "...", regex = "..." }`, optionally
+        /// `before_last_marker = true` (only forbidden until the last marker). Replacing
+        /// the list replaces the FreeBSD defaults; add to them with `forbidden_extra`.
+        pub forbidden: Vec<Forbidden> = checks::default_forbidden(),
+        /// More forbidden patterns, checked as well as `forbidden`.
+        pub forbidden_extra: Vec<Forbidden> = Vec::new(),
+        /// A restart loop: `regex` seen `count` times within `within_secs` fails the
+        /// boot. `count = 0` turns the rule off.
+        pub restart_loop: RestartLoop = RestartLoop::default(),
+        /// bhyve settings; see [gate.bhyve].
+        pub bhyve: BhyveConfig = BhyveConfig::default(),
+        /// QEMU settings; see [gate.qemu].
+        pub qemu: QemuConfig = QemuConfig::default(),
+        /// `command` backend settings; see [gate.command].
+        pub command: CommandConfig = CommandConfig::default(),
     }
+}
+
+settings! {
+    /// gate.bhyve: the bhyve backend (FreeBSD). The VM is destroyed with
+    /// `bhyvectl --vm=NAME --destroy` before and after every run; stopping it is SIGTERM
+    /// (an ACPI power button), `grace_secs`, SIGKILL.
+    pub struct BhyveConfig {
+        /// `uefi` (firmware, `-l bootrom,FIRMWARE`) or `bhyveload` (the FreeBSD loader
+        /// in userland first, then bhyve without firmware).
+        pub boot: BhyveBoot = BhyveBoot::Uefi,
+        /// UEFI firmware for `boot = "uefi"` (packages edk2-bhyve / bhyve-firmware).
+        pub firmware: Utf8PathBuf = "/usr/local/share/uefi-firmware/BHYVE_UEFI.fd".into(),
+        /// The LPC serial port whose console is on stdio (`-l com1,stdio`).
+        pub console: String = "com1".into(),
+        /// The emulated device holding the image: `ahci-cd` (ISO), `ahci-hd` or
+        /// `virtio-blk` (disk images).
+        pub device: String = "ahci-cd".into(),
+        /// More bhyve arguments, placed before the VM name.
+        pub extra_args: Vec<String> = Vec::new(),
+        /// `--pf-allow`: the bridge the guest's tap joins.
+        pub bridge: String = "bridge0".into(),
+        /// `--pf-allow`: the pf anchor the pass rules are loaded into (the main ruleset
+        /// must reference it, e.g. `anchor "mother-build/*"`).
+        pub pf_anchor: String = "mother-build/gate".into(),
+        /// `--pf-allow`: the rules, one a line; `{tap}` and `{bridge}` are replaced by
+        /// the interfaces.
+        pub pf_rules: Vec<String> = vec![
+            "pass quick on {tap} all keep state".into(),
+            "pass quick on {bridge} all keep state".into(),
+        ],
+    }
+}
+
+settings! {
+    /// gate.qemu: the QEMU backend. QEMU exits 0 for power-off, panic, triple fault and
+    /// SIGTERM alike, so its verdict comes from the console; a non-zero exit is an
+    /// infrastructure error. Boots `kernel` + `initrd` when `kernel` is set (a Linux
+    /// test guest), otherwise the image.
+    pub struct QemuConfig {
+        /// Accelerator (`-accel`): `tcg` is dependable everywhere; `kvm` where it is fast.
+        pub accel: String = "tcg".into(),
+        /// A kernel to boot directly (`-kernel`), relative to pipeline.toml.
+        pub kernel: Option<Utf8PathBuf> = None,
+        /// Its initrd (`-initrd`).
+        pub initrd: Option<Utf8PathBuf> = None,
+        /// The kernel command line (`-append`), with a direct kernel.
+        pub append: String = "console=ttyS0 panic=-1 quiet".into(),
+        /// Firmware (`-bios`), e.g. OVMF for a UEFI image. Unset: QEMU's default BIOS.
+        pub firmware: Option<Utf8PathBuf> = None,
+        /// How the image is attached: `cdrom` or `disk`.
+        pub drive: QemuDrive = QemuDrive::Cdrom,
+        /// More QEMU arguments, placed last.
+        pub extra_args: Vec<String> = Vec::new(),
+    }
+}
+
+settings! {
+    /// gate.command: the `command` backend, any program whose stdout is the serial
+    /// console: `cargo xtask gate --backend command -- PROGRAM ARGS...`.
+    pub struct CommandConfig {
+        /// The program and its arguments, when none follow `--` on the command line.
+        pub program: Vec<String> = Vec::new(),
+        /// Exit statuses that mean the program could not provide a console (an
+        /// infrastructure error, retried); any other end before the last marker is a
+        /// failure of the image.
+        pub infra_status: Vec<i32> = Vec::new(),
+    }
+}
+
+/// Checks the gate settings when pipeline.toml is loaded, so a bad pattern stops every
+/// command at once, pointing at its line, not after an hour of building.
+pub fn validate(loaded: &Loaded) -> Result<()> {
+    checks::Checks::compile(loaded)?;
+    backend::validate(loaded)
 }
 
 /// What `gate` records.
@@ -23,24 +205,199 @@ pub struct GateOutputs {
     pub result: camino::Utf8PathBuf,
     pub junit: camino::Utf8PathBuf,
     pub console: camino::Utf8PathBuf,
+    /// The backend that booted it.
+    #[serde(default)]
+    pub backend: String,
+    /// The image booted (absolute), if the backend booted one.
+    #[serde(default)]
+    pub image: Option<camino::Utf8PathBuf>,
+    /// The last marker, which decided the pass.
+    #[serde(default)]
+    pub decided_by: String,
+    /// Seconds from the start of the boot to the last marker.
+    #[serde(default)]
+    pub seconds: f64,
+    /// Attempts it took (more than one after infrastructure errors).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// The gate's plan: what `--dry-run` prints, and everything the run needs.
+pub struct GatePlan {
+    steps: Plan,
+    vm: backend::Vm,
+    checks: checks::Checks,
+    network: Option<network::NetworkPlan>,
+    timing: Timing,
+}
+
+impl StagePlan for GatePlan {
+    fn steps(&self) -> &Plan {
+        &self.steps
+    }
+}
+
+/// The times the gate works with.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub timeout: Duration,
+    pub settle: Duration,
+    pub grace: Duration,
+    pub retries: u32,
+}
+
+impl Timing {
+    fn from(cfg: &GateConfig) -> Timing {
+        Timing {
+            timeout: Duration::from_secs(cfg.timeout_secs),
+            settle: Duration::from_secs(cfg.settle_secs),
+            grace: Duration::from_secs(cfg.grace_secs),
+            retries: cfg.retries,
+        }
+    }
+}
+
+impl Gate {
+    fn backend(&self, cx: &Cx) -> Backend {
+        self.backend.unwrap_or(cx.config().gate.backend)
+    }
+
+    /// The image to boot: `--image`, then `gate.image`, then what `iso` recorded; `None`
+    /// when the backend needs none (the command backend, QEMU with a kernel). A dry run
+    /// without iso's outputs shows `IMAGE`.
+    fn image(&self, cx: &Cx, backend: Backend, steps: &mut Plan) -> Result<Option<Utf8PathBuf>> {
+        let cfg = &cx.config().gate;
+        let needed = match backend {
+            Backend::Command => false,
+            Backend::Qemu => cfg.qemu.kernel.is_none(),
+            Backend::Bhyve => true,
+        };
+        if let Some(image) = &self.image {
+            return Ok(Some(crate::config::absolute(image)?));
+        }
+        if let Some(image) = &cfg.image {
+            steps.note(format!("image from gate.image: {}", cx.resolve(image)));
+            return Ok(Some(cx.resolve(image)));
+        }
+        if !needed {
+            return Ok(None);
+        }
+        if !cx.has_output(StageName::Iso) && cx.dry_run {
+            steps.note(
+                "iso has not recorded an image in this run and gate.image is unset: IMAGE stands for the image iso will build",
+            );
+            return Ok(Some("IMAGE".into()));
+        }
+        let iso: crate::iso::IsoOutputs = cx.output(StageName::Iso)?;
+        match iso.image {
+            Some(image) => {
+                steps.note(format!("image from iso: {image}"));
+                Ok(Some(image))
+            }
+            None => bail!(
+                "iso recorded no image (it has no image build command configured), so there is nothing to boot\nhelp: pass --image PATH, or set gate.image in pipeline.toml"
+            ),
+        }
+    }
+
+    fn plan_inner(&self, cx: &Cx) -> Result<GatePlan> {
+        let cfg = &cx.config().gate;
+        let backend = self.backend(cx);
+        let mut steps = Plan::default();
+        if !self.command.is_empty() && backend != Backend::Command {
+            bail!(
+                "a console program after `--` needs the command backend (the backend is `{}`)\nhelp: add --backend command",
+                backend.as_str()
+            );
+        }
+        if self.pf_allow && backend != Backend::Bhyve {
+            bail!(
+                "--pf-allow opens the guest network with a tap, a bridge and pf, which only the bhyve backend uses (the backend is `{}`)",
+                backend.as_str()
+            );
+        }
+        let checks = checks::Checks::compile(cx.loaded)?;
+        let image = self.image(cx, backend, &mut steps)?;
+        let vm = backend::Vm::resolve(cx, backend, image, &self.command)?;
+        let network = self.pf_allow.then(|| network::NetworkPlan::new(cx));
+        vm.plan(cx, network.as_ref(), &mut steps)?;
+        checks.plan(&mut steps);
+        let t = Timing::from(cfg);
+        steps.check(format!(
+            "the whole boot within {}s; after the last marker, {}s more with nothing forbidden; stopping takes SIGTERM, {}s, SIGKILL",
+            cfg.timeout_secs, cfg.settle_secs, cfg.grace_secs
+        ));
+        // Where the results go (the directory is made when the gate runs, not here).
+        let dir = match cx.run.run() {
+            Some(run) => run.dir.join(StageName::Gate.as_str()),
+            None => "RUN_DIR/gate".into(),
+        };
+        for (file, what) in [
+            ("console.log", "the whole console, each line with its time"),
+            ("result.json", "the verdict, what decided it and when"),
+            ("junit.xml", "one test case per marker and check"),
+        ] {
+            steps.push(Step::Write { path: dir.join(file), what: what.into() });
+        }
+        Ok(GatePlan { steps, vm, checks, network, timing: t })
+    }
 }
 
 impl Stage for Gate {
     const NAME: StageName = StageName::Gate;
     type Outputs = GateOutputs;
-    type Plan = Plan;
+    type Plan = GatePlan;
 
-    fn fingerprint(&self, _cx: &Cx) -> Result<Fingerprint> {
-        Ok(Fingerprint::new())
+    fn fingerprint(&self, cx: &Cx) -> Result<Fingerprint> {
+        let cfg = &cx.config().gate;
+        let mut fp = Fingerprint::new();
+        fp.str("backend", self.backend(cx).as_str())
+            .json("command", &self.command)
+            .str("pf_allow", &self.pf_allow.to_string());
+        if let Some(image) = &self.image {
+            fp.str("image", image.as_str()).identity("image-file", &crate::config::absolute(image)?)?;
+        }
+        let files = [cfg.image.as_ref(), cfg.qemu.kernel.as_ref(), cfg.qemu.initrd.as_ref()];
+        for path in files.into_iter().flatten() {
+            fp.identity(path.as_str(), &cx.resolve(path))?;
+        }
+        if let Some(Ok(iso)) =
+            cx.run.outputs(StageName::Iso).map(|v| serde_json::from_value::<crate::iso::IsoOutputs>(v.clone()))
+            && let Some(image) = &iso.image
+        {
+            fp.identity("iso-image", image)?;
+        }
+        Ok(fp)
     }
 
-    fn plan(&self, _cx: &Cx) -> Result<Plan> {
-        Err(crate::engine::not_implemented(Self::NAME))
+    fn outputs_intact(&self, cx: &Cx, outputs: &GateOutputs) -> bool {
+        [&outputs.result, &outputs.junit, &outputs.console].iter().all(|p| cx.run.abs(p).is_file())
     }
 
-    fn execute(&self, _cx: &mut Cx, _plan: Plan) -> Result<GateOutputs> {
-        Err(crate::engine::not_implemented(Self::NAME))
+    fn plan(&self, cx: &Cx) -> Result<GatePlan> {
+        // Whatever keeps the gate from judging the image is not the image's fault.
+        self.plan_inner(cx).map_err(infrastructure)
     }
+
+    fn execute(&self, cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
+        session::run(cx, plan)
+    }
+}
+
+/// Marks an error as an infrastructure error (exit status 2), unless it is an
+/// interruption (which the engine reports itself).
+fn infrastructure(error: anyhow::Error) -> anyhow::Error {
+    if error.downcast_ref::<crate::proc::Interrupted>().is_some()
+        || error.downcast_ref::<crate::engine::ExitCode>().is_some()
+    {
+        return error;
+    }
+    crate::engine::ExitCode { code: 2, error }.into()
+}
+
+/// A path for messages: relative to the working directory when below it.
+fn shown(path: &Utf8Path) -> Utf8PathBuf {
+    crate::engine::display_path(path)
 }
 
 impl Gate {

@@ -235,6 +235,52 @@ impl CmdLine {
     }
 }
 
+impl CmdLine {
+    /// Runs a short teardown command (destroying a VM, removing firewall rules) that
+    /// must run even after Ctrl-C: in its own process group, which the first interrupt
+    /// does not stop, and never longer than `timeout` (then it is killed). Both streams
+    /// go to the log; the status is the caller's to judge.
+    pub fn cleanup(&self, log: &Log, timeout: Duration) -> Result<Output> {
+        log.line(&format!("$ {self}"));
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(timeout) {
+            Ok(out) => out.map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?,
+            Err(_) => {
+                killpg(pid, libc::SIGKILL);
+                log.line(&format!("[did not finish within {}; killed]", crate::ui::duration(timeout)));
+                return Err(anyhow!("`{self}` did not finish within {} and was killed", crate::ui::duration(timeout)));
+            }
+        };
+        let output = Output {
+            status: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        log.bytes(&output.stdout);
+        log.bytes(&output.stderr);
+        log.line(&format!("[{}]", output.describe_status()));
+        Ok(output)
+    }
+}
+
 /// Shows the command as a shell would read it (for display only; never executed).
 impl fmt::Display for CmdLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -527,6 +573,330 @@ impl Drop for Watchdog {
             *done = true;
             cvar.notify_all();
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Raw consoles
+
+/// What a console program did, in the order it happened (see [`CmdLine::console`]).
+#[derive(Debug)]
+pub enum ConsoleEvent {
+    /// Bytes of its stdout, as one read returned them, and when they arrived.
+    Bytes { at: Instant, bytes: Vec<u8> },
+    /// A piece of its stderr: a diagnostic of the program, not console output.
+    Stderr(Vec<u8>),
+    /// Its stdout and stderr reached end of file: every process holding them has gone,
+    /// and everything they carried has been delivered.
+    Closed,
+    /// The program itself (the group leader) exited and has been reaped.
+    Exited(std::process::ExitStatus),
+}
+
+/// How a console program ended, as [`Console::stop`] reports it.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Its exit status, when it has been reaped.
+    pub status: Option<std::process::ExitStatus>,
+    /// Whether it was still running and had to be sent SIGTERM.
+    pub terminated: bool,
+    /// Whether SIGTERM was not enough and SIGKILL followed.
+    pub killed: bool,
+    /// Output that arrived while it was being stopped.
+    pub late: Vec<ConsoleEvent>,
+    /// When the program was gone (reaped, and its process group empty).
+    pub gone_at: Instant,
+}
+
+/// A running program whose stdout is a raw byte stream (a serial console). It runs in
+/// its own process group with a null stdin; a dedicated thread reads its stdout into a
+/// large pipe as fast as it comes (bhyve drops console bytes when the pipe is full),
+/// another reads its stderr, a third reaps it. Everything arrives as [`ConsoleEvent`]s.
+/// Dropping it stops the whole group.
+pub struct Console {
+    pid: u32,
+    events: std::sync::mpsc::Receiver<ConsoleEvent>,
+    group: Group,
+    grace: Duration,
+    status: Option<std::process::ExitStatus>,
+    closed: bool,
+}
+
+/// Capacity of the console pipe where the kernel allows setting it (Linux).
+const CONSOLE_PIPE_BYTES: i32 = 1 << 20;
+
+/// Console events buffered between the reader threads and the consumer; a full queue
+/// makes the reader wait, never drop.
+const CONSOLE_QUEUE: usize = 1024;
+
+impl CmdLine {
+    /// Starts a program whose stdout is a console (see [`Console`]). `grace` is the time
+    /// between SIGTERM and SIGKILL when it is stopped.
+    pub fn console(&self, log: &Log, grace: Duration) -> Result<Console> {
+        use std::io::Read;
+        check_interrupted()?;
+        log.line(&format!("$ {self}"));
+        let (mut out_r, out_w) = std::io::pipe().context("cannot create the console pipe")?;
+        let (mut err_r, err_w) = std::io::pipe().context("cannot create a pipe")?;
+        enlarge_pipe(&out_r);
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args).stdin(std::process::Stdio::null()).stdout(out_w).stderr(err_w).process_group(0);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        become_subreaper();
+        let spawned = cmd.spawn();
+        // The command holds our copies of the write ends: without dropping it, the
+        // console would never reach end of file.
+        drop(cmd);
+        let mut child = spawned.map_err(|e| self.spawn_error(e))?;
+        let pid = child.id();
+        let group = Group::register(pid as i32, grace);
+        let (tx, events) = std::sync::mpsc::sync_channel(CONSOLE_QUEUE);
+
+        // The last reader to reach end of file says so.
+        let open_streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let close = |tx: &std::sync::mpsc::SyncSender<ConsoleEvent>, open: &std::sync::atomic::AtomicUsize| {
+            if open.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let _ = tx.send(ConsoleEvent::Closed);
+            }
+        };
+        let out_tx = tx.clone();
+        let out_open = open_streams.clone();
+        let spawn_thread = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f).map(|_| ())
+        };
+        spawn_thread(
+            "console-stdout",
+            Box::new(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match out_r.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let event = ConsoleEvent::Bytes { at: Instant::now(), bytes: buf[..n].to_vec() };
+                            if out_tx.send(event).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                close(&out_tx, &out_open);
+            }),
+        )
+        .context("cannot start the console reader")?;
+        let err_tx = tx.clone();
+        spawn_thread(
+            "console-stderr",
+            Box::new(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match err_r.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if err_tx.send(ConsoleEvent::Stderr(buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                close(&err_tx, &open_streams);
+            }),
+        )
+        .context("cannot start the console's stderr reader")?;
+        spawn_thread(
+            "console-wait",
+            Box::new(move || {
+                if let Ok(status) = child.wait() {
+                    let _ = tx.send(ConsoleEvent::Exited(status));
+                }
+            }),
+        )
+        .context("cannot start the console's waiter")?;
+        Ok(Console { pid, events, group, grace, status: None, closed: false })
+    }
+}
+
+/// Makes this process the reaper of its descendants' orphans (once), so a console's
+/// grandchildren that outlive their parent can still be reaped when the group is
+/// stopped. Where the system cannot, stopping waits for whoever reaps them.
+fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        #[cfg(target_os = "freebsd")]
+        // SAFETY: procctl on our own pid; PROC_REAP_ACQUIRE takes no data.
+        unsafe {
+            libc::procctl(libc::P_PID, libc::getpid() as libc::id_t, libc::PROC_REAP_ACQUIRE, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Stops what is left of a group whose leader has been reaped: SIGTERM, then reaping
+/// every member that has become our child, SIGKILL after `grace`. Returns when the group
+/// is empty, or after `grace` and two more seconds.
+fn reap_group(pgid: i32, grace: Duration) {
+    let reap = || {
+        // SAFETY: waitpid on our own process group's members, without blocking.
+        while unsafe { libc::waitpid(-pgid, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+    };
+    reap();
+    if !killpg(pgid, libc::SIGTERM) {
+        return;
+    }
+    let start = Instant::now();
+    let mut killed = false;
+    while group_alive(pgid) {
+        reap();
+        if !group_alive(pgid) {
+            return;
+        }
+        if !killed && start.elapsed() >= grace {
+            killed = killpg(pgid, libc::SIGKILL);
+        }
+        if start.elapsed() >= grace + Duration::from_secs(2) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn enlarge_pipe(pipe: &std::io::PipeReader) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a pipe descriptor we own; failure (a size above the system's
+    // limit) leaves the default size, which is still correct, only smaller.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, CONSOLE_PIPE_BYTES) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enlarge_pipe(_pipe: &std::io::PipeReader) {
+    // FreeBSD grows pipes on demand; the reader thread keeps them drained.
+}
+
+impl Console {
+    /// The program's process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The next event, waiting at most `timeout`; `None` when nothing came.
+    pub fn recv(&mut self, timeout: Duration) -> Option<ConsoleEvent> {
+        let event = self.events.recv_timeout(timeout).ok()?;
+        self.note(&event);
+        Some(event)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<ConsoleEvent> {
+        let event = self.events.try_recv().ok()?;
+        self.note(&event);
+        Some(event)
+    }
+
+    fn note(&mut self, event: &ConsoleEvent) {
+        match event {
+            ConsoleEvent::Exited(status) => self.status = Some(*status),
+            ConsoleEvent::Closed => self.closed = true,
+            _ => {}
+        }
+    }
+
+    /// The exit status, once the program has exited.
+    pub fn status(&self) -> Option<std::process::ExitStatus> {
+        self.status
+    }
+
+    /// Stops the program and everything in its group: SIGTERM, up to the grace period,
+    /// SIGKILL. Returns once the program is reaped and the group is empty.
+    pub fn stop(&mut self) -> Stopped {
+        let mut late = Vec::new();
+        let (mut terminated, mut killed) = (false, false);
+        if self.status.is_none() {
+            terminated = killpg(self.pid as i32, libc::SIGTERM);
+            self.wait_exit(self.grace, &mut late);
+            if self.status.is_none() {
+                killed = killpg(self.pid as i32, libc::SIGKILL);
+                self.wait_exit(Duration::from_secs(5), &mut late);
+            }
+        }
+        // Whatever else the program started in its group goes too. Its orphans are our
+        // children (we are their subreaper): reap them, or they would linger as zombies
+        // that still count as members of the group.
+        if self.status.is_some() {
+            reap_group(self.pid as i32, self.grace);
+        }
+        self.group.terminate();
+        let gone_at = Instant::now();
+        // Take what is still in the pipe, briefly: a process outside the group may hold it.
+        let until = Instant::now() + Duration::from_millis(200);
+        while !self.closed {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) => {
+                    self.note(&event);
+                    if !matches!(event, ConsoleEvent::Closed | ConsoleEvent::Exited(_)) {
+                        late.push(event);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Stopped { status: self.status, terminated, killed, late, gone_at }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration, late: &mut Vec<ConsoleEvent>) {
+        let until = Instant::now() + timeout;
+        while self.status.is_none() {
+            // Reap it here as soon as it is gone, rather than wait for the waiter thread
+            // to wake and pass the news on: on a busy machine each wakeup costs a tick.
+            let mut raw = 0;
+            // SAFETY: waitpid on our own child, without blocking.
+            if unsafe { libc::waitpid(self.pid as i32, &mut raw, libc::WNOHANG) } == self.pid as i32 {
+                self.status = Some(std::os::unix::process::ExitStatusExt::from_raw(raw));
+                return;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.events.recv_timeout(left.min(Duration::from_millis(1))) {
+                Ok(event) => {
+                    self.note(&event);
+                    if !matches!(event, ConsoleEvent::Closed | ConsoleEvent::Exited(_)) {
+                        late.push(event);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            killpg(self.pid as i32, libc::SIGTERM);
+            let mut late = Vec::new();
+            self.wait_exit(self.grace, &mut late);
+            if self.status.is_none() {
+                killpg(self.pid as i32, libc::SIGKILL);
+                self.wait_exit(Duration::from_secs(5), &mut late);
+            }
+        }
+        // `group` drops next and stops whatever is left in the group.
     }
 }
 

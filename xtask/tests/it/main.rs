@@ -8,6 +8,7 @@ mod support;
 mod bulk;
 mod config;
 mod engine;
+mod gate;
 mod iso;
 mod makesum;
 mod port;

@@ -1,0 +1,308 @@
+//! The gate's checks: the settings that describe them (markers, forbidden patterns, the
+//! restart-loop rule), their FreeBSD defaults, and their compiled form, validated with
+//! errors that point at the line of pipeline.toml.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Loaded;
+use crate::stage::Plan;
+
+/// A required marker, as pipeline.toml gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Marker {
+    /// Literal text to find.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Or a regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Deadline, counted from the previous marker (the first: from the start).
+    pub within_secs: u64,
+}
+
+/// A forbidden pattern, as pipeline.toml gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forbidden {
+    /// A short name for reports (`kernel-panic`).
+    pub name: String,
+    /// The regular expression; `^` is the start of a console line.
+    pub regex: String,
+    /// Only forbidden until the last marker has been seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_last_marker: bool,
+}
+
+/// The restart-loop rule, as pipeline.toml gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartLoop {
+    /// The line a (re)start prints.
+    pub regex: String,
+    /// How many times within the window fail the boot; 0 turns the rule off.
+    pub count: u32,
+    /// The window, in seconds.
+    pub within_secs: u64,
+}
+
+impl Default for RestartLoop {
+    fn default() -> Self {
+        RestartLoop { regex: r"Starting colibri_daemon\.".into(), count: 3, within_secs: 60 }
+    }
+}
+
+/// The markers an image of ours prints, in order (reference/boot-gate.md).
+pub fn default_markers() -> Vec<Marker> {
+    let m = |text: &str, within_secs| Marker { text: Some(text.into()), regex: None, within_secs };
+    vec![
+        m("Trying to mount root from", 300),
+        m("Starting colibri_daemon.", 180),
+        m("colibri_daemon: started", 60),
+        m("login: ", 120),
+    ]
+}
+
+/// The FreeBSD failure patterns (reference/boot-gate.md, "FreeBSD console patterns").
+pub fn default_forbidden() -> Vec<Forbidden> {
+    let f = |name: &str, regex: &str| Forbidden { name: name.into(), regex: regex.into(), before_last_marker: false };
+    vec![
+        // Anchored: unanchored it also hits `reboot after panic:` from savecore.
+        f("kernel-panic", r"^panic: "),
+        f("fatal-trap", r"Fatal trap \d+:"),
+        f("debugger-panic", r"KDB: enter: panic"),
+        f("debugger-prompt", r"^db> "),
+        f("debugger-stopped", r"Stopped at"),
+        f("auto-reboot", r"Automatic reboot in \d+ seconds"),
+        f("mountroot-prompt", r"^mountroot>"),
+        f("root-not-found", r"Manual root filesystem specification:"),
+        f("single-user", r"Enter full pathname of shell or RETURN for /bin/sh"),
+        f("loader-no-kernel", r"can't load 'kernel'"),
+        f("uefi-boot-failed", r"BdsDxe: failed to load Boot"),
+        f("uefi-pxe", r"Start PXE over IPv4"),
+        f("uefi-shell", r"^Shell> "),
+        f("getty-loop", r"getty repeating too quickly on port"),
+        f("colibri-permission-denied", r"colibri.*Permission denied|Permission denied.*colibri"),
+        Forbidden { name: "shutdown".into(), regex: r"Uptime: ".into(), before_last_marker: true },
+    ]
+}
+
+/// A compiled marker.
+#[derive(Debug, Clone)]
+pub struct MarkerCheck {
+    /// How reports name it: the text, or `/regex/`.
+    pub name: String,
+    pub regex: Regex,
+    pub within: Duration,
+}
+
+/// A compiled forbidden pattern.
+#[derive(Debug, Clone)]
+pub struct ForbiddenCheck {
+    pub name: String,
+    pub pattern: String,
+    pub regex: Regex,
+    pub before_last_marker: bool,
+}
+
+/// The compiled restart-loop rule.
+#[derive(Debug, Clone)]
+pub struct RestartCheck {
+    pub pattern: String,
+    pub regex: Regex,
+    pub count: usize,
+    pub window: Duration,
+}
+
+/// Everything the scanner looks for.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    pub markers: Vec<MarkerCheck>,
+    pub forbidden: Vec<ForbiddenCheck>,
+    /// All forbidden patterns at once: one pass over a line tells whether any matches.
+    pub forbidden_set: RegexSet,
+    pub restart: Option<RestartCheck>,
+}
+
+/// Patterns match bytes (a console is not always valid UTF-8), so `.` is any byte.
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern).unicode(false).build()
+}
+
+impl Checks {
+    /// Compiles the `[gate]` checks; an error names the key and its line.
+    pub fn compile(loaded: &Loaded) -> Result<Checks> {
+        let cfg = &loaded.config.gate;
+        let bad_regex = |key: String, what: String, pattern: &str, e: regex::Error| {
+            loaded.error_at(
+                &key,
+                format!(
+                    "{what}: `{pattern}` is not a valid regular expression:\n{e}\nhelp: the syntax is Rust's regex crate (https://docs.rs/regex); escape `.`, `(`, `[` and friends with `\\\\` to match them literally"
+                ),
+            )
+        };
+
+        if cfg.markers.is_empty() {
+            return Err(loaded.error_at(
+                "gate.markers",
+                "there are no required markers, so nothing would prove the image booted\nhelp: list at least the login prompt, e.g. markers = [{ text = \"login: \", within_secs = 300 }]",
+            ));
+        }
+        let mut markers = Vec::new();
+        for (i, m) in cfg.markers.iter().enumerate() {
+            let key = format!("gate.markers.{i}");
+            let (name, pattern) = match (&m.text, &m.regex) {
+                (Some(text), None) => (text.clone(), regex::escape(text)),
+                (None, Some(re)) => (format!("/{re}/"), re.clone()),
+                _ => {
+                    return Err(loaded
+                        .error_at(&key, format!("marker {} needs exactly one of `text` (literal) or `regex`", i + 1)));
+                }
+            };
+            if name.is_empty() || pattern.is_empty() {
+                return Err(loaded.error_at(&key, format!("marker {} is empty", i + 1)));
+            }
+            let regex = compile(&pattern)
+                .map_err(|e| bad_regex(format!("{key}.regex"), format!("marker {}", i + 1), &pattern, e))?;
+            if m.within_secs == 0 {
+                return Err(loaded.error_at(
+                    &format!("{key}.within_secs"),
+                    format!("marker {} (`{name}`) has a deadline of 0 seconds", i + 1),
+                ));
+            }
+            markers.push(MarkerCheck { name, regex, within: Duration::from_secs(m.within_secs) });
+        }
+
+        let mut forbidden = Vec::new();
+        let lists = [("gate.forbidden", &cfg.forbidden), ("gate.forbidden_extra", &cfg.forbidden_extra)];
+        for (table, list) in lists {
+            for (i, f) in list.iter().enumerate() {
+                let key = format!("{table}.{i}");
+                if f.name.trim().is_empty() {
+                    return Err(loaded.error_at(&format!("{key}.name"), "a forbidden pattern needs a name"));
+                }
+                if forbidden.iter().any(|g: &ForbiddenCheck| g.name == f.name) {
+                    return Err(loaded.error_at(
+                        &format!("{key}.name"),
+                        format!("the forbidden pattern name `{}` is used twice", f.name),
+                    ));
+                }
+                if f.regex.is_empty() {
+                    return Err(loaded.error_at(
+                        &format!("{key}.regex"),
+                        format!("the forbidden pattern `{}` is empty (it would match everything)", f.name),
+                    ));
+                }
+                let regex = compile(&f.regex).map_err(|e| {
+                    bad_regex(format!("{key}.regex"), format!("forbidden pattern `{}`", f.name), &f.regex, e)
+                })?;
+                forbidden.push(ForbiddenCheck {
+                    name: f.name.clone(),
+                    pattern: f.regex.clone(),
+                    regex,
+                    before_last_marker: f.before_last_marker,
+                });
+            }
+        }
+        let forbidden_set =
+            RegexSetBuilder::new(forbidden.iter().map(|f| &f.pattern)).unicode(false).build().map_err(|e| {
+                loaded.error_at("gate.forbidden", format!("the forbidden patterns do not compile together: {e}"))
+            })?;
+
+        let r = &cfg.restart_loop;
+        let restart = if r.count == 0 {
+            None
+        } else {
+            if r.count < 2 {
+                return Err(loaded.error_at(
+                    "gate.restart_loop.count",
+                    "a restart loop needs at least 2 starts (0 turns the rule off)",
+                ));
+            }
+            if r.within_secs == 0 {
+                return Err(loaded.error_at("gate.restart_loop.within_secs", "the restart-loop window is 0 seconds"));
+            }
+            if r.regex.is_empty() {
+                return Err(loaded.error_at("gate.restart_loop.regex", "the restart-loop pattern is empty"));
+            }
+            let regex = compile(&r.regex).map_err(|e| {
+                bad_regex("gate.restart_loop.regex".into(), "the restart-loop pattern".into(), &r.regex, e)
+            })?;
+            Some(RestartCheck {
+                pattern: r.regex.clone(),
+                regex,
+                count: r.count as usize,
+                window: Duration::from_secs(r.within_secs),
+            })
+        };
+        Ok(Checks { markers, forbidden, forbidden_set, restart })
+    }
+
+    /// The checks, as `--dry-run` shows them.
+    pub fn plan(&self, steps: &mut Plan) {
+        let markers: Vec<String> =
+            self.markers.iter().map(|m| format!("`{}` within {}s", m.name, m.within.as_secs())).collect();
+        steps.check(format!("console markers, in order: {}", markers.join(", then ")));
+        let names: Vec<String> = self
+            .forbidden
+            .iter()
+            .map(|f| {
+                let until = if f.before_last_marker { ", before the last marker" } else { "" };
+                format!("{} /{}/{until}", f.name, f.pattern)
+            })
+            .collect();
+        steps.check(format!("forbidden, failing at once: {}", names.join("; ")));
+        match &self.restart {
+            Some(r) => steps.check(format!(
+                "restart loop: /{}/ {} times within {}s fails",
+                r.pattern,
+                r.count,
+                r.window.as_secs()
+            )),
+            None => steps.note("restart-loop rule off (gate.restart_loop.count = 0)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(extra: &str) -> Result<Checks> {
+        let text = format!("[gate]\n{extra}\n");
+        let config: crate::config::Config = toml::from_str(&text).unwrap();
+        let l = Loaded::from_parts(config, "pipeline.toml".into(), ".".into());
+        Checks::compile(&l)
+    }
+
+    #[test]
+    fn the_defaults_compile() {
+        let c = loaded("").unwrap();
+        assert_eq!(c.markers.len(), 4);
+        assert_eq!(c.markers[3].name, "login: ");
+        assert!(c.forbidden.iter().any(|f| f.name == "shutdown" && f.before_last_marker));
+        assert!(c.restart.is_some());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(loaded("markers = []").is_err());
+        assert!(loaded("markers = [{ within_secs = 3 }]").is_err());
+        assert!(loaded("markers = [{ text = \"a\", regex = \"b\", within_secs = 3 }]").is_err());
+        assert!(loaded("markers = [{ text = \"a\", within_secs = 0 }]").is_err());
+        assert!(loaded("forbidden_extra = [{ name = \"x\", regex = \"(\" }]").is_err());
+        assert!(loaded("forbidden_extra = [{ name = \"kernel-panic\", regex = \"x\" }]").is_err());
+        assert!(loaded("restart_loop = { regex = \"x\", count = 1, within_secs = 3 }").is_err());
+        assert!(loaded("restart_loop = { regex = \"x\", count = 0, within_secs = 3 }").unwrap().restart.is_none());
+    }
+
+    #[test]
+    fn non_ascii_literals_still_match() {
+        let c = loaded("forbidden_extra = [{ name = \"x\", regex = \"čaj\" }]").unwrap();
+        assert!(c.forbidden.last().unwrap().regex.is_match("vroč čaj".as_bytes()));
+    }
+}
