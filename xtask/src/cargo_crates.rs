@@ -39,12 +39,6 @@ impl GitSource {
     pub fn entry(&self) -> String {
         format!("{}@{}", self.crates.join(","), self.source.replace('#', "\\#"))
     }
-
-    /// The commit the source is pinned to (after `#`).
-    #[allow(dead_code)] // for the stages still being written; drop once used
-    pub fn commit(&self) -> Option<&str> {
-        self.source.rsplit_once('#').map(|(_, c)| c)
-    }
 }
 
 /// What CARGO_CRATES lists for one Cargo.lock.

@@ -104,7 +104,6 @@ impl MakeVars {
     }
 
     /// The unexpanded value.
-    #[allow(dead_code)] // for the stages still being written; drop once used
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(|a| a.value.as_str())
     }

@@ -517,11 +517,6 @@ impl Group {
         Group { pgid, grace }
     }
 
-    #[allow(dead_code)] // for the stages still being written; drop once used
-    pub fn pgid(&self) -> i32 {
-        self.pgid
-    }
-
     /// Stops whatever is left of the group and forgets it.
     pub fn terminate(&self) {
         stop_group(self.pgid, self.grace);

@@ -528,28 +528,6 @@ pub fn rfc3339(secs: i64, millis: u32) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
 }
 
-/// Parses what [`rfc3339`] writes back into milliseconds since the epoch.
-#[allow(dead_code)] // for the stages still being written; drop once used
-pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let ms = if b.get(19) == Some(&b'.') { num(20..23).unwrap_or(0) } else { 0 };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(((days * 86400) + h * 3600 + mi * 60 + s) * 1000 + ms)
-}
-
 /// (year, month, day, hour, minute, second) of a Unix time, UTC.
 fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86400);
@@ -586,6 +564,5 @@ mod tests {
     fn civil_dates() {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1781913600, 5), "2026-06-20T00:00:00.005Z");
-        assert_eq!(parse_rfc3339_ms("2026-06-20T00:00:00.005Z"), Some(1781913600005));
     }
 }

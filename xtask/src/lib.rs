@@ -1,0 +1,85 @@
+//! mother-build's `cargo xtask` as a library: the stage modules, the engine, and
+//! [`run`], which carries out a parsed command line. `main.rs` only parses and exits.
+
+pub mod cargo_crates;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod docs;
+pub mod engine;
+pub mod fingerprint;
+pub mod fsx;
+pub mod git;
+pub mod makevars;
+pub mod pkgrepo;
+pub mod proc;
+pub mod run;
+pub mod secret;
+pub mod stage;
+pub mod ui;
+
+pub mod bulk;
+pub mod gate;
+pub mod iso;
+pub mod makesum;
+pub mod port;
+pub mod poudriere;
+pub mod publish;
+pub mod setup;
+pub mod sign;
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::cli::{Cli, Command};
+use crate::config::Loaded;
+use crate::engine::{Engine, ReleaseOpts};
+use crate::ui::Ui;
+
+/// Carries out a parsed command line.
+pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
+    if let Command::Demo(demo) = &cli.command {
+        return demo.run(&cli, ui);
+    }
+    let loaded = load_config(&cli)?;
+    let engine = Engine::new(&loaded, ui);
+    match cli.command {
+        Command::Setup(c) => c.invoke(&engine),
+        Command::Port(c) => c.invoke(&engine),
+        Command::Makesum(c) => c.invoke(&engine),
+        Command::Bulk(c) => c.invoke(&engine),
+        Command::Sign(c) => c.invoke(&engine),
+        Command::Publish(c) => c.invoke(&engine),
+        Command::Iso(c) => c.invoke(&engine),
+        Command::Gate(c) => c.invoke(&engine),
+        Command::Release(r) => {
+            let opts = ReleaseOpts { from: r.from, to: r.to, resume: r.resume, force: r.force, dry_run: r.dry_run };
+            engine.release(&opts, &engine::default_stage)
+        }
+        Command::Status(s) => engine.status(s.json),
+        Command::Docs(d) => docs::run(&d, ui),
+        Command::Demo(_) => unreachable!("handled above"),
+    }
+}
+
+/// This repository's top directory (where pipeline.toml lives).
+pub fn project_root() -> Utf8PathBuf {
+    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Utf8Path::to_owned).unwrap_or_else(|| ".".into())
+}
+
+/// Loads pipeline.toml with the command line's overrides applied.
+pub fn load_config(cli: &Cli) -> Result<Loaded> {
+    let path = cli.config.clone().unwrap_or_else(|| project_root().join("pipeline.toml"));
+    let mut overrides = Vec::new();
+    for o in &cli.options {
+        overrides.push(config::parse_override(o)?);
+    }
+    // Paths given on the command line are relative to where the command runs.
+    if let Some(c) = &cli.colibri {
+        overrides.push(("port.colibri".into(), toml::Value::String(config::absolute(c)?.into_string())));
+    }
+    if let Some(s) = &cli.state_dir {
+        overrides.push(("pipeline.state_dir".into(), toml::Value::String(config::absolute(s)?.into_string())));
+    }
+    Loaded::load(&path, &overrides).with_context(|| "the pipeline configuration is not usable".to_string())
+}
