@@ -1,78 +1,62 @@
-//! Benchmark: a no-op `release` (every stage up to date) against `xtask --help`, both
-//! timed on the built binary in the same run. Goal: within 2x.
+//! Benchmark: a no-op `release` (all seven stages up to date) against `xtask --help`,
+//! both timed on the built binary in the same run. Goal: within 2x.
 //!
-//! The pipeline is the stages that run on Linux without further infrastructure (port,
-//! makesum) on the example colibri; the fingerprints of a no-op release never spawn a
-//! process, so the figure does not depend on which stages are listed.
+//! The pipeline is the end-to-end test's (tests/it/pipeline_kit.rs): one real release
+//! first (port, makesum, bulk through the poudriere stand-in, sign, publish through
+//! nginx, iso through the pkg stand-in, the gate in QEMU), then every further `release`
+//! finds each stage up to date. Needs what `.ci/deps` installs.
 
-use std::process::{Command, Stdio};
+#[allow(unused_imports)]
+#[path = "../tests/it/support.rs"]
+mod support;
+
+#[allow(unused_imports)]
+#[path = "../tests/it/nginx.rs"]
+mod nginx;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/setup.rs"]
+mod setup;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/gate/initramfs.rs"]
+mod initramfs;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/pipeline_kit.rs"]
+mod pipeline_kit;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let bin = env!("CARGO_BIN_EXE_xtask");
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/colibri");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().join("mother-build");
-    let colibri = dir.path().join("colibri");
-    std::fs::create_dir_all(&root).unwrap();
-    copy(fixture.as_ref(), &colibri);
-    for args in [&["init", "-q"][..], &["add", "-A"], &["commit", "-qm", "colibri 0.9.0"], &["tag", "v0.9.0"]] {
-        let ok = Command::new("git")
-            .arg("-C")
-            .arg(&colibri)
-            .args(["-c", "user.name=bench", "-c", "user.email=bench@example.org"])
-            .args(args)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    }
-    let stages = std::env::var("NOOP_STAGES").unwrap_or_else(|_| "\"port\"".into());
-    let config = root.join("pipeline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pipeline]\nstages = [{stages}]\n[port]\ncolibri = \"../colibri\"\n[poudriere]\ndistfiles = \"distfiles\"\n"
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
+    let r = pipeline_kit::Release::new();
+    let first = r.run(&["release"]);
+    assert!(first.output.status.success(), "the first release failed:\n{}", first.stderr());
+    let time = |args: &[&str]| {
+        let mut cmd = r.h.p.command(args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let start = Instant::now();
-        let status = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("CI", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
+        let status = cmd.status().unwrap();
+        let took = start.elapsed();
         assert!(status.success(), "xtask {args:?} failed");
-        start.elapsed()
+        took
     };
-    run(&["release"]); // the real run; everything after is a no-op
-    let n = 100;
-    let median = |f: &dyn Fn() -> Duration| {
-        let mut v: Vec<Duration> = (0..n).map(|_| f()).collect();
+    let n = 101;
+    let median = |args: &[&str]| {
+        let mut v: Vec<Duration> = (0..n).map(|_| time(args)).collect();
         v.sort();
         v[n / 2]
     };
-    let help = median(&|| run(&["--help"]));
-    let noop = median(&|| run(&["release"]));
-    println!("xtask --help           median {:>8.2} ms", help.as_secs_f64() * 1e3);
-    println!("no-op release ({stages}) median {:>8.2} ms", noop.as_secs_f64() * 1e3);
+    let help = median(&["--help"]);
+    let noop = median(&["release"]);
+    println!("xtask --help                      median {:>7.2} ms", help.as_secs_f64() * 1e3);
+    println!("no-op release (7 stages up to date) median {:>7.2} ms", noop.as_secs_f64() * 1e3);
     println!("ratio no-op release / --help: {:.2}x (goal: at most 2x)", noop.as_secs_f64() / help.as_secs_f64());
-}
-
-fn copy(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
+    if std::env::var_os("NOOP_KEEP").is_some() {
+        // For profiling by hand: keep the project (and its nginx) until interrupted.
+        let cmd = r.h.p.command(&["release"]);
+        eprintln!("kept: {cmd:?}");
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }

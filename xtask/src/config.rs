@@ -209,6 +209,23 @@ pub struct Config {
     pub gate: crate::gate::GateConfig,
 }
 
+impl Config {
+    /// A stage's own table, as the engine puts it into the stage's fingerprint.
+    pub fn stage_table(&self, stage: StageName) -> serde_json::Value {
+        let value = match stage {
+            StageName::Setup => serde_json::to_value(&self.setup),
+            StageName::Port => serde_json::to_value(&self.port),
+            StageName::Makesum => serde_json::to_value(&self.makesum),
+            StageName::Bulk => serde_json::to_value(&self.bulk),
+            StageName::Sign => serde_json::to_value(&self.sign),
+            StageName::Publish => serde_json::to_value(&self.publish),
+            StageName::Iso => serde_json::to_value(&self.iso),
+            StageName::Gate => serde_json::to_value(&self.gate),
+        };
+        value.unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// Every table of pipeline.toml, in file order, with its documentation (for the docs
 /// generator and the tidy test that keeps it current).
 pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)> {

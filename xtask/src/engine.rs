@@ -62,8 +62,7 @@ impl<S: Stage> AnyStage for S {
         fp.str("xtask", env!("CARGO_PKG_VERSION")).str("stage", S::NAME.as_str());
         // The stage's own table, and what every earlier stage produced: a change
         // upstream reruns everything after it.
-        let table = toml::Table::try_from(cx.config()).ok().and_then(|mut t| t.remove(S::NAME.as_str()));
-        fp.json("settings", &table);
+        fp.json("settings", &cx.config().stage_table(S::NAME));
         for earlier in cx.config().pipeline.stages.iter().take_while(|s| **s != S::NAME) {
             fp.json(earlier.as_str(), &cx.run.outputs(*earlier));
         }
@@ -192,6 +191,7 @@ impl<'a> Engine<'a> {
         let mut cx = self.cx(view, log, false);
         cx.log.line(&format!("==== {name} (detached) at {} ====", now_rfc3339()));
         let started = Instant::now();
+        crate::proc::start_signal_thread();
         self.ui.stage_start(name.as_str());
         let result = stage.run(&mut cx);
         match &result {
@@ -212,6 +212,7 @@ impl<'a> Engine<'a> {
 
     /// Runs `stage` in `run`, recording the attempt before and after.
     fn execute(&self, run: &mut Run, stage: &dyn AnyStage) -> Result<()> {
+        crate::proc::start_signal_thread();
         let name = stage.name();
         let log_path = run.log_path(name);
         let started = Instant::now();

@@ -192,7 +192,7 @@ settings! {
 /// Checks the gate settings when pipeline.toml is loaded, so a bad pattern stops every
 /// command at once, pointing at its line, not after an hour of building.
 pub fn validate(loaded: &Loaded) -> Result<()> {
-    checks::Checks::compile(loaded)?;
+    checks::Checks::validate(loaded)?;
     backend::validate(loaded)
 }
 

@@ -434,27 +434,44 @@ pub fn install_signal_handlers() -> Result<()> {
         signal_hook::flag::register_usize(sig, interrupted_flag().clone(), sig as usize)
             .context("cannot install signal handlers")?;
     }
-    let mut signals =
+    let signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for _ in signals.forever() {
-                seen += 1;
-                if seen > 1 {
-                    kill_all(libc::SIGKILL);
-                    std::process::exit(130);
-                }
-                let running: Vec<(i32, Duration)> =
-                    groups().lock().map(|g| g.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
-                for (pgid, grace) in running {
-                    std::thread::spawn(move || stop_group(pgid, grace));
-                }
-            }
-        })
-        .context("cannot start the signal thread")?;
+    *pending_signals().lock().unwrap_or_else(|e| e.into_inner()) = Some(signals);
     Ok(())
+}
+
+/// The handlers' queue, until the thread that acts on it starts.
+fn pending_signals() -> &'static Mutex<Option<signal_hook::iterator::Signals>> {
+    static SIGNALS: OnceLock<Mutex<Option<signal_hook::iterator::Signals>>> = OnceLock::new();
+    SIGNALS.get_or_init(|| Mutex::new(None))
+}
+
+/// Starts the thread that stops the running process groups on a signal (and exits on a
+/// second one), once, before the first stage does any work. Commands that only read
+/// state (a no-op `release`, `status`) never start it: a second thread makes every
+/// later `munmap` a cross-CPU TLB shootdown, which costs more than their whole work.
+/// Signals that arrived before it starts wait in the queue and are acted on at once.
+pub fn start_signal_thread() {
+    let Some(mut signals) = pending_signals().lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut seen = 0;
+        for _ in signals.forever() {
+            seen += 1;
+            if seen > 1 {
+                kill_all(libc::SIGKILL);
+                std::process::exit(130);
+            }
+            let running: Vec<(i32, Duration)> =
+                groups().lock().map(|g| g.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+            for (pgid, grace) in running {
+                std::thread::spawn(move || stop_group(pgid, grace));
+            }
+        }
+    });
+    if spawned.is_err() {
+        // Without the thread a stop signal still sets the flag the stages poll, and each
+        // group is still stopped when its command returns.
+    }
 }
 
 fn kill_all(sig: i32) {
@@ -507,6 +524,7 @@ pub struct Group {
 impl Group {
     /// Registers the group led by `pgid`.
     pub fn register(pgid: i32, grace: Duration) -> Group {
+        start_signal_thread();
         if let Ok(mut g) = groups().lock() {
             g.insert(pgid, grace);
         }

@@ -129,15 +129,37 @@ pub struct Checks {
 }
 
 /// Patterns match bytes (a console is not always valid UTF-8), so `.` is any byte.
-fn compile(pattern: &str) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(pattern).unicode(false).build()
+/// A pattern compiled, or (when only validating) just parsed: parsing finds every
+/// syntax error at a fraction of the cost of building the matcher, which matters
+/// because every command validates pipeline.toml.
+fn compile(pattern: &str, build: bool) -> Result<Option<Regex>, String> {
+    if build {
+        RegexBuilder::new(pattern).unicode(false).build().map(Some).map_err(|e| e.to_string())
+    } else {
+        regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .map(|_| None)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Checks {
     /// Compiles the `[gate]` checks; an error names the key and its line.
     pub fn compile(loaded: &Loaded) -> Result<Checks> {
+        Ok(Self::build(loaded, true)?.expect("built when asked to"))
+    }
+
+    /// Checks the `[gate]` settings without building the matchers (at load time).
+    pub fn validate(loaded: &Loaded) -> Result<()> {
+        Self::build(loaded, false).map(|_| ())
+    }
+
+    fn build(loaded: &Loaded, build: bool) -> Result<Option<Checks>> {
         let cfg = &loaded.config.gate;
-        let bad_regex = |key: String, what: String, pattern: &str, e: regex::Error| {
+        let bad_regex = |key: String, what: String, pattern: &str, e: String| {
             loaded.error_at(
                 &key,
                 format!(
@@ -166,7 +188,7 @@ impl Checks {
             if name.is_empty() || pattern.is_empty() {
                 return Err(loaded.error_at(&key, format!("marker {} is empty", i + 1)));
             }
-            let regex = compile(&pattern)
+            let regex = compile(&pattern, build)
                 .map_err(|e| bad_regex(format!("{key}.regex"), format!("marker {}", i + 1), &pattern, e))?;
             if m.within_secs == 0 {
                 return Err(loaded.error_at(
@@ -174,7 +196,9 @@ impl Checks {
                     format!("marker {} (`{name}`) has a deadline of 0 seconds", i + 1),
                 ));
             }
-            markers.push(MarkerCheck { name, regex, within: Duration::from_secs(m.within_secs) });
+            if let Some(regex) = regex {
+                markers.push(MarkerCheck { name, regex, within: Duration::from_secs(m.within_secs) });
+            }
         }
 
         let mut forbidden = Vec::new();
@@ -185,7 +209,8 @@ impl Checks {
                 if f.name.trim().is_empty() {
                     return Err(loaded.error_at(&format!("{key}.name"), "a forbidden pattern needs a name"));
                 }
-                if forbidden.iter().any(|g: &ForbiddenCheck| g.name == f.name) {
+                let earlier = cfg.forbidden.iter().chain(&cfg.forbidden_extra);
+                if earlier.take_while(|g| !std::ptr::eq(*g, f)).any(|g| g.name == f.name) {
                     return Err(loaded.error_at(
                         &format!("{key}.name"),
                         format!("the forbidden pattern name `{}` is used twice", f.name),
@@ -197,21 +222,19 @@ impl Checks {
                         format!("the forbidden pattern `{}` is empty (it would match everything)", f.name),
                     ));
                 }
-                let regex = compile(&f.regex).map_err(|e| {
+                let regex = compile(&f.regex, build).map_err(|e| {
                     bad_regex(format!("{key}.regex"), format!("forbidden pattern `{}`", f.name), &f.regex, e)
                 })?;
-                forbidden.push(ForbiddenCheck {
-                    name: f.name.clone(),
-                    pattern: f.regex.clone(),
-                    regex,
-                    before_last_marker: f.before_last_marker,
-                });
+                if let Some(regex) = regex {
+                    forbidden.push(ForbiddenCheck {
+                        name: f.name.clone(),
+                        pattern: f.regex.clone(),
+                        regex,
+                        before_last_marker: f.before_last_marker,
+                    });
+                }
             }
         }
-        let forbidden_set =
-            RegexSetBuilder::new(forbidden.iter().map(|f| &f.pattern)).unicode(false).build().map_err(|e| {
-                loaded.error_at("gate.forbidden", format!("the forbidden patterns do not compile together: {e}"))
-            })?;
 
         let r = &cfg.restart_loop;
         let restart = if r.count == 0 {
@@ -229,17 +252,24 @@ impl Checks {
             if r.regex.is_empty() {
                 return Err(loaded.error_at("gate.restart_loop.regex", "the restart-loop pattern is empty"));
             }
-            let regex = compile(&r.regex).map_err(|e| {
+            let regex = compile(&r.regex, build).map_err(|e| {
                 bad_regex("gate.restart_loop.regex".into(), "the restart-loop pattern".into(), &r.regex, e)
             })?;
-            Some(RestartCheck {
+            regex.map(|regex| RestartCheck {
                 pattern: r.regex.clone(),
                 regex,
                 count: r.count as usize,
                 window: Duration::from_secs(r.within_secs),
             })
         };
-        Ok(Checks { markers, forbidden, forbidden_set, restart })
+        if !build {
+            return Ok(None);
+        }
+        let forbidden_set =
+            RegexSetBuilder::new(forbidden.iter().map(|f| &f.pattern)).unicode(false).build().map_err(|e| {
+                loaded.error_at("gate.forbidden", format!("the forbidden patterns do not compile together: {e}"))
+            })?;
+        Ok(Some(Checks { markers, forbidden, forbidden_set, restart }))
     }
 
     /// The checks, as `--dry-run` shows them.

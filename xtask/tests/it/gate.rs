@@ -2,11 +2,11 @@
 //! the `command` backend, and bhyve through its stand-ins. Every test checks the verdict
 //! and exit status, and that no console process is left behind.
 
-mod initramfs;
+pub mod initramfs;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::sync::Mutex;
+
 use std::time::{Duration, Instant};
 
 use camino::Utf8PathBuf;
@@ -702,9 +702,6 @@ fn ctrl_c_tears_the_vm_and_its_network_down() {
 // ---------------------------------------------------------------------------------
 // A real QEMU guest
 
-/// One QEMU guest at a time: TCG takes a core, and these machines have two.
-static QEMU: Mutex<()> = Mutex::new(());
-
 /// Boots the test guest in `scenario` and returns the project (for its results).
 fn qemu(scenario: &str) -> (Project, Run) {
     let kernel = initramfs::kernel();
@@ -717,7 +714,7 @@ fn qemu(scenario: &str) -> (Project, Run) {
          forbidden_extra = [{{ name = \"linux-panic\", regex = \"Kernel panic - not syncing\" }}]\n\
          [gate.qemu]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\nappend = \"console=ttyS0 panic=-1 quiet gate={scenario}\"\n"
     ));
-    let _one_at_a_time = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = crate::support::QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let run = p.run(&["gate"]);
     (p, run)
 }

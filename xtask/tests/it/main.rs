@@ -2,6 +2,7 @@
 //! against scratch projects, the example colibri and the real samples in tests/data.
 
 mod nginx;
+mod pipeline_kit;
 mod repo_kit;
 mod support;
 
@@ -13,6 +14,9 @@ mod iso;
 mod makesum;
 mod port;
 mod publish;
+mod release;
 mod setup;
 mod sign;
 mod tidy;
+
+use gate::initramfs;

@@ -9,6 +9,10 @@ use std::process::{Command, Output, Stdio};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+/// One QEMU guest at a time across the tests: TCG takes a core, and these machines
+/// have two.
+pub static QEMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The built xtask binary.
 pub fn xtask_bin() -> Utf8PathBuf {
     Utf8PathBuf::from(env!("CARGO_BIN_EXE_xtask"))

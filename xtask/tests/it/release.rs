@@ -1,0 +1,82 @@
+//! The whole release in one test: `cargo xtask release` through all seven stages on
+//! Linux. port and makesum run for real on the example colibri; bulk through the
+//! poudriere stand-in (its repository made of the real sample packages); sign and
+//! publish for real, served by a real nginx on 127.0.0.1; iso through the pkg stand-in
+//! with a real image build; the gate boots that image in QEMU. Then the image is broken,
+//! the gate fails, the image is fixed and `release --resume` reruns only the gate;
+//! `cargo xtask gate` alone works; a second `release` skips every unchanged stage.
+
+use std::fs;
+
+use camino::Utf8Path;
+
+use crate::pipeline_kit::{Release, STAGES};
+
+fn published_data(site: &Utf8Path) -> bool {
+    site.join("FreeBSD:15:amd64/latest/data.pkg").is_file()
+}
+
+#[test]
+fn the_whole_release_then_a_broken_image_then_resume() {
+    let r = Release::new();
+
+    // 1. Every stage, for real where Linux can.
+    let run = r.run(&["release"]);
+    run.success();
+    for stage in STAGES {
+        assert_eq!(r.status(stage), "succeeded", "{stage}\n{}", run.stderr());
+        run.stderr_has(&format!("[{stage}] ok"));
+    }
+    let state = r.h.p.state();
+    let out = |stage: &str| state["records"][stage]["last_success"]["outputs"].clone();
+    // port staged the tag; makesum wrote distinfo with the checkout's archive first.
+    assert_eq!(out("port")["tag"], "v0.9.0");
+    let distinfo = fs::read_to_string(r.h.p.root.join("ports/sysutils/colibri/distinfo")).unwrap();
+    assert!(distinfo.lines().nth(1).unwrap().starts_with("SHA256 (colibri-v0.9.0.tar.gz) = "), "{distinfo}");
+    // bulk built colibri-0.9.0; sign verified it and wrote the manifest; publish switched
+    // latest and nginx serves it; iso installed it and built the image the gate booted.
+    assert_eq!(out("bulk")["packages"][0]["pkgname"], "colibri-0.9.0");
+    let manifest = r.h.p.state_dir().join(out("sign")["manifest"].as_str().unwrap());
+    assert!(fs::read_to_string(&manifest).unwrap().contains("\"colibri\""));
+    assert!(published_data(&r.h.p.scratch.path.join("site")));
+    assert!(out("publish")["url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    let root = r.h.p.scratch.path.join("iso/root");
+    assert!(root.join("usr/local/bin/colibri-daemon").is_file());
+    assert!(!root.join("usr/local/bin/colibri-test-agent").exists(), "production profile");
+    assert!(fs::read_to_string(root.join("etc/rc.conf")).unwrap().contains("colibri_daemon_enable=\"YES\""));
+    assert_eq!(out("gate")["verdict"], "pass");
+    let console = fs::read_to_string(r.h.p.state_dir().join(out("gate")["console"].as_str().unwrap())).unwrap();
+    assert!(console.contains("colibri-daemon"), "the image ran the installed colibri-daemon:\n{console}");
+    let run_id = state["id"].as_str().unwrap().to_owned();
+
+    // 2. Break the image: the gate fails (exit 1), the run records it.
+    r.build_image(true);
+    let gate = r.run(&["gate"]);
+    gate.code_is(1).stderr_has("the image failed the boot gate");
+    assert_eq!(r.status("gate"), "failed");
+    let before = r.attempts();
+
+    // 3. Fix it; --resume reruns only the gate, in the same run.
+    r.build_image(false);
+    let resume = r.run(&["release", "--resume"]);
+    resume.success().stderr_has(&format!("resuming run {run_id} at `gate`")).stderr_has("[gate] ok");
+    for stage in &STAGES[..6] {
+        assert!(!resume.stderr().contains(&format!("[{stage}] started")), "{stage} reran:\n{}", resume.stderr());
+    }
+    let after = r.attempts();
+    assert_eq!(&after[..6], &before[..6], "only the gate ran again");
+    assert_eq!(after[6], before[6] + 1);
+    assert_eq!(r.h.p.state()["id"].as_str().unwrap(), run_id);
+
+    // 4. The gate alone works too.
+    r.run(&["gate"]).success().stderr_has("[gate] ok");
+
+    // 5. A second release skips every unchanged stage and starts no run.
+    let again = r.run(&["release"]);
+    again.success().stderr_has("every stage is up to date");
+    for stage in STAGES {
+        again.stderr_has(&format!("[{stage}] up to date"));
+        assert!(!again.stderr().contains(&format!("[{stage}] started")), "{stage} reran");
+    }
+    assert_eq!(r.h.p.state()["id"].as_str().unwrap(), run_id);
+}
