@@ -6,6 +6,7 @@ mod repo_kit;
 mod support;
 
 mod bulk;
+mod compat;
 mod config;
 mod engine;
 mod gate;
