@@ -14,6 +14,7 @@ mod iso;
 mod makesum;
 mod port;
 mod publish;
+mod runbook;
 mod setup;
 mod sign;
 mod tidy;
