@@ -7,6 +7,7 @@ mod repo_kit;
 mod support;
 
 mod bulk;
+mod compat;
 mod config;
 mod engine;
 mod gate;
@@ -15,6 +16,7 @@ mod makesum;
 mod port;
 mod publish;
 mod release;
+mod runbook;
 mod setup;
 mod sign;
 mod tidy;
