@@ -94,15 +94,8 @@ impl CmdLine {
         let cmd = self.xshell_cmd(&sh);
         log.line(&format!("$ {self}"));
         let out = cmd.output().map_err(|e| self.spawn_error(e))?;
-        let output = Output {
-            status: out.status.code(),
-            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        };
-        log.bytes(&output.stdout);
-        log.bytes(&output.stderr);
-        log.line(&format!("[{}]", output.describe_status()));
+        let output = Output::from(out);
+        output.log_to(log);
         Ok(output)
     }
 
@@ -113,12 +106,7 @@ impl CmdLine {
         let cmd = self.xshell_cmd(&sh).stdin(input);
         log.line(&format!("$ {self}   (stdin: {} bytes; stdout not logged)", input.len()));
         let out = cmd.output().map_err(|e| self.spawn_error(e))?;
-        let output = Output {
-            status: out.status.code(),
-            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        };
+        let output = Output::from(out);
         log.bytes(&output.stderr);
         log.line(&format!("[{}]", output.describe_status()));
         Ok(output)
@@ -268,15 +256,8 @@ impl CmdLine {
                 return Err(anyhow!("`{self}` did not finish within {} and was killed", crate::ui::duration(timeout)));
             }
         };
-        let output = Output {
-            status: out.status.code(),
-            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        };
-        log.bytes(&output.stdout);
-        log.bytes(&output.stderr);
-        log.line(&format!("[{}]", output.describe_status()));
+        let output = Output::from(out);
+        output.log_to(log);
         Ok(output)
     }
 }
@@ -342,7 +323,25 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            status: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+}
+
 impl Output {
+    /// Both streams and the status, into the log.
+    fn log_to(&self, log: &Log) {
+        log.bytes(&self.stdout);
+        log.bytes(&self.stderr);
+        log.line(&format!("[{}]", self.describe_status()));
+    }
+
     pub fn success(&self) -> bool {
         self.status == Some(0)
     }
