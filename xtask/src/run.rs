@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::fsx;
 use crate::stage::StageName;
 
+/// Length the lock's holder note is padded to.
+const LOCK_NOTE_LEN: usize = 256;
+
 /// Version of the state.json layout.
 pub const STATE_VERSION: u32 = 1;
 
@@ -212,11 +215,17 @@ impl StateDir {
             );
         }
         let host = hostname();
-        let info = format!("pid {} on {host}, `{command}`, since {}", std::process::id(), now_rfc3339());
-        file.set_len(0).with_context(|| format!("cannot write {path}"))?;
+        let mut info = format!("pid {} on {host}, `{command}`, since {}", std::process::id(), now_rfc3339());
+        // Advisory text for whoever finds the lock taken; not worth an fsync. Padded to a
+        // fixed length and written in place, so no truncation (a slow journal write)
+        // is needed; readers trim it.
+        let len = info.len().max(LOCK_NOTE_LEN);
+        info.extend(std::iter::repeat_n(' ', len - info.len()));
         file.rewind().with_context(|| format!("cannot write {path}"))?;
-        // Advisory text for whoever finds the lock taken; not worth an fsync.
         file.write_all(info.as_bytes()).with_context(|| format!("cannot write {path}"))?;
+        if file.metadata().map(|m| m.len()).unwrap_or(0) > len as u64 {
+            file.set_len(len as u64).with_context(|| format!("cannot write {path}"))?;
+        }
         Ok(Lock { _file: file })
     }
 
