@@ -7,12 +7,12 @@
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use camino::Utf8PathBuf;
 
 use crate::setup::Host;
-use crate::support::{Run, alive, data};
+use crate::support::{Run, alive, data, pids, wait_for};
 
 const MASTER: &str = "clawdie-amd64-clawdie";
 
@@ -305,18 +305,6 @@ fn a_repository_switched_by_another_build_reruns_bulk() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     h.run(&["release"]).success().stderr_has("built colibri-0.9.0");
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pids(file: &Utf8PathBuf) -> Vec<i32> {
-    fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 /// Starts `bulk` with a hanging poudriere in its own process group (as a terminal would

@@ -2,11 +2,11 @@
 //! SIGKILL, and Ctrl-C stopping the whole process group with exit 130.
 
 use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use camino::Utf8PathBuf;
 
-use crate::support::{Project, alive, write_script};
+use crate::support::{Project, alive, pids, wait_for, write_script};
 
 /// A project whose pipeline is just `port`, and whose git is slow on `status` (to
 /// hold a run open). The stand-in records its pid.
@@ -21,18 +21,6 @@ fn slow_project() -> (Project, Utf8PathBuf) {
     p.write_config(&format!("[tools]\ngit = \"{script}\"\n"));
     p.env.push(("SLOW_GIT_PIDS".into(), pids.to_string()));
     (p, pids)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pids(file: &Utf8PathBuf) -> Vec<i32> {
-    std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 fn kill_all(pids: &[i32]) {
