@@ -1,6 +1,7 @@
 //! Every command-line flag, in one place. Each subcommand is a struct; the stage
 //! structs are the stages themselves (`impl Stage for Port` lives in `port.rs`), so
-//! `release` builds them with their defaults.
+//! `release` builds them by parsing an empty argument list (`engine::default_stage`):
+//! their defaults are clap's, in one place. They deliberately do not derive `Default`.
 
 use camino::Utf8PathBuf;
 use clap::{Args, Parser, Subcommand};
@@ -64,7 +65,7 @@ pub enum Command {
 }
 
 /// setup
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Setup {
     /// Change nothing; print one line per item (ok, missing, differs); exit 0 only when all are ok
     #[arg(long, conflicts_with_all = ["write", "dry_run"])]
@@ -78,7 +79,7 @@ pub struct Setup {
 }
 
 /// port
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Port {
     /// Print the commands and file operations; perform none
     #[arg(long)]
@@ -95,7 +96,7 @@ pub struct Port {
 }
 
 /// makesum
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Makesum {
     /// Print what would be fetched from where; change nothing
     #[arg(long)]
@@ -118,7 +119,7 @@ pub struct Makesum {
 }
 
 /// bulk
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Bulk {
     /// Print the poudriere command lines; run none
     #[arg(long)]
@@ -133,7 +134,7 @@ pub struct Bulk {
 }
 
 /// sign
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Sign {
     /// Print what would be verified and signed; change nothing
     #[arg(long)]
@@ -156,7 +157,7 @@ pub struct Sign {
 }
 
 /// publish
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Publish {
     /// Print the copies, links and switch; perform none
     #[arg(long)]
@@ -167,7 +168,7 @@ pub struct Publish {
 }
 
 /// iso
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Iso {
     /// Print the pkg commands and checks; perform none
     #[arg(long)]
@@ -178,7 +179,7 @@ pub struct Iso {
 }
 
 /// gate
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Gate {
     /// Print the VM command lines and checks; start nothing
     #[arg(long)]

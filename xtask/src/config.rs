@@ -392,10 +392,10 @@ pub fn absolute(path: &Utf8Path) -> Result<Utf8PathBuf> {
 }
 
 /// Parses a `key = value` assignment given on the command line into a toml value,
-/// so `--set` overrides type-check like the file does.
+/// so `-o` overrides type-check like the file does.
 pub fn parse_override(text: &str) -> Result<(String, toml::Value)> {
     let Some((key, value)) = text.split_once('=') else {
-        bail!("`{text}` is not KEY=VALUE\nhelp: for example --set gate.timeout_secs=600");
+        bail!("-o `{text}` is not TABLE.KEY=VALUE\nhelp: for example -o gate.timeout_secs=600");
     };
     let key = key.trim().to_owned();
     let doc = format!("v = {}", value.trim());
@@ -409,6 +409,13 @@ pub fn parse_override(text: &str) -> Result<(String, toml::Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_override_shows_the_flag_that_works() {
+        let err = parse_override("gate.timeout_secs").unwrap_err().to_string();
+        assert!(err.contains("help: for example -o gate.timeout_secs=600"), "{err}");
+        assert!(!err.contains("--set"), "{err}");
+    }
 
     #[test]
     fn line_col_counts_from_one() {

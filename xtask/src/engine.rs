@@ -626,17 +626,39 @@ pub fn display_path(path: &camino::Utf8Path) -> Utf8PathBuf {
     }
 }
 
-/// A stage with its default options, for `release`.
+/// A stage with the options its subcommand has when given no flags, for `release`.
+/// The options come from clap itself (the same parser as `cargo xtask STAGE`), so the
+/// defaults have one source and `release` cannot drift from the command line.
 pub fn default_stage(name: StageName) -> Box<dyn AnyStage> {
     use crate::cli;
     match name {
-        StageName::Setup => Box::new(cli::Setup::default()),
-        StageName::Port => Box::new(cli::Port::default()),
-        StageName::Makesum => Box::new(cli::Makesum::default()),
-        StageName::Bulk => Box::new(cli::Bulk::default()),
-        StageName::Sign => Box::new(cli::Sign::default()),
-        StageName::Publish => Box::new(cli::Publish::default()),
-        StageName::Iso => Box::new(cli::Iso::default()),
-        StageName::Gate => Box::new(cli::Gate::default()),
+        StageName::Setup => Box::new(no_flags::<cli::Setup>(name)),
+        StageName::Port => Box::new(no_flags::<cli::Port>(name)),
+        StageName::Makesum => Box::new(no_flags::<cli::Makesum>(name)),
+        StageName::Bulk => Box::new(no_flags::<cli::Bulk>(name)),
+        StageName::Sign => Box::new(no_flags::<cli::Sign>(name)),
+        StageName::Publish => Box::new(no_flags::<cli::Publish>(name)),
+        StageName::Iso => Box::new(no_flags::<cli::Iso>(name)),
+        StageName::Gate => Box::new(no_flags::<cli::Gate>(name)),
+    }
+}
+
+/// A subcommand's options parsed from an empty argument list.
+fn no_flags<T: clap::Args + clap::FromArgMatches>(name: StageName) -> T {
+    let command = T::augment_args(clap::Command::new(name.as_str()).no_binary_name(true));
+    let parsed = command.try_get_matches_from(std::iter::empty::<&str>()).and_then(|m| T::from_arg_matches(&m));
+    // Every stage subcommand takes no required argument; a test parses each one.
+    parsed.unwrap_or_else(|e| panic!("`cargo xtask {name}` with no flags does not parse: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_parses_with_no_flags() {
+        for name in StageName::ALL {
+            assert_eq!(default_stage(name).name(), name);
+        }
     }
 }

@@ -241,12 +241,62 @@ impl Verdict {
     }
 }
 
+/// What kind of event decided a boot's verdict. Written into result.json and junit.xml
+/// as its kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionKind {
+    /// The last marker appeared (and the settle period passed): a pass.
+    Marker,
+    /// A forbidden pattern appeared.
+    Forbidden,
+    /// The restart-loop rule fired.
+    RestartLoop,
+    /// A marker missed its own deadline.
+    Deadline,
+    /// The whole boot's timeout passed.
+    Timeout,
+    /// The VM ended before the last marker.
+    Exit,
+    /// The VM ended during the settle period after the last marker.
+    SettleExit,
+    /// The gate could not judge the image.
+    Infrastructure,
+    /// Ctrl-C or a signal stopped the gate.
+    Interrupted,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Marker => "marker",
+            DecisionKind::Forbidden => "forbidden",
+            DecisionKind::RestartLoop => "restart-loop",
+            DecisionKind::Deadline => "deadline",
+            DecisionKind::Timeout => "timeout",
+            DecisionKind::Exit => "exit",
+            DecisionKind::SettleExit => "settle-exit",
+            DecisionKind::Infrastructure => "infrastructure",
+            DecisionKind::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether this kind means a marker never arrived (its JUnit case fails).
+    pub fn is_missed_marker(self) -> bool {
+        matches!(self, DecisionKind::Deadline | DecisionKind::Timeout | DecisionKind::Exit)
+    }
+}
+
+impl std::fmt::Display for DecisionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// What decided the verdict, and when.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
-    /// `marker` (the last one: a pass), `forbidden`, `restart-loop`, `deadline`,
-    /// `timeout`, `exit`, `settle-exit`, `infrastructure` or `interrupted`.
-    pub kind: &'static str,
+    pub kind: DecisionKind,
     /// The marker or forbidden pattern's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -401,7 +451,8 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         Skipped(String),
         Error(String),
     }
-    let kind = a.decided_by.as_ref().map_or("", |d| d.kind);
+    let kind = a.decided_by.as_ref().map(|d| d.kind);
+    let kind_name = kind.map_or("", DecisionKind::as_str);
     let failed_marker = a.markers.iter().position(|m| m.seen_at_secs.is_none());
     let mut cases = Vec::new();
     let mut previous = 0.0;
@@ -410,7 +461,7 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
             Some(t) => (t - previous, Outcome::Passed),
             None if Some(i) == failed_marker
                 && a.verdict == Verdict::Fail
-                && matches!(kind, "deadline" | "timeout" | "exit") =>
+                && kind.is_some_and(DecisionKind::is_missed_marker) =>
             {
                 (0.0, Outcome::Failed(a.reason.clone()))
             }
@@ -422,8 +473,8 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         cases.push(Case { class: "gate.markers", name: format!("{} {}", i + 1, m.name), time, outcome });
     }
     let judged = a.verdict == Verdict::Pass || a.verdict == Verdict::Fail;
-    let check = |failed_kind: &str, name: &str| {
-        let outcome = if kind == failed_kind && a.verdict == Verdict::Fail {
+    let check = |failed_kind: DecisionKind, name: &str| {
+        let outcome = if kind == Some(failed_kind) && a.verdict == Verdict::Fail {
             Outcome::Failed(a.reason.clone())
         } else if judged {
             Outcome::Passed
@@ -432,9 +483,9 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         };
         Case { class: "gate.console", name: name.into(), time: 0.0, outcome }
     };
-    cases.push(check("forbidden", "no forbidden pattern"));
-    cases.push(check("restart-loop", "no restart loop"));
-    cases.push(check("settle-exit", "the guest stays up after the last marker"));
+    cases.push(check(DecisionKind::Forbidden, "no forbidden pattern"));
+    cases.push(check(DecisionKind::RestartLoop, "no restart loop"));
+    cases.push(check(DecisionKind::SettleExit, "the guest stays up after the last marker"));
     match a.verdict {
         Verdict::Error => cases.push(Case {
             class: "gate",
@@ -485,12 +536,12 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         match &c.outcome {
             Outcome::Passed => x.push_str(&format!("{open}/>\n")),
             Outcome::Failed(msg) => x.push_str(&format!(
-                "{open}>\n      <failure message=\"{}\" type=\"{kind}\">{}</failure>\n    </testcase>\n",
+                "{open}>\n      <failure message=\"{}\" type=\"{kind_name}\">{}</failure>\n    </testcase>\n",
                 attr(msg),
                 text(&failure_text(a))
             )),
             Outcome::Error(msg) => x.push_str(&format!(
-                "{open}>\n      <error message=\"{}\" type=\"{kind}\">{}</error>\n    </testcase>\n",
+                "{open}>\n      <error message=\"{}\" type=\"{kind_name}\">{}</error>\n    </testcase>\n",
                 attr(msg),
                 text(&failure_text(a))
             )),

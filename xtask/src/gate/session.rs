@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::backend::{Ending, Role, describe, teardown};
-use super::results::{self, Attempt, Clock, ConsoleFile, Decision, MarkerResult, Verdict};
+use super::results::{self, Attempt, Clock, ConsoleFile, Decision, DecisionKind, MarkerResult, Verdict};
 use super::scan::{Found, Hit, Scanner};
 use super::{GateOutputs, GatePlan, shown};
 use crate::proc::{self, Console, ConsoleEvent};
@@ -412,8 +412,11 @@ impl<'a> Watch<'a> {
         let markers = &self.plan.checks.markers;
         let m = &markers[k];
         let n = markers.len();
-        let (deadline, kind) =
-            if global { (self.clock.t0 + self.plan.timing.timeout, "timeout") } else { (since + m.within, "deadline") };
+        let (deadline, kind) = if global {
+            (self.clock.t0 + self.plan.timing.timeout, DecisionKind::Timeout)
+        } else {
+            (since + m.within, DecisionKind::Deadline)
+        };
         if self.record.bytes == 0 {
             let secs = self.clock.secs(deadline);
             return self.infra(
@@ -484,8 +487,13 @@ impl<'a> Watch<'a> {
                     self.clock.secs(hit.at),
                     hit.line_number
                 );
-                let decision =
-                    self.decision("forbidden", Some(f.name.clone()), Some(f.pattern.clone()), Some(&hit), hit.at);
+                let decision = self.decision(
+                    DecisionKind::Forbidden,
+                    Some(f.name.clone()),
+                    Some(f.pattern.clone()),
+                    Some(&hit),
+                    hit.at,
+                );
                 Some(self.fail(reason, image_help(hit.line_number), decision))
             }
             Found::RestartLoop { count, first, hit } => {
@@ -499,7 +507,8 @@ impl<'a> Watch<'a> {
                     rule.count,
                     rule.window.as_secs()
                 );
-                let decision = self.decision("restart-loop", None, Some(rule.pattern.clone()), Some(&hit), hit.at);
+                let decision =
+                    self.decision(DecisionKind::RestartLoop, None, Some(rule.pattern.clone()), Some(&hit), hit.at);
                 Some(self.fail(reason, image_help(hit.line_number), decision))
             }
         }
@@ -519,13 +528,13 @@ impl<'a> Watch<'a> {
                         "{what} {after:.1}s after the last marker, during the settle period (gate.settle_secs = {}; {detail})",
                         self.plan.timing.settle.as_secs()
                     );
-                    let decision = self.decision("settle-exit", None, None, None, at);
+                    let decision = self.decision(DecisionKind::SettleExit, None, None, None, at);
                     self.fail(reason, image_help_unlined(), decision)
                 }
                 None => {
                     let m = &self.plan.checks.markers[k];
                     let reason = format!("{what} before marker {} of {n}, `{}` ({detail})", k + 1, m.name);
-                    let decision = self.decision("exit", Some(m.name.clone()), None, None, at);
+                    let decision = self.decision(DecisionKind::Exit, Some(m.name.clone()), None, None, at);
                     self.fail(reason, image_help_unlined(), decision)
                 }
             },
@@ -535,7 +544,7 @@ impl<'a> Watch<'a> {
 
     fn decision(
         &self,
-        kind: &'static str,
+        kind: DecisionKind,
         name: Option<String>,
         pattern: Option<String>,
         hit: Option<&Hit>,
@@ -567,8 +576,13 @@ impl<'a> Watch<'a> {
             m.name,
             self.clock.secs(last.at)
         );
-        let decision =
-            self.decision("marker", Some(m.name.clone()), Some(m.regex.as_str().to_owned()), Some(last), last.at);
+        let decision = self.decision(
+            DecisionKind::Marker,
+            Some(m.name.clone()),
+            Some(m.regex.as_str().to_owned()),
+            Some(last),
+            last.at,
+        );
         Outcome { verdict: Verdict::Pass, reason, help: None, decision: Some(decision), decided_at: Instant::now() }
     }
 
@@ -584,13 +598,13 @@ impl<'a> Watch<'a> {
 
     fn infra(&mut self, reason: String, help: String) -> Outcome {
         let now = Instant::now();
-        let decision = self.decision("infrastructure", None, None, None, now);
+        let decision = self.decision(DecisionKind::Infrastructure, None, None, None, now);
         Outcome { verdict: Verdict::Error, reason, help: Some(help), decision: Some(decision), decided_at: now }
     }
 
     fn interrupted(&mut self, sig: i32) -> Outcome {
         let now = Instant::now();
-        let decision = self.decision("interrupted", None, None, None, now);
+        let decision = self.decision(DecisionKind::Interrupted, None, None, None, now);
         Outcome {
             verdict: Verdict::Interrupted,
             reason: format!("interrupted by {}", proc::signal_name(sig)),

@@ -93,7 +93,10 @@ fn the_default_pipeline_loads() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "the default pipeline.toml does not load ({}):\n{stderr}", run.status);
     assert!(!stderr.contains("pipeline.toml:"), "the default pipeline.toml does not load:\n{stderr}");
+    assert!(stdout.contains("port"), "the dry run shows no `port` stage:\n{stdout}");
 }
 
 #[test]
