@@ -13,7 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Bulk;
-use crate::engine::ExitCode;
+use crate::failure::{Class, Failure};
 use crate::fingerprint::Fingerprint;
 use crate::poudriere::{self, Paths};
 use crate::proc::{CmdLine, Interrupted, StreamOpts, TimedOut};
@@ -229,16 +229,14 @@ impl Stage for Bulk {
         };
         cx.note(format!("poudriere {} (recorded; the status files decide)", out.describe_status()));
         let Some(build) = BuildStatus::read(&plan.log_dir)? else {
-            return Err(ExitCode {
-                code: 2,
-                error: anyhow!(
+            return Err(Failure::new(format!(
                     "poudriere bulk {} and wrote no status files for build {} ({} does not exist): it stopped before the build began; this is an infrastructure error, not a port failure\n  last lines poudriere printed:\n{}\nhelp: check the host with `cargo xtask setup --check` (poudriere.conf, the jail, the ports and overlay trees)",
                     out.describe_status(),
                     plan.build,
                     plan.log_dir,
                     crate::proc::tail_lines(&out.stdout, 10)
-                ),
-            }
+            ))
+            .infrastructure()
             .into());
         };
         let verdict = judge(&build, &plan.target, &plan.packages, cfg.log_lines);
@@ -267,7 +265,7 @@ impl Stage for Bulk {
                     stats: build.stats,
                 })
             }
-            Verdict::Failure { code, mut message } => {
+            Verdict::Failure { class, mut message } => {
                 if out.status == Some(0) {
                     message = message.replacen(
                         "\nhelp: ",
@@ -275,8 +273,7 @@ impl Stage for Bulk {
                         1,
                     );
                 }
-                let error = anyhow!("{message}");
-                if code == 1 { Err(error) } else { Err(ExitCode { code, error }.into()) }
+                Err(Failure::new(message).class(class).into())
             }
         }
     }
@@ -395,9 +392,9 @@ pub enum Verdict {
         packages: Vec<BuiltPackage>,
         real: Utf8PathBuf,
     },
-    /// The message, and the exit code (2 for infrastructure errors).
+    /// The message, and what kind of failure it is (infrastructure: poudriere itself).
     Failure {
-        code: i32,
+        class: Class,
         message: String,
     },
 }
@@ -406,12 +403,12 @@ pub enum Verdict {
 pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_lines: usize) -> Verdict {
     let origin = target.origin.as_str();
     let name = build.dir.file_name().unwrap_or("?");
-    let fail = |message: String| Verdict::Failure { code: 1, message };
+    let fail = |message: String| Verdict::Failure { class: Class::Product, message };
     match &build.ending {
         Ending::Done => {}
         Ending::Crashed(msg) => {
             return Verdict::Failure {
-                code: 2,
+                class: Class::Infrastructure,
                 message: format!(
                     "poudriere build {name} crashed: {msg}\n  this is an infrastructure error, not a port failure (.poudriere.status: `{}`; {})\n  logs: {}\nhelp: check the host (disk space, the ZFS pool, the jail: poudriere jail -i -j JAIL); poudriere's own output is in the stage log; then rerun: cargo xtask bulk",
                     build.status,
@@ -422,7 +419,7 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
         }
         Ending::Unfinished(at) => {
             return Verdict::Failure {
-                code: 2,
+                class: Class::Infrastructure,
                 message: format!(
                     "poudriere build {name} never finished: its status is still `{at}` ({})\n  poudriere died or was killed before it wrote `stopped:done:`: an infrastructure error, not a port failure\n  logs: {}\nhelp: look for leftover jails (`poudriere status`, `jls`) and poudriere's output in the stage log; then rerun: cargo xtask bulk",
                     build.counts(),
@@ -432,7 +429,7 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
         }
         Ending::Unknown => {
             return Verdict::Failure {
-                code: 2,
+                class: Class::Infrastructure,
                 message: format!(
                     "poudriere build {name} has no .poudriere.status in {}: it never got going (an infrastructure error)\nhelp: poudriere's own output is in the stage log; check the host with `cargo xtask setup --check`",
                     build.dir
@@ -636,9 +633,9 @@ fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> Result<()> {
             }
             Ok(())
         }
-        Verdict::Failure { code, message } => {
+        Verdict::Failure { class, message } => {
             ui.println(&message);
-            Err(crate::engine::Exit(code).into())
+            Err(Failure::reported(class).into())
         }
     }
 }

@@ -9,39 +9,11 @@ use camino::Utf8PathBuf;
 use serde::Serialize;
 
 use crate::config::Loaded;
+use crate::failure::{self, Class, Failure};
 use crate::fingerprint::Fingerprint;
-use crate::proc::Interrupted;
 use crate::run::{Log, Run, RunView, StateDir, Status, Success, now_rfc3339};
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan};
 use crate::ui::Ui;
-
-/// An error that has already been reported; the program exits with this code.
-#[derive(Debug, Clone, Copy)]
-pub struct Exit(pub i32);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit status {}", self.0)
-    }
-}
-
-impl std::error::Error for Exit {}
-
-/// A stage failure that asks for a particular exit code (the gate's 2 for an
-/// infrastructure error). Stages wrap their error in it; the engine honours it.
-#[derive(Debug)]
-pub struct ExitCode {
-    pub code: i32,
-    pub error: anyhow::Error,
-}
-
-impl std::fmt::Display for ExitCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", crate::ui::render_error(&self.error))
-    }
-}
-
-impl std::error::Error for ExitCode {}
 
 /// A stage, type-erased so the engine can hold any of them.
 pub trait AnyStage {
@@ -197,7 +169,7 @@ impl<'a> Engine<'a> {
         match &result {
             Ok(_) => self.ui.stage_end(name.as_str(), "ok", &self.ui.dim(&crate::ui::duration(started.elapsed()))),
             // A stage that printed its own report (`setup --check`) says only how to exit.
-            Err(err) if err.downcast_ref::<Exit>().is_some() => {
+            Err(err) if failure::is_reported(err) => {
                 self.ui.stage_end(name.as_str(), "not ok", "");
             }
             Err(err) => {
@@ -255,7 +227,7 @@ impl<'a> Engine<'a> {
                 Ok(())
             }
             Err(err) => {
-                let interrupted = crate::proc::interrupted().is_some() || err.downcast_ref::<Interrupted>().is_some();
+                let interrupted = stage_class(&err) == Class::Interrupted;
                 rec.status = if interrupted { Status::Interrupted } else { Status::Failed };
                 rec.error = Some(crate::ui::render_error(&err));
                 run.save()?;
@@ -272,7 +244,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Shows a failed stage: the error, the end of its log, where the log is, and how
-    /// to rerun it. Returns the [`Exit`] to end the program with.
+    /// to rerun it. Returns the (reported) failure to end the program with.
     fn report_failure(
         &self,
         name: StageName,
@@ -281,8 +253,9 @@ impl<'a> Engine<'a> {
         tail: &str,
         detached: bool,
     ) -> anyhow::Error {
-        let interrupted = crate::proc::interrupted().or(err.downcast_ref::<Interrupted>().map(|i| i.0));
-        if let Some(sig) = interrupted {
+        let class = stage_class(err);
+        if class == Class::Interrupted {
+            let sig = crate::proc::interrupted().unwrap_or(libc::SIGINT);
             self.ui.stage_end(name.as_str(), "interrupted", &format!("by {}", crate::proc::signal_name(sig)));
             self.ui.eprintln(&format!(
                 "{} stage `{name}` was interrupted; its commands were stopped",
@@ -294,7 +267,7 @@ impl<'a> Engine<'a> {
             if !detached {
                 self.ui.eprintln("  continue with: cargo xtask release --resume");
             }
-            return Exit(130).into();
+            return Failure::reported(class).into();
         }
         self.ui.stage_end(name.as_str(), "failed", "");
         self.ui.eprintln(&format!("{} stage `{name}` failed: {}", self.ui.red("error:"), crate::ui::render_error(err)));
@@ -309,8 +282,7 @@ impl<'a> Engine<'a> {
         } else {
             self.ui.eprintln(&format!("  rerun this stage: cargo xtask {name}   (or: cargo xtask release --resume)"));
         }
-        let code = err.downcast_ref::<crate::engine::ExitCode>().map_or(1, |e| e.code);
-        Exit(code).into()
+        Failure::reported(class).into()
     }
 
     /// `cargo xtask release`.
@@ -543,6 +515,15 @@ impl<'a> Engine<'a> {
             }
         }
     }
+}
+
+/// The class of a stage's failure: interrupted once a stop signal arrived; what the
+/// error says; otherwise the product's fault (exit 1).
+fn stage_class(err: &anyhow::Error) -> Class {
+    if crate::proc::interrupted().is_some() {
+        return Class::Interrupted;
+    }
+    failure::class_of(err).unwrap_or(Class::Product)
 }
 
 fn rec_status_word(interrupted: bool) -> &'static str {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Gate;
 use crate::config::Loaded;
+use crate::failure::{Class, ResultExt};
 use crate::fingerprint::Fingerprint;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
@@ -384,15 +385,10 @@ impl Stage for Gate {
     }
 }
 
-/// Marks an error as an infrastructure error (exit status 2), unless it is an
-/// interruption (which the engine reports itself).
+/// Marks an error as an infrastructure error (exit status 2), unless it has a class
+/// already (an interruption stays one).
 fn infrastructure(error: anyhow::Error) -> anyhow::Error {
-    if error.downcast_ref::<crate::proc::Interrupted>().is_some()
-        || error.downcast_ref::<crate::engine::ExitCode>().is_some()
-    {
-        return error;
-    }
-    crate::engine::ExitCode { code: 2, error }.into()
+    Err::<(), _>(error).class(Class::Infrastructure).unwrap_err()
 }
 
 /// A path for messages: relative to the working directory when below it.

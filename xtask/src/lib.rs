@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod docs;
 pub mod engine;
+pub mod failure;
 pub mod fingerprint;
 pub mod fsx;
 pub mod git;

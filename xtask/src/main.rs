@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use xtask::cli::Cli;
-use xtask::engine::Exit;
+use xtask::failure::{self, Class};
 use xtask::proc;
 use xtask::ui::Ui;
 
@@ -19,12 +19,17 @@ fn main() -> ExitCode {
     }
     match xtask::run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => match e.downcast_ref::<Exit>() {
-            Some(Exit(code)) => ExitCode::from(*code as u8),
-            None => {
+        Err(e) => {
+            if !failure::is_reported(&e) {
                 ui.error(&e);
-                ExitCode::from(if proc::interrupted().is_some() { 130 } else { 2 })
             }
-        },
+            // Outside a stage, what is not classed is a usage or setup problem (exit 2).
+            let class = if proc::interrupted().is_some() {
+                Class::Interrupted
+            } else {
+                failure::class_of(&e).unwrap_or(Class::Usage)
+            };
+            ExitCode::from(class.exit_code())
+        }
     }
 }

@@ -250,7 +250,7 @@ fn report_check(cx: &Cx, items: &[Item]) -> Result<SetupOutputs> {
         not_ok.len() - refused,
         refused
     ));
-    Err(crate::engine::Exit(1).into())
+    Err(crate::failure::Failure::reported(crate::failure::Class::Product).into())
 }
 
 fn first_line(text: &str) -> &str {

@@ -283,7 +283,7 @@ impl Sign {
         if !repo.is_dir() {
             ui.println(&format!("{repo}: is not a directory"));
             ui.eprintln(&format!("{} {repo} failed verification: it does not exist", ui.red("error:")));
-            return Err(crate::engine::Exit(1).into());
+            return Err(crate::failure::Failure::reported(crate::failure::Class::Product).into());
         }
         // The manifest's SHA-256s are not needed here: only the catalogue's sums.
         let opts = verify::Options { sha256: false, ..self.options(loaded, &keys.trust, &abi) };
@@ -305,7 +305,7 @@ impl Sign {
             ui.red("error:"),
             plural(report.problems.len(), "problem")
         ));
-        Err(crate::engine::Exit(1).into())
+        Err(crate::failure::Failure::reported(crate::failure::Class::Product).into())
     }
 
     /// `cargo xtask sign`.

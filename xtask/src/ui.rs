@@ -290,8 +290,8 @@ impl Drop for Progress<'_> {
     }
 }
 
-/// `error` text: the message, then each cause on its own line. `help:` lines inside
-/// messages are kept as they are.
+/// `error` text: the message, then each cause on its own line, then every help line the
+/// error carries ([`crate::failure`]), each as `help: ...`.
 pub fn render_error(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {
@@ -299,6 +299,9 @@ pub fn render_error(err: &anyhow::Error) -> String {
         if !out.contains(&cause) {
             out.push_str(&format!("\n  caused by: {cause}"));
         }
+    }
+    for line in crate::failure::help_lines(err) {
+        out.push_str(&format!("\nhelp: {line}"));
     }
     out
 }

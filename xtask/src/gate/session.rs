@@ -5,13 +5,14 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::backend::{Ending, Role, describe, teardown};
 use super::results::{self, Attempt, Clock, ConsoleFile, Decision, DecisionKind, MarkerResult, Verdict};
 use super::scan::{Found, Hit, Scanner};
 use super::{GateOutputs, GatePlan, shown};
+use crate::failure::Failure;
 use crate::proc::{self, Console, ConsoleEvent};
 use crate::stage::{Cx, StageName};
 
@@ -25,7 +26,7 @@ const DRAIN: Duration = Duration::from_millis(500);
 const QUOTED_LINES: usize = 8;
 
 /// Runs the gate and returns its outputs on a pass; a failure of the image is an error
-/// (exit 1), an infrastructure error an [`crate::engine::ExitCode`] 2.
+/// of class product (exit 1), an infrastructure error of class infrastructure (exit 2).
 pub fn run(cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
     // A result that cannot be written is not the image's fault either.
     let (dir, attempts, json, junit) = boot_and_record(cx, &plan).map_err(super::infrastructure)?;
@@ -51,16 +52,17 @@ pub fn run(cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
         }
         Verdict::Fail => {
             cx.say(format!("fail: {}", last.reason));
-            Err(anyhow!("the image failed the boot gate: {}", report(last, &console, &json, &junit, None)))
+            let message = format!("the image failed the boot gate: {}", report(last, &console, &json, &junit, None));
+            Err(boot_failure(message, last).product().into())
         }
         Verdict::Error => {
             cx.say(format!("error: {}", last.reason));
             let retried = format!("after {} attempt(s) (gate.retries = {})", attempts.len(), plan.timing.retries);
-            let error = anyhow!(
+            let message = format!(
                 "the boot gate could not judge the image (an infrastructure error, not the image's fault): {}",
                 report(last, &console, &json, &junit, Some(&retried))
             );
-            Err(crate::engine::ExitCode { code: 2, error }.into())
+            Err(boot_failure(message, last).infrastructure().into())
         }
         Verdict::Interrupted => Err(proc::Interrupted(proc::interrupted().unwrap_or(libc::SIGINT)).into()),
     }
@@ -137,10 +139,16 @@ fn report(a: &Attempt, console: &Utf8Path, json: &Utf8Path, junit: &Utf8Path, re
         None => out.push_str(&format!("\n  console: {}", shown(console))),
     }
     out.push_str(&format!("\n  results: {}, {}", shown(json), shown(junit)));
-    if let Some(help) = &a.help {
-        out.push_str(&format!("\nhelp: {help}"));
-    }
     out
+}
+
+/// A failure of the boot (`report`'s text), with the attempt's help line.
+fn boot_failure(message: String, a: &Attempt) -> Failure {
+    let f = Failure::new(message);
+    match &a.help {
+        Some(help) => f.help(help.clone()),
+        None => f,
+    }
 }
 
 /// Removes the results of an earlier gate in this run directory, so none is mistaken
