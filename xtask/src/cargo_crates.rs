@@ -7,6 +7,8 @@
 
 use anyhow::{Result, bail};
 
+use crate::failure;
+
 /// The crates.io source string cargo writes (also for sparse-protocol fetches).
 pub const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
 
@@ -82,7 +84,10 @@ struct Pending {
 pub fn parse(text: &str, what: &str) -> Result<Crates> {
     if text.contains('\r') {
         bail!(
-            "{what} has CRLF line endings; the ports framework would silently produce an empty CARGO_CRATES from it\nhelp: convert it to LF (cargo writes LF)"
+            failure!(
+                "{what} has CRLF line endings; the ports framework would silently produce an empty CARGO_CRATES from it"
+            )
+            .help("convert it to LF (cargo writes LF)")
         );
     }
     let mut out = Crates::default();
@@ -94,8 +99,11 @@ pub fn parse(text: &str, what: &str) -> Result<Crates> {
         }
         if line.starts_with("[[patch.unused]]") {
             bail!(
-                "{what}:{}: a [[patch.unused]] section; the ports framework mishandles it (it overwrites the last crate)\nhelp: remove the unused [patch] entry from Cargo.toml and run `cargo update --workspace`",
-                n + 1
+                failure!(
+                    "{what}:{}: a [[patch.unused]] section; the ports framework mishandles it (it overwrites the last crate)",
+                    n + 1
+                )
+                .help("remove the unused [patch] entry from Cargo.toml and run `cargo update --workspace`")
             );
         }
         if let Some(v) = value(line, "name") {

@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use crate::failure;
+use crate::failure::{Failure, ResultExt};
 use crate::stage::StageName;
 
 /// A key's documentation, as `docs/pipeline-toml.md` shows it.
@@ -270,7 +272,8 @@ impl Loaded {
     /// and, where serde knows them, the valid choices.
     pub fn load(path: &Utf8Path, overrides: &[(String, toml::Value)]) -> Result<Loaded> {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the pipeline file {path}\nhelp: pass another with --config PATH"))?;
+            .with_context(|| format!("cannot read the pipeline file {path}"))
+            .help("pass another with --config PATH")?;
         let mut config: Config = toml::from_str(&text).map_err(|err| {
             let at = err.span().map(|s| line_col(&text, s.start));
             anyhow::anyhow!("{}", located(path, at, err.message()))
@@ -298,8 +301,13 @@ impl Loaded {
     /// An error about the value at `key` (a dotted path such as `poudriere.jail`),
     /// located at its line and column when the file sets it.
     pub fn error_at(&self, key: &str, message: impl std::fmt::Display) -> anyhow::Error {
+        self.failure_at(key, message).into()
+    }
+
+    /// [`Loaded::error_at`] as a [`Failure`], to add help lines to.
+    pub fn failure_at(&self, key: &str, message: impl std::fmt::Display) -> Failure {
         let at = key_span(&self.text, key).map(|start| line_col(&self.text, start));
-        anyhow::anyhow!("{}", located(&self.path, at, message))
+        Failure::new(located(&self.path, at, message))
     }
 
     fn validate(&self) -> Result<()> {
@@ -310,10 +318,10 @@ impl Loaded {
         let mut seen = BTreeMap::new();
         for (i, stage) in stages.iter().enumerate() {
             if *stage == StageName::Setup {
-                return Err(self.error_at(
-                    "pipeline.stages",
-                    "`setup` provisions the host once and is not a release stage\nhelp: run `cargo xtask setup` by itself",
-                ));
+                return Err(self
+                    .failure_at("pipeline.stages", "`setup` provisions the host once and is not a release stage")
+                    .help("run `cargo xtask setup` by itself")
+                    .into());
             }
             if let Some(first) = seen.insert(*stage, i) {
                 return Err(self.error_at(
@@ -395,7 +403,7 @@ pub fn absolute(path: &Utf8Path) -> Result<Utf8PathBuf> {
 /// so `-o` overrides type-check like the file does.
 pub fn parse_override(text: &str) -> Result<(String, toml::Value)> {
     let Some((key, value)) = text.split_once('=') else {
-        bail!("-o `{text}` is not TABLE.KEY=VALUE\nhelp: for example -o gate.timeout_secs=600");
+        bail!(failure!("-o `{text}` is not TABLE.KEY=VALUE").help("for example -o gate.timeout_secs=600"));
     };
     let key = key.trim().to_owned();
     let doc = format!("v = {}", value.trim());
@@ -412,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_malformed_override_shows_the_flag_that_works() {
-        let err = parse_override("gate.timeout_secs").unwrap_err().to_string();
+        let err = crate::ui::render_error(&parse_override("gate.timeout_secs").unwrap_err());
         assert!(err.contains("help: for example -o gate.timeout_secs=600"), "{err}");
         assert!(!err.contains("--set"), "{err}");
     }

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 
 use crate::cli::Docs;
+use crate::failure;
 use crate::ui::Ui;
 
 /// Where the reference lives, relative to the repository.
@@ -55,7 +56,7 @@ pub fn run(opts: &Docs, ui: &Ui) -> Result<()> {
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     if opts.check {
         if have != want {
-            bail!("{path} is stale\nhelp: regenerate it with `cargo xtask docs`");
+            bail!(failure!("{path} is stale").help("regenerate it with `cargo xtask docs`"));
         }
         ui.eprintln(&format!("{path} is current"));
         return Ok(());

@@ -9,7 +9,8 @@ use camino::Utf8PathBuf;
 use serde::Serialize;
 
 use crate::config::Loaded;
-use crate::failure::{self, Class, Failure};
+use crate::failure;
+use crate::failure::{Class, Failure};
 use crate::fingerprint::Fingerprint;
 use crate::run::{Log, Run, RunView, StateDir, Status, Success, now_rfc3339};
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan};
@@ -295,7 +296,10 @@ impl<'a> Engine<'a> {
         let current = self.state.current()?;
         let (mut run, todo, mut force_first) = if opts.resume {
             let Some(mut run) = current else {
-                bail!("there is no run to resume in {}\nhelp: start one with `cargo xtask release`", self.state.root());
+                bail!(
+                    failure!("there is no run to resume in {}", self.state.root())
+                        .help("start one with `cargo xtask release`")
+                );
             };
             if run.state.settle() {
                 run.save()?;
@@ -358,10 +362,8 @@ impl<'a> Engine<'a> {
         let index = |s: StageName| {
             all.iter().position(|x| *x == s).ok_or_else(|| {
                 let names: Vec<_> = all.iter().map(|s| s.as_str()).collect();
-                anyhow::anyhow!(
-                    "stage `{s}` is not in this pipeline\nhelp: the pipeline's stages are: {}",
-                    names.join(", ")
-                )
+                failure!("stage `{s}` is not in this pipeline")
+                    .help(format!("the pipeline's stages are: {}", names.join(", ")))
             })
         };
         let start = opts.from.map(index).transpose()?.unwrap_or(0);

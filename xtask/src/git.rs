@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::config::{Tool, Tools};
+use crate::failure;
 use crate::proc::CmdLine;
 use crate::run::Log;
 
@@ -127,7 +128,10 @@ pub fn short(sha: &str) -> &str {
 /// Fails unless `dir` looks like a checkout at all.
 pub fn require_checkout(dir: &Utf8Path, what: &str) -> Result<()> {
     if !dir.is_dir() {
-        bail!("the colibri checkout {dir} does not exist\nhelp: set {what} in pipeline.toml or pass --colibri PATH");
+        bail!(
+            failure!("the colibri checkout {dir} does not exist")
+                .help(format!("set {what} in pipeline.toml or pass --colibri PATH"))
+        );
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Iso;
 use crate::config::{Loaded, Tool, TrustMode};
+use crate::failure;
+use crate::failure::Failure;
 use crate::fingerprint::Fingerprint;
 use crate::fsx;
 use crate::pkgrepo::trust::Trust;
@@ -178,11 +180,15 @@ impl Iso {
             Some(p) => Ok((name, p.clone())),
             None => {
                 let names: Vec<&str> = loaded.config.iso.profiles.keys().map(String::as_str).collect();
-                let msg = format!(
-                    "there is no profile `{name}`\nhelp: the profiles are: {} (iso.profiles)",
-                    if names.is_empty() { "none".into() } else { names.join(", ") }
-                );
-                if self.profile.is_some() { bail!("{msg}") } else { Err(loaded.error_at("iso.profile", msg)) }
+                let msg = format!("there is no profile `{name}`");
+                let failure =
+                    if self.profile.is_some() { Failure::new(msg) } else { loaded.failure_at("iso.profile", msg) };
+                Err(failure
+                    .help(format!(
+                        "the profiles are: {} (iso.profiles)",
+                        if names.is_empty() { "none".into() } else { names.join(", ") }
+                    ))
+                    .into())
             }
         }
     }
@@ -384,7 +390,10 @@ impl Stage for Iso {
         cx.say(format!("pkg -r {} install {}", plan.root, cfg.packages.join(" ")));
         let out = plan.install.stream(&cx.log, cx.ui, &opts)?;
         if !out.success() {
-            bail!("{}\nhelp: the pkg output above says why; the repository was {url}", plan.install.failure(&out));
+            bail!(
+                Failure::new(plan.install.failure(&out))
+                    .help(format!("the pkg output above says why; the repository was {url}"))
+            );
         }
 
         check_profile(cx, &plan.root, &plan.profile)?;
@@ -450,9 +459,8 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
     if !report.ok() {
         let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
         bail!(
-            "the scratch copy {to} of {} failed verification:\n{}\nhelp: the signed repository changed after sign; run `cargo xtask sign` again",
-            from.repo,
-            lines.join("\n")
+            failure!("the scratch copy {to} of {} failed verification:\n{}", from.repo, lines.join("\n"))
+                .help("the signed repository changed after sign; run `cargo xtask sign` again")
         );
     }
     cx.say(format!("copied and verified {} in {to}", plural(report.packages.len(), "package")));
@@ -478,14 +486,20 @@ fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) ->
         text.lines().filter(|l| REFUSALS.iter().any(|r| l.contains(r)) && !l.contains("BEGIN PUBLIC KEY")).collect();
     if !refused.is_empty() || !out.success() {
         bail!(
-            "pkg refused the repository {url}:\n  {}\n`{cmd}` {}\nhelp: the repository's signature or ABI does not match what the release trusts; run `cargo xtask sign --verify-only` on it",
-            if refused.is_empty() { "(no reason given)".to_owned() } else { refused.join("\n  ") },
-            out.describe_status()
+            failure!(
+                "pkg refused the repository {url}:\n  {}\n`{cmd}` {}",
+                if refused.is_empty() { "(no reason given)".to_owned() } else { refused.join("\n  ") },
+                out.describe_status()
+            )
+            .help(
+                "the repository's signature or ABI does not match what the release trusts; run `cargo xtask sign --verify-only` on it"
+            )
         );
     }
     if !text.contains(&format!("{name} repository update completed")) {
         bail!(
-            "`{cmd}` did not say that the {name} repository was updated\nhelp: its output is in the stage log; the repository was {url}"
+            failure!("`{cmd}` did not say that the {name} repository was updated")
+                .help(format!("its output is in the stage log; the repository was {url}"))
         );
     }
     Ok(())
@@ -511,8 +525,9 @@ fn check_profile(cx: &Cx, root: &Utf8Path, name: &str) -> Result<()> {
     }
     if !problems.is_empty() {
         bail!(
-            "{root} does not match the {name} profile:\n  {}\nhelp: install the build made for this profile (the validation build carries colibri-test-agent; production must not), or choose the profile with --profile",
-            problems.join("\n  ")
+            failure!("{root} does not match the {name} profile:\n  {}", problems.join("\n  ")).help(
+                "install the build made for this profile (the validation build carries colibri-test-agent; production must not), or choose the profile with --profile"
+            )
         );
     }
     cx.say(format!(
@@ -563,10 +578,14 @@ fn build_image(cx: &Cx, cmd: &CmdLine, image: &Utf8Path) -> Result<Utf8PathBuf> 
     let after = identity(image);
     match (after, before) {
         (None, _) => {
-            bail!("the image build succeeded but did not write {image}\nhelp: set iso.image to the file it produces")
+            bail!(
+                failure!("the image build succeeded but did not write {image}")
+                    .help("set iso.image to the file it produces")
+            )
         }
         (Some(a), Some(b)) if a == b => bail!(
-            "{image} is unchanged by this build: the build command did not write it\nhelp: set iso.image to the file it produces"
+            failure!("{image} is unchanged by this build: the build command did not write it")
+                .help("set iso.image to the file it produces")
         ),
         _ => {}
     }

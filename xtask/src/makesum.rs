@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Makesum;
 use crate::config::Tool;
+use crate::failure;
+use crate::failure::Failure;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::port::PortOutputs;
 use crate::proc::{CmdLine, StreamOpts};
@@ -186,7 +188,10 @@ impl Makesum {
                 let port_dir = cx.resolve(&port.port_dir);
                 let checkout = cx.resolve(&port.checkout);
                 if !port_dir.join("Makefile").is_file() {
-                    bail!("the port `port` staged at {port_dir} is gone\nhelp: stage it again: cargo xtask port");
+                    bail!(
+                        failure!("the port `port` staged at {port_dir} is gone")
+                            .help("stage it again: cargo xtask port")
+                    );
                 }
                 Ok(Target {
                     distinfo: port_dir.join("distinfo"),
@@ -202,7 +207,7 @@ impl Makesum {
                 let staged = lexical(&cx.resolve(&cfg.port.overlay).join(&cfg.port.origin));
                 let port_dir =
                     if staged.join("Makefile").is_file() { staged.clone() } else { checkout.join(&cfg.port.source) };
-                let first = crate::ui::render_error(&e).lines().next().unwrap_or_default().to_owned();
+                let first = crate::ui::render_message(&e).lines().next().unwrap_or_default().to_owned();
                 Ok(Target {
                     distinfo: staged.join("distinfo"),
                     port_dir: port_dir.clone(),
@@ -315,8 +320,11 @@ impl Makesum {
                         Expect::Made
                     }
                     Some(_) => bail!(
-                        "makesum.source_from_checkout makes a .tar.gz, but the port's source is {}\nhelp: turn makesum.source_from_checkout off for this port",
-                        wanted.name
+                        failure!(
+                            "makesum.source_from_checkout makes a .tar.gz, but the port's source is {}",
+                            wanted.name
+                        )
+                        .help("turn makesum.source_from_checkout off for this port")
                     ),
                     None => {
                         if in_distdir.is_file() {
@@ -349,9 +357,14 @@ impl Makesum {
                 None => format!("there is no Cargo.lock, and {distinfo_path} does not list them"),
             };
             bail!(
-                "{} crate(s) cannot be verified: {against}:\n  {}\nhelp: pass the Cargo.lock the port's CARGO_CRATES was made from: --lock PATH (or put it in the port directory as Cargo.lock)",
-                unverifiable.len(),
-                unverifiable.join("\n  ")
+                failure!(
+                    "{} crate(s) cannot be verified: {against}:\n  {}",
+                    unverifiable.len(),
+                    unverifiable.join("\n  ")
+                )
+                .help(
+                    "pass the Cargo.lock the port's CARGO_CRATES was made from: --lock PATH (or put it in the port directory as Cargo.lock)"
+                )
             );
         }
         plan_steps(steps, &jobs, target, self.check);
@@ -456,8 +469,13 @@ impl Makesum {
                     distinfo::diff(old.as_deref().unwrap_or(""), &text, distinfo_path.as_str(), "distinfo (computed)");
                 cx.ui.print_raw(&diff);
                 bail!(
-                    "{distinfo_path} is stale: it does not list these distfiles as they are (the diff is on stdout)\nhelp: rewrite it with: cargo xtask makesum{}",
-                    self.port.as_ref().map(|p| format!(" --port {p}")).unwrap_or_default()
+                    failure!(
+                        "{distinfo_path} is stale: it does not list these distfiles as they are (the diff is on stdout)"
+                    )
+                    .help(format!(
+                        "rewrite it with: cargo xtask makesum{}",
+                        self.port.as_ref().map(|p| format!(" --port {p}")).unwrap_or_default()
+                    ))
                 );
             }
             cx.say(format!("{distinfo_path} is current"));
@@ -507,21 +525,24 @@ impl Makesum {
         } else {
             msg.push_str(&format!("\n{distinfo_path} is unchanged"));
         }
+        // What the errors behind the reasons say to do, then what to do about the rest.
+        let mut failure = missing.iter().flat_map(|(_, o)| &o.help).fold(Failure::new(msg), |f, l| f.help(l.clone()));
         if missing.iter().any(|(_, o)| o.mismatch) {
-            msg.push_str(&format!(
-                "\nhelp: a checksum mismatch means the file is not the one its checksum pins (damaged or tampered with); the bad copies are in {} for inspection, never use them",
+            failure = failure.help(format!(
+                "a checksum mismatch means the file is not the one its checksum pins (damaged or tampered with); the bad copies are in {} for inspection, never use them",
                 target.distdir.join(fetch::QUARANTINE)
             ));
         }
         if missing.iter().any(|(j, _)| j.skipped.iter().any(|s| s.starts_with("--offline"))) {
-            msg.push_str(&format!("\nhelp: run without --offline to download them, or put them in {}", target.distdir));
+            failure =
+                failure.help(format!("run without --offline to download them, or put them in {}", target.distdir));
         } else {
-            msg.push_str(&format!(
-                "\nhelp: check the network and the URLs (makesum.crate_url, makesum.github_url, the port's MASTER_SITES), or put the files in {}",
+            failure = failure.help(format!(
+                "check the network and the URLs (makesum.crate_url, makesum.github_url, the port's MASTER_SITES), or put the files in {}",
                 target.distdir
             ));
         }
-        anyhow::anyhow!(msg)
+        failure.into()
     }
 
     fn outputs(&self, cx: &Cx, target: &Target, files: Vec<Distfile>, text: &str, method: Method) -> MakesumOutputs {
@@ -540,7 +561,7 @@ impl Makesum {
         cx.say(format!("running the ports framework's makesum in {}", target.port_dir));
         let out = cmd.stream(&cx.log, cx.ui, &StreamOpts::default())?;
         if !out.success() {
-            bail!("{}\nhelp: the stage log has make's whole output", cmd.failure(&out));
+            bail!(Failure::new(cmd.failure(&out)).help("the stage log has make's whole output"));
         }
         let path = target.distinfo.clone();
         let text = fs::read_to_string(&path)
@@ -664,7 +685,7 @@ fn lock_checksums(path: &Utf8Path, recorded: Option<&str>) -> Result<HashMap<Str
     if let Some(recorded) = recorded
         && sha256_bytes(text.as_bytes()) != recorded
     {
-        bail!("{path} changed since `port` staged the port\nhelp: rerun it first: cargo xtask port");
+        bail!(failure!("{path} changed since `port` staged the port").help("rerun it first: cargo xtask port"));
     }
     let crates = crate::cargo_crates::parse(&text, path.as_str())?;
     Ok(crates.registry.into_iter().filter_map(|c| Some((c.entry(), c.checksum?))).collect())
@@ -721,7 +742,9 @@ impl Stage for Makesum {
             Method::Ports => {
                 if self.check {
                     bail!(
-                        "--check compares a natively computed distinfo, and makesum.method is \"ports\"\nhelp: run the framework's `make checksum` in the port instead, or set makesum.method = \"native\""
+                        failure!("--check compares a natively computed distinfo, and makesum.method is \"ports\"").help(
+                            "run the framework's `make checksum` in the port instead, or set makesum.method = \"native\""
+                        )
                     );
                 }
                 let cmd = CmdLine::tool(&cx.config().tools, Tool::make).args([

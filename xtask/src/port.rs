@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cargo_crates;
 use crate::cli::Port;
+use crate::failure;
+use crate::failure::ResultExt;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::fsx;
 use crate::git::{self, Checkout};
@@ -156,9 +158,9 @@ impl Stage for Port {
 
         // The version the port builds, and the tag it must come from.
         let makefile = w.source.join("Makefile");
-        let text = fs::read_to_string(&makefile).with_context(|| {
-            format!("cannot read the port Makefile {makefile}\nhelp: is port.source right for this checkout?")
-        })?;
+        let text = fs::read_to_string(&makefile)
+            .with_context(|| format!("cannot read the port Makefile {makefile}"))
+            .help("is port.source right for this checkout?")?;
         let vars = MakeVars::parse(&text, makefile.as_str());
         let portname = vars.get("PORTNAME")?;
         let distversion = vars.get("DISTVERSION")?;
@@ -176,10 +178,15 @@ impl Stage for Port {
         let allow_dirty = self.allow_dirty(cx);
         if !problems.is_empty() && !allow_dirty {
             bail!(
-                "the colibri checkout {} is not a release checkout of {portname} {tag}:\n  {}\nhelp: check out the tag ({}), or pass --allow-dirty for a development build",
-                w.checkout,
-                problems.join("\n  "),
-                format_args!("git -C {} checkout {tag}", w.checkout),
+                failure!(
+                    "the colibri checkout {} is not a release checkout of {portname} {tag}:\n  {}",
+                    w.checkout,
+                    problems.join("\n  ")
+                )
+                .help(format!(
+                    "check out the tag (git -C {} checkout {tag}), or pass --allow-dirty for a development build",
+                    w.checkout
+                ))
             );
         }
         for p in &problems {
@@ -197,11 +204,9 @@ impl Stage for Port {
             .collect();
         missing.sort();
         if !missing.is_empty() {
-            bail!(
-                "the port {} lacks {}\nhelp: the port must ship Makefile, Makefile.crates, pkg-descr, pkg-plist and files/NAME.in for each of port.services",
-                w.source,
-                missing.join(", ")
-            );
+            bail!(failure!("the port {} lacks {}", w.source, missing.join(", ")).help(
+                "the port must ship Makefile, Makefile.crates, pkg-descr, pkg-plist and files/NAME.in for each of port.services"
+            ));
         }
         steps.check(format!("{} files in {}: regular files only, none escaping", files.len(), w.source));
 
@@ -217,10 +222,13 @@ impl Stage for Port {
                 .context_radius(2)
                 .header(committed_path.as_str(), &format!("generated from {}", w.lock))
                 .to_string();
+            // One help line that goes on: the command to run, indented below it.
             bail!(
-                "CARGO_CRATES in {committed_path} does not match {}:\n{diff}help: regenerate it in colibri and commit it:\n  cargo xtask port --print-crates --lock {} > {committed_path}",
-                w.lock,
-                w.lock
+                failure!("CARGO_CRATES in {committed_path} does not match {}:\n{}", w.lock, diff.trim_end_matches('\n'))
+                    .help(format!(
+                        "regenerate it in colibri and commit it:\n  cargo xtask port --print-crates --lock {} > {committed_path}",
+                        w.lock
+                    ))
             );
         }
         steps.check(format!("CARGO_CRATES ({} entries) matches {}", crates.entries().len(), w.lock));
@@ -286,7 +294,7 @@ fn staged_digest(dir: &Utf8Path) -> Result<String> {
 /// anything whose name could escape the directory.
 fn port_files(root: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
     if !root.is_dir() {
-        bail!("the port directory {root} does not exist\nhelp: is port.source right for this checkout?");
+        bail!(failure!("the port directory {root} does not exist").help("is port.source right for this checkout?"));
     }
     let mut out = Vec::new();
     walk(root, root, &mut out)?;
@@ -303,7 +311,8 @@ fn walk(root: &Utf8Path, dir: &Utf8Path, out: &mut Vec<Utf8PathBuf>) -> Result<(
         fsx::check_contained(&rel)?;
         if meta.file_type().is_symlink() {
             bail!(
-                "the port contains a symlink, {path}; ports are copied as regular files only\nhelp: replace it with the file it points to"
+                failure!("the port contains a symlink, {path}; ports are copied as regular files only")
+                    .help("replace it with the file it points to")
             );
         } else if meta.is_dir() {
             walk(root, path, out)?;

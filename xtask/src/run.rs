@@ -21,6 +21,8 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use crate::failure;
+use crate::failure::ResultExt;
 use crate::fsx;
 use crate::stage::StageName;
 
@@ -210,9 +212,9 @@ impl StateDir {
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
             let holder = if holder.is_empty() { "another process".to_owned() } else { holder.to_owned() };
-            bail!(
-                "another mother-build run holds {path}: {holder}\nhelp: wait for it to finish, or stop it (a killed run can be continued with `cargo xtask release --resume`)"
-            );
+            bail!(failure!("another mother-build run holds {path}: {holder}").help(
+                "wait for it to finish, or stop it (a killed run can be continued with `cargo xtask release --resume`)"
+            ));
         }
         let host = hostname();
         let mut info = format!("pid {} on {host}, `{command}`, since {}", std::process::id(), now_rfc3339());
@@ -275,23 +277,19 @@ impl StateDir {
     pub fn load(&self, id: &str) -> Result<Run> {
         let dir = self.run_dir(id);
         let path = dir.join("state.json");
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {path}\nhelp: the state directory is damaged; move {} aside to start afresh",
-                self.root
-            )
-        })?;
-        let state: State = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{path} is not a state file this version understands\nhelp: move {} aside to start afresh",
-                self.root
-            )
-        })?;
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {path}"))
+            .with_help(|| format!("the state directory is damaged; move {} aside to start afresh", self.root))?;
+        let state: State = serde_json::from_str(&text)
+            .with_context(|| format!("{path} is not a state file this version understands"))
+            .with_help(|| format!("move {} aside to start afresh", self.root))?;
         if state.version != STATE_VERSION {
             bail!(
-                "{path} has state version {} but this mother-build writes version {STATE_VERSION}\nhelp: finish the run with the version that started it, or move {} aside",
-                state.version,
-                self.root
+                failure!(
+                    "{path} has state version {} but this mother-build writes version {STATE_VERSION}",
+                    state.version
+                )
+                .help(format!("finish the run with the version that started it, or move {} aside", self.root))
             );
         }
         Ok(Run { root: self.root.clone(), dir, state })

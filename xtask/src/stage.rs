@@ -13,6 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::config::{Config, Loaded};
+use crate::failure;
 use crate::fingerprint::Fingerprint;
 use crate::proc::CmdLine;
 use crate::run::{Log, RunView};
@@ -198,14 +199,16 @@ impl<'a> Cx<'a> {
     pub fn output<T: DeserializeOwned>(&self, stage: StageName) -> Result<T> {
         match self.run.outputs(stage) {
             Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
-                anyhow::anyhow!(
-                    "the outputs `{stage}` recorded in {} cannot be read: {e}\nhelp: rerun it: cargo xtask {stage}",
-                    self.run.state_path()
-                )
+                failure!("the outputs `{stage}` recorded in {} cannot be read: {e}", self.run.state_path())
+                    .help(format!("rerun it: cargo xtask {stage}"))
+                    .into()
             }),
             None => bail!(
-                "this stage needs what `{stage}` produces, and the current run ({}) has no successful `{stage}`\nhelp: run it first: cargo xtask {stage}",
-                self.run.describe()
+                failure!(
+                    "this stage needs what `{stage}` produces, and the current run ({}) has no successful `{stage}`",
+                    self.run.describe()
+                )
+                .help(format!("run it first: cargo xtask {stage}"))
             ),
         }
     }

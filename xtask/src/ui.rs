@@ -293,15 +293,22 @@ impl Drop for Progress<'_> {
 /// `error` text: the message, then each cause on its own line, then every help line the
 /// error carries ([`crate::failure`]), each as `help: ...`.
 pub fn render_error(err: &anyhow::Error) -> String {
+    let mut out = render_message(err);
+    for line in crate::failure::help_lines(err) {
+        out.push_str(&format!("\nhelp: {line}"));
+    }
+    out
+}
+
+/// An error's messages without its help: the message, then each cause on its own line.
+/// For text that becomes part of another message (which carries the help lines on).
+pub fn render_message(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();
         if !out.contains(&cause) {
             out.push_str(&format!("\n  caused by: {cause}"));
         }
-    }
-    for line in crate::failure::help_lines(err) {
-        out.push_str(&format!("\nhelp: {line}"));
     }
     out
 }

@@ -12,11 +12,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use camino::Utf8Path;
 
 use crate::cargo_crates;
+use crate::failure;
+use crate::failure::ResultExt;
 use crate::makevars::MakeVars;
 
-/// The advice every "cannot evaluate" error ends with.
+/// The help line every "cannot evaluate" error carries.
 pub const PORTS_HELP: &str =
-    "help: set makesum.method = \"ports\" in pipeline.toml to run the framework's own `make makesum` on a FreeBSD host";
+    "set makesum.method = \"ports\" in pipeline.toml to run the framework's own `make makesum` on a FreeBSD host";
 
 /// Variables that change the distfile list in ways this module does not model.
 const NOT_MODELLED: [&str; 7] =
@@ -84,9 +86,9 @@ impl PortDistfiles {
     /// Reads `DIR/Makefile` and `DIR/Makefile.crates` (when present).
     pub fn read(dir: &Utf8Path) -> Result<PortDistfiles> {
         let makefile = dir.join("Makefile");
-        let text = std::fs::read_to_string(&makefile).with_context(|| {
-            format!("cannot read the port Makefile {makefile}\nhelp: --port names a port directory (Makefile, Makefile.crates)")
-        })?;
+        let text = std::fs::read_to_string(&makefile)
+            .with_context(|| format!("cannot read the port Makefile {makefile}"))
+            .help("--port names a port directory (Makefile, Makefile.crates)")?;
         let crates_file = dir.join("Makefile.crates");
         let crates = match std::fs::read_to_string(&crates_file) {
             Ok(t) => Some(MakeVars::parse(&t, crates_file.as_str())),
@@ -97,35 +99,39 @@ impl PortDistfiles {
     }
 }
 
-/// An error about a variable this module cannot evaluate, with the way out.
-fn cannot(err: anyhow::Error) -> anyhow::Error {
-    anyhow!("{err}\n{PORTS_HELP}")
-}
-
 fn evaluate(mut vars: MakeVars, crates: Option<&MakeVars>, makefile: &Utf8Path) -> Result<PortDistfiles> {
-    let get = |vars: &MakeVars, name: &str| vars.get(name).map_err(cannot);
+    let get = |vars: &MakeVars, name: &str| vars.get(name).help(PORTS_HELP);
     let at = |vars: &MakeVars, name: &str| match vars.line(name) {
         Some(line) if line > 0 => format!("{makefile}:{line}"),
         _ => makefile.to_string(),
     };
 
-    let uses = vars.get_or("USES", "").map_err(cannot)?;
+    let uses = vars.get_or("USES", "").help(PORTS_HELP)?;
     let uses: Vec<&str> = uses.split_whitespace().collect();
     if !uses.iter().any(|u| *u == "cargo" || u.starts_with("cargo:")) {
-        bail!("{makefile}: the port does not have USES=cargo; native makesum handles USES=cargo ports\n{PORTS_HELP}");
+        bail!(
+            failure!("{makefile}: the port does not have USES=cargo; native makesum handles USES=cargo ports")
+                .help(PORTS_HELP)
+        );
     }
     for name in NOT_MODELLED {
         if vars.is_set(name) {
             bail!(
-                "{}: cannot evaluate the distfile list: {name} is set, which native makesum does not model\n{PORTS_HELP}",
-                at(&vars, name)
+                failure!(
+                    "{}: cannot evaluate the distfile list: {name} is set, which native makesum does not model",
+                    at(&vars, name)
+                )
+                .help(PORTS_HELP)
             );
         }
     }
     if !vars.is_set("EXTRACT_SUFX") {
         if let Some(u) = uses.iter().find(|u| u.starts_with("tar") || ["zip", "7z", "lha"].contains(u)) {
             bail!(
-                "{makefile}: cannot evaluate EXTRACT_SUFX: USES={u} changes it, which native makesum does not model\nhelp: set EXTRACT_SUFX in the Makefile, or set makesum.method = \"ports\" in pipeline.toml"
+                failure!(
+                    "{makefile}: cannot evaluate EXTRACT_SUFX: USES={u} changes it, which native makesum does not model"
+                )
+                .help("set EXTRACT_SUFX in the Makefile, or set makesum.method = \"ports\" in pipeline.toml")
             );
         }
         vars.default("EXTRACT_SUFX", ".tar.gz");
@@ -150,15 +156,21 @@ fn evaluate(mut vars: MakeVars, crates: Option<&MakeVars>, makefile: &Utf8Path) 
         let mode = get(&vars, "USE_GITHUB")?;
         if mode.eq_ignore_ascii_case("nodefault") {
             bail!(
-                "{}: cannot evaluate the distfile list: USE_GITHUB=nodefault takes the source from elsewhere\n{PORTS_HELP}",
-                at(&vars, "USE_GITHUB")
+                failure!(
+                    "{}: cannot evaluate the distfile list: USE_GITHUB=nodefault takes the source from elsewhere",
+                    at(&vars, "USE_GITHUB")
+                )
+                .help(PORTS_HELP)
             );
         }
         for name in ["DISTFILES", "DISTNAME"] {
             if vars.is_set(name) {
                 bail!(
-                    "{}: cannot evaluate the distfile list: {name} is set together with USE_GITHUB\n{PORTS_HELP}",
-                    at(&vars, name)
+                    failure!(
+                        "{}: cannot evaluate the distfile list: {name} is set together with USE_GITHUB",
+                        at(&vars, name)
+                    )
+                    .help(PORTS_HELP)
                 );
             }
         }
@@ -178,17 +190,13 @@ fn evaluate(mut vars: MakeVars, crates: Option<&MakeVars>, makefile: &Utf8Path) 
         (registry.into_iter().chain(git).chain([source]).collect::<Vec<_>>(), tag, prefix)
     } else {
         if !vars.is_set("DISTFILES") {
-            bail!(
-                "{makefile}: cannot evaluate DISTFILES: it is not set; a USES=cargo port with plain MASTER_SITES sets `DISTFILES= ${{DISTNAME}}${{EXTRACT_SUFX}}` itself (or uses USE_GITHUB)\n{PORTS_HELP}"
-            );
+            bail!(failure!("{makefile}: cannot evaluate DISTFILES: it is not set; a USES=cargo port with plain MASTER_SITES sets `DISTFILES= ${{DISTNAME}}${{EXTRACT_SUFX}}` itself (or uses USE_GITHUB)").help(PORTS_HELP));
         }
         vars.default("DISTNAME", "${PORTNAME}-${DISTVERSIONFULL}");
         let names: Vec<String> = get(&vars, "DISTFILES")?.split_whitespace().map(str::to_owned).collect();
         if let Some(grouped) = names.iter().find(|n| n.contains(':')) {
-            bail!(
-                "{}: cannot evaluate DISTFILES: `{grouped}` names a site group, which native makesum does not model\n{PORTS_HELP}",
-                at(&vars, "DISTFILES")
-            );
+            bail!(failure!("{}: cannot evaluate DISTFILES: `{grouped}` names a site group, which native makesum does not model",
+                at(&vars, "DISTFILES")).help(PORTS_HELP));
         }
         let sites = if names.is_empty() { Vec::new() } else { master_sites(&vars, &at(&vars, "MASTER_SITES"))? };
         let wrksrc = if vars.is_set("WRKSRC") { get(&vars, "WRKSRC")? } else { get(&vars, "DISTNAME")? };
@@ -208,8 +216,8 @@ fn evaluate(mut vars: MakeVars, crates: Option<&MakeVars>, makefile: &Utf8Path) 
 /// registry distfiles and GitHub git-source tarballs.
 fn crate_distfiles(vars: &MakeVars, crates: Option<&MakeVars>) -> Result<(Vec<Wanted>, Vec<Wanted>)> {
     let from = crates.filter(|c| c.is_set("CARGO_CRATES")).unwrap_or(vars);
-    let list = from.get_or("CARGO_CRATES", "").map_err(cannot)?;
-    let subdir = vars.get("CARGO_DIST_SUBDIR").map_err(cannot)?;
+    let list = from.get_or("CARGO_CRATES", "").help(PORTS_HELP)?;
+    let subdir = vars.get("CARGO_DIST_SUBDIR").help(PORTS_HELP)?;
     let mut registry = Vec::new();
     let mut git = Vec::new();
     for entry in list.split_whitespace() {
@@ -236,9 +244,7 @@ fn git_distfile(names: &str, source: &str) -> Result<Wanted> {
     let url = url.split('?').next().unwrap_or(url);
     let path = url.strip_prefix("https://github.com/").or_else(|| url.strip_prefix("http://github.com/"));
     let Some((account, project)) = path.and_then(|p| p.trim_end_matches('/').split_once('/')) else {
-        bail!(
-            "cannot evaluate the distfile of git source `{source}` in CARGO_CRATES: only github.com sources are modelled\n{PORTS_HELP}"
-        );
+        bail!(failure!("cannot evaluate the distfile of git source `{source}` in CARGO_CRATES: only github.com sources are modelled").help(PORTS_HELP));
     };
     let project = project.strip_suffix(".git").unwrap_or(project);
     if project.contains('/') || commit.is_empty() || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -258,23 +264,25 @@ fn git_distfile(names: &str, source: &str) -> Result<Wanted> {
 /// MASTER_SITES as plain URLs ending in `/`.
 fn master_sites(vars: &MakeVars, at: &str) -> Result<Vec<String>> {
     if !vars.is_set("MASTER_SITES") {
-        bail!("{at}: cannot evaluate MASTER_SITES: it is not set, and DISTFILES lists the port's source\n{PORTS_HELP}");
+        bail!(
+            failure!("{at}: cannot evaluate MASTER_SITES: it is not set, and DISTFILES lists the port's source")
+                .help(PORTS_HELP)
+        );
     }
-    let sites: Vec<String> = vars.get("MASTER_SITES").map_err(cannot)?.split_whitespace().map(str::to_owned).collect();
+    let sites: Vec<String> = vars.get("MASTER_SITES").help(PORTS_HELP)?.split_whitespace().map(str::to_owned).collect();
     for site in &sites {
         if !site.contains("://") {
-            bail!(
-                "{at}: cannot evaluate MASTER_SITES: `{site}` is a framework site macro, which native makesum does not model\n{PORTS_HELP}"
-            );
+            bail!(failure!("{at}: cannot evaluate MASTER_SITES: `{site}` is a framework site macro, which native makesum does not model").help(PORTS_HELP));
         }
         if !site.ends_with('/') {
-            bail!(
-                "{at}: cannot evaluate MASTER_SITES: `{site}` does not end in `/` (site groups and query-style sites are not modelled)\n{PORTS_HELP}"
-            );
+            bail!(failure!("{at}: cannot evaluate MASTER_SITES: `{site}` does not end in `/` (site groups and query-style sites are not modelled)").help(PORTS_HELP));
         }
     }
     if sites.is_empty() {
-        bail!("{at}: cannot evaluate MASTER_SITES: it is empty, and DISTFILES lists the port's source\n{PORTS_HELP}");
+        bail!(
+            failure!("{at}: cannot evaluate MASTER_SITES: it is empty, and DISTFILES lists the port's source")
+                .help(PORTS_HELP)
+        );
     }
     Ok(sites)
 }
@@ -342,7 +350,7 @@ mod tests {
     #[test]
     fn what_is_not_modelled_is_refused_by_name() {
         let base = "PORTNAME=\tx\nDISTVERSION=\t1\nUSES=\tcargo\nMASTER_SITES=\thttps://a/\n";
-        let err = |extra: &str| eval(&format!("{base}{extra}"), "").unwrap_err().to_string();
+        let err = |extra: &str| crate::ui::render_error(&eval(&format!("{base}{extra}"), "").unwrap_err());
         assert!(err("DISTFILES=\t${DISTNAME:S/a/b/}.tgz\n").contains("DISTFILES"));
         assert!(err("DISTFILES=\ta.tgz\nPATCHFILES=\tp.diff\n").contains("PATCHFILES is set"));
         assert!(err("").contains("cannot evaluate DISTFILES"));

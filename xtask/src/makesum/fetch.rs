@@ -125,6 +125,8 @@ pub struct Outcome {
     pub quarantined: Vec<Utf8PathBuf>,
     /// A file failed its check somewhere (tampered or damaged).
     pub mismatch: bool,
+    /// What to do about a reason (the help lines of the errors behind them).
+    pub help: Vec<String>,
 }
 
 /// Settings for one pass.
@@ -147,11 +149,12 @@ struct Miss {
     reason: String,
     mismatch: bool,
     quarantined: Option<Utf8PathBuf>,
+    help: Vec<String>,
 }
 
 impl Miss {
     fn plain(reason: String) -> Miss {
-        Miss { reason, mismatch: false, quarantined: None }
+        Miss { reason, mismatch: false, quarantined: None, help: Vec::new() }
     }
 }
 
@@ -212,6 +215,7 @@ impl Fetcher<'_> {
                 reasons: before.reasons.into_iter().chain(o.reasons).collect(),
                 quarantined: before.quarantined.into_iter().chain(o.quarantined).collect(),
                 mismatch: before.mismatch || o.mismatch,
+                help: before.help.into_iter().chain(o.help).collect(),
             };
         }
         crate::proc::check_interrupted()?;
@@ -249,6 +253,7 @@ impl Fetcher<'_> {
                     outcome.mismatch |= miss.mismatch;
                     outcome.quarantined.extend(miss.quarantined);
                     outcome.reasons.push(miss.reason);
+                    outcome.help.extend(miss.help);
                 }
             }
         }
@@ -299,7 +304,10 @@ impl Fetcher<'_> {
                 let (size, sha256) = made.map_err(|e| {
                     let _ = fs::remove_file(&tar);
                     let _ = fs::remove_file(&gz);
-                    Miss::plain(format!("cannot make it from the checkout: {}", crate::ui::render_error(&e)))
+                    Miss {
+                        help: crate::failure::help_lines(&e),
+                        ..Miss::plain(format!("cannot make it from the checkout: {}", crate::ui::render_message(&e)))
+                    }
                 })?;
                 self.cx.note(format!("{name}: made from the checkout ({size} bytes)"));
                 self.accept(job, &gz, size, sha256, From::Checkout, true)
@@ -347,7 +355,7 @@ impl Fetcher<'_> {
                     }
                 }
             }
-            return Err(Miss { reason, mismatch: true, quarantined });
+            return Err(Miss { reason, mismatch: true, quarantined, help: Vec::new() });
         }
         let first_seen = job.expect == Expect::FirstSeen;
         if owned {
