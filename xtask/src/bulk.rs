@@ -13,6 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Bulk;
+use crate::failure;
 use crate::failure::{Class, Failure};
 use crate::fingerprint::Fingerprint;
 use crate::poudriere::{self, Paths};
@@ -229,13 +230,14 @@ impl Stage for Bulk {
         };
         cx.note(format!("poudriere {} (recorded; the status files decide)", out.describe_status()));
         let Some(build) = BuildStatus::read(&plan.log_dir)? else {
-            return Err(Failure::new(format!(
-                    "poudriere bulk {} and wrote no status files for build {} ({} does not exist): it stopped before the build began; this is an infrastructure error, not a port failure\n  last lines poudriere printed:\n{}\nhelp: check the host with `cargo xtask setup --check` (poudriere.conf, the jail, the ports and overlay trees)",
-                    out.describe_status(),
-                    plan.build,
-                    plan.log_dir,
-                    crate::proc::tail_lines(&out.stdout, 10)
-            ))
+            return Err(failure!(
+                "poudriere bulk {} and wrote no status files for build {} ({} does not exist): it stopped before the build began; this is an infrastructure error, not a port failure\n  last lines poudriere printed:\n{}",
+                out.describe_status(),
+                plan.build,
+                plan.log_dir,
+                crate::proc::tail_lines(&out.stdout, 10)
+            )
+            .help("check the host with `cargo xtask setup --check` (poudriere.conf, the jail, the ports and overlay trees)")
             .infrastructure()
             .into());
         };
@@ -265,15 +267,13 @@ impl Stage for Bulk {
                     stats: build.stats,
                 })
             }
-            Verdict::Failure { class, mut message } => {
+            Verdict::Failure { class, mut message, help } => {
                 if out.status == Some(0) {
-                    message = message.replacen(
-                        "\nhelp: ",
-                        "\n  poudriere exited 0 all the same: its exit status counts failed and skipped ports modulo 256 and never ignored ones\nhelp: ",
-                        1,
+                    message.push_str(
+                        "\n  poudriere exited 0 all the same: its exit status counts failed and skipped ports modulo 256 and never ignored ones",
                     );
                 }
-                Err(Failure::new(message).class(class).into())
+                Err(Failure::new(message).help(help).class(class).into())
             }
         }
     }
@@ -303,7 +303,8 @@ fn check_poudriere_conf(cx: &Cx, paths: &Paths, set: Option<&str>, steps: &mut P
                 return Ok(());
             }
             bail!(
-                "{conf} does not exist, so poudriere has no configuration\nhelp: provision the host first: cargo xtask setup"
+                failure!("{conf} does not exist, so poudriere has no configuration")
+                    .help("provision the host first: cargo xtask setup")
             );
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {conf}")),
@@ -315,8 +316,13 @@ fn check_poudriere_conf(cx: &Cx, paths: &Paths, set: Option<&str>, steps: &mut P
     };
     if data != paths.data {
         bail!(
-            "{conf} puts poudriere's results in {data}, but pipeline.toml's poudriere.data is {}; bulk would look for the build in the wrong place\nhelp: see what differs with `cargo xtask setup --check`; `cargo xtask setup --write` makes poudriere.conf follow pipeline.toml",
-            paths.data
+            failure!(
+                "{conf} puts poudriere's results in {data}, but pipeline.toml's poudriere.data is {}; bulk would look for the build in the wrong place",
+                paths.data
+            )
+            .help(
+                "see what differs with `cargo xtask setup --check`; `cargo xtask setup --write` makes poudriere.conf follow pipeline.toml"
+            )
         );
     }
     steps.check(format!("{conf} has POUDRIERE_DATA={data}"));
@@ -327,7 +333,8 @@ fn check_poudriere_conf(cx: &Cx, paths: &Paths, set: Option<&str>, steps: &mut P
                 steps.note(format!("{make_conf} does not exist yet: `cargo xtask setup` writes it"));
             } else {
                 bail!(
-                    "{make_conf} does not exist, so set `{set}` would build without its options\nhelp: write it with `cargo xtask setup`"
+                    failure!("{make_conf} does not exist, so set `{set}` would build without its options")
+                        .help("write it with `cargo xtask setup`")
                 );
             }
         }
@@ -377,13 +384,17 @@ fn timed_out(e: anyhow::Error, plan: &BulkPlan, cx: &Cx) -> anyhow::Error {
         _ => format!("build {} had written no status files yet", plan.build),
     };
     let cfg = &cx.config().bulk;
-    anyhow!(
-        "{}\n  {progress}\n  poudriere got SIGTERM and up to {}s to clean up its jails (then SIGKILL)\n  logs: {}\nhelp: raise bulk.timeout_secs (now {}) if the build needs longer, or see the end of poudriere's output below",
-        crate::ui::render_error(&e),
+    failure!(
+        "{}\n  {progress}\n  poudriere got SIGTERM and up to {}s to clean up its jails (then SIGKILL)\n  logs: {}",
+        crate::ui::render_message(&e),
         cfg.grace_secs,
-        plan.log_dir,
-        cfg.timeout_secs
+        plan.log_dir
     )
+    .help(format!(
+        "raise bulk.timeout_secs (now {}) if the build needs longer, or see the end of poudriere's output below",
+        cfg.timeout_secs
+    ))
+    .into()
 }
 
 /// What the status files say about the target.
@@ -392,10 +403,12 @@ pub enum Verdict {
         packages: Vec<BuiltPackage>,
         real: Utf8PathBuf,
     },
-    /// The message, and what kind of failure it is (infrastructure: poudriere itself).
+    /// What kind of failure it is (infrastructure: poudriere itself), the message, and
+    /// what to do about it.
     Failure {
         class: Class,
         message: String,
+        help: String,
     },
 }
 
@@ -403,37 +416,41 @@ pub enum Verdict {
 pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_lines: usize) -> Verdict {
     let origin = target.origin.as_str();
     let name = build.dir.file_name().unwrap_or("?");
-    let fail = |message: String| Verdict::Failure { class: Class::Product, message };
+    let fail = |message: String, help: &str| Verdict::Failure { class: Class::Product, message, help: help.to_owned() };
     match &build.ending {
         Ending::Done => {}
         Ending::Crashed(msg) => {
             return Verdict::Failure {
                 class: Class::Infrastructure,
                 message: format!(
-                    "poudriere build {name} crashed: {msg}\n  this is an infrastructure error, not a port failure (.poudriere.status: `{}`; {})\n  logs: {}\nhelp: check the host (disk space, the ZFS pool, the jail: poudriere jail -i -j JAIL); poudriere's own output is in the stage log; then rerun: cargo xtask bulk",
+                    "poudriere build {name} crashed: {msg}\n  this is an infrastructure error, not a port failure (.poudriere.status: `{}`; {})\n  logs: {}",
                     build.status,
                     build.counts(),
                     build.dir
                 ),
+                help: "check the host (disk space, the ZFS pool, the jail: poudriere jail -i -j JAIL); poudriere's own output is in the stage log; then rerun: cargo xtask bulk".into(),
             };
         }
         Ending::Unfinished(at) => {
             return Verdict::Failure {
                 class: Class::Infrastructure,
                 message: format!(
-                    "poudriere build {name} never finished: its status is still `{at}` ({})\n  poudriere died or was killed before it wrote `stopped:done:`: an infrastructure error, not a port failure\n  logs: {}\nhelp: look for leftover jails (`poudriere status`, `jls`) and poudriere's output in the stage log; then rerun: cargo xtask bulk",
+                    "poudriere build {name} never finished: its status is still `{at}` ({})\n  poudriere died or was killed before it wrote `stopped:done:`: an infrastructure error, not a port failure\n  logs: {}",
                     build.counts(),
                     build.dir
                 ),
+                help: "look for leftover jails (`poudriere status`, `jls`) and poudriere's output in the stage log; then rerun: cargo xtask bulk".into(),
             };
         }
         Ending::Unknown => {
             return Verdict::Failure {
                 class: Class::Infrastructure,
                 message: format!(
-                    "poudriere build {name} has no .poudriere.status in {}: it never got going (an infrastructure error)\nhelp: poudriere's own output is in the stage log; check the host with `cargo xtask setup --check`",
+                    "poudriere build {name} has no .poudriere.status in {}: it never got going (an infrastructure error)",
                     build.dir
                 ),
+                help: "poudriere's own output is in the stage log; check the host with `cargo xtask setup --check`"
+                    .into(),
             };
         }
     }
@@ -446,8 +463,7 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
             if f.errortype.is_empty() { String::new() } else { format!(" (error type: {})", f.errortype) },
         );
         message.push_str(&log_excerpt(build, &f.pkgname, log_lines));
-        message.push_str(&format!("\nhelp: {}", phase_help(&f.phase)));
-        return fail(message);
+        return fail(message, phase_help(&f.phase));
     }
     if let Some(s) = build.skipped_of(origin).next() {
         let mut message = format!("{origin} ({}) was skipped in poudriere build {name}: ", s.pkgname);
@@ -468,24 +484,27 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
                 None => message.push_str(&format!("its dependency {} could not be built", s.culprit)),
             },
         }
-        message.push_str(
-            "\nhelp: the dependency must build first: read its log; bulk.prebuilt = \"latest\" takes dependencies such as rust prebuilt from the FreeBSD package servers instead of building them",
+        return fail(
+            message,
+            "the dependency must build first: read its log; bulk.prebuilt = \"latest\" takes dependencies such as rust prebuilt from the FreeBSD package servers instead of building them",
         );
-        return fail(message);
     }
     if let Some(i) = build.ignored_of(origin).next() {
-        return fail(format!(
-            "poudriere ignored {origin} ({}) in build {name}: {}\n  nothing was built\nhelp: the port declares itself IGNORE, BROKEN or not for this jail's architecture or release: fix its Makefile in colibri",
-            i.pkgname, i.reason
-        ));
+        return fail(
+            format!("poudriere ignored {origin} ({}) in build {name}: {}\n  nothing was built", i.pkgname, i.reason),
+            "the port declares itself IGNORE, BROKEN or not for this jail's architecture or release: fix its Makefile in colibri",
+        );
     }
     let built: Vec<&status::Built> = build.built_of(origin).collect();
     if built.is_empty() {
-        return fail(format!(
-            "poudriere build {name} finished without {origin} in any of its lists (built, failed, skipped, ignored; {})\n  logs: {}\nhelp: check that `cargo xtask port` staged the port and that the overlay tree is registered for this repository's ports/ (`cargo xtask setup --check`)",
-            build.counts(),
-            build.dir
-        ));
+        return fail(
+            format!(
+                "poudriere build {name} finished without {origin} in any of its lists (built, failed, skipped, ignored; {})\n  logs: {}",
+                build.counts(),
+                build.dir
+            ),
+            "check that `cargo xtask port` staged the port and that the overlay tree is registered for this repository's ports/ (`cargo xtask setup --check`)",
+        );
     }
 
     // Built, says poudriere: the package must be in the repository it serves, at the
@@ -494,10 +513,13 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
     let real = match link_target(&latest) {
         Some(real) => real,
         None => {
-            return fail(format!(
-                "poudriere lists {} as built in build {name}, but {latest} is not a link to a repository: the build was not committed\nhelp: see poudriere's output in the stage log (pkgrepo and committing phases); rerun: cargo xtask bulk",
-                built[0].pkgname
-            ));
+            return fail(
+                format!(
+                    "poudriere lists {} as built in build {name}, but {latest} is not a link to a repository: the build was not committed",
+                    built[0].pkgname
+                ),
+                "see poudriere's output in the stage log (pkgrepo and committing phases); rerun: cargo xtask bulk",
+            );
         }
     };
     let mut packages_out = Vec::new();
@@ -506,17 +528,23 @@ pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_line
         if let (Some(want), Some(portname)) = (&target.version, &target.portname)
             && (!version_matches(&version, want) || status::name_of(&b.pkgname) != portname)
         {
-            return fail(format!(
-                "poudriere built {} for {origin}, but `port` staged {portname} {want}: this build did not use the port this run staged\nhelp: the overlay tree must be registered at this repository's ports/ (`cargo xtask setup --check`); then rerun: cargo xtask bulk",
-                b.pkgname
-            ));
+            return fail(
+                format!(
+                    "poudriere built {} for {origin}, but `port` staged {portname} {want}: this build did not use the port this run staged",
+                    b.pkgname
+                ),
+                "the overlay tree must be registered at this repository's ports/ (`cargo xtask setup --check`); then rerun: cargo xtask bulk",
+            );
         }
         let file = Utf8PathBuf::from(format!("All/{}.pkg", b.pkgname));
         if !real.join(&file).is_file() {
-            return fail(format!(
-                "poudriere lists {} as built in build {name}, but the repository has no {file} ({latest} -> {real})\nhelp: the package was not committed to the repository; see poudriere's output in the stage log; rerun: cargo xtask bulk",
-                b.pkgname
-            ));
+            return fail(
+                format!(
+                    "poudriere lists {} as built in build {name}, but the repository has no {file} ({latest} -> {real})",
+                    b.pkgname
+                ),
+                "the package was not committed to the repository; see poudriere's output in the stage log; rerun: cargo xtask bulk",
+            );
         }
         packages_out.push(BuiltPackage { origin: b.originspec.clone(), pkgname: b.pkgname.clone(), version, file });
     }
@@ -581,7 +609,8 @@ fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> Result<()> {
     let dir = crate::config::absolute(dir)?;
     let Some(build) = BuildStatus::read(&dir)? else {
         bail!(
-            "{dir} does not exist\nhelp: pass a build's log directory, POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME"
+            failure!("{dir} does not exist")
+                .help("pass a build's log directory, POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME")
         );
     };
     // POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME -> POUDRIERE_DATA/packages/MASTERNAME.
@@ -633,8 +662,8 @@ fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> Result<()> {
             }
             Ok(())
         }
-        Verdict::Failure { class, message } => {
-            ui.println(&message);
+        Verdict::Failure { class, message, help } => {
+            ui.println(&crate::ui::render_error(&Failure::new(message).help(help).into()));
             Err(Failure::reported(class).into())
         }
     }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Setup;
 use crate::config::{Loaded, Tool, TrustMode};
+use crate::failure::{self, Class, Failure};
 use crate::fingerprint::Fingerprint;
 use crate::fsx;
 use crate::poudriere::{self, Paths};
@@ -189,8 +190,9 @@ impl Stage for Setup {
                     msg.push_str(&format!("\n    {line}"));
                 }
             }
-            msg.push_str("\nhelp: fix the items above (each says how), then rerun `cargo xtask setup`; `cargo xtask setup --check` lists every item");
-            bail!("{msg}");
+            bail!(Failure::new(msg).help(
+                "fix the items above (each says how), then rerun `cargo xtask setup`; `cargo xtask setup --check` lists every item"
+            ));
         }
         let mut outputs = SetupOutputs { ok: Vec::new(), changed: Vec::new() };
         for item in &plan.items {
@@ -250,7 +252,7 @@ fn report_check(cx: &Cx, items: &[Item]) -> Result<SetupOutputs> {
         not_ok.len() - refused,
         refused
     ));
-    Err(crate::failure::Failure::reported(crate::failure::Class::Product).into())
+    Err(Failure::reported(Class::Product).into())
 }
 
 fn first_line(text: &str) -> &str {
@@ -520,7 +522,7 @@ fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
 
 /// Runs a read-only probe; a program that cannot run becomes a message.
 fn probe(cmd: &CmdLine, log: &Log) -> std::result::Result<crate::proc::Output, String> {
-    cmd.output(log).map_err(|e| first_line(&crate::ui::render_error(&e)).to_owned())
+    cmd.output(log).map_err(|e| first_line(&crate::ui::render_message(&e)).to_owned())
 }
 
 fn inspect_release(cfg: &crate::config::Config, log: &Log) -> Item {
@@ -649,9 +651,9 @@ fn inspect_signing(loaded: &Loaded, log: &Log) -> Result<Item> {
         ));
     }
     if let Err(e) = crate::secret::check_private_key(&key) {
-        let text = crate::ui::render_error(&e);
-        let (what, help) = text.split_once("\nhelp: ").unwrap_or((&text, "fix the key file"));
-        return Ok(Item::refuse(name, State::Differs(what.to_owned()), help.to_owned()));
+        let help = failure::help_lines(&e);
+        let help = if help.is_empty() { "fix the key file".to_owned() } else { help.join("\n") };
+        return Ok(Item::refuse(name, State::Differs(crate::ui::render_message(&e)), help));
     }
     if !pub_exists {
         return Ok(Item::fix(
