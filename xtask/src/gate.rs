@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Gate;
 use crate::config::Loaded;
+use crate::failure;
 use crate::failure::{Class, ResultExt};
 use crate::fingerprint::Fingerprint;
 use crate::settings;
@@ -296,7 +297,10 @@ impl Gate {
                 Ok(Some(image))
             }
             None => bail!(
-                "iso recorded no image (it has no image build command configured), so there is nothing to boot\nhelp: pass --image PATH, or set gate.image in pipeline.toml"
+                failure!(
+                    "iso recorded no image (it has no image build command configured), so there is nothing to boot"
+                )
+                .help("pass --image PATH, or set gate.image in pipeline.toml")
             ),
         }
     }
@@ -307,8 +311,11 @@ impl Gate {
         let mut steps = Plan::default();
         if !self.command.is_empty() && backend != Backend::Command {
             bail!(
-                "a console program after `--` needs the command backend (the backend is `{}`)\nhelp: add --backend command",
-                backend.as_str()
+                failure!(
+                    "a console program after `--` needs the command backend (the backend is `{}`)",
+                    backend.as_str()
+                )
+                .help("add --backend command")
             );
         }
         if self.pf_allow && backend != Backend::Bhyve {

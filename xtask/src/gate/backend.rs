@@ -11,6 +11,7 @@ use camino::Utf8PathBuf;
 use super::network::NetworkPlan;
 use super::{Backend, BhyveBoot, BhyveConfig, QemuConfig, QemuDrive};
 use crate::config::{Loaded, Tool, Tools};
+use crate::failure;
 use crate::proc::{CmdLine, Output, StreamOpts};
 use crate::run::Log;
 use crate::stage::{Cx, Plan};
@@ -71,11 +72,15 @@ impl Vm {
         let program = if command.is_empty() { cfg.command.program.clone() } else { command.to_vec() };
         if backend == Backend::Command && program.is_empty() {
             bail!(
-                "the command backend needs a console program\nhelp: cargo xtask gate --backend command -- PROGRAM ARGS..., or set gate.command.program"
+                failure!("the command backend needs a console program")
+                    .help("cargo xtask gate --backend command -- PROGRAM ARGS..., or set gate.command.program")
             );
         }
         if backend == Backend::Qemu && qemu.kernel.is_none() && qemu.initrd.is_some() {
-            bail!("gate.qemu.initrd is set without gate.qemu.kernel\nhelp: set both, or neither to boot the image");
+            bail!(
+                failure!("gate.qemu.initrd is set without gate.qemu.kernel")
+                    .help("set both, or neither to boot the image")
+            );
         }
         Ok(Vm {
             backend,
@@ -139,7 +144,7 @@ impl Vm {
             } else if cx.dry_run {
                 steps.note(format!("{what} {path} does not exist: the run would stop here ({help})"));
             } else {
-                bail!("{what} {path} does not exist\nhelp: {help}");
+                bail!(failure!("{what} {path} does not exist").help(help));
             }
         }
         for cmd in self.before() {
@@ -402,10 +407,10 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
             && digits.parse::<u64>().is_ok_and(|n| n > 0)
     };
     if !memory_ok {
-        return Err(loaded.error_at(
-            "gate.memory",
-            format!("`{}` is not a memory size\nhelp: a number with an optional unit: 2G, 512M", cfg.memory),
-        ));
+        return Err(loaded
+            .failure_at("gate.memory", format!("`{}` is not a memory size", cfg.memory))
+            .help("a number with an optional unit: 2G, 512M")
+            .into());
     }
     if cfg.cpus == 0 {
         return Err(loaded.error_at("gate.cpus", "the guest needs at least one CPU"));
@@ -414,25 +419,25 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
         && cfg.vm_name.len() <= 31
         && cfg.vm_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !name_ok {
-        return Err(loaded.error_at(
-            "gate.vm_name",
-            format!("`{}` is not a usable VM name\nhelp: up to 31 letters, digits, `-`, `_` and `.`", cfg.vm_name),
-        ));
+        return Err(loaded
+            .failure_at("gate.vm_name", format!("`{}` is not a usable VM name", cfg.vm_name))
+            .help("up to 31 letters, digits, `-`, `_` and `.`")
+            .into());
     }
     if cfg.timeout_secs == 0 {
         return Err(loaded.error_at("gate.timeout_secs", "the boot timeout is 0 seconds"));
     }
     if !["com1", "com2", "com3", "com4"].contains(&cfg.bhyve.console.as_str()) {
-        return Err(loaded.error_at(
-            "gate.bhyve.console",
-            format!("`{}` is not an LPC serial port\nhelp: com1, com2, com3 or com4", cfg.bhyve.console),
-        ));
+        return Err(loaded
+            .failure_at("gate.bhyve.console", format!("`{}` is not an LPC serial port", cfg.bhyve.console))
+            .help("com1, com2, com3 or com4")
+            .into());
     }
     if cfg.bhyve.device.is_empty() || cfg.bhyve.device.contains(',') {
-        return Err(loaded.error_at(
-            "gate.bhyve.device",
-            format!("`{}` is not a bhyve device\nhelp: ahci-cd, ahci-hd or virtio-blk", cfg.bhyve.device),
-        ));
+        return Err(loaded
+            .failure_at("gate.bhyve.device", format!("`{}` is not a bhyve device", cfg.bhyve.device))
+            .help("ahci-cd, ahci-hd or virtio-blk")
+            .into());
     }
     // `{name}` is a placeholder; pf's own lists (`{ tap0 bridge0 }`) are left alone.
     let placeholder = regex::Regex::new(r"\{([a-z_]+)\}").expect("a valid pattern");
@@ -445,7 +450,7 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
         }
     }
     if cfg.qemu.accel.is_empty() {
-        return Err(loaded.error_at("gate.qemu.accel", "the QEMU accelerator is empty\nhelp: tcg, or kvm"));
+        return Err(loaded.failure_at("gate.qemu.accel", "the QEMU accelerator is empty").help("tcg, or kvm").into());
     }
     Ok(())
 }

@@ -160,19 +160,16 @@ impl Checks {
     fn build(loaded: &Loaded, build: bool) -> Result<Option<Checks>> {
         let cfg = &loaded.config.gate;
         let bad_regex = |key: String, what: String, pattern: &str, e: String| {
-            loaded.error_at(
-                &key,
-                format!(
-                    "{what}: `{pattern}` is not a valid regular expression:\n{e}\nhelp: the syntax is Rust's regex crate (https://docs.rs/regex); escape `.`, `(`, `[` and friends with `\\\\` to match them literally"
-                ),
+            loaded.failure_at(&key, format!("{what}: `{pattern}` is not a valid regular expression:\n{e}")).help(
+                "the syntax is Rust's regex crate (https://docs.rs/regex); escape `.`, `(`, `[` and friends with `\\\\` to match them literally",
             )
         };
 
         if cfg.markers.is_empty() {
-            return Err(loaded.error_at(
-                "gate.markers",
-                "there are no required markers, so nothing would prove the image booted\nhelp: list at least the login prompt, e.g. markers = [{ text = \"login: \", within_secs = 300 }]",
-            ));
+            return Err(loaded
+                .failure_at("gate.markers", "there are no required markers, so nothing would prove the image booted")
+                .help("list at least the login prompt, e.g. markers = [{ text = \"login: \", within_secs = 300 }]")
+                .into());
         }
         let mut markers = Vec::new();
         for (i, m) in cfg.markers.iter().enumerate() {

@@ -7,6 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::backend::{short, teardown};
 use crate::config::{Tool, Tools};
+use crate::failure::Failure;
 use crate::proc::CmdLine;
 use crate::run::Log;
 use crate::stage::{Cx, Plan, Step};
@@ -112,7 +113,8 @@ impl NetworkPlan {
                 for p in net.close() {
                     message.push_str(&format!("\nand cleaning up failed too: {p}"));
                 }
-                bail!("{message}");
+                // The cause carries its help (a program that is missing) on.
+                bail!(Failure::new(message).caused_by(e));
             }
             net.done += 1;
         }

@@ -332,9 +332,9 @@ pub struct Attempt {
     pub verdict: Verdict,
     /// One sentence.
     pub reason: String,
-    /// What to do about it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub help: Option<String>,
+    /// What to do about it, a line each (result.json has them as one string, a line each).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "lines")]
+    pub help: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<Decision>,
     pub started_at: String,
@@ -375,8 +375,8 @@ pub struct GateResult<'a> {
     pub schema: u32,
     pub verdict: Verdict,
     pub reason: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub help: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty", serialize_with = "lines")]
+    pub help: &'a [String],
     pub backend: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<&'a Utf8Path>,
@@ -401,6 +401,11 @@ pub struct AttemptSummary<'a> {
     pub console: &'a Utf8Path,
 }
 
+/// Help lines as one JSON string, a line each.
+fn lines<S: serde::Serializer>(lines: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&lines.join("\n"))
+}
+
 /// Writes result.json and junit.xml for the attempts (the last one decides).
 pub fn write(
     dir: &Utf8Path,
@@ -413,7 +418,7 @@ pub fn write(
         schema: 1,
         verdict: last.verdict,
         reason: &last.reason,
-        help: last.help.as_deref(),
+        help: &last.help,
         backend,
         image,
         decided_by: last.decided_by.as_ref(),
@@ -563,7 +568,7 @@ fn failure_text(a: &Attempt) -> String {
     {
         t.push_str(&format!("\nconsole line {n}: {line}"));
     }
-    if let Some(help) = &a.help {
+    for help in &a.help {
         t.push_str(&format!("\n{help}"));
     }
     t

@@ -12,7 +12,7 @@ use super::backend::{Ending, Role, describe, teardown};
 use super::results::{self, Attempt, Clock, ConsoleFile, Decision, DecisionKind, MarkerResult, Verdict};
 use super::scan::{Found, Hit, Scanner};
 use super::{GateOutputs, GatePlan, shown};
-use crate::failure::Failure;
+use crate::failure::{self, Failure};
 use crate::proc::{self, Console, ConsoleEvent};
 use crate::stage::{Cx, StageName};
 
@@ -142,13 +142,9 @@ fn report(a: &Attempt, console: &Utf8Path, json: &Utf8Path, junit: &Utf8Path, re
     out
 }
 
-/// A failure of the boot (`report`'s text), with the attempt's help line.
+/// A failure of the boot (`report`'s text), with the attempt's help lines.
 fn boot_failure(message: String, a: &Attempt) -> Failure {
-    let f = Failure::new(message);
-    match &a.help {
-        Some(help) => f.help(help.clone()),
-        None => f,
-    }
+    a.help.iter().fold(Failure::new(message), |f, line| f.help(line.clone()))
 }
 
 /// Removes the results of an earlier gate in this run directory, so none is mistaken
@@ -167,7 +163,7 @@ fn clear_old_results(dir: &Utf8Path) {
 struct Outcome {
     verdict: Verdict,
     reason: String,
-    help: Option<String>,
+    help: Vec<String>,
     decision: Option<Decision>,
     decided_at: Instant,
 }
@@ -236,16 +232,21 @@ impl<'a> Watch<'a> {
         // A VM left behind by an earlier run would make bhyve fail; none is the usual case.
         for cmd in self.plan.vm.before() {
             if let Err(e) = teardown(&cmd, &self.cx.log) {
-                return self.infra(e.to_string(), "install it, or set its path in [tools] of pipeline.toml".into());
+                return self.infra_error(
+                    crate::ui::render_message(&e),
+                    &e,
+                    "install it, or set its path in [tools] of pipeline.toml",
+                );
             }
         }
         let outcome = match &self.plan.network {
             None => self.phases(None),
             Some(net) => match net.open(self.dir, &self.cx.log, self.cx.ui) {
                 Err(_) if proc::interrupted().is_some() => self.interrupted(proc::interrupted().unwrap_or(libc::SIGINT)),
-                Err(e) => self.infra(
-                    crate::ui::render_error(&e),
-                    format!(
+                Err(e) => self.infra_error(
+                    crate::ui::render_message(&e),
+                    &e,
+                    &format!(
                         "check that the bridge {} exists, and that pf is enabled with the anchor referenced by the main ruleset ([gate.bhyve])",
                         net.bridge()
                     ),
@@ -278,9 +279,10 @@ impl<'a> Watch<'a> {
                     if let Some(sig) = proc::interrupted() {
                         return self.interrupted(sig);
                     }
-                    return self.infra(
-                        format!("cannot start the console: {}", crate::ui::render_error(&e)),
-                        "check the program and its path in [tools] of pipeline.toml".into(),
+                    return self.infra_error(
+                        format!("cannot start the console: {}", crate::ui::render_message(&e)),
+                        &e,
+                        "check the program and its path in [tools] of pipeline.toml",
                     );
                 }
             };
@@ -591,23 +593,43 @@ impl<'a> Watch<'a> {
             Some(last),
             last.at,
         );
-        Outcome { verdict: Verdict::Pass, reason, help: None, decision: Some(decision), decided_at: Instant::now() }
+        Outcome {
+            verdict: Verdict::Pass,
+            reason,
+            help: Vec::new(),
+            decision: Some(decision),
+            decided_at: Instant::now(),
+        }
     }
 
     fn fail(&mut self, reason: String, help: String, decision: Decision) -> Outcome {
         Outcome {
             verdict: Verdict::Fail,
             reason,
-            help: Some(help),
+            help: vec![help],
             decision: Some(decision),
             decided_at: Instant::now(),
         }
     }
 
     fn infra(&mut self, reason: String, help: String) -> Outcome {
+        self.infra_lines(reason, vec![help])
+    }
+
+    /// An infrastructure error from an error: `reason` shows its messages; its own help
+    /// (about its cause, such as a program that is missing) comes before `help`.
+    fn infra_error(&mut self, reason: String, e: &anyhow::Error, help: &str) -> Outcome {
+        let mut lines = failure::help_lines(e);
+        if !lines.iter().any(|l| l == help) {
+            lines.push(help.to_owned());
+        }
+        self.infra_lines(reason, lines)
+    }
+
+    fn infra_lines(&mut self, reason: String, help: Vec<String>) -> Outcome {
         let now = Instant::now();
         let decision = self.decision(DecisionKind::Infrastructure, None, None, None, now);
-        Outcome { verdict: Verdict::Error, reason, help: Some(help), decision: Some(decision), decided_at: now }
+        Outcome { verdict: Verdict::Error, reason, help, decision: Some(decision), decided_at: now }
     }
 
     fn interrupted(&mut self, sig: i32) -> Outcome {
@@ -616,7 +638,7 @@ impl<'a> Watch<'a> {
         Outcome {
             verdict: Verdict::Interrupted,
             reason: format!("interrupted by {}", proc::signal_name(sig)),
-            help: None,
+            help: Vec::new(),
             decision: Some(decision),
             decided_at: now,
         }
