@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::bulk::BulkOutputs;
 use crate::cli::Sign;
 use crate::config::{Loaded, Tool, TrustMode};
+use crate::failure::ResultExt;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::pkgrepo::signer::{DigestSigner, KeySigner, Signed, parse_command_output, sign_archive};
 use crate::pkgrepo::trust::Trust;
@@ -203,9 +204,8 @@ impl Sign {
             return Ok((crate::config::absolute(repo)?, None));
         }
         if cx.has_output(StageName::Bulk) || !cx.dry_run {
-            let bulk: BulkOutputs = cx.output(StageName::Bulk).map_err(|e| {
-                anyhow::anyhow!("{e:#}\nhelp: or name a repository directory: cargo xtask sign --repo DIR")
-            })?;
+            let bulk: BulkOutputs =
+                cx.output(StageName::Bulk).help("or name a repository directory: cargo xtask sign --repo DIR")?;
             return Ok((bulk.repo, None));
         }
         let implied = implied_repo(cx.loaded);
