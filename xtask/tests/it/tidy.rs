@@ -125,3 +125,44 @@ fn the_workflow_runs_every_stage_in_pipeline_order() {
     }
     assert!(workflow.contains("run: .ci/run"), "a Linux job runs the tests");
 }
+
+/// The product's sources: the xtask and every crate but the tests' own helpers.
+fn product_sources() -> Vec<camino::Utf8PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("xtask/src"), &mut files);
+    if let Ok(crates) = repo_root().join("crates").read_dir_utf8() {
+        for krate in crates {
+            let krate = krate.unwrap();
+            if krate.file_name() != "test-support" && krate.path().join("src").is_dir() {
+                rust_files(&krate.path().join("src"), &mut files);
+            }
+        }
+    }
+    files
+}
+
+/// Clippy holds these (clippy.toml); this second guard names the file when someone
+/// silences it.
+#[test]
+fn only_proc_starts_processes_and_only_ui_opens_the_terminal() {
+    let proc_dir = repo_root().join("xtask/src/proc");
+    let ui = repo_root().join("xtask/src/ui.rs");
+    let files = product_sources();
+    assert!(files.iter().any(|f| f.starts_with(&proc_dir)), "no sources under {proc_dir}");
+    for f in files.iter().filter(|f| !f.starts_with(&proc_dir)) {
+        let text = fs::read_to_string(f).unwrap();
+        for needle in ["Command::new", "duct::cmd", "xshell::cmd", "Shell::cmd"] {
+            assert!(!text.contains(needle), "{f} contains `{needle}`: only xtask/src/proc/ starts processes");
+        }
+        if *f != ui {
+            let needle = "allow(clippy::disallowed_m";
+            assert!(!text.contains(needle), "{f} allows what clippy.toml disallows (`{needle}...`)");
+        }
+    }
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        for needle in ["allow(clippy::print_", "allow(clippy::dbg_macro"] {
+            assert!(!text.contains(needle), "{f} allows `{needle}`: only xtask/src/ui.rs writes to the terminal");
+        }
+    }
+}
