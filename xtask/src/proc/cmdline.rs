@@ -86,16 +86,16 @@ impl CmdLine {
     /// Why this command could not start, told by the kind of the spawn's error.
     pub(super) fn spawn_error(&self, e: io::Error) -> anyhow::Error {
         let program = &self.program;
-        match e.kind() {
-            // The kernel says ENOENT for a missing working directory too.
-            io::ErrorKind::NotFound if self.cwd.as_ref().is_some_and(|dir| !dir.is_dir()) => {
-                let dir = self.cwd.as_ref().map(|d| d.as_str()).unwrap_or_default();
+        // The kernel says ENOENT for a missing working directory too.
+        let missing_dir = self.cwd.as_ref().filter(|dir| !dir.is_dir());
+        match (e.kind(), missing_dir) {
+            (io::ErrorKind::NotFound, Some(dir)) => {
                 anyhow!("cannot run `{self}`: its working directory {dir} does not exist")
             }
-            io::ErrorKind::NotFound => anyhow!(
+            (io::ErrorKind::NotFound, None) => anyhow!(
                 "cannot run `{program}`: program not found\nhelp: install it, or set its path in [tools] of pipeline.toml"
             ),
-            io::ErrorKind::PermissionDenied => anyhow!(
+            (io::ErrorKind::PermissionDenied, _) => anyhow!(
                 "cannot run `{program}`: permission denied (not an executable file?)\nhelp: make it executable, or set its path in [tools] of pipeline.toml"
             ),
             _ => anyhow!("cannot run `{self}`: {e}"),
