@@ -5,6 +5,10 @@
 //!   cold: 200 crates from a local HTTP server answering each request after 20 ms,
 //!         against fetching them one after another (goal: at least 5x faster).
 
+// A benchmark may start processes and print: the product's boundaries (clippy.toml) are
+// not theirs.
+#![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
+
 #[path = "../tests/it/makesum/httpd.rs"]
 mod httpd;
 

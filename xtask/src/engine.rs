@@ -628,7 +628,7 @@ pub fn default_stage(name: StageName) -> Box<dyn AnyStage> {
 
 /// A subcommand's options parsed from an empty argument list.
 fn no_flags<T: clap::Args + clap::FromArgMatches>(name: StageName) -> T {
-    let command = T::augment_args(clap::Command::new(name.as_str()).no_binary_name(true));
+    let command = T::augment_args(clap::Command::default().name(name.as_str()).no_binary_name(true));
     let parsed = command.try_get_matches_from(std::iter::empty::<&str>()).and_then(|m| T::from_arg_matches(&m));
     // Every stage subcommand takes no required argument; a test parses each one.
     parsed.unwrap_or_else(|e| panic!("`cargo xtask {name}` with no flags does not parse: {e}"))

@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use terminal::{stderr, stdout};
+
+/// The terminal's two streams, opened nowhere else: clippy's `disallowed_methods`
+/// (clippy.toml) refuses `std::io::stdout` and `std::io::stderr` outside this module.
+#[allow(clippy::disallowed_methods)]
+mod terminal {
+    pub fn stdout() -> std::io::Stdout {
+        std::io::stdout()
+    }
+
+    pub fn stderr() -> std::io::Stderr {
+        std::io::stderr()
+    }
+}
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -37,7 +52,7 @@ impl Ui {
     /// Picks fancy or plain output from the environment.
     pub fn from_env(verbose: bool) -> Ui {
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-        let term = std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+        let term = stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
         let mode = if term && !ci { Mode::Fancy } else { Mode::Plain };
         let color = term && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Ui::new(mode, color, verbose)
@@ -87,7 +102,7 @@ impl Ui {
     /// Writes a line to stderr without tearing the bars.
     pub fn eprintln(&self, line: &str) {
         let write = || {
-            let mut err = std::io::stderr().lock();
+            let mut err = stderr().lock();
             let _ = writeln!(err, "{line}");
         };
         match self.mode {
@@ -100,7 +115,7 @@ impl Ui {
     /// generated text).
     pub fn println(&self, line: &str) {
         let write = || {
-            let mut out = std::io::stdout().lock();
+            let mut out = stdout().lock();
             let _ = writeln!(out, "{line}");
         };
         match self.mode {
@@ -111,7 +126,7 @@ impl Ui {
 
     /// Writes raw text to stdout (generated files such as Makefile.crates).
     pub fn print_raw(&self, text: &str) {
-        let mut out = std::io::stdout().lock();
+        let mut out = stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }

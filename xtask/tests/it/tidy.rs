@@ -147,16 +147,7 @@ const NOT_YET_CONVERTED: [&str; 8] = [
 #[test]
 fn errors_carry_help_as_data_not_as_text() {
     let root = repo_root();
-    let mut files = Vec::new();
-    rust_files(&root.join("xtask/src"), &mut files);
-    if let Ok(crates) = root.join("crates").read_dir_utf8() {
-        for krate in crates {
-            let src = krate.unwrap().path().join("src");
-            if src.is_dir() {
-                rust_files(&src, &mut files);
-            }
-        }
-    }
+    let files = product_sources();
     assert!(files.iter().any(|f| f.ends_with("engine.rs")), "no source files found under {root}");
     // `\n` then `help:` inside a string: help glued onto a message instead of `.help(...)`.
     let needle = ["\\n", "help:"].concat();
@@ -177,4 +168,45 @@ fn errors_carry_help_as_data_not_as_text() {
         "help written into error text (give it with failure!(...).help(...) or ResultExt::help; ui renders it):\n{}",
         glued.join("\n")
     );
+}
+
+/// The product's sources: the xtask and every crate but the tests' own helpers.
+fn product_sources() -> Vec<camino::Utf8PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("xtask/src"), &mut files);
+    if let Ok(crates) = repo_root().join("crates").read_dir_utf8() {
+        for krate in crates {
+            let krate = krate.unwrap();
+            if krate.file_name() != "test-support" && krate.path().join("src").is_dir() {
+                rust_files(&krate.path().join("src"), &mut files);
+            }
+        }
+    }
+    files
+}
+
+/// Clippy holds these (clippy.toml); this second guard names the file when someone
+/// silences it.
+#[test]
+fn only_proc_starts_processes_and_only_ui_opens_the_terminal() {
+    let proc_dir = repo_root().join("xtask/src/proc");
+    let ui = repo_root().join("xtask/src/ui.rs");
+    let files = product_sources();
+    assert!(files.iter().any(|f| f.starts_with(&proc_dir)), "no sources under {proc_dir}");
+    for f in files.iter().filter(|f| !f.starts_with(&proc_dir)) {
+        let text = fs::read_to_string(f).unwrap();
+        for needle in ["Command::new", "duct::cmd", "xshell::cmd", "Shell::cmd"] {
+            assert!(!text.contains(needle), "{f} contains `{needle}`: only xtask/src/proc/ starts processes");
+        }
+        if *f != ui {
+            let needle = "allow(clippy::disallowed_m";
+            assert!(!text.contains(needle), "{f} allows what clippy.toml disallows (`{needle}...`)");
+        }
+    }
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        for needle in ["allow(clippy::print_", "allow(clippy::dbg_macro"] {
+            assert!(!text.contains(needle), "{f} allows `{needle}`: only xtask/src/ui.rs writes to the terminal");
+        }
+    }
 }

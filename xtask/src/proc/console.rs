@@ -1,0 +1,302 @@
+//! Consoles: programs whose stdout is a raw byte stream (a serial console), read as fast
+//! as it comes, stopped with the group routine, their orphans reaped.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::cmdline::CmdLine;
+use super::group::{Group, KILL_WAIT, Sent, group_alive, reap_members};
+use super::signals::check_interrupted;
+use crate::run::Log;
+
+/// What a console program did, in the order it happened (see [`CmdLine::console`]).
+#[derive(Debug)]
+pub enum ConsoleEvent {
+    /// Bytes of its stdout, as one read returned them, and when they arrived.
+    Bytes { at: Instant, bytes: Vec<u8> },
+    /// A piece of its stderr: a diagnostic of the program, not console output.
+    Stderr(Vec<u8>),
+    /// Its stdout and stderr reached end of file: every process holding them has gone,
+    /// and everything they carried has been delivered.
+    Closed,
+    /// The program itself (the group leader) exited and has been reaped.
+    Exited(ExitStatus),
+}
+
+/// How a console program ended, as [`Console::stop`] reports it.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Its exit status, when it has been reaped.
+    pub status: Option<ExitStatus>,
+    /// Whether it was still running and had to be sent SIGTERM.
+    pub terminated: bool,
+    /// Whether SIGTERM was not enough and SIGKILL followed.
+    pub killed: bool,
+    /// Output that arrived while it was being stopped.
+    pub late: Vec<ConsoleEvent>,
+    /// When the program was gone (reaped, and its process group empty).
+    pub gone_at: Instant,
+}
+
+/// A running program whose stdout is a raw byte stream (a serial console). It runs in
+/// its own process group with a null stdin; a dedicated thread reads its stdout into a
+/// large pipe as fast as it comes (bhyve drops console bytes when the pipe is full),
+/// another reads its stderr, a third reaps it. Everything arrives as [`ConsoleEvent`]s.
+/// Dropping it stops the whole group.
+pub struct Console {
+    pid: u32,
+    events: Receiver<ConsoleEvent>,
+    group: Group,
+    status: Option<ExitStatus>,
+    closed: bool,
+    ended: bool,
+}
+
+/// Capacity of the console pipe where the kernel allows setting it (Linux).
+const CONSOLE_PIPE_BYTES: i32 = 1 << 20;
+
+/// Console events buffered between the reader threads and the consumer; a full queue
+/// makes the reader wait, never drop.
+const CONSOLE_QUEUE: usize = 1024;
+
+impl CmdLine {
+    /// Starts a program whose stdout is a console (see [`Console`]). `grace` is the time
+    /// between SIGTERM and SIGKILL when it is stopped.
+    pub fn console(&self, log: &Log, grace: Duration) -> Result<Console> {
+        check_interrupted()?;
+        log.line(&format!("$ {self}"));
+        let (mut out_r, out_w) = std::io::pipe().context("cannot create the console pipe")?;
+        let (mut err_r, err_w) = std::io::pipe().context("cannot create a pipe")?;
+        enlarge_pipe(&out_r);
+        let mut cmd = self.command()?;
+        cmd.stdout(out_w).stderr(err_w).process_group(0);
+        become_subreaper();
+        let spawned = cmd.spawn();
+        // The command holds our copies of the write ends: without dropping it, the
+        // console would never reach end of file.
+        drop(cmd);
+        let mut child = spawned.map_err(|e| self.spawn_error(e))?;
+        let pid = child.id();
+        let group = Group::register(pid as i32, grace);
+        let (tx, events) = std::sync::mpsc::sync_channel(CONSOLE_QUEUE);
+
+        // The last reader to reach end of file says so.
+        let open_streams = Arc::new(AtomicUsize::new(2));
+        let close = |tx: &SyncSender<ConsoleEvent>, open: &AtomicUsize| {
+            if open.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let _ = tx.send(ConsoleEvent::Closed);
+            }
+        };
+        let out_tx = tx.clone();
+        let out_open = open_streams.clone();
+        let spawn_thread = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f).map(|_| ())
+        };
+        spawn_thread(
+            "console-stdout",
+            Box::new(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match out_r.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let event = ConsoleEvent::Bytes { at: Instant::now(), bytes: buf[..n].to_vec() };
+                            if out_tx.send(event).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                close(&out_tx, &out_open);
+            }),
+        )
+        .context("cannot start the console reader")?;
+        let err_tx = tx.clone();
+        spawn_thread(
+            "console-stderr",
+            Box::new(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match err_r.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if err_tx.send(ConsoleEvent::Stderr(buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                close(&err_tx, &open_streams);
+            }),
+        )
+        .context("cannot start the console's stderr reader")?;
+        spawn_thread(
+            "console-wait",
+            Box::new(move || {
+                if let Ok(status) = child.wait() {
+                    let _ = tx.send(ConsoleEvent::Exited(status));
+                }
+            }),
+        )
+        .context("cannot start the console's waiter")?;
+        Ok(Console { pid, events, group, status: None, closed: false, ended: false })
+    }
+}
+
+/// Makes this process the reaper of its descendants' orphans (once), so a console's
+/// grandchildren that outlive their parent can still be reaped when the group is
+/// stopped. Where the system cannot, stopping waits for whoever reaps them.
+fn become_subreaper() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        #[cfg(target_os = "freebsd")]
+        // SAFETY: procctl on our own pid; PROC_REAP_ACQUIRE takes no data.
+        unsafe {
+            libc::procctl(libc::P_PID, libc::getpid() as libc::id_t, libc::PROC_REAP_ACQUIRE, std::ptr::null_mut());
+        }
+    });
+}
+
+#[cfg(target_os = "linux")]
+fn enlarge_pipe(pipe: &std::io::PipeReader) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a pipe descriptor we own; failure (a size above the system's
+    // limit) leaves the default size, which is still correct, only smaller.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, CONSOLE_PIPE_BYTES) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enlarge_pipe(_pipe: &std::io::PipeReader) {
+    // FreeBSD grows pipes on demand; the reader thread keeps them drained.
+}
+
+impl Console {
+    /// The program's process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The next event, waiting at most `timeout`; `None` when nothing came.
+    pub fn recv(&mut self, timeout: Duration) -> Option<ConsoleEvent> {
+        let event = self.events.recv_timeout(timeout).ok()?;
+        self.note(&event);
+        Some(event)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<ConsoleEvent> {
+        let event = self.events.try_recv().ok()?;
+        self.note(&event);
+        Some(event)
+    }
+
+    fn note(&mut self, event: &ConsoleEvent) {
+        match event {
+            ConsoleEvent::Exited(status) => self.status = Some(*status),
+            ConsoleEvent::Closed => self.closed = true,
+            _ => {}
+        }
+    }
+
+    /// The exit status, once the program has exited.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// Stops the program and everything in its group: SIGTERM, up to the grace period,
+    /// SIGKILL. Returns once the program is reaped and the group is empty.
+    pub fn stop(&mut self) -> Stopped {
+        let running = self.status.is_none();
+        let mut late = Vec::new();
+        let sent = self.end(&mut late);
+        let gone_at = Instant::now();
+        // Take what is still in the pipe, briefly: a process outside the group may hold it.
+        let until = Instant::now() + Duration::from_millis(200);
+        while !self.closed {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) => take(event, &mut self.status, &mut self.closed, &mut late),
+                Err(_) => break,
+            }
+        }
+        Stopped { status: self.status, terminated: running && sent.term, killed: running && sent.kill, late, gone_at }
+    }
+
+    /// Stops the group with the one routine; it is gone once the program is reaped and
+    /// the group is empty. Its orphans are our children (we are their subreaper): they
+    /// are reaped here, or they would linger as zombies that still count as members.
+    fn end(&mut self, late: &mut Vec<ConsoleEvent>) -> Sent {
+        self.ended = true;
+        let pgid = self.pid as i32;
+        let Console { group, events, status, closed, .. } = self;
+        let mut gone = |wait: Duration| {
+            if status.is_none() {
+                // Reap it here as soon as it is gone, rather than wait for the waiter
+                // thread to wake and pass the news on: on a busy machine each wakeup
+                // costs a tick.
+                let mut raw = 0;
+                // SAFETY: waitpid on our own child, without blocking.
+                if unsafe { libc::waitpid(pgid, &mut raw, libc::WNOHANG) } == pgid {
+                    *status = Some(ExitStatus::from_raw(raw));
+                }
+            }
+            if status.is_some() {
+                reap_members(pgid);
+                if !group_alive(pgid) {
+                    return true;
+                }
+            }
+            match events.recv_timeout(wait) {
+                Ok(event) => take(event, status, closed, late),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            }
+            false
+        };
+        let sent = group.stop(&mut gone);
+        // An empty group whose program we have not seen exit: the waiter thread reaped
+        // it, and its news is on the way.
+        let until = Instant::now() + KILL_WAIT;
+        while status.is_none() && !group_alive(pgid) {
+            match events.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(event) => take(event, status, closed, late),
+                Err(_) => break,
+            }
+        }
+        sent
+    }
+}
+
+/// Takes an event that came while the console was being stopped: its news into `status`
+/// and `closed`, its output into `late`.
+fn take(event: ConsoleEvent, status: &mut Option<ExitStatus>, closed: &mut bool, late: &mut Vec<ConsoleEvent>) {
+    match event {
+        ConsoleEvent::Exited(s) => *status = Some(s),
+        ConsoleEvent::Closed => *closed = true,
+        output => late.push(output),
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(&mut Vec::new());
+        }
+    }
+}

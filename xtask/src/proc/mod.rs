@@ -1,0 +1,31 @@
+//! The one place that runs external programs.
+//!
+//! - `cmdline`: [`CmdLine`], an argument vector (never a shell string), and the one way
+//!   it becomes a `std::process::Command`; short commands run to completion with their
+//!   output captured and logged ([`Output`]); a program that cannot start is told by the
+//!   `io::ErrorKind` of the spawn.
+//! - `group`: long commands (poudriere, bhyve, qemu) run through duct in their own
+//!   process group, their output streamed line by line to the stage log and the progress
+//!   display, with an optional timeout ([`StreamOpts`], [`TimedOut`]); teardown commands
+//!   that outlive a Ctrl-C ([`CmdLine::cleanup`]); and the one routine that stops a
+//!   process group: SIGTERM, a grace period, SIGKILL.
+//! - `console`: programs whose stdout is a raw byte stream, a serial console
+//!   ([`Console`], [`ConsoleEvent`]); their orphans are reaped (xtask is their subreaper).
+//! - `signals`: Ctrl-C, SIGTERM and SIGHUP are caught once for the whole program: every
+//!   running process group is stopped, and the engine records the stage as interrupted
+//!   (exit 130).
+//!
+//! Clippy holds the boundary (`clippy.toml`): creating a process anywhere else, or by
+//! another way here, fails the lint.
+
+mod cmdline;
+mod console;
+mod group;
+mod signals;
+
+pub use cmdline::{CmdLine, Output, find_program, quote, tail_lines};
+pub use console::{Console, ConsoleEvent, Stopped};
+pub use group::{StreamOpts, TimedOut};
+pub use signals::{
+    Interrupted, check_interrupted, install_signal_handlers, interrupted, signal_name, start_signal_thread,
+};
