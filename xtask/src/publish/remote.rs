@@ -1,0 +1,252 @@
+//! The remote target (`HOST:/path`): rsync with --link-dest into a hidden directory, a
+//! checksum comparison against the verified repository, a rename, and rsync's atomic
+//! symlink replacement for `latest`. Every command goes through ssh.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use anyhow::{Context, Result, bail};
+use camino::Utf8PathBuf;
+
+use super::check::Served;
+use super::client::{self, ClientFiles};
+use super::release::{Release, release_trust};
+use super::versions::{is_version, to_prune};
+use super::{PublishOutputs, Work};
+use crate::config::Tool;
+use crate::fsx;
+use crate::proc::CmdLine;
+use crate::sign::plural;
+use crate::stage::{Cx, Plan, StageName, Step};
+
+pub fn ssh(cx: &Cx, host: &str) -> CmdLine {
+    CmdLine::tool(&cx.config().tools, Tool::ssh).arg(host).arg("--")
+}
+
+pub fn rsync(cx: &Cx) -> CmdLine {
+    let tools = &cx.config().tools;
+    CmdLine::tool(tools, Tool::rsync).args(["-e", tools.get(Tool::ssh)])
+}
+
+/// Runs a short command, failing with its output.
+pub fn run(cx: &Cx, cmd: &CmdLine) -> Result<String> {
+    crate::proc::check_interrupted()?;
+    let out = cmd.output(&cx.log)?;
+    if !out.success() {
+        bail!("{}", cmd.failure(&out));
+    }
+    Ok(out.stdout_str())
+}
+
+/// The remote ABI directory's entries and what `latest` names (read-only).
+pub fn state(cx: &Cx, host: &str, dir: &str) -> Result<(Vec<String>, Option<String>)> {
+    let ls = ssh(cx, host).args(["ls", "-1a", &crate::proc::quote(dir)]);
+    let out = ls.output(&cx.log)?;
+    if !out.success() {
+        return Ok((Vec::new(), None));
+    }
+    let entries: Vec<String> = out.stdout_str().lines().map(str::to_owned).collect();
+    let link = ssh(cx, host).args(["readlink", &crate::proc::quote(&format!("{dir}/latest"))]);
+    let latest = link.output(&cx.log)?;
+    let latest = latest
+        .success()
+        .then(|| latest.stdout_str().trim().trim_end_matches('/').to_owned())
+        .filter(|v| is_version(v) && !v.contains('/'));
+    Ok((entries, latest))
+}
+
+fn commands(cx: &Cx, host: &str, root: &str, abi: &str, r: &Release) -> Result<RemoteCommands> {
+    let dir = format!("{root}/{abi}");
+    let stage = cx.stage_dir(StageName::Publish)?;
+    let list = stage.join("files-from.txt");
+    let partial = format!("{dir}/.{}.partial", r.version);
+    // Content decides, not modification times (-rlp --checksum, no -t): a package
+    // equal to the previous version's is hard-linked to it (--link-dest, given as an
+    // absolute path: rsync 3.2 mishandles a relative one into a new directory).
+    let mut copy = rsync(cx).args(["-rlp", "--checksum", "--files-from", list.as_str()]);
+    if let Some(prev) = &r.previous {
+        copy = copy.arg(format!("--link-dest={dir}/{prev}"));
+    }
+    let source = format!("{}/", r.sign.repo);
+    let copy = copy.arg(&source).arg(format!("{host}:{partial}/"));
+    let manifest = rsync(cx).args(["-a", r.manifest.as_str(), &format!("{host}:{partial}/manifest.json")]);
+    let compare = rsync(cx)
+        .args(["-rlp", "--checksum", "--dry-run", "--itemize-changes", "--files-from", list.as_str()])
+        .arg(&source)
+        .arg(format!("{host}:{partial}/"));
+    let mkdir = ssh(cx, host).args(["mkdir", "-p", &crate::proc::quote(&dir)]);
+    let rename =
+        ssh(cx, host).args(["mv", &crate::proc::quote(&partial), &crate::proc::quote(&format!("{dir}/{}", r.version))]);
+    let link_dir = stage.join("latest-link");
+    // rsync replaces a symlink by creating it under a temporary name and renaming it:
+    // the switch is atomic on the remote host too.
+    let switch = rsync(cx).args(["-l", link_dir.join("latest").as_str(), &format!("{host}:{dir}/")]);
+    Ok(RemoteCommands { list, link_dir, mkdir, copy, manifest, compare, rename, switch })
+}
+
+/// The commands of a remote publish.
+pub struct RemoteCommands {
+    list: Utf8PathBuf,
+    link_dir: Utf8PathBuf,
+    mkdir: CmdLine,
+    copy: CmdLine,
+    manifest: CmdLine,
+    compare: CmdLine,
+    rename: CmdLine,
+    switch: CmdLine,
+}
+
+/// The versions on the host a rollback may choose from, and the one `latest` names.
+pub fn rollback_choice(
+    cx: &Cx,
+    host: &str,
+    root: &str,
+    abi: &str,
+    steps: &mut Plan,
+) -> Result<(Vec<String>, Option<String>)> {
+    let dir = format!("{root}/{abi}");
+    steps.run(&ssh(cx, host).args(["ls", "-1a", &crate::proc::quote(&dir)]));
+    let (entries, latest) = state(cx, host, &dir)?;
+    let mut versions: Vec<String> = entries.into_iter().filter(|e| is_version(e)).collect();
+    versions.sort();
+    Ok((versions, latest))
+}
+
+pub fn plan_steps(cx: &Cx, host: &str, root: &str, abi: &str, work: &Work, steps: &mut Plan) -> Result<()> {
+    match work {
+        Work::Publish(r) => {
+            let c = commands(cx, host, root, abi, r)?;
+            steps
+                .push(Step::Write { path: c.list.clone(), what: format!("{} to copy", plural(r.files.len(), "file")) });
+            for cmd in [&c.mkdir, &c.copy, &c.manifest, &c.compare, &c.rename] {
+                steps.run(cmd);
+            }
+            steps.note("the comparison must list no file: the remote copy equals the verified repository");
+            client::plan_steps(cx, root, steps);
+            steps.run(&c.switch);
+            steps.note(format!("latest -> {}", r.version));
+        }
+        Work::Rollback { to, .. } => {
+            let stage = cx.stage_dir(StageName::Publish)?;
+            let switch =
+                rsync(cx).args(["-l", stage.join("latest-link/latest").as_str(), &format!("{host}:{root}/{abi}/")]);
+            steps.run(&switch);
+            steps.note(format!("latest -> {to}"));
+        }
+    }
+    Ok(())
+}
+
+fn latest_link(c: &RemoteCommands, version: &str) -> Result<()> {
+    let _ = fs::remove_dir_all(&c.link_dir);
+    fs::create_dir_all(&c.link_dir).with_context(|| format!("cannot create {}", c.link_dir))?;
+    std::os::unix::fs::symlink(version, c.link_dir.join("latest"))
+        .with_context(|| format!("cannot create {}", c.link_dir.join("latest")))
+}
+
+pub fn publish(
+    cx: &Cx,
+    host: &str,
+    root: &str,
+    abi: &str,
+    r: Release,
+    client: &ClientFiles,
+    outputs: &mut PublishOutputs,
+) -> Result<Served> {
+    let c = commands(cx, host, root, abi, &r)?;
+    let dir = format!("{root}/{abi}");
+    let list: String = r.files.iter().map(|f| format!("{}\n", f.rel)).collect();
+    fsx::write_atomic(&c.list, list.as_bytes())?;
+    run(cx, &c.mkdir)?;
+    let (entries, latest) = state(cx, host, &dir)?;
+    if latest != r.previous {
+        bail!(
+            "`latest` on {host}:{dir} changed while this publish was planned (now {})\nhelp: run `cargo xtask publish` again",
+            latest.as_deref().unwrap_or("nothing")
+        );
+    }
+    // Leftovers of interrupted publishes.
+    for e in entries.iter().filter(|e| e.starts_with('.') && e.ends_with(".partial")) {
+        run(cx, &ssh(cx, host).args(["rm", "-rf", &crate::proc::quote(&format!("{dir}/{e}"))]))?;
+    }
+    cx.say(format!(
+        "copying to {host}:{dir} (unchanged files linked against {})",
+        r.previous.as_deref().unwrap_or("nothing")
+    ));
+    run(cx, &c.copy)?;
+    run(cx, &c.manifest)?;
+    let differences = run(cx, &c.compare)?;
+    let changed: Vec<&str> =
+        differences.lines().filter(|l| l.starts_with(['<', '>', 'c', '*']) || l.starts_with("deleting")).collect();
+    if !changed.is_empty() {
+        bail!(
+            "the copy on {host} differs from the verified repository {}; nothing was switched:\n  {}",
+            r.sign.repo,
+            changed.join("\n  ")
+        );
+    }
+    run(cx, &c.rename)?;
+    let stage = cx.stage_dir(StageName::Publish)?;
+    let client_dir = stage.join("client");
+    let _ = fs::remove_dir_all(&client_dir);
+    client::write_files(cx, &client_dir, client)?;
+    run(cx, &rsync(cx).args(["-a", &format!("{client_dir}/"), &format!("{host}:{root}/")]))?;
+    latest_link(&c, &r.version)?;
+    run(cx, &c.switch)?;
+    cx.say(format!("latest -> {} on {host} (was {})", r.version, r.previous.as_deref().unwrap_or("nothing")));
+    let mut versions: Vec<String> = entries.into_iter().filter(|e| is_version(e)).collect();
+    versions.push(r.version.clone());
+    versions.sort();
+    for old in to_prune(&versions, cx.config().publish.keep, &r.version) {
+        run(cx, &ssh(cx, host).args(["rm", "-rf", &crate::proc::quote(&format!("{dir}/{old}"))]))?;
+        cx.say(format!("removed the old version {old}"));
+    }
+    outputs.version = r.version.clone();
+    outputs.previous = r.previous.clone();
+    outputs.copied = r.files.iter().filter(|f| f.rel.contains('/')).count();
+    let trust = release_trust(cx, Some(&r.sign))?;
+    let meta = fs::read(r.sign.repo.join("meta.conf")).context("cannot read meta.conf")?;
+    // What the previous publish recorded tells the old release apart.
+    let previous = r.previous.as_ref().and_then(|prev| {
+        let last = cx.run.run()?.state.record(StageName::Publish)?.last_success.as_ref()?;
+        let out: PublishOutputs = serde_json::from_value(last.outputs.clone()).ok()?;
+        (out.version == *prev && !out.data_sha256.is_empty()).then(|| (prev.clone(), out.data_sha256))
+    });
+    Ok(Served {
+        version: r.version.clone(),
+        catalogues: r.sign.catalogues.clone(),
+        previous,
+        meta,
+        fetch: r.sign.packages.first().cloned().into_iter().collect(),
+        trust,
+    })
+}
+
+pub fn rollback(
+    cx: &Cx,
+    host: &str,
+    root: &str,
+    abi: &str,
+    to: &str,
+    from: Option<&str>,
+    outputs: &mut PublishOutputs,
+) -> Result<Served> {
+    let stage = cx.stage_dir(StageName::Publish)?;
+    let link_dir = stage.join("latest-link");
+    let _ = fs::remove_dir_all(&link_dir);
+    fs::create_dir_all(&link_dir)?;
+    std::os::unix::fs::symlink(to, link_dir.join("latest"))?;
+    run(cx, &rsync(cx).args(["-l", link_dir.join("latest").as_str(), &format!("{host}:{root}/{abi}/")]))?;
+    cx.say(format!("rolled back on {host}: latest -> {to} (was {})", from.unwrap_or("nothing")));
+    outputs.version = to.to_owned();
+    outputs.previous = from.map(str::to_owned);
+    // The catalogues of a remote version are known only from what is served.
+    Ok(Served {
+        version: to.to_owned(),
+        catalogues: BTreeMap::new(),
+        previous: None,
+        meta: Vec::new(),
+        fetch: Vec::new(),
+        trust: release_trust(cx, None)?,
+    })
+}
