@@ -3,7 +3,7 @@
 //!
 //! Layout of the site (a local directory nginx serves, or `HOST:/path` over rsync+ssh):
 //! ```text
-//! TARGET/clawdie.conf                 client repo conf (from scripts-compat/clawdie-repo.conf.in)
+//! TARGET/clawdie.conf                 client repo conf (from publish/templates/repo.conf.in)
 //! TARGET/clawdie.pub                  the release public key
 //! TARGET/ABI/VERSION/                 one release: meta.conf, data.pkg, packagesite.pkg, All/, manifest.json
 //! TARGET/ABI/VERSION/.verified.json   what verifying it found (sizes, sums, file identities)
@@ -18,6 +18,7 @@ mod client;
 mod local;
 mod release;
 mod remote;
+mod template;
 mod verified;
 mod versions;
 
@@ -50,9 +51,10 @@ settings! {
         pub check: bool = true,
         /// Seconds allowed for each request of that check.
         pub check_timeout_secs: u64 = 30,
-        /// Template of the client repo conf (placeholders `__PKG_URL__`, `__PUBKEY_PATH__`),
-        /// relative to pipeline.toml.
-        pub repo_conf_template: Utf8PathBuf = "scripts-compat/clawdie-repo.conf.in".into(),
+        /// Template of the client repo conf, relative to pipeline.toml; empty: the built-in
+        /// one (xtask/src/publish/templates/repo.conf.in). It must hold each of `{{NAME}}`,
+        /// `{{PKG_URL}}`, `{{SIGNATURE_TYPE}}` and `{{TRUST_PATH}}`.
+        pub repo_conf_template: Utf8PathBuf = Utf8PathBuf::new(),
         /// Where clients install the public key (the repo conf's `pubkey`).
         pub client_pubkey: String = "/usr/share/keys/pkg/clawdie.pub".into(),
         /// Where clients keep the fingerprints directory (fingerprints mode; it holds `trusted/`).
@@ -189,7 +191,9 @@ impl Stage for Publish {
         let cfg = cx.config();
         let mut fp = Fingerprint::new();
         fp.json("repository", &cfg.repository).json("signing", &cfg.signing).json("rollback", &self.rollback);
-        fp.file("template", &cx.resolve(&cfg.publish.repo_conf_template))?;
+        let (_, repo_conf) = client::repo_conf_template(cx)?;
+        fp.str("repo conf template", &repo_conf)
+            .str("nginx templates", &[template::NGINX, template::NGINX_TLS].concat());
         // What `latest` serves is not an input (it is what publish changes): whether it
         // still names this stage's version is `outputs_intact`'s question.
         Ok(fp)

@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::nginx::{Nginx, get};
 use crate::repo_kit::*;
-use crate::support::{Project, Scratch, repo_root, scratch, standins};
+use crate::support::{Project, Scratch, scratch, standins};
 
 const ABI: &str = "FreeBSD:15:amd64";
 
@@ -20,10 +20,7 @@ const ABI: &str = "FreeBSD:15:amd64";
 fn project(site: &Utf8Path, url: &str, extra: &str) -> Project {
     signing_project(
         "pubkey",
-        &format!(
-            "url = \"{url}\"\n\n[publish]\ntarget = \"{site}\"\nrepo_conf_template = \"{}\"\ncheck_timeout_secs = 10\n{extra}\n",
-            repo_root().join("scripts-compat/clawdie-repo.conf.in")
-        ),
+        &format!("url = \"{url}\"\n\n[publish]\ntarget = \"{site}\"\ncheck_timeout_secs = 10\n{extra}\n"),
     )
 }
 
@@ -328,12 +325,7 @@ fn fingerprints_mode_publishes_the_trust_file_and_its_repo_conf() {
     let site = site("");
     let p = signing_project(
         "fingerprints",
-        &format!(
-            "url = \"{}\"\n\n[publish]\ntarget = \"{}\"\nrepo_conf_template = \"{}\"\n",
-            site.nginx.url(),
-            site.dir,
-            repo_root().join("scripts-compat/clawdie-repo.conf.in")
-        ),
+        &format!("url = \"{}\"\n\n[publish]\ntarget = \"{}\"\n", site.nginx.url(), site.dir),
     );
     sign_repo(&p, &copy_sample("production-fingerprints", &p.scratch.path.join("a")));
     p.run(&["publish"]).success();
@@ -382,7 +374,22 @@ fn the_nginx_server_block_is_valid_nginx() {
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
-    let prefix = s.path.join("nginx");
+    nginx_accepts(&s.path.join("nginx"), &block);
+
+    // Without TLS: one plain HTTP server, on the URL's port.
+    let config = fs::read_to_string(p.config_path()).unwrap();
+    p.write_raw_config(
+        &config.replace("https://pkg.example/", "http://pkg.example:8080/").replace(&format!("\"{cert}\""), "\"\""),
+    );
+    p.run(&["publish"]).success();
+    let text = fs::read_to_string(&block).unwrap();
+    assert!(text.contains("    listen 8080;\n    listen [::]:8080;\n    server_name pkg.example;\n"), "{text}");
+    assert!(!text.contains("ssl"), "{text}");
+    nginx_accepts(&s.path.join("nginx-plain"), &block);
+}
+
+/// `nginx -t` accepts `block` included in an http block.
+fn nginx_accepts(prefix: &Utf8Path, block: &Utf8Path) {
     fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = prefix.join("nginx.conf");
     fs::write(
@@ -441,4 +448,63 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     p.env.push(("SSH_STANDIN_FAIL".into(), "1".into()));
     p.run(&["publish"]).code_is(1).stderr_has("Connection refused");
     assert_eq!(latest(&remote), v1);
+}
+
+#[test]
+fn a_custom_repo_conf_template_is_filled_in_and_a_value_that_would_break_a_file_is_refused() {
+    let site = site("");
+    let template = site.dir.parent().unwrap().join("custom.conf.in");
+    fs::write(
+        &template,
+        "# {{NAME}}, our own words\n{{NAME}}: { url: \"{{PKG_URL}}\", signature_type: \"{{SIGNATURE_TYPE}}\", {{SIGNATURE_TYPE}}: \"{{TRUST_PATH}}\" }\n",
+    )
+    .unwrap();
+    let p = project(&site.dir, &site.nginx.url(), &format!("repo_conf_template = \"{template}\"\n"));
+    sign_repo(&p, &copy_sample("production-pubkey", &p.scratch.path.join("a")));
+    p.run(&["publish"]).success();
+    assert_eq!(
+        fs::read_to_string(site.dir.join("clawdie.conf")).unwrap(),
+        format!(
+            "# clawdie, our own words\nclawdie: {{ url: \"{}${{ABI}}/latest\", signature_type: \"pubkey\", pubkey: \"/usr/share/keys/pkg/clawdie.pub\" }}\n",
+            site.nginx.url()
+        )
+    );
+    let config = fs::read_to_string(p.config_path()).unwrap();
+
+    // A template in the old form is refused, saying what to write instead.
+    fs::write(&template, "clawdie: { url: \"__PKG_URL__\", pubkey: \"__PUBKEY_PATH__\" }\n").unwrap();
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has("has the old placeholders __PKG_URL__ and __PUBKEY_PATH__")
+        .stderr_has("help: write {{NAME}}, {{PKG_URL}}, {{SIGNATURE_TYPE}} and {{TRUST_PATH}}");
+    // A placeholder the code does not fill.
+    fs::write(
+        &template,
+        "{{NAME}}: { url: \"{{PKG_URL}}\", {{SIGNATURE_TYPE}}: \"{{TRUST_PATH}}\", x: \"{{MIRROR}}\" }\n",
+    )
+    .unwrap();
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has(&format!("{template}:1: {{{{MIRROR}}}} is not a placeholder of this file"));
+
+    // A certificate path with a space would end nginx's word early: refused, naming the
+    // setting and its line, before anything is written.
+    let before = fs::read(site.dir.join("clawdie.conf")).unwrap();
+    let v1 = latest(&site.dir);
+    p.write_raw_config(&format!(
+        "{}tls_certificate = \"/etc/ssl/pkg cert.pem\"\n",
+        config.replace(&format!("repo_conf_template = \"{template}\"\n"), "")
+    ));
+    sign_repo(&p, &copy_sample("validation-pubkey", &p.scratch.path.join("b")));
+    let line =
+        fs::read_to_string(p.config_path()).unwrap().lines().position(|l| l.starts_with("tls_certificate")).unwrap();
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has(&format!(
+            "pipeline.toml:{}:19: publish.tls_certificate \"/etc/ssl/pkg cert.pem\" cannot go into the nginx server block: it holds a space; nothing was written",
+            line + 1
+        ))
+        .stderr_has("help: use a value without whitespace");
+    assert_eq!(latest(&site.dir), v1);
+    assert_eq!(fs::read(site.dir.join("clawdie.conf")).unwrap(), before);
 }
