@@ -92,13 +92,12 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
 }
 
 /// What a dry run assumes sign will record when it has not run: the repository bulk
-/// recorded (or poudriere's, from the configuration) and the configured key.
+/// recorded (or poudriere's, under poudriere.data) and the configured key.
 fn placeholder_sign(cx: &Cx) -> Result<SignOutputs> {
     let repo = if cx.has_output(StageName::Bulk) {
         cx.output::<crate::bulk::BulkOutputs>(StageName::Bulk)?.repo
     } else {
-        let p = &cx.config().poudriere;
-        Utf8PathBuf::from(format!("/usr/local/poudriere/data/packages/{}-{}/.latest", p.jail, p.tree))
+        crate::sign::implied_repo(cx.loaded)
     };
     let signing = &cx.config().signing;
     Ok(SignOutputs {

@@ -321,6 +321,18 @@ fn dry_run_shows_the_copies_and_the_switch_and_changes_nothing() {
 }
 
 #[test]
+fn a_dry_run_before_sign_names_the_repository_under_poudriere_data() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "\n[poudriere]\ndata = \"relative/data\"\n");
+    let repo = p.config_path().parent().unwrap().join("relative/data/packages/clawdie-amd64-clawdie/.latest");
+    let run = p.run(&["publish", "--dry-run"]);
+    run.success()
+        .stdout_has("sign has not run in this run")
+        .stdout_has(&format!("copy    {repo}/data.pkg -> {}/.", abi_dir(&site.dir)));
+    assert!(!run.stdout().contains("/usr/local/poudriere/data"), "{}", run.stdout());
+}
+
+#[test]
 fn fingerprints_mode_publishes_the_trust_file_and_its_repo_conf() {
     let site = site("");
     let p = signing_project(
