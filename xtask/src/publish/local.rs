@@ -12,7 +12,7 @@ use super::check::Served;
 use super::client::{self, ClientFiles};
 use super::release::{FileAction, Release, mode_word, release_abi, release_trust};
 use super::verified::{INDEX, Index, verify_version};
-use super::versions::{local_latest, local_versions, record_served, rollback_candidates, to_prune};
+use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
 use crate::fingerprint::sha256_file;
 use crate::fsx;
@@ -301,8 +301,7 @@ pub fn plan_steps(cx: &Cx, root: &Utf8Path, abi: &str, work: &Work, steps: &mut 
             client::plan_steps(cx, root.as_str(), steps);
             steps.push(Step::Rename { from: dir.join(".latest.tmp.PID.N"), to: dir.join("latest") });
             steps.note(format!("latest -> {}", r.version));
-            let mut versions = local_versions(&dir);
-            versions.push(r.version.clone());
+            let versions = versions::among(local_versions(&dir).into_iter().chain([r.version.clone()]));
             for old in to_prune(&versions, cx.config().publish.keep, &r.version) {
                 steps.push(Step::Remove { path: dir.join(old) });
             }

@@ -11,7 +11,7 @@ use camino::Utf8PathBuf;
 use super::check::Served;
 use super::client::{self, ClientFiles};
 use super::release::{Release, release_trust};
-use super::versions::{is_version, to_prune};
+use super::versions::{self, is_version, to_prune};
 use super::{PublishOutputs, Work};
 use crate::config::Tool;
 use crate::fsx;
@@ -107,9 +107,7 @@ pub fn rollback_choice(
     let dir = format!("{root}/{abi}");
     steps.run(&ssh(cx, host).args(["ls", "-1a", &crate::proc::quote(&dir)]));
     let (entries, latest) = state(cx, host, &dir)?;
-    let mut versions: Vec<String> = entries.into_iter().filter(|e| is_version(e)).collect();
-    versions.sort();
-    Ok((versions, latest))
+    Ok((versions::among(entries), latest))
 }
 
 pub fn plan_steps(cx: &Cx, host: &str, root: &str, abi: &str, work: &Work, steps: &mut Plan) -> Result<()> {
@@ -194,10 +192,8 @@ pub fn publish(
     latest_link(&c, &r.version)?;
     run(cx, &c.switch)?;
     cx.say(format!("latest -> {} on {host} (was {})", r.version, r.previous.as_deref().unwrap_or("nothing")));
-    let mut versions: Vec<String> = entries.into_iter().filter(|e| is_version(e)).collect();
-    versions.push(r.version.clone());
-    versions.sort();
-    for old in to_prune(&versions, cx.config().publish.keep, &r.version) {
+    let kept = versions::among(entries.into_iter().chain([r.version.clone()]));
+    for old in to_prune(&kept, cx.config().publish.keep, &r.version) {
         run(cx, &ssh(cx, host).args(["rm", "-rf", &crate::proc::quote(&format!("{dir}/{old}"))]))?;
         cx.say(format!("removed the old version {old}"));
     }

@@ -11,15 +11,84 @@ use crate::fsx;
 /// A version name: the UTC time to the millisecond (names sort in publishing order),
 /// plus the start of the catalogue's digest.
 pub fn version_name(data_sha256: &str) -> String {
-    let now = crate::run::now_rfc3339();
-    // 2026-06-20T12:00:00.123Z -> 20260620T120000.123Z
-    let stamp: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
+    version_name_at(&crate::run::now_rfc3339(), data_sha256)
+}
+
+/// The version name for a time given in RFC 3339 (`2026-06-20T12:00:00.123Z` gives
+/// `20260620T120000.123Z-DIGEST`).
+fn version_name_at(rfc3339: &str, data_sha256: &str) -> String {
+    let stamp: String = rfc3339.chars().filter(|c| *c != '-' && *c != ':').collect();
     format!("{stamp}-{}", &data_sha256[..data_sha256.len().min(8)])
 }
 
 /// Whether a directory entry name is a version (not `latest`, not hidden).
 pub fn is_version(name: &str) -> bool {
     !name.starts_with('.') && name != "latest" && !name.is_empty()
+}
+
+/// Where a version name sorts. Ours (`DATE T TIME[.FRACTION] Z-DIGEST[-N]`) by their
+/// time, then digest, then the `-N` a taken name gets, as numbers: `-2` before `-10`, a
+/// longer year after a shorter one. Any other name (copied there by hand) after all of
+/// ours, by name: never taken for older than a release, so never pruned before one.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey<'a> {
+    Ours {
+        /// The date's digits without leading zeros, shorter first.
+        date: (usize, &'a str),
+        hms: &'a str,
+        /// The fraction of a second without trailing zeros (`5` is after `123`).
+        fraction: &'a str,
+        digest: &'a str,
+        suffix: u64,
+    },
+    Other(&'a str),
+}
+
+fn sort_key(name: &str) -> SortKey<'_> {
+    parse(name).unwrap_or(SortKey::Other(name))
+}
+
+fn parse(name: &str) -> Option<SortKey<'_>> {
+    let (stamp, rest) = name.split_once('-')?;
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let (digest, suffix) = match rest.split_once('-') {
+        Some((digest, n)) => (digest, n.parse::<u64>().ok().filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?),
+        None => (rest, 1),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let ok = date.len() >= 8
+        && digits(date)
+        && hms.len() == 6
+        && digits(hms)
+        && digits(fraction)
+        && !digest.is_empty()
+        && digest.bytes().all(|b| b.is_ascii_hexdigit());
+    let date = date.trim_start_matches('0');
+    ok.then_some(SortKey::Ours {
+        date: (date.len(), date),
+        hms,
+        fraction: fraction.trim_end_matches('0'),
+        digest,
+        suffix,
+    })
+}
+
+/// Compares two version names in publishing order.
+pub fn compare(a: &str, b: &str) -> std::cmp::Ordering {
+    sort_key(a).cmp(&sort_key(b)).then_with(|| a.cmp(b))
+}
+
+/// Sorts version names oldest first.
+pub fn sort(versions: &mut [String]) {
+    versions.sort_by(|a, b| compare(a, b));
+}
+
+/// The versions among the names of a directory's entries, oldest first.
+pub fn among(entries: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut versions: Vec<String> = entries.into_iter().filter(|e| is_version(e)).collect();
+    sort(&mut versions);
+    versions
 }
 
 /// The versions in a local ABI directory, oldest first.
@@ -30,7 +99,7 @@ pub fn local_versions(dir: &Utf8Path) -> Vec<String> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && is_version(e.file_name()))
         .map(|e| e.file_name().to_owned())
         .collect();
-    out.sort();
+    sort(&mut out);
     out
 }
 
@@ -70,6 +139,7 @@ pub fn rollback_candidates(dir: &Utf8Path) -> Vec<String> {
 }
 
 /// The version to roll back to: `wanted`, or the newest one older than `current`.
+/// `versions` are sorted oldest first.
 pub fn rollback_target(versions: &[String], current: Option<&str>, wanted: &str) -> Result<String> {
     if !wanted.is_empty() {
         if versions.iter().any(|v| v == wanted) {
@@ -80,7 +150,7 @@ pub fn rollback_target(versions: &[String], current: Option<&str>, wanted: &str)
             if versions.is_empty() { "none".into() } else { versions.join(", ") }
         );
     }
-    let older: Vec<&String> = versions.iter().filter(|v| current.is_none_or(|c| v.as_str() < c)).collect();
+    let older: Vec<&String> = versions.iter().filter(|v| current.is_none_or(|c| compare(v, c).is_lt())).collect();
     match older.last() {
         Some(v) => Ok((*v).clone()),
         None => bail!(
@@ -91,7 +161,8 @@ pub fn rollback_target(versions: &[String], current: Option<&str>, wanted: &str)
     }
 }
 
-/// Versions to remove so that `keep` remain, never `latest`'s.
+/// Versions to remove so that `keep` remain, never `latest`'s. `versions` are sorted
+/// oldest first.
 pub fn to_prune(versions: &[String], keep: usize, latest: &str) -> Vec<String> {
     let mut kept: Vec<&String> = versions.iter().rev().take(keep.max(1)).collect();
     if !kept.iter().any(|v| v.as_str() == latest) {
@@ -123,9 +194,68 @@ mod tests {
     }
 
     #[test]
-    fn version_names_sort_by_time() {
-        let v = version_name("3e37873f895788288a5c");
-        assert_eq!(v.len(), "20260620T120000.123Z-3e37873f".len(), "{v}");
-        assert!(v.ends_with("Z-3e37873f"));
+    fn version_names_are_the_time_and_the_digest() {
+        assert_eq!(
+            version_name_at("2026-06-20T12:00:00.123Z", "3e37873f895788288a5c"),
+            "20260620T120000.123Z-3e37873f"
+        );
+        assert_eq!(version_name_at("2026-06-20T12:00:00.123Z", "3e37"), "20260620T120000.123Z-3e37");
+    }
+
+    #[test]
+    fn versions_sort_by_time_then_by_the_number_a_taken_name_gets() {
+        let at = |t: &str| version_name_at(t, "3e37873f895788288a5c");
+        // A millisecond, a second, a year apart: the later name sorts after.
+        for (earlier, later) in [
+            ("2026-06-20T12:00:00.122Z", "2026-06-20T12:00:00.123Z"),
+            ("2026-06-20T12:00:00.999Z", "2026-06-20T12:00:01.000Z"),
+            ("2026-12-31T23:59:59.999Z", "2027-01-01T00:00:00.000Z"),
+        ] {
+            assert!(compare(&at(earlier), &at(later)).is_lt(), "{earlier} < {later}");
+            assert!(compare(&at(later), &at(earlier)).is_gt(), "{later} > {earlier}");
+        }
+        let base = at("2026-06-20T12:00:00.123Z");
+        assert!(compare(&base, &base).is_eq());
+        let mut names: Vec<String> = [
+            "manual-copy",
+            "20260620T120000.5Z-00000000",
+            "120000101T000000.000Z-aaaaaaaa",
+            &format!("{base}-10"),
+            &format!("{base}-2"),
+            "20260620T115959.999Z-ffffffff",
+            &base,
+            &format!("{base}-9"),
+        ]
+        .map(String::from)
+        .to_vec();
+        sort(&mut names);
+        assert_eq!(
+            names,
+            [
+                "20260620T115959.999Z-ffffffff",
+                "20260620T120000.123Z-3e37873f",
+                "20260620T120000.123Z-3e37873f-2",
+                "20260620T120000.123Z-3e37873f-9",
+                "20260620T120000.123Z-3e37873f-10",
+                // Half a second is after 123 milliseconds; a five-digit year after 2026.
+                "20260620T120000.5Z-00000000",
+                "120000101T000000.000Z-aaaaaaaa",
+                // Not a name publish makes: after all of them.
+                "manual-copy",
+            ]
+        );
+    }
+
+    #[test]
+    fn rollback_and_pruning_follow_that_order() {
+        let base = "20260620T120000.123Z-3e37873f";
+        let mut v: Vec<String> =
+            [format!("{base}-10"), format!("{base}-2"), base.to_owned(), format!("{base}-9")].to_vec();
+        sort(&mut v);
+        // The version before `-10` is `-9`, not the unsuffixed one.
+        assert_eq!(rollback_target(&v, Some(&format!("{base}-10")), "").unwrap(), format!("{base}-9"));
+        assert_eq!(rollback_target(&v, Some(&format!("{base}-2")), "").unwrap(), base);
+        // Keeping two keeps the newest two.
+        assert_eq!(to_prune(&v, 2, &format!("{base}-10")), [base.to_owned(), format!("{base}-2")]);
     }
 }
