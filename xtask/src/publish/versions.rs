@@ -28,8 +28,8 @@ pub fn is_version(name: &str) -> bool {
 
 /// Where a version name sorts. Ours (`DATE T TIME[.FRACTION] Z-DIGEST[-N]`) by their
 /// time, then digest, then the `-N` a taken name gets, as numbers: `-2` before `-10`, a
-/// longer year after a shorter one. Any other name (copied there by hand) after all of
-/// ours, by name: never taken for older than a release, so never pruned before one.
+/// longer year after a shorter one. Any other name (a directory copied there by hand)
+/// after all of ours, by name; pruning leaves those alone.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum SortKey<'a> {
     Ours {
@@ -161,14 +161,15 @@ pub fn rollback_target(versions: &[String], current: Option<&str>, wanted: &str)
     }
 }
 
-/// Versions to remove so that `keep` remain, never `latest`'s. `versions` are sorted
-/// oldest first.
+/// Versions to remove so that `keep` of publish's own remain, never `latest`'s and never
+/// a directory publish did not name. `versions` are sorted oldest first.
 pub fn to_prune(versions: &[String], keep: usize, latest: &str) -> Vec<String> {
-    let mut kept: Vec<&String> = versions.iter().rev().take(keep.max(1)).collect();
+    let ours: Vec<&String> = versions.iter().filter(|v| parse(v).is_some() || v.as_str() == latest).collect();
+    let mut kept: Vec<&String> = ours.iter().rev().take(keep.max(1)).copied().collect();
     if !kept.iter().any(|v| v.as_str() == latest) {
         kept.pop();
     }
-    versions.iter().filter(|v| v.as_str() != latest && !kept.contains(v)).cloned().collect()
+    ours.into_iter().filter(|v| v.as_str() != latest && !kept.contains(v)).cloned().collect()
 }
 
 #[cfg(test)]
@@ -177,11 +178,18 @@ mod tests {
 
     #[test]
     fn pruning_keeps_the_newest_and_latest() {
-        let v: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
-        assert_eq!(to_prune(&v, 2, "d"), ["a", "b"]);
-        assert_eq!(to_prune(&v, 2, "b"), ["a", "c"]);
-        assert_eq!(to_prune(&v, 1, "d"), ["a", "b", "c"]);
-        assert!(to_prune(&v, 9, "d").is_empty());
+        let [a, b, c, d] =
+            ["20260101", "20260102", "20260103", "20260104"].map(|day| format!("{day}T120000.000Z-3e37"));
+        let v = [a.clone(), b.clone(), c.clone(), d.clone()];
+        assert_eq!(to_prune(&v, 2, &d), [a.as_str(), &b]);
+        assert_eq!(to_prune(&v, 2, &b), [a.as_str(), &c]);
+        assert_eq!(to_prune(&v, 1, &d), [a.as_str(), &b, &c]);
+        assert!(to_prune(&v, 9, &d).is_empty());
+        // A directory publish did not name is never removed, nor counted.
+        let mut with_other = v.to_vec();
+        with_other.push("by-hand".into());
+        assert_eq!(to_prune(&with_other, 2, &d), [a.as_str(), &b]);
+        assert_eq!(to_prune(&with_other, 1, "by-hand"), [a.as_str(), &b, &c, &d]);
     }
 
     #[test]
