@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use camino::Utf8PathBuf;
 
 use super::check::Served;
@@ -14,8 +14,9 @@ use super::release::{Release, release_trust};
 use super::versions::{self, is_version, to_prune};
 use super::{PublishOutputs, Work};
 use crate::config::Tool;
+use crate::engine::ExitCode;
 use crate::fsx;
-use crate::proc::CmdLine;
+use crate::proc::{CmdLine, Output};
 use crate::sign::plural;
 use crate::stage::{Cx, Plan, StageName, Step};
 
@@ -28,26 +29,66 @@ pub fn rsync(cx: &Cx) -> CmdLine {
     CmdLine::tool(tools, Tool::rsync).args(["-e", tools.get(Tool::ssh)])
 }
 
-/// Runs a short command, failing with its output.
-pub fn run(cx: &Cx, cmd: &CmdLine) -> Result<String> {
+/// ssh's exit status for an error of its own, such as a host it cannot connect to
+/// (ssh(1), EXIT STATUS). rsync passes its remote shell's status on when it is higher
+/// than its own (rsync's cleanup.c, `_exit_cleanup`), so an rsync whose ssh could not
+/// connect exits 255 too.
+const SSH_ERROR: i32 = 255;
+
+/// Runs a command that reaches `host` (ssh, or rsync through ssh) and returns its
+/// stdout. A failure is the infrastructure's, not the release's: exit status 2.
+pub fn run(cx: &Cx, host: &str, cmd: &CmdLine) -> Result<String> {
     crate::proc::check_interrupted()?;
     let out = cmd.output(&cx.log)?;
     if !out.success() {
-        bail!("{}", cmd.failure(&out));
+        return Err(failed(cx, host, cmd, &out));
     }
     Ok(out.stdout_str())
 }
 
-/// The remote ABI directory's entries and what `latest` names (read-only).
+/// The error for a remote command that failed: it names the host and the command, and
+/// ends the program with exit status 2 (infrastructure).
+fn failed(cx: &Cx, host: &str, cmd: &CmdLine, out: &Output) -> anyhow::Error {
+    let error = if out.status == Some(SSH_ERROR) {
+        anyhow!(
+            "cannot reach {host}: {}\nhelp: check that `{} {host} true` works from this machine",
+            cmd.failure(out),
+            cx.config().tools.get(Tool::ssh)
+        )
+    } else {
+        anyhow!("a command on {host} failed: {}", cmd.failure(out))
+    };
+    ExitCode { code: 2, error }.into()
+}
+
+/// The remote ABI directory's entries and what `latest` names (read-only). A directory
+/// that is not there is an empty one (nothing published yet); a host that cannot be
+/// reached, or a directory that cannot be read, is an error.
 pub fn state(cx: &Cx, host: &str, dir: &str) -> Result<(Vec<String>, Option<String>)> {
+    crate::proc::check_interrupted()?;
     let ls = ssh(cx, host).args(["ls", "-1a", &crate::proc::quote(dir)]);
     let out = ls.output(&cx.log)?;
     if !out.success() {
-        return Ok((Vec::new(), None));
+        if out.status == Some(SSH_ERROR) {
+            return Err(failed(cx, host, &ls, &out));
+        }
+        // ls fails alike for a directory that is not there and one it cannot read;
+        // test(1) tells them apart: 1 for false, more than 1 for an error.
+        let exists = ssh(cx, host).args(["test", "-e", &crate::proc::quote(dir)]);
+        let test = exists.output(&cx.log)?;
+        return match test.status {
+            Some(1) => Ok((Vec::new(), None)),
+            Some(0) => Err(failed(cx, host, &ls, &out)),
+            _ => Err(failed(cx, host, &exists, &test)),
+        };
     }
     let entries: Vec<String> = out.stdout_str().lines().map(str::to_owned).collect();
     let link = ssh(cx, host).args(["readlink", &crate::proc::quote(&format!("{dir}/latest"))]);
     let latest = link.output(&cx.log)?;
+    if latest.status == Some(SSH_ERROR) {
+        return Err(failed(cx, host, &link, &latest));
+    }
+    // readlink fails when there is no `latest` (nothing switched to yet).
     let latest = latest
         .success()
         .then(|| latest.stdout_str().trim().trim_end_matches('/').to_owned())
@@ -155,7 +196,7 @@ pub fn publish(
     let dir = format!("{root}/{abi}");
     let list: String = r.files.iter().map(|f| format!("{}\n", f.rel)).collect();
     fsx::write_atomic(&c.list, list.as_bytes())?;
-    run(cx, &c.mkdir)?;
+    run(cx, host, &c.mkdir)?;
     let (entries, latest) = state(cx, host, &dir)?;
     if latest != r.previous {
         bail!(
@@ -165,15 +206,15 @@ pub fn publish(
     }
     // Leftovers of interrupted publishes.
     for e in entries.iter().filter(|e| e.starts_with('.') && e.ends_with(".partial")) {
-        run(cx, &ssh(cx, host).args(["rm", "-rf", &crate::proc::quote(&format!("{dir}/{e}"))]))?;
+        run(cx, host, &ssh(cx, host).args(["rm", "-rf", &crate::proc::quote(&format!("{dir}/{e}"))]))?;
     }
     cx.say(format!(
         "copying to {host}:{dir} (unchanged files linked against {})",
         r.previous.as_deref().unwrap_or("nothing")
     ));
-    run(cx, &c.copy)?;
-    run(cx, &c.manifest)?;
-    let differences = run(cx, &c.compare)?;
+    run(cx, host, &c.copy)?;
+    run(cx, host, &c.manifest)?;
+    let differences = run(cx, host, &c.compare)?;
     let changed: Vec<&str> =
         differences.lines().filter(|l| l.starts_with(['<', '>', 'c', '*']) || l.starts_with("deleting")).collect();
     if !changed.is_empty() {
@@ -183,18 +224,18 @@ pub fn publish(
             changed.join("\n  ")
         );
     }
-    run(cx, &c.rename)?;
+    run(cx, host, &c.rename)?;
     let stage = cx.stage_dir(StageName::Publish)?;
     let client_dir = stage.join("client");
     let _ = fs::remove_dir_all(&client_dir);
     client::write_files(cx, &client_dir, client)?;
-    run(cx, &rsync(cx).args(["-a", &format!("{client_dir}/"), &format!("{host}:{root}/")]))?;
+    run(cx, host, &rsync(cx).args(["-a", &format!("{client_dir}/"), &format!("{host}:{root}/")]))?;
     latest_link(&c, &r.version)?;
-    run(cx, &c.switch)?;
+    run(cx, host, &c.switch)?;
     cx.say(format!("latest -> {} on {host} (was {})", r.version, r.previous.as_deref().unwrap_or("nothing")));
     let kept = versions::among(entries.into_iter().chain([r.version.clone()]));
     for old in to_prune(&kept, cx.config().publish.keep, &r.version) {
-        run(cx, &ssh(cx, host).args(["rm", "-rf", &crate::proc::quote(&format!("{dir}/{old}"))]))?;
+        run(cx, host, &ssh(cx, host).args(["rm", "-rf", &crate::proc::quote(&format!("{dir}/{old}"))]))?;
         cx.say(format!("removed the old version {old}"));
     }
     outputs.version = r.version.clone();
@@ -232,7 +273,7 @@ pub fn rollback(
     let _ = fs::remove_dir_all(&link_dir);
     fs::create_dir_all(&link_dir)?;
     std::os::unix::fs::symlink(to, link_dir.join("latest"))?;
-    run(cx, &rsync(cx).args(["-l", link_dir.join("latest").as_str(), &format!("{host}:{root}/{abi}/")]))?;
+    run(cx, host, &rsync(cx).args(["-l", link_dir.join("latest").as_str(), &format!("{host}:{root}/{abi}/")]))?;
     cx.say(format!("rolled back on {host}: latest -> {to} (was {})", from.unwrap_or("nothing")));
     outputs.version = to.to_owned();
     outputs.previous = from.map(str::to_owned);

@@ -456,10 +456,42 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     p.run(&["publish", "--rollback"]).success();
     assert_eq!(latest(&remote), v1);
 
-    // An unreachable host fails with ssh's own words, and latest stays.
+    // An unreachable host is an infrastructure error (exit 2) naming the host and the
+    // command, in ssh's own words; never "nothing published yet". latest stays.
     p.env.push(("SSH_STANDIN_FAIL".into(), "1".into()));
-    p.run(&["publish"]).code_is(1).stderr_has("Connection refused");
+    let unreachable = |args: &[&str]| {
+        let run = p.run(args);
+        run.code_is(2)
+            .stderr_has(&format!("cannot reach mother-build: `{ssh} mother-build -- ls -1a {remote}/{ABI}`"))
+            .stderr_has("exited with status 255:\n")
+            .stderr_has("ssh: connect to host mother-build port 22: Connection refused")
+            .stderr_has(&format!("help: check that `{ssh} mother-build true` works from this machine"));
+        assert!(!run.stderr().contains("nothing"), "{}", run.stderr());
+    };
+    unreachable(&["publish"]);
+    unreachable(&["publish", "--rollback"]);
+    unreachable(&["publish", "--dry-run"]);
     assert_eq!(latest(&remote), v1);
+}
+
+#[test]
+fn the_ssh_stand_in_fails_as_ssh_does() {
+    let ssh = standins().join("publish/ssh");
+    let out = std::process::Command::new(&ssh)
+        .args(["-p", "22", "-o", "BatchMode=yes", "-4", "pkg.example", "--", "echo", "a", "b"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a b\n");
+    let out = std::process::Command::new(&ssh).args(["pkg.example", "--", "exit", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "the remote command's status");
+    let out = std::process::Command::new(&ssh)
+        .args(["pkg.example", "--", "true"])
+        .env("SSH_STANDIN_FAIL", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "ssh: connect to host pkg.example port 22: Connection refused\n");
 }
 
 #[test]
