@@ -28,6 +28,34 @@ pub struct Served {
     pub trust: Trust,
 }
 
+impl Served {
+    /// What the version directory `vdir` on this host holds, served as `version`: its
+    /// catalogues' digests and its meta.conf.
+    pub fn from_dir(
+        vdir: &Utf8Path,
+        version: &str,
+        previous: Option<(String, String)>,
+        fetch: Vec<PackageRecord>,
+        trust: Trust,
+    ) -> Result<Served> {
+        let mut catalogues = BTreeMap::new();
+        for archive in ["data.pkg", "packagesite.pkg"] {
+            catalogues.insert(archive.to_owned(), sha256_file(&vdir.join(archive))?);
+        }
+        let meta =
+            fs::read(vdir.join("meta.conf")).with_context(|| format!("cannot read {}", vdir.join("meta.conf")))?;
+        Ok(Served { version: version.to_owned(), catalogues, previous, meta, fetch, trust })
+    }
+}
+
+/// The package to fetch in the check of a version published earlier: the first of its
+/// release manifest, if it has one.
+pub fn first_package(vdir: &Utf8Path) -> Vec<PackageRecord> {
+    let manifest: Option<crate::sign::Manifest> =
+        fs::read(vdir.join("manifest.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    manifest.and_then(|m| m.packages.into_iter().next()).into_iter().collect()
+}
+
 fn agent(cx: &Cx) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(cx.config().publish.check_timeout_secs.max(1))))

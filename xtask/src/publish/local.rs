@@ -2,13 +2,12 @@
 //! unchanged packages, synced to disk, verified, renamed into place, and `latest`
 //! switched to it with one atomic rename.
 
-use std::collections::BTreeMap;
 use std::fs;
 
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::check::Served;
+use super::check::{self, Served};
 use super::client::{self, ClientFiles};
 use super::release::{FileAction, Release, mode_word, release_abi, release_trust};
 use super::verified::{INDEX, Index, verify_version};
@@ -90,6 +89,8 @@ fn sync_tree(dir: &Utf8Path) -> Result<()> {
     fsx::sync_dir(dir)
 }
 
+/// What `latest` serves after switching to `version`, and the data.pkg digest of the
+/// version before it, to tell the two apart.
 fn served_info(
     dir: &Utf8Path,
     version: &str,
@@ -97,16 +98,10 @@ fn served_info(
     fetch: Vec<PackageRecord>,
     trust: Trust,
 ) -> Result<Served> {
-    let vdir = dir.join(version);
-    let mut catalogues = BTreeMap::new();
-    for archive in ["data.pkg", "packagesite.pkg"] {
-        catalogues.insert(archive.to_owned(), sha256_file(&vdir.join(archive))?);
-    }
     let previous = previous
         .filter(|p| *p != version)
         .and_then(|p| sha256_file(&dir.join(p).join("data.pkg")).ok().map(|s| (p.to_owned(), s)));
-    let meta = fs::read(vdir.join("meta.conf")).with_context(|| format!("cannot read {}", vdir.join("meta.conf")))?;
-    Ok(Served { version: version.to_owned(), catalogues, previous, meta, fetch, trust })
+    Served::from_dir(&dir.join(version), version, previous, fetch, trust)
 }
 
 pub fn publish(
@@ -263,10 +258,7 @@ pub fn rollback(
     outputs.version = to.to_owned();
     outputs.local = Some(vdir.clone());
     outputs.previous = from.map(str::to_owned);
-    let manifest: Option<crate::sign::Manifest> =
-        fs::read(vdir.join("manifest.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let fetch = manifest.and_then(|m| m.packages.into_iter().next()).into_iter().collect();
-    served_info(&dir, to, from, fetch, trust)
+    served_info(&dir, to, from, check::first_package(&vdir), trust)
 }
 
 /// The versions a rollback may choose from in `dir`, and the one `latest` names.

@@ -2,15 +2,15 @@
 //! checksum comparison against the verified repository, a rename, and rsync's atomic
 //! symlink replacement for `latest`. Every command goes through ssh.
 
-use std::collections::BTreeMap;
 use std::fs;
 
 use anyhow::{Context, Result, anyhow, bail};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
-use super::check::Served;
+use super::check::{self, Served};
 use super::client::{self, ClientFiles};
 use super::release::{Release, release_trust};
+use super::verified::{Index, verify_version};
 use super::versions::{self, is_version, to_prune};
 use super::{PublishOutputs, Work};
 use crate::config::Tool;
@@ -166,6 +166,10 @@ pub fn plan_steps(cx: &Cx, host: &str, root: &str, abi: &str, work: &Work, steps
             steps.note(format!("latest -> {}", r.version));
         }
         Work::Rollback { to, .. } => {
+            check_remote_name(host, to)?;
+            let copy = RollbackCopy::dir(cx)?;
+            steps.run(&fetch_version(cx, host, root, abi, to, &copy));
+            steps.check(format!("{}: verify it, as sign does (the copy is removed after)", copy.join(to)));
             let stage = cx.stage_dir(StageName::Publish)?;
             let switch =
                 rsync(cx).args(["-l", stage.join("latest-link/latest").as_str(), &format!("{host}:{root}/{abi}/")]);
@@ -259,6 +263,43 @@ pub fn publish(
     })
 }
 
+/// A copy of a remote version on this host, verified before a rollback switches to it,
+/// and removed again whatever happens (a run directory never keeps a repository).
+struct RollbackCopy {
+    dir: Utf8PathBuf,
+}
+
+impl RollbackCopy {
+    fn dir(cx: &Cx) -> Result<Utf8PathBuf> {
+        Ok(cx.stage_dir(StageName::Publish)?.join("rollback"))
+    }
+}
+
+impl Drop for RollbackCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// rsync of version `to` on the host into `copy`: every regular file, compared by
+/// content. Symlinks are not copied, so a package that is one fails verification.
+fn fetch_version(cx: &Cx, host: &str, root: &str, abi: &str, to: &str, copy: &Utf8Path) -> CmdLine {
+    rsync(cx).args(["-r", "--checksum", "--delete", &format!("{host}:{root}/{abi}/{to}/"), &format!("{copy}/{to}/")])
+}
+
+/// A version name that can go into a remote command line as it is.
+fn check_remote_name(host: &str, to: &str) -> Result<()> {
+    if to.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b)) {
+        return Ok(());
+    }
+    bail!(
+        "cannot roll back to `{to}` on {host}: the name has characters a remote shell would interpret\nhelp: roll back to a version publish made"
+    )
+}
+
+/// Switches `latest` on the host back to `to`, once a copy of `to` fetched from the host
+/// verifies as sign verifies (signatures, every package's size and sum), as a local
+/// rollback does.
 pub fn rollback(
     cx: &Cx,
     host: &str,
@@ -268,8 +309,24 @@ pub fn rollback(
     from: Option<&str>,
     outputs: &mut PublishOutputs,
 ) -> Result<Served> {
-    let stage = cx.stage_dir(StageName::Publish)?;
-    let link_dir = stage.join("latest-link");
+    check_remote_name(host, to)?;
+    let copy = RollbackCopy { dir: RollbackCopy::dir(cx)? };
+    let _ = fs::remove_dir_all(&copy.dir);
+    fs::create_dir_all(&copy.dir).with_context(|| format!("cannot create {}", copy.dir))?;
+    cx.say(format!("fetching {to} from {host} to verify it"));
+    run(cx, host, &fetch_version(cx, host, root, abi, to, &copy.dir))?;
+    let vdir = copy.dir.join(to);
+    let trust = release_trust(cx, None)?;
+    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &Index::default(), &vdir).map_err(|e| {
+        anyhow!(
+            "cannot roll back to {to} on {host}: {e:#}\nnothing was switched; latest still serves {}",
+            from.unwrap_or("nothing")
+        )
+    })?;
+    let served = Served::from_dir(&vdir, to, None, check::first_package(&vdir), trust)?;
+    drop(copy);
+
+    let link_dir = cx.stage_dir(StageName::Publish)?.join("latest-link");
     let _ = fs::remove_dir_all(&link_dir);
     fs::create_dir_all(&link_dir)?;
     std::os::unix::fs::symlink(to, link_dir.join("latest"))?;
@@ -277,13 +334,5 @@ pub fn rollback(
     cx.say(format!("rolled back on {host}: latest -> {to} (was {})", from.unwrap_or("nothing")));
     outputs.version = to.to_owned();
     outputs.previous = from.map(str::to_owned);
-    // The catalogues of a remote version are known only from what is served.
-    Ok(Served {
-        version: to.to_owned(),
-        catalogues: BTreeMap::new(),
-        previous: None,
-        meta: Vec::new(),
-        fetch: Vec::new(),
-        trust: release_trust(cx, None)?,
-    })
+    Ok(served)
 }

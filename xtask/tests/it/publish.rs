@@ -126,6 +126,18 @@ fn publishes_through_nginx_and_switches_latest() {
     p.run(&["publish", "--rollback"]).code_is(1).stderr_has("no version older than");
     p.run(&["publish", "--rollback", &v2]).success();
     assert_eq!(latest(&site.dir), v2);
+    // A version that no longer verifies is never switched to.
+    let damaged = abi_dir(&site.dir).join(&v1).join("All/colibri-0.9.0.pkg");
+    let good = fs::read(&damaged).unwrap();
+    let mut bytes = good.clone();
+    bytes[10] ^= 1;
+    fs::write(&damaged, &bytes).unwrap();
+    p.run(&["publish", "--rollback", &v1])
+        .code_is(1)
+        .stderr_has(&format!("cannot roll back to {v1}: "))
+        .stderr_has("All/colibri-0.9.0.pkg: does not match");
+    assert_eq!(latest(&site.dir), v2);
+    fs::write(&damaged, &good).unwrap();
     p.run(&["publish", "--rollback", "no-such"]).code_is(1).stderr_has(&format!("the versions kept are: {v1}, {v2}"));
 }
 
@@ -453,8 +465,35 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     let ino = |v: &str| fs::metadata(abi_dir(&remote).join(v).join("All/pkg003-1.0.pkg")).unwrap().ino();
     assert_eq!(ino(&v1), ino(&v2), "rsync --link-dest linked the unchanged package");
     p.run(&["sign", "--verify-only", "--repo", abi_dir(&remote).join("latest").as_str()]).success();
-    p.run(&["publish", "--rollback"]).success();
+
+    // A rollback verifies the version it switches to, from a copy fetched from the host,
+    // as a local rollback verifies its own: a damaged package is refused, latest stays.
+    let damaged = abi_dir(&remote).join(&v1).join("All/pkg000-1.0.pkg");
+    let good = fs::read(&damaged).unwrap();
+    let mut bytes = good.clone();
+    bytes[10] ^= 1;
+    fs::write(&damaged, &bytes).unwrap();
+    p.run(&["publish", "--rollback", "--dry-run"])
+        .success()
+        .stdout_has(&format!("rsync -e {ssh} -r --checksum --delete mother-build:{}/{v1}/ ", abi_dir(&remote)))
+        .stdout_has(&format!("/publish/rollback/{v1}: verify it, as sign does"));
+    p.run(&["publish", "--rollback"])
+        .code_is(1)
+        .stderr_has(&format!("cannot roll back to {v1} on mother-build: "))
+        .stderr_has("All/pkg000-1.0.pkg: does not match")
+        .stderr_has(&format!("nothing was switched; latest still serves {v2}"));
+    assert_eq!(latest(&remote), v2);
+    fs::write(&damaged, &good).unwrap();
+    p.run(&["publish", "--rollback"])
+        .success()
+        .stderr_has(&format!("rolled back on mother-build: latest -> {v1} (was {v2})"))
+        .stderr_has(&format!("serves {v1}: data.pkg, packagesite.pkg and meta.conf verify, and All/"));
     assert_eq!(latest(&remote), v1);
+    let copies = p.state_dir().join("runs");
+    assert!(
+        !fs::read_dir(&copies).unwrap().any(|run| run.unwrap().path().join("publish/rollback").exists()),
+        "the verified copy is removed after the rollback"
+    );
 
     // An unreachable host is an infrastructure error (exit 2) naming the host and the
     // command, in ssh's own words; never "nothing published yet". latest stays.
