@@ -119,6 +119,9 @@ impl Target {
         }
         match text.split_once(':') {
             Some((host, path)) if !host.is_empty() && !host.contains('/') => {
+                if host.starts_with('-') {
+                    return Err(bad("names a host that ssh and rsync would take for an option"));
+                }
                 if !path.starts_with('/') {
                     return Err(bad("names a remote path that is not absolute (HOST:/path)"));
                 }

@@ -514,6 +514,20 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
 }
 
 #[test]
+fn a_remote_target_whose_host_looks_like_an_option_is_refused() {
+    let s = scratch();
+    let p = project(&s.path.join("site"), "http://127.0.0.1:9/", "");
+    p.write_raw_config(
+        &fs::read_to_string(p.config_path())
+            .unwrap()
+            .replace(&format!("target = \"{}\"", s.path.join("site")), "target = \"-oProxyCommand=touch x:/srv/site\""),
+    );
+    p.run(&["publish", "--dry-run"])
+        .code_is(2)
+        .stderr_has("`-oProxyCommand=touch x:/srv/site` names a host that ssh and rsync would take for an option");
+}
+
+#[test]
 fn the_ssh_stand_in_fails_as_ssh_does() {
     let ssh = standins().join("publish/ssh");
     let out = std::process::Command::new(&ssh)
