@@ -1,6 +1,7 @@
 //! The remote target (`HOST:/path`): rsync with --link-dest into a hidden directory, a
 //! checksum comparison against the verified repository, a rename, and rsync's atomic
-//! symlink replacement for `latest`. Every command goes through ssh.
+//! symlink replacement for `latest`. Every command goes through ssh; what publish relies
+//! on in ssh, rsync and test(1): docs/reference/publish-tools.md.
 
 use std::fs;
 

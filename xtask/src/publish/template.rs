@@ -3,6 +3,7 @@
 //! values. Every placeholder of the template must have a value and every value its
 //! placeholder, and a value that would break the syntax of the place it lands in is
 //! refused, naming the setting it came from: a bad setting never yields a broken file.
+//! The syntax facts: docs/reference/publish-tools.md.
 
 use std::fmt;
 
