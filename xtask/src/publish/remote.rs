@@ -119,15 +119,29 @@ fn commands(cx: &Cx, host: &str, root: &str, abi: &str, r: &Release) -> Result<R
     let mkdir = ssh(cx, host).args(["mkdir", "-p", &crate::proc::quote(&dir)]);
     let rename =
         ssh(cx, host).args(["mv", &crate::proc::quote(&partial), &crate::proc::quote(&format!("{dir}/{}", r.version))]);
-    let link_dir = stage.join("latest-link");
-    // rsync replaces a symlink by creating it under a temporary name and renaming it:
-    // the switch is atomic on the remote host too.
-    let switch = rsync(cx).args(["-l", link_dir.join("latest").as_str(), &format!("{host}:{dir}/")]);
+    let (link_dir, switch) = switch(cx, host, &dir)?;
     Ok(RemoteCommands { list, link_dir, mkdir, copy, manifest, compare, rename, switch })
 }
 
+/// The command that switches `latest` in the host's ABI directory `dir` to the symlink
+/// made in the returned directory. rsync replaces a symlink by creating it under a
+/// temporary name and renaming it: the switch is atomic on the remote host too.
+fn switch(cx: &Cx, host: &str, dir: &str) -> Result<(Utf8PathBuf, CmdLine)> {
+    let link_dir = cx.stage_dir(StageName::Publish)?.join("latest-link");
+    let cmd = rsync(cx).args(["-l", link_dir.join("latest").as_str(), &format!("{host}:{dir}/")]);
+    Ok((link_dir, cmd))
+}
+
+/// Makes the symlink `latest -> version` that the switch copies to the host.
+fn latest_link(link_dir: &Utf8Path, version: &str) -> Result<()> {
+    let _ = fs::remove_dir_all(link_dir);
+    fs::create_dir_all(link_dir).with_context(|| format!("cannot create {link_dir}"))?;
+    std::os::unix::fs::symlink(version, link_dir.join("latest"))
+        .with_context(|| format!("cannot create {}", link_dir.join("latest")))
+}
+
 /// The commands of a remote publish.
-pub struct RemoteCommands {
+struct RemoteCommands {
     list: Utf8PathBuf,
     link_dir: Utf8PathBuf,
     mkdir: CmdLine,
@@ -171,21 +185,11 @@ pub fn plan_steps(cx: &Cx, host: &str, root: &str, abi: &str, work: &Work, steps
             let copy = RollbackCopy::dir(cx)?;
             steps.run(&fetch_version(cx, host, root, abi, to, &copy));
             steps.check(format!("{}: verify it, as sign does (the copy is removed after)", copy.join(to)));
-            let stage = cx.stage_dir(StageName::Publish)?;
-            let switch =
-                rsync(cx).args(["-l", stage.join("latest-link/latest").as_str(), &format!("{host}:{root}/{abi}/")]);
-            steps.run(&switch);
+            steps.run(&switch(cx, host, &format!("{root}/{abi}"))?.1);
             steps.note(format!("latest -> {to}"));
         }
     }
     Ok(())
-}
-
-fn latest_link(c: &RemoteCommands, version: &str) -> Result<()> {
-    let _ = fs::remove_dir_all(&c.link_dir);
-    fs::create_dir_all(&c.link_dir).with_context(|| format!("cannot create {}", c.link_dir))?;
-    std::os::unix::fs::symlink(version, c.link_dir.join("latest"))
-        .with_context(|| format!("cannot create {}", c.link_dir.join("latest")))
 }
 
 pub fn publish(
@@ -235,7 +239,7 @@ pub fn publish(
     let _ = fs::remove_dir_all(&client_dir);
     client::write_files(cx, &client_dir, client)?;
     run(cx, host, &rsync(cx).args(["-a", &format!("{client_dir}/"), &format!("{host}:{root}/")]))?;
-    latest_link(&c, &r.version)?;
+    latest_link(&c.link_dir, &r.version)?;
     run(cx, host, &c.switch)?;
     cx.say(format!("latest -> {} on {host} (was {})", r.version, r.previous.as_deref().unwrap_or("nothing")));
     let kept = versions::among(entries.into_iter().chain([r.version.clone()]));
@@ -327,11 +331,9 @@ pub fn rollback(
     let served = Served::from_dir(&vdir, to, None, check::first_package(&vdir), trust)?;
     drop(copy);
 
-    let link_dir = cx.stage_dir(StageName::Publish)?.join("latest-link");
-    let _ = fs::remove_dir_all(&link_dir);
-    fs::create_dir_all(&link_dir)?;
-    std::os::unix::fs::symlink(to, link_dir.join("latest"))?;
-    run(cx, host, &rsync(cx).args(["-l", link_dir.join("latest").as_str(), &format!("{host}:{root}/{abi}/")]))?;
+    let (link_dir, switch) = switch(cx, host, &format!("{root}/{abi}"))?;
+    latest_link(&link_dir, to)?;
+    run(cx, host, &switch)?;
     cx.say(format!("rolled back on {host}: latest -> {to} (was {})", from.unwrap_or("nothing")));
     outputs.version = to.to_owned();
     outputs.previous = from.map(str::to_owned);
