@@ -29,13 +29,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let p = signing_project(
-        "pubkey",
-        &format!(
-            "\n[publish]\ncheck = false\nkeep = 3\nrepo_conf_template = \"{}\"\n",
-            support::repo_root().join("scripts-compat/clawdie-repo.conf.in")
-        ),
-    );
+    let p = signing_project("pubkey", "\n[publish]\ncheck = false\nkeep = 3\n");
     let a = p.scratch.path.join("a");
     let b = p.scratch.path.join("b");
     make_repo(&a, &synthetic(PACKAGES, SIZE, 1, |_| false));

@@ -178,10 +178,10 @@ impl StagePlan for SignPlan {
 }
 
 /// The default repository when bulk has not run: poudriere's layout for the configured
-/// jail and tree.
-fn implied_repo(loaded: &Loaded) -> Utf8PathBuf {
+/// jail and tree, under poudriere.data (`POUDRIERE_DATA/packages/JAIL-TREE/.latest`).
+pub fn implied_repo(loaded: &Loaded) -> Utf8PathBuf {
     let p = &loaded.config.poudriere;
-    Utf8PathBuf::from(format!("/usr/local/poudriere/data/packages/{}-{}/.latest", p.jail, p.tree))
+    crate::poudriere::Paths::new(loaded).packages(&crate::poudriere::mastername(&p.jail, &p.tree, None)).join(".latest")
 }
 
 /// The trust anchors and the key the release is signed with.

@@ -8,7 +8,7 @@ use camino::Utf8PathBuf;
 
 use crate::nginx::Nginx;
 use crate::repo_kit::*;
-use crate::support::{Project, repo_root, standins, write_script};
+use crate::support::{Project, standins, write_script};
 
 fn pkg_standin() -> Utf8PathBuf {
     standins().join("iso/pkg")
@@ -134,13 +134,7 @@ fn installs_from_the_published_url_and_reports_a_refused_catalogue() {
     let site = s.path.join("site");
     fs::create_dir_all(&site).unwrap();
     let nginx = Nginx::serve(&site, &s.path.join("nginx"), "");
-    let p = project(
-        "pubkey",
-        &format!(
-            "\n[publish]\ntarget = \"{site}\"\nrepo_conf_template = \"{}\"\n",
-            repo_root().join("scripts-compat/clawdie-repo.conf.in")
-        ),
-    );
+    let p = project("pubkey", &format!("\n[publish]\ntarget = \"{site}\"\n"));
     p.write_raw_config(
         &fs::read_to_string(p.config_path())
             .unwrap()

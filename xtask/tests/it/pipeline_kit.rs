@@ -8,7 +8,7 @@ use std::fs;
 use crate::initramfs;
 use crate::nginx::Nginx;
 use crate::setup::Host;
-use crate::support::{QEMU, Run, repo_root, standins};
+use crate::support::{QEMU, Run, standins};
 
 pub const STAGES: [&str; 7] = ["port", "makesum", "bulk", "sign", "publish", "iso", "gate"];
 
@@ -31,7 +31,7 @@ impl Release {
         let settings = format!(
             "[repository]\nurl = \"{url}\"\n\n\
              [makesum]\noffline = true\nsource_from_checkout = true\n\n\
-             [publish]\ntarget = \"{site}\"\nrepo_conf_template = \"{template}\"\ncheck_timeout_secs = 10\n\n\
+             [publish]\ntarget = \"{site}\"\ncheck_timeout_secs = 10\n\n\
              [iso]\nroot = \"{root}\"\nimage = \"{image}\"\nbuild_command = [\"{builder}\", \"{{root}}\", \"{{image}}\"]\n\
              enable_services = [\"colibri_daemon\"]\n\n\
              [gate]\nbackend = \"qemu\"\nmemory = \"128M\"\ncpus = 1\nsettle_secs = 1\ngrace_secs = 2\nretries = 0\n\
@@ -39,7 +39,6 @@ impl Release {
              forbidden_extra = [{{ name = \"linux-panic\", regex = \"Kernel panic - not syncing\" }}]\n\n\
              [gate.qemu]\nkernel = \"{kernel}\"\ninitrd = \"{image}\"\n",
             url = nginx.url(),
-            template = repo_root().join("scripts-compat/clawdie-repo.conf.in"),
             root = s.join("iso/root"),
             kernel = initramfs::kernel(),
         );

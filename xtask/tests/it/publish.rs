@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::nginx::{Nginx, get};
 use crate::repo_kit::*;
-use crate::support::{Project, Scratch, repo_root, scratch, standins};
+use crate::support::{Project, Scratch, scratch, standins};
 
 const ABI: &str = "FreeBSD:15:amd64";
 
@@ -20,10 +20,7 @@ const ABI: &str = "FreeBSD:15:amd64";
 fn project(site: &Utf8Path, url: &str, extra: &str) -> Project {
     signing_project(
         "pubkey",
-        &format!(
-            "url = \"{url}\"\n\n[publish]\ntarget = \"{site}\"\nrepo_conf_template = \"{}\"\ncheck_timeout_secs = 10\n{extra}\n",
-            repo_root().join("scripts-compat/clawdie-repo.conf.in")
-        ),
+        &format!("url = \"{url}\"\n\n[publish]\ntarget = \"{site}\"\ncheck_timeout_secs = 10\n{extra}\n"),
     )
 }
 
@@ -129,6 +126,18 @@ fn publishes_through_nginx_and_switches_latest() {
     p.run(&["publish", "--rollback"]).code_is(1).stderr_has("no version older than");
     p.run(&["publish", "--rollback", &v2]).success();
     assert_eq!(latest(&site.dir), v2);
+    // A version that no longer verifies is never switched to.
+    let damaged = abi_dir(&site.dir).join(&v1).join("All/colibri-0.9.0.pkg");
+    let good = fs::read(&damaged).unwrap();
+    let mut bytes = good.clone();
+    bytes[10] ^= 1;
+    fs::write(&damaged, &bytes).unwrap();
+    p.run(&["publish", "--rollback", &v1])
+        .code_is(1)
+        .stderr_has(&format!("cannot roll back to {v1}: "))
+        .stderr_has("All/colibri-0.9.0.pkg: does not match");
+    assert_eq!(latest(&site.dir), v2);
+    fs::write(&damaged, &good).unwrap();
     p.run(&["publish", "--rollback", "no-such"]).code_is(1).stderr_has(&format!("the versions kept are: {v1}, {v2}"));
 }
 
@@ -324,16 +333,23 @@ fn dry_run_shows_the_copies_and_the_switch_and_changes_nothing() {
 }
 
 #[test]
+fn a_dry_run_before_sign_names_the_repository_under_poudriere_data() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "\n[poudriere]\ndata = \"relative/data\"\n");
+    let repo = p.config_path().parent().unwrap().join("relative/data/packages/clawdie-amd64-clawdie/.latest");
+    let run = p.run(&["publish", "--dry-run"]);
+    run.success()
+        .stdout_has("sign has not run in this run")
+        .stdout_has(&format!("copy    {repo}/data.pkg -> {}/.", abi_dir(&site.dir)));
+    assert!(!run.stdout().contains("/usr/local/poudriere/data"), "{}", run.stdout());
+}
+
+#[test]
 fn fingerprints_mode_publishes_the_trust_file_and_its_repo_conf() {
     let site = site("");
     let p = signing_project(
         "fingerprints",
-        &format!(
-            "url = \"{}\"\n\n[publish]\ntarget = \"{}\"\nrepo_conf_template = \"{}\"\n",
-            site.nginx.url(),
-            site.dir,
-            repo_root().join("scripts-compat/clawdie-repo.conf.in")
-        ),
+        &format!("url = \"{}\"\n\n[publish]\ntarget = \"{}\"\n", site.nginx.url(), site.dir),
     );
     sign_repo(&p, &copy_sample("production-fingerprints", &p.scratch.path.join("a")));
     p.run(&["publish"]).success();
@@ -382,7 +398,22 @@ fn the_nginx_server_block_is_valid_nginx() {
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
-    let prefix = s.path.join("nginx");
+    nginx_accepts(&s.path.join("nginx"), &block);
+
+    // Without TLS: one plain HTTP server, on the URL's port.
+    let config = fs::read_to_string(p.config_path()).unwrap();
+    p.write_raw_config(
+        &config.replace("https://pkg.example/", "http://pkg.example:8080/").replace(&format!("\"{cert}\""), "\"\""),
+    );
+    p.run(&["publish"]).success();
+    let text = fs::read_to_string(&block).unwrap();
+    assert!(text.contains("    listen 8080;\n    listen [::]:8080;\n    server_name pkg.example;\n"), "{text}");
+    assert!(!text.contains("ssl"), "{text}");
+    nginx_accepts(&s.path.join("nginx-plain"), &block);
+}
+
+/// `nginx -t` accepts `block` included in an http block.
+fn nginx_accepts(prefix: &Utf8Path, block: &Utf8Path) {
     fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = prefix.join("nginx.conf");
     fs::write(
@@ -434,11 +465,143 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     let ino = |v: &str| fs::metadata(abi_dir(&remote).join(v).join("All/pkg003-1.0.pkg")).unwrap().ino();
     assert_eq!(ino(&v1), ino(&v2), "rsync --link-dest linked the unchanged package");
     p.run(&["sign", "--verify-only", "--repo", abi_dir(&remote).join("latest").as_str()]).success();
-    p.run(&["publish", "--rollback"]).success();
-    assert_eq!(latest(&remote), v1);
 
-    // An unreachable host fails with ssh's own words, and latest stays.
-    p.env.push(("SSH_STANDIN_FAIL".into(), "1".into()));
-    p.run(&["publish"]).code_is(1).stderr_has("Connection refused");
+    // A rollback verifies the version it switches to, from a copy fetched from the host,
+    // as a local rollback verifies its own: a damaged package is refused, latest stays.
+    let damaged = abi_dir(&remote).join(&v1).join("All/pkg000-1.0.pkg");
+    let good = fs::read(&damaged).unwrap();
+    let mut bytes = good.clone();
+    bytes[10] ^= 1;
+    fs::write(&damaged, &bytes).unwrap();
+    p.run(&["publish", "--rollback", "--dry-run"])
+        .success()
+        .stdout_has(&format!("rsync -e {ssh} -r --checksum --delete mother-build:{}/{v1}/ ", abi_dir(&remote)))
+        .stdout_has(&format!("/publish/rollback/{v1}: verify it, as sign does"));
+    p.run(&["publish", "--rollback"])
+        .code_is(1)
+        .stderr_has(&format!("cannot roll back to {v1} on mother-build: "))
+        .stderr_has("All/pkg000-1.0.pkg: does not match")
+        .stderr_has(&format!("nothing was switched; latest still serves {v2}"));
+    assert_eq!(latest(&remote), v2);
+    fs::write(&damaged, &good).unwrap();
+    p.run(&["publish", "--rollback"])
+        .success()
+        .stderr_has(&format!("rolled back on mother-build: latest -> {v1} (was {v2})"))
+        .stderr_has(&format!("serves {v1}: data.pkg, packagesite.pkg and meta.conf verify, and All/"));
     assert_eq!(latest(&remote), v1);
+    let copies = p.state_dir().join("runs");
+    assert!(
+        !fs::read_dir(&copies).unwrap().any(|run| run.unwrap().path().join("publish/rollback").exists()),
+        "the verified copy is removed after the rollback"
+    );
+
+    // An unreachable host is an infrastructure error (exit 2) naming the host and the
+    // command, in ssh's own words; never "nothing published yet". latest stays.
+    p.env.push(("SSH_STANDIN_FAIL".into(), "1".into()));
+    let unreachable = |args: &[&str]| {
+        let run = p.run(args);
+        run.code_is(2)
+            .stderr_has(&format!("cannot reach mother-build: `{ssh} mother-build -- ls -1a {remote}/{ABI}`"))
+            .stderr_has("exited with status 255:\n")
+            .stderr_has("ssh: connect to host mother-build port 22: Connection refused")
+            .stderr_has(&format!("help: check that `{ssh} mother-build true` works from this machine"));
+        assert!(!run.stderr().contains("nothing"), "{}", run.stderr());
+    };
+    unreachable(&["publish"]);
+    unreachable(&["publish", "--rollback"]);
+    unreachable(&["publish", "--dry-run"]);
+    assert_eq!(latest(&remote), v1);
+}
+
+#[test]
+fn a_remote_target_whose_host_looks_like_an_option_is_refused() {
+    let s = scratch();
+    let p = project(&s.path.join("site"), "http://127.0.0.1:9/", "");
+    p.write_raw_config(
+        &fs::read_to_string(p.config_path())
+            .unwrap()
+            .replace(&format!("target = \"{}\"", s.path.join("site")), "target = \"-oProxyCommand=touch x:/srv/site\""),
+    );
+    p.run(&["publish", "--dry-run"])
+        .code_is(2)
+        .stderr_has("`-oProxyCommand=touch x:/srv/site` names a host that ssh and rsync would take for an option");
+}
+
+#[test]
+fn the_ssh_stand_in_fails_as_ssh_does() {
+    let ssh = standins().join("publish/ssh");
+    let out = std::process::Command::new(&ssh)
+        .args(["-p", "22", "-o", "BatchMode=yes", "-4", "pkg.example", "--", "echo", "a", "b"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a b\n");
+    let out = std::process::Command::new(&ssh).args(["pkg.example", "--", "exit", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "the remote command's status");
+    let out = std::process::Command::new(&ssh)
+        .args(["pkg.example", "--", "true"])
+        .env("SSH_STANDIN_FAIL", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "ssh: connect to host pkg.example port 22: Connection refused\n");
+}
+
+#[test]
+fn a_custom_repo_conf_template_is_filled_in_and_a_value_that_would_break_a_file_is_refused() {
+    let site = site("");
+    let template = site.dir.parent().unwrap().join("custom.conf.in");
+    fs::write(
+        &template,
+        "# {{NAME}}, our own words\n{{NAME}}: { url: \"{{PKG_URL}}\", signature_type: \"{{SIGNATURE_TYPE}}\", {{SIGNATURE_TYPE}}: \"{{TRUST_PATH}}\" }\n",
+    )
+    .unwrap();
+    let p = project(&site.dir, &site.nginx.url(), &format!("repo_conf_template = \"{template}\"\n"));
+    sign_repo(&p, &copy_sample("production-pubkey", &p.scratch.path.join("a")));
+    p.run(&["publish"]).success();
+    assert_eq!(
+        fs::read_to_string(site.dir.join("clawdie.conf")).unwrap(),
+        format!(
+            "# clawdie, our own words\nclawdie: {{ url: \"{}${{ABI}}/latest\", signature_type: \"pubkey\", pubkey: \"/usr/share/keys/pkg/clawdie.pub\" }}\n",
+            site.nginx.url()
+        )
+    );
+    let config = fs::read_to_string(p.config_path()).unwrap();
+
+    // A template in the old form is refused, saying what to write instead.
+    fs::write(&template, "clawdie: { url: \"__PKG_URL__\", pubkey: \"__PUBKEY_PATH__\" }\n").unwrap();
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has("has the old placeholders __PKG_URL__ and __PUBKEY_PATH__")
+        .stderr_has("help: write {{NAME}}, {{PKG_URL}}, {{SIGNATURE_TYPE}} and {{TRUST_PATH}}");
+    // A placeholder the code does not fill.
+    fs::write(
+        &template,
+        "{{NAME}}: { url: \"{{PKG_URL}}\", {{SIGNATURE_TYPE}}: \"{{TRUST_PATH}}\", x: \"{{MIRROR}}\" }\n",
+    )
+    .unwrap();
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has(&format!("{template}:1: {{{{MIRROR}}}} is not a placeholder of this file"));
+
+    // A certificate path with a space would end nginx's word early: refused, naming the
+    // setting and its line, before anything is written.
+    let before = fs::read(site.dir.join("clawdie.conf")).unwrap();
+    let v1 = latest(&site.dir);
+    p.write_raw_config(&format!(
+        "{}tls_certificate = \"/etc/ssl/pkg cert.pem\"\n",
+        config.replace(&format!("repo_conf_template = \"{template}\"\n"), "")
+    ));
+    sign_repo(&p, &copy_sample("validation-pubkey", &p.scratch.path.join("b")));
+    let line =
+        fs::read_to_string(p.config_path()).unwrap().lines().position(|l| l.starts_with("tls_certificate")).unwrap();
+    p.run(&["publish"])
+        .code_is(1)
+        .stderr_has(&format!(
+            "pipeline.toml:{}:19: publish.tls_certificate \"/etc/ssl/pkg cert.pem\" cannot go into the nginx server block: it holds a space; nothing was written",
+            line + 1
+        ))
+        .stderr_has("help: use a value without whitespace");
+    assert_eq!(latest(&site.dir), v1);
+    assert_eq!(fs::read(site.dir.join("clawdie.conf")).unwrap(), before);
 }

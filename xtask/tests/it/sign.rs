@@ -382,6 +382,14 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 }
 
 #[test]
+fn without_bulk_the_repository_is_under_poudriere_data() {
+    let p = signing_project("pubkey", "[poudriere]\ndata = \"/srv/poudriere-data\"\n");
+    let run = p.run(&["sign", "--dry-run"]);
+    run.success().stdout_has("/srv/poudriere-data/packages/clawdie-amd64-clawdie/.latest");
+    assert!(!run.stdout().contains("/usr/local/poudriere/data"), "{}", run.stdout());
+}
+
+#[test]
 fn every_compression_is_read_and_kept_when_signing() {
     use std::io::Write;
     let xz = |tar: &[u8]| {

@@ -1,0 +1,307 @@
+//! The local target: the new version is staged beside the others with hard links for
+//! unchanged packages, synced to disk, verified, renamed into place, and `latest`
+//! switched to it with one atomic rename.
+
+use std::fs;
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::check::{self, Served};
+use super::client::{self, ClientFiles};
+use super::release::{FileAction, Release, mode_word, release_abi, release_trust};
+use super::verified::{INDEX, Index, verify_version};
+use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
+use super::{Publish, PublishOutputs, Work};
+use crate::fingerprint::sha256_file;
+use crate::fsx;
+use crate::pkgrepo::trust::Trust;
+use crate::sign::{PackageRecord, plural};
+use crate::stage::{Cx, Plan, Step};
+
+/// Holds `.publish.lock` in the ABI directory: one publish at a time per target.
+struct TargetLock {
+    _file: fs::File,
+}
+
+fn lock(dir: &Utf8Path) -> Result<TargetLock> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".publish.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {path}"))?;
+    // SAFETY: flock on a valid, open descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!("another publish to {dir} is in progress (it holds {path})\nhelp: wait for it to finish");
+    }
+    Ok(TargetLock { _file: file })
+}
+
+/// Removes a staging directory unless disarmed.
+struct Staging {
+    path: Utf8PathBuf,
+    armed: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
+    let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
+    let mut dst =
+        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
+    std::io::copy(&mut src, &mut dst).with_context(|| format!("cannot copy {from} to {to}"))?;
+    dst.sync_all().with_context(|| format!("cannot sync {to}"))?;
+    Ok(())
+}
+
+fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>) -> Result<bool> {
+    if let Some(dir) = to.parent()
+        && !dir.is_dir()
+    {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+    }
+    if let Some(prev) = link_from
+        && fs::hard_link(prev, to).is_ok()
+    {
+        return Ok(true);
+    }
+    copy_file(from, to)?;
+    Ok(false)
+}
+
+fn sync_tree(dir: &Utf8Path) -> Result<()> {
+    for entry in dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(entry.path())?;
+        }
+    }
+    fsx::sync_dir(dir)
+}
+
+/// What `latest` serves after switching to `version`, and the data.pkg digest of the
+/// version before it, to tell the two apart.
+fn served_info(
+    dir: &Utf8Path,
+    version: &str,
+    previous: Option<&str>,
+    fetch: Vec<PackageRecord>,
+    trust: Trust,
+) -> Result<Served> {
+    let previous = previous
+        .filter(|p| *p != version)
+        .and_then(|p| sha256_file(&dir.join(p).join("data.pkg")).ok().map(|s| (p.to_owned(), s)));
+    Served::from_dir(&dir.join(version), version, previous, fetch, trust)
+}
+
+pub fn publish(
+    cx: &Cx,
+    root: &Utf8Path,
+    abi: &str,
+    mut r: Release,
+    client: &ClientFiles,
+    outputs: &mut PublishOutputs,
+) -> Result<Served> {
+    let dir = root.join(abi);
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    let _lock = lock(&dir)?;
+    fsx::remove_stale_temps(&dir);
+    let now = local_latest(&dir);
+    if now != r.previous {
+        bail!(
+            "`latest` in {dir} changed while this publish was planned (now {})\nhelp: run `cargo xtask publish` again",
+            now.as_deref().unwrap_or("nothing")
+        );
+    }
+    let trust = release_trust(cx, Some(&r.sign))?;
+    let fetch_of = |copied: &[&FileAction]| -> Vec<PackageRecord> {
+        let first_copied = r.sign.packages.iter().find(|p| copied.iter().any(|f| f.rel == p.path.as_str()));
+        first_copied.or(r.sign.packages.first()).cloned().into_iter().collect()
+    };
+
+    if let Some(version) = &r.already {
+        let vdir = dir.join(version);
+        let index = Index::read(&vdir);
+        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index, &vdir)?;
+        client::write_files(cx, root, client)?;
+        cx.say(format!("latest ({version}) already serves this release; verified it again"));
+        outputs.version = version.clone();
+        outputs.local = Some(vdir);
+        outputs.previous = Some(version.clone());
+        return served_info(&dir, version, None, fetch_of(&[]), trust);
+    }
+
+    // A publish killed after its rename may have left a complete version of the
+    // same name (same second, same catalogue): never write into it.
+    let base = r.version.clone();
+    let mut n = 2;
+    while dir.join(&r.version).exists() {
+        r.version = format!("{base}-{n}");
+        n += 1;
+    }
+    let prev_dir = r.previous.as_ref().map(|p| dir.join(p));
+    let prev_index = prev_dir.as_ref().map(|d| Index::read(d)).unwrap_or_default();
+    let staging_path = fsx::temp_beside(&dir.join(&r.version));
+    fs::create_dir(&staging_path).with_context(|| format!("cannot create {staging_path}"))?;
+    let mut staging = Staging { path: staging_path.clone(), armed: true };
+    let bar = cx.ui.progress("publish", r.files.len() as u64 + 1, false);
+    let (mut copied, mut linked) = (Vec::new(), 0usize);
+    for f in &r.files {
+        crate::proc::check_interrupted()?;
+        let from = r.sign.repo.join(&f.rel);
+        let to = staging_path.join(&f.rel);
+        let link_from = prev_dir.as_ref().filter(|_| f.link).map(|d| d.join(&f.rel));
+        if place(&from, &to, link_from.as_deref())? {
+            linked += 1;
+        } else {
+            copied.push(f);
+        }
+        bar.inc(1, &f.rel);
+    }
+    copy_file(&r.manifest, &staging_path.join("manifest.json"))?;
+    bar.inc(1, "manifest.json");
+    drop(bar);
+    sync_tree(&staging_path)?;
+    let packages_copied = copied.iter().filter(|f| f.rel.ends_with(".pkg") && f.rel.contains('/')).count();
+    cx.say(format!(
+        "copied {} and {} into {}; {} hard-linked from {}",
+        plural(packages_copied, "package"),
+        plural(copied.len() - packages_copied, "catalogue file"),
+        staging_path,
+        plural(linked, "package"),
+        r.previous.as_deref().unwrap_or("nothing")
+    ));
+
+    // The copy must verify before anyone can see it.
+    let known_dir = staging_path.clone();
+    let (_, mut index) = verify_version(
+        &release_abi(cx, &r.sign),
+        &staging_path,
+        &trust,
+        &r.sign.key_fingerprint,
+        &prev_index,
+        &known_dir,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
+            r.previous.as_deref().unwrap_or("nothing")
+        )
+    })?;
+    index.schema = 1;
+    let mut text = serde_json::to_vec_pretty(&index)?;
+    text.push(b'\n');
+    fsx::write_atomic(&staging_path.join(INDEX), &text)?;
+
+    let final_dir = dir.join(&r.version);
+    fs::rename(&staging_path, &final_dir).with_context(|| format!("cannot rename {staging_path} to {final_dir}"))?;
+    staging.armed = false;
+    fsx::sync_dir(&dir)?;
+    client::write_files(cx, root, client)?;
+    fsx::symlink_atomic(Utf8Path::new(&r.version), &dir.join("latest"))?;
+    record_served(&dir, &r.version)?;
+    cx.say(format!(
+        "latest -> {} (was {}): {url}",
+        r.version,
+        r.previous.as_deref().unwrap_or("nothing"),
+        url = Publish::url(cx, abi)
+    ));
+    prune(cx, &dir, &r.version)?;
+
+    outputs.version = r.version.clone();
+    outputs.local = Some(final_dir);
+    outputs.previous = r.previous.clone();
+    outputs.copied = packages_copied;
+    outputs.linked = linked;
+    served_info(&dir, &r.version, r.previous.as_deref(), fetch_of(&copied), trust)
+}
+
+fn prune(cx: &Cx, dir: &Utf8Path, latest: &str) -> Result<()> {
+    for old in to_prune(&local_versions(dir), cx.config().publish.keep, latest) {
+        let path = dir.join(&old);
+        // Out of sight first (a hidden name), then removed.
+        let aside = fsx::temp_beside(&path);
+        fs::rename(&path, &aside).with_context(|| format!("cannot rename {path} to {aside}"))?;
+        fs::remove_dir_all(&aside).with_context(|| format!("cannot remove {aside}"))?;
+        cx.say(format!("removed the old version {old}"));
+    }
+    Ok(())
+}
+
+pub fn rollback(
+    cx: &Cx,
+    root: &Utf8Path,
+    abi: &str,
+    to: &str,
+    from: Option<&str>,
+    outputs: &mut PublishOutputs,
+) -> Result<Served> {
+    let dir = root.join(abi);
+    let _lock = lock(&dir)?;
+    let vdir = dir.join(to);
+    let trust = release_trust(cx, None)?;
+    let index = Index::read(&vdir);
+    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &index, &vdir)
+        .map_err(|e| anyhow::anyhow!("cannot roll back to {to}: {e:#}"))?;
+    fsx::symlink_atomic(Utf8Path::new(to), &dir.join("latest"))?;
+    cx.say(format!("rolled back: latest -> {to} (was {})", from.unwrap_or("nothing")));
+    outputs.version = to.to_owned();
+    outputs.local = Some(vdir.clone());
+    outputs.previous = from.map(str::to_owned);
+    served_info(&dir, to, from, check::first_package(&vdir), trust)
+}
+
+/// The versions a rollback may choose from in `dir`, and the one `latest` names.
+pub fn rollback_choice(dir: &Utf8Path, wanted: &str) -> (Vec<String>, Option<String>) {
+    let versions = if wanted.is_empty() { rollback_candidates(dir) } else { local_versions(dir) };
+    (versions, local_latest(dir))
+}
+
+pub fn plan_steps(cx: &Cx, root: &Utf8Path, abi: &str, work: &Work, steps: &mut Plan) {
+    let dir = root.join(abi);
+    match work {
+        Work::Publish(r) => {
+            if let Some(v) = &r.already {
+                steps.note(format!("latest ({v}) already serves this release: nothing to copy or switch"));
+                steps.check(format!("{}: verify the published copy", dir.join(v)));
+                return;
+            }
+            steps.push(Step::Mkdir { path: dir.clone() });
+            let staging = dir.join(format!(".{}.tmp.PID.N", r.version));
+            let linked = r.files.iter().filter(|f| f.link).count();
+            if let Some(prev) = &r.previous {
+                steps.note(format!("latest is {prev}; {} hard-linked from it, unchanged", plural(linked, "package")));
+            } else {
+                steps.note("nothing is published for this ABI yet");
+            }
+            for f in r.files.iter().filter(|f| !f.link) {
+                steps.push(Step::Copy { from: r.sign.repo.join(&f.rel), to: staging.join(&f.rel) });
+            }
+            steps.push(Step::Copy { from: r.manifest.clone(), to: staging.join("manifest.json") });
+            steps.check(format!("{staging}: signatures ({}), sizes and sums, as sign does", mode_word(r.sign.trust)));
+            steps.push(Step::Rename { from: staging, to: dir.join(&r.version) });
+            client::plan_steps(cx, root.as_str(), steps);
+            steps.push(Step::Rename { from: dir.join(".latest.tmp.PID.N"), to: dir.join("latest") });
+            steps.note(format!("latest -> {}", r.version));
+            let versions = versions::among(local_versions(&dir).into_iter().chain([r.version.clone()]));
+            for old in to_prune(&versions, cx.config().publish.keep, &r.version) {
+                steps.push(Step::Remove { path: dir.join(old) });
+            }
+        }
+        Work::Rollback { to, from } => {
+            steps.check(format!("{}: verify it, as sign does", dir.join(to)));
+            steps.push(Step::Rename { from: dir.join(".latest.tmp.PID.N"), to: dir.join("latest") });
+            steps.note(format!("latest -> {to} (was {})", from.as_deref().unwrap_or("nothing")));
+        }
+    }
+}
