@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::bulk::BulkOutputs;
 use crate::cli::Sign;
 use crate::config::{Loaded, Tool, TrustMode};
+use crate::failure;
 use crate::failure::ResultExt;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::pkgrepo::signer::{DigestSigner, KeySigner, Signed, parse_command_output, sign_archive};
@@ -262,12 +263,18 @@ impl Sign {
         let repo = match &self.repo {
             Some(r) => crate::config::absolute(r)?,
             None => {
-                let run = engine.state.current()?.context(
-                    "there is no run whose repository could be verified\nhelp: name one: cargo xtask sign --verify-only --repo DIR",
-                )?;
-                let bulk = run.view().outputs(StageName::Bulk).cloned().context(
-                    "the current run has no repository from bulk\nhelp: name one: cargo xtask sign --verify-only --repo DIR",
-                )?;
+                let name_one = "name one: cargo xtask sign --verify-only --repo DIR";
+                let run = engine
+                    .state
+                    .current()?
+                    .context("there is no run whose repository could be verified")
+                    .help(name_one)?;
+                let bulk = run
+                    .view()
+                    .outputs(StageName::Bulk)
+                    .cloned()
+                    .context("the current run has no repository from bulk")
+                    .help(name_one)?;
                 serde_json::from_value::<BulkOutputs>(bulk)?.repo
             }
         };
@@ -353,14 +360,17 @@ fn verify_with_progress(repo: &Utf8Path, opts: &verify::Options, ui: &Ui) -> Res
     verify::verify(repo, &verify::Options { progress: &progress, ..*opts })
 }
 
-/// The problems as an error message.
+/// The problems as an error: the product's failure (exit 1).
 fn failure(repo: &Utf8Path, report: &Report, help: &str) -> anyhow::Error {
     let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
-    anyhow::anyhow!(
-        "the repository {repo} failed verification ({}):\n{}\nhelp: {help}",
+    failure::Failure::new(format!(
+        "the repository {repo} failed verification ({}):\n{}",
         plural(report.problems.len(), "problem"),
         lines.join("\n")
-    )
+    ))
+    .help(help)
+    .product()
+    .into()
 }
 
 /// `1 package`, `2 packages`.
@@ -613,7 +623,10 @@ impl Stage for Sign {
                 Action::Sign
             }
         } else if !cx.dry_run {
-            bail!("the repository {repo} does not exist\nhelp: run `cargo xtask bulk`, or name one with --repo DIR");
+            bail!(
+                failure!("the repository {repo} does not exist")
+                    .help("run `cargo xtask bulk`, or name one with --repo DIR")
+            );
         } else {
             Action::Sign
         };
@@ -694,8 +707,11 @@ impl Stage for Sign {
             }
             if !report.signed_by(&keys.fingerprint) {
                 bail!(
-                    "after signing, {repo} still carries no signature by the release key ({})\nhelp: check that signing.command signs with the key signing.pubkey names",
-                    keys.fingerprint
+                    failure!(
+                        "after signing, {repo} still carries no signature by the release key ({})",
+                        keys.fingerprint
+                    )
+                    .help("check that signing.command signs with the key signing.pubkey names")
                 );
             }
         }

@@ -2,6 +2,7 @@
 //! program could not start, short commands run to completion, and what a command did
 //! ([`Output`]).
 
+use crate::failure::Failure;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
@@ -92,12 +93,16 @@ impl CmdLine {
             (io::ErrorKind::NotFound, Some(dir)) => {
                 anyhow!("cannot run `{self}`: its working directory {dir} does not exist")
             }
-            (io::ErrorKind::NotFound, None) => anyhow!(
-                "cannot run `{program}`: program not found\nhelp: install it, or set its path in [tools] of pipeline.toml"
-            ),
-            (io::ErrorKind::PermissionDenied, _) => anyhow!(
-                "cannot run `{program}`: permission denied (not an executable file?)\nhelp: make it executable, or set its path in [tools] of pipeline.toml"
-            ),
+            (io::ErrorKind::NotFound, None) => Failure::new(format!("cannot run `{program}`: program not found"))
+                .help("install it, or set its path in [tools] of pipeline.toml")
+                .infrastructure()
+                .into(),
+            (io::ErrorKind::PermissionDenied, _) => {
+                Failure::new(format!("cannot run `{program}`: permission denied (not an executable file?)"))
+                    .help("make it executable, or set its path in [tools] of pipeline.toml")
+                    .infrastructure()
+                    .into()
+            }
             _ => anyhow!("cannot run `{self}`: {e}"),
         }
     }
@@ -277,16 +282,15 @@ mod tests {
     }
 
     fn spawn_failure(cmd: &CmdLine) -> String {
-        cmd.captured(None).expect_err("the command cannot start").to_string()
+        crate::ui::render_error(&cmd.captured(None).expect_err("the command cannot start"))
     }
 
     #[test]
     fn a_missing_program_is_named_with_where_to_set_its_path() {
-        let msg = spawn_failure(&CmdLine::new("/nonexistent/poudriere").arg("bulk"));
-        assert_eq!(
-            msg,
-            "cannot run `/nonexistent/poudriere`: program not found\nhelp: install it, or set its path in [tools] of pipeline.toml"
-        );
+        let err = CmdLine::new("/nonexistent/poudriere").arg("bulk").captured(None).unwrap_err();
+        assert_eq!(err.to_string(), "cannot run `/nonexistent/poudriere`: program not found");
+        assert_eq!(crate::failure::help_lines(&err), ["install it, or set its path in [tools] of pipeline.toml"]);
+        assert_eq!(crate::failure::class_of(&err), Some(crate::failure::Class::Infrastructure));
         let msg = spawn_failure(&CmdLine::new("mother-build-no-such-program"));
         assert!(msg.starts_with("cannot run `mother-build-no-such-program`: program not found\n"), "{msg}");
     }

@@ -1,6 +1,8 @@
 //! The check over HTTP: fetch what the public URL (repository.url) serves, verify it,
 //! and say which release that is.
 
+use crate::failure;
+use crate::failure::Failure;
 use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
@@ -86,11 +88,17 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let agent = agent(cx);
-    let help = "help: check the web server's root for this site, and any cache in front of it; `cargo xtask publish --rollback` switches back";
+    let help = "check the web server's root for this site, and any cache in front of it; `cargo xtask publish --rollback` switches back";
 
     let data_url = format!("{url}/data.pkg");
     fetch(&agent, &data_url, &dir.join("data.pkg"))
-        .map_err(|e| anyhow::anyhow!("the check of the published repository failed: {e:#}\ncannot tell whether the old or the new release is being served\n{help}"))?;
+        .map_err(|e| {
+            Failure::new(format!(
+                "the check of the published repository failed: {}\ncannot tell whether the old or the new release is being served",
+                crate::ui::render_message(&e)
+            ))
+            .help(help)
+        })?;
     let data_sha = sha256_file(&dir.join("data.pkg"))?;
     let which = if s.catalogues.get("data.pkg").is_some_and(|n| *n == data_sha) {
         format!("the new release ({}) is being served", s.version)
@@ -98,22 +106,27 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
         && *sha == data_sha
     {
         bail!(
-            "{data_url} is the old release ({old}), not {}: the old release is still being served\n{help}",
-            s.version
+            failure!("{data_url} is the old release ({old}), not {}: the old release is still being served", s.version)
+                .help(help)
         );
     } else if s.catalogues.is_empty() {
         format!("release {} should be served", s.version)
     } else {
         bail!(
-            "{data_url} is neither the new release ({}) nor the previous one: an unknown catalogue is being served\n{help}",
-            s.version
+            failure!(
+                "{data_url} is neither the new release ({}) nor the previous one: an unknown catalogue is being served",
+                s.version
+            )
+            .help(help)
         );
     };
-    let fail = |what: String| anyhow::anyhow!("{what}\n{which}, and clients cannot use it\n{help}");
+    let fail = |what: String| -> anyhow::Error {
+        Failure::new(format!("{what}\n{which}, and clients cannot use it")).help(help).into()
+    };
 
     for f in ["packagesite.pkg", "meta.conf"] {
         let u = format!("{url}/{f}");
-        fetch(&agent, &u, &dir.join(f)).map_err(|e| fail(format!("{e:#}")))?;
+        fetch(&agent, &u, &dir.join(f)).map_err(|e| fail(crate::ui::render_message(&e)))?;
     }
     if let Some(expected) = s.catalogues.get("packagesite.pkg")
         && sha256_file(&dir.join("packagesite.pkg"))? != *expected
@@ -141,7 +154,7 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
     for p in &s.fetch {
         let u = format!("{url}/{}", p.path);
         let to = dir.join(&p.path);
-        fetch(&agent, &u, &to).map_err(|e| fail(format!("{e:#}")))?;
+        fetch(&agent, &u, &to).map_err(|e| fail(crate::ui::render_message(&e)))?;
         verify::check_download(&to, p.size, &p.sum).map_err(|why| fail(format!("{u} {why}")))?;
     }
     cx.say(format!(

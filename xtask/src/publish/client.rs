@@ -2,6 +2,7 @@
 //! release public key (or, in fingerprints mode, its trust file) at the top of the site,
 //! and the nginx server block in the run directory.
 
+use crate::failure::Failure;
 use std::fs;
 
 use anyhow::Result;
@@ -72,12 +73,16 @@ pub fn repo_conf_template(cx: &Cx) -> Result<(String, String)> {
     let text = fs::read_to_string(&path)
         .map_err(|e| cx.loaded.error_at("publish.repo_conf_template", format!("cannot read {path}: {e}")))?;
     if text.contains("__PKG_URL__") || text.contains("__PUBKEY_PATH__") {
-        return Err(cx.loaded.error_at(
-            "publish.repo_conf_template",
-            format!(
-                "{path} has the old placeholders __PKG_URL__ and __PUBKEY_PATH__\nhelp: write {{{{NAME}}}}, {{{{PKG_URL}}}}, {{{{SIGNATURE_TYPE}}}} and {{{{TRUST_PATH}}}} as {BUILT_IN_REPO_CONF} does, or leave publish.repo_conf_template empty to use that one"
-            ),
-        ));
+        return Err(cx
+            .loaded
+            .failure_at(
+                "publish.repo_conf_template",
+                format!("{path} has the old placeholders __PKG_URL__ and __PUBKEY_PATH__"),
+            )
+            .help(format!(
+                "write {{{{NAME}}}}, {{{{PKG_URL}}}}, {{{{SIGNATURE_TYPE}}}} and {{{{TRUST_PATH}}}} as {BUILT_IN_REPO_CONF} does, or leave publish.repo_conf_template empty to use that one"
+            ))
+            .into());
     }
     Ok((path.into_string(), text))
 }
@@ -156,9 +161,13 @@ const BUILT_IN_NGINX_TLS: &str = "xtask/src/publish/templates/nginx-tls.conf.in"
 
 /// A rendering error, pointed at the setting whose value is at fault.
 fn located(cx: &Cx, e: RenderError) -> anyhow::Error {
-    match e.setting() {
-        Some(setting) => cx.loaded.error_at(setting, e),
-        None => anyhow::Error::new(e),
+    let failure = match e.setting() {
+        Some(setting) => cx.loaded.failure_at(setting, &e),
+        None => Failure::new(e.to_string()),
+    };
+    match e.help() {
+        Some(help) => failure.help(help).into(),
+        None => failure.into(),
     }
 }
 

@@ -13,6 +13,7 @@ use super::release::{FileAction, Release, mode_word, release_abi, release_trust}
 use super::verified::{INDEX, Index, verify_version};
 use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
+use crate::failure;
 use crate::fingerprint::sha256_file;
 use crate::fsx;
 use crate::pkgrepo::trust::Trust;
@@ -36,7 +37,7 @@ fn lock(dir: &Utf8Path) -> Result<TargetLock> {
     // SAFETY: flock on a valid, open descriptor.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        bail!("another publish to {dir} is in progress (it holds {path})\nhelp: wait for it to finish");
+        bail!(failure!("another publish to {dir} is in progress (it holds {path})").help("wait for it to finish"));
     }
     Ok(TargetLock { _file: file })
 }
@@ -119,8 +120,11 @@ pub fn publish(
     let now = local_latest(&dir);
     if now != r.previous {
         bail!(
-            "`latest` in {dir} changed while this publish was planned (now {})\nhelp: run `cargo xtask publish` again",
-            now.as_deref().unwrap_or("nothing")
+            failure!(
+                "`latest` in {dir} changed while this publish was planned (now {})",
+                now.as_deref().unwrap_or("nothing")
+            )
+            .help("run `cargo xtask publish` again")
         );
     }
     let trust = release_trust(cx, Some(&r.sign))?;

@@ -15,7 +15,8 @@ use super::verified::{Index, verify_version};
 use super::versions::{self, is_version, to_prune};
 use super::{PublishOutputs, Work};
 use crate::config::Tool;
-use crate::engine::ExitCode;
+use crate::failure;
+use crate::failure::Failure;
 use crate::fsx;
 use crate::proc::{CmdLine, Output};
 use crate::sign::plural;
@@ -51,15 +52,12 @@ pub fn run(cx: &Cx, host: &str, cmd: &CmdLine) -> Result<String> {
 /// ends the program with exit status 2 (infrastructure).
 fn failed(cx: &Cx, host: &str, cmd: &CmdLine, out: &Output) -> anyhow::Error {
     let error = if out.status == Some(SSH_ERROR) {
-        anyhow!(
-            "cannot reach {host}: {}\nhelp: check that `{} {host} true` works from this machine",
-            cmd.failure(out),
-            cx.config().tools.get(Tool::ssh)
-        )
+        Failure::new(format!("cannot reach {host}: {}", cmd.failure(out)))
+            .help(format!("check that `{} {host} true` works from this machine", cx.config().tools.get(Tool::ssh)))
     } else {
-        anyhow!("a command on {host} failed: {}", cmd.failure(out))
+        Failure::new(format!("a command on {host} failed: {}", cmd.failure(out)))
     };
-    ExitCode { code: 2, error }.into()
+    error.infrastructure().into()
 }
 
 /// The remote ABI directory's entries and what `latest` names (read-only). A directory
@@ -209,8 +207,11 @@ pub fn publish(
     let (entries, latest) = state(cx, host, &dir)?;
     if latest != r.previous {
         bail!(
-            "`latest` on {host}:{dir} changed while this publish was planned (now {})\nhelp: run `cargo xtask publish` again",
-            latest.as_deref().unwrap_or("nothing")
+            failure!(
+                "`latest` on {host}:{dir} changed while this publish was planned (now {})",
+                latest.as_deref().unwrap_or("nothing")
+            )
+            .help("run `cargo xtask publish` again")
         );
     }
     // Leftovers of interrupted publishes.
@@ -298,7 +299,8 @@ fn check_remote_name(host: &str, to: &str) -> Result<()> {
         return Ok(());
     }
     bail!(
-        "cannot roll back to `{to}` on {host}: the name has characters a remote shell would interpret\nhelp: roll back to a version publish made"
+        failure!("cannot roll back to `{to}` on {host}: the name has characters a remote shell would interpret")
+            .help("roll back to a version publish made")
     )
 }
 

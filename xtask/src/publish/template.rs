@@ -123,28 +123,39 @@ impl RenderError {
     }
 }
 
+impl RenderError {
+    /// What to do about it, when there is something to say.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            RenderError::Unsafe { syntax, .. } => Some(syntax.place_and_help().1.to_owned()),
+            RenderError::Unknown { known, .. } => {
+                let known: Vec<String> = known.iter().map(|k| format!("{{{{{k}}}}}")).collect();
+                Some(format!("the placeholders are {}", known.join(", ")))
+            }
+            RenderError::Unclosed { .. } => None,
+            RenderError::Missing { placeholder, .. } => {
+                Some(format!("put {{{{{placeholder}}}}} where the value belongs"))
+            }
+        }
+    }
+}
+
 impl fmt::Display for RenderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RenderError::Unsafe { setting, value, why, syntax } => {
-                let (place, help) = syntax.place_and_help();
-                write!(f, "{setting} {value:?} cannot go into {place}: {why}; nothing was written\nhelp: {help}")
+                let (place, _) = syntax.place_and_help();
+                write!(f, "{setting} {value:?} cannot go into {place}: {why}; nothing was written")
             }
-            RenderError::Unknown { source, line, placeholder, known } => {
-                let known: Vec<String> = known.iter().map(|k| format!("{{{{{k}}}}}")).collect();
-                write!(
-                    f,
-                    "{source}:{line}: {{{{{placeholder}}}}} is not a placeholder of this file\nhelp: the placeholders are {}",
-                    known.join(", ")
-                )
+            RenderError::Unknown { source, line, placeholder, .. } => {
+                write!(f, "{source}:{line}: {{{{{placeholder}}}}} is not a placeholder of this file")
             }
             RenderError::Unclosed { source, line } => {
                 write!(f, "{source}:{line}: `{{{{` without its closing `}}}}` on the same line")
             }
-            RenderError::Missing { source, placeholder } => write!(
-                f,
-                "{source} has no {{{{{placeholder}}}}}: the file would lack that value\nhelp: put {{{{{placeholder}}}}} where the value belongs"
-            ),
+            RenderError::Missing { source, placeholder } => {
+                write!(f, "{source} has no {{{{{placeholder}}}}}: the file would lack that value")
+            }
         }
     }
 }
@@ -208,10 +219,8 @@ mod tests {
     #[test]
     fn a_placeholder_without_a_value_or_a_value_without_a_placeholder_is_refused() {
         let err = render("repo.conf.in", "x\n{{NAME}}: {\n", &[v("URL", "u", Syntax::Comment)]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "repo.conf.in:2: {{NAME}} is not a placeholder of this file\nhelp: the placeholders are {{URL}}"
-        );
+        assert_eq!(err.to_string(), "repo.conf.in:2: {{NAME}} is not a placeholder of this file");
+        assert_eq!(err.help().as_deref(), Some("the placeholders are {{URL}}"));
         let err = render("repo.conf.in", "url\n", &[v("URL", "u", Syntax::Comment)]).unwrap_err();
         assert_eq!(err, RenderError::Missing { source: "repo.conf.in".into(), placeholder: "URL" });
         assert!(err.to_string().starts_with("repo.conf.in has no {{URL}}"), "{err}");

@@ -6,6 +6,7 @@ use std::fs;
 use anyhow::{Result, bail};
 use camino::Utf8Path;
 
+use crate::failure;
 use crate::fsx;
 
 /// A version name: the UTC time to the millisecond (names sort in publishing order),
@@ -145,18 +146,21 @@ pub fn rollback_target(versions: &[String], current: Option<&str>, wanted: &str)
         if versions.iter().any(|v| v == wanted) {
             return Ok(wanted.to_owned());
         }
-        bail!(
-            "there is no version {wanted} to roll back to\nhelp: the versions kept are: {}",
+        bail!(failure!("there is no version {wanted} to roll back to").help(format!(
+            "the versions kept are: {}",
             if versions.is_empty() { "none".into() } else { versions.join(", ") }
-        );
+        )));
     }
     let older: Vec<&String> = versions.iter().filter(|v| current.is_none_or(|c| compare(v, c).is_lt())).collect();
     match older.last() {
         Some(v) => Ok((*v).clone()),
         None => bail!(
-            "there is no version older than {} to roll back to (kept: {})\nhelp: publish.keep decides how many versions are kept",
-            current.unwrap_or("the current one"),
-            if versions.is_empty() { "none".into() } else { versions.join(", ") }
+            failure!(
+                "there is no version older than {} to roll back to (kept: {})",
+                current.unwrap_or("the current one"),
+                if versions.is_empty() { "none".into() } else { versions.join(", ") }
+            )
+            .help("publish.keep decides how many versions are kept")
         ),
     }
 }
@@ -198,7 +202,8 @@ mod tests {
         assert_eq!(rollback_target(&v, Some("c"), "").unwrap(), "b");
         assert_eq!(rollback_target(&v, Some("c"), "a").unwrap(), "a");
         assert!(rollback_target(&v, Some("a"), "").is_err());
-        assert!(rollback_target(&v, Some("c"), "z").unwrap_err().to_string().contains("a, b, c"));
+        let err = rollback_target(&v, Some("c"), "z").unwrap_err();
+        assert_eq!(crate::failure::help_lines(&err), ["the versions kept are: a, b, c"]);
     }
 
     #[test]

@@ -434,6 +434,6 @@ fn a_missing_poudriere_is_named() {
     let h = ready("");
     h.configure("[tools]\npoudriere = \"/nonexistent/poudriere\"\n");
     let run = bulk(&h, "built");
-    failed(&h, &run, 1);
+    failed(&h, &run, 2);
     run.stderr_has("poudriere bulk could not run build").stderr_has("cannot run `/nonexistent/poudriere`");
 }
