@@ -26,13 +26,13 @@ use crate::cli::Publish;
 use crate::config::{Tool, TrustMode};
 use crate::fingerprint::{Fingerprint, sha256_bytes, sha256_file};
 use crate::fsx;
-use crate::pkgrepo::sum::{Digests, Sum};
-use crate::pkgrepo::trust::Trust;
-use crate::pkgrepo::verify;
 use crate::proc::CmdLine;
 use crate::settings;
 use crate::sign::{PackageRecord, SignOutputs, plural};
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
+use pkgrepo::sum::{Digests, Sum};
+use pkgrepo::trust::Trust;
+use pkgrepo::verify;
 
 settings! {
     /// publish: copy the signed repository to the site as a new version, verify the copy,
@@ -360,9 +360,7 @@ impl Publish {
             return Err(cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pubkey_path}")));
         }
         let fingerprint = match (mode, &pubkey) {
-            (TrustMode::Fingerprints, Some(bytes)) => {
-                Some(crate::pkgrepo::meta::fingerprint_file(&sha256_bytes(bytes)))
-            }
+            (TrustMode::Fingerprints, Some(bytes)) => Some(pkgrepo::meta::fingerprint_file(&sha256_bytes(bytes))),
             _ => None,
         };
         let root = match target {
@@ -845,12 +843,12 @@ fn release_abi(cx: &Cx, sign: &SignOutputs) -> String {
 /// The trust clients of this release use: what sign verified with.
 fn release_trust(cx: &Cx, sign: Option<&SignOutputs>) -> Result<Trust> {
     let signing = &cx.config().signing;
-    match (sign.map_or(signing.trust, |s| s.trust), sign) {
+    Ok(match (sign.map_or(signing.trust, |s| s.trust), sign) {
         (TrustMode::Fingerprints, Some(SignOutputs { fingerprints: Some(dir), .. })) => Trust::fingerprints(dir),
         (TrustMode::Fingerprints, _) => Trust::fingerprints(&cx.resolve(&signing.fingerprints)),
         (TrustMode::Pubkey, Some(SignOutputs { pubkey: Some(p), .. })) => Trust::pubkey(p),
         (TrustMode::Pubkey, _) => Trust::pubkey(&cx.resolve(&signing.pubkey)),
-    }
+    }?)
 }
 
 /// The local target: hard links, fsync, verification, one rename.
@@ -948,6 +946,7 @@ mod local {
             progress: &|_| {},
             known: Some(&lookup),
             files: true,
+            stop: &|| Ok(crate::proc::check_interrupted()?),
         };
         let report = verify::verify(dir, &opts)?;
         if !report.ok() {
@@ -1383,6 +1382,7 @@ mod check {
             progress: &|_| {},
             known: None,
             files: false,
+            stop: &|| Ok(crate::proc::check_interrupted()?),
         };
         let report = verify::verify(&dir, &opts)?;
         if let Some(p) = report.problems.first() {

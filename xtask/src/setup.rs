@@ -318,7 +318,7 @@ fn perform(cx: &Cx, action: &Action) -> Result<bool> {
         }
         Action::GenerateKey { openssl, key, pubkey } => generate_key(cx, openssl, key, pubkey)?,
         Action::DerivePubkey { openssl, key, pubkey } => {
-            crate::secret::check_private_key(key)?;
+            pkgrepo::key::check_private_key(key)?;
             let tmp = fsx::temp_beside(pubkey);
             let result = pubout(openssl, key, &tmp).run(&cx.log).and_then(|_| {
                 fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
@@ -393,7 +393,7 @@ fn generate_key(cx: &Cx, openssl: &str, key: &Utf8Path, pubkey: &Utf8Path) -> Re
         let (tmp_key, tmp_pub) = (dir.join("key"), dir.join("pub"));
         genrsa(openssl, &tmp_key).run(&cx.log)?;
         fs::set_permissions(&tmp_key, fs::Permissions::from_mode(0o600))?;
-        crate::secret::check_private_key(&tmp_key)?;
+        pkgrepo::key::check_private_key(&tmp_key)?;
         pubout(openssl, &tmp_key, &tmp_pub).run(&cx.log)?;
         fs::set_permissions(&tmp_pub, fs::Permissions::from_mode(0o644))?;
         fs::File::open(&tmp_key).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {tmp_key}"))?;
@@ -648,10 +648,16 @@ fn inspect_signing(loaded: &Loaded, log: &Log) -> Result<Item> {
             vec![Action::GenerateKey { openssl: openssl.to_owned(), key, pubkey }],
         ));
     }
-    if let Err(e) = crate::secret::check_private_key(&key) {
-        let text = crate::ui::render_error(&e);
-        let (what, help) = text.split_once("\nhelp: ").unwrap_or((&text, "fix the key file"));
-        return Ok(Item::refuse(name, State::Differs(what.to_owned()), help.to_owned()));
+    if let Err(e) = pkgrepo::key::check_private_key(&key) {
+        // The help comes as data; the causes (an I/O error) follow the message.
+        let help = e.help().unwrap_or("fix the key file").to_owned();
+        let mut what = e.message().to_owned();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            what.push_str(&format!("\n  caused by: {c}"));
+            cause = c.source();
+        }
+        return Ok(Item::refuse(name, State::Differs(what), help));
     }
     if !pub_exists {
         return Ok(Item::fix(

@@ -1,22 +1,30 @@
 //! The package entries of a catalogue: `data` (one JSON object, packages in its
 //! `packages` array) and `packagesite.yaml` (one JSON object per line).
 
-use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::CatalogueKind;
+use crate::CatalogueKind;
+use crate::error::{Context, Result, bail};
 
-/// One package as a catalogue lists it (the fields verification needs; the rest of
-/// the object is kept in `raw`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One package as a catalogue lists it: the fields verification needs (pkg writes many
+/// more, which are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Package {
+    /// `colibri`.
     pub name: String,
+    /// The port it was built from: `sysutils/colibri`.
     pub origin: String,
+    /// `0.9.0`.
     pub version: String,
+    /// What it runs on: `FreeBSD:15:amd64`, or with `*` parts for any.
     pub abi: String,
+    /// The whole file's checksum, as written (see [`Sum`](crate::sum::Sum)).
     pub sum: String,
+    /// The file's size in bytes.
     pub pkgsize: u64,
+    /// The file, relative to the repository: `All/colibri-0.9.0.pkg`.
     pub path: String,
+    /// The same path again in the catalogues pkg writes (it must equal `path`).
     #[serde(default)]
     pub repopath: Option<String>,
 }
@@ -24,6 +32,7 @@ pub struct Package {
 /// A catalogue's entries: each either a package or the reason it could not be read.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
+    /// In catalogue order.
     pub entries: Vec<Result<Package, String>>,
 }
 
@@ -56,6 +65,7 @@ impl Catalogue {
         Ok(Catalogue { entries })
     }
 
+    /// The entries that are complete packages.
     pub fn packages(&self) -> impl Iterator<Item = &Package> {
         self.entries.iter().filter_map(|e| e.as_ref().ok())
     }

@@ -4,13 +4,16 @@
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
+use zeroize::Zeroizing;
 
-/// Private key bytes; wiped when dropped, and never shown by Debug.
-pub struct SecretBytes(Vec<u8>);
+use crate::error::{Context, Error, Result, bail};
+
+/// Private key bytes: wiped when dropped, and never shown by `Debug`.
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
 
 impl SecretBytes {
+    /// The bytes, for parsing the key. Do not print, log or copy them.
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
@@ -22,30 +25,27 @@ impl std::fmt::Debug for SecretBytes {
     }
 }
 
-impl Drop for SecretBytes {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // SAFETY: a volatile write to memory we own, so the wipe is not optimised away.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
-    }
-}
-
 /// Checks a private key file: a regular file (not a symlink), owned by this user or
 /// root, with no permission bits for group or others.
 pub fn check_private_key(path: &Utf8Path) -> Result<()> {
     let meta = std::fs::symlink_metadata(path).with_context(|| format!("cannot read the signing key {path}"))?;
     if meta.file_type().is_symlink() {
-        bail!("the signing key {path} is a symlink\nhelp: point signing.key at the key file itself");
+        return Err(Error::with_help(
+            format!("the signing key {path} is a symlink"),
+            "name the key file itself, not a link to it",
+        ));
     }
     if !meta.is_file() {
         bail!("the signing key {path} is not a regular file");
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        bail!(
-            "the signing key {path} is readable or writable by group or others (mode {mode:04o}); refusing to use it\nhelp: chmod 0600 {path}, and consider the key exposed if others could read it"
-        );
+        return Err(Error::with_help(
+            format!(
+                "the signing key {path} is readable or writable by group or others (mode {mode:04o}); refusing to use it"
+            ),
+            format!("chmod 0600 {path}, and consider the key exposed if others could read it"),
+        ));
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
@@ -59,7 +59,7 @@ pub fn check_private_key(path: &Utf8Path) -> Result<()> {
 pub fn read_private_key(path: &Utf8Path) -> Result<SecretBytes> {
     check_private_key(path)?;
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open the signing key {path}"))?;
-    let mut buf = Vec::new();
+    let mut buf = Zeroizing::new(Vec::new());
     f.read_to_end(&mut buf).with_context(|| format!("cannot read the signing key {path}"))?;
     Ok(SecretBytes(buf))
 }
@@ -75,9 +75,12 @@ mod tests {
         std::fs::write(&path, "secret").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = read_private_key(&path).unwrap_err().to_string();
-        assert!(err.contains("mode 0640") && !err.contains("secret"), "{err}");
+        assert!(err.contains("mode 0640") && err.contains("help: chmod 0600") && !err.contains("secret"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_private_key(&path).unwrap().expose(), b"secret");
         assert_eq!(format!("{:?}", read_private_key(&path).unwrap()), "SecretBytes(<redacted>)");
+        let link = path.with_file_name("link.pem");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(read_private_key(&link).unwrap_err().to_string().contains("is a symlink"));
     }
 }

@@ -5,8 +5,9 @@
 
 use std::io::{Read, Write};
 
-use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
+
+use crate::error::{Context, Result, bail};
 
 /// Decompressed archives larger than this are refused (a catalogue of thousands of
 /// packages is a few megabytes).
@@ -15,10 +16,15 @@ const MAX_ARCHIVE: u64 = 512 << 20;
 /// How an archive is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// zstd (`tzst`, pkg's default).
     Zstd,
+    /// xz (`txz`).
     Xz,
+    /// gzip (`tgz`).
     Gzip,
+    /// bzip2 (`tbz`).
     Bzip2,
+    /// A plain tar (`tar`).
     None,
 }
 
@@ -69,7 +75,7 @@ impl Compression {
         let mut out = Vec::new();
         reader.take(MAX_ARCHIVE + 1).read_to_end(&mut out)?;
         if out.len() as u64 > MAX_ARCHIVE {
-            bail!("it decompresses to more than {} bytes", MAX_ARCHIVE);
+            bail!("it decompresses to more than {MAX_ARCHIVE} bytes");
         }
         Ok(out)
     }
@@ -102,6 +108,7 @@ impl Compression {
 pub struct Entry {
     /// The name exactly as stored.
     pub name: String,
+    /// The contents.
     pub data: Vec<u8>,
     /// Modification time (kept when an archive is rewritten).
     pub mtime: u64,
@@ -110,6 +117,7 @@ pub struct Entry {
 /// A catalogue archive read whole.
 #[derive(Debug, Clone)]
 pub struct Archive {
+    /// Kept when the archive is written again.
     pub compression: Compression,
     /// Regular-file entries, in archive order.
     pub entries: Vec<Entry>,

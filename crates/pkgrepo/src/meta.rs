@@ -2,13 +2,15 @@
 //! (`function: "sha256"` / `fingerprint: "<hex>"`). Only flat `key = value` objects are
 //! read; anything else is an error that names the line.
 
-use anyhow::{Result, bail};
+use camino::Utf8Path;
 
-use super::archive::Compression;
+use crate::CatalogueKind;
+use crate::archive::Compression;
+use crate::error::{Context, Error, Result, bail};
 
 /// Parses flat UCL: one `key = value` or `key: value` per line, an optional `;` or `,`
 /// after it, values quoted or bare, `#` comments.
-pub fn parse_flat(text: &str) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_flat(text: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -43,10 +45,13 @@ pub fn parse_flat(text: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// What meta.conf says about the repository.
+/// What meta.conf says about the repository. `Default` is what pkg writes when given no
+/// options (version 2, zstd, the usual file names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaConf {
+    /// The repository format: 1 or 2.
     pub version: u32,
+    /// How catalogue archives are compressed.
     pub packing_format: Compression,
     /// Inner file of the packagesite archive (`packagesite.yaml`).
     pub manifests: String,
@@ -54,19 +59,55 @@ pub struct MetaConf {
     pub manifests_archive: String,
     /// Inner file of the data archive, and the archive's name without `.pkg` (`data`).
     pub data: String,
-    /// Inner file of the files archive (`files`), and its archive (`files`).
+    /// Inner file of the files archive (`files`).
     pub filesite: String,
+    /// The files archive, without `.pkg` (`files`).
     pub filesite_archive: String,
 }
 
+impl Default for MetaConf {
+    fn default() -> MetaConf {
+        MetaConf {
+            version: 2,
+            packing_format: Compression::Zstd,
+            manifests: "packagesite.yaml".into(),
+            manifests_archive: "packagesite".into(),
+            data: "data".into(),
+            filesite: "files".into(),
+            filesite_archive: "files".into(),
+        }
+    }
+}
+
 impl MetaConf {
+    /// Reads and checks `DIR/meta.conf`.
+    pub fn load(dir: &Utf8Path) -> Result<MetaConf> {
+        let path = dir.join("meta.conf");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        MetaConf::parse(&text).map_err(|e| Error::caused(format!("{path} is not usable"), e))
+    }
+
+    /// The archive file name and the name of the file inside it, for a catalogue:
+    /// `("data.pkg", "data")`, `("packagesite.pkg", "packagesite.yaml")`.
+    pub fn catalogue(&self, kind: CatalogueKind) -> (String, String) {
+        match kind {
+            CatalogueKind::Data => (format!("{}.pkg", self.data), self.data.clone()),
+            CatalogueKind::Packagesite => (format!("{}.pkg", self.manifests_archive), self.manifests.clone()),
+        }
+    }
+
+    /// The same for the optional file list (`pkg repo -l`): `("files.pkg", "files")`.
+    pub fn files(&self) -> (String, String) {
+        (format!("{}.pkg", self.filesite_archive), self.filesite.clone())
+    }
+
     /// Parses and checks meta.conf: a version pkg understands, a known packing format,
     /// and file names that stay in the repository's top directory.
     pub fn parse(text: &str) -> Result<MetaConf> {
         let pairs = parse_flat(text)?;
         let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         let version: u32 = match get("version") {
-            Some(v) => v.parse().map_err(|_| anyhow::anyhow!("version `{v}` is not a number"))?,
+            Some(v) => v.parse().map_err(|_| Error::msg(format!("version `{v}` is not a number")))?,
             None => bail!("it has no `version`"),
         };
         if !(1..=2).contains(&version) {
@@ -132,6 +173,9 @@ mod tests {
         assert!(MetaConf::parse("version = 9;\n").is_err());
         assert!(MetaConf::parse("version = 2;\ndata = \"../x\";\n").is_err());
         assert!(MetaConf::parse("version = 2;\npacking_format = \"rar\";\n").is_err());
+        assert_eq!(MetaConf::parse("version = 2;\n").unwrap(), MetaConf::default());
+        assert_eq!(m.catalogue(CatalogueKind::Packagesite), ("packagesite.pkg".into(), "packagesite.yaml".into()));
+        assert_eq!(m.files(), ("files.pkg".into(), "files".into()));
     }
 
     #[test]

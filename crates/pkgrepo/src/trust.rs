@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs8::DecodePublicKey;
@@ -11,12 +10,18 @@ use rsa::sha2::Sha256;
 use rsa::signature::Verifier;
 use rsa::traits::PublicKeyParts;
 
-use super::meta::parse_fingerprint;
-use crate::config::TrustMode;
-use crate::fingerprint::sha256_bytes;
+use crate::error::{Context, Error, Result};
+use crate::meta::parse_fingerprint;
+use crate::{TrustMode, sha256_hex};
 
-/// A client's trust anchors.
-pub enum Trust {
+/// A client's trust anchors: what `signature_type` and `pubkey` or `fingerprints` say
+/// in its repository configuration.
+pub struct Trust {
+    pub(crate) anchors: Anchors,
+}
+
+/// The anchors of each trust mode.
+pub(crate) enum Anchors {
     /// `signature_type: "pubkey"`: the `signature` entry must verify with this key.
     Pubkey { path: Utf8PathBuf, key: PublicKey },
     /// `signature_type: "fingerprints"`: `.sig`/`.pub` pairs whose `.pub` is trusted.
@@ -30,39 +35,59 @@ pub enum Trust {
 }
 
 impl Trust {
-    /// Trusts the PEM public key at `path`.
+    /// Trusts the PEM public key at `path` (pubkey mode).
     pub fn pubkey(path: &Utf8Path) -> Result<Trust> {
         let pem = std::fs::read(path).with_context(|| format!("cannot read the public key {path}"))?;
         let key = PublicKey::from_pem(&pem).with_context(|| format!("{path} is not a PEM RSA public key"))?;
-        Ok(Trust::Pubkey { path: path.to_owned(), key })
+        Ok(Trust { anchors: Anchors::Pubkey { path: path.to_owned(), key } })
     }
 
-    /// Trusts the fingerprints directory `dir` (`trusted/` and, optionally, `revoked/`).
+    /// Trusts the fingerprints directory `dir` (fingerprints mode): the files in
+    /// `dir/trusted/` and, when it exists, `dir/revoked/`, each naming the SHA-256 of a
+    /// public key as pkg's trust files do.
     pub fn fingerprints(dir: &Utf8Path) -> Result<Trust> {
         let trusted = read_fingerprint_dir(&dir.join("trusted"))
             .with_context(|| format!("{dir} is not a usable fingerprints directory"))?;
         if trusted.is_empty() {
-            bail!(
-                "{dir}/trusted lists no fingerprint\nhelp: add a file with `function: \"sha256\"` and `fingerprint: \"<sha256 of the public key>\"`"
-            );
+            return Err(Error::with_help(
+                format!("{dir}/trusted lists no fingerprint"),
+                "add a file with `function: \"sha256\"` and `fingerprint: \"<sha256 of the public key>\"`",
+            ));
         }
         let revoked_dir = dir.join("revoked");
         let revoked = if revoked_dir.exists() { read_fingerprint_dir(&revoked_dir)? } else { BTreeMap::new() };
-        Ok(Trust::Fingerprints { dir: dir.to_owned(), trusted, revoked })
+        Ok(Trust { anchors: Anchors::Fingerprints { dir: dir.to_owned(), trusted, revoked } })
     }
 
+    /// The client's trust mode.
     pub fn mode(&self) -> TrustMode {
-        match self {
-            Trust::Pubkey { .. } => TrustMode::Pubkey,
-            Trust::Fingerprints { .. } => TrustMode::Fingerprints,
+        match self.anchors {
+            Anchors::Pubkey { .. } => TrustMode::Pubkey,
+            Anchors::Fingerprints { .. } => TrustMode::Fingerprints,
         }
     }
 
-    /// For messages: `the key /path/key.pub` or `the fingerprints in /dir`.
+    /// The public key, in pubkey mode.
+    pub fn key(&self) -> Option<&PublicKey> {
+        match &self.anchors {
+            Anchors::Pubkey { key, .. } => Some(key),
+            Anchors::Fingerprints { .. } => None,
+        }
+    }
+
+    /// The fingerprints directory, in fingerprints mode.
+    pub fn fingerprints_dir(&self) -> Option<&Utf8Path> {
+        match &self.anchors {
+            Anchors::Pubkey { .. } => None,
+            Anchors::Fingerprints { dir, .. } => Some(dir),
+        }
+    }
+
+    /// For messages: `the public key /path/key.pub` or `the fingerprints in /dir`.
     pub fn describe(&self) -> String {
-        match self {
-            Trust::Pubkey { path, .. } => format!("the public key {path}"),
-            Trust::Fingerprints { dir, .. } => format!("the fingerprints in {dir}"),
+        match &self.anchors {
+            Anchors::Pubkey { path, .. } => format!("the public key {path}"),
+            Anchors::Fingerprints { dir, .. } => format!("the fingerprints in {dir}"),
         }
     }
 }
@@ -82,33 +107,39 @@ fn read_fingerprint_dir(dir: &Utf8Path) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// An RSA public key, with the exact bytes it was read from.
+/// An RSA public key, and the fingerprint of the exact bytes it was read from.
 #[derive(Clone)]
 pub struct PublicKey {
     key: rsa::PublicKey,
-    /// SHA-256 hex of the PEM bytes (what fingerprints mode trusts).
-    pub fingerprint: String,
+    fingerprint: String,
 }
 
 /// Why a signature did not verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SigError {
+pub enum SignatureError {
     /// Wrong length for the key: truncated, padded, or from a key of another size.
-    Length { got: usize, want: usize },
+    Length {
+        /// The signature's length in bytes.
+        got: usize,
+        /// The length the key's signatures have.
+        want: usize,
+    },
     /// Right length, wrong value: another key, or the file changed after signing.
     Mismatch,
 }
 
-impl std::fmt::Display for SigError {
+impl std::error::Error for SignatureError {}
+
+impl std::fmt::Display for SignatureError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SigError::Length { got, want } => {
+            SignatureError::Length { got, want } => {
                 write!(
                     f,
                     "the signature is {got} bytes but the key makes {want}-byte signatures (truncated or not made by this key)"
                 )
             }
-            SigError::Mismatch => f.write_str(
+            SignatureError::Mismatch => f.write_str(
                 "the signature does not verify (the catalogue changed after signing, or another key signed it)",
             ),
         }
@@ -123,9 +154,15 @@ impl PublicKey {
         let key = match rsa::PublicKey::from_public_key_pem(text.trim()) {
             Ok(k) => k,
             Err(spki) => rsa::PublicKey::from_pkcs1_pem(text.trim())
-                .map_err(|_| anyhow::anyhow!("not an RSA public key in PEM ({spki})"))?,
+                .map_err(|_| Error::msg(format!("not an RSA public key in PEM ({spki})")))?,
         };
-        Ok(PublicKey { key, fingerprint: sha256_bytes(pem) })
+        Ok(PublicKey { key, fingerprint: sha256_hex(pem) })
+    }
+
+    /// The SHA-256 (lowercase hex) of the PEM bytes the key was read from: what a
+    /// fingerprints-mode client trusts.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Signature length in bytes.
@@ -133,17 +170,18 @@ impl PublicKey {
         self.key.size()
     }
 
-    pub fn rsa(&self) -> &rsa::PublicKey {
+    pub(crate) fn rsa(&self) -> &rsa::PublicKey {
         &self.key
     }
 
-    /// Verifies `sig` over `hex_digest` (the message pkg signs).
-    pub fn verify(&self, hex_digest: &str, sig: &[u8]) -> Result<(), SigError> {
+    /// Verifies `sig` over `hex_digest` (the message pkg signs: the hex SHA-256 of the
+    /// catalogue file).
+    pub fn verify(&self, hex_digest: &str, sig: &[u8]) -> Result<(), SignatureError> {
         if sig.len() != self.size() {
-            return Err(SigError::Length { got: sig.len(), want: self.size() });
+            return Err(SignatureError::Length { got: sig.len(), want: self.size() });
         }
         let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(self.key.clone());
-        let sig = rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| SigError::Mismatch)?;
-        vk.verify(hex_digest.as_bytes(), &sig).map_err(|_| SigError::Mismatch)
+        let sig = rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| SignatureError::Mismatch)?;
+        vk.verify(hex_digest.as_bytes(), &sig).map_err(|_| SignatureError::Mismatch)
     }
 }

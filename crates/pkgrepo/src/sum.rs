@@ -7,28 +7,35 @@
 use std::fmt;
 use std::io::Read;
 
-use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
 use sha2::{Digest, Sha256};
 
-use super::base32;
-use crate::fingerprint::hex;
+use crate::base32;
+use crate::error::{Context, Result, bail};
+use crate::hex;
 
 /// A parsed `sum`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Sum {
-    /// `2$<base32 of BLAKE2b-512>`.
+    /// `2$<base32 of BLAKE2b-512>`, the digest part without `2$`.
     Blake2b(String),
     /// Bare lowercase SHA-256 hex.
     Sha256(String),
 }
 
 impl Sum {
+    /// The sum pkg 2.8 writes for a package file with these bytes: `2$` and the
+    /// BLAKE2b-512 of the bytes in pkg's base32.
+    pub fn of(bytes: &[u8]) -> Sum {
+        let digest = blake2b_simd::Params::new().hash_length(64).hash(bytes);
+        Sum::Blake2b(base32::encode(digest.as_bytes()))
+    }
+
     /// Parses a catalogue's `sum` value.
     pub fn parse(text: &str) -> Result<Sum> {
         match text.split_once('$') {
             Some(("2", digest)) => {
-                if digest.len() != 103 || !digest.bytes().all(|b| b"ybndrfg8ejkmcpqxot1uwisza345h769".contains(&b)) {
+                if digest.len() != 103 || !digest.bytes().all(|b| base32::ALPHABET.contains(&b)) {
                     bail!("`{text}` is not a BLAKE2b-512 sum in pkg's base32 (103 characters)");
                 }
                 Ok(Sum::Blake2b(digest.to_owned()))
@@ -45,7 +52,7 @@ impl Sum {
         }
     }
 
-    /// The catalogue form.
+    /// The catalogue form (also what `Display` writes).
     pub fn text(&self) -> String {
         match self {
             Sum::Blake2b(d) => format!("2${d}"),
@@ -61,7 +68,8 @@ impl Sum {
         }
     }
 
-    pub fn needs(&self) -> Want {
+    /// The digests a file must be hashed for to be checked against this sum.
+    pub(crate) fn needs(&self) -> Want {
         match self {
             Sum::Blake2b(_) => Want { blake2b: true, sha256: false },
             Sum::Sha256(_) => Want { blake2b: false, sha256: true },
@@ -77,20 +85,21 @@ impl fmt::Display for Sum {
 
 /// Which digests to compute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Want {
-    pub blake2b: bool,
-    pub sha256: bool,
+pub(crate) struct Want {
+    pub(crate) blake2b: bool,
+    pub(crate) sha256: bool,
 }
 
 impl Want {
-    pub fn or(self, other: Want) -> Want {
+    pub(crate) fn or(self, other: Want) -> Want {
         Want { blake2b: self.blake2b || other.blake2b, sha256: self.sha256 || other.sha256 }
     }
 }
 
-/// What hashing a file gave.
+/// What hashing a file gave: its size and the digests that were asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Digests {
+    /// Bytes read.
     pub size: u64,
     /// pkg's base32 of BLAKE2b-512 (the `2$` form without its prefix).
     pub blake2b: Option<String>,
@@ -99,14 +108,14 @@ pub struct Digests {
 }
 
 /// Feeds bytes to the digests wanted.
-pub struct Hasher {
+pub(crate) struct Hasher {
     blake2b: Option<blake2b_simd::State>,
     sha256: Option<Sha256>,
     size: u64,
 }
 
 impl Hasher {
-    pub fn new(want: Want) -> Hasher {
+    pub(crate) fn new(want: Want) -> Hasher {
         Hasher {
             blake2b: want.blake2b.then(|| blake2b_simd::Params::new().hash_length(64).to_state()),
             sha256: want.sha256.then(Sha256::new),
@@ -114,7 +123,7 @@ impl Hasher {
         }
     }
 
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.size += bytes.len() as u64;
         if let Some(b) = &mut self.blake2b {
             b.update(bytes);
@@ -124,7 +133,7 @@ impl Hasher {
         }
     }
 
-    pub fn finish(self) -> Digests {
+    pub(crate) fn finish(self) -> Digests {
         Digests {
             size: self.size,
             blake2b: self.blake2b.map(|b| base32::encode(b.finalize().as_bytes())),
@@ -134,7 +143,7 @@ impl Hasher {
 }
 
 /// Hashes a file in one pass. Calls `progress` with each chunk's length.
-pub fn hash_file(path: &Utf8Path, want: Want, progress: &dyn Fn(u64)) -> Result<Digests> {
+pub(crate) fn hash_file(path: &Utf8Path, want: Want, progress: &dyn Fn(u64)) -> Result<Digests> {
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
     let mut hasher = Hasher::new(want);
     let mut buf = vec![0u8; 1 << 20];
@@ -163,5 +172,22 @@ mod tests {
         assert!(Sum::parse("1$abc").unwrap_err().to_string().contains("hash type 1"));
         assert!(Sum::parse("2$short").is_err());
         assert!(Sum::parse(&"A".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn hashing_a_file_gives_the_sums_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8Path::from_path(dir.path()).unwrap().join("a.pkg");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let d = hash_file(&path, Want { blake2b: true, sha256: true }, &|n| {
+            seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!((d.size, seen.into_inner()), (3_000_000, 3_000_000));
+        assert!(Sum::of(&bytes).matches(&d));
+        assert_eq!(d.sha256.as_deref(), Some(hex(&Sha256::digest(&bytes)).as_str()));
+        assert!(hash_file(&path.with_file_name("absent"), Want::default(), &|_| {}).is_err());
     }
 }
