@@ -5,15 +5,13 @@
 //!   cold: 200 crates from a local HTTP server answering each request after 20 ms,
 //!         against fetching them one after another (goal: at least 5x faster).
 
-#[path = "../tests/it/makesum/httpd.rs"]
-mod httpd;
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
+use test_support::httpd;
 
 const WARM_FILES: usize = 300;
 const COLD_FILES: usize = 200;

@@ -3,16 +3,11 @@
 //! the catalogue copied, the rest hard-linked); timing the built binary; prints the ratio
 //! (goal: under 0.1).
 
-#[path = "../tests/it/repo_kit.rs"]
-mod repo_kit;
-#[path = "../tests/it/support.rs"]
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use camino::Utf8Path;
-use repo_kit::{make_repo, signing_project, synthetic};
+use test_support::repo::{make_repo, signing_project, synthetic};
 
 const PACKAGES: usize = 200;
 const SIZE: usize = 1_600_000;
@@ -29,7 +24,7 @@ fn main() {
         "pubkey",
         &format!(
             "\n[publish]\ncheck = false\nkeep = 3\nrepo_conf_template = \"{}\"\n",
-            support::repo_root().join("scripts-compat/clawdie-repo.conf.in")
+            test_support::repo_root().join("scripts-compat/clawdie-repo.conf.in")
         ),
     );
     let a = p.scratch.path.join("a");
@@ -43,7 +38,7 @@ fn main() {
     let publish = |site: &Utf8Path| -> Duration {
         p.write_raw_config(&format!("{config}target = \"{site}\"\n"));
         let start = Instant::now();
-        let out = Command::new(support::xtask_bin())
+        let out = Command::new(test_support::xtask_bin())
             .args(["--config", p.config_path().as_str(), "publish"])
             .env("CI", "1")
             .output()

@@ -2,15 +2,10 @@
 //! `b2sum` over the same package files, timing the built binary; prints the ratio
 //! (goal: at most 0.5 on 2 cores).
 
-#[path = "../tests/it/repo_kit.rs"]
-mod repo_kit;
-#[path = "../tests/it/support.rs"]
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use repo_kit::{make_repo, pubkey, signing_project, synthetic};
+use test_support::repo::{make_repo, pubkey, signing_project, synthetic};
 
 const PACKAGES: usize = 200;
 const SIZE: usize = 1_600_000;
@@ -36,7 +31,7 @@ fn main() {
     let total = (PACKAGES * SIZE) as f64 / 1e6;
 
     let verify = || {
-        let out = Command::new(support::xtask_bin())
+        let out = Command::new(test_support::xtask_bin())
             .args(["--config", p.config_path().as_str(), "sign", "--verify-only", "--repo", repo.as_str()])
             .args(["--pubkey", pubkey().as_str()])
             .env("CI", "1")

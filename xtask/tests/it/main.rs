@@ -1,10 +1,6 @@
 //! The integration tests: one binary, one module per area. They run the built xtask
-//! against scratch projects, the example colibri and the real samples in tests/data.
-
-mod nginx;
-mod pipeline_kit;
-mod repo_kit;
-mod support;
+//! against scratch projects, the example colibri and the real samples in tests/data;
+//! the helpers they share with the benchmarks are in crates/test-support.
 
 mod bulk;
 mod compat;
@@ -20,5 +16,3 @@ mod runbook;
 mod setup;
 mod sign;
 mod tidy;
-
-use gate::initramfs;

@@ -1,8 +1,6 @@
 //! A real nginx for one test: its own prefix and config, on a free port of 127.0.0.1,
 //! run in the foreground as a child (`daemon off`, one process) and stopped on drop.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -5,10 +5,10 @@
 
 use std::fs;
 
+use crate::host::Host;
 use crate::initramfs;
 use crate::nginx::Nginx;
-use crate::setup::Host;
-use crate::support::{QEMU, Run, repo_root, standins};
+use crate::{QEMU, Run, repo_root, standins};
 
 pub const STAGES: [&str; 7] = ["port", "makesum", "bulk", "sign", "publish", "iso", "gate"];
 
@@ -20,14 +20,16 @@ pub struct Release {
 }
 
 impl Release {
-    pub fn new() -> Release {
+    /// Provisions the scratch host with `setup`, starts nginx serving the publish target,
+    /// and writes the pipeline's settings; nothing of the pipeline has run yet.
+    pub fn start() -> Release {
         let h = Host::with_colibri("");
         let s = h.p.scratch.path.clone();
         let site = s.join("site");
         fs::create_dir_all(&site).unwrap();
         let nginx = Nginx::serve(&site, &s.join("nginx"), "");
         let image = s.join("iso/clawdie.img");
-        let builder = crate::support::colibri_fixture().parent().unwrap().join("build-image");
+        let builder = crate::colibri_fixture().parent().unwrap().join("build-image");
         let settings = format!(
             "[repository]\nurl = \"{url}\"\n\n\
              [makesum]\noffline = true\nsource_from_checkout = true\n\n\

@@ -2,8 +2,6 @@
 //! serves bodies by path with an optional latency per request, and misbehaves on
 //! purpose (404, a body cut off, a body that stalls). Stopped and joined when dropped.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,9 +1,11 @@
 //! Test helpers for pkg repositories: copies of the real samples, catalogue archives
-//! taken apart and put back together, the test key at mode 0600, synthetic
-//! repositories of many packages, and signatures made by openssl (an implementation
-//! independent of the one under test).
-
-#![allow(dead_code)]
+//! taken apart and put back together (with tar and zstd directly, not the code under
+//! test), the test key at mode 0600, synthetic repositories of many packages, and
+//! signatures made by openssl (an implementation independent of the one under test).
+//!
+//! The `sum`s of synthetic packages come from `pkgrepo`'s [`Sum::of`]: there is one
+//! implementation of pkg's base32, and pkgrepo's tests pin it to the sums the real pkg
+//! wrote (its known-answer tests), so a copy here would check nothing.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -11,8 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use pkgrepo::sum::Sum;
 
-use crate::support::{Project, copy_tree, data};
+use crate::{Project, copy_tree, data};
 
 /// `xtask/tests/data/pkg-repo/NAME`.
 pub fn sample(name: &str) -> Utf8PathBuf {
@@ -160,30 +163,6 @@ pub fn other_key(dir: &Utf8Path) -> (Utf8PathBuf, Utf8PathBuf) {
     (key, public)
 }
 
-/// pkg's base32 (an independent implementation for the tests).
-pub fn pkg_base32(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
-    let mut s = String::new();
-    let (mut acc, mut n) = (0u64, 0);
-    for &b in bytes {
-        acc |= (b as u64) << n;
-        n += 8;
-        while n >= 5 {
-            s.push(A[(acc & 31) as usize] as char);
-            acc >>= 5;
-            n -= 5;
-        }
-    }
-    if n > 0 {
-        s.push(A[(acc & 31) as usize] as char);
-    }
-    s
-}
-
-pub fn pkg_sum(bytes: &[u8]) -> String {
-    format!("2${}", pkg_base32(blake2b_simd::Params::new().hash_length(64).hash(bytes).as_bytes()))
-}
-
 /// One package of a synthetic repository.
 pub struct Pkg {
     pub name: String,
@@ -220,7 +199,7 @@ pub fn catalogue_object(p: &Pkg, abi: &str) -> serde_json::Value {
         "name": p.name, "origin": format!("sysutils/{}", p.name), "version": p.version,
         "comment": "synthetic", "maintainer": "ports@clawdie.si", "www": "https://clawdie.si/",
         "abi": abi, "arch": "freebsd:15:x86:64", "prefix": "/usr/local",
-        "sum": pkg_sum(&p.bytes), "flatsize": p.bytes.len(), "path": p.path(), "repopath": p.path(),
+        "sum": Sum::of(&p.bytes).text(), "flatsize": p.bytes.len(), "path": p.path(), "repopath": p.path(),
         "licenselogic": "single", "licenses": ["MIT"], "pkgsize": p.bytes.len(), "desc": "synthetic"
     })
 }

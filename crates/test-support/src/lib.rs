@@ -1,7 +1,26 @@
-//! Shared test helpers: a scratch project with its own pipeline.toml and state, the
-//! example colibri as a real git checkout, and running the built xtask binary.
+//! The helpers xtask's tests and benchmarks share (a dev-only crate, never published).
+//!
+//! At the top: a scratch project with its own pipeline.toml and state ([`Project`]), the
+//! example colibri as a real git checkout, running the built xtask binary ([`Run`]),
+//! and the repository's paths. Then, by area:
+//! - [`repo`]: copies of the real pkg samples, catalogue archives taken apart and put
+//!   back together, the test key, synthetic repositories, signatures made by openssl;
+//! - [`host`]: a stand-in FreeBSD host that `setup` provisions;
+//! - [`nginx`]: a real nginx on 127.0.0.1 for one test;
+//! - [`httpd`]: a small HTTP server on 127.0.0.1 that misbehaves on purpose;
+//! - [`initramfs`]: the tiny Linux guest the QEMU gate tests boot, and its kernel;
+//! - [`pipeline`]: the whole pipeline on one scratch host (the end-to-end test and the
+//!   no-op release benchmark).
+//!
+//! Paths are computed from this crate's place in the repository (`crates/test-support`),
+//! and the xtask binary from where cargo put the running test or benchmark.
 
-#![allow(dead_code)]
+pub mod host;
+pub mod httpd;
+pub mod initramfs;
+pub mod nginx;
+pub mod pipeline;
+pub mod repo;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -13,37 +32,58 @@ use camino::{Utf8Path, Utf8PathBuf};
 /// have two.
 pub static QEMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The built xtask binary.
+/// The built xtask binary: `CARGO_BIN_EXE_xtask` when cargo sets it while running a
+/// test, else `xtask` in the directory above the running test's or benchmark's own
+/// (cargo builds them into `target/PROFILE/deps/`, and the package's binary, which it
+/// builds first for integration tests and benchmarks, into `target/PROFILE/`).
 pub fn xtask_bin() -> Utf8PathBuf {
-    Utf8PathBuf::from(env!("CARGO_BIN_EXE_xtask"))
+    static BIN: std::sync::OnceLock<Utf8PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_xtask") {
+            return Utf8PathBuf::from_path_buf(bin.into()).expect("CARGO_BIN_EXE_xtask is not UTF-8");
+        }
+        let me = std::env::current_exe().expect("the running test's path");
+        let bin = me.parent().and_then(|deps| deps.parent()).map(|profile| profile.join("xtask"));
+        match bin.and_then(|b| Utf8PathBuf::from_path_buf(b).ok()) {
+            Some(bin) if bin.is_file() => bin,
+            _ => panic!(
+                "no xtask binary beside the directory of {}: run the tests and benchmarks through cargo (cargo test -p xtask, cargo bench -p xtask)",
+                me.display()
+            ),
+        }
+    })
+    .clone()
 }
 
 /// This repository's top directory.
 pub fn repo_root() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    // This crate is crates/test-support.
+    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().and_then(Utf8Path::parent).unwrap().to_owned()
 }
 
 /// `xtask/tests/data`: real files made by the real tools.
 pub fn data() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    repo_root().join("xtask/tests/data")
 }
 
 /// `xtask/tests/fixtures/colibri`: the example colibri.
 pub fn colibri_fixture() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/colibri")
+    repo_root().join("xtask/tests/fixtures/colibri")
 }
 
 /// `xtask/tests/standins`: stand-ins for FreeBSD tools.
 pub fn standins() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standins")
+    repo_root().join("xtask/tests/standins")
 }
 
 /// A temporary directory as a UTF-8 path (removed when dropped).
 pub struct Scratch {
     _dir: tempfile::TempDir,
+    /// The directory, canonical.
     pub path: Utf8PathBuf,
 }
 
+/// A new scratch directory.
 pub fn scratch() -> Scratch {
     let dir = tempfile::Builder::new().prefix("mb-test-").tempdir().unwrap();
     let path = Utf8PathBuf::from_path_buf(dir.path().canonicalize().unwrap()).unwrap();

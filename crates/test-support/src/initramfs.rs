@@ -56,7 +56,7 @@ esac
 pub fn kernel() -> Utf8PathBuf {
     let path = match std::env::var("MOTHER_BUILD_TEST_KERNEL") {
         Ok(p) if !p.is_empty() => Utf8PathBuf::from(p),
-        _ => crate::support::repo_root().join("target/test-assets/vmlinuz"),
+        _ => crate::repo_root().join("target/test-assets/vmlinuz"),
     };
     assert!(
         path.is_file(),
