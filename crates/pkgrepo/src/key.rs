@@ -59,7 +59,10 @@ pub fn check_private_key(path: &Utf8Path) -> Result<()> {
 pub fn read_private_key(path: &Utf8Path) -> Result<SecretBytes> {
     check_private_key(path)?;
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open the signing key {path}"))?;
-    let mut buf = Zeroizing::new(Vec::new());
+    // Room for the whole key up front: a buffer that grew would leave copies behind
+    // that nothing wipes.
+    let len = f.metadata().map_or(0, |m| m.len()).min(1 << 20) as usize;
+    let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
     f.read_to_end(&mut buf).with_context(|| format!("cannot read the signing key {path}"))?;
     Ok(SecretBytes(buf))
 }
