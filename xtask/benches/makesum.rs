@@ -9,15 +9,13 @@
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
-#[path = "../tests/it/makesum/httpd.rs"]
-mod httpd;
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
+use test_support::httpd;
 
 const WARM_FILES: usize = 300;
 const COLD_FILES: usize = 200;

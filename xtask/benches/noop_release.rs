@@ -1,7 +1,7 @@
 //! Benchmark: a no-op `release` (all seven stages up to date) against `xtask --help`,
 //! both timed on the built binary in the same run. Goal: within 2x.
 //!
-//! The pipeline is the end-to-end test's (tests/it/pipeline_kit.rs): one real release
+//! The pipeline is the end-to-end test's (test_support::pipeline): one real release
 //! first (port, makesum, bulk through the poudriere stand-in, sign, publish through
 //! nginx, iso through the pkg stand-in, the gate in QEMU), then every further `release`
 //! finds each stage up to date. Needs what `.ci/deps` installs.
@@ -10,31 +10,13 @@
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
-#[allow(unused_imports)]
-#[path = "../tests/it/support.rs"]
-mod support;
-
-#[allow(unused_imports)]
-#[path = "../tests/it/nginx.rs"]
-mod nginx;
-
-#[allow(dead_code, unused_imports)]
-#[path = "../tests/it/setup.rs"]
-mod setup;
-
-#[allow(dead_code, unused_imports)]
-#[path = "../tests/it/gate/initramfs.rs"]
-mod initramfs;
-
-#[allow(dead_code, unused_imports)]
-#[path = "../tests/it/pipeline_kit.rs"]
-mod pipeline_kit;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use test_support::pipeline;
+
 fn main() {
-    let r = pipeline_kit::Release::new();
+    let r = pipeline::Release::start();
     let first = r.run(&["release"]);
     assert!(first.output.status.success(), "the first release failed:\n{}", first.stderr());
     let time = |args: &[&str]| {

@@ -7,16 +7,11 @@
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
-#[path = "../tests/it/repo_kit.rs"]
-mod repo_kit;
-#[path = "../tests/it/support.rs"]
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use camino::Utf8Path;
-use repo_kit::{make_repo, signing_project, synthetic};
+use test_support::repo::{make_repo, signing_project, synthetic};
 
 const PACKAGES: usize = 200;
 const SIZE: usize = 1_600_000;
@@ -41,7 +36,7 @@ fn main() {
     let publish = |site: &Utf8Path| -> Duration {
         p.write_raw_config(&format!("{config}target = \"{site}\"\n"));
         let start = Instant::now();
-        let out = Command::new(support::xtask_bin())
+        let out = Command::new(test_support::xtask_bin())
             .args(["--config", p.config_path().as_str(), "publish"])
             .env("CI", "1")
             .output()

@@ -6,15 +6,10 @@
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
-#[path = "../tests/it/repo_kit.rs"]
-mod repo_kit;
-#[path = "../tests/it/support.rs"]
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use repo_kit::{make_repo, pubkey, signing_project, synthetic};
+use test_support::repo::{make_repo, pubkey, signing_project, synthetic};
 
 const PACKAGES: usize = 200;
 const SIZE: usize = 1_600_000;
@@ -40,7 +35,7 @@ fn main() {
     let total = (PACKAGES * SIZE) as f64 / 1e6;
 
     let verify = || {
-        let out = Command::new(support::xtask_bin())
+        let out = Command::new(test_support::xtask_bin())
             .args(["--config", p.config_path().as_str(), "sign", "--verify-only", "--repo", repo.as_str()])
             .args(["--pubkey", pubkey().as_str()])
             .env("CI", "1")

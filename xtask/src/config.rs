@@ -94,14 +94,7 @@ settings! {
 }
 
 /// How a catalogue is signed; the layout clients must be told about follows from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrustMode {
-    /// A key file signs: one `signature` entry; clients use `signature_type: "pubkey"`.
-    Pubkey,
-    /// A signing command signs: `.sig`/`.pub` entries; clients use `signature_type: "fingerprints"`.
-    Fingerprints,
-}
+pub use pkgrepo::TrustMode;
 
 settings! {
     /// The release signing key. The private key never leaves its file: it is not printed,

@@ -228,14 +228,22 @@ pub fn is_reported(err: &anyhow::Error) -> bool {
     failures(err).iter().any(|f| f.reported)
 }
 
-/// Every help line in an error, outermost first, each once.
+/// Every help line in an error, outermost first, each once: those of its [`Failure`]s
+/// and those of the [`pkgrepo::Error`]s it was caused by.
 pub fn help_lines(err: &anyhow::Error) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
+    let mut add = |line: &str| {
+        if !lines.iter().any(|l| l == line) {
+            lines.push(line.to_owned());
+        }
+    };
     for f in failures(err) {
-        for line in &f.help {
-            if !lines.contains(line) {
-                lines.push(line.clone());
-            }
+        f.help.iter().for_each(|line| add(line));
+    }
+    let repo = err.downcast_ref::<pkgrepo::Error>().into_iter().chain(err.chain().filter_map(|e| e.downcast_ref()));
+    for e in repo {
+        if let Some(line) = e.help() {
+            add(line);
         }
     }
     lines

@@ -23,13 +23,13 @@ use crate::failure;
 use crate::failure::Failure;
 use crate::fingerprint::Fingerprint;
 use crate::fsx;
-use crate::pkgrepo::trust::Trust;
-use crate::pkgrepo::verify;
 use crate::proc::{CmdLine, StreamOpts};
 use crate::publish::PublishOutputs;
 use crate::settings;
 use crate::sign::{SignOutputs, plural};
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
+use pkgrepo::trust::Trust;
+use pkgrepo::verify;
 
 /// Where pkg gets the packages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,11 +326,7 @@ impl Stage for Iso {
         let repos_conf = Self::repos_conf(cx, &source.url(), mode, &trust_path);
         steps.push(Step::Write {
             path: repos.join(format!("{}.conf", cx.config().repository.name)),
-            what: format!(
-                "repo conf: {}, {} trust",
-                source.url(),
-                if mode == TrustMode::Pubkey { "pubkey" } else { "fingerprints" }
-            ),
+            what: format!("repo conf: {}, {mode} trust", source.url()),
         });
         steps.push(Step::Mkdir { path: dbdir.clone() });
         let update = Self::pkg(cx, None, &dbdir, &repos, &cache).args(["update", "-f"]);
@@ -454,6 +450,7 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
         progress: &|_| {},
         known: None,
         files: true,
+        stop: &|| Ok(crate::proc::check_interrupted()?),
     };
     let report = verify::verify(to, &opts)?;
     if !report.ok() {

@@ -12,10 +12,8 @@ pub mod fingerprint;
 pub mod fsx;
 pub mod git;
 pub mod makevars;
-pub mod pkgrepo;
 pub mod proc;
 pub mod run;
-pub mod secret;
 pub mod stage;
 pub mod ui;
 

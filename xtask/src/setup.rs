@@ -320,7 +320,7 @@ fn perform(cx: &Cx, action: &Action) -> Result<bool> {
         }
         Action::GenerateKey { openssl, key, pubkey } => generate_key(cx, openssl, key, pubkey)?,
         Action::DerivePubkey { openssl, key, pubkey } => {
-            crate::secret::check_private_key(key)?;
+            pkgrepo::key::check_private_key(key)?;
             let tmp = fsx::temp_beside(pubkey);
             let result = pubout(openssl, key, &tmp).run(&cx.log).and_then(|_| {
                 fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
@@ -395,7 +395,7 @@ fn generate_key(cx: &Cx, openssl: &str, key: &Utf8Path, pubkey: &Utf8Path) -> Re
         let (tmp_key, tmp_pub) = (dir.join("key"), dir.join("pub"));
         genrsa(openssl, &tmp_key).run(&cx.log)?;
         fs::set_permissions(&tmp_key, fs::Permissions::from_mode(0o600))?;
-        crate::secret::check_private_key(&tmp_key)?;
+        pkgrepo::key::check_private_key(&tmp_key)?;
         pubout(openssl, &tmp_key, &tmp_pub).run(&cx.log)?;
         fs::set_permissions(&tmp_pub, fs::Permissions::from_mode(0o644))?;
         fs::File::open(&tmp_key).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {tmp_key}"))?;
@@ -650,7 +650,7 @@ fn inspect_signing(loaded: &Loaded, log: &Log) -> Result<Item> {
             vec![Action::GenerateKey { openssl: openssl.to_owned(), key, pubkey }],
         ));
     }
-    if let Err(e) = crate::secret::check_private_key(&key) {
+    if let Err(e) = pkgrepo::key::check_private_key(&key).map_err(anyhow::Error::from) {
         let help = failure::help_lines(&e);
         let help = if help.is_empty() { "fix the key file".to_owned() } else { help.join("\n") };
         return Ok(Item::refuse(name, State::Differs(crate::ui::render_message(&e)), help));

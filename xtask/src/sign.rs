@@ -1,7 +1,7 @@
 //! sign: make sure the repository bulk built is signed by the release key and that
 //! every package in it is what its catalogue says; then write the release manifest.
 //!
-//! Verification is native (see [`crate::pkgrepo::verify`]). A catalogue that is not
+//! Verification is native (see [`pkgrepo::verify`]). A catalogue that is not
 //! signed by the configured key (bulk ran without one, or the key was rotated) is
 //! signed: natively (the key file, or `signing.command` speaking pkg's signing_command
 //! protocol) or by `pkg repo` on FreeBSD. A repository whose packages do not match
@@ -20,14 +20,17 @@ use crate::config::{Loaded, Tool, TrustMode};
 use crate::failure;
 use crate::failure::ResultExt;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
-use crate::pkgrepo::signer::{DigestSigner, KeySigner, Signed, parse_command_output, sign_archive};
-use crate::pkgrepo::trust::Trust;
-use crate::pkgrepo::verify::{self, Report};
 use crate::proc::CmdLine;
 use crate::run::Log;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 use crate::ui::Ui;
+use pkgrepo::archive::Archive;
+use pkgrepo::meta::MetaConf;
+use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
+use pkgrepo::trust::Trust;
+use pkgrepo::verify::{self, Report};
+use pkgrepo::{CATALOGUES, signing_command};
 
 /// How a catalogue that needs a signature gets one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,7 +255,16 @@ impl Sign {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
-        verify::Options { trust, abi, sha256: true, threads, progress: &|_| {}, known: None, files: true }
+        verify::Options {
+            trust,
+            abi,
+            sha256: true,
+            threads,
+            progress: &|_| {},
+            known: None,
+            files: true,
+            stop: &|| Ok(crate::proc::check_interrupted()?),
+        }
     }
 
     /// `cargo xtask sign --verify-only`: checks a repository and prints the verdict;
@@ -325,17 +337,7 @@ impl Sign {
 }
 
 fn pubkey_fingerprint(trust: &Trust) -> String {
-    match trust {
-        Trust::Pubkey { key, .. } => key.fingerprint.clone(),
-        Trust::Fingerprints { .. } => String::new(),
-    }
-}
-
-fn mode_word(mode: TrustMode) -> &'static str {
-    match mode {
-        TrustMode::Pubkey => "pubkey",
-        TrustMode::Fingerprints => "fingerprints",
-    }
+    trust.key().map(|k| k.fingerprint().to_owned()).unwrap_or_default()
 }
 
 /// What verification checks, as plan steps.
@@ -343,7 +345,7 @@ fn check_steps(repo: &Utf8Path, trust: &Trust, abi: &str) -> Vec<Step> {
     vec![
         Step::Check(format!(
             "{repo}: meta.conf, and data.pkg and packagesite.pkg signed for {} clients ({})",
-            mode_word(trust.mode()),
+            trust.mode(),
             trust.describe()
         )),
         Step::Check(format!(
@@ -357,7 +359,7 @@ fn verify_with_progress(repo: &Utf8Path, opts: &verify::Options, ui: &Ui) -> Res
     let quick = verify::verify(repo, &verify::Options { files: false, ..*opts })?;
     let bar = ui.progress("verify", quick.bytes, true);
     let progress = |n: u64| bar.inc(n, "hashing packages");
-    verify::verify(repo, &verify::Options { progress: &progress, ..*opts })
+    Ok(verify::verify(repo, &verify::Options { progress: &progress, ..*opts })?)
 }
 
 /// The problems as an error: the product's failure (exit 1).
@@ -384,9 +386,15 @@ struct CommandSigner<'a> {
     log: &'a Log,
 }
 
-impl DigestSigner for CommandSigner<'_> {
-    fn sign_digest(&self, hex_digest: &str) -> Result<Signed> {
-        let out = self.cmd.output_with_input(self.log, format!("{hex_digest}\n").as_bytes())?;
+impl Signer for CommandSigner<'_> {
+    fn sign_digest(&self, hex_digest: &str) -> Result<Signed, pkgrepo::BoxError> {
+        Ok(self.run(hex_digest)?)
+    }
+}
+
+impl CommandSigner<'_> {
+    fn run(&self, hex_digest: &str) -> Result<Signed> {
+        let out = self.cmd.output_with_input(self.log, &signing_command::request(hex_digest))?;
         if !out.success() {
             bail!(
                 "the signing command `{}` {}:\n{}",
@@ -395,7 +403,7 @@ impl DigestSigner for CommandSigner<'_> {
                 crate::proc::tail_lines(&out.stderr, 10)
             );
         }
-        parse_command_output(&out.stdout).with_context(|| format!("the signing command `{}`", self.cmd))
+        signing_command::parse_response(&out.stdout).with_context(|| format!("the signing command `{}`", self.cmd))
     }
 }
 
@@ -429,7 +437,7 @@ impl Sign {
         let command = self.signing_command(cx);
         let key_signer;
         let command_signer;
-        let signer: &dyn DigestSigner = match command {
+        let signer: &dyn Signer = match command {
             Some(cmd) => {
                 command_signer = CommandSigner { cmd, log: &cx.log };
                 &command_signer
@@ -437,7 +445,7 @@ impl Sign {
             None => {
                 let key_path = cx.resolve(&signing.key);
                 let pub_path = cx.resolve(&signing.pubkey);
-                let secret = crate::secret::read_private_key(&key_path)
+                let secret = pkgrepo::key::read_private_key(&key_path)
                     .map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
                 let cert = std::fs::read(&pub_path).map_err(|e| {
                     cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}"))
@@ -446,18 +454,16 @@ impl Sign {
                 &key_signer
             }
         };
-        let mut quick = Report::default();
-        let meta = verify::read_meta(repo, &mut quick);
-        let mut archives: Vec<(String, String)> =
-            crate::pkgrepo::CATALOGUES.iter().map(|k| verify::names(&meta, *k)).collect();
-        let files = (format!("{}.pkg", meta.filesite_archive), meta.filesite.clone());
+        let meta = MetaConf::load(repo).unwrap_or_default();
+        let mut archives: Vec<(String, String)> = CATALOGUES.iter().map(|k| meta.catalogue(*k)).collect();
+        let files = meta.files();
         if repo.join(&files.0).exists() {
             archives.push(files);
         }
         for (archive, inner) in archives {
             let path = repo.join(&archive);
             let digest = sign_archive(&path, &inner, mode, signer)?;
-            cx.say(format!("signed {archive} ({inner} sha256 {digest}, {} layout)", mode_word(mode)));
+            cx.say(format!("signed {archive} ({inner} sha256 {digest}, {mode} layout)"));
         }
         Ok(())
     }
@@ -526,11 +532,10 @@ fn records(report: &Report) -> Vec<PackageRecord> {
 fn repo_fingerprint(fp: &mut Fingerprint, repo: &Utf8Path) -> Result<()> {
     fp.str("repo", repo.as_str());
     fp.file("meta.conf", &repo.join("meta.conf"))?;
-    let mut report = Report::default();
-    let meta = verify::read_meta(repo, &mut report);
-    for kind in crate::pkgrepo::CATALOGUES {
-        let (archive, inner) = verify::names(&meta, kind);
-        match crate::pkgrepo::archive::Archive::read(&repo.join(&archive)) {
+    let meta = MetaConf::load(repo).unwrap_or_default();
+    for kind in CATALOGUES {
+        let (archive, inner) = meta.catalogue(kind);
+        match Archive::read(&repo.join(&archive)) {
             Ok(a) => {
                 for e in a.find(&inner) {
                     fp.str(&archive, &sha256_bytes(&e.data));
@@ -641,10 +646,7 @@ impl Stage for Sign {
                     for archive in ["data.pkg", "packagesite.pkg"] {
                         steps.push(Step::Write {
                             path: repo.join(archive),
-                            what: format!(
-                                "re-signed with the {by}, {} layout; written beside, renamed",
-                                mode_word(mode)
-                            ),
+                            what: format!("re-signed with the {by}, {mode} layout; written beside, renamed"),
                         });
                     }
                 }
@@ -662,7 +664,7 @@ impl Stage for Sign {
         let keys = self.keys(cx.loaded)?;
         let abi = self.abi(cx.loaded);
         let opts = self.options(cx.loaded, &keys.trust, &abi);
-        cx.say(format!("verifying {repo} for {} clients ({})", mode_word(keys.trust.mode()), keys.trust.describe()));
+        cx.say(format!("verifying {repo} for {} clients ({})", keys.trust.mode(), keys.trust.describe()));
         let mut report = verify_with_progress(&repo, &opts, cx.ui)?;
         for p in &report.problems {
             cx.note(format!("first check: {p}"));
@@ -730,10 +732,7 @@ impl Stage for Sign {
         crate::fsx::write_atomic(&path, &text)?;
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
 
-        let fingerprints = match keys.trust {
-            Trust::Fingerprints { ref dir, .. } => Some(dir.clone()),
-            Trust::Pubkey { .. } => None,
-        };
+        let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
         Ok(SignOutputs {
             repo: repo.clone(),
             manifest: cx.run.rel(&path),

@@ -11,10 +11,10 @@ use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
 
 use crate::fingerprint::sha256_file;
-use crate::pkgrepo::trust::Trust;
-use crate::pkgrepo::verify;
 use crate::sign::PackageRecord;
 use crate::stage::{Cx, StageName};
+use pkgrepo::trust::Trust;
+use pkgrepo::verify;
 
 /// What `latest` should now serve, for the check over HTTP.
 pub struct Served {
@@ -138,6 +138,7 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
     }
     let abi = cx.config().repository.abi.clone();
     let opts = verify::Options {
+        stop: &|| Ok(crate::proc::check_interrupted()?),
         trust: &s.trust,
         abi: &abi,
         sha256: false,

@@ -50,7 +50,7 @@ pub fn make(cx: &Cx, sign: Option<&SignOutputs>, target: &Target) -> Result<Clie
         return Err(cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pubkey_path}")));
     }
     let fingerprint = match (mode, &pubkey) {
-        (TrustMode::Fingerprints, Some(bytes)) => Some(crate::pkgrepo::meta::fingerprint_file(&sha256_bytes(bytes))),
+        (TrustMode::Fingerprints, Some(bytes)) => Some(pkgrepo::meta::fingerprint_file(&sha256_bytes(bytes))),
         _ => None,
     };
     let root = match target {

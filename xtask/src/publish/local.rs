@@ -9,16 +9,16 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::check::{self, Served};
 use super::client::{self, ClientFiles};
-use super::release::{FileAction, Release, mode_word, release_abi, release_trust};
+use super::release::{FileAction, Release, release_abi, release_trust};
 use super::verified::{INDEX, Index, verify_version};
 use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
 use crate::failure;
 use crate::fingerprint::sha256_file;
 use crate::fsx;
-use crate::pkgrepo::trust::Trust;
 use crate::sign::{PackageRecord, plural};
 use crate::stage::{Cx, Plan, Step};
+use pkgrepo::trust::Trust;
 
 /// Holds `.publish.lock` in the ABI directory: one publish at a time per target.
 struct TargetLock {
@@ -292,7 +292,7 @@ pub fn plan_steps(cx: &Cx, root: &Utf8Path, abi: &str, work: &Work, steps: &mut 
                 steps.push(Step::Copy { from: r.sign.repo.join(&f.rel), to: staging.join(&f.rel) });
             }
             steps.push(Step::Copy { from: r.manifest.clone(), to: staging.join("manifest.json") });
-            steps.check(format!("{staging}: signatures ({}), sizes and sums, as sign does", mode_word(r.sign.trust)));
+            steps.check(format!("{staging}: signatures ({} mode), sizes and sums, as sign does", r.sign.trust));
             steps.push(Step::Rename { from: staging, to: dir.join(&r.version) });
             client::plan_steps(cx, root.as_str(), steps);
             steps.push(Step::Rename { from: dir.join(".latest.tmp.PID.N"), to: dir.join("latest") });

@@ -10,9 +10,9 @@ use super::verified::Index;
 use super::versions::{local_latest, version_name};
 use crate::config::TrustMode;
 use crate::fingerprint::sha256_file;
-use crate::pkgrepo::trust::Trust;
 use crate::sign::SignOutputs;
 use crate::stage::{Cx, Plan, StageName};
+use pkgrepo::trust::Trust;
 
 /// One file of a release and how it gets to the new version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,17 +123,10 @@ pub fn release_abi(cx: &Cx, sign: &SignOutputs) -> String {
 /// The trust clients of this release use: what sign verified with.
 pub fn release_trust(cx: &Cx, sign: Option<&SignOutputs>) -> Result<Trust> {
     let signing = &cx.config().signing;
-    match (sign.map_or(signing.trust, |s| s.trust), sign) {
+    Ok(match (sign.map_or(signing.trust, |s| s.trust), sign) {
         (TrustMode::Fingerprints, Some(SignOutputs { fingerprints: Some(dir), .. })) => Trust::fingerprints(dir),
         (TrustMode::Fingerprints, _) => Trust::fingerprints(&cx.resolve(&signing.fingerprints)),
         (TrustMode::Pubkey, Some(SignOutputs { pubkey: Some(p), .. })) => Trust::pubkey(p),
         (TrustMode::Pubkey, _) => Trust::pubkey(&cx.resolve(&signing.pubkey)),
-    }
-}
-
-pub fn mode_word(mode: TrustMode) -> &'static str {
-    match mode {
-        TrustMode::Pubkey => "pubkey mode",
-        TrustMode::Fingerprints => "fingerprints mode",
-    }
+    }?)
 }

@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
-use crate::pkgrepo::sum::{Digests, Sum};
-use crate::pkgrepo::trust::Trust;
-use crate::pkgrepo::verify;
+use pkgrepo::sum::{Digests, Sum};
+use pkgrepo::trust::Trust;
+use pkgrepo::verify;
 
 /// What was found out when verifying a published file; kept in `.verified.json` so a
 /// later release can link the file instead of copying it, and skip hashing it again
@@ -72,6 +72,7 @@ pub fn verify_version(
 ) -> Result<(verify::Report, Index)> {
     let lookup = |rel: &str| known.known(known_dir, rel);
     let opts = verify::Options {
+        stop: &|| Ok(crate::proc::check_interrupted()?),
         trust,
         abi,
         sha256: false,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use camino::Utf8PathBuf;
 
-use crate::setup::Host;
-use crate::support::{Run, alive, data, pids, wait_for};
+use test_support::host::Host;
+use test_support::{Run, alive, data, pids, wait_for};
 
 const MASTER: &str = "clawdie-amd64-clawdie";
 
@@ -410,9 +410,9 @@ fn dry_run_prints_the_command_and_builds_nothing() {
 
 #[test]
 fn dry_run_with_the_default_pipeline_and_no_run_uses_the_configuration() {
-    let state = crate::support::scratch();
-    let run = std::process::Command::new(crate::support::xtask_bin())
-        .args(["--config", crate::support::repo_root().join("pipeline.toml").as_str()])
+    let state = test_support::scratch();
+    let run = std::process::Command::new(test_support::xtask_bin())
+        .args(["--config", test_support::repo_root().join("pipeline.toml").as_str()])
         .args(["--state-dir", state.path.as_str(), "bulk", "--dry-run"])
         .env("CI", "1")
         .output()

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use camino::Utf8PathBuf;
 
-use crate::support::{Project, Scratch, path_with, repo_root, scratch, write_script, xtask_bin};
+use test_support::{Project, Scratch, path_with, repo_root, scratch, write_script, xtask_bin};
 
 /// Every shim, and the subcommand it runs.
 pub const SHIMS: [(&str, &str); 6] = [

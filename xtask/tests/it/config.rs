@@ -1,7 +1,7 @@
 //! pipeline.toml errors: each bad file gives FILE:LINE:COL, the offending word and the
 //! valid choices, and writes no state.
 
-use crate::support::Project;
+use test_support::Project;
 
 #[track_caller]
 fn refused(text: &str, wants: &[&str]) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use camino::Utf8PathBuf;
 
-use crate::support::{Project, alive, pids, wait_for, write_script};
+use test_support::{Project, alive, pids, wait_for, write_script};
 
 /// A project whose pipeline is just `port`, and whose git is slow on `status` (to
 /// hold a run open). The stand-in records its pid.
@@ -48,8 +48,8 @@ fn unchanged_stage_is_skipped_and_force_reruns_it() {
     // A changed input reruns it.
     let descr = p.colibri().join("packaging/freebsd/port/sysutils/colibri/pkg-descr");
     std::fs::write(&descr, "changed\n").unwrap();
-    crate::support::git(&p.colibri(), &["commit", "-qam", "descr"]);
-    crate::support::git(&p.colibri(), &["tag", "-f", "v0.9.0"]);
+    test_support::git(&p.colibri(), &["commit", "-qam", "descr"]);
+    test_support::git(&p.colibri(), &["tag", "-f", "v0.9.0"]);
     p.run(&["release", "--to", "port"]).success().stderr_has("[port] ok");
 
     // A removed output reruns it even though the inputs are the same.

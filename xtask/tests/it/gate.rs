@@ -2,8 +2,6 @@
 //! the `command` backend, and bhyve through its stand-ins. Every test checks the verdict
 //! and exit status, and that no console process is left behind.
 
-pub mod initramfs;
-
 use std::fs;
 use std::os::unix::process::CommandExt;
 
@@ -12,7 +10,7 @@ use std::time::{Duration, Instant};
 use camino::Utf8PathBuf;
 use serde_json::Value;
 
-use crate::support::{Project, Run, path_with, standins, write_script};
+use test_support::{Project, Run, initramfs, path_with, standins, write_script};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -714,7 +712,7 @@ fn qemu(scenario: &str) -> (Project, Run) {
          forbidden_extra = [{{ name = \"linux-panic\", regex = \"Kernel panic - not syncing\" }}]\n\
          [gate.qemu]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\nappend = \"console=ttyS0 panic=-1 quiet gate={scenario}\"\n"
     ));
-    let _one_at_a_time = crate::support::QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = test_support::QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let run = p.run(&["gate"]);
     (p, run)
 }

@@ -6,9 +6,9 @@ use std::fs;
 
 use camino::Utf8PathBuf;
 
-use crate::nginx::Nginx;
-use crate::repo_kit::*;
-use crate::support::{Project, standins, write_script};
+use test_support::nginx::Nginx;
+use test_support::repo::*;
+use test_support::{Project, standins, write_script};
 
 fn pkg_standin() -> Utf8PathBuf {
     standins().join("iso/pkg")
@@ -130,7 +130,7 @@ fn fingerprints_mode_installs_despite_pkgs_root_quirk() {
 
 #[test]
 fn installs_from_the_published_url_and_reports_a_refused_catalogue() {
-    let s = crate::support::scratch();
+    let s = test_support::scratch();
     let site = s.path.join("site");
     fs::create_dir_all(&site).unwrap();
     let nginx = Nginx::serve(&site, &s.path.join("nginx"), "");

@@ -1,14 +1,10 @@
 //! The integration tests: one binary, one module per area. They run the built xtask
-//! against scratch projects, the example colibri and the real samples in tests/data.
+//! against scratch projects, the example colibri and the real samples in tests/data;
+//! the helpers they share with the benchmarks are in crates/test-support.
 
 // Tests may start processes and print: the product's boundaries (clippy.toml) are
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
-
-mod nginx;
-mod pipeline_kit;
-mod repo_kit;
-mod support;
 
 mod bulk;
 mod compat;
@@ -24,5 +20,3 @@ mod runbook;
 mod setup;
 mod sign;
 mod tidy;
-
-use gate::initramfs;

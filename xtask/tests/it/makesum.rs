@@ -3,8 +3,6 @@
 //! the TIMESTAMP rule, --check, --dry-run, and the ports method through a `make`
 //! stand-in.
 
-mod httpd;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
@@ -13,8 +11,8 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Project, data, repo_root, scratch, standins};
-use httpd::{Reply, Server};
+use test_support::httpd::{Reply, Server};
+use test_support::{Project, data, repo_root, scratch, standins};
 
 const RIPGREP_MAKEFILE: &str = "PORTNAME=\tripgrep\nDISTVERSION=\t15.1.0\nCATEGORIES=\ttextproc\n\nMAINTAINER=\tports@example.org\nCOMMENT=\tCommand line search tool\nWWW=\t\thttps://github.com/BurntSushi/ripgrep\n\nLICENSE=\tMIT UNLICENSE\n\nUSES=\t\tcargo\nUSE_GITHUB=\tyes\nGH_ACCOUNT=\tBurntSushi\n\nPLIST_FILES=\tbin/rg\n\n.include <bsd.port.mk>\n";
 
@@ -68,7 +66,7 @@ fn colibri_cargo_home(at: &Utf8Path) -> Utf8PathBuf {
     let dest = home.join("registry/cache/index.crates.io-test");
     fs::create_dir_all(&dest).unwrap();
     let caches: Vec<_> = fs::read_dir(real_cargo_home().join("registry/cache")).unwrap().flatten().collect();
-    for (name, version, _) in lock_crates(&crate::support::colibri_fixture().join("Cargo.lock")) {
+    for (name, version, _) in lock_crates(&test_support::colibri_fixture().join("Cargo.lock")) {
         let file = format!("{name}-{version}.crate");
         let found = caches.iter().map(|d| d.path().join(&file)).find(|p| p.is_file());
         let found = found.unwrap_or_else(|| {
@@ -164,7 +162,7 @@ impl Fake {
         Fake { p, port, distdir, cache, crates }
     }
 
-    fn makesum(&self, extra: &[&str]) -> crate::support::Run {
+    fn makesum(&self, extra: &[&str]) -> test_support::Run {
         let mut args = vec!["makesum", "--port", self.port.as_str(), "--distdir", self.distdir.as_str()];
         args.extend_from_slice(extra);
         self.p.run(&args)
@@ -703,7 +701,7 @@ fn demo_runs_makesum_for_real_on_the_example_colibri() {
     let s = scratch();
     let home = colibri_cargo_home(&s.path);
     let dir = s.path.join("demo");
-    let out = Command::new(crate::support::xtask_bin())
+    let out = Command::new(test_support::xtask_bin())
         .args(["demo", "--dir", dir.as_str()])
         .env("CI", "1")
         .env("NO_COLOR", "1")

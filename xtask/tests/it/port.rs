@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{Project, data, git};
+use test_support::{Project, data, git};
 
 const PORT: &str = "packaging/freebsd/port/sysutils/colibri";
 
@@ -167,11 +167,11 @@ source = "registry+https://my.mirror/index"
         "CARGO_CRATES=\tbase64-0.9.3 \\\n\t\tbase64-0.10.1 \\\n\t\ttokio-macros,tokio@git+https://github.com/tokio-rs/tokio?rev=abc\\#c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00\n"
     );
     // The example colibri: a workspace with path dependencies gives only registry crates.
-    let lock = crate::support::colibri_fixture().join("Cargo.lock");
+    let lock = test_support::colibri_fixture().join("Cargo.lock");
     let run = p.run(&["port", "--print-crates", "--lock", lock.as_str()]);
     assert_eq!(
         run.success().output.stdout,
-        fs::read(crate::support::colibri_fixture().join(PORT).join("Makefile.crates")).unwrap()
+        fs::read(test_support::colibri_fixture().join(PORT).join("Makefile.crates")).unwrap()
     );
 }
 
@@ -192,7 +192,7 @@ fn a_missing_checkout_says_how_to_point_at_one() {
     let p = Project::new("");
     p.run(&["port"]).code_is(1).stderr_has("does not exist").stderr_has("--colibri PATH");
     let elsewhere = p.scratch.path.join("elsewhere");
-    crate::support::make_colibri(&elsewhere);
+    test_support::make_colibri(&elsewhere);
     p.run(&["--colibri", elsewhere.as_str(), "port"]).success();
 }
 

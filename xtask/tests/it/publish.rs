@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::nginx::{Nginx, get};
-use crate::repo_kit::*;
-use crate::support::{Project, Scratch, scratch, standins};
+use test_support::nginx::{Nginx, get};
+use test_support::repo::*;
+use test_support::{Project, Scratch, scratch, standins};
 
 const ABI: &str = "FreeBSD:15:amd64";
 

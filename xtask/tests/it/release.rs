@@ -10,7 +10,7 @@ use std::fs;
 
 use camino::Utf8Path;
 
-use crate::pipeline_kit::{Release, STAGES};
+use test_support::pipeline::{Release, STAGES};
 
 fn published_data(site: &Utf8Path) -> bool {
     site.join("FreeBSD:15:amd64/latest/data.pkg").is_file()
@@ -18,7 +18,7 @@ fn published_data(site: &Utf8Path) -> bool {
 
 #[test]
 fn the_whole_release_then_a_broken_image_then_resume() {
-    let r = Release::new();
+    let r = Release::start();
 
     // 1. Every stage, for real where Linux can.
     let run = r.run(&["release"]);

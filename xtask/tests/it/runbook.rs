@@ -7,7 +7,7 @@ use std::fs;
 use clap::Parser;
 
 use crate::compat::{Recorder, SHIMS, describe, shims_dir};
-use crate::support::repo_root;
+use test_support::repo_root;
 
 /// A command line found in a document, and where.
 #[derive(Debug)]

@@ -6,8 +6,8 @@ use std::fs;
 
 use camino::Utf8Path;
 
-use crate::repo_kit::*;
-use crate::support::{Project, Run, scratch, write_script};
+use test_support::repo::*;
+use test_support::{Project, Run, scratch, write_script};
 
 fn verify(p: &Project, repo: &Utf8Path, trust: &[&str]) -> Run {
     let mut args = vec!["sign", "--verify-only", "--repo", repo.as_str()];
@@ -53,7 +53,7 @@ fn the_samples_verify_only_in_the_mode_their_readme_names() {
 }
 
 /// A copy of production-pubkey to tamper with.
-fn tamper(name: &str) -> (crate::support::Scratch, camino::Utf8PathBuf) {
+fn tamper(name: &str) -> (test_support::Scratch, camino::Utf8PathBuf) {
     let s = scratch();
     let repo = copy_sample("production-pubkey", &s.path.join(name));
     (s, repo)
@@ -159,7 +159,7 @@ fn revoked_and_untrusted_fingerprints_are_refused() {
     let repo = sample("production-fingerprints");
 
     let revoked = s.path.join("revoked-fps");
-    crate::support::copy_tree(&fingerprints(), &revoked);
+    test_support::copy_tree(&fingerprints(), &revoked);
     fs::create_dir_all(revoked.join("revoked")).unwrap();
     fs::copy(fingerprints().join("trusted/test-repo"), revoked.join("revoked/test-repo")).unwrap();
     fp(&p, &repo, &revoked)

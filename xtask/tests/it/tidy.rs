@@ -4,7 +4,7 @@ use std::fs;
 
 use camino::Utf8Path;
 
-use crate::support::{Project, repo_root};
+use test_support::{Project, repo_root};
 
 const STAGES: [&str; 8] = ["setup", "port", "makesum", "bulk", "sign", "publish", "iso", "gate"];
 
@@ -36,11 +36,19 @@ fn every_stage_has_a_subcommand_a_module_and_a_docs_table() {
     }
 }
 
+/// Every Rust file of the workspace: the xtask and the crates under crates/.
+fn workspace_rust_files() -> Vec<camino::Utf8PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["xtask", "crates"] {
+        rust_files(&repo_root().join(dir), &mut files);
+    }
+    assert!(files.iter().any(|f| f.starts_with(repo_root().join("crates/pkgrepo/src"))), "crates/ was not searched");
+    files
+}
+
 #[test]
 fn every_source_file_says_what_it_is_for() {
-    let mut files = Vec::new();
-    rust_files(&repo_root().join("xtask"), &mut files);
-    for f in files {
+    for f in workspace_rust_files() {
         let text = fs::read_to_string(&f).unwrap();
         assert!(text.starts_with("//!"), "{f} does not start with a //! line saying what it is for");
     }
@@ -48,10 +56,8 @@ fn every_source_file_says_what_it_is_for() {
 
 #[test]
 fn no_test_is_ignored() {
-    let mut files = Vec::new();
-    rust_files(&repo_root().join("xtask"), &mut files);
     let needle = ["#[", "ignore"].concat();
-    for f in files {
+    for f in workspace_rust_files() {
         assert!(!fs::read_to_string(&f).unwrap().contains(&needle), "{f} ignores a test");
     }
 }
@@ -77,7 +83,7 @@ fn the_pipeline_reference_is_current() {
 #[test]
 fn the_example_colibri_uses_only_crates_the_xtask_depends_on() {
     let ours = fs::read_to_string(repo_root().join("Cargo.lock")).unwrap();
-    let fixture = fs::read_to_string(crate::support::colibri_fixture().join("Cargo.lock")).unwrap();
+    let fixture = fs::read_to_string(test_support::colibri_fixture().join("Cargo.lock")).unwrap();
     for block in fixture.split("[[package]]").skip(1) {
         if let Some(checksum) = block.lines().find(|l| l.starts_with("checksum = ")) {
             assert!(ours.contains(checksum), "the example colibri uses a crate the xtask does not:\n{block}");
@@ -87,7 +93,7 @@ fn the_example_colibri_uses_only_crates_the_xtask_depends_on() {
 
 #[test]
 fn the_default_pipeline_loads() {
-    let run = std::process::Command::new(crate::support::xtask_bin())
+    let run = std::process::Command::new(test_support::xtask_bin())
         .args(["--config", repo_root().join("pipeline.toml").as_str(), "release", "--dry-run", "--to", "port"])
         .env("CI", "1")
         .output()
@@ -132,9 +138,6 @@ fn the_workflow_runs_every_stage_in_pipeline_order() {
 /// Where an error's help may be written as `help:` text: where errors are rendered.
 const RENDERERS: [&str; 2] = ["xtask/src/failure.rs", "xtask/src/ui.rs"];
 
-// converted after the pkgrepo/proc/publish moves
-const NOT_YET_CONVERTED: [&str; 3] = ["xtask/src/secret.rs", "xtask/src/pkgrepo/", "crates/pkgrepo/"];
-
 #[test]
 fn errors_carry_help_as_data_not_as_text() {
     let root = repo_root();
@@ -145,7 +148,7 @@ fn errors_carry_help_as_data_not_as_text() {
     let mut glued = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap_or(f).as_str();
-        if RENDERERS.contains(&rel) || NOT_YET_CONVERTED.iter().any(|p| rel == *p || rel.starts_with(p)) {
+        if RENDERERS.contains(&rel) {
             continue;
         }
         for (n, line) in fs::read_to_string(f).unwrap().lines().enumerate() {

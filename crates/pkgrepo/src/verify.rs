@@ -1,0 +1,549 @@
+//! Verifying a whole repository as a careful client would, and more: meta.conf, both
+//! catalogues (a client may fall back from data.pkg to packagesite.pkg, so both must
+//! hold), their signatures in the chosen trust mode, every entry's ABI and path, and
+//! every listed package's presence, size and sum. Problems are collected, not thrown:
+//! the report lists every one, each saying what failed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use camino::Utf8Path;
+
+use crate::archive::Archive;
+use crate::catalogue::{Catalogue, Package, abi_matches};
+use crate::error::{Error, Result};
+use crate::hashing::{Job, hash_jobs};
+use crate::meta::MetaConf;
+use crate::sum::{Digests, Sum, hash_file};
+use crate::trust::{Anchors, PublicKey, Trust};
+use crate::{BoxError, CATALOGUES, CatalogueKind, sha256_hex};
+
+/// pkg reads at most this many `.sig`/`.pub` pairs.
+pub const MAX_SIGNATURE_PAIRS: usize = 8;
+
+/// What kind of thing failed: a signature (which signing can fix) or anything else
+/// (which it must not paper over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// A catalogue is not signed, or not in the client's trust mode, or its signature
+    /// does not verify with what the client trusts.
+    Signature,
+    /// Anything else: meta.conf, the catalogues' contents, the package files.
+    Content,
+}
+
+/// One thing wrong with a repository. `Display` writes `subject: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Signature or content.
+    pub kind: ProblemKind,
+    /// The file (relative to the repository) or entry concerned: `data.pkg`,
+    /// `All/colibri-0.9.0.pkg`, `packagesite.pkg: colibri-0.9.0`.
+    pub subject: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.subject, self.message)
+    }
+}
+
+/// A package whose file matched its catalogue entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// `colibri`.
+    pub name: String,
+    /// `0.9.0`.
+    pub version: String,
+    /// `sysutils/colibri`.
+    pub origin: String,
+    /// The file, relative to the repository.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its catalogue `sum`, as written.
+    pub sum: String,
+    /// SHA-256 hex, when asked for ([`Options::sha256`]) or when the sum is SHA-256.
+    pub sha256: Option<String>,
+}
+
+/// What was found out about one catalogue archive.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogueInfo {
+    /// Archive file name (`data.pkg`).
+    pub archive: String,
+    /// SHA-256 hex of the archive file.
+    pub archive_sha256: String,
+    /// Inner file name (`data`).
+    pub inner: String,
+    /// SHA-256 hex of the inner file: the message that is signed.
+    pub inner_sha256: String,
+    /// Fingerprints (SHA-256 of the PEM) of the keys whose signatures verified.
+    pub verified_by: Vec<String>,
+}
+
+/// The verdict on a repository.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Everything wrong, in the order found; empty when the repository verifies.
+    pub problems: Vec<Problem>,
+    /// The catalogue archives that could be read (`files.pkg` too when present).
+    pub catalogues: Vec<CatalogueInfo>,
+    /// The packages of data.pkg (or packagesite.pkg when data.pkg is unreadable) that
+    /// verified, in catalogue order.
+    pub packages: Vec<Verified>,
+    /// Number of the package files listed.
+    pub listed: usize,
+    /// Total bytes of the package files listed.
+    pub bytes: u64,
+    /// What hashing each package file gave, by path.
+    pub digests: BTreeMap<String, Digests>,
+}
+
+impl Report {
+    /// Whether the repository verified: no problem at all.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Whether every problem is a signature problem (so signing would fix it).
+    pub fn only_signature_problems(&self) -> bool {
+        self.problems.iter().all(|p| p.kind == ProblemKind::Signature)
+    }
+
+    /// Whether both catalogues carry a verified signature by the key with `fingerprint`.
+    pub fn signed_by(&self, fingerprint: &str) -> bool {
+        !self.catalogues.is_empty() && self.catalogues.iter().all(|c| c.verified_by.iter().any(|f| f == fingerprint))
+    }
+
+    /// What was found about the catalogue archive named `archive` (`data.pkg`).
+    pub fn catalogue(&self, archive: &str) -> Option<&CatalogueInfo> {
+        self.catalogues.iter().find(|c| c.archive == archive)
+    }
+
+    fn problem(&mut self, kind: ProblemKind, subject: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { kind, subject: subject.into(), message: message.into() });
+    }
+}
+
+/// Digests already known for a file (by path relative to the repository), to skip
+/// hashing it again: a caller that keeps an index of files it verified earlier, by
+/// their identity, answers from it.
+pub type Known<'a> = &'a (dyn Fn(&str) -> Option<Digests> + Sync);
+
+/// How to verify. [`Options::new`] gives the usual choices; change fields with struct
+/// update syntax: `Options { files: false, ..Options::new(&trust, abi) }`.
+pub struct Options<'a> {
+    /// What the client trusts.
+    pub trust: &'a Trust,
+    /// The ABI every entry must match (`FreeBSD:15:amd64`).
+    pub abi: &'a str,
+    /// Also compute every package's SHA-256 (for a release manifest).
+    pub sha256: bool,
+    /// Threads hashing packages.
+    pub threads: usize,
+    /// Called with the number of bytes hashed as hashing goes.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Digests already known, to skip hashing files again.
+    pub known: Option<Known<'a>>,
+    /// Check the package files (false: only meta.conf, the catalogues and signatures).
+    pub files: bool,
+    /// Called before each batch of package files is hashed; an error stops verification
+    /// and [`verify`] fails with it (see [`Error::is_stopped`]). Pass a check of a
+    /// Ctrl-C flag, or of a deadline.
+    pub stop: &'a (dyn Fn() -> Result<(), BoxError> + Sync),
+}
+
+impl<'a> Options<'a> {
+    /// Checks everything, package files included, with one thread per core, no SHA-256s
+    /// beyond what the sums need, no progress reports and no way to stop.
+    pub fn new(trust: &'a Trust, abi: &'a str) -> Options<'a> {
+        Options {
+            trust,
+            abi,
+            sha256: false,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            progress: &|_| {},
+            known: None,
+            files: true,
+            stop: &|| Ok(()),
+        }
+    }
+}
+
+/// Reads and checks meta.conf; `meta`, when present, must be its exact copy. When it
+/// cannot be used, checking goes on with pkg's defaults.
+fn read_meta(dir: &Utf8Path, report: &mut Report) -> MetaConf {
+    let path = dir.join("meta.conf");
+    let meta = match std::fs::read(&path) {
+        Ok(bytes) => {
+            if let Ok(copy) = std::fs::read(dir.join("meta"))
+                && copy != bytes
+            {
+                report.problem(
+                    ProblemKind::Content,
+                    "meta",
+                    "differs from meta.conf (it must be a byte-identical copy)",
+                );
+            }
+            match std::str::from_utf8(&bytes).map_err(|e| Error::msg(e.to_string())).and_then(MetaConf::parse) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    report.problem(ProblemKind::Content, "meta.conf", format!("is not usable: {e:#}"));
+                    None
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.problem(ProblemKind::Content, "meta.conf", "is missing");
+            None
+        }
+        Err(e) => {
+            report.problem(ProblemKind::Content, "meta.conf", format!("cannot be read: {e}"));
+            None
+        }
+    };
+    meta.unwrap_or_default()
+}
+
+/// Verifies the repository in `dir`. Fails only when it cannot go on (the caller's
+/// `stop`); everything wrong with the repository is in the [`Report`].
+pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
+    let mut report = Report::default();
+    let meta = read_meta(dir, &mut report);
+
+    let mut catalogues: Vec<(CatalogueKind, Catalogue)> = Vec::new();
+    for kind in CATALOGUES {
+        let (archive, inner) = meta.catalogue(kind);
+        if let Some((info, bytes)) = check_archive(dir, &archive, &inner, opts.trust, &mut report) {
+            report.catalogues.push(info);
+            match Catalogue::parse(kind, &bytes) {
+                Ok(c) => {
+                    for e in &c.entries {
+                        if let Err(msg) = e {
+                            report.problem(ProblemKind::Content, archive.clone(), msg.clone());
+                        }
+                    }
+                    catalogues.push((kind, c));
+                }
+                Err(e) => report.problem(ProblemKind::Content, archive, format!("`{inner}` cannot be read: {e:#}")),
+            }
+        }
+    }
+    // files.pkg is optional (`pkg repo -l`); when present it must be signed too.
+    let (files_archive, files_inner) = meta.files();
+    if dir.join(&files_archive).exists()
+        && let Some(info) = check_archive(dir, &files_archive, &files_inner, opts.trust, &mut report).map(|(i, _)| i)
+    {
+        report.catalogues.push(info);
+    }
+
+    compare_catalogues(&catalogues, &mut report);
+    check_packages(dir, &catalogues, opts, &mut report)?;
+    Ok(report)
+}
+
+/// Reads one catalogue archive, checks its entries and signature; returns what it
+/// learnt and the inner file.
+fn check_archive(
+    dir: &Utf8Path,
+    archive_name: &str,
+    inner: &str,
+    trust: &Trust,
+    report: &mut Report,
+) -> Option<(CatalogueInfo, Vec<u8>)> {
+    let path = dir.join(archive_name);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.problem(ProblemKind::Content, archive_name, "is missing");
+            return None;
+        }
+        Err(e) => {
+            report.problem(ProblemKind::Content, archive_name, format!("cannot be read: {e}"));
+            return None;
+        }
+    };
+    let archive = match Archive::parse(&bytes) {
+        Ok(a) => a,
+        Err(e) => {
+            report.problem(ProblemKind::Content, archive_name, format!("is not a readable catalogue archive: {e:#}"));
+            return None;
+        }
+    };
+    for e in &archive.entries {
+        if e.name.is_empty() || e.name.contains('/') || e.name.starts_with('.') {
+            report.problem(ProblemKind::Content, archive_name, format!("holds an entry named `{}`", e.name));
+        }
+    }
+    let inner_entries: Vec<_> = archive.find(inner).collect();
+    let data = match inner_entries.as_slice() {
+        [one] => one.data.clone(),
+        [] => {
+            report.problem(ProblemKind::Content, archive_name, format!("has no `{inner}` entry"));
+            return None;
+        }
+        many => {
+            report.problem(ProblemKind::Content, archive_name, format!("has {} `{inner}` entries", many.len()));
+            return None;
+        }
+    };
+    let mut info = CatalogueInfo {
+        archive: archive_name.to_owned(),
+        archive_sha256: sha256_hex(&bytes),
+        inner: inner.to_owned(),
+        inner_sha256: sha256_hex(&data),
+        verified_by: Vec::new(),
+    };
+    check_signature(archive_name, &archive, &mut info, trust, report);
+    Some((info, data))
+}
+
+fn check_signature(name: &str, archive: &Archive, info: &mut CatalogueInfo, trust: &Trust, report: &mut Report) {
+    let sig = ProblemKind::Signature;
+    let pairs = signature_pairs(archive);
+    match &trust.anchors {
+        Anchors::Pubkey { path, key } => {
+            let sigs: Vec<_> = archive.find("signature").collect();
+            match sigs.as_slice() {
+                [] if !pairs.is_empty() => report.problem(
+                    sig,
+                    name,
+                    "is not signed for pubkey clients: it has only fingerprints-mode signatures (.sig/.pub entries)",
+                ),
+                [] => report.problem(sig, name, "is not signed (no `signature` entry)"),
+                [one] => {
+                    // A key-file signature carries one NUL after it; clients strip it.
+                    let bytes = one.data.strip_suffix(&[0]).unwrap_or(&one.data);
+                    match key.verify(&info.inner_sha256, bytes) {
+                        Ok(()) => info.verified_by.push(key.fingerprint().to_owned()),
+                        Err(e) => report.problem(sig, name, format!("signature checked with {path}: {e}")),
+                    }
+                }
+                many => report.problem(sig, name, format!("has {} `signature` entries", many.len())),
+            }
+        }
+        Anchors::Fingerprints { dir, trusted, revoked } => {
+            if pairs.is_empty() {
+                let why = if archive.find("signature").next().is_some() {
+                    "is not signed for fingerprints clients: it has only a pubkey-mode `signature` entry"
+                } else {
+                    "is not signed (no .sig/.pub entries)"
+                };
+                report.problem(sig, name, why);
+                return;
+            }
+            if pairs.len() > MAX_SIGNATURE_PAIRS {
+                report.problem(
+                    sig,
+                    name,
+                    format!("has {} signatures; pkg reads at most {MAX_SIGNATURE_PAIRS}", pairs.len()),
+                );
+                return;
+            }
+            let mut untrusted = Vec::new();
+            for (stem, (sig_bytes, pub_bytes)) in &pairs {
+                let (Some(sig_bytes), Some(pub_bytes)) = (sig_bytes, pub_bytes) else {
+                    let missing = if sig_bytes.is_none() { "sig" } else { "pub" };
+                    report.problem(sig, name, format!("`{stem}.{missing}` is missing (each .sig needs its .pub)"));
+                    continue;
+                };
+                let fp = sha256_hex(pub_bytes);
+                if let Some(file) = revoked.get(&fp) {
+                    report.problem(sig, name, format!("`{stem}.pub` has fingerprint {fp}, which is revoked ({file})"));
+                    continue;
+                }
+                if !trusted.contains_key(&fp) {
+                    untrusted.push(fp);
+                    continue;
+                }
+                let key = match PublicKey::from_pem(pub_bytes) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        report.problem(sig, name, format!("`{stem}.pub` is trusted but not a usable key: {e:#}"));
+                        continue;
+                    }
+                };
+                match key.verify(&info.inner_sha256, sig_bytes) {
+                    Ok(()) => info.verified_by.push(fp),
+                    Err(e) => report.problem(sig, name, format!("`{stem}.sig` (key {fp}): {e}")),
+                }
+            }
+            let any_revoked = report.problems.iter().any(|p| p.subject == name && p.message.contains("revoked"));
+            if info.verified_by.is_empty() && !untrusted.is_empty() && !any_revoked {
+                report.problem(
+                    sig,
+                    name,
+                    format!("no trusted certificate: fingerprint {} is not in {dir}/trusted", untrusted.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+/// Signature pairs by stem: `data.sig` + `data.pub` -> `data`.
+type Pairs<'a> = BTreeMap<&'a str, (Option<&'a [u8]>, Option<&'a [u8]>)>;
+
+fn signature_pairs(archive: &Archive) -> Pairs<'_> {
+    let mut pairs = Pairs::new();
+    for e in &archive.entries {
+        if let Some(stem) = e.name.strip_suffix(".sig") {
+            pairs.entry(stem).or_default().0 = Some(&e.data);
+        } else if let Some(stem) = e.name.strip_suffix(".pub") {
+            pairs.entry(stem).or_default().1 = Some(&e.data);
+        }
+    }
+    pairs
+}
+
+/// Both catalogues must describe the same packages: a client may read either.
+fn compare_catalogues(catalogues: &[(CatalogueKind, Catalogue)], report: &mut Report) {
+    let [(_, a), (_, b)] = catalogues else { return };
+    type Key = (String, String, String, String, u64, String);
+    let key = |p: &Package| -> Key {
+        (p.name.clone(), p.version.clone(), p.path.clone(), p.sum.clone(), p.pkgsize, p.abi.clone())
+    };
+    let mut left: Vec<Key> = a.packages().map(key).collect();
+    let mut right: Vec<Key> = b.packages().map(key).collect();
+    left.sort();
+    right.sort();
+    if left != right {
+        let only = |x: &[Key], y: &[Key]| -> Vec<String> {
+            x.iter().filter(|k| !y.contains(k)).map(|k| format!("{}-{}", k.0, k.1)).collect()
+        };
+        let (la, lb) = (only(&left, &right), only(&right, &left));
+        report.problem(
+            ProblemKind::Content,
+            "packagesite.pkg",
+            format!(
+                "lists other packages than data.pkg (only in data: {}; only in packagesite: {})",
+                if la.is_empty() { "none".into() } else { la.join(", ") },
+                if lb.is_empty() { "none".into() } else { lb.join(", ") }
+            ),
+        );
+    }
+}
+
+/// Checks every entry's ABI and path, then every file's size and sum (hashed in
+/// parallel, largest first).
+fn check_packages(
+    dir: &Utf8Path,
+    catalogues: &[(CatalogueKind, Catalogue)],
+    opts: &Options,
+    report: &mut Report,
+) -> Result<()> {
+    let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
+    let mut listed: Vec<&Package> = Vec::new();
+    for (kind, cat) in catalogues {
+        let archive = match kind {
+            CatalogueKind::Data => "data.pkg",
+            CatalogueKind::Packagesite => "packagesite.pkg",
+        };
+        for p in cat.packages() {
+            let subject = format!("{archive}: {}-{}", p.name, p.version);
+            if !abi_matches(&p.abi, opts.abi) {
+                report.problem(
+                    ProblemKind::Content,
+                    &subject,
+                    format!("has ABI {} but the repository is for {}", p.abi, opts.abi),
+                );
+            }
+            if let Err(e) = check_path(&p.path) {
+                report.problem(ProblemKind::Content, &subject, format!("path `{}` {e}", p.path));
+                continue;
+            }
+            if let Some(rp) = &p.repopath
+                && rp != &p.path
+            {
+                report.problem(
+                    ProblemKind::Content,
+                    &subject,
+                    format!("repopath `{rp}` differs from path `{}`", p.path),
+                );
+            }
+            let sum = match Sum::parse(&p.sum) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.problem(ProblemKind::Content, &subject, format!("{e:#}"));
+                    continue;
+                }
+            };
+            if let Some(job) = jobs.get(&p.path) {
+                if job.size != p.pkgsize || job.sum != sum {
+                    report.problem(
+                        ProblemKind::Content,
+                        &subject,
+                        format!("lists {} with another size or sum than an earlier entry", p.path),
+                    );
+                }
+            } else {
+                jobs.insert(p.path.clone(), Job { path: p.path.clone(), size: p.pkgsize, sum });
+            }
+            if *kind == catalogues[0].0 {
+                listed.push(p);
+            }
+        }
+    }
+    report.bytes = jobs.values().map(|j| j.size).sum();
+    report.listed = jobs.len();
+    if !opts.files {
+        return Ok(());
+    }
+
+    let results = hash_jobs(dir, jobs.values().collect(), opts)?;
+    let mut good: BTreeMap<&str, Digests> = BTreeMap::new();
+    for (job, outcome) in jobs.values().zip(results) {
+        match outcome {
+            Ok(d) => {
+                good.insert(&job.path, d);
+            }
+            Err(msg) => report.problem(ProblemKind::Content, &job.path, msg),
+        }
+    }
+    for p in listed {
+        if let Some(d) = good.get(p.path.as_str()) {
+            report.digests.insert(p.path.clone(), d.clone());
+            report.packages.push(Verified {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                origin: p.origin.clone(),
+                path: p.path.clone(),
+                size: p.pkgsize,
+                sum: p.sum.clone(),
+                sha256: d.sha256.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks one file (a download) against a catalogue entry's `pkgsize` and `sum`: size
+/// first, then sum. The error says what differs.
+pub fn check_download(path: &Utf8Path, size: u64, sum: &str) -> Result<(), String> {
+    let sum = Sum::parse(sum).map_err(|e| format!("{e:#}"))?;
+    let len = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?.len();
+    if len != size {
+        return Err(format!("is {len} bytes but the catalogue says {size} (pkgsize)"));
+    }
+    let digests = hash_file(path, sum.needs(), &|_| {}).map_err(|e| format!("{e:#}"))?;
+    if !sum.matches(&digests) {
+        return Err(format!("does not match the catalogue's sum {sum} (same size, different bytes)"));
+    }
+    Ok(())
+}
+
+/// A catalogue path must be relative and stay inside the repository.
+fn check_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("is empty");
+    }
+    if path.contains('\\') || path.contains('\0') {
+        return Err("has characters pkg paths never have");
+    }
+    if !crate::fsx::is_contained(Utf8Path::new(path)) {
+        return Err("escapes the repository");
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! Test helpers for pkg repositories: copies of the real samples, catalogue archives
+//! taken apart and put back together (with tar and zstd directly, not the code under
+//! test), the test key at mode 0600, synthetic repositories of many packages, and
+//! signatures made by openssl (an implementation independent of the one under test).
+//!
+//! The `sum`s of synthetic packages come from `pkgrepo`'s [`Sum::of`]: there is one
+//! implementation of pkg's base32, and pkgrepo's tests pin it to the sums the real pkg
+//! wrote (its known-answer tests), so a copy here would check nothing.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use pkgrepo::sum::Sum;
+
+use crate::{Project, copy_tree, data};
+
+/// `xtask/tests/data/pkg-repo/NAME`.
+pub fn sample(name: &str) -> Utf8PathBuf {
+    data().join("pkg-repo").join(name)
+}
+
+pub fn pubkey() -> Utf8PathBuf {
+    sample("keys/test-repo.pub")
+}
+
+pub fn fingerprints() -> Utf8PathBuf {
+    sample("fingerprints")
+}
+
+/// The fingerprint of the test key (README).
+pub const TEST_FP: &str = "9f458105021fe487f134ba26d87a755969bb8cd9c29db888144e9685000a981a";
+
+/// A copy of a sample repository at `dest`.
+pub fn copy_sample(name: &str, dest: &Utf8Path) -> Utf8PathBuf {
+    copy_tree(&sample(name), dest);
+    dest.to_owned()
+}
+
+/// The test key copied to a 0600 file (git does not keep modes).
+pub fn private_key(dir: &Utf8Path) -> Utf8PathBuf {
+    let path = dir.join("test-repo.key");
+    fs::create_dir_all(dir).unwrap();
+    fs::copy(sample("keys/test-repo.key"), &path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `[repository]` and `[signing]` for the test key in `mode` (`pubkey` or `fingerprints`).
+pub fn signing_config(key: &Utf8Path, mode: &str) -> String {
+    format!(
+        "[repository]\nabi = \"FreeBSD:15:amd64\"\n\n[signing]\nkey = \"{key}\"\npubkey = \"{}\"\ntrust = \"{mode}\"\nfingerprints = \"{}\"\n",
+        pubkey(),
+        fingerprints()
+    )
+}
+
+/// A project set up to sign with the test key.
+pub fn signing_project(mode: &str, extra: &str) -> Project {
+    let p = Project::new("");
+    let key = private_key(&p.scratch.path.join("keys"));
+    p.write_config(&format!("{}\n{extra}", signing_config(&key, mode)));
+    p
+}
+
+/// The entries of a zstd catalogue archive, in order.
+pub fn read_archive(path: &Utf8Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = fs::read(path).unwrap();
+    let tar = zstd::decode_all(&bytes[..]).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        out.push((name, data));
+    }
+    out
+}
+
+/// Writes a zstd catalogue archive.
+pub fn write_archive(path: &Utf8Path, entries: &[(String, Vec<u8>)]) {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1781913600);
+        h.set_cksum();
+        builder.append(&h, &data[..]).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    fs::write(path, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+}
+
+/// Changes the entries of an archive in place.
+pub fn edit_archive(path: &Utf8Path, f: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) {
+    let mut entries = read_archive(path);
+    f(&mut entries);
+    write_archive(path, &entries);
+}
+
+/// The one entry called `name`.
+pub fn entry(path: &Utf8Path, name: &str) -> Vec<u8> {
+    read_archive(path).into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{path} has no {name}")).1
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `printf %s HEX | openssl dgst -sha256 -sign KEY`: what pkg writes (README).
+pub fn openssl_sign(key: &Utf8Path, message: &str) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", key.as_str()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl must be installed");
+    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl dgst -sign failed");
+    out.stdout
+}
+
+/// `openssl dgst -sha256 -verify PUB -signature SIG` over `message`.
+pub fn openssl_verify(pubkey: &Utf8Path, message: &str, signature: &[u8], scratch: &Utf8Path) -> bool {
+    let sig = scratch.join("sig.bin");
+    let msg = scratch.join("msg.txt");
+    fs::write(&sig, signature).unwrap();
+    fs::write(&msg, message).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify", pubkey.as_str(), "-signature", sig.as_str(), msg.as_str()])
+        .output()
+        .unwrap();
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK")
+}
+
+/// A fresh RSA key (PEM private, PEM public) made by openssl.
+pub fn other_key(dir: &Utf8Path) -> (Utf8PathBuf, Utf8PathBuf) {
+    fs::create_dir_all(dir).unwrap();
+    let key = dir.join("other.key");
+    let public = dir.join("other.pub");
+    let ok = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key.as_str()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl genpkey failed");
+    let ok = Command::new("openssl")
+        .args(["pkey", "-in", key.as_str(), "-pubout", "-out", public.as_str()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl pkey -pubout failed");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    (key, public)
+}
+
+/// One package of a synthetic repository.
+pub struct Pkg {
+    pub name: String,
+    pub version: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Pkg {
+    pub fn new(name: &str, version: &str, bytes: Vec<u8>) -> Pkg {
+        Pkg { name: name.into(), version: version.into(), bytes }
+    }
+
+    pub fn path(&self) -> String {
+        format!("All/{}-{}.pkg", self.name, self.version)
+    }
+}
+
+/// Deterministic filler bytes.
+pub fn filler(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The catalogue object pkg writes for a package (the fields that matter here).
+pub fn catalogue_object(p: &Pkg, abi: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name, "origin": format!("sysutils/{}", p.name), "version": p.version,
+        "comment": "synthetic", "maintainer": "ports@clawdie.si", "www": "https://clawdie.si/",
+        "abi": abi, "arch": "freebsd:15:x86:64", "prefix": "/usr/local",
+        "sum": Sum::of(&p.bytes).text(), "flatsize": p.bytes.len(), "path": p.path(), "repopath": p.path(),
+        "licenselogic": "single", "licenses": ["MIT"], "pkgsize": p.bytes.len(), "desc": "synthetic"
+    })
+}
+
+pub const META_CONF: &str = "version = 2;\npacking_format = \"tzst\";\nmanifests = \"packagesite.yaml\";\ndata = \"data\";\nfilesite = \"files\";\nmanifests_archive = \"packagesite\";\nfilesite_archive = \"files\";\n";
+
+/// Writes catalogues (unsigned) for `objects` into `dir`.
+pub fn write_catalogues(dir: &Utf8Path, objects: &[serde_json::Value]) {
+    let data = serde_json::json!({"groups": [], "expired_packages": [], "packages": objects});
+    let mut site = String::new();
+    for o in objects {
+        site.push_str(&serde_json::to_string(o).unwrap());
+        site.push('\n');
+    }
+    write_archive(&dir.join("data.pkg"), &[("data".into(), serde_json::to_vec(&data).unwrap())]);
+    write_archive(&dir.join("packagesite.pkg"), &[("packagesite.yaml".into(), site.into_bytes())]);
+}
+
+/// An unsigned repository of `pkgs` in `dir`, laid out as poudriere publishes it.
+pub fn make_repo(dir: &Utf8Path, pkgs: &[Pkg]) {
+    fs::create_dir_all(dir.join("All")).unwrap();
+    for p in pkgs {
+        fs::write(dir.join(p.path()), &p.bytes).unwrap();
+    }
+    fs::write(dir.join("meta.conf"), META_CONF).unwrap();
+    fs::write(dir.join("meta"), META_CONF).unwrap();
+    let objects: Vec<_> = pkgs.iter().map(|p| catalogue_object(p, "FreeBSD:15:amd64")).collect();
+    write_catalogues(dir, &objects);
+}
+
+/// `count` packages of `size` bytes; package `i` of generation `gen` differs from the
+/// same package of another generation only where `changed(i)`.
+pub fn synthetic(count: usize, size: usize, generation: u64, changed: impl Fn(usize) -> bool) -> Vec<Pkg> {
+    (0..count)
+        .map(|i| {
+            let g = if changed(i) { generation } else { 0 };
+            Pkg::new(&format!("pkg{i:03}"), &format!("1.{g}"), filler(i as u64 * 1000 + g + 1, size))
+        })
+        .collect()
+}
