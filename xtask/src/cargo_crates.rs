@@ -1,5 +1,5 @@
 //! CARGO_CRATES from a Cargo.lock, exactly as the ports framework's `make cargo-crates`
-//! writes it (reference/ports-cargo.md), plus the lock's checksums for makesum.
+//! writes it (docs/reference/ports-cargo.md), plus the lock's checksums for makesum.
 //!
 //! Like the framework, the lock file is read line by line, not as TOML: `name`,
 //! `version`, `source` and `checksum` lines fill the current package; a `[[package]]`

@@ -34,7 +34,7 @@ pub enum StageName {
 }
 
 impl StageName {
-    /// The default release order (the plan's pipeline).
+    /// The default release order (docs/ARCHITECTURE.md, "Bird's-eye view").
     pub const RELEASE: [StageName; 7] = [
         StageName::Port,
         StageName::Makesum,

@@ -1,5 +1,5 @@
 //! The backends: the exact command lines for bhyve, QEMU or a console program, what runs
-//! before and after them, and what their exit statuses mean (reference/boot-gate.md).
+//! before and after them, and what their exit statuses mean (docs/reference/boot-gate.md).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -220,7 +220,7 @@ impl Vm {
     }
 
     /// `bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,IMAGE -s 31,lpc -l com1,stdio
-    /// -l bootrom,FIRMWARE NAME` (reference/boot-gate.md, "bhyve").
+    /// -l bootrom,FIRMWARE NAME` (docs/reference/boot-gate.md, "bhyve").
     fn bhyve_cmd(&self, tap: Option<&str>) -> CmdLine {
         let b = &self.bhyve;
         let mut cmd = CmdLine::tool(&self.tools, Tool::bhyve).args([
@@ -252,7 +252,7 @@ impl Vm {
 
     /// `qemu-system-x86_64 -accel tcg -m 128M -smp 1 -nodefaults -display none -serial
     /// stdio -monitor none -no-reboot -kernel K -initrd I -append '...'`
-    /// (reference/boot-gate.md, "QEMU as the test hypervisor").
+    /// (docs/reference/boot-gate.md, "QEMU as the test hypervisor").
     fn qemu_cmd(&self) -> CmdLine {
         let q = &self.qemu;
         let mut cmd = CmdLine::tool(&self.tools, Tool::qemu).args([

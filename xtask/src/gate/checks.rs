@@ -56,7 +56,7 @@ impl Default for RestartLoop {
     }
 }
 
-/// The markers an image of ours prints, in order (reference/boot-gate.md).
+/// The markers an image of ours prints, in order (docs/reference/boot-gate.md).
 pub fn default_markers() -> Vec<Marker> {
     let m = |text: &str, within_secs| Marker { text: Some(text.into()), regex: None, within_secs };
     vec![
@@ -67,7 +67,7 @@ pub fn default_markers() -> Vec<Marker> {
     ]
 }
 
-/// The FreeBSD failure patterns (reference/boot-gate.md, "FreeBSD console patterns").
+/// The FreeBSD failure patterns (docs/reference/boot-gate.md, "FreeBSD console patterns").
 pub fn default_forbidden() -> Vec<Forbidden> {
     let f = |name: &str, regex: &str| Forbidden { name: name.into(), regex: regex.into(), before_last_marker: false };
     vec![

@@ -1,5 +1,5 @@
 //! `--pf-allow`: opens the guest's network for the run, as bhyve-pf-allow.sh did: a tap
-//! interface on a bridge, and pf pass rules for it in an anchor (reference/boot-gate.md,
+//! interface on a bridge, and pf pass rules for it in an anchor (docs/reference/boot-gate.md,
 //! "bhyve": guest networking). Everything is removed again after the run, on every path.
 
 use anyhow::{Result, anyhow, bail};

@@ -1,5 +1,5 @@
 //! The distfiles a USES=cargo port needs, in the order `make makesum` lists them, from
-//! the port's Makefile and Makefile.crates (reference/ports-cargo.md, Mk/Uses/cargo.mk).
+//! the port's Makefile and Makefile.crates (docs/reference/ports-cargo.md, Mk/Uses/cargo.mk).
 //!
 //! Two shapes of the port's own source are modelled: plain MASTER_SITES with the port
 //! setting `DISTFILES= ${DISTNAME}${EXTRACT_SUFX}` itself (listed FIRST, before the

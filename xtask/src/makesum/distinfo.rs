@@ -1,4 +1,4 @@
-//! distinfo exactly as `make makesum` writes it (reference/ports-cargo.md): a TIMESTAMP
+//! distinfo exactly as `make makesum` writes it (docs/reference/ports-cargo.md): a TIMESTAMP
 //! line, then `SHA256 (NAME) = HEX` and `SIZE (NAME) = BYTES` per distfile in DISTFILES
 //! order; and its TIMESTAMP rule: when nothing but the timestamp would change, the file
 //! is left as it is.
