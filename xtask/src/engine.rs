@@ -12,7 +12,7 @@ use crate::config::Loaded;
 use crate::failure;
 use crate::failure::{Class, Failure};
 use crate::fingerprint::Fingerprint;
-use crate::run::{Log, Run, RunView, StateDir, Status, Success, now_rfc3339};
+use crate::run::{Holder, Log, Run, RunView, StateDir, Status, Success, now_rfc3339};
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan};
 use crate::ui::Ui;
 
@@ -474,7 +474,7 @@ impl<'a> Engine<'a> {
                 StatusReport::from_run(&run, self.state.root(), holder)
             }
             None => StatusReport {
-                schema: 1,
+                schema: STATUS_SCHEMA,
                 state_dir: self.state.root().to_owned(),
                 run: None,
                 running: holder,
@@ -532,14 +532,18 @@ fn rec_status_word(interrupted: bool) -> &'static str {
     if interrupted { "interrupted" } else { "failed" }
 }
 
-/// `cargo xtask status --json` (schema 1; documented in docs/runbook.md).
+/// The version of `status --json`'s layout (documented in docs/runbook.md). 2: `running`
+/// is an object (`pid`, `host`, `command`, `since`), no longer a sentence.
+pub const STATUS_SCHEMA: u32 = 2;
+
+/// `cargo xtask status --json` (schema [`STATUS_SCHEMA`]; documented in docs/runbook.md).
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub schema: u32,
     pub state_dir: Utf8PathBuf,
     pub run: Option<RunSummary>,
     /// Who holds the lock, when a run is in progress.
-    pub running: Option<String>,
+    pub running: Option<Holder>,
     pub stages: Vec<StageStatus>,
 }
 
@@ -567,7 +571,7 @@ pub struct StageStatus {
 }
 
 impl StatusReport {
-    fn from_run(run: &Run, root: &camino::Utf8Path, running: Option<String>) -> StatusReport {
+    fn from_run(run: &Run, root: &camino::Utf8Path, running: Option<Holder>) -> StatusReport {
         let stages = run
             .state
             .stages
@@ -587,7 +591,7 @@ impl StatusReport {
             })
             .collect();
         StatusReport {
-            schema: 1,
+            schema: STATUS_SCHEMA,
             state_dir: root.to_owned(),
             run: Some(RunSummary {
                 id: run.id().to_owned(),

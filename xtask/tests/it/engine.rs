@@ -1,8 +1,10 @@
 //! Runs and state: skipping unchanged stages, one run at a time, resuming after a
 //! SIGKILL, and Ctrl-C stopping the whole process group with exit 130.
 
+use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use camino::Utf8PathBuf;
 
@@ -66,7 +68,8 @@ fn status_shows_each_stage_and_its_log() {
     let run = p.run(&["status"]);
     run.success().stdout_has("port").stdout_has("succeeded").stdout_has("logs/port.log");
     let json: serde_json::Value = serde_json::from_str(&p.run(&["status", "--json"]).success().stdout()).unwrap();
-    assert_eq!(json["schema"], 1);
+    assert_eq!(json["schema"], 2);
+    assert_eq!(json["running"], serde_json::Value::Null, "nothing runs now: {json:#}");
     let port = json["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "port").unwrap();
     assert_eq!(port["status"], "succeeded");
     let log = port["log"].as_str().unwrap();
@@ -81,8 +84,60 @@ fn second_concurrent_run_is_refused_naming_the_holder() {
     wait_for("the first run to hold the lock", Duration::from_secs(20), || !pids(&pidfile).is_empty());
     let second = p.run(&["release", "--to", "port"]);
     second.code_is(2).stderr_has("another mother-build run holds").stderr_has(&format!("pid {}", first.id()));
+
+    // status names the same holder, as an object.
+    let status = p.run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&status.success().stdout()).unwrap();
+    let running = &json["running"];
+    assert_eq!(running["pid"], first.id(), "{json:#}");
+    assert_eq!(running["command"], "cargo xtask port", "{json:#}");
+    assert!(running["host"].as_str().is_some_and(|h| !h.is_empty()), "{json:#}");
+    assert!(running["since"].as_str().is_some_and(|s| s.ends_with('Z')), "{json:#}");
+    p.run(&["status"]).success().stdout_has(&format!("in progress: pid {} on ", first.id()));
+    same_shape("", &runbook_status_example(), &json);
     kill_all(&pids(&pidfile));
     let _ = first.wait();
+}
+
+/// Two runs started at the same moment, 50 times over: the one refused names the one
+/// that holds the lock now, never the holder of the round before (whose note is still in
+/// the lock file when both start).
+#[test]
+fn two_runs_started_at_once_name_the_current_holder_every_time() {
+    let (p, pidfile) = slow_project();
+    for round in 0..50 {
+        let start = || {
+            let mut cmd = p.command(&["port"]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+            cmd.spawn().unwrap()
+        };
+        let mut pair = [start(), start()];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (loser, status) = loop {
+            if let Some((i, status)) =
+                pair.iter_mut().enumerate().find_map(|(i, c)| c.try_wait().unwrap().map(|s| (i, s)))
+            {
+                break (i, status);
+            }
+            assert!(Instant::now() < deadline, "round {round}: neither run was refused");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let winner = 1 - loser;
+        let mut stderr = String::new();
+        pair[loser].stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        // SAFETY: killpg(2) of the winner's own process group (its git and sleep too).
+        unsafe { libc::killpg(pair[winner].id() as i32, libc::SIGKILL) };
+        pair[winner].wait().unwrap();
+        assert_eq!(status.code(), Some(2), "round {round}: the refused run's status\n{stderr}");
+        let named = format!("pid {} on ", pair[winner].id());
+        assert!(
+            stderr.contains("another mother-build run holds") && stderr.contains(&named),
+            "round {round}: the refused run (pid {}) does not name the holder (pid {}):\n{stderr}",
+            pair[loser].id(),
+            pair[winner].id()
+        );
+    }
+    kill_all(&pids(&pidfile));
 }
 
 #[test]
@@ -146,4 +201,41 @@ fn from_and_to_select_stages() {
     p.run(&["release", "--from", "gate", "--to", "port"]).code_is(2).stderr_has("comes after");
     p.run(&["release", "--resume", "--to", "port"]).code_is(2).stderr_has("cannot be combined");
     p.run(&["release", "--resume"]).code_is(2).stderr_has("no run to resume");
+}
+
+/// The example of `status --json` in docs/runbook.md ("8. `status --json`").
+fn runbook_status_example() -> serde_json::Value {
+    let runbook = std::fs::read_to_string(test_support::repo_root().join("docs/runbook.md")).unwrap();
+    let section = &runbook[runbook.find("## 8. `status --json`").expect("the runbook documents status --json")..];
+    let block = section.split("```json\n").nth(1).and_then(|b| b.split("\n```").next()).unwrap();
+    serde_json::from_str(block)
+        .unwrap_or_else(|e| panic!("the runbook's status --json example is not JSON: {e}\n{block}"))
+}
+
+/// Fails unless `real` has the keys and value kinds of the documented `doc` (a null on
+/// either side stands for any value; arrays are compared by their first element).
+#[track_caller]
+fn same_shape(at: &str, doc: &serde_json::Value, real: &serde_json::Value) {
+    use serde_json::Value;
+    match (doc, real) {
+        (Value::Null, _) | (_, Value::Null) => {}
+        (Value::Object(d), Value::Object(r)) => {
+            let dk: Vec<&String> = d.keys().collect();
+            let rk: Vec<&String> = r.keys().collect();
+            assert_eq!(dk, rk, "status --json at `{at}`: the runbook documents {dk:?}, status prints {rk:?}");
+            for (k, v) in d {
+                same_shape(&format!("{at}.{k}"), v, &r[k]);
+            }
+        }
+        (Value::Array(d), Value::Array(r)) => {
+            if let (Some(d), Some(r)) = (d.first(), r.first()) {
+                same_shape(&format!("{at}[0]"), d, r);
+            }
+        }
+        (d, r) => assert_eq!(
+            std::mem::discriminant(d),
+            std::mem::discriminant(r),
+            "status --json at `{at}`: the runbook shows {d}, status prints {r}"
+        ),
+    }
 }
