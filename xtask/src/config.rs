@@ -248,6 +248,94 @@ pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)>
     ]
 }
 
+/// A setting given on the command line rather than in the file: `-o KEY=VALUE`, or a
+/// flag that stands for one (`--colibri`, `--state-dir`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// The dotted key (`gate.timeout_secs`).
+    pub key: String,
+    pub value: toml::Value,
+    /// The argument as given, for messages: `-o gate.timeout_secs=5`, `--colibri ../c`.
+    pub arg: String,
+}
+
+/// How the configuration was asked for on the command line. Each run records it
+/// (state.json), `release --resume` and `cargo xtask STAGE` reuse it, and the hints
+/// print it back (`--config`, `--state-dir`) so they work as printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// `--config` (or MOTHER_BUILD_CONFIG), absolute; none: this repository's pipeline.toml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Utf8PathBuf>,
+    /// `--state-dir`, absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<Utf8PathBuf>,
+    /// `--colibri`, absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colibri: Option<Utf8PathBuf>,
+    /// Each `-o KEY=VALUE`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl Invocation {
+    /// The pipeline file it names.
+    pub fn config_path(&self) -> Utf8PathBuf {
+        self.config.clone().unwrap_or_else(default_config)
+    }
+
+    /// Its settings as overrides, in the order they apply: `-o` first, then the flags.
+    pub fn overrides(&self) -> Result<Vec<Override>> {
+        let mut out = Vec::new();
+        for o in &self.options {
+            out.push(parse_override(o)?);
+        }
+        // Paths given on the command line are relative to where the command runs (they
+        // were made absolute when given).
+        for (key, flag, path) in
+            [("port.colibri", "--colibri", &self.colibri), ("pipeline.state_dir", "--state-dir", &self.state_dir)]
+        {
+            if let Some(path) = path {
+                out.push(Override {
+                    key: key.into(),
+                    value: toml::Value::String(path.to_string()),
+                    arg: format!("{flag} {}", crate::proc::quote(path.as_str())),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The flags that give it, as a command line shows them (`--config P -o K=V`).
+    pub fn flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.config {
+            out.extend(["--config".to_owned(), shown_path(c)]);
+        }
+        if let Some(s) = &self.state_dir {
+            out.extend(["--state-dir".to_owned(), shown_path(s)]);
+        }
+        if let Some(c) = &self.colibri {
+            out.extend(["--colibri".to_owned(), shown_path(c)]);
+        }
+        for o in &self.options {
+            out.extend(["-o".to_owned(), crate::proc::quote(o)]);
+        }
+        out
+    }
+}
+
+/// A path as a command line printed for the operator shows it: relative to the working
+/// directory when it lies below it, shell-quoted.
+pub fn shown_path(path: &Utf8Path) -> String {
+    crate::proc::quote(crate::engine::display_path(path).as_str())
+}
+
+/// This repository's pipeline.toml, the file used without `--config`.
+pub fn default_config() -> Utf8PathBuf {
+    crate::project_root().join("pipeline.toml")
+}
+
 /// A loaded pipeline.toml and where it came from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -256,51 +344,101 @@ pub struct Loaded {
     pub path: Utf8PathBuf,
     /// Directory relative paths in the file are resolved against.
     pub base: Utf8PathBuf,
+    /// How the command line asked for it.
+    pub invocation: Invocation,
     /// The file's text, kept so later checks can point at a line.
     text: String,
+    /// The settings the command line gave, which errors about them name.
+    overrides: Vec<Override>,
+    /// The state directory the file itself names (before any override).
+    file_state_dir: Utf8PathBuf,
 }
 
 impl Loaded {
-    /// Reads and checks pipeline.toml. Errors name `FILE:LINE:COL`, the offending word
-    /// and, where serde knows them, the valid choices.
-    pub fn load(path: &Utf8Path, overrides: &[(String, toml::Value)]) -> Result<Loaded> {
-        let text = std::fs::read_to_string(path)
+    /// Reads and checks the pipeline file an invocation names, with its overrides.
+    /// Errors name `FILE:LINE:COL`, the offending word and, where serde knows them, the
+    /// valid choices; an error about a setting given on the command line names that
+    /// argument instead.
+    pub fn load(invocation: &Invocation) -> Result<Loaded> {
+        let path = invocation.config_path();
+        let overrides = invocation.overrides()?;
+        let bytes = std::fs::read(&path)
             .with_context(|| format!("cannot read the pipeline file {path}"))
             .help("pass another with --config PATH")?;
-        let mut config: Config = toml::from_str(&text).map_err(|err| {
-            let at = err.span().map(|s| line_col(&text, s.start));
-            anyhow::anyhow!("{}", located(path, at, err.message()))
+        let text = String::from_utf8(bytes).map_err(|e| not_utf8(&path, e.as_bytes(), e.utf8_error()))?;
+        let file: Config = toml::from_str(&text).map_err(|err| {
+            let at = err.span().map_or((1, 1), |s| line_col(&text, s.start));
+            Failure::new(located(&path, at, err.message()))
         })?;
-        if !overrides.is_empty() {
-            config = apply_overrides(&config, overrides)?;
-        }
+        let config = if overrides.is_empty() { file.clone() } else { apply_overrides(&file, &overrides)? };
         let base = absolute(path.parent().unwrap_or(Utf8Path::new(".")))?;
-        let loaded = Loaded { config, path: path.to_owned(), base, text };
+        let file_state_dir = resolve_in(&base, &file.pipeline.state_dir);
+        let loaded = Loaded { config, path, base, invocation: invocation.clone(), text, overrides, file_state_dir };
         loaded.validate()?;
         Ok(loaded)
     }
 
-    /// Builds a Loaded from a config in memory (tests, and the demo's generated file).
+    /// Builds a Loaded from a config in memory (tests).
     pub fn from_parts(config: Config, path: Utf8PathBuf, base: Utf8PathBuf) -> Loaded {
         let text = toml::to_string(&config).unwrap_or_default();
-        Loaded { config, path, base, text }
+        let file_state_dir = resolve_in(&base, &config.pipeline.state_dir);
+        Loaded { config, path, base, invocation: Invocation::default(), text, overrides: Vec::new(), file_state_dir }
     }
 
     /// Resolves a path from the file against its directory.
     pub fn resolve(&self, path: &Utf8Path) -> Utf8PathBuf {
-        if path.is_absolute() { path.to_owned() } else { self.base.join(path) }
+        resolve_in(&self.base, path)
     }
 
-    /// An error about the value at `key` (a dotted path such as `poudriere.jail`),
-    /// located at its line and column when the file sets it.
+    /// The state directory: the file's `pipeline.state_dir`, or what the command line
+    /// put instead.
+    pub fn state_dir(&self) -> Utf8PathBuf {
+        self.resolve(&self.config.pipeline.state_dir)
+    }
+
+    /// A `cargo xtask` command line for the operator to run, e.g. `xtask("release
+    /// --resume")`: with `--config` and `--state-dir` when they are not what a bare
+    /// `cargo xtask` would use, so it works as printed. (The `-o` settings and
+    /// `--colibri` of a run are reused by the commands that continue it.)
+    pub fn xtask(&self, args: &str) -> String {
+        let mut line = vec!["cargo xtask".to_owned()];
+        if let Some(config) = &self.invocation.config
+            && *config != default_config()
+        {
+            line.extend(["--config".to_owned(), shown_path(config)]);
+        }
+        let state_dir = self.state_dir();
+        if state_dir != self.file_state_dir {
+            line.extend(["--state-dir".to_owned(), shown_path(&state_dir)]);
+        }
+        line.push(args.to_owned());
+        line.join(" ")
+    }
+
+    /// An error about the value at `key` (a dotted path such as `poudriere.jail`): when
+    /// the command line set it, naming that argument; else located at its line and
+    /// column in the file (or at the table it belongs to when the file leaves it out).
     pub fn error_at(&self, key: &str, message: impl std::fmt::Display) -> anyhow::Error {
         self.failure_at(key, message).into()
     }
 
     /// [`Loaded::error_at`] as a [`Failure`], to add help lines to.
     pub fn failure_at(&self, key: &str, message: impl std::fmt::Display) -> Failure {
-        let at = key_span(&self.text, key).map(|start| line_col(&self.text, start));
-        Failure::new(located(&self.path, at, message))
+        if let Some(o) = self.overrides.iter().rev().find(|o| covers(&o.key, key)) {
+            return Failure::new(format!("{}: {message}", o.arg));
+        }
+        match key_span(&self.text, key) {
+            Some(start) => Failure::new(located(&self.path, line_col(&self.text, start), message)),
+            None => {
+                // Not in the file: the default is at fault; point at its table.
+                let at = ancestors(key).find_map(|k| key_span(&self.text, k)).unwrap_or(0);
+                Failure::new(located(
+                    &self.path,
+                    line_col(&self.text, at),
+                    format!("{message} (the file leaves `{key}` at its default)"),
+                ))
+            }
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -324,16 +462,51 @@ impl Loaded {
             }
         }
         crate::poudriere::validate(self)?;
+        crate::makesum::validate(self)?;
+        crate::publish::validate(self)?;
+        crate::iso::validate(self)?;
         crate::gate::validate(self)?;
         Ok(())
     }
 }
 
-/// Applies `KEY=VALUE` overrides from the command line, type-checked like the file.
-fn apply_overrides(config: &Config, overrides: &[(String, toml::Value)]) -> Result<Config> {
-    let mut table = toml::Table::try_from(config).context("cannot apply the overrides")?;
-    for (key, value) in overrides {
-        let mut parts: Vec<&str> = key.split('.').collect();
+fn resolve_in(base: &Utf8Path, path: &Utf8Path) -> Utf8PathBuf {
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+}
+
+/// Whether an override of `set` decides the value at `key`: the same key, one inside
+/// it, or a table holding it.
+fn covers(set: &str, key: &str) -> bool {
+    let inside = |outer: &str, inner: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('.'));
+    set == key || inside(set, key) || inside(key, set)
+}
+
+/// `a.b.c`'s tables, innermost first: `a.b`, `a`.
+fn ancestors(key: &str) -> impl Iterator<Item = &str> {
+    key.char_indices().rev().filter(|(_, c)| *c == '.').map(|(i, _)| &key[..i])
+}
+
+/// The error for a file that is not UTF-8: where the first bad byte is.
+fn not_utf8(path: &Utf8Path, bytes: &[u8], err: std::str::Utf8Error) -> anyhow::Error {
+    let valid = err.valid_up_to();
+    let before = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+    let at = line_col(before, before.len());
+    let byte = bytes.get(valid).copied().unwrap_or_default();
+    failure!(
+        "{}",
+        located(path, at, format_args!("byte 0x{byte:02x} is not UTF-8 (the pipeline file must be UTF-8 text)"))
+    )
+    .help("write the file as UTF-8")
+    .into()
+}
+
+/// Applies `KEY=VALUE` overrides from the command line, type-checked like the file; an
+/// error names the argument.
+fn apply_overrides(config: &Config, overrides: &[Override]) -> Result<Config> {
+    let mut table = toml::Table::try_from(config).context("cannot represent the configuration as TOML")?;
+    let mut checked = config.clone();
+    for o in overrides {
+        let mut parts: Vec<&str> = o.key.split('.').collect();
         let last = parts.pop().unwrap_or_default();
         let mut cur = &mut table;
         for part in &parts {
@@ -341,27 +514,24 @@ fn apply_overrides(config: &Config, overrides: &[(String, toml::Value)]) -> Resu
                 .entry(part.to_string())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .with_context(|| format!("-o {key}: `{part}` is not a table"))?;
+                .ok_or_else(|| failure!("{}: `{part}` is not a table", o.arg))?;
         }
-        cur.insert(last.to_owned(), value.clone());
-        let _: Config = table
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("-o {key}={value}: {}", e.message()))?;
+        cur.insert(last.to_owned(), o.value.clone());
+        checked = table.clone().try_into().map_err(|e: toml::de::Error| failure!("{}: {}", o.arg, e.message()))?;
     }
-    table.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("the overrides: {}", e.message()))
+    Ok(checked)
 }
 
-fn located(path: &Utf8Path, at: Option<(usize, usize)>, message: impl std::fmt::Display) -> String {
-    match at {
-        Some((line, col)) => format!("{path}:{line}:{col}: {message}"),
-        None => format!("{path}: {message}"),
-    }
+fn located(path: &Utf8Path, (line, col): (usize, usize), message: impl std::fmt::Display) -> String {
+    format!("{path}:{line}:{col}: {message}")
 }
 
 /// 1-based line and column (in characters) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -392,19 +562,23 @@ pub fn absolute(path: &Utf8Path) -> Result<Utf8PathBuf> {
     Ok(abs.components().collect())
 }
 
-/// Parses a `key = value` assignment given on the command line into a toml value,
-/// so `-o` overrides type-check like the file does.
-pub fn parse_override(text: &str) -> Result<(String, toml::Value)> {
+/// Parses a `-o KEY=VALUE` argument into an override, so `-o` type-checks like the file:
+/// VALUE is a TOML value, or else taken as a string.
+pub fn parse_override(text: &str) -> Result<Override> {
+    let arg = format!("-o {}", crate::proc::quote(text));
     let Some((key, value)) = text.split_once('=') else {
-        bail!(failure!("-o `{text}` is not TABLE.KEY=VALUE").help("for example -o gate.timeout_secs=600"));
+        bail!(failure!("{arg} is not TABLE.KEY=VALUE").help("for example -o gate.timeout_secs=600"));
     };
     let key = key.trim().to_owned();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!(failure!("{arg}: `{key}` is not a key (TABLE.KEY)").help("for example -o gate.timeout_secs=600"));
+    }
     let doc = format!("v = {}", value.trim());
     let value = match toml::from_str::<toml::Table>(&doc) {
         Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value.trim().into())),
         Err(_) => toml::Value::String(value.trim().into()),
     };
-    Ok((key, value))
+    Ok(Override { key, value, arg })
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ impl Demo {
         let colibri = dir.join("colibri");
         prepare_colibri(&colibri, &Log::sink())?;
         let config = write_config(&root, &dir, &colibri, cli)?;
-        let loaded = Loaded::load(&config, &[])?;
+        let loaded = Loaded::load(&crate::config::Invocation { config: Some(config.clone()), ..Default::default() })?;
         let engine = Engine::new(&loaded, ui);
         let stages = &loaded.config.pipeline.stages;
         let last_real = stages.iter().rev().find(|s| HOST_STAGES.contains(s)).copied();

@@ -80,8 +80,7 @@ pub struct Engine<'a> {
 
 impl<'a> Engine<'a> {
     pub fn new(loaded: &'a Loaded, ui: &'a Ui) -> Engine<'a> {
-        let root = loaded.resolve(&loaded.config.pipeline.state_dir);
-        Engine { loaded, ui, state: StateDir::new(root) }
+        Engine { loaded, ui, state: StateDir::new(loaded.state_dir()) }
     }
 
     fn cx<'r>(&'r self, run: RunView<'r>, log: Log, dry_run: bool) -> Cx<'r> {

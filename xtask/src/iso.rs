@@ -169,6 +169,32 @@ impl Source {
     }
 }
 
+/// Checks `[iso]` when pipeline.toml is loaded: settings that can never work are refused
+/// there, with their location, not when iso plans.
+pub fn validate(loaded: &Loaded) -> Result<()> {
+    let cfg = &loaded.config.iso;
+    if !cfg.profiles.contains_key(&cfg.profile) {
+        let names: Vec<&str> = cfg.profiles.keys().map(String::as_str).collect();
+        return Err(loaded
+            .failure_at("iso.profile", format!("there is no profile `{}`", cfg.profile))
+            .help(format!(
+                "the profiles are: {} (iso.profiles)",
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            ))
+            .into());
+    }
+    if cfg.packages.is_empty() {
+        return Err(loaded.error_at("iso.packages", "no packages to install"));
+    }
+    if cfg.pkg_timeout_secs == 0 {
+        return Err(loaded.error_at("iso.pkg_timeout_secs", "a timeout of 0 seconds would stop every pkg command"));
+    }
+    if cfg.build_timeout_secs == 0 && !cfg.build_command.is_empty() {
+        return Err(loaded.error_at("iso.build_timeout_secs", "a timeout of 0 seconds would stop the image build"));
+    }
+    Ok(())
+}
+
 impl Iso {
     fn profile_name(&self, loaded: &Loaded) -> String {
         self.profile.clone().unwrap_or_else(|| loaded.config.iso.profile.clone())
@@ -299,9 +325,6 @@ impl Stage for Iso {
     fn plan(&self, cx: &Cx) -> Result<IsoPlan> {
         let cfg = &cx.config().iso;
         let (profile, _) = self.profile(cx.loaded)?;
-        if cfg.packages.is_empty() {
-            return Err(cx.loaded.error_at("iso.packages", "no packages to install"));
-        }
         let root = cx.resolve(&cfg.root);
         let stage = cx.stage_dir(StageName::Iso)?;
         let mut steps = Plan::default();

@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::cli::{Cli, Command};
-use crate::config::Loaded;
+use crate::config::{Invocation, Loaded};
 use crate::engine::{Engine, ReleaseOpts};
 use crate::ui::Ui;
 
@@ -66,19 +66,23 @@ pub fn project_root() -> Utf8PathBuf {
     Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Utf8Path::to_owned).unwrap_or_else(|| ".".into())
 }
 
+/// How the command line asks for the configuration: `--config`, `--state-dir`,
+/// `--colibri` (made absolute: they are relative to where the command runs) and `-o`.
+pub fn invocation(cli: &Cli) -> Result<Invocation> {
+    let abs = |p: &Option<Utf8PathBuf>| p.as_deref().map(config::absolute).transpose();
+    Ok(Invocation {
+        config: abs(&cli.config)?,
+        state_dir: abs(&cli.state_dir)?,
+        colibri: abs(&cli.colibri)?,
+        options: cli.options.clone(),
+    })
+}
+
 /// Loads pipeline.toml with the command line's overrides applied.
 pub fn load_config(cli: &Cli) -> Result<Loaded> {
-    let path = cli.config.clone().unwrap_or_else(|| project_root().join("pipeline.toml"));
-    let mut overrides = Vec::new();
-    for o in &cli.options {
-        overrides.push(config::parse_override(o)?);
-    }
-    // Paths given on the command line are relative to where the command runs.
-    if let Some(c) = &cli.colibri {
-        overrides.push(("port.colibri".into(), toml::Value::String(config::absolute(c)?.into_string())));
-    }
-    if let Some(s) = &cli.state_dir {
-        overrides.push(("pipeline.state_dir".into(), toml::Value::String(config::absolute(s)?.into_string())));
-    }
-    Loaded::load(&path, &overrides).with_context(|| "the pipeline configuration is not usable".to_string())
+    load(&invocation(cli)?)
+}
+
+fn load(invocation: &Invocation) -> Result<Loaded> {
+    Loaded::load(invocation).context("the pipeline configuration is not usable")
 }

@@ -21,7 +21,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Makesum;
-use crate::config::Tool;
+use crate::config::{Loaded, Tool};
 use crate::failure;
 use crate::failure::Failure;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
@@ -221,26 +221,6 @@ impl Makesum {
             }
             Err(e) => Err(e),
         }
-    }
-
-    fn validate(&self, cx: &Cx) -> Result<()> {
-        let cfg = &cx.config().makesum;
-        let l = cx.loaded;
-        for (key, value, words) in [
-            ("makesum.crate_url", &cfg.crate_url, &["{name}", "{version}"][..]),
-            ("makesum.github_url", &cfg.github_url, &["{account}", "{project}", "{tag}"][..]),
-        ] {
-            if let Some(w) = words.iter().find(|w| !value.contains(**w)) {
-                return Err(l.error_at(key, format!("the URL template `{value}` lacks {w}")));
-            }
-        }
-        if cfg.jobs == 0 {
-            return Err(l.error_at("makesum.jobs", "at least one download at a time is needed"));
-        }
-        if cfg.timeout_secs == 0 {
-            return Err(l.error_at("makesum.timeout_secs", "a timeout of 0 seconds would fail every download"));
-        }
-        Ok(())
     }
 
     /// The jobs for the native method, with the steps that show them.
@@ -703,6 +683,27 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Checks `[makesum]` when pipeline.toml is loaded: settings that can never work are
+/// refused there, with their location, not when makesum plans.
+pub fn validate(l: &Loaded) -> Result<()> {
+    let cfg = &l.config.makesum;
+    for (key, value, words) in [
+        ("makesum.crate_url", &cfg.crate_url, &["{name}", "{version}"][..]),
+        ("makesum.github_url", &cfg.github_url, &["{account}", "{project}", "{tag}"][..]),
+    ] {
+        if let Some(w) = words.iter().find(|w| !value.contains(**w)) {
+            return Err(l.error_at(key, format!("the URL template `{value}` lacks {w}")));
+        }
+    }
+    if cfg.jobs == 0 {
+        return Err(l.error_at("makesum.jobs", "at least one download at a time is needed"));
+    }
+    if cfg.timeout_secs == 0 {
+        return Err(l.error_at("makesum.timeout_secs", "a timeout of 0 seconds would fail every download"));
+    }
+    Ok(())
+}
+
 impl Stage for Makesum {
     const NAME: StageName = StageName::Makesum;
     type Outputs = MakesumOutputs;
@@ -731,7 +732,6 @@ impl Stage for Makesum {
     }
 
     fn plan(&self, cx: &Cx) -> Result<MakesumPlan> {
-        self.validate(cx)?;
         let target = self.target(cx)?;
         let mut steps = Plan::default();
         for note in &target.notes {

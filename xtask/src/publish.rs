@@ -27,6 +27,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Publish;
+use crate::config::Loaded;
 use crate::fingerprint::Fingerprint;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
@@ -112,8 +113,8 @@ enum Target {
 }
 
 impl Target {
-    fn parse(text: &str, cx: &Cx) -> Result<Target> {
-        let bad = |msg: &str| cx.loaded.error_at("publish.target", format!("`{text}` {msg}"));
+    fn parse(text: &str, loaded: &Loaded) -> Result<Target> {
+        let bad = |msg: &str| loaded.error_at("publish.target", format!("`{text}` {msg}"));
         if text.is_empty() {
             return Err(bad("is empty"));
         }
@@ -130,7 +131,7 @@ impl Target {
                 }
                 Ok(Target::Remote { host: host.to_owned(), root: path.trim_end_matches('/').to_owned() })
             }
-            _ => Ok(Target::Local(cx.resolve(Utf8Path::new(text)))),
+            _ => Ok(Target::Local(loaded.resolve(Utf8Path::new(text)))),
         }
     }
 }
@@ -160,16 +161,27 @@ impl StagePlan for PublishPlan {
     }
 }
 
+/// Checks `[publish]` when pipeline.toml is loaded: settings that can never work are
+/// refused there, with their location, not when publish plans.
+pub fn validate(loaded: &Loaded) -> Result<()> {
+    if loaded.config.publish.keep == 0 {
+        return Err(loaded.error_at("publish.keep", "keep must be at least 1 (the version `latest` names)"));
+    }
+    Target::parse(&loaded.config.publish.target, loaded)?;
+    Publish::abi(loaded)?;
+    Ok(())
+}
+
 impl Publish {
     /// `cargo xtask publish`.
     pub fn invoke(self, engine: &crate::engine::Engine) -> Result<()> {
         engine.run_one(&self, self.dry_run)
     }
 
-    fn abi(cx: &Cx) -> Result<String> {
-        let abi = cx.config().repository.abi.clone();
+    fn abi(loaded: &Loaded) -> Result<String> {
+        let abi = loaded.config.repository.abi.clone();
         if abi.is_empty() || abi.contains('/') || abi.starts_with('.') {
-            return Err(cx.loaded.error_at("repository.abi", format!("`{abi}` cannot name a directory")));
+            return Err(loaded.error_at("repository.abi", format!("`{abi}` cannot name a directory")));
         }
         Ok(abi)
     }
@@ -203,7 +215,7 @@ impl Stage for Publish {
     }
 
     fn outputs_intact(&self, cx: &Cx, outputs: &PublishOutputs) -> bool {
-        match Target::parse(&cx.config().publish.target, cx) {
+        match Target::parse(&cx.config().publish.target, cx.loaded) {
             Ok(Target::Local(root)) => {
                 local_latest(&root.join(&cx.config().repository.abi)).as_deref() == Some(outputs.version.as_str())
             }
@@ -213,11 +225,8 @@ impl Stage for Publish {
 
     fn plan(&self, cx: &Cx) -> Result<PublishPlan> {
         let cfg = &cx.config().publish;
-        if cfg.keep == 0 {
-            return Err(cx.loaded.error_at("publish.keep", "keep must be at least 1 (the version `latest` names)"));
-        }
-        let target = Target::parse(&cfg.target, cx)?;
-        let abi = Self::abi(cx)?;
+        let target = Target::parse(&cfg.target, cx.loaded)?;
+        let abi = Self::abi(cx.loaded)?;
         let mut steps = Plan::default();
         let work = match &self.rollback {
             Some(wanted) => {

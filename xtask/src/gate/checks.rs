@@ -128,21 +128,67 @@ pub struct Checks {
     pub restart: Option<RestartCheck>,
 }
 
+/// A pattern that cannot be used, and why.
+struct BadPattern {
+    reason: String,
+    /// It parses, but compiled it exceeds the regex crate's size limit.
+    too_big: bool,
+}
+
+impl From<regex::Error> for BadPattern {
+    fn from(e: regex::Error) -> BadPattern {
+        BadPattern { too_big: matches!(e, regex::Error::CompiledTooBig(_)), reason: e.to_string() }
+    }
+}
+
+/// Below this weight (see [`weight`]) a pattern, or all forbidden patterns together,
+/// cannot come near the regex crate's size limit (10 MiB of compiled program): there,
+/// validation only parses. At or above it, validation compiles to find out.
+const SMALL: u64 = 20_000;
+
 /// Patterns match bytes (a console is not always valid UTF-8), so `.` is any byte.
 /// A pattern compiled, or (when only validating) just parsed: parsing finds every
 /// syntax error at a fraction of the cost of building the matcher, which matters
-/// because every command validates pipeline.toml.
-fn compile(pattern: &str, build: bool) -> Result<Option<Regex>, String> {
+/// because every command validates pipeline.toml. A pattern heavy enough to approach
+/// the size limit (a counted repetition of a counted repetition) is compiled anyway,
+/// so one that can never be built is refused when the file is loaded. Returns the
+/// pattern's weight too.
+fn compile(pattern: &str, build: bool) -> Result<(Option<Regex>, u64), BadPattern> {
     if build {
-        RegexBuilder::new(pattern).unicode(false).build().map(Some).map_err(|e| e.to_string())
-    } else {
-        regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(pattern)
-            .map(|_| None)
-            .map_err(|e| e.to_string())
+        let regex = RegexBuilder::new(pattern).unicode(false).build()?;
+        return Ok((Some(regex), 0));
+    }
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|e| BadPattern { reason: e.to_string(), too_big: false })?;
+    let weight = weight(&hir);
+    if weight >= SMALL {
+        RegexBuilder::new(pattern).unicode(false).build()?;
+    }
+    Ok((None, weight))
+}
+
+/// An upper estimate of the states a pattern compiles to: literals and classes count
+/// their bytes and ranges, a repetition multiplies its body by its count.
+fn weight(hir: &regex_syntax::hir::Hir) -> u64 {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 1,
+        HirKind::Literal(lit) => lit.0.len() as u64,
+        HirKind::Class(Class::Bytes(c)) => c.ranges().len() as u64,
+        // A range beyond ASCII (`(?u)\w`) becomes many UTF-8 byte sequences.
+        HirKind::Class(Class::Unicode(c)) => {
+            c.ranges().iter().map(|r| if r.end().is_ascii() { 1 } else { 16 }).fold(0, u64::saturating_add)
+        }
+        HirKind::Repetition(r) => {
+            let copies = u64::from(r.max.unwrap_or(r.min.saturating_add(1)).max(1));
+            weight(&r.sub).saturating_mul(copies).saturating_add(1)
+        }
+        HirKind::Capture(c) => weight(&c.sub).saturating_add(2),
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => subs.iter().map(weight).fold(1, u64::saturating_add),
     }
 }
 
@@ -159,8 +205,13 @@ impl Checks {
 
     fn build(loaded: &Loaded, build: bool) -> Result<Option<Checks>> {
         let cfg = &loaded.config.gate;
-        let bad_regex = |key: String, what: String, pattern: &str, e: String| {
-            loaded.failure_at(&key, format!("{what}: `{pattern}` is not a valid regular expression:\n{e}")).help(
+        let bad_regex = |key: String, what: String, pattern: &str, e: BadPattern| {
+            if e.too_big {
+                return loaded
+                    .failure_at(&key, format!("{what}: `{pattern}` is too big to compile:\n{}", e.reason))
+                    .help("make it smaller: a counted repetition (`{1000}`) copies what it repeats that many times");
+            }
+            loaded.failure_at(&key, format!("{what}: `{pattern}` is not a valid regular expression:\n{}", e.reason)).help(
                 "the syntax is Rust's regex crate (https://docs.rs/regex); escape `.`, `(`, `[` and friends with `\\\\` to match them literally",
             )
         };
@@ -185,7 +236,7 @@ impl Checks {
             if name.is_empty() || pattern.is_empty() {
                 return Err(loaded.error_at(&key, format!("marker {} is empty", i + 1)));
             }
-            let regex = compile(&pattern, build)
+            let (regex, _) = compile(&pattern, build)
                 .map_err(|e| bad_regex(format!("{key}.regex"), format!("marker {}", i + 1), &pattern, e))?;
             if m.within_secs == 0 {
                 return Err(loaded.error_at(
@@ -199,6 +250,7 @@ impl Checks {
         }
 
         let mut forbidden = Vec::new();
+        let mut forbidden_weight = 0u64;
         let lists = [("gate.forbidden", &cfg.forbidden), ("gate.forbidden_extra", &cfg.forbidden_extra)];
         for (table, list) in lists {
             for (i, f) in list.iter().enumerate() {
@@ -219,9 +271,10 @@ impl Checks {
                         format!("the forbidden pattern `{}` is empty (it would match everything)", f.name),
                     ));
                 }
-                let regex = compile(&f.regex, build).map_err(|e| {
+                let (regex, weight) = compile(&f.regex, build).map_err(|e| {
                     bad_regex(format!("{key}.regex"), format!("forbidden pattern `{}`", f.name), &f.regex, e)
                 })?;
+                forbidden_weight = forbidden_weight.saturating_add(weight);
                 if let Some(regex) = regex {
                     forbidden.push(ForbiddenCheck {
                         name: f.name.clone(),
@@ -249,7 +302,7 @@ impl Checks {
             if r.regex.is_empty() {
                 return Err(loaded.error_at("gate.restart_loop.regex", "the restart-loop pattern is empty"));
             }
-            let regex = compile(&r.regex, build).map_err(|e| {
+            let (regex, _) = compile(&r.regex, build).map_err(|e| {
                 bad_regex("gate.restart_loop.regex".into(), "the restart-loop pattern".into(), &r.regex, e)
             })?;
             regex.map(|regex| RestartCheck {
@@ -259,13 +312,26 @@ impl Checks {
                 window: Duration::from_secs(r.within_secs),
             })
         };
+        // All forbidden patterns are also compiled into one set, which has the same size
+        // limit: patterns fine one by one can be too big together.
+        let patterns = || cfg.forbidden.iter().chain(&cfg.forbidden_extra).map(|f| &f.regex);
+        let set = || {
+            RegexSetBuilder::new(patterns()).unicode(false).build().map_err(|e| {
+                let key = if cfg.forbidden_extra.is_empty() { "gate.forbidden" } else { "gate.forbidden_extra" };
+                let failure = loaded.failure_at(key, format!("the forbidden patterns do not compile together: {e}"));
+                match e {
+                    regex::Error::CompiledTooBig(_) => failure.help("make them smaller, or fewer"),
+                    _ => failure,
+                }
+            })
+        };
         if !build {
+            if forbidden_weight >= SMALL {
+                set()?;
+            }
             return Ok(None);
         }
-        let forbidden_set =
-            RegexSetBuilder::new(forbidden.iter().map(|f| &f.pattern)).unicode(false).build().map_err(|e| {
-                loaded.error_at("gate.forbidden", format!("the forbidden patterns do not compile together: {e}"))
-            })?;
+        let forbidden_set = set()?;
         Ok(Some(Checks { markers, forbidden, forbidden_set, restart }))
     }
 
@@ -331,5 +397,54 @@ mod tests {
     fn non_ascii_literals_still_match() {
         let c = loaded("forbidden_extra = [{ name = \"x\", regex = \"čaj\" }]").unwrap();
         assert!(c.forbidden.last().unwrap().regex.is_match("vroč čaj".as_bytes()));
+    }
+
+    /// What validation (at load time, without building) says of `[gate]` with `extra`.
+    fn validated(extra: &str) -> Result<()> {
+        let text = format!("[gate]\n{extra}\n");
+        let config: crate::config::Config = toml::from_str(&text).unwrap();
+        Checks::validate(&Loaded::from_parts(config, "pipeline.toml".into(), ".".into()))
+    }
+
+    #[test]
+    fn a_pattern_over_the_size_limit_is_refused_when_loaded() {
+        for extra in [
+            "forbidden_extra = [{ name = \"huge\", regex = \"a{1000}{1000}\" }]",
+            "markers = [{ regex = \"(?:[a-z]{1000}x){1000}\", within_secs = 3 }]",
+            "restart_loop = { regex = \"(?:ab){5000}{300}\", count = 2, within_secs = 3 }",
+        ] {
+            let err = crate::ui::render_error(&validated(extra).expect_err(extra));
+            assert!(err.contains("is too big to compile") && err.contains("help: make it smaller"), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn patterns_too_big_only_together_are_refused_when_loaded() {
+        // Each is under the limit; the set of all forbidden patterns is not.
+        let one = "(?:[a-z]{100}x){160}";
+        assert!(RegexBuilder::new(one).unicode(false).build().is_ok());
+        let list: Vec<String> = (0..100).map(|i| format!("{{ name = \"p{i}\", regex = \"{one}{i}\" }}")).collect();
+        let err = crate::ui::render_error(&validated(&format!("forbidden_extra = [{}]", list.join(", "))).unwrap_err());
+        assert!(err.contains("do not compile together"), "{err}");
+    }
+
+    /// The bound validation trusts without building: anything lighter than [`SMALL`]
+    /// compiles, whatever its shape.
+    #[test]
+    fn what_weighs_less_than_the_bound_compiles() {
+        let n = SMALL - 2;
+        for pattern in [
+            format!("a{{{n}}}"),
+            format!("[a-z]{{{n}}}"),
+            format!("[\\x00\\x02\\x04\\x06\\x08\\x0a\\x0c\\x0e\\x10\\x12]{{{}}}", n / 10 - 1),
+            format!("(?:a|b|c|d){{{}}}", n / 6),
+            format!("(?u:\\w){{{}}}", n / (16 * 800)),
+            format!("(?:x{{100}}){{{}}}", n / 102),
+        ] {
+            let hir = regex_syntax::ParserBuilder::new().unicode(false).utf8(false).build().parse(&pattern).unwrap();
+            assert!(weight(&hir) < SMALL, "{pattern} weighs {}", weight(&hir));
+            let built = RegexBuilder::new(&pattern).unicode(false).build();
+            assert!(built.is_ok(), "{pattern} weighs {} but does not compile: {:?}", weight(&hir), built.err());
+        }
     }
 }
