@@ -489,15 +489,13 @@ impl<'a> RunView<'a> {
         }
     }
 
-    /// The run's directory for a stage's files, created on demand.
-    pub fn stage_dir(&self, stage: StageName) -> Result<Utf8PathBuf> {
-        let dir = match (self.run, self.scratch) {
-            (Some(r), _) => r.dir.join(stage.as_str()),
-            (None, Some(s)) => s.join(stage.as_str()),
+    /// Where the run keeps a stage's files (not created here: see [`crate::stage::Cx::stage_dir`]).
+    pub fn stage_path(&self, stage: StageName) -> Result<Utf8PathBuf> {
+        match (self.run, self.scratch) {
+            (Some(r), _) => Ok(r.dir.join(stage.as_str())),
+            (None, Some(s)) => Ok(s.join(stage.as_str())),
             (None, None) => bail!("no run directory"),
-        };
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
-        Ok(dir)
+        }
     }
 
     /// A recorded path made usable again.

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -218,9 +218,14 @@ impl<'a> Cx<'a> {
         self.run.outputs(stage).is_some()
     }
 
-    /// A directory for this stage's files inside the run directory (created on demand).
+    /// A directory for this stage's files inside the run directory, created on demand;
+    /// in a dry run only named (a dry run changes nothing, the state directory included).
     pub fn stage_dir(&self, stage: StageName) -> Result<Utf8PathBuf> {
-        self.run.stage_dir(stage)
+        let dir = self.run.stage_path(stage)?;
+        if !self.dry_run {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+        }
+        Ok(dir)
     }
 
     /// Prints a progress line (spinner message on a terminal, a plain line in CI) and

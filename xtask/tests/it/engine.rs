@@ -239,3 +239,74 @@ fn same_shape(at: &str, doc: &serde_json::Value, real: &serde_json::Value) {
         ),
     }
 }
+
+/// Everything about a directory tree that a change would show: each entry's path, kind,
+/// size, mode, modification time and (for files) content.
+fn snapshot(root: &camino::Utf8Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &camino::Utf8Path, root: &camino::Utf8Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = dir.read_dir_utf8().unwrap().map(|e| e.unwrap().into_path()).collect();
+        entries.sort();
+        for path in entries {
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let content = if m.is_file() { format!("{:?}", std::fs::read(&path).unwrap()) } else { String::new() };
+            let rel = path.strip_prefix(root).unwrap();
+            out.push(format!("{rel} {:o} {} {}.{} {content}", m.mode(), m.size(), m.mtime(), m.mtime_nsec()));
+            if m.is_dir() {
+                walk(&path, root, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(m) = std::fs::symlink_metadata(root) {
+        use std::os::unix::fs::MetadataExt;
+        out.push(format!(". {:o} {}.{}", m.mode(), m.mtime(), m.mtime_nsec()));
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+/// Every stage's `--dry-run`, and `release --dry-run`.
+const DRY_RUNS: &[&[&str]] = &[
+    &["setup", "--dry-run"],
+    &["port", "--dry-run"],
+    &["makesum", "--dry-run"],
+    &["makesum", "--dry-run", "--check"],
+    &["bulk", "--dry-run"],
+    &["sign", "--dry-run"],
+    &["publish", "--dry-run"],
+    &["publish", "--dry-run", "--rollback"],
+    &["iso", "--dry-run"],
+    &["gate", "--dry-run"],
+    &["release", "--dry-run"],
+    &["release", "--dry-run", "--force"],
+];
+
+#[test]
+fn a_dry_run_leaves_the_state_directory_byte_identical() {
+    // With no run yet: no state directory appears.
+    let p = Project::with_colibri("");
+    for args in DRY_RUNS {
+        p.run(args);
+        assert!(
+            !p.state_dir().exists(),
+            "`xtask {}` created {}: {:?}",
+            args.join(" "),
+            p.state_dir(),
+            snapshot(&p.state_dir())
+        );
+    }
+    // With a run: nothing in it changes.
+    p.run(&["port"]).success();
+    let port = p.root.join("ports/sysutils/colibri");
+    let before = snapshot(&p.state_dir());
+    let detached: &[&str] = &["makesum", "--dry-run", "--port", port.as_str()];
+    for args in DRY_RUNS.iter().copied().chain([detached]) {
+        p.run(args);
+        let after = snapshot(&p.state_dir());
+        let changed: Vec<_> =
+            after.iter().filter(|l| !before.contains(l)).chain(before.iter().filter(|l| !after.contains(l))).collect();
+        assert!(changed.is_empty(), "`xtask {}` changed the state directory:\n{changed:#?}", args.join(" "));
+    }
+    assert!(p.run(&["release", "--dry-run"]).success().stdout().contains("makesum:"));
+}
