@@ -22,7 +22,6 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::failure;
-use crate::failure::ResultExt;
 use crate::fsx;
 use crate::stage::StageName;
 
@@ -271,11 +270,12 @@ impl StateDir {
         }
     }
 
-    /// Loads the current run.
+    /// Loads the current run. A run directory that is gone (moved aside, as a corrupt
+    /// run's error advises) leaves no current run: the next one starts afresh.
     pub fn current(&self) -> Result<Option<Run>> {
         match self.current_id()? {
-            Some(id) => Ok(Some(self.load(&id)?)),
-            None => Ok(None),
+            Some(id) if self.run_dir(&id).exists() => Ok(Some(self.load(&id)?)),
+            _ => Ok(None),
         }
     }
 
@@ -283,24 +283,38 @@ impl StateDir {
         self.root.join("runs").join(id)
     }
 
-    /// Loads a run by id.
+    /// Loads a run by id. A state.json that cannot be read says so, names the run and
+    /// gives the command that moves that run (only that run) aside.
     pub fn load(&self, id: &str) -> Result<Run> {
         let dir = self.run_dir(id);
         let path = dir.join("state.json");
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {path}"))
-            .with_help(|| format!("the state directory is damaged; move {} aside to start afresh", self.root))?;
-        let state: State = serde_json::from_str(&text)
-            .with_context(|| format!("{path} is not a state file this version understands"))
-            .with_help(|| format!("move {} aside to start afresh", self.root))?;
-        if state.version != STATE_VERSION {
-            bail!(
-                failure!(
-                    "{path} has state version {} but this mother-build writes version {STATE_VERSION}",
-                    state.version
-                )
-                .help(format!("finish the run with the version that started it, or move {} aside", self.root))
-            );
+        let aside = || {
+            let moved = dir.with_file_name(format!("{id}.corrupt"));
+            format!(
+                "move that run aside (the next release then starts a new run): mv {} {}",
+                crate::config::shown_path(&dir),
+                crate::config::shown_path(&moved)
+            )
+        };
+        let corrupt = |why: String| failure!("the state of run {id} ({path}) is corrupt: {why}").help(aside());
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => corrupt("state.json is missing".into()),
+            _ => failure!("cannot read the state of run {id} ({path}): {e}"),
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("it is not JSON ({e})")))?;
+        match value.get("version").and_then(serde_json::Value::as_u64) {
+            Some(v) if v == u64::from(STATE_VERSION) => {}
+            Some(v) => bail!(
+                failure!("the state of run {id} ({path}) has version {v}, but this mother-build reads version {STATE_VERSION}")
+                    .help(format!("finish the run with the mother-build that started it; or {}", aside()))
+            ),
+            None => bail!(corrupt("it has no state version".into())),
+        }
+        let state: State =
+            serde_json::from_value(value).map_err(|e| corrupt(format!("it does not hold a run's state ({e})")))?;
+        if state.id != id {
+            bail!(corrupt(format!("it holds the state of run {}", state.id)));
         }
         Ok(Run { root: self.root.clone(), dir, state })
     }

@@ -310,3 +310,48 @@ fn a_dry_run_leaves_the_state_directory_byte_identical() {
     }
     assert!(p.run(&["release", "--dry-run"]).success().stdout().contains("makesum:"));
 }
+
+/// The help line that gives a command, from `help: ...: COMMAND`.
+fn help_command(stderr: &str, after: &str) -> String {
+    let line = stderr.lines().find(|l| l.starts_with("help:") && l.contains(after)).unwrap_or_else(|| panic!("no help with {after:?}:\n{stderr}"));
+    line[line.find(after).unwrap() + after.len()..].trim().to_owned()
+}
+
+/// Runs a command line as printed, in `dir`, through sh.
+fn sh(dir: &camino::Utf8Path, line: &str) -> std::process::Output {
+    std::process::Command::new("sh").arg("-c").arg(line).current_dir(dir).output().unwrap()
+}
+
+#[test]
+fn a_corrupt_state_names_the_run_and_how_to_move_only_it_aside() {
+    let p = Project::with_colibri("");
+    p.run(&["port"]).success();
+    let id = p.state()["id"].as_str().unwrap().to_owned();
+    let state = p.state_dir().join("runs").join(&id).join("state.json");
+    let text = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &text[..text.len() / 2]).unwrap();
+
+    let run = p.run(&["status"]);
+    run.code_is(2).stderr_has(&format!("the state of run {id}")).stderr_has("is corrupt: it is not JSON");
+    assert!(!run.stderr().contains("version"), "a corrupt file is not a version problem:\n{}", run.stderr());
+    let mv = help_command(&run.stderr(), "starts a new run): ");
+    assert!(mv.starts_with("mv ") && mv.contains(&id), "{mv}");
+    assert!(!mv.contains(&format!("{} ", p.state_dir())), "only the run moves aside, not the state directory: {mv}");
+    p.run(&["release", "--to", "port"]).code_is(2).stderr_has("is corrupt");
+
+    // The command works as printed, and the state directory is usable again.
+    let out = sh(&p.root, &mv);
+    assert!(out.status.success(), "{mv}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(p.state_dir().join("runs").join(format!("{id}.corrupt/state.json")).exists());
+    p.run(&["status"]).success().stdout_has("no run yet");
+    p.run(&["release", "--to", "port"]).success().stderr_has("[port] ok");
+
+    // A state written by another version says that, not that it is corrupt.
+    let id = p.state()["id"].as_str().unwrap().to_owned();
+    let state = p.state_dir().join("runs").join(&id).join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap().replacen("\"version\": 1", "\"version\": 7", 1);
+    std::fs::write(&state, text).unwrap();
+    let run = p.run(&["status"]);
+    run.code_is(2).stderr_has("has version 7, but this mother-build reads version 1").stderr_has(&format!("mv "));
+    assert!(!run.stderr().contains("corrupt:"), "{}", run.stderr());
+}
