@@ -64,6 +64,24 @@ pub enum Command {
     Docs(Docs),
 }
 
+impl Command {
+    /// Whether the command continues the current run (so it reuses how the run was
+    /// started: `--config`, `--state-dir`, `--colibri`, `-o`). The stages' variants that
+    /// work outside the run (`makesum --port`, `sign --verify-only`, `bulk --judge`,
+    /// `port --print-crates`, `setup`) do not.
+    pub fn continues_the_run(&self) -> bool {
+        match self {
+            Command::Port(c) => !c.print_crates,
+            Command::Makesum(c) => c.port.is_none(),
+            Command::Bulk(c) => c.judge.is_none(),
+            Command::Sign(c) => !c.verify_only,
+            Command::Publish(_) | Command::Iso(_) | Command::Gate(_) => true,
+            Command::Release(r) => r.resume,
+            Command::Setup(_) | Command::Status(_) | Command::Demo(_) | Command::Docs(_) => false,
+        }
+    }
+}
+
 /// setup
 #[derive(Debug, Clone, Args)]
 pub struct Setup {

@@ -325,6 +325,58 @@ impl Invocation {
     }
 }
 
+/// What continuing a run with its recorded [`Invocation`] comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reuse {
+    /// The invocation to load: the given flags, and the run's where none was given.
+    pub invocation: Invocation,
+    /// The run's flags taken again, as a command line shows them.
+    pub reused: Vec<String>,
+    /// Flags given now that replace the run's: (given, the run's).
+    pub replaced: Vec<(String, String)>,
+}
+
+impl Invocation {
+    /// This invocation completed with a run's `recorded` one: what this one leaves out,
+    /// the run's gives; where both set the same thing differently, this one wins.
+    pub fn over(&self, recorded: &Invocation) -> Reuse {
+        let mut reuse = Reuse { invocation: self.clone(), reused: Vec::new(), replaced: Vec::new() };
+        let paths = [
+            ("--config", &self.config, &recorded.config, &mut reuse.invocation.config),
+            ("--state-dir", &self.state_dir, &recorded.state_dir, &mut reuse.invocation.state_dir),
+            ("--colibri", &self.colibri, &recorded.colibri, &mut reuse.invocation.colibri),
+        ];
+        for (flag, given, theirs, merged) in paths {
+            let shown = |p: &Utf8Path| format!("{flag} {}", shown_path(p));
+            match (given, theirs) {
+                (None, Some(r)) => {
+                    reuse.reused.push(shown(r));
+                    *merged = Some(r.clone());
+                }
+                (Some(g), Some(r)) if g != r => reuse.replaced.push((shown(g), shown(r))),
+                _ => {}
+            }
+        }
+        let key = |o: &str| o.split_once('=').map_or(o, |(k, _)| k).trim().to_owned();
+        let mut options = Vec::new();
+        for theirs in &recorded.options {
+            match self.options.iter().find(|o| key(o) == key(theirs)) {
+                None => {
+                    reuse.reused.push(format!("-o {}", crate::proc::quote(theirs)));
+                    options.push(theirs.clone());
+                }
+                Some(given) if given != theirs => reuse
+                    .replaced
+                    .push((format!("-o {}", crate::proc::quote(given)), format!("-o {}", crate::proc::quote(theirs)))),
+                Some(_) => {}
+            }
+        }
+        options.extend(self.options.iter().cloned());
+        reuse.invocation.options = options;
+        reuse
+    }
+}
+
 /// A path as a command line printed for the operator shows it: relative to the working
 /// directory when it lies below it, shell-quoted.
 pub fn shown_path(path: &Utf8Path) -> String {
@@ -397,12 +449,12 @@ impl Loaded {
     }
 
     /// A `cargo xtask` command line for the operator to run, e.g. `xtask("release
-    /// --resume")`: with `--config` and `--state-dir` when they are not what a bare
-    /// `cargo xtask` would use, so it works as printed. (The `-o` settings and
-    /// `--colibri` of a run are reused by the commands that continue it.)
+    /// --resume")`, that works as printed: with `--config` and `--state-dir` when they
+    /// are not what a bare `cargo xtask` would use, and the `--colibri` and `-o` in effect.
     pub fn xtask(&self, args: &str) -> String {
         let mut line = vec!["cargo xtask".to_owned()];
-        if let Some(config) = &self.invocation.config
+        let inv = &self.invocation;
+        if let Some(config) = &inv.config
             && *config != default_config()
         {
             line.extend(["--config".to_owned(), shown_path(config)]);
@@ -410,6 +462,12 @@ impl Loaded {
         let state_dir = self.state_dir();
         if state_dir != self.file_state_dir {
             line.extend(["--state-dir".to_owned(), shown_path(&state_dir)]);
+        }
+        if let Some(colibri) = &inv.colibri {
+            line.extend(["--colibri".to_owned(), shown_path(colibri)]);
+        }
+        for o in &inv.options {
+            line.extend(["-o".to_owned(), crate::proc::quote(o)]);
         }
         line.push(args.to_owned());
         line.join(" ")

@@ -113,7 +113,7 @@ impl<'a> Engine<'a> {
             };
             return self.print_plan(stage, view);
         }
-        let lock = self.state.lock(&format!("cargo xtask {}", stage.name()))?;
+        let lock = self.state.lock(&format!("cargo xtask {}", stage.name()), &self.resume())?;
         let mut run = match self.state.current()? {
             Some(mut run) => {
                 if run.state.settle() {
@@ -121,9 +121,20 @@ impl<'a> Engine<'a> {
                 }
                 run
             }
-            None => self.state.create(&lock, stage.name().as_str(), &self.loaded.config.pipeline.stages, None)?,
+            None => self.state.create(
+                &lock,
+                stage.name().as_str(),
+                &self.loaded.invocation,
+                &self.loaded.config.pipeline.stages,
+                None,
+            )?,
         };
-        self.execute(&mut run, stage)
+        self.execute(&mut run, stage, Rerun::ThisCommand)
+    }
+
+    /// The command that continues the current run.
+    fn resume(&self) -> String {
+        self.loaded.xtask("release --resume")
     }
 
     /// Runs a stage without any run state: for checks and tools that work on
@@ -173,17 +184,15 @@ impl<'a> Engine<'a> {
                 self.ui.stage_end(name.as_str(), "not ok", "");
             }
             Err(err) => {
-                // The log's tail is what led up to the error (the error is shown anyway).
-                let tail = cx.log.tail(self.loaded.config.pipeline.tail_lines);
                 cx.log.line(&format!("error: {}", crate::ui::render_error(err)));
-                return Err(self.report_failure(name, err, &cx.log, &tail, true));
+                return Err(self.report_failure(name, err, &cx.log, Rerun::Detached));
             }
         }
         result
     }
 
     /// Runs `stage` in `run`, recording the attempt before and after.
-    fn execute(&self, run: &mut Run, stage: &dyn AnyStage) -> Result<()> {
+    fn execute(&self, run: &mut Run, stage: &dyn AnyStage, rerun: Rerun) -> Result<()> {
         crate::proc::start_signal_thread();
         let name = stage.name();
         let log_path = run.log_path(name);
@@ -231,29 +240,26 @@ impl<'a> Engine<'a> {
                 rec.status = if interrupted { Status::Interrupted } else { Status::Failed };
                 rec.error = Some(crate::ui::render_error(&err));
                 run.save()?;
-                let tail = log.tail(self.loaded.config.pipeline.tail_lines);
                 log.line(&format!("error: {}", crate::ui::render_error(&err)));
                 log.line(&format!(
                     "==== {name}: {} after {} ====",
                     rec_status_word(interrupted),
                     crate::ui::duration(elapsed)
                 ));
-                Err(self.report_failure(name, &err, &log, &tail, false))
+                Err(self.report_failure(name, &err, &log, rerun))
             }
         }
     }
 
-    /// Shows a failed stage: the error, the end of its log, where the log is, and how
-    /// to rerun it. Returns the (reported) failure to end the program with.
-    fn report_failure(
-        &self,
-        name: StageName,
-        err: &anyhow::Error,
-        log: &Log,
-        tail: &str,
-        detached: bool,
-    ) -> anyhow::Error {
+    /// Shows a failed stage: the error, the end of this attempt's log (which ends with
+    /// the error), where the log is, and the commands that rerun it or continue the run.
+    /// Returns the (reported) failure to end the program with.
+    fn report_failure(&self, name: StageName, err: &anyhow::Error, log: &Log, rerun: Rerun) -> anyhow::Error {
         let class = stage_class(err);
+        let again = match rerun {
+            Rerun::Stage => self.loaded.xtask(name.as_str()),
+            Rerun::ThisCommand | Rerun::Detached => this_command(),
+        };
         if class == Class::Interrupted {
             let sig = crate::proc::interrupted().unwrap_or(libc::SIGINT);
             self.ui.stage_end(name.as_str(), "interrupted", &format!("by {}", crate::proc::signal_name(sig)));
@@ -264,23 +270,27 @@ impl<'a> Engine<'a> {
             if let Some(path) = log.path() {
                 self.ui.eprintln(&format!("  log: {path}"));
             }
-            if !detached {
-                self.ui.eprintln("  continue with: cargo xtask release --resume");
+            match rerun {
+                Rerun::Detached => self.ui.eprintln(&format!("  rerun it: {again}")),
+                Rerun::Stage | Rerun::ThisCommand => self.ui.eprintln(&format!("  continue with: {}", self.resume())),
             }
             return Failure::reported(class).into();
         }
         self.ui.stage_end(name.as_str(), "failed", "");
         self.ui.eprintln(&format!("{} stage `{name}` failed: {}", self.ui.red("error:"), crate::ui::render_error(err)));
+        let tail = log.tail(self.loaded.config.pipeline.tail_lines);
         if !tail.is_empty() {
             self.ui.eprintln(&format!("  last lines of the log:\n{tail}"));
         }
         if let Some(path) = log.path() {
             self.ui.eprintln(&format!("  full log: {path}"));
         }
-        if detached {
-            self.ui.eprintln(&format!("  rerun it: cargo xtask {name}"));
-        } else {
-            self.ui.eprintln(&format!("  rerun this stage: cargo xtask {name}   (or: cargo xtask release --resume)"));
+        match rerun {
+            Rerun::Detached => self.ui.eprintln(&format!("  rerun it: {again}")),
+            Rerun::Stage | Rerun::ThisCommand => {
+                self.ui.eprintln(&format!("  rerun this stage: {again}"));
+                self.ui.eprintln(&format!("  or continue the run: {}", self.resume()));
+            }
         }
         Failure::reported(class).into()
     }
@@ -291,13 +301,13 @@ impl<'a> Engine<'a> {
         if opts.dry_run {
             return self.release_dry_run(&stages, opts, make);
         }
-        let lock = self.state.lock("cargo xtask release")?;
+        let lock = self.state.lock("cargo xtask release", &self.resume())?;
         let current = self.state.current()?;
         let (mut run, todo, mut force_first) = if opts.resume {
             let Some(mut run) = current else {
                 bail!(
                     failure!("there is no run to resume in {}", self.state.root())
-                        .help("start one with `cargo xtask release`")
+                        .help(format!("start one with `{}`", self.loaded.xtask("release")))
                 );
             };
             if run.state.settle() {
@@ -325,7 +335,7 @@ impl<'a> Engine<'a> {
                     return Ok(());
                 }
             }
-            let run = self.state.create(&lock, "release", &stages, current.as_ref())?;
+            let run = self.state.create(&lock, "release", &self.loaded.invocation, &stages, current.as_ref())?;
             (run, stages.clone(), false)
         };
 
@@ -342,7 +352,7 @@ impl<'a> Engine<'a> {
                 self.ui.pipeline_advance();
                 continue;
             }
-            if let Err(e) = self.execute(&mut run, stage.as_ref()) {
+            if let Err(e) = self.execute(&mut run, stage.as_ref(), Rerun::Stage) {
                 self.ui.pipeline_finish();
                 return Err(e);
             }
@@ -491,10 +501,10 @@ impl<'a> Engine<'a> {
     fn print_status(&self, r: &StatusReport) {
         let Some(run) = &r.run else {
             self.ui.println(&format!("no run yet in {}", r.state_dir));
-            self.ui.println("start one with: cargo xtask release");
+            self.ui.println(&format!("start one with: {}", self.loaded.xtask("release")));
             return;
         };
-        self.ui.println(&format!("run {} ({}), started {} by `{}`", run.id, run.dir, run.created, run.command));
+        self.ui.println(&format!("run {} ({}), started {} by `{}`", run.id, run.dir, run.created, run.started_by));
         if let Some(h) = &r.running {
             self.ui.println(&format!("in progress: {h}"));
         }
@@ -515,7 +525,34 @@ impl<'a> Engine<'a> {
                 self.ui.println(&format!("         {}", self.ui.red(first)));
             }
         }
+        if r.running.is_none() && r.stages.iter().any(|s| matches!(s.status, Status::Failed | Status::Interrupted)) {
+            self.ui.println(&format!("continue with: {}", self.resume()));
+        }
     }
+}
+
+/// Which command a failed stage's report offers to run it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rerun {
+    /// A stage of `release`: `cargo xtask STAGE` (with the flags in effect).
+    Stage,
+    /// `cargo xtask STAGE ...` itself: this command line again.
+    ThisCommand,
+    /// A stage run outside any run: this command line again; there is no run to continue.
+    Detached,
+}
+
+/// This process's command line as the operator types it: `cargo xtask` and the
+/// arguments as given (relative paths work from the same directory).
+fn this_command() -> String {
+    let args = std::env::args_os().skip(1).map(|a| crate::proc::quote(&a.to_string_lossy()));
+    std::iter::once("cargo xtask".to_owned()).chain(args).collect::<Vec<_>>().join(" ")
+}
+
+/// `cargo xtask FLAGS COMMAND` as a run records it.
+fn started_by(state: &crate::run::State) -> String {
+    let flags = state.invocation.as_ref().map(|i| i.flags()).unwrap_or_default();
+    std::iter::once("cargo xtask".to_owned()).chain(flags).chain([state.command.clone()]).collect::<Vec<_>>().join(" ")
 }
 
 /// The class of a stage's failure: interrupted once a stop signal arrived; what the
@@ -552,6 +589,9 @@ pub struct RunSummary {
     pub dir: Utf8PathBuf,
     pub created: String,
     pub command: String,
+    /// The command line that started it, with the flags it recorded.
+    #[serde(skip)]
+    pub started_by: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -597,6 +637,7 @@ impl StatusReport {
                 dir: display_path(&run.dir),
                 created: run.state.created.clone(),
                 command: run.state.command.clone(),
+                started_by: started_by(&run.state),
             }),
             running,
             stages,

@@ -40,7 +40,10 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
     if let Command::Demo(demo) = &cli.command {
         return demo.run(&cli, ui);
     }
-    let loaded = load_config(&cli)?;
+    let mut loaded = load_config(&cli)?;
+    if cli.command.continues_the_run() {
+        loaded = reuse_the_runs_invocation(loaded, ui)?;
+    }
     let engine = Engine::new(&loaded, ui);
     match cli.command {
         Command::Setup(c) => c.invoke(&engine),
@@ -85,4 +88,34 @@ pub fn load_config(cli: &Cli) -> Result<Loaded> {
 
 fn load(invocation: &Invocation) -> Result<Loaded> {
     Loaded::load(invocation).context("the pipeline configuration is not usable")
+}
+
+/// `release --resume` and `cargo xtask STAGE` continue the current run as it was
+/// started: its recorded `--config`, `--state-dir`, `--colibri` and `-o` apply again,
+/// except where this command line gives them (then this command line's win). Both are
+/// said. A run that cannot be read is left to the command to report.
+fn reuse_the_runs_invocation(loaded: Loaded, ui: &Ui) -> Result<Loaded> {
+    let state = run::StateDir::new(loaded.state_dir());
+    let Ok(Some(current)) = state.current() else { return Ok(loaded) };
+    let Some(recorded) = &current.state.invocation else { return Ok(loaded) };
+    let reuse = loaded.invocation.over(recorded);
+    if reuse.reused.is_empty() && reuse.replaced.is_empty() {
+        return Ok(loaded);
+    }
+    let id = current.id();
+    let mut invocation = reuse.invocation;
+    let started = || format!("run {id} was started with {}", recorded.flags().join(" "));
+    let mut again = load(&invocation).with_context(started)?;
+    if again.state_dir() != state.root() {
+        // The run is where it was found, whatever its recorded settings say now.
+        invocation.state_dir = Some(state.root().to_owned());
+        again = load(&invocation).with_context(started)?;
+    }
+    if !reuse.reused.is_empty() {
+        ui.eprintln(&format!("run {id} was started with {}: using them again", reuse.reused.join(" ")));
+    }
+    for (given, theirs) in &reuse.replaced {
+        ui.eprintln(&format!("{given} replaces {theirs}, which run {id} was started with"));
+    }
+    Ok(again)
 }

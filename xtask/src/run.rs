@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Invocation;
 use crate::failure;
 use crate::fsx;
 use crate::stage::StageName;
@@ -135,6 +136,11 @@ pub struct State {
     /// Stage order of this run.
     pub stages: Vec<StageName>,
     pub records: BTreeMap<StageName, StageRecord>,
+    /// How the command that started the run was given its configuration (`--config`,
+    /// `--state-dir`, `--colibri`, `-o`): the commands that continue the run reuse it.
+    /// Absent in runs recorded before it was (they reuse nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<Invocation>,
 }
 
 impl State {
@@ -204,41 +210,41 @@ impl StateDir {
     /// The holder's note must never be stale: the lock is only ever tried, and the note
     /// only ever written or read, while holding `lock.guard` (see [`Guard`]). So whoever
     /// finds the lock taken reads the note of the process that holds it now, never the
-    /// note of the one before.
-    pub fn lock(&self, command: &str) -> Result<Lock> {
+    /// note of the one before. A holder that has just died (killed, its lock not yet
+    /// released by the last of its forked children) is waited for, briefly, rather than
+    /// named.
+    ///
+    /// `resume` is the command that continues a killed run, for the message.
+    pub fn lock(&self, command: &str, resume: &str) -> Result<Lock> {
         fs::create_dir_all(&self.root).with_context(|| format!("cannot create the state directory {}", self.root))?;
-        let guard = Guard::take(&self.guard_path(), true)?;
         let path = self.lock_path();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open {path}"))?;
-        if !try_flock(&file)? {
+        let until = std::time::Instant::now() + DYING_HOLDER_WAIT;
+        loop {
+            let guard = Guard::take(&self.guard_path(), true)?;
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("cannot open {path}"))?;
+            if try_flock(&file)? {
+                write_note(&mut file, command).with_context(|| format!("cannot write {path}"))?;
+                drop(guard);
+                return Ok(Lock { _file: file });
+            }
             let holder = read_holder(&mut file);
             drop(guard);
+            if holder.as_ref().is_some_and(Holder::is_gone) && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
             let holder = holder.map_or_else(|| "another process".to_owned(), |h| h.to_string());
-            bail!(failure!("another mother-build run holds {path}: {holder}").help(
-                "wait for it to finish, or stop it (a killed run can be continued with `cargo xtask release --resume`)"
-            ));
+            bail!(
+                failure!("another mother-build run holds {path}: {holder}")
+                    .help(format!("wait for it to finish, or stop it (a killed run can be continued with `{resume}`)"))
+            );
         }
-        let holder =
-            Holder { pid: std::process::id(), host: hostname(), command: command.to_owned(), since: now_rfc3339() };
-        let mut note = serde_json::to_string(&holder).context("cannot describe the lock's holder")?;
-        // Advisory text for whoever finds the lock taken; not worth an fsync. Padded to a
-        // fixed length and written in place, so no truncation (a slow journal write)
-        // is needed; readers trim it.
-        let len = note.len().max(LOCK_NOTE_LEN);
-        note.extend(std::iter::repeat_n(' ', len - note.len()));
-        file.rewind().with_context(|| format!("cannot write {path}"))?;
-        file.write_all(note.as_bytes()).with_context(|| format!("cannot write {path}"))?;
-        if file.metadata().map(|m| m.len()).unwrap_or(0) > len as u64 {
-            file.set_len(len as u64).with_context(|| format!("cannot write {path}"))?;
-        }
-        drop(guard);
-        Ok(Lock { _file: file })
     }
 
     /// Who holds the lock right now, if anyone (for `status`). Creates nothing.
@@ -321,7 +327,14 @@ impl StateDir {
 
     /// Starts a new run (needs the lock), carrying every stage's last success over
     /// from `previous` so unchanged stages can be skipped, and makes it current.
-    pub fn create(&self, _lock: &Lock, command: &str, stages: &[StageName], previous: Option<&Run>) -> Result<Run> {
+    pub fn create(
+        &self,
+        _lock: &Lock,
+        command: &str,
+        invocation: &Invocation,
+        stages: &[StageName],
+        previous: Option<&Run>,
+    ) -> Result<Run> {
         let id = new_run_id();
         let dir = self.run_dir(&id);
         fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {dir}"))?;
@@ -339,6 +352,7 @@ impl StateDir {
             command: command.to_owned(),
             stages: stages.to_vec(),
             records,
+            invocation: Some(invocation.clone()),
         };
         let run = Run { root: self.root.clone(), dir, state };
         run.save()?;
@@ -372,6 +386,39 @@ impl std::fmt::Display for Holder {
         }
         write!(f, "pid {} on {}, `{}`, since {}", self.pid, self.host, self.command, self.since)
     }
+}
+
+/// How long a run waits for the lock of a holder that has ended (see [`StateDir::lock`]).
+const DYING_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Holder {
+    /// The holder's process has ended (known only for a holder on this host).
+    fn is_gone(&self) -> bool {
+        if self.pid == 0 || self.host != hostname() {
+            return false;
+        }
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else { return false };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+}
+
+/// Writes this process's note into the lock file (held). Advisory text for whoever finds
+/// the lock taken; not worth an fsync. Padded to a fixed length and written in place, so
+/// no truncation (a slow journal write) is needed; readers trim it.
+fn write_note(file: &mut File, command: &str) -> Result<()> {
+    let holder =
+        Holder { pid: std::process::id(), host: hostname(), command: command.to_owned(), since: now_rfc3339() };
+    let mut note = serde_json::to_string(&holder)?;
+    let len = note.len().max(LOCK_NOTE_LEN);
+    note.extend(std::iter::repeat_n(' ', len - note.len()));
+    file.rewind()?;
+    file.write_all(note.as_bytes())?;
+    if file.metadata()?.len() > len as u64 {
+        file.set_len(len as u64)?;
+    }
+    Ok(())
 }
 
 /// The note of the lock's holder, if it can be read.
@@ -531,10 +578,13 @@ impl<'a> RunView<'a> {
 }
 
 /// A stage's log file. Every command's full output lands here. Shared by reference:
-/// worker threads and read-only planning write to it too.
+/// worker threads and read-only planning write to it too. A stage's log holds every
+/// attempt, one after the other; a `Log` knows where its own attempt began.
 pub struct Log {
     file: Option<std::sync::Mutex<File>>,
     path: Option<Utf8PathBuf>,
+    /// Length of the file when opened: where what this `Log` writes begins.
+    start: u64,
 }
 
 impl Log {
@@ -548,12 +598,13 @@ impl Log {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open the log {path}"))?;
-        Ok(Log { file: Some(std::sync::Mutex::new(file)), path: Some(path.to_owned()) })
+        let start = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Log { file: Some(std::sync::Mutex::new(file)), path: Some(path.to_owned()), start })
     }
 
     /// A log that keeps nothing (dry runs, standalone checks).
     pub fn sink() -> Log {
-        Log { file: None, path: None }
+        Log { file: None, path: None, start: 0 }
     }
 
     pub fn path(&self) -> Option<&Utf8Path> {
@@ -577,10 +628,11 @@ impl Log {
         }
     }
 
-    /// The last `n` lines of the log file.
+    /// The last `n` lines written through this `Log` (this attempt's, never an earlier
+    /// attempt's), indented for display.
     pub fn tail(&self, n: usize) -> String {
         match &self.path {
-            Some(p) => tail_file(p, n),
+            Some(p) => tail_file_from(p, self.start, n),
             None => String::new(),
         }
     }
@@ -588,13 +640,21 @@ impl Log {
 
 /// The last `n` lines of a file, indented for display.
 pub fn tail_file(path: &Utf8Path, n: usize) -> String {
+    tail_file_from(path, 0, n)
+}
+
+/// The last `n` lines of a file from byte `start` on (at most its last 64 KiB).
+fn tail_file_from(path: &Utf8Path, start: u64, n: usize) -> String {
     let Ok(mut f) = File::open(path) else { return String::new() };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(64 * 1024);
-    let _ = f.seek(std::io::SeekFrom::Start(start));
+    let from = len.saturating_sub(64 * 1024).max(start);
+    let _ = f.seek(std::io::SeekFrom::Start(from));
     let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    crate::proc::tail_lines(&buf, n)
+    let _ = f.take(len - from.min(len)).read_to_end(&mut buf);
+    // Cut into a line: it begins at the next one.
+    let whole =
+        if from > start { buf.iter().position(|b| *b == b'\n').map_or(&buf[..0], |i| &buf[i + 1..]) } else { &buf[..] };
+    crate::proc::tail_lines(whole, n)
 }
 
 /// A new run id: UTC time to the second plus a short suffix, sortable by time.

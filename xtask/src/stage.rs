@@ -200,7 +200,7 @@ impl<'a> Cx<'a> {
         match self.run.outputs(stage) {
             Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
                 failure!("the outputs `{stage}` recorded in {} cannot be read: {e}", self.run.state_path())
-                    .help(format!("rerun it: cargo xtask {stage}"))
+                    .help(format!("rerun it: {}", self.loaded.xtask(stage.as_str())))
                     .into()
             }),
             None => bail!(
@@ -208,7 +208,7 @@ impl<'a> Cx<'a> {
                     "this stage needs what `{stage}` produces, and the current run ({}) has no successful `{stage}`",
                     self.run.describe()
                 )
-                .help(format!("run it first: cargo xtask {stage}"))
+                .help(format!("run it first: {}", self.loaded.xtask(stage.as_str())))
             ),
         }
     }

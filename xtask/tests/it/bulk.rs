@@ -282,7 +282,7 @@ fn an_unprovisioned_host_is_told_to_run_setup() {
 fn bulk_needs_the_port_stage() {
     let h = Host::with_colibri("");
     h.provision();
-    bulk(&h, "built").code_is(1).stderr_has("run it first: cargo xtask port");
+    bulk(&h, "built").code_is(1).stderr_has("run it first: cargo xtask --config pipeline.toml port");
 }
 
 #[test]

@@ -140,7 +140,7 @@ fn an_error_caused_by_an_override_names_it_and_only_those_mention_overrides() {
     let run = p.run(&["-o", "gate.timeout_secs=60", "--colibri", "elsewhere", "status"]);
     run.code_is(2).stderr_has("pipeline.toml:8:8: keep must be at least 1");
     let stderr = run.stderr();
-    assert!(!stderr.contains("-o") && !stderr.contains("override") && !stderr.contains("--colibri"), "{stderr}");
+    assert!(!stderr.contains("-o ") && !stderr.contains("override") && !stderr.contains("--colibri"), "{stderr}");
 }
 
 /// 1,000 mutations of a full pipeline.toml (bytes replaced, digits blown up, pieces cut

@@ -313,7 +313,10 @@ fn a_dry_run_leaves_the_state_directory_byte_identical() {
 
 /// The help line that gives a command, from `help: ...: COMMAND`.
 fn help_command(stderr: &str, after: &str) -> String {
-    let line = stderr.lines().find(|l| l.starts_with("help:") && l.contains(after)).unwrap_or_else(|| panic!("no help with {after:?}:\n{stderr}"));
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("help:") && l.contains(after))
+        .unwrap_or_else(|| panic!("no help with {after:?}:\n{stderr}"));
     line[line.find(after).unwrap() + after.len()..].trim().to_owned()
 }
 
@@ -352,6 +355,124 @@ fn a_corrupt_state_names_the_run_and_how_to_move_only_it_aside() {
     let text = std::fs::read_to_string(&state).unwrap().replacen("\"version\": 1", "\"version\": 7", 1);
     std::fs::write(&state, text).unwrap();
     let run = p.run(&["status"]);
-    run.code_is(2).stderr_has("has version 7, but this mother-build reads version 1").stderr_has(&format!("mv "));
+    run.code_is(2).stderr_has("has version 7, but this mother-build reads version 1").stderr_has("mv ");
     assert!(!run.stderr().contains("corrupt:"), "{}", run.stderr());
+}
+
+/// xtask run in `dir` exactly as `args` say (no `--config` added), as an operator would.
+fn xtask_in(dir: &camino::Utf8Path, args: &[&str]) -> test_support::Run {
+    let output = std::process::Command::new(test_support::xtask_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("CI", "1")
+        .env("NO_COLOR", "1")
+        .env_remove("MOTHER_BUILD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    test_support::Run { desc: format!("xtask {}", args.join(" ")), dir: dir.to_owned(), output }
+}
+
+/// A `cargo xtask ...` line a report printed after `label`, run as printed (through sh,
+/// in `dir`, with `cargo xtask` being the built binary).
+fn run_printed(dir: &camino::Utf8Path, stderr: &str, label: &str) -> (String, test_support::Run) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{stderr}"));
+    let line = line.trim().to_owned();
+    assert!(line.starts_with("cargo xtask "), "{line}");
+    let script = line.replacen("cargo xtask", test_support::xtask_bin().as_str(), 1);
+    let output = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .env("CI", "1")
+        .env("NO_COLOR", "1")
+        .env_remove("MOTHER_BUILD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (line.clone(), test_support::Run { desc: line, dir: dir.to_owned(), output })
+}
+
+#[test]
+fn a_run_started_with_flags_is_continued_with_them_and_the_hints_work_as_printed() {
+    let p = Project::with_colibri("");
+    // A pipeline file of its own, a state directory elsewhere, and an override whose
+    // effect shows: where the port is staged.
+    std::fs::create_dir_all(p.root.join("conf")).unwrap();
+    std::fs::write(p.root.join("conf/site.toml"), "[port]\ncolibri = \"../../colibri\"\n").unwrap();
+    let staged = |overlay: &str| p.root.join("conf").join(overlay).join("sysutils/colibri/Makefile").exists();
+    let stray = p.colibri().join("stray");
+    let started: &[&str] =
+        &["--config", "conf/site.toml", "--state-dir", "elsewhere/state", "-o", "port.overlay=other-ports"];
+
+    // A dirty checkout fails port; the report prints the commands with every flag.
+    std::fs::write(&stray, "x").unwrap();
+    let first = xtask_in(&p.root, &[started, &["release", "--to", "port"]].concat());
+    first.code_is(1).stderr_has(
+        "rerun this stage: cargo xtask --config conf/site.toml --state-dir elsewhere/state -o port.overlay=other-ports port",
+    );
+    let stderr = first.stderr();
+    let id = stderr.split("attempt 1 in run ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+    std::fs::remove_file(&stray).unwrap();
+    let (_, resumed) = run_printed(&p.root, &stderr, "or continue the run: ");
+    resumed.success().stderr_has(&format!("resuming run {id} at `port`")).stderr_has("[port] ok");
+    assert!(staged("other-ports") && !staged("ports"), "the override applies");
+
+    // The bare stage command on that run reuses the run's --config and -o, and says so.
+    std::fs::write(&stray, "x").unwrap();
+    let bare = xtask_in(&p.root, &["--state-dir", "elsewhere/state", "port"]);
+    bare.code_is(1).stderr_has(&format!(
+        "run {id} was started with --config conf/site.toml -o port.overlay=other-ports: using them again"
+    ));
+    std::fs::remove_file(&stray).unwrap();
+    std::fs::remove_dir_all(p.root.join("conf/other-ports")).unwrap();
+    let (line, again) = run_printed(&p.root, &bare.stderr(), "rerun this stage: ");
+    assert_eq!(line, "cargo xtask --state-dir elsewhere/state port");
+    again.success().stderr_has("using them again");
+    assert!(staged("other-ports") && !staged("ports"), "the run's override applies again");
+
+    // A flag given again wins, and that is said.
+    let other = xtask_in(&p.root, &["--state-dir", "elsewhere/state", "-o", "port.overlay=third", "port"]);
+    other.success().stderr_has(&format!(
+        "-o port.overlay=third replaces -o port.overlay=other-ports, which run {id} was started with"
+    ));
+    assert!(staged("third"));
+
+    // status shows how the run was started, and nothing was written to the default place.
+    xtask_in(&p.root, &["--state-dir", "elsewhere/state", "status"]).success().stdout_has(
+        "by `cargo xtask --config conf/site.toml --state-dir elsewhere/state -o port.overlay=other-ports release`",
+    );
+    assert!(!p.state_dir().exists() && !p.root.join("conf/target").exists());
+}
+
+#[test]
+fn the_log_excerpt_is_the_failed_attempts_and_ends_with_its_error() {
+    let p = Project::with_colibri("");
+    let excerpt = |run: &test_support::Run| {
+        let stderr = run.stderr();
+        let start = stderr.find("last lines of the log:").unwrap_or_else(|| panic!("no excerpt:\n{stderr}"));
+        stderr[start..].lines().skip(1).take_while(|l| l.starts_with("  | ")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    std::fs::write(p.colibri().join("stray-one"), "x").unwrap();
+    let first = p.run(&["-o", "pipeline.tail_lines=60", "port"]);
+    first.code_is(1);
+    let lines = excerpt(&first);
+    assert!(lines.first().is_some_and(|l| l.contains("port: attempt 1")), "{lines:#?}");
+    let error = lines.iter().position(|l| l.starts_with("  | error: ")).expect("the excerpt has the error");
+    assert!(lines[error..].iter().any(|l| l.contains("?? stray-one")), "{lines:#?}");
+
+    std::fs::rename(p.colibri().join("stray-one"), p.colibri().join("stray-two")).unwrap();
+    let second = p.run(&["-o", "pipeline.tail_lines=60", "port"]);
+    second.code_is(1);
+    let lines = excerpt(&second);
+    let text = lines.join("\n");
+    assert!(lines.first().is_some_and(|l| l.contains("port: attempt 2")), "{text}");
+    let error = lines.iter().position(|l| l.starts_with("  | error: ")).expect("the excerpt has the error");
+    assert!(lines[error..].iter().any(|l| l.contains("?? stray-two")), "{text}");
+    assert!(
+        !text.contains("attempt 1") && !text.contains("stray-one"),
+        "the excerpt shows the attempt before:\n{text}"
+    );
 }

@@ -628,7 +628,7 @@ fn missing_firmware_or_image_is_infrastructure() {
         .code_is(2)
         .stderr_has("the image /nonexistent.iso does not exist");
     // With no image anywhere, the gate asks for iso's.
-    b.p.run(&["gate"]).code_is(2).stderr_has("run it first: cargo xtask iso");
+    b.p.run(&["gate"]).code_is(2).stderr_has("run it first: cargo xtask --config pipeline.toml iso");
 }
 
 #[test]

@@ -381,7 +381,7 @@ fn check_fails_with_a_diff_and_changes_nothing() {
 #[test]
 fn without_a_port_run_it_says_which_stage_comes_first() {
     let p = Project::new("");
-    p.run(&["makesum"]).code_is(1).stderr_has("run it first: cargo xtask port");
+    p.run(&["makesum"]).code_is(1).stderr_has("run it first: cargo xtask --config pipeline.toml port");
     let p = colibri_project("");
     p.run(&["port"]).success();
     fs::remove_dir_all(p.root.join("ports/sysutils/colibri")).unwrap();

@@ -378,7 +378,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         .stdout_has("bulk has not run in this run")
         .stdout_has("/usr/local/poudriere/data/packages/clawdie-amd64-clawdie/.latest");
     // Outside a dry run, the missing bulk record is an error saying what to do.
-    p.run(&["sign"]).code_is(1).stderr_has("cargo xtask bulk").stderr_has("--repo DIR");
+    p.run(&["sign"]).code_is(1).stderr_has("cargo xtask --config pipeline.toml bulk").stderr_has("--repo DIR");
 }
 
 #[test]
