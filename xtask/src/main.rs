@@ -12,12 +12,15 @@ use xtask::ui::Ui;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ui = Ui::from_env(cli.verbose);
+    // The display lives as long as the program: the signal thread tells it what a stop
+    // signal makes the program wait for.
+    let ui: &'static Ui = Box::leak(Box::new(Ui::from_env(cli.verbose)));
+    proc::on_teardown(|event| ui.teardown(event));
     if let Err(e) = proc::install_signal_handlers() {
         ui.error(&e);
         return ExitCode::from(2);
     }
-    match xtask::run(cli, &ui) {
+    match xtask::run(cli, ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !failure::is_reported(&e) {

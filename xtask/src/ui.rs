@@ -54,7 +54,8 @@ impl Ui {
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
         let term = stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
         let mode = if term && !ci { Mode::Fancy } else { Mode::Plain };
-        let color = term && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        // In CI (or with no terminal) the output has no escape sequence at all.
+        let color = term && !ci && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Ui::new(mode, color, verbose)
     }
 
@@ -99,29 +100,58 @@ impl Ui {
         self.paint("2", text)
     }
 
-    /// Writes a line to stderr without tearing the bars.
+    /// Writes a line to stderr without tearing the bars. In plain mode, escape sequences
+    /// (a command's colours, quoted from its log) are left out.
     pub fn eprintln(&self, line: &str) {
-        let write = || {
-            let mut err = stderr().lock();
-            let _ = writeln!(err, "{line}");
-        };
         match self.mode {
-            Mode::Fancy => self.multi.suspend(write),
-            Mode::Plain => write(),
+            Mode::Fancy => self.multi.suspend(|| {
+                let _ = writeln!(stderr().lock(), "{line}");
+            }),
+            Mode::Plain => {
+                let _ = writeln!(stderr().lock(), "{}", plain_text(line));
+            }
         }
     }
 
     /// Writes a result line to stdout (what the command was asked for: a plan, a table,
-    /// generated text).
+    /// generated text). In plain mode, escape sequences are left out.
     pub fn println(&self, line: &str) {
-        let write = || {
-            let mut out = stdout().lock();
-            let _ = writeln!(out, "{line}");
-        };
         match self.mode {
-            Mode::Fancy => self.multi.suspend(write),
-            Mode::Plain => write(),
+            Mode::Fancy => self.multi.suspend(|| {
+                let _ = writeln!(stdout().lock(), "{line}");
+            }),
+            Mode::Plain => {
+                let _ = writeln!(stdout().lock(), "{}", plain_text(line));
+            }
         }
+    }
+
+    /// Tells the operator what a stop signal makes the program wait for (see
+    /// [`crate::proc::Teardown`]). The first signal takes the bars away: what follows is
+    /// the teardown, line by line.
+    pub fn teardown(&self, event: &crate::proc::Teardown) {
+        use crate::proc::Teardown;
+        if matches!(event, Teardown::Interrupted(_) | Teardown::Abandoned) {
+            self.clear_bars();
+        }
+        if !matches!(event, Teardown::Interrupted(_)) {
+            self.stage_event(&event.to_string());
+        }
+    }
+
+    /// Takes every bar and spinner off the terminal for good.
+    fn clear_bars(&self) {
+        if self.mode != Mode::Fancy {
+            return;
+        }
+        if let Some((sp, _)) = self.spinner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            sp.finish_and_clear();
+        }
+        if let Some(bar) = self.pipeline.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+        self.multi.set_draw_target(ProgressDrawTarget::hidden());
     }
 
     /// Writes raw text to stdout (generated files such as Makefile.crates).
@@ -141,6 +171,8 @@ impl Ui {
                     .progress_chars("=> "),
             );
             bar.set_prefix("release");
+            // Its clock ticks while a stage runs, not only when a stage ends.
+            bar.enable_steady_tick(Duration::from_millis(500));
             *self.pipeline.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
         }
     }
@@ -183,7 +215,7 @@ impl Ui {
         match self.mode {
             Mode::Fancy => {
                 if let Some((sp, _)) = &*self.spinner.lock().unwrap_or_else(|e| e.into_inner()) {
-                    sp.set_message(line.chars().take(200).collect::<String>());
+                    sp.set_message(plain_text(line).chars().take(200).collect::<String>());
                 }
             }
             Mode::Plain => {
@@ -201,7 +233,7 @@ impl Ui {
         match self.mode {
             Mode::Fancy => {
                 if let Some((sp, _)) = &*self.spinner.lock().unwrap_or_else(|e| e.into_inner()) {
-                    sp.set_message(line.to_owned());
+                    sp.set_message(plain_text(line).into_owned());
                 }
                 self.eprintln(&format!("{} {line}", self.dim(&format!("{stage:>9}"))));
             }
@@ -328,6 +360,45 @@ pub fn render_message(err: &anyhow::Error) -> String {
     out
 }
 
+/// `text` without escape sequences or other control characters (tabs and newlines
+/// stay; a carriage return goes; any other control character shows as `?`): what a
+/// command printed, made safe to show as plain text.
+pub fn plain_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(special) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters and intermediates, then one final byte.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (a window title, a link): up to BEL or ESC \.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c if special(c) => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `1m 05s`, `3.2s`, `45ms`.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -351,4 +422,18 @@ pub fn bytes(n: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_has_no_escape_sequence() {
+        assert_eq!(plain_text("plain\ttext"), "plain\ttext");
+        assert_eq!(plain_text("\x1b[31;1merror:\x1b[0m red"), "error: red");
+        assert_eq!(plain_text("\x1b]0;title\x07a\x1b]8;;http://x\x1b\\b\r"), "ab");
+        assert_eq!(plain_text("bell\x07 nul\0 del\x7f c1\u{9b}"), "bell? nul? del? c1?");
+        assert!(!plain_text("\x1b\x1b[\x1b]").contains('\x1b'));
+    }
 }

@@ -10,7 +10,8 @@
 //! - [`httpd`]: a small HTTP server on 127.0.0.1 that misbehaves on purpose;
 //! - [`initramfs`]: the tiny Linux guest the QEMU gate tests boot, and its kernel;
 //! - [`pipeline`]: the whole pipeline on one scratch host (the end-to-end test and the
-//!   no-op release benchmark).
+//!   no-op release benchmark);
+//! - [`terminal`]: commands run on a pseudo-terminal, and the screen they leave.
 //!
 //! Paths are computed from this crate's place in the repository (`crates/test-support`),
 //! and the xtask binary from where cargo put the running test or benchmark.
@@ -25,6 +26,7 @@ pub mod initramfs;
 pub mod nginx;
 pub mod pipeline;
 pub mod repo;
+pub mod terminal;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

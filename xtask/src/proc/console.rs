@@ -84,7 +84,7 @@ impl CmdLine {
         drop(cmd);
         let mut child = spawned.map_err(|e| self.spawn_error(e))?;
         let pid = child.id();
-        let group = Group::register(pid as i32, grace);
+        let group = Group::register(pid as i32, grace, self.to_string());
         let (tx, events) = std::sync::mpsc::sync_channel(CONSOLE_QUEUE);
 
         // The last reader to reach end of file says so.

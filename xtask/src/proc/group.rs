@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 
 use super::cmdline::{CmdLine, Output};
-use super::signals::{check_interrupted, interrupted, start_signal_thread};
+use super::signals::{Teardown, check_interrupted, interrupted, start_signal_thread, tell};
 use crate::run::Log;
 use crate::ui::Ui;
 
@@ -107,15 +107,32 @@ pub(super) fn group_alive(pgid: i32) -> bool {
     killpg(pgid, 0)
 }
 
-/// Process groups currently running, with their grace periods.
-fn groups() -> &'static Mutex<BTreeMap<i32, Duration>> {
-    static GROUPS: OnceLock<Mutex<BTreeMap<i32, Duration>>> = OnceLock::new();
+/// A process group running now, as the signal thread sees it.
+#[derive(Debug, Clone)]
+pub(super) struct Running {
+    pub pgid: i32,
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// The command that leads it, as the operator reads it.
+    pub command: String,
+}
+
+/// Process groups currently running, with their grace periods and commands.
+fn groups() -> &'static Mutex<BTreeMap<i32, (Duration, String)>> {
+    static GROUPS: OnceLock<Mutex<BTreeMap<i32, (Duration, String)>>> = OnceLock::new();
     GROUPS.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
-/// The process groups running now, with their grace periods (for the signal thread).
-pub(super) fn running() -> Vec<(i32, Duration)> {
-    groups().lock().map(|g| g.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
+/// The process groups running now (for the signal thread).
+pub(super) fn running() -> Vec<Running> {
+    groups()
+        .lock()
+        .map(|g| {
+            g.iter()
+                .map(|(pgid, (grace, command))| Running { pgid: *pgid, grace: *grace, command: command.clone() })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A running process group. Registered so a stop signal reaches it; stopped (SIGTERM,
@@ -127,11 +144,12 @@ pub(super) struct Group {
 }
 
 impl Group {
-    /// Registers the group led by `pgid`.
-    pub fn register(pgid: i32, grace: Duration) -> Group {
+    /// Registers the group led by `pgid`, running `command` (for the operator to read
+    /// when a stop signal makes the program wait for it).
+    pub fn register(pgid: i32, grace: Duration, command: String) -> Group {
         start_signal_thread();
         if let Ok(mut g) = groups().lock() {
-            g.insert(pgid, grace);
+            g.insert(pgid, (grace, command));
         }
         // A signal that arrived between spawn and registration must still reach it.
         if interrupted().is_some() {
@@ -265,7 +283,7 @@ impl CmdLine {
         let expr = expression(&self.command()?).stdin_null().stderr_to_stdout().unchecked();
         let reader = expr.reader().map_err(|e| self.spawn_error(e))?;
         let pgid = reader.pids().first().copied().unwrap_or(0) as i32;
-        let mut group = Group::register(pgid, opts.grace);
+        let mut group = Group::register(pgid, opts.grace, self.to_string());
         let watchdog = opts.timeout.map(|t| Watchdog::start(pgid, t, opts.grace));
 
         let mut lines = BufReader::new(&reader);
@@ -322,6 +340,9 @@ impl CmdLine {
     /// go to the log; the status is the caller's to judge.
     pub fn cleanup(&self, log: &Log, timeout: Duration) -> Result<Output> {
         log.line(&format!("$ {self}"));
+        if interrupted().is_some() {
+            tell(&Teardown::Cleanup { command: self.to_string(), timeout });
+        }
         let mut cmd = self.command()?;
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         let child = cmd.spawn().map_err(|e| self.spawn_error(e))?;

@@ -27,5 +27,6 @@ pub use cmdline::{CmdLine, Output, find_program, quote, tail_lines};
 pub use console::{Console, ConsoleEvent, Stopped};
 pub use group::{StreamOpts, TimedOut};
 pub use signals::{
-    Interrupted, check_interrupted, install_signal_handlers, interrupted, signal_name, start_signal_thread,
+    Interrupted, Teardown, check_interrupted, install_signal_handlers, interrupted, on_teardown, signal_name,
+    start_signal_thread,
 };

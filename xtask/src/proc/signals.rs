@@ -74,6 +74,61 @@ pub fn install_signal_handlers() -> Result<()> {
     Ok(())
 }
 
+/// What a stop signal makes the program do or wait for, for the display to tell the
+/// operator (this module prints nothing: see [`on_teardown`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Teardown {
+    /// The first stop signal arrived: running commands are being stopped.
+    Interrupted(i32),
+    /// A process group was sent SIGTERM; it gets `grace` to exit before SIGKILL.
+    Stopping { command: String, pid: i32, grace: Duration },
+    /// After the signal, a teardown command runs (destroying a VM, removing firewall
+    /// rules), for at most `timeout`.
+    Cleanup { command: String, timeout: Duration },
+    /// A second stop signal: what is left is killed at once and the program exits.
+    Abandoned,
+}
+
+impl fmt::Display for Teardown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let again = "interrupt again (Ctrl-C) to stop waiting";
+        match self {
+            Teardown::Interrupted(sig) => write!(f, "interrupted by {}: stopping", signal_name(*sig)),
+            Teardown::Stopping { command, pid, grace } => write!(
+                f,
+                "waiting up to {} for `{command}` (process group {pid}) to exit after SIGTERM, then SIGKILL; {again} and kill it now",
+                crate::ui::duration(*grace)
+            ),
+            Teardown::Cleanup { command, timeout } => write!(
+                f,
+                "tearing down: waiting up to {} for `{command}`; {again} (what it removes may then be left behind)",
+                crate::ui::duration(*timeout)
+            ),
+            Teardown::Abandoned => f.write_str("interrupted again: killing what is left, without waiting"),
+        }
+    }
+}
+
+/// The display's hook for [`Teardown`] events.
+type Hook = Box<dyn Fn(&Teardown) + Send + Sync>;
+
+fn hook() -> &'static OnceLock<Hook> {
+    static HOOK: OnceLock<Hook> = OnceLock::new();
+    &HOOK
+}
+
+/// Sets, once, what is called on each [`Teardown`] event (from the signal thread, or from
+/// whichever thread runs a teardown command). `main` has the display tell the operator.
+pub fn on_teardown(f: impl Fn(&Teardown) + Send + Sync + 'static) {
+    let _ = hook().set(Box::new(f));
+}
+
+pub(super) fn tell(event: &Teardown) {
+    if let Some(f) = hook().get() {
+        f(event);
+    }
+}
+
 /// The handlers' queue, until the thread that acts on it starts.
 fn pending_signals() -> &'static Mutex<Option<Signals>> {
     static SIGNALS: OnceLock<Mutex<Option<Signals>>> = OnceLock::new();
@@ -93,12 +148,18 @@ pub fn start_signal_thread() {
             seen += 1;
             if seen > 1 {
                 // No more grace, and no waiting either: the program exits next.
-                for (pgid, _) in running() {
-                    stop_group(pgid, Duration::ZERO, |_| true);
+                tell(&Teardown::Abandoned);
+                for group in running() {
+                    stop_group(group.pgid, Duration::ZERO, |_| true);
                 }
                 std::process::exit(130);
             }
-            for (pgid, grace) in running() {
+            tell(&Teardown::Interrupted(interrupted().unwrap_or(libc::SIGINT)));
+            for group in running() {
+                if !group.grace.is_zero() {
+                    tell(&Teardown::Stopping { command: group.command, pid: group.pgid, grace: group.grace });
+                }
+                let (pgid, grace) = (group.pgid, group.grace);
                 std::thread::spawn(move || stop_group(pgid, grace, empty(pgid)));
             }
         }

@@ -9,6 +9,7 @@
 mod bulk;
 mod compat;
 mod config;
+mod display;
 mod engine;
 mod gate;
 mod iso;
