@@ -60,8 +60,10 @@ pub enum Command {
     Status(Status),
     /// Show the whole pipeline on the example colibri (real where this host can, plans elsewhere)
     Demo(Demo),
-    /// Regenerate docs/pipeline-toml.md from the configuration types
+    /// Regenerate docs/pipeline-toml.md and the man page docs/cargo-xtask.1 from the code
     Docs(Docs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) to stdout
+    Completions(Completions),
 }
 
 impl Command {
@@ -77,7 +79,9 @@ impl Command {
             Command::Sign(c) => !c.verify_only,
             Command::Publish(_) | Command::Iso(_) | Command::Gate(_) => true,
             Command::Release(r) => r.resume,
-            Command::Setup(_) | Command::Status(_) | Command::Demo(_) | Command::Docs(_) => false,
+            Command::Setup(_) | Command::Status(_) | Command::Demo(_) | Command::Docs(_) | Command::Completions(_) => {
+                false
+            }
         }
     }
 }
@@ -258,4 +262,13 @@ pub struct Docs {
     /// Change nothing; fail when the file is stale
     #[arg(long)]
     pub check: bool,
+}
+
+/// completions
+#[derive(Debug, Clone, Args)]
+pub struct Completions {
+    /// The shell. The script completes the command `xtask`: the built program
+    /// (target/debug/xtask), or a shell alias such as `alias xtask='cargo xtask'`
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }

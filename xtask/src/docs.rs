@@ -1,4 +1,7 @@
-//! docs/pipeline-toml.md, generated from the configuration types (`cargo xtask docs`).
+//! Documents generated from the code (`cargo xtask docs`, checked by `docs --check` in a
+//! tidy test): docs/pipeline-toml.md from the configuration types, and the man page
+//! docs/cargo-xtask.1 from the command line's definition; and the shell completion
+//! scripts (`cargo xtask completions SHELL`).
 
 use anyhow::{Context, Result, bail};
 
@@ -49,23 +52,111 @@ fn render(v: &toml::Value) -> String {
     }
 }
 
+/// Where the man page lives, relative to the repository.
+pub const MAN_PAGE: &str = "docs/cargo-xtask.1";
+
+/// The man page: the command, its global options, then each command with its own.
+pub fn man_page() -> String {
+    use clap::CommandFactory;
+    let mut cli = crate::cli::Cli::command();
+    cli.build();
+    let man = clap_mangen::Man::new(cli.clone()).title("CARGO-XTASK");
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = man.render_title(&mut out);
+    let _ = man.render_name_section(&mut out);
+    let _ = man.render_synopsis_section(&mut out);
+    let _ = man.render_description_section(&mut out);
+    let _ = man.render_options_section(&mut out);
+    out.extend_from_slice(b".SH COMMANDS\n");
+    for sub in cli.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        let name = sub.get_name();
+        out.extend_from_slice(format!(".SS \"cargo xtask {name}\"\n").as_bytes());
+        // The command's own options: the global ones are listed once, above.
+        let mut own = clap::Command::default().name(name.to_owned()).bin_name(format!("cargo xtask {name}"));
+        if let Some(about) = sub.get_about() {
+            own = own.about(about.clone());
+        }
+        let own = own.args(sub.get_arguments().filter(|a| !a.is_global_set() && a.get_id() != "help").cloned());
+        let page = clap_mangen::Man::new(own.clone());
+        let mut section = |render: fn(&clap_mangen::Man, &mut dyn std::io::Write) -> std::io::Result<()>| {
+            let mut text = Vec::new();
+            let _ = render(&page, &mut text);
+            // A section starts with its `.SH` heading (after a preamble the page has
+            // already), which a subsection does without.
+            let text = String::from_utf8_lossy(&text);
+            let body = text.split_once("\n.SH ").and_then(|(_, rest)| rest.split_once('\n')).map_or("", |(_, b)| b);
+            out.extend_from_slice(b".PP\n");
+            out.extend_from_slice(body.as_bytes());
+        };
+        section(clap_mangen::Man::render_synopsis_section);
+        section(clap_mangen::Man::render_description_section);
+        if own.get_arguments().any(|a| !a.is_hide_set()) {
+            section(clap_mangen::Man::render_options_section);
+        }
+    }
+    let _ = man.render_version_section(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every generated document: its path in the repository and its text.
+fn documents() -> [(&'static str, String); 2] {
+    [(REFERENCE, pipeline_reference()), (MAN_PAGE, man_page())]
+}
+
 /// `cargo xtask docs [--check]`.
 pub fn run(opts: &Docs, ui: &Ui) -> Result<()> {
-    let path = crate::project_root().join(REFERENCE);
-    let want = pipeline_reference();
-    let have = std::fs::read_to_string(&path).unwrap_or_default();
-    if opts.check {
-        if have != want {
-            bail!(failure!("{path} is stale").help("regenerate it with `cargo xtask docs`"));
+    let mut stale = Vec::new();
+    for (rel, want) in documents() {
+        let path = crate::project_root().join(rel);
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        if have == want {
+            ui.eprintln(&format!("{path} is current"));
+        } else if opts.check {
+            stale.push(path);
+        } else {
+            crate::fsx::write_atomic(&path, want.as_bytes()).with_context(|| format!("cannot write {path}"))?;
+            ui.eprintln(&format!("wrote {path}"));
         }
-        ui.eprintln(&format!("{path} is current"));
-        return Ok(());
     }
-    if have != want {
-        crate::fsx::write_atomic(&path, want.as_bytes()).with_context(|| format!("cannot write {path}"))?;
-        ui.eprintln(&format!("wrote {path}"));
-    } else {
-        ui.eprintln(&format!("{path} is current"));
+    if !stale.is_empty() {
+        let names: Vec<String> = stale.iter().map(ToString::to_string).collect();
+        bail!(failure!("stale: {}", names.join(", ")).help("regenerate with `cargo xtask docs`"));
     }
     Ok(())
+}
+
+/// `cargo xtask completions SHELL`: the completion script, on stdout.
+pub fn completions(shell: clap_complete::Shell, ui: &Ui) -> Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut crate::cli::Cli::command(), "xtask", &mut script);
+    ui.print_raw(&String::from_utf8_lossy(&script));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_man_page_has_every_command_and_global_option() {
+        let page = man_page();
+        assert!(page.contains("\n.TH CARGO-XTASK 1 "), "{}", &page[..200]);
+        for command in ["setup", "port", "makesum", "bulk", "sign", "publish", "iso", "gate", "release", "status"] {
+            assert!(page.contains(&format!(".SS \"cargo xtask {command}\"")), "no {command}");
+        }
+        for flag in ["config", "state\\-dir", "colibri", "option", "resume", "dry\\-run"] {
+            assert!(page.contains(&format!("\\-\\-{flag}")), "no --{flag}");
+        }
+    }
+
+    #[test]
+    fn completions_name_the_commands() {
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut crate::cli::Cli::command(), "xtask", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.contains("complete -F _xtask") && script.contains("release") && script.contains("--resume"));
+    }
 }

@@ -37,8 +37,11 @@ use crate::ui::Ui;
 
 /// Carries out a parsed command line.
 pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
-    if let Command::Demo(demo) = &cli.command {
-        return demo.run(&cli, ui);
+    match &cli.command {
+        Command::Demo(demo) => return demo.run(&cli, ui),
+        Command::Completions(c) => return docs::completions(c.shell, ui),
+        Command::Docs(d) => return docs::run(d, ui),
+        _ => {}
     }
     let mut loaded = load_config(&cli)?;
     if cli.command.continues_the_run() {
@@ -59,8 +62,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
             engine.release(&opts, &engine::default_stage)
         }
         Command::Status(s) => engine.status(s.json),
-        Command::Docs(d) => docs::run(&d, ui),
-        Command::Demo(_) => unreachable!("handled above"),
+        Command::Docs(_) | Command::Demo(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }
 

@@ -79,7 +79,7 @@ fn the_staged_port_is_never_tracked() {
 }
 
 #[test]
-fn the_pipeline_reference_is_current() {
+fn the_generated_docs_are_current() {
     Project::new("").run(&["docs", "--check"]).success();
 }
 
@@ -206,4 +206,17 @@ fn only_proc_starts_processes_and_only_ui_opens_the_terminal() {
             assert!(!text.contains(needle), "{f} allows `{needle}`: only xtask/src/ui.rs writes to the terminal");
         }
     }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let p = Project::new("");
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let run = p.run(&["completions", shell]);
+        run.success();
+        for word in ["release", "resume", "makesum"] {
+            assert!(run.stdout().contains(word), "the {shell} completions lack {word}:\n{}", run.stdout());
+        }
+    }
+    p.run(&["completions", "tcsh"]).code_is(2).stderr_has("possible values");
 }
