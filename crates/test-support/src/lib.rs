@@ -198,7 +198,9 @@ impl Project {
         fs::write(self.config_path(), text).unwrap();
     }
 
-    /// A command running xtask in this project (plain output, no colour).
+    /// A command running xtask in this project (plain output, no colour). Spawned
+    /// rather than run with `output()`, it needs its stdout and stderr set: inherited,
+    /// they print into the test suite's output, which libtest does not capture.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(xtask_bin());
         cmd.arg("--config").arg(self.config_path()).args(args);

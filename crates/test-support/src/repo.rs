@@ -120,6 +120,7 @@ pub fn openssl_sign(key: &Utf8Path, message: &str) -> Vec<u8> {
         .args(["dgst", "-sha256", "-sign", key.as_str()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("openssl must be installed");
     child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();

@@ -80,7 +80,7 @@ fn status_shows_each_stage_and_its_log() {
 #[test]
 fn second_concurrent_run_is_refused_naming_the_holder() {
     let (p, pidfile) = slow_project();
-    let mut first = p.command(&["port"]).spawn().unwrap();
+    let mut first = p.command(&["port"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("the first run to hold the lock", Duration::from_secs(20), || !pids(&pidfile).is_empty());
     let second = p.run(&["release", "--to", "port"]);
     second.code_is(2).stderr_has("another mother-build run holds").stderr_has(&format!("pid {}", first.id()));
@@ -143,7 +143,8 @@ fn two_runs_started_at_once_name_the_current_holder_every_time() {
 #[test]
 fn a_sigkilled_run_is_reported_and_resumed() {
     let (p, pidfile) = slow_project();
-    let mut first = p.command(&["release", "--to", "port"]).spawn().unwrap();
+    let mut first =
+        p.command(&["release", "--to", "port"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("port to start", Duration::from_secs(20), || !pids(&pidfile).is_empty());
     assert_eq!(p.stage_status("port"), "running");
     first.kill().unwrap();
@@ -170,20 +171,24 @@ fn a_sigkilled_run_is_reported_and_resumed() {
 fn ctrl_c_stops_the_commands_and_exits_130() {
     let (p, pidfile) = slow_project();
     let mut cmd = p.command(&["release", "--to", "port"]);
-    cmd.process_group(0);
-    let mut child = cmd.spawn().unwrap();
+    cmd.process_group(0).stdout(Stdio::null()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
     wait_for("port to start", Duration::from_secs(20), || !pids(&pidfile).is_empty());
     let pgid = child.id() as i32;
     // A terminal's Ctrl-C: SIGINT to the foreground process group.
     // SAFETY: plain killpg(2).
     unsafe { libc::killpg(pgid, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
     let left: Vec<i32> = pids(&pidfile).into_iter().filter(|pid| alive(*pid)).collect();
     assert!(left.is_empty(), "processes left running: {left:?}");
     assert_eq!(p.stage_status("port"), "interrupted");
+    // The command it prints continues the run, as printed.
     p.write_config("");
-    p.run(&["release", "--resume"]).success();
+    let (line, resumed) = run_printed(&p.root, &stderr, "continue with: ");
+    assert_eq!(line, "cargo xtask --config pipeline.toml release --resume");
+    resumed.success().stderr_has("resuming run");
 }
 
 #[test]

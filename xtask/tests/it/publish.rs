@@ -248,7 +248,13 @@ fn sigkill_at_any_point_leaves_latest_serving_a_whole_release() {
     let (mut killed_old, mut killed_new, mut finished) = (0, 0, false);
     for step in 0..60u32 {
         let delay = full * step / 20;
-        let mut child = p.command(&["publish"]).process_group(0).spawn().unwrap();
+        let mut child = p
+            .command(&["publish"])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         let done = matches!(child.try_wait(), Ok(Some(_)));
         if !done {

@@ -220,3 +220,45 @@ fn completions_are_printed_for_each_shell() {
     }
     p.run(&["completions", "tcsh"]).code_is(2).stderr_has("possible values");
 }
+
+/// The suite's output stays quiet: a process a test spawns writes nowhere the test's
+/// harness does not capture. (libtest captures what the tests print, not what their
+/// children write to the inherited stderr.) Each `.spawn()` in the tests and their
+/// helpers sets the child's stderr within the statement that spawns it.
+#[test]
+fn processes_the_tests_spawn_do_not_write_into_the_suites_output() {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("xtask/tests"), &mut files);
+    rust_files(&repo_root().join("crates/test-support/src"), &mut files);
+    let needle = [".spawn", "()"].concat();
+    let mut loud = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            if !line.contains(&needle) || line.trim_start().starts_with("//") {
+                continue;
+            }
+            // The statement: back to the line after the previous `;`, `{` or `}`.
+            let start = (0..n)
+                .rev()
+                .find(|i| {
+                    let l = lines[*i].trim_end();
+                    l.ends_with(';') || l.ends_with('{') || l.ends_with('}')
+                })
+                .map_or(0, |i| i + 1);
+            let statement = lines[start..=n].join("\n");
+            // A command made by a helper that sets stderr itself: `cmd.stderr(...)` on
+            // an earlier line of the same function counts too.
+            let earlier = lines[..n]
+                .iter()
+                .rev()
+                .take_while(|l| !l.trim_start().starts_with("fn "))
+                .any(|l| l.contains(".stderr("));
+            if !statement.contains(".stderr(") && !earlier {
+                loud.push(format!("{}:{}: {}", f.strip_prefix(repo_root()).unwrap_or(f), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(loud.is_empty(), "spawned with an inherited stderr (set .stderr(...)):\n{}", loud.join("\n"));
+}
