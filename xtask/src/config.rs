@@ -509,7 +509,7 @@ impl Loaded {
             if *stage == StageName::Setup {
                 return Err(self
                     .failure_at("pipeline.stages", "`setup` provisions the host once and is not a release stage")
-                    .help("run `cargo xtask setup` by itself")
+                    .help(format!("run `{}` by itself", self.xtask("setup")))
                     .into());
             }
             if let Some(first) = seen.insert(*stage, i) {

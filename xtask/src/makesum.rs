@@ -190,7 +190,7 @@ impl Makesum {
                 if !port_dir.join("Makefile").is_file() {
                     bail!(
                         failure!("the port `port` staged at {port_dir} is gone")
-                            .help("stage it again: cargo xtask port")
+                            .help(format!("stage it again: {}", cx.loaded.xtask("port")))
                     );
                 }
                 Ok(Target {
@@ -229,7 +229,7 @@ impl Makesum {
         let port = PortDistfiles::read(&target.port_dir)?;
         let offline = self.offline(cx);
         let locked = match &target.lock {
-            Some((path, recorded)) => Some((path, lock_checksums(path, recorded.as_deref())?)),
+            Some((path, recorded)) => Some((path, lock_checksums(cx, path, recorded.as_deref())?)),
             None => None,
         };
         // The distinfo the port has now (in a dry run before `port`: the checkout's copy).
@@ -453,8 +453,11 @@ impl Makesum {
                         "{distinfo_path} is stale: it does not list these distfiles as they are (the diff is on stdout)"
                     )
                     .help(format!(
-                        "rewrite it with: cargo xtask makesum{}",
-                        self.port.as_ref().map(|p| format!(" --port {p}")).unwrap_or_default()
+                        "rewrite it with: {}",
+                        cx.loaded.xtask(&match &self.port {
+                            Some(p) => format!("makesum --port {}", crate::config::shown_path(p)),
+                            None => "makesum".to_owned(),
+                        })
                     ))
                 );
             }
@@ -660,12 +663,15 @@ fn github_url(template: &str, account: &str, project: &str, tag: &str) -> String
 
 /// `NAME-VERSION` -> checksum from a Cargo.lock; refuses a lock that changed since
 /// `port` recorded it.
-fn lock_checksums(path: &Utf8Path, recorded: Option<&str>) -> Result<HashMap<String, String>> {
+fn lock_checksums(cx: &Cx, path: &Utf8Path, recorded: Option<&str>) -> Result<HashMap<String, String>> {
     let text = fs::read_to_string(path).with_context(|| format!("cannot read the Cargo.lock {path}"))?;
     if let Some(recorded) = recorded
         && sha256_bytes(text.as_bytes()) != recorded
     {
-        bail!(failure!("{path} changed since `port` staged the port").help("rerun it first: cargo xtask port"));
+        bail!(
+            failure!("{path} changed since `port` staged the port")
+                .help(format!("rerun it first: {}", cx.loaded.xtask("port")))
+        );
     }
     let crates = crate::cargo_crates::parse(&text, path.as_str())?;
     Ok(crates.registry.into_iter().filter_map(|c| Some((c.entry(), c.checksum?))).collect())

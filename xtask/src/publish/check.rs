@@ -88,7 +88,10 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let agent = agent(cx);
-    let help = "check the web server's root for this site, and any cache in front of it; `cargo xtask publish --rollback` switches back";
+    let help = format!(
+        "check the web server's root for this site, and any cache in front of it; `{}` switches back",
+        cx.loaded.xtask("publish --rollback")
+    );
 
     let data_url = format!("{url}/data.pkg");
     fetch(&agent, &data_url, &dir.join("data.pkg"))
@@ -97,7 +100,7 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
                 "the check of the published repository failed: {}\ncannot tell whether the old or the new release is being served",
                 crate::ui::render_message(&e)
             ))
-            .help(help)
+            .help(help.as_str())
         })?;
     let data_sha = sha256_file(&dir.join("data.pkg"))?;
     let which = if s.catalogues.get("data.pkg").is_some_and(|n| *n == data_sha) {
@@ -107,7 +110,7 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
     {
         bail!(
             failure!("{data_url} is the old release ({old}), not {}: the old release is still being served", s.version)
-                .help(help)
+                .help(help.as_str())
         );
     } else if s.catalogues.is_empty() {
         format!("release {} should be served", s.version)
@@ -117,11 +120,11 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
                 "{data_url} is neither the new release ({}) nor the previous one: an unknown catalogue is being served",
                 s.version
             )
-            .help(help)
+            .help(help.as_str())
         );
     };
     let fail = |what: String| -> anyhow::Error {
-        Failure::new(format!("{what}\n{which}, and clients cannot use it")).help(help).into()
+        Failure::new(format!("{what}\n{which}, and clients cannot use it")).help(help.as_str()).into()
     };
 
     for f in ["packagesite.pkg", "meta.conf"] {

@@ -124,7 +124,7 @@ pub fn publish(
                 "`latest` in {dir} changed while this publish was planned (now {})",
                 now.as_deref().unwrap_or("nothing")
             )
-            .help("run `cargo xtask publish` again")
+            .help(format!("run `{}` again", cx.loaded.xtask("publish")))
         );
     }
     let trust = release_trust(cx, Some(&r.sign))?;

@@ -211,7 +211,7 @@ pub fn publish(
                 "`latest` on {host}:{dir} changed while this publish was planned (now {})",
                 latest.as_deref().unwrap_or("nothing")
             )
-            .help("run `cargo xtask publish` again")
+            .help(format!("run `{}` again", cx.loaded.xtask("publish")))
         );
     }
     // Leftovers of interrupted publishes.
