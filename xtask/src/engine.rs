@@ -113,7 +113,7 @@ impl<'a> Engine<'a> {
             };
             return self.print_plan(stage, view);
         }
-        let lock = self.state.lock(&format!("cargo xtask {}", stage.name()), &self.resume())?;
+        let lock = self.state.lock(&this_command(), &self.resume())?;
         let mut run = match self.state.current()? {
             Some(mut run) => {
                 if run.state.settle() {
@@ -301,7 +301,7 @@ impl<'a> Engine<'a> {
         if opts.dry_run {
             return self.release_dry_run(&stages, opts, make);
         }
-        let lock = self.state.lock("cargo xtask release", &self.resume())?;
+        let lock = self.state.lock(&this_command(), &self.resume())?;
         let current = self.state.current()?;
         let (mut run, todo, mut force_first) = if opts.resume {
             let Some(mut run) = current else {

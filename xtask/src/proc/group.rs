@@ -149,10 +149,13 @@ impl Group {
     pub fn register(pgid: i32, grace: Duration, command: String) -> Group {
         start_signal_thread();
         if let Ok(mut g) = groups().lock() {
-            g.insert(pgid, (grace, command));
+            g.insert(pgid, (grace, command.clone()));
         }
         // A signal that arrived between spawn and registration must still reach it.
         if interrupted().is_some() {
+            if !grace.is_zero() {
+                tell(&Teardown::Stopping { command, pid: pgid, grace });
+            }
             std::thread::spawn(move || stop_group(pgid, grace, empty(pgid)));
         }
         Group { pgid, grace, stopped: false }

@@ -385,7 +385,10 @@ fn without_a_port_run_it_says_which_stage_comes_first() {
     let p = colibri_project("");
     p.run(&["port"]).success();
     fs::remove_dir_all(p.root.join("ports/sysutils/colibri")).unwrap();
-    p.run(&["makesum"]).code_is(1).stderr_has("is gone").stderr_has("stage it again: cargo xtask --config pipeline.toml port");
+    p.run(&["makesum"])
+        .code_is(1)
+        .stderr_has("is gone")
+        .stderr_has("stage it again: cargo xtask --config pipeline.toml port");
 }
 
 #[test]
