@@ -520,6 +520,7 @@ impl Loaded {
             }
         }
         crate::poudriere::validate(self)?;
+        crate::port::validate(self)?;
         crate::makesum::validate(self)?;
         crate::publish::validate(self)?;
         crate::iso::validate(self)?;

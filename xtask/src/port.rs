@@ -97,6 +97,19 @@ struct Where {
     lock: Utf8PathBuf,
 }
 
+/// Checks `[port]` when pipeline.toml is loaded: an origin that can never name a port
+/// (poudriere, the overlay and the set's make.conf all take `category/name`) is refused
+/// there, with its location.
+pub fn validate(loaded: &crate::config::Loaded) -> Result<()> {
+    let origin = &loaded.config.port.origin;
+    let parts: Vec<&str> = origin.split('/').collect();
+    let plain = |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.starts_with('-');
+    if parts.len() != 2 || !parts.iter().all(plain) {
+        return Err(loaded.error_at("port.origin", format!("`{origin}` is not a port origin (category/name)")));
+    }
+    Ok(())
+}
+
 impl Port {
     fn allow_dirty(&self, cx: &Cx) -> bool {
         self.allow_dirty || cx.config().port.allow_dirty

@@ -115,6 +115,8 @@ fn settings_that_can_never_work_are_refused_when_loaded() {
     refused("[iso]\nprofile = \"prod\"\n", &["pipeline.toml:2:11", "there is no profile `prod`", "production"]);
     refused("[iso]\npackages = []\n", &["pipeline.toml:2:12", "no packages"]);
     refused("[makesum]\njobs = 0\n", &["pipeline.toml:2:8", "at least one download"]);
+    refused("[port]\norigin = \"colibri\"\n", &["pipeline.toml:2:10", "not a port origin"]);
+    refused("[port]\norigin = \"../x\"\n", &["pipeline.toml:2:10", "not a port origin"]);
     refused("[publish]\ntarget = \"host:relative\"\n", &["pipeline.toml:2:10", "not absolute"]);
     // A default made impossible by another setting: located at its table.
     refused(
