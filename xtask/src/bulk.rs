@@ -285,6 +285,7 @@ impl Stage for Bulk {
             packages: &plan.packages,
             log_lines: cfg.log_lines,
             poudriere_error: error_line(&out.stdout),
+            just_ran: true,
         };
         match judge(&build, &judging) {
             Verdict::Success { packages, real } => {
@@ -474,6 +475,9 @@ pub struct Judging<'a> {
     /// The last `Error:` line poudriere printed, when its output is at hand (a crash's
     /// reason is only there).
     pub poudriere_error: Option<String>,
+    /// Judged right after this bulk ran poudriere (so a signal it records was not this
+    /// bulk's timeout or Ctrl-C, which stop the stage before any judging).
+    pub just_ran: bool,
 }
 
 /// Judges a finished build for `target` (docs/reference/poudriere.md section 15).
@@ -522,7 +526,7 @@ pub fn judge(build: &BuildStatus, j: &Judging) -> Verdict {
 /// How poudriere itself ended; `None` when it finished normally.
 fn judge_ending(build: &BuildStatus, j: &Judging) -> Option<Verdict> {
     let name = build.dir.file_name().unwrap_or("?");
-    let rerun = "then rerun: cargo xtask bulk (what the build had finished stays in the repository's .building and is not built again)";
+    let rerun = "what the build had finished stays in the repository's .building and is not built again; then rerun: cargo xtask bulk";
     Some(match &build.ending {
         Ending::Done => return None,
         Ending::Crashed { stopped } => {
@@ -548,14 +552,15 @@ fn judge_ending(build: &BuildStatus, j: &Judging) -> Option<Verdict> {
         }
         Ending::Signal { signal, stopped } => {
             let how = if *stopped {
-                "it stopped its builders and jails and exited 1".to_owned()
+                "it stopped its builders and jails and exited 1"
             } else {
                 "it did not finish stopping its builders and jails: look for leftovers (`poudriere status`, `jls`)"
-                    .to_owned()
             };
+            let whence =
+                if j.just_ran { "; the signal did not come from this bulk (its timeout or Ctrl-C)" } else { "" };
             Verdict::infrastructure(
                 format!(
-                    "poudriere was stopped by {signal} during build {name}, at `{}` (.poudriere.status `{}`; {}): {how}\n  the signal came from outside this bulk (not its timeout or Ctrl-C): an infrastructure error, not a port failure\n  logs: {}",
+                    "poudriere was stopped by {signal} during build {name}, at `{}` (.poudriere.status `{}`; {}): {how}{whence}\n  this is an infrastructure error, not a port failure\n  logs: {}",
                     build.phase_when_stopped(),
                     build.status,
                     build.counts(),
@@ -742,7 +747,7 @@ fn committed(build: &BuildStatus, j: &Judging, done: Vec<(String, String, Source
     Verdict::Success { packages, real }
 }
 
-/// `lists colibri-0.9.0 as built`, `has colibri-0.9.0 already up to date`, ...
+/// `lists colibri-0.9.0 as built`, `found colibri-0.9.0 already up to date`, ...
 fn describe_all(done: &[(String, String, Source)]) -> String {
     let parts: Vec<String> = done
         .iter()
@@ -895,6 +900,7 @@ fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> Result<()> {
         packages: &packages,
         log_lines: loaded.config.bulk.log_lines,
         poudriere_error: None,
+        just_ran: false,
     };
     match judge(&build, &judging) {
         Verdict::Success { packages: built, real } => {

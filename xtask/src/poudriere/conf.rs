@@ -184,9 +184,11 @@ impl Conf {
             Lookup::Known { value, .. } => Ok(value),
             Lookup::Unknown { why, at } => bail!(
                 failure!(
-                    "cannot tell poudriere's {name}: {at} sets it in a way mother-build does not evaluate ({why})"
+                    "cannot tell poudriere's {name}: {at} may set it in a way mother-build does not evaluate ({why})"
                 )
-                .help(format!("set {name} with a plain assignment (`{name}=/path`) in {}", at.file))
+                .help(format!(
+                    "set {name} with a plain assignment (`{name}=VALUE`) after that line, or in a later file"
+                ))
             ),
         }
     }

@@ -352,7 +352,10 @@ fn a_signal_from_outside_is_an_infrastructure_error() {
     run.stderr_has(&format!(
         "poudriere was stopped by SIGTERM during build {id}, at `parallel_build:` (.poudriere.status `stopped:sigterm:`"
     ))
-    .stderr_has("it stopped its builders and jails and exited 1");
+    .stderr_has("it stopped its builders and jails and exited 1; the signal did not come from this bulk (its timeout or Ctrl-C)");
+    // --judge cannot know where an old build's signal came from.
+    let judged = h.run(&["bulk", "--judge", log_dir(&h, &id).as_str()]);
+    judged.code_is(2).stdout_has("it stopped its builders and jails and exited 1\n");
     let j = journal(&h, &id);
     assert_eq!(j[j.len() - 2..], ["sigterm:", "stopped:sigterm:"]);
     let log = read(&h.p.state_dir().join("runs").join(&id).join("logs/bulk.log"));
