@@ -8,7 +8,7 @@ mod status;
 use std::fs;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
@@ -16,12 +16,13 @@ use crate::cli::Bulk;
 use crate::failure;
 use crate::failure::{Class, Failure};
 use crate::fingerprint::Fingerprint;
+use crate::poudriere::conf::{self, Conf, Names};
 use crate::poudriere::{self, Paths};
 use crate::proc::{CmdLine, Interrupted, StreamOpts, TimedOut};
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 
-pub use status::{BuildStatus, Ending, Stats};
+pub use status::{BuildStatus, Ending, Outcome, Stats};
 
 settings! {
     /// bulk: building the port with `poudriere bulk` and judging the build.
@@ -39,16 +40,45 @@ settings! {
     }
 }
 
-/// A package poudriere built.
+/// A package of the port, in the repository the build committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuiltPackage {
-    /// `origin[@flavor]`, as in `.poudriere.ports.built`.
+    /// `origin[@flavor][~subpackage]`, as poudriere's lists spell it.
     pub origin: String,
     /// `name-version`, e.g. `colibri-0.9.0`.
     pub pkgname: String,
     pub version: String,
     /// The package file, relative to `repo` (`All/colibri-0.9.0.pkg`).
     pub file: camino::Utf8PathBuf,
+    /// How this build came by it.
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// How a build came by a package (docs/reference/poudriere.md sections 8 and 9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Built by this build (`.poudriere.ports.built`).
+    #[default]
+    Built,
+    /// Already current in the repository, so not rebuilt (only in `.poudriere.ports.queued`).
+    UpToDate,
+    /// Taken prebuilt from the package servers (`.poudriere.ports.fetched`).
+    Fetched,
+}
+
+impl BuiltPackage {
+    /// `built colibri-0.9.0`, `colibri-0.9.0 was already up to date (not rebuilt)`, ...
+    pub fn describe(&self) -> String {
+        match self.source {
+            Source::Built => format!("built {}", self.pkgname),
+            Source::UpToDate => format!("{} was already up to date (poudriere did not rebuild it)", self.pkgname),
+            Source::Fetched => {
+                format!("{} was fetched prebuilt from the package servers (bulk.prebuilt), not built", self.pkgname)
+            }
+        }
+    }
 }
 
 /// What `bulk` records for later stages. (Contract: sign reads it; fields may be
@@ -100,6 +130,8 @@ pub struct BulkPlan {
     build: String,
     log_dir: Utf8PathBuf,
     packages: Utf8PathBuf,
+    /// Where poudriere's configuration puts results, when not where pipeline.toml says.
+    data_note: Option<String>,
 }
 
 impl StagePlan for BulkPlan {
@@ -141,9 +173,13 @@ impl Stage for Bulk {
     fn fingerprint(&self, cx: &Cx) -> Result<Fingerprint> {
         let paths = Paths::new(cx.loaded);
         let set = self.set()?;
+        let p = &cx.config().poudriere;
         let mut fp = Fingerprint::new();
-        fp.json("poudriere", &cx.config().poudriere).json("signing", &cx.config().signing).json("set", &set);
-        fp.file("poudriere.conf", &paths.conf())?;
+        fp.json("poudriere", p).json("signing", &cx.config().signing).json("set", &set);
+        // Every file poudriere reads for this bulk, present or not.
+        for file in conf::files(&paths.etc, Names { jail: Some(&p.jail), tree: Some(&p.tree), set: set.as_deref() }) {
+            fp.file(file.as_str(), &file)?;
+        }
         if let Some(set) = &set {
             fp.file("set make.conf", &paths.set_make_conf(set))?;
         }
@@ -159,11 +195,11 @@ impl Stage for Bulk {
     fn plan(&self, cx: &Cx) -> Result<BulkPlan> {
         let cfg = cx.config();
         let p = &cfg.poudriere;
-        let paths = Paths::new(cx.loaded);
+        let mut paths = Paths::new(cx.loaded);
         let mut steps = Plan::default();
         let set = self.set()?;
         let target = target(cx, &mut steps)?;
-        check_poudriere_conf(cx, &paths, set.as_deref(), &mut steps)?;
+        let data_note = check_poudriere_conf(cx, &mut paths, set.as_deref(), &mut steps)?;
 
         let mastername = self.mastername(cx)?;
         let build = fresh_build_name(cx, &paths, &mastername);
@@ -196,7 +232,7 @@ impl Stage for Bulk {
             },
             packages.join(".latest/All")
         ));
-        Ok(BulkPlan { steps, cmd, target, set, mastername, build, log_dir, packages })
+        Ok(BulkPlan { steps, cmd, target, set, mastername, build, log_dir, packages, data_note })
     }
 
     fn execute(&self, cx: &mut Cx, plan: BulkPlan) -> Result<BulkOutputs> {
@@ -209,6 +245,9 @@ impl Stage for Bulk {
         });
         let record_path = cx.stage_dir(StageName::Bulk)?.join("build.json");
         crate::fsx::write_atomic(&record_path, format!("{record:#}\n").as_bytes())?;
+        if let Some(note) = &plan.data_note {
+            cx.say(format!("note: {note}"));
+        }
         cx.say(format!(
             "poudriere bulk: build {} of {} for {}{}",
             plan.build,
@@ -241,18 +280,24 @@ impl Stage for Bulk {
             .infrastructure()
             .into());
         };
-        let verdict = judge(&build, &plan.target, &plan.packages, cfg.log_lines);
-        match verdict {
+        let judging = Judging {
+            target: &plan.target,
+            packages: &plan.packages,
+            log_lines: cfg.log_lines,
+            poudriere_error: error_line(&out.stdout),
+            just_ran: true,
+        };
+        match judge(&build, &judging) {
             Verdict::Success { packages, real } => {
                 if out.status != Some(0) {
                     cx.say(format!(
-                        "note: poudriere {} (its exit status counts every failed and skipped port of the build), but its status files show {} built and the package is in the repository",
+                        "note: poudriere {} (its exit status counts every failed and skipped port of the build), but its status files show {} done and its package is in the repository",
                         out.describe_status(),
                         plan.target.origin
                     ));
                 }
                 for p in &packages {
-                    cx.say(format!("built {} -> {}", p.pkgname, plan.packages.join(".latest").join(&p.file)));
+                    cx.say(format!("{} -> {}", p.describe(), plan.packages.join(".latest").join(&p.file)));
                 }
                 cx.say(format!("build {}: {}", plan.build, build.counts()));
                 Ok(BulkOutputs {
@@ -292,43 +337,36 @@ fn target(cx: &Cx, steps: &mut Plan) -> Result<Target> {
     Ok(Target { origin: port.origin, version: Some(portversion(&port.distversion)), portname: Some(port.portname) })
 }
 
-/// poudriere must read the poudriere.conf setup wrote, with the POUDRIERE_DATA bulk reads.
-fn check_poudriere_conf(cx: &Cx, paths: &Paths, set: Option<&str>, steps: &mut Plan) -> Result<()> {
-    let conf = paths.conf();
-    let text = match fs::read_to_string(&conf) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if cx.dry_run {
-                steps.note(format!("{conf} does not exist yet: `cargo xtask setup` writes it"));
-                return Ok(());
-            }
-            bail!(
-                failure!("{conf} does not exist, so poudriere has no configuration")
-                    .help("provision the host first: cargo xtask setup")
-            );
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {conf}")),
-    };
-    let values = poudriere::parse_assignments(&text);
-    let data = match values.get("POUDRIERE_DATA") {
-        Some(d) => Utf8PathBuf::from(d),
-        None => Utf8PathBuf::from(values.get("BASEFS").cloned().unwrap_or_default()).join("data"),
-    };
-    if data != paths.data {
-        bail!(
-            failure!(
-                "{conf} puts poudriere's results in {data}, but pipeline.toml's poudriere.data is {}; bulk would look for the build in the wrong place",
-                paths.data
-            )
-            .help(
-                "see what differs with `cargo xtask setup --check`; `cargo xtask setup --write` makes poudriere.conf follow pipeline.toml"
-            )
-        );
+/// Reads poudriere's configuration as poudriere will for this bulk (its files in its
+/// order) and points `paths.data` at the POUDRIERE_DATA it derives, which is where the
+/// build's status files and repository will be. Returns a note when that is not
+/// pipeline.toml's poudriere.data.
+fn check_poudriere_conf(cx: &Cx, paths: &mut Paths, set: Option<&str>, steps: &mut Plan) -> Result<Option<String>> {
+    let p = &cx.config().poudriere;
+    let names = Names { jail: Some(&p.jail), tree: Some(&p.tree), set };
+    let globals = &conf::files(&paths.etc, names)[..2];
+    if cx.dry_run && globals.iter().all(|f| !f.exists()) {
+        steps.note(format!("{} does not exist yet: `cargo xtask setup` writes it", paths.conf()));
+        return Ok(None);
     }
-    steps.check(format!("{conf} has POUDRIERE_DATA={data}"));
+    let conf = Conf::load(&paths.etc, names)?;
+    let data = conf::data_dir(&conf, &cx.config().tools, &cx.log)?;
+    let read: Vec<&str> = conf.files_read().iter().map(|f| f.as_str()).collect();
+    steps.check(format!("poudriere reads {}; POUDRIERE_DATA is {} (from {})", read.join(", "), data.path, data.from));
+    let configured = paths.data.canonicalize_utf8().unwrap_or_else(|_| paths.data.clone());
+    let note = (data.path != configured).then(|| {
+        format!(
+            "poudriere's configuration puts its results in {} (from {}), not in pipeline.toml's poudriere.data {}: bulk follows poudriere",
+            data.path, data.from, paths.data
+        )
+    });
+    if let Some(note) = &note {
+        steps.note(note.clone());
+    }
+    paths.data = data.path;
     if let Some(set) = set {
         let make_conf = paths.set_make_conf(set);
-        if !make_conf.is_file() && set == cx.config().poudriere.validation_set {
+        if !make_conf.is_file() && set == p.validation_set {
             if cx.dry_run {
                 steps.note(format!("{make_conf} does not exist yet: `cargo xtask setup` writes it"));
             } else {
@@ -339,7 +377,7 @@ fn check_poudriere_conf(cx: &Cx, paths: &Paths, set: Option<&str>, steps: &mut P
             }
         }
     }
-    Ok(())
+    Ok(note)
 }
 
 /// A build name no earlier build of this MASTERNAME used: the run id, then `-2`, `-3`...
@@ -380,6 +418,13 @@ fn version_matches(pkg_version: &str, portversion: &str) -> bool {
 /// The error for a bulk that timed out: what the build had done by then.
 fn timed_out(e: anyhow::Error, plan: &BulkPlan, cx: &Cx) -> anyhow::Error {
     let progress = match BuildStatus::read(&plan.log_dir) {
+        Ok(Some(b)) if b.status != b.phase_when_stopped() => format!(
+            "build {} was at `{}` ({}); its status is now `{}`",
+            plan.build,
+            b.phase_when_stopped(),
+            b.counts(),
+            b.status
+        ),
         Ok(Some(b)) => format!("build {} was at `{}` ({})", plan.build, b.status, b.counts()),
         _ => format!("build {} had written no status files yet", plan.build),
     };
@@ -412,143 +457,317 @@ pub enum Verdict {
     },
 }
 
-/// Judges a finished build for `target`. `packages` is `POUDRIERE_DATA/packages/MASTERNAME`.
-pub fn judge(build: &BuildStatus, target: &Target, packages: &Utf8Path, log_lines: usize) -> Verdict {
-    let origin = target.origin.as_str();
-    let name = build.dir.file_name().unwrap_or("?");
-    let fail = |message: String, help: &str| Verdict::Failure { class: Class::Product, message, help: help.to_owned() };
-    match &build.ending {
-        Ending::Done => {}
-        Ending::Crashed(msg) => {
-            return Verdict::Failure {
-                class: Class::Infrastructure,
-                message: format!(
-                    "poudriere build {name} crashed: {msg}\n  this is an infrastructure error, not a port failure (.poudriere.status: `{}`; {})\n  logs: {}",
-                    build.status,
-                    build.counts(),
-                    build.dir
-                ),
-                help: "check the host (disk space, the ZFS pool, the jail: poudriere jail -i -j JAIL); poudriere's own output is in the stage log; then rerun: cargo xtask bulk".into(),
-            };
-        }
-        Ending::Unfinished(at) => {
-            return Verdict::Failure {
-                class: Class::Infrastructure,
-                message: format!(
-                    "poudriere build {name} never finished: its status is still `{at}` ({})\n  poudriere died or was killed before it wrote `stopped:done:`: an infrastructure error, not a port failure\n  logs: {}",
-                    build.counts(),
-                    build.dir
-                ),
-                help: "look for leftover jails (`poudriere status`, `jls`) and poudriere's output in the stage log; then rerun: cargo xtask bulk".into(),
-            };
-        }
-        Ending::Unknown => {
-            return Verdict::Failure {
-                class: Class::Infrastructure,
-                message: format!(
-                    "poudriere build {name} has no .poudriere.status in {}: it never got going (an infrastructure error)",
-                    build.dir
-                ),
-                help: "poudriere's own output is in the stage log; check the host with `cargo xtask setup --check`"
-                    .into(),
-            };
-        }
+impl Verdict {
+    fn product(message: String, help: impl Into<String>) -> Verdict {
+        Verdict::Failure { class: Class::Product, message, help: help.into() }
     }
+    fn infrastructure(message: String, help: impl Into<String>) -> Verdict {
+        Verdict::Failure { class: Class::Infrastructure, message, help: help.into() }
+    }
+}
 
-    if let Some(f) = build.failed_of(origin).next() {
-        let mut message = format!(
-            "{origin} ({}) failed in the `{}` phase of poudriere build {name}{}",
-            f.pkgname,
-            f.phase,
-            if f.errortype.is_empty() { String::new() } else { format!(" (error type: {})", f.errortype) },
-        );
-        message.push_str(&log_excerpt(build, &f.pkgname, log_lines));
-        return fail(message, phase_help(&f.phase));
+/// What `judge` looks at besides the status files.
+pub struct Judging<'a> {
+    pub target: &'a Target,
+    /// `POUDRIERE_DATA/packages/MASTERNAME`.
+    pub packages: &'a Utf8Path,
+    pub log_lines: usize,
+    /// The last `Error:` line poudriere printed, when its output is at hand (a crash's
+    /// reason is only there).
+    pub poudriere_error: Option<String>,
+    /// Judged right after this bulk ran poudriere (so a signal it records was not this
+    /// bulk's timeout or Ctrl-C, which stop the stage before any judging).
+    pub just_ran: bool,
+}
+
+/// Judges a finished build for `target` (docs/reference/poudriere.md section 15).
+pub fn judge(build: &BuildStatus, j: &Judging) -> Verdict {
+    let origin = j.target.origin.as_str();
+    let name = build.dir.file_name().unwrap_or("?");
+    if let Some(verdict) = judge_ending(build, j) {
+        return verdict;
     }
-    if let Some(s) = build.skipped_of(origin).next() {
-        let mut message = format!("{origin} ({}) was skipped in poudriere build {name}: ", s.pkgname);
-        match build.failure_of_pkg(&s.culprit) {
-            Some(c) => {
-                message.push_str(&format!(
-                    "its dependency {} ({}) failed in the `{}` phase{}",
-                    c.originspec,
-                    c.pkgname,
-                    c.phase,
-                    if c.errortype.is_empty() { String::new() } else { format!(" (error type: {})", c.errortype) }
-                ));
-                message.push_str(&log_excerpt(build, &c.pkgname, log_lines));
-            }
-            None => match build.ignored.iter().find(|i| i.pkgname == s.culprit) {
-                Some(i) => message
-                    .push_str(&format!("its dependency {} ({}) was ignored: {}", i.originspec, i.pkgname, i.reason)),
-                None => message.push_str(&format!("its dependency {} could not be built", s.culprit)),
-            },
-        }
-        return fail(
-            message,
-            "the dependency must build first: read its log; bulk.prebuilt = \"latest\" takes dependencies such as rust prebuilt from the FreeBSD package servers instead of building them",
-        );
-    }
-    if let Some(i) = build.ignored_of(origin).next() {
-        return fail(
-            format!("poudriere ignored {origin} ({}) in build {name}: {}\n  nothing was built", i.pkgname, i.reason),
-            "the port declares itself IGNORE, BROKEN or not for this jail's architecture or release: fix its Makefile in colibri",
-        );
-    }
-    let built: Vec<&status::Built> = build.built_of(origin).collect();
-    if built.is_empty() {
-        return fail(
+    let pkgnames = build.pkgnames_of(origin);
+    if pkgnames.is_empty() {
+        return Verdict::product(
             format!(
-                "poudriere build {name} finished without {origin} in any of its lists (built, failed, skipped, ignored; {})\n  logs: {}",
+                "poudriere build {name} finished without {origin} in any of its lists (queued, built, fetched, failed, skipped, ignored; {})\n  logs: {}",
                 build.counts(),
                 build.dir
             ),
             "check that `cargo xtask port` staged the port and that the overlay tree is registered for this repository's ports/ (`cargo xtask setup --check`)",
         );
     }
+    let mut done: Vec<(String, String, Source)> = Vec::new();
+    for pkgname in pkgnames {
+        let (originspec, source) = match build.outcome_of(pkgname) {
+            Outcome::Failed(f) if f.crashed => return crashed_builder(build, j, f),
+            Outcome::Failed(f) => return port_failed(build, j, f),
+            Outcome::Skipped(s) => return skipped(build, j, s),
+            Outcome::Ignored(i) => {
+                return Verdict::product(
+                    format!(
+                        "poudriere ignored {origin} ({}) in build {name}: {}\n  nothing was built",
+                        i.pkgname, i.reason
+                    ),
+                    "the port declares itself IGNORE, BROKEN or not for this jail's architecture or release: fix its Makefile in colibri",
+                );
+            }
+            Outcome::Built(b) => (b.originspec.clone(), Source::Built),
+            Outcome::Fetched(b) => (b.originspec.clone(), Source::Fetched),
+            Outcome::UpToDate(q) => (q.originspec.clone(), Source::UpToDate),
+            Outcome::Unlisted => continue,
+        };
+        done.push((originspec, pkgname.to_owned(), source));
+    }
+    committed(build, j, done)
+}
 
-    // Built, says poudriere: the package must be in the repository it serves, at the
-    // version `port` staged.
-    let latest = packages.join(".latest");
-    let real = match link_target(&latest) {
-        Some(real) => real,
-        None => {
-            return fail(
+/// How poudriere itself ended; `None` when it finished normally.
+fn judge_ending(build: &BuildStatus, j: &Judging) -> Option<Verdict> {
+    let name = build.dir.file_name().unwrap_or("?");
+    let rerun = "what the build had finished stays in the repository's .building and is not built again; then rerun: cargo xtask bulk";
+    Some(match &build.ending {
+        Ending::Done => return None,
+        Ending::Crashed { stopped } => {
+            let said = match &j.poudriere_error {
+                Some(line) => format!("poudriere said: {line}"),
+                None => "poudriere's reason is the `Error:` line it printed (the bulk stage log has its output)".into(),
+            };
+            let cleanup = if *stopped {
+                ""
+            } else {
+                "\n  its exit handler did not stop the build jails: look for leftovers (`poudriere status`, `jls`)"
+            };
+            Verdict::infrastructure(
                 format!(
-                    "poudriere lists {} as built in build {name}, but {latest} is not a link to a repository: the build was not committed",
-                    built[0].pkgname
+                    "poudriere crashed during build {name}, at `{}` (.poudriere.status `{}`; {}){cleanup}\n  {said}\n  this is an infrastructure error, not a port failure\n  logs: {}",
+                    build.phase_when_stopped(),
+                    build.status,
+                    build.counts(),
+                    build.dir
                 ),
-                "see poudriere's output in the stage log (pkgrepo and committing phases); rerun: cargo xtask bulk",
+                format!("check the host (disk space, the ZFS pool, the jail) and poudriere's configuration; {rerun}"),
+            )
+        }
+        Ending::Signal { signal, stopped } => {
+            let how = if *stopped {
+                "it stopped its builders and jails and exited 1"
+            } else {
+                "it did not finish stopping its builders and jails: look for leftovers (`poudriere status`, `jls`)"
+            };
+            let whence =
+                if j.just_ran { "; the signal did not come from this bulk (its timeout or Ctrl-C)" } else { "" };
+            Verdict::infrastructure(
+                format!(
+                    "poudriere was stopped by {signal} during build {name}, at `{}` (.poudriere.status `{}`; {}): {how}{whence}\n  this is an infrastructure error, not a port failure\n  logs: {}",
+                    build.phase_when_stopped(),
+                    build.status,
+                    build.counts(),
+                    build.dir
+                ),
+                format!("find out what stopped poudriere (a shutdown, an operator, another tool); {rerun}"),
+            )
+        }
+        Ending::Unfinished(at) => Verdict::infrastructure(
+            format!(
+                "poudriere build {name} never finished: its status is still `{at}` ({})\n  poudriere died or was killed before it wrote `stopped:done:`: an infrastructure error, not a port failure\n  logs: {}",
+                build.counts(),
+                build.dir
+            ),
+            format!(
+                "look for leftover jails (`poudriere status`, `jls`) and poudriere's output in the stage log; {rerun}"
+            ),
+        ),
+        Ending::Unknown => Verdict::infrastructure(
+            format!(
+                "poudriere build {name} has no .poudriere.status in {}: it never got going (an infrastructure error)",
+                build.dir
+            ),
+            "poudriere's own output is in the stage log; check the host with `cargo xtask setup --check`",
+        ),
+    })
+}
+
+/// A builder died under the port (the four-field failed line).
+fn crashed_builder(build: &BuildStatus, j: &Judging, f: &status::Failed) -> Verdict {
+    let name = build.dir.file_name().unwrap_or("?");
+    let crashed: Vec<&str> = build.crashed_builders().collect();
+    let mut message = format!(
+        "the poudriere builder building {} ({}) crashed in build {name}, {}: .poudriere.ports.failed has `{} {} {} {}` (phase twice, no error type, no elapsed time){}\n  this is an infrastructure error (the builder's process or jail died), not a port failure",
+        f.originspec,
+        f.pkgname,
+        if f.phase.is_empty() { "before it reported any status".to_owned() } else { format!("at `{}`", f.phase) },
+        f.originspec,
+        f.pkgname,
+        f.phase,
+        f.phase,
+        match crashed.as_slice() {
+            [] => String::new(),
+            ids => format!(", and .poudriere.status.{} is `crashed:`", ids.join(", .poudriere.status.")),
+        },
+    );
+    message.push_str(&log_excerpt(build, &f.pkgname, j.log_lines));
+    Verdict::infrastructure(
+        message,
+        "check the host (memory, tmpfs and disk space, the jail's mounts: the end of the build log says `Build crashed`); then rerun: cargo xtask bulk",
+    )
+}
+
+/// The port failed in a phase.
+fn port_failed(build: &BuildStatus, j: &Judging, f: &status::Failed) -> Verdict {
+    let name = build.dir.file_name().unwrap_or("?");
+    let mut message = format!(
+        "{} ({}) failed in the `{}` phase of poudriere build {name}{}",
+        j.target.origin,
+        f.pkgname,
+        f.phase,
+        errortype(f),
+    );
+    if let Some(why) = phase_limit(&f.phase) {
+        message.push_str(&format!("\n  {why}"));
+    }
+    message.push_str(&log_excerpt(build, &f.pkgname, j.log_lines));
+    Verdict::product(message, phase_help(&f.phase))
+}
+
+fn errortype(f: &status::Failed) -> String {
+    if f.errortype.is_empty() { String::new() } else { format!(" (error type: {})", f.errortype) }
+}
+
+/// A dependency failed, crashed or was ignored, so the port was skipped.
+fn skipped(build: &BuildStatus, j: &Judging, s: &status::Skipped) -> Verdict {
+    let name = build.dir.file_name().unwrap_or("?");
+    let mut message = format!("{} ({}) was skipped in poudriere build {name}: ", j.target.origin, s.pkgname);
+    match build.failure_of_pkg(&s.culprit) {
+        Some(c) if c.crashed => {
+            message.push_str(&format!(
+                "the poudriere builder building its dependency {} ({}) crashed{}: .poudriere.ports.failed has its four-field line\n  this is an infrastructure error, not a port failure",
+                c.originspec,
+                c.pkgname,
+                if c.phase.is_empty() { String::new() } else { format!(" at `{}`", c.phase) },
+            ));
+            message.push_str(&log_excerpt(build, &c.pkgname, j.log_lines));
+            return Verdict::infrastructure(
+                message,
+                "check the host (memory, tmpfs and disk space, the jail's mounts); then rerun: cargo xtask bulk",
             );
         }
+        Some(c) => {
+            message.push_str(&format!(
+                "its dependency {} ({}) failed in the `{}` phase{}",
+                c.originspec,
+                c.pkgname,
+                c.phase,
+                errortype(c)
+            ));
+            if let Some(why) = phase_limit(&c.phase) {
+                message.push_str(&format!("\n  {why}"));
+            }
+            message.push_str(&log_excerpt(build, &c.pkgname, j.log_lines));
+        }
+        None => match build.ignored.iter().find(|i| i.pkgname == s.culprit) {
+            Some(i) => {
+                message.push_str(&format!("its dependency {} ({}) was ignored: {}", i.originspec, i.pkgname, i.reason))
+            }
+            None => message.push_str(&format!("its dependency {} could not be built", s.culprit)),
+        },
+    }
+    Verdict::product(
+        message,
+        "the dependency must build first: read its log; bulk.prebuilt = \"latest\" takes dependencies such as rust prebuilt from the FreeBSD package servers instead of building them",
+    )
+}
+
+/// The port's packages are built, fetched or current: the build must have committed
+/// them, at the version `port` staged (reference section 7).
+fn committed(build: &BuildStatus, j: &Judging, done: Vec<(String, String, Source)>) -> Verdict {
+    let name = build.dir.file_name().unwrap_or("?");
+    let latest = j.packages.join(".latest");
+    let what = describe_all(&done);
+    let Some(real) = link_target(&latest) else {
+        return Verdict::product(
+            format!(
+                "poudriere build {name} {what}, but {latest} is not a link to a repository: the build was not committed"
+            ),
+            "see poudriere's output in the stage log (pkgrepo and committing phases); rerun: cargo xtask bulk",
+        );
     };
-    let mut packages_out = Vec::new();
-    for b in built {
-        let version = status::version_of(&b.pkgname).to_owned();
-        if let (Some(want), Some(portname)) = (&target.version, &target.portname)
-            && (!version_matches(&version, want) || status::name_of(&b.pkgname) != portname)
-        {
-            return fail(
+    // `.latest/.buildname` names the build that committed the repository it serves.
+    let served = read_trimmed(&real.join(".buildname"));
+    if served.as_deref() != Some(name) {
+        let pending = read_trimmed(&j.packages.join(".building/.buildname"));
+        let failed = build.stats.failed.max(build.failed.len() as u64);
+        let served = match &served {
+            Some(b) => format!("build {b}"),
+            None => format!("a repository without .buildname ({real})"),
+        };
+        if failed > 0 && pending.as_deref() == Some(name) {
+            return Verdict::product(
                 format!(
-                    "poudriere built {} for {origin}, but `port` staged {portname} {want}: this build did not use the port this run staged",
-                    b.pkgname
+                    "poudriere build {name} {what}, but committed nothing: {failed} other port(s) failed, and with COMMIT_PACKAGES_ON_FAILURE=no poudriere then keeps the build's packages in {} and leaves {latest} serving {served} (.poudriere.status is `{}` all the same)",
+                    j.packages.join(".building"),
+                    build.status
+                ),
+                "fix or drop the failing ports (.poudriere.ports.failed), or set COMMIT_PACKAGES_ON_FAILURE=yes in poudriere's configuration; then rerun: cargo xtask bulk",
+            );
+        }
+        return Verdict::product(
+            format!(
+                "poudriere build {name} {what}, but {latest} serves {served}, not this build: it was never committed, or a later build has replaced it"
+            ),
+            "see poudriere's output in the stage log (pkgrepo and committing phases); rerun: cargo xtask bulk",
+        );
+    }
+    let mut packages = Vec::new();
+    for (origin, pkgname, source) in done {
+        let version = status::version_of(&pkgname).to_owned();
+        if let Some(want) = &j.target.version
+            && !version_matches(&version, want)
+        {
+            return Verdict::product(
+                format!(
+                    "poudriere's package for {} is {pkgname}, but `port` staged version {want}: this build did not use the port this run staged",
+                    j.target.origin
                 ),
                 "the overlay tree must be registered at this repository's ports/ (`cargo xtask setup --check`); then rerun: cargo xtask bulk",
             );
         }
-        let file = Utf8PathBuf::from(format!("All/{}.pkg", b.pkgname));
+        let file = Utf8PathBuf::from(format!("All/{pkgname}.pkg"));
         if !real.join(&file).is_file() {
-            return fail(
+            return Verdict::product(
                 format!(
-                    "poudriere lists {} as built in build {name}, but the repository has no {file} ({latest} -> {real})",
-                    b.pkgname
+                    "poudriere build {name} {what}, but the repository it committed has no {file} ({latest} -> {real})"
                 ),
-                "the package was not committed to the repository; see poudriere's output in the stage log; rerun: cargo xtask bulk",
+                "see poudriere's output in the stage log; rerun: cargo xtask bulk",
             );
         }
-        packages_out.push(BuiltPackage { origin: b.originspec.clone(), pkgname: b.pkgname.clone(), version, file });
+        packages.push(BuiltPackage { origin, pkgname, version, file, source });
     }
-    Verdict::Success { packages: packages_out, real }
+    Verdict::Success { packages, real }
+}
+
+/// `lists colibri-0.9.0 as built`, `found colibri-0.9.0 already up to date`, ...
+fn describe_all(done: &[(String, String, Source)]) -> String {
+    let parts: Vec<String> = done
+        .iter()
+        .map(|(_, pkgname, source)| match source {
+            Source::Built => format!("lists {pkgname} as built"),
+            Source::Fetched => format!("lists {pkgname} as fetched from the package servers"),
+            Source::UpToDate => format!("found {pkgname} already up to date"),
+        })
+        .collect();
+    parts.join(" and ")
+}
+
+fn read_trimmed(path: &Utf8Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+/// The last `Error:` line in poudriere's output (`[00:00:04] Error: ...`).
+fn error_line(output: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(output);
+    text.lines().rev().find(|l| l.contains("Error: ")).map(|l| l.trim().to_owned())
 }
 
 /// Where a symlink points, as a path (relative targets resolved against its directory).
@@ -575,9 +794,27 @@ fn log_excerpt(build: &BuildStatus, pkgname: &str, lines: usize) -> String {
     out
 }
 
+/// What a `PHASE/timeout` or `PHASE/runaway` phase means (common.sh `build_port`:
+/// nohang's limits).
+fn phase_limit(phase: &str) -> Option<String> {
+    let (name, how) = phase.rsplit_once('/')?;
+    match how {
+        "timeout" => Some(format!(
+            "poudriere killed the `{name}` phase for running longer than MAX_EXECUTION_TIME (86400 s by default; extract and install 3600 s, package 7200 s)"
+        )),
+        "runaway" => Some(format!(
+            "poudriere killed the `{name}` phase as a runaway: its log got no new output for NOHANG_TIME (7200 s by default)"
+        )),
+        _ => None,
+    }
+}
+
 /// What a failure in a phase usually means.
 fn phase_help(phase: &str) -> &'static str {
     match phase {
+        p if p.ends_with("/timeout") || p.ends_with("/runaway") => {
+            "read the end of the build log for what the phase was doing; if it legitimately needs longer, raise MAX_EXECUTION_TIME or NOHANG_TIME in a poudriere.d/JAIL-poudriere.conf (read after poudriere.conf, left alone by setup)"
+        }
         "fetch" | "checksum" => {
             "a distfile could not be fetched or does not match distinfo: rerun `cargo xtask makesum`, and check that poudriere.distfiles is poudriere's DISTFILES_CACHE"
         }
@@ -639,13 +876,12 @@ fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> Result<()> {
     ui.println(&format!("  {}", build.counts()));
     report_list(ui, "failed", build.failed.len(), &dir.join(".poudriere.ports.failed"), |i| {
         let f = &build.failed[i];
-        format!(
-            "{}  {}  {}{}",
-            f.originspec,
-            f.pkgname,
-            f.phase,
-            if f.errortype.is_empty() { String::new() } else { format!(" ({})", f.errortype) }
-        )
+        let why = match (f.crashed, f.errortype.is_empty()) {
+            (true, _) => " (builder crashed)".to_owned(),
+            (false, true) => String::new(),
+            (false, false) => format!(" ({})", f.errortype),
+        };
+        format!("{}  {}  {}{why}", f.originspec, f.pkgname, f.phase)
     });
     report_list(ui, "skipped", build.skipped.len(), &dir.join(".poudriere.ports.skipped"), |i| {
         let s = &build.skipped[i];
@@ -655,10 +891,21 @@ fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> Result<()> {
         let s = &build.ignored[i];
         format!("{}  {}  {}", s.originspec, s.pkgname, s.reason)
     });
-    match judge(&build, &target, &packages, loaded.config.bulk.log_lines) {
+    report_list(ui, "fetched", build.fetched.len(), &dir.join(".poudriere.ports.fetched"), |i| {
+        let s = &build.fetched[i];
+        format!("{}  {}", s.originspec, s.pkgname)
+    });
+    let judging = Judging {
+        target: &target,
+        packages: &packages,
+        log_lines: loaded.config.bulk.log_lines,
+        poudriere_error: None,
+        just_ran: false,
+    };
+    match judge(&build, &judging) {
         Verdict::Success { packages: built, real } => {
             for p in &built {
-                ui.println(&format!("{}: built {} ({} in {real})", target.origin, p.pkgname, p.file));
+                ui.println(&format!("{}: {} ({} in {real})", target.origin, p.describe(), p.file));
             }
             Ok(())
         }

@@ -470,6 +470,7 @@ fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
         &format!("{} for `bulk --set {set}`", poudriere::options_set_var(&cfg.port.origin)),
         write,
     )?);
+    items.push(inspect_later_confs(loaded, &paths)?);
 
     // poudriere's jail and trees: listed when poudriere can answer, else created after
     // the steps above (listing again first).
@@ -489,18 +490,7 @@ fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
     let jails = base.clone().args(["jail", "-l", "-q", "-n"]);
     items.push(ensure_item(cx, format!("jail {}", p.jail), &p.jail, jails, jail_create, why_unknown));
     let trees = base.clone().args(["ports", "-l", "-q", "-n"]);
-    let tree_create = base.clone().args([
-        "ports",
-        "-c",
-        "-p",
-        &p.tree,
-        "-m",
-        &p.tree_method,
-        "-U",
-        &p.tree_url,
-        "-B",
-        &p.tree_branch,
-    ]);
+    let tree_create = base.clone().args(poudriere::tree_create_args(p));
     items.push(ensure_item(cx, format!("ports tree {}", p.tree), &p.tree, trees.clone(), tree_create, why_unknown));
     let overlay_dir = loaded.resolve(&cfg.port.overlay);
     let overlay_create = base.args(["ports", "-c", "-p", &p.overlay, "-m", "null", "-M", overlay_dir.as_str()]);
@@ -518,6 +508,75 @@ fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
         items.extend(inspect_vmm(cfg, log));
     }
     Ok(items)
+}
+
+/// The files poudriere reads after poudriere.conf for bulk's jail and tree (and the
+/// validation set): what they change of the settings setup writes. POUDRIERE_DATA may
+/// differ (bulk follows poudriere); any other such change is the operator's to settle,
+/// since setup edits only the files it writes.
+fn inspect_later_confs(loaded: &Loaded, paths: &Paths) -> Result<Item> {
+    use poudriere::conf::{Conf, Lookup, Names};
+    let p = &loaded.config.poudriere;
+    let name = "settings poudriere reads";
+    let want = poudriere::render_conf(loaded);
+    let mut later: Vec<Utf8PathBuf> = Vec::new();
+    let mut data_note = None;
+    let mut problems: Vec<String> = Vec::new();
+    for set in [None, Some(p.validation_set.as_str())] {
+        let names = Names { jail: Some(&p.jail), tree: Some(&p.tree), set };
+        let conf = Conf::load_with(&paths.etc, names, Some(&want))?;
+        for file in conf.files_read().iter().skip(1) {
+            if !later.contains(file) {
+                later.push(file.clone());
+            }
+        }
+        for (key, value) in poudriere::conf_values(loaded) {
+            let problem = match conf.lookup(key) {
+                Lookup::Known { value: have, .. } if have == value => continue,
+                Lookup::Known { value: have, at } if key == "POUDRIERE_DATA" => {
+                    data_note = Some(format!(
+                        "POUDRIERE_DATA is {have} ({at}), not pipeline.toml's poudriere.data {value}: bulk follows poudriere"
+                    ));
+                    continue;
+                }
+                Lookup::Known { value: have, at } => {
+                    format!(
+                        "{at} sets {key}={}, not pipeline.toml's {}",
+                        poudriere::sh_quote(&have),
+                        poudriere::sh_quote(&value)
+                    )
+                }
+                Lookup::Unset => {
+                    format!("{key} is unset by a later file, not pipeline.toml's {}", poudriere::sh_quote(&value))
+                }
+                Lookup::Unknown { why, at } => format!("{at} may change {key} ({why})"),
+            };
+            if !problems.contains(&problem) {
+                problems.push(problem);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Ok(Item::refuse(
+            name,
+            State::Differs(problems.join("; ")),
+            "poudriere reads those files after poudriere.conf and setup does not edit files it did not write: remove the setting from the file, or make pipeline.toml agree with it",
+        ));
+    }
+    let files = if later.is_empty() {
+        "poudriere.conf alone (no poudriere.d/poudriere.conf or *-poudriere.conf for this jail, tree and set)"
+            .to_owned()
+    } else {
+        let names: Vec<&str> = later.iter().map(|f| f.as_str()).collect();
+        format!("poudriere.conf, then {}", names.join(", "))
+    };
+    Ok(Item::ok(
+        name,
+        match data_note {
+            Some(note) => format!("{files}; {note}"),
+            None => format!("{files}; as pipeline.toml asks"),
+        },
+    ))
 }
 
 /// Runs a read-only probe; a program that cannot run becomes a message.

@@ -55,6 +55,23 @@ fn setup_is_not_a_release_stage() {
 fn poudriere_names_are_checked() {
     refused("[poudriere]\njail = \"clawdie-15.0\"\n", &["pipeline.toml:2:8", "contains `.`"]);
     refused("[poudriere]\ntree = \"clawdie-main\"\n", &["pipeline.toml:2:8", "contains `-`"]);
+    refused(
+        "[poudriere]\ntree = \"clawdie:main\"\n",
+        &["pipeline.toml:2:8", "contains `:`", "`poudriere ports -c` refuses it"],
+    );
+    refused(
+        "[poudriere]\ntree = \"clawdie.main\"\n",
+        &["pipeline.toml:2:8", "contains `.`", "`poudriere bulk` refuses it when it starts the build jail"],
+    );
+    refused("[poudriere]\noverlay = \"ours:x\"\n", &["pipeline.toml:2:11", "contains `:`"]);
+}
+
+#[test]
+fn a_signing_command_poudriere_cannot_carry_is_refused() {
+    refused(
+        "[signing]\ntrust = \"fingerprints\"\ncommand = [\"/usr/local/bin/sign\", \"$KEY\"]\n",
+        &["pipeline.toml:3:", "word `$KEY` contains `$`", "pkg's `sh -c` would expand it"],
+    );
 }
 
 #[test]

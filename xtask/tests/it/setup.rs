@@ -109,9 +109,15 @@ fn check_on_a_half_provisioned_host_names_what_is_missing_and_changes_nothing() 
     let before = h.snapshot();
     h.forget_calls();
     let check = h.run(&["setup", "--check"]);
-    check.code_is(1).stderr_has(&format!("3 of {} items need attention", if is_root() { 13 } else { 12 }));
+    check.code_is(1).stderr_has(&format!("3 of {} items need attention", if is_root() { 14 } else { 13 }));
     let out = check.stdout();
     assert!(out.contains("ok       jail clawdie-amd64: "), "{out}");
+    assert!(
+        out.contains(
+            "ok       settings poudriere reads: poudriere.conf alone (no poudriere.d/poudriere.conf or *-poudriere.conf for this jail, tree and set); as pipeline.toml asks"
+        ),
+        "{out}"
+    );
     assert!(out.contains("ok       poudriere.conf "), "{out}");
     assert!(out.contains("ok       signing key: "), "{out}");
     assert!(out.contains("missing  validation set make.conf "), "{out}");
@@ -202,13 +208,60 @@ fn a_public_key_that_does_not_match_is_refused() {
 
 #[test]
 fn fingerprints_mode_writes_the_signing_command_for_the_host() {
-    let h = Host::fresh("[signing]\ntrust = \"fingerprints\"\ncommand = [\"/bin/echo\", \"sign it\"]\n");
+    let h = Host::fresh(
+        "[signing]\ntrust = \"fingerprints\"\ncommand = [\"/bin/echo\", \"--key=/etc/ssl/sign.key\", \"sign\"]\n",
+    );
     h.run(&["setup"]).success();
     let conf = fs::read_to_string(h.conf()).unwrap();
-    assert!(conf.contains("SIGNING_COMMAND='/bin/echo '\\''sign it'\\'''\n"), "{conf}");
+    // As poudriere expands it: plain words joined by spaces, the value quoted once.
+    assert!(conf.contains("SIGNING_COMMAND='/bin/echo --key=/etc/ssl/sign.key sign'\n"), "{conf}");
     assert!(conf.contains("PKG_REPO_FROM_HOST=yes\n"), "{conf}");
     assert!(!conf.contains("PKG_REPO_SIGNING_KEY"), "{conf}");
     assert!(!h.key().exists(), "fingerprints mode creates no key file");
+}
+
+#[test]
+fn a_signing_command_word_poudriere_cannot_carry_is_refused() {
+    let h = Host::fresh("[signing]\ntrust = \"fingerprints\"\ncommand = [\"/bin/echo\", \"sign it\"]\n");
+    h.run(&["setup"])
+        .code_is(2)
+        .stderr_has("signing.command's word `sign it` contains a blank: poudriere splits SIGNING_COMMAND at blanks")
+        .stderr_has("put the command and its arguments into a script");
+    assert!(!h.conf().exists());
+}
+
+#[test]
+fn ports_c_passes_url_and_branch_only_for_git_and_svn() {
+    let h = Host::fresh("[poudriere]\ntree_method = \"portsnap\"\n");
+    h.provision();
+    let want = format!("poudriere -e {} ports -c -p clawdie -m portsnap", h.etc);
+    assert!(h.calls().contains(&want), "no `{want}` among:\n{}", h.calls().join("\n"));
+    // The real tool refuses -B and -U with such a method.
+    let out = h.poudriere(&["ports", "-c", "-p", "other", "-m", "portsnap", "-B", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Branch (-B) only supported for SVN and git."));
+    let out = h.poudriere(&["ports", "-c", "-p", "other", "-m", "portsnap", "-U", "https://example.org/ports.git"]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn later_configuration_files_that_change_what_setup_writes_are_named() {
+    let h = Host::fresh("");
+    h.provision();
+    let jail_conf = h.etc.join("poudriere.d/clawdie-amd64-poudriere.conf");
+    let set_conf = h.etc.join("poudriere.d/validation-poudriere.conf");
+    fs::write(&jail_conf, "# mine\nMAX_EXECUTION_TIME=172800\n").unwrap();
+    h.run(&["setup", "--check"]).success().stdout_has(&format!(
+        "ok       settings poudriere reads: poudriere.conf, then {jail_conf}; as pipeline.toml asks"
+    ));
+    fs::write(&set_conf, "DISTFILES_CACHE=/elsewhere\n").unwrap();
+    let check = h.run(&["setup", "--check"]);
+    check.code_is(1).stdout_has(&format!(
+        "differs  settings poudriere reads: {set_conf}:1 sets DISTFILES_CACHE=/elsewhere, not pipeline.toml's {}",
+        h.distfiles
+    ));
+    h.run(&["setup"]).code_is(1).stderr_has("setup does not edit files it did not write");
+    assert_eq!(fs::read_to_string(&set_conf).unwrap(), "DISTFILES_CACHE=/elsewhere\n");
 }
 
 #[test]
