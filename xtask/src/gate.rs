@@ -143,15 +143,15 @@ settings! {
         pub extra_args: Vec<String> = Vec::new(),
         /// `--pf-allow`: the bridge the guest's tap joins.
         pub bridge: String = "bridge0".into(),
-        /// `--pf-allow`: the pf anchor the pass rules are loaded into (the main ruleset
-        /// must reference it, e.g. `anchor "mother-build/*"`).
+        /// `--pf-allow`: the pf anchor the pass rules are loaded into. The main ruleset
+        /// (/etc/pf.conf) must reference it, e.g. `anchor "mother-build/*"`, or its rules
+        /// never apply: the gate checks `pfctl -s rules` before it loads them.
         pub pf_anchor: String = "mother-build/gate".into(),
         /// `--pf-allow`: the rules, one a line; `{tap}` and `{bridge}` are replaced by
-        /// the interfaces.
-        pub pf_rules: Vec<String> = vec![
-            "pass quick on {tap} all keep state".into(),
-            "pass quick on {bridge} all keep state".into(),
-        ],
+        /// the interfaces. The default passes the guest's tap only: a rule on the bridge
+        /// would open everything that crosses it. NAT for the guest belongs to the main
+        /// ruleset.
+        pub pf_rules: Vec<String> = vec!["pass quick on {tap} all keep state".into()],
     }
 }
 
@@ -196,6 +196,36 @@ settings! {
 pub fn validate(loaded: &Loaded) -> Result<()> {
     checks::Checks::validate(loaded)?;
     backend::validate(loaded)
+}
+
+/// Refuses, before its first stage, a release that would end in a gate with nothing to
+/// boot: the gate's backend needs an image, gate.image is unset and iso.build_command is
+/// empty (so iso records none), which would otherwise fail only after every stage before.
+pub fn check_release(loaded: &Loaded, stages: &[StageName]) -> Result<()> {
+    let cfg = &loaded.config;
+    if !stages.contains(&StageName::Gate) || cfg.gate.image.is_some() || !cfg.iso.build_command.is_empty() {
+        return Ok(());
+    }
+    let needs_image = match cfg.gate.backend {
+        Backend::Bhyve => true,
+        Backend::Qemu => cfg.gate.qemu.kernel.is_none(),
+        Backend::Command => false,
+    };
+    if !needs_image {
+        return Ok(());
+    }
+    let mut refusal = failure!(
+        "{}: this release ends in gate, which boots an image with {}, but nothing makes one: iso.build_command is empty (iso builds no image) and gate.image is unset",
+        loaded.path,
+        cfg.gate.backend.as_str()
+    )
+    .help("set iso.build_command to the ISO build script, with `{root}` and `{image}` where it takes the staging root and the image (docs/runbook.md, \"The image the gate boots\"), or gate.image to an image to boot")
+    .usage();
+    let all = &cfg.pipeline.stages;
+    if let Some(before) = all.iter().position(|s| *s == StageName::Gate).and_then(|i| i.checked_sub(1)) {
+        refusal = refusal.help(format!("or stop before the gate: cargo xtask release --to {}", all[before]));
+    }
+    Err(refusal.into())
 }
 
 /// What `gate` records.
@@ -275,7 +305,11 @@ impl Gate {
             Backend::Bhyve => true,
         };
         if let Some(image) = &self.image {
-            return Ok(Some(crate::config::absolute(image)?));
+            let image = crate::config::absolute(image)?;
+            if backend == Backend::Bhyve && image.as_str().contains(',') {
+                bail!(backend::comma_refusal("--image", image.as_str()).usage());
+            }
+            return Ok(Some(image));
         }
         if let Some(image) = &cfg.image {
             steps.note(format!("image from gate.image: {}", cx.resolve(image)));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::backend::{Ending, Role, describe, teardown};
+use super::backend::{Ending, Role, describe};
 use super::results::{self, Attempt, Clock, ConsoleFile, Decision, DecisionKind, MarkerResult, Verdict};
 use super::scan::{Found, Hit, Scanner};
 use super::{GateOutputs, GatePlan, shown};
@@ -193,6 +193,8 @@ struct Watch<'a> {
     exit: Option<String>,
     gone_at: Option<Instant>,
     cleanup_problems: Vec<String>,
+    /// Console bytes before the current console process started.
+    phase_start: u64,
 }
 
 impl<'a> Watch<'a> {
@@ -213,6 +215,7 @@ impl<'a> Watch<'a> {
             exit: None,
             gone_at: None,
             cleanup_problems: Vec::new(),
+            phase_start: 0,
         })
     }
 
@@ -229,16 +232,18 @@ impl<'a> Watch<'a> {
         if let Err((message, help)) = self.plan.vm.preflight() {
             return self.infra(message, help);
         }
-        // A VM left behind by an earlier run would make bhyve fail; none is the usual case.
-        for cmd in self.plan.vm.before() {
-            if let Err(e) = teardown(&cmd, &self.cx.log) {
+        // The VM is destroyed before (one left by an earlier run) and after, even when a
+        // panic unwinds through here.
+        let vm = match self.plan.vm.claim(&self.cx.log) {
+            Ok(vm) => vm,
+            Err(e) => {
                 return self.infra_error(
                     crate::ui::render_message(&e),
                     &e,
                     "install it, or set its path in [tools] of pipeline.toml",
                 );
             }
-        }
+        };
         let outcome = match &self.plan.network {
             None => self.phases(None),
             Some(net) => match net.open(self.dir, &self.cx.log, self.cx.ui) {
@@ -260,19 +265,14 @@ impl<'a> Watch<'a> {
                 }
             },
         };
-        for cmd in self.plan.vm.after() {
-            match teardown(&cmd, &self.cx.log) {
-                Ok(out) if out.success() => {}
-                Ok(out) => self.cleanup_problems.push(cmd.failure(&out)),
-                Err(e) => self.cleanup_problems.push(e.to_string()),
-            }
-        }
+        self.cleanup_problems.extend(vm.release());
         outcome
     }
 
     /// Runs the console processes in turn until the verdict.
     fn phases(&mut self, tap: Option<&str>) -> Outcome {
         for phase in self.plan.vm.phases(tap) {
+            self.phase_start = self.record.bytes;
             let mut console = match phase.cmd.console(&self.cx.log, self.plan.timing.grace) {
                 Ok(c) => c,
                 Err(e) => {
@@ -528,7 +528,8 @@ impl<'a> Watch<'a> {
     fn ended(&mut self, role: Role, status: ExitStatus, at: Instant) -> Watched {
         let (k, _) = self.next_marker();
         let n = self.plan.checks.markers.len();
-        let outcome = match self.plan.vm.judge_exit(role, status) {
+        let console_seen = self.record.bytes > self.phase_start;
+        let outcome = match self.plan.vm.judge_exit(role, status, console_seen) {
             Ending::Continue => return Watched::Next,
             Ending::Infra(message, help) => self.infra(message, help),
             Ending::Failure(what, detail) => match &self.settle {

@@ -357,6 +357,114 @@ fn a_bad_pattern_is_reported_at_its_line() {
     p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:12:40: marker 1 (`a`) has a deadline of 0 seconds");
 }
 
+#[test]
+fn vm_names_and_paths_bhyve_cannot_take_are_refused_at_load() {
+    // The kernel refuses `.` and `..` as device names (/dev/vmm/NAME).
+    for name in [".", ".."] {
+        let p = Project::new(&format!("[gate]\nvm_name = \"{name}\"\n"));
+        p.run(&["status"])
+            .code_is(2)
+            .stderr_has(&format!("pipeline.toml:8:11: `{name}` is not a usable VM name"))
+            .stderr_has("neither `.` nor `..`");
+    }
+    Project::new("[gate]\nvm_name = \"gate.v2\"\n").run(&["status"]).success();
+    // bhyve cuts -s and -l values at commas, with no escape.
+    let p = Project::new("[gate.bhyve]\nfirmware = \"/fw,x/BHYVE_UEFI.fd\"\n");
+    p.run(&["status"])
+        .code_is(2)
+        .stderr_has("pipeline.toml:8:12: the UEFI firmware /fw,x/BHYVE_UEFI.fd has a comma, which bhyve cannot take");
+    let p = Project::new("[gate]\nimage = \"/images/a,b.iso\"\n");
+    p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:8:9: the image /images/a,b.iso has a comma");
+    // QEMU doubles commas itself: an image with one is fine there.
+    Project::new("[gate]\nbackend = \"qemu\"\nimage = \"/images/a,b.iso\"\n").run(&["status"]).success();
+
+    // --image: refused before anything runs, as a usage error.
+    let b = bhyve_project("", "");
+    let image = b.p.scratch.path.join("a,b.iso");
+    fs::write(&image, "iso").unwrap();
+    b.p.run(&["gate", "--image", image.as_str()])
+        .code_is(2)
+        .stderr_has(&format!("--image {image} has a comma, which bhyve cannot take"))
+        .stderr_has("move or link it to a path without commas");
+    assert!(b.calls().is_empty(), "{:?}", b.calls());
+}
+
+#[test]
+fn the_bhyve_stand_ins_fail_as_the_real_tools_do() {
+    let s = test_support::scratch();
+    let state = s.path.join("state");
+    let run = |tool: &str, args: &[&str]| {
+        std::process::Command::new(standins().join("bhyve").join(tool))
+            .args(args)
+            .env("BHYVE_STANDIN_STATE", &state)
+            .env("BHYVE_STANDIN_SCENARIO", "triple-fault")
+            .output()
+            .unwrap()
+    };
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let fw = s.path.join("BHYVE_UEFI.fd");
+    fs::write(&fw, "edk2").unwrap();
+    let iso = s.path.join("a");
+    fs::write(&iso, "iso").unwrap();
+    let base = ["-c", "1", "-m", "1G", "-H", "-P", "-u", "-s", "0,hostbridge", "-s", "31,lpc", "-l", "com1,stdio"];
+    let bhyve = |extra: &[&str], name: &str| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push(name);
+        run("bhyve", &args)
+    };
+    let rom = format!("bootrom,{fw}");
+    // A path is cut at its first comma: `a,b.iso` opens `a` (here it exists: the wrong
+    // file boots); a firmware path's tail becomes a variables file.
+    let disk = format!("3,ahci-cd,{iso},b.iso");
+    assert_eq!(bhyve(&["-s", &disk, "-l", &rom], "vm1").status.code(), Some(3));
+    let missing = format!("3,ahci-cd,{}/no,b.iso", s.path);
+    let out = bhyve(&["-s", &missing, "-l", &rom], "vm1");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(err(&out).contains(&format!("Could not open backing file: {}/no: No such file", s.path)), "{}", err(&out));
+    let split = format!("bootrom,{}/fw,x.fd", s.path);
+    let out = bhyve(&["-l", &split], "vm1");
+    assert!(
+        err(&out).contains(&format!("Error opening bootrom \"{}/fw\": No such file or directory", s.path)),
+        "{}",
+        err(&out)
+    );
+    // `.` and `..` are not device names; no VM without a boot ROM unless bhyveload made it.
+    for name in [".", ".."] {
+        let out = bhyve(&["-l", &rom], name);
+        assert_eq!(
+            (out.status.code(), err(&out).trim().to_owned()),
+            (Some(4), "bhyve: vm_openf: Invalid argument".into())
+        );
+    }
+    let out = bhyve(&[], "never-loaded");
+    assert_eq!((out.status.code(), err(&out).trim().to_owned()), (Some(4), "bhyve: no bootrom was configured".into()));
+    // Usage errors exit 1, as a power-off does; -h exits 0.
+    let out = run("bhyve", &["-m", "1G", "-l", "com1,stdio"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).starts_with("Usage: bhyve [-aCDeHhPSuWwxY]"), "{}", err(&out));
+    assert_eq!(run("bhyve", &["-h"]).status.code(), Some(0));
+    // bhyveload: what it cannot open is EX_USAGE.
+    let out = run("bhyveload", &["-c", "stdio", "-m", "1G", "-d", "/nonexistent.img", "vm2"]);
+    assert_eq!(
+        (out.status.code(), err(&out).trim().to_owned()),
+        (Some(64), "bhyveload: Could not open '/nonexistent.img'".into())
+    );
+    let out = run("bhyveload", &["-m", "lots", "vm2"]);
+    assert_eq!(
+        (out.status.code(), err(&out).trim().to_owned()),
+        (Some(64), "bhyveload: Invalid memsize 'lots'".into())
+    );
+    // bhyvectl: destroying what is not there.
+    let out = run("bhyvectl", &["--vm=vm3", "--destroy"]);
+    assert_eq!(
+        (out.status.code(), err(&out).trim().to_owned()),
+        (Some(1), "vm_open: vm3 could not be opened: No such file or directory".into())
+    );
+    let out = run("bhyvectl", &["--vm=vm1", "--destroy"]);
+    assert_eq!((out.status.code(), out.stderr.len()), (Some(0), 0));
+}
+
 // ---------------------------------------------------------------------------------
 // Plans (--dry-run)
 
@@ -369,7 +477,7 @@ fn dry_run_prints_the_exact_command_lines() {
     run.success()
         .stdout_has("run     bhyvectl --vm=gate-test --destroy\n")
         .stdout_has(&format!(
-            "run     bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,{image} -s 31,lpc -l com1,stdio -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd gate-test\n"
+            "run     bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,{image} -s 31,lpc -l com1,stdio -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd gate-test\n"
         ))
         .stdout_has("note    the UEFI firmware /usr/local/share/uefi-firmware/BHYVE_UEFI.fd does not exist: the run would stop here");
     assert!(!p.state_dir().join("current").exists(), "a dry run started a run");
@@ -380,19 +488,29 @@ fn dry_run_prints_the_exact_command_lines() {
         .stdout_has("note    iso has not recorded an image in this run and gate.image is unset")
         .stdout_has("run     bhyveload -c stdio -m 2G -d IMAGE gate-test\n")
         .stdout_has(
-            "run     bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,IMAGE -s 31,lpc -l com1,stdio gate-test\n",
+            "run     bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,IMAGE -s 31,lpc -l com1,stdio gate-test\n",
         );
 
-    // --pf-allow: the tap, the bridge, the rules, and their removal.
+    // --pf-allow: the anchor's reference checked, the tap, the bridge, the rules (for the
+    // tap only), and their removal.
     let run = gate(&p, &["--dry-run", "--image", image.as_str(), "--pf-allow"]);
     run.success()
+        .stdout_has("run     pfctl -s rules\n")
+        .stdout_has("check   the main ruleset references the anchor mother-build/gate (`anchor \"mother-build/gate\"` or `anchor \"mother-build/*\"`); else the gate stops here\n")
         .stdout_has("run     ifconfig tap create\n")
         .stdout_has("run     ifconfig bridge0 addm TAP up\n")
         .stdout_has("run     pfctl -a mother-build/gate -f RUN_DIR/gate/pf-allow.conf\n")
         .stdout_has("-s 0,hostbridge -s 2,virtio-net,TAP -s 3,ahci-cd,")
         .stdout_has("run     pfctl -a mother-build/gate -F rules\n")
         .stdout_has("run     ifconfig bridge0 deletem TAP\n")
-        .stdout_has("run     ifconfig TAP destroy\n");
+        .stdout_has("run     ifconfig TAP destroy\n")
+        .stdout_has("; pass quick on TAP all keep state)\n");
+    assert!(!run.stdout().contains("on bridge0 all"), "a rule for the whole bridge:\n{}", run.stdout());
+    assert!(
+        run.stdout().find("run     pfctl -s rules").unwrap()
+            < run.stdout().find("run     ifconfig tap create").unwrap(),
+        "the reference is checked before anything is made"
+    );
     gate(&p, &["--dry-run", "--backend", "qemu", "--pf-allow"]).code_is(2).stderr_has("only the bhyve backend");
 
     // QEMU with a kernel, as the tests' Linux guest boots.
@@ -468,7 +586,7 @@ fn bhyve_boots_and_the_vm_is_destroyed_before_and_after() {
     assert_eq!(
         calls[1],
         format!(
-            "bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio -l bootrom,{}/firmware/BHYVE_UEFI.fd clawdie-gate",
+            "bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio -l bootrom,{}/firmware/BHYVE_UEFI.fd clawdie-gate",
             b.image, b.p.root
         )
     );
@@ -500,12 +618,35 @@ fn bhyve_exit_statuses_mean_what_the_manual_says() {
         b.assert_clean();
     }
     // bhyve's own message comes with an infrastructure error.
-    b.gate("setup-fail", &[]).code_is(2).stderr_has("| vm_setup_memory: Cannot allocate memory");
+    b.gate("setup-fail", &[]).code_is(2).stderr_has("| Unable to setup memory (12)");
     // Infrastructure errors are retried (gate.retries), each boot with its own destroy.
     let before = b.calls().len();
     b.gate("setup-fail", &["-o", "gate.retries=1"]).code_is(2).stderr_has("after 2 attempt(s)");
     let bhyves = b.calls()[before..].iter().filter(|c| c.starts_with("bhyve ")).count();
     assert_eq!(bhyves, 2);
+}
+
+#[test]
+fn bhyve_refusing_its_command_line_is_infrastructure_not_a_power_off() {
+    // bhyve exits 1 for a usage error as for a power-off: before any console byte, it is
+    // bhyve's refusal. The VM was never made: destroying it is no cleanup problem.
+    let b = bhyve_project("", "extra_args = [\"-Z\"]");
+    let run = b.gate("boot", &[]);
+    run.code_is(2)
+        .stderr_has("bhyve exited with status 1 before the guest printed anything: bhyve refused its command line")
+        .stderr_has("| bhyve: illegal option -- Z")
+        .stderr_has("| Usage: bhyve [-aCDeHhPSuWwxY]")
+        .stderr_has("check gate.bhyve.extra_args");
+    assert!(!run.stderr().contains("cleaning up"), "a spurious cleanup warning:\n{}", run.stderr());
+    assert_decided(&b.p, "error", "infrastructure", None);
+    b.assert_clean();
+    // A bad value of an option is EX_USAGE (64).
+    let b = bhyve_project("", "extra_args = [\"-l\", \"bogus\"]");
+    b.gate("boot", &[])
+        .code_is(2)
+        .stderr_has("bhyve refused the value of one of its options (it exited with status 64)")
+        .stderr_has("| bhyve: invalid lpc device configuration 'bogus'");
+    b.assert_clean();
 }
 
 #[test]
@@ -516,9 +657,12 @@ fn a_vm_left_behind_is_destroyed_first() {
     b.gate("boot", &[]).success();
     b.assert_clean();
 
-    // Without the destroy before the run (a bhyvectl that does nothing), bhyve refuses.
+    // Without the destroy before the run (a bhyvectl that does nothing), 15.0's bhyve
+    // reinitialises the VM it finds and boots; the gate destroys it all the same.
     fs::write(b.state.join("vmm/clawdie-gate"), "2G").unwrap();
-    b.gate("boot", &["-o", "tools.bhyvectl=\"true\""]).code_is(2).stderr_has("| ROM boot failed: unrestartable VM");
+    b.gate("boot", &["-o", "tools.bhyvectl=\"true\""]).success();
+    b.gate("boot", &[]).success();
+    b.assert_clean();
 }
 
 #[test]
@@ -549,7 +693,10 @@ fn bhyveload_loads_then_bhyve_boots_without_firmware() {
     assert_eq!(calls[1], format!("bhyveload -c stdio -m 2G -d {} clawdie-gate", b.image));
     assert_eq!(
         calls[2],
-        format!("bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio clawdie-gate", b.image)
+        format!(
+            "bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio clawdie-gate",
+            b.image
+        )
     );
     let r = result(&b.p);
     assert_eq!(r["final_attempt"]["pids"].as_array().unwrap().len(), 2);
@@ -637,6 +784,7 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
     let net = b.state.join("net");
     fs::create_dir_all(&net).unwrap();
     fs::write(net.join("bridge0"), "").unwrap();
+    reference_the_anchor(&b);
     for (scenario, code) in [("boot", 0), ("reset", 1)] {
         b.gate(scenario, &["--pf-allow"]).code_is(code);
         let calls = b.calls();
@@ -656,7 +804,7 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
         assert_eq!(fs::read_to_string(net.join("bridge0")).unwrap(), "", "the bridge keeps a member");
         assert!(!b.state.join("pf/mother-build%gate").exists(), "the rules are left");
         let rules = fs::read_to_string(gate_dir(&b.p).join("pf-allow.conf")).unwrap();
-        assert!(rules.contains("pass quick on tap0 all keep state\npass quick on bridge0 all keep state\n"), "{rules}");
+        assert!(rules.ends_with(" may talk\npass quick on tap0 all keep state\n"), "{rules}");
         b.assert_clean();
     }
 
@@ -669,12 +817,50 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
     assert!(!this_run.clone().any(|c| c.starts_with("bhyve ")), "bhyve ran without its network: {calls:?}");
 }
 
+/// /etc/pf.conf with `anchor "mother-build/*"`, loaded as the main ruleset.
+fn reference_the_anchor(b: &Bhyve) {
+    let conf = b.p.scratch.path.join("pf.conf");
+    fs::write(&conf, "block in on bridge0 all\nanchor \"mother-build/*\"\npass out all keep state\n").unwrap();
+    let out = std::process::Command::new(standins().join("bhyve/pfctl"))
+        .args(["-f", conf.as_str()])
+        .env("BHYVE_STANDIN_STATE", &b.state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn pf_allow_stops_before_anything_when_the_main_ruleset_ignores_the_anchor() {
+    let b = bhyve_project("", "");
+    let net = b.state.join("net");
+    fs::create_dir_all(&net).unwrap();
+    fs::write(net.join("bridge0"), "").unwrap();
+    // The anchor exists (an earlier load left it, so `pfctl -s Anchors` lists it), but
+    // nothing in the main ruleset evaluates it.
+    fs::create_dir_all(b.state.join("pf")).unwrap();
+    fs::write(b.state.join("pf/mother-build%gate"), "pass quick on tap9 all keep state\n").unwrap();
+    fs::write(b.state.join("pf/main"), "block in on bridge0 all\nanchor \"other/*\" all\n").unwrap();
+    b.gate("boot", &["--pf-allow"])
+        .code_is(2)
+        .stderr_has("pf's main ruleset does not reference the anchor mother-build/gate, so rules loaded into it would never apply")
+        .stderr_has("help: add the line `anchor \"mother-build/*\"` to /etc/pf.conf")
+        .stderr_has("pfctl -f /etc/pf.conf");
+    let calls = b.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("ifconfig") || c.starts_with("bhyve ")), "{calls:?}");
+    assert!(!net.join("tap0").exists());
+    // Referenced by its own name, it is fine too.
+    fs::write(b.state.join("pf/main"), "anchor \"mother-build/gate\" on bridge0 all\n").unwrap();
+    b.gate("boot", &["--pf-allow"]).success();
+    b.assert_clean();
+}
+
 #[test]
 fn ctrl_c_tears_the_vm_and_its_network_down() {
     let b = bhyve_project("settle_secs = 60", "");
     let net = b.state.join("net");
     fs::create_dir_all(&net).unwrap();
     fs::write(net.join("bridge0"), "").unwrap();
+    reference_the_anchor(&b);
     let mut cmd = b.p.command(&["gate", "--image", b.image.as_str(), "--pf-allow"]);
     cmd.env("BHYVE_STANDIN_SCENARIO", "boot");
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
