@@ -464,14 +464,19 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
     Ok(())
 }
 
-/// What pkg says when it refuses a catalogue (it still exits 0).
-const REFUSALS: [&str; 8] = [
+/// What pkg says when it refuses a catalogue (it still exits 0). The OS-version ones
+/// come from `is_valid_os_version()` (libpkg/utils.c) as the catalogue is read
+/// (libpkg/repo/binary/update.c): packages built for a newer FreeBSD than
+/// repository.osversion.
+const REFUSALS: [&str; 10] = [
     "Invalid signature",
     "signature verification failure",
     "No signature found",
     "No trusted certificate",
     "has been revoked",
     "wrong ABI",
+    "wrong OS version",
+    "Newer FreeBSD version",
     "cannot be opened",
     "Unable to update repository",
 ];
@@ -489,7 +494,7 @@ fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) ->
                 out.describe_status()
             )
             .help(
-                "the repository's signature or ABI does not match what the release trusts; run `cargo xtask sign --verify-only` on it"
+                "the repository's signature or ABI does not match what the release trusts (run `cargo xtask sign --verify-only` on it), or its packages are for a newer FreeBSD than repository.osversion"
             )
         );
     }

@@ -92,3 +92,15 @@ fn option_overrides_are_type_checked() {
     p.run(&["-o", "pipeline.tail_lines=\"x\"", "status"]).code_is(2).stderr_has("-o pipeline.tail_lines");
     p.run(&["-o", "pipeline.tail_lines=5", "status"]).success();
 }
+
+#[test]
+fn an_osversion_of_another_major_than_the_abi_is_refused() {
+    refused(
+        "[repository]\nosversion = 1403000\n",
+        &[
+            "pipeline.toml:2:13",
+            "OSVERSION 1403000 is FreeBSD 14, but repository.abi `FreeBSD:15:amd64` is FreeBSD 15",
+            "1500068 for 15.0-RELEASE",
+        ],
+    );
+}

@@ -63,7 +63,7 @@ fn production_profile_passes_on_the_production_build() {
     let log = fs::read_to_string(p.scratch.path.join("pkg.log")).unwrap();
     let calls: Vec<&str> = log.lines().collect();
     assert_eq!(calls.len(), 2, "{log}");
-    assert!(calls[0].starts_with("-o ABI=FreeBSD:15:amd64 -o OSVERSION=1500000 -o REPOS_DIR="), "{log}");
+    assert!(calls[0].starts_with("-o ABI=FreeBSD:15:amd64 -o OSVERSION=1500068 -o REPOS_DIR="), "{log}");
     assert!(calls[0].ends_with("update -f"), "{log}");
     assert!(calls[1].starts_with(&format!("-r {} -o ABI=FreeBSD:15:amd64", root(&p))), "{log}");
     assert!(calls[1].contains(&format!("PKG_DBDIR={}/var/db/pkg", root(&p))), "{log}");
@@ -213,7 +213,7 @@ fn dry_run_without_earlier_stages_shows_the_pkg_commands() {
     p.run(&["iso", "--dry-run"])
         .success()
         .stdout_has("sign has not run in this run")
-        .stdout_has(&format!("{} -o ABI=FreeBSD:15:amd64 -o OSVERSION=1500000", pkg_standin()))
+        .stdout_has(&format!("{} -o ABI=FreeBSD:15:amd64 -o OSVERSION=1500068", pkg_standin()))
         .stdout_has(&format!("-r {}", root(&p)))
         .stdout_has("install -y colibri");
     assert!(!root(&p).exists());
