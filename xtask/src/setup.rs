@@ -1,14 +1,20 @@
 //! setup: provisions this host once for poudriere (not a release stage). Checks the host
 //! (root, FreeBSD release, ZFS pool), installs poudriere, creates the signing key,
 //! writes poudriere.conf and the validation set's make.conf, creates the jail, the ports
-//! tree and the overlay tree when missing, and loads vmm for the bhyve gate.
+//! tree and the overlay tree when missing, loads vmm and installs the UEFI firmware for
+//! the bhyve gate (`setup/vm.rs`), and sets nginx up to serve the repository
+//! (`setup/nginx.rs`).
 //!
 //! Every item is first inspected (read-only), so `--check` and `--dry-run` show exactly
 //! what is ok, missing or different, and a second `setup` changes nothing. A file that
 //! differs from what pipeline.toml asks for is never silently overwritten.
 
+mod nginx;
+mod vm;
+
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -32,13 +38,17 @@ settings! {
         /// Refuse to provision unless running as root (poudriere, its jails and
         /// /usr/local/etc need root).
         pub require_root: bool = true,
-        /// Install poudriere (`pkg install -y PACKAGE`) when it is missing.
+        /// Install the packages setup needs when they are missing (`pkg install -y`):
+        /// poudriere, nginx, and edk2-bhyve (the UEFI firmware) for a bhyve gate.
         pub install: bool = true,
         /// The package that provides poudriere (`poudriere` or `poudriere-devel`).
         pub package: String = "poudriere".into(),
-        /// Load vmm now and at boot (kld_list), for the bhyve boot gate. Turn off on a
-        /// host whose gate does not use bhyve.
-        pub vmm: bool = true,
+        /// Provision bhyve for the boot gate: load vmm now and at boot (kld_list) and,
+        /// with `gate.bhyve.boot = "uefi"`, install the UEFI firmware. Unset: when
+        /// gate.backend is `bhyve`. Set it to false on a host that cannot run bhyve (a
+        /// VPS without nested virtualisation) and boots the gate elsewhere or with
+        /// another backend.
+        pub vmm: Option<bool> = None,
     }
 }
 
@@ -110,6 +120,17 @@ enum Action {
         create: CmdLine,
         name: String,
     },
+    /// An action an item module defines (`setup/vm.rs`, `setup/nginx.rs`).
+    Custom(Arc<dyn Custom>),
+}
+
+/// An action that decides at execute time (what a file holds then, whether a command
+/// fails and what that means), for the items of `setup/vm.rs` and `setup/nginx.rs`.
+trait Custom: std::fmt::Debug + Send + Sync {
+    /// The steps `--dry-run` shows.
+    fn steps(&self, steps: &mut Plan);
+    /// Does it; returns whether anything changed.
+    fn perform(&self, cx: &Cx) -> Result<bool>;
 }
 
 /// One thing setup looks after.
@@ -120,17 +141,25 @@ struct Item {
     actions: Vec<Action>,
     /// Why setup will not fix it itself, and what the operator should do.
     refusal: Option<String>,
+    /// Whether the refusal stops setup before it changes anything (else setup puts the
+    /// other items in place first, then fails with this one).
+    blocks: bool,
 }
 
 impl Item {
     fn ok(name: impl Into<String>, detail: impl Into<String>) -> Item {
-        Item { name: name.into(), state: State::Ok(detail.into()), actions: Vec::new(), refusal: None }
+        Item { name: name.into(), state: State::Ok(detail.into()), actions: Vec::new(), refusal: None, blocks: true }
     }
     fn fix(name: impl Into<String>, state: State, actions: Vec<Action>) -> Item {
-        Item { name: name.into(), state, actions, refusal: None }
+        Item { name: name.into(), state, actions, refusal: None, blocks: true }
     }
     fn refuse(name: impl Into<String>, state: State, help: impl Into<String>) -> Item {
-        Item { name: name.into(), state, actions: Vec::new(), refusal: Some(help.into()) }
+        Item { name: name.into(), state, actions: Vec::new(), refusal: Some(help.into()), blocks: true }
+    }
+    /// A refusal that needs the other items in place first (a TLS certificate needs
+    /// nginx serving the ACME challenge): setup does them, then fails with this one.
+    fn refuse_after_the_rest(name: impl Into<String>, state: State, help: impl Into<String>) -> Item {
+        Item { blocks: false, ..Item::refuse(name, state, help) }
     }
     /// `ok       NAME: DETAIL`, as `--check` prints it.
     fn line(&self) -> String {
@@ -181,15 +210,10 @@ impl Stage for Setup {
         if self.check {
             return report_check(cx, &plan.items);
         }
-        let refused: Vec<&Item> = plan.items.iter().filter(|i| i.refusal.is_some()).collect();
+        let refused: Vec<&Item> = plan.items.iter().filter(|i| i.refusal.is_some() && i.blocks).collect();
         if !refused.is_empty() {
-            let mut msg = String::from("setup cannot provision this host as pipeline.toml asks; nothing was changed:");
-            for item in &refused {
-                msg.push_str(&format!("\n  {}", item.line()));
-                for line in item.refusal.as_deref().unwrap_or_default().lines() {
-                    msg.push_str(&format!("\n    {line}"));
-                }
-            }
+            let msg =
+                refusals("setup cannot provision this host as pipeline.toml asks; nothing was changed:", &refused);
             bail!(Failure::new(msg).help(
                 "fix the items above (each says how), then rerun `cargo xtask setup`; `cargo xtask setup --check` lists every item"
             ));
@@ -212,6 +236,18 @@ impl Stage for Setup {
             } else {
                 outputs.ok.push(item.name.clone());
             }
+        }
+        let later: Vec<&Item> = plan.items.iter().filter(|i| i.refusal.is_some() && !i.blocks).collect();
+        if !later.is_empty() {
+            let msg = refusals(
+                &format!(
+                    "setup put the other {} items in place ({} created or changed), but needs you for the rest:",
+                    outputs.ok.len() + outputs.changed.len(),
+                    outputs.changed.len()
+                ),
+                &later,
+            );
+            bail!(Failure::new(msg).help("do what each item says, then rerun `cargo xtask setup`").infrastructure());
         }
         if outputs.changed.is_empty() {
             cx.say(format!("all {} items were already in place; nothing changed", outputs.ok.len()));
@@ -255,6 +291,18 @@ fn report_check(cx: &Cx, items: &[Item]) -> Result<SetupOutputs> {
     Err(Failure::reported(Class::Product).into())
 }
 
+/// `HEADLINE`, then each item's line and its refusal, indented.
+fn refusals(headline: &str, items: &[&Item]) -> String {
+    let mut msg = headline.to_owned();
+    for item in items {
+        msg.push_str(&format!("\n  {}", item.line()));
+        for line in item.refusal.as_deref().unwrap_or_default().lines() {
+            msg.push_str(&format!("\n    {line}"));
+        }
+    }
+    msg
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
@@ -289,6 +337,7 @@ fn action_steps(action: &Action, steps: &mut Plan) {
             steps.run(list);
             steps.run(create);
         }
+        Action::Custom(custom) => custom.steps(steps),
     }
 }
 
@@ -344,6 +393,7 @@ fn perform(cx: &Cx, action: &Action) -> Result<bool> {
             }
             cx.say(format!("created {name}"));
         }
+        Action::Custom(custom) => return custom.perform(cx),
     }
     Ok(true)
 }
@@ -504,9 +554,8 @@ fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
     }
     items.push(overlay);
 
-    if cfg.setup.vmm {
-        items.extend(inspect_vmm(cfg, log));
-    }
+    items.extend(vm::inspect(loaded, log));
+    items.extend(nginx::inspect(loaded, log)?);
     Ok(items)
 }
 
@@ -643,10 +692,13 @@ fn inspect_pool(cfg: &crate::config::Config, log: &Log) -> Item {
 }
 
 fn inspect_poudriere(cfg: &crate::config::Config, log: &Log) -> Item {
-    let package = &cfg.setup.package;
-    let name = "poudriere";
-    let cmd = CmdLine::tool(&cfg.tools, Tool::pkg).args(["info", "-e", package.as_str()]);
-    let install = CmdLine::tool(&cfg.tools, Tool::pkg).args(["install", "-y", package.as_str()]);
+    package_item(cfg, log, "poudriere", &cfg.setup.package)
+}
+
+/// A package setup installs (`pkg install -y`) when it is missing and setup.install allows.
+fn package_item(cfg: &crate::config::Config, log: &Log, name: &str, package: &str) -> Item {
+    let cmd = CmdLine::tool(&cfg.tools, Tool::pkg).args(["info", "-e", package]);
+    let install = CmdLine::tool(&cfg.tools, Tool::pkg).args(["install", "-y", package]);
     match probe(&cmd, log) {
         Ok(out) if out.success() => Item::ok(name, format!("package {package} is installed")),
         Ok(_) if cfg.setup.install => Item::fix(
@@ -829,41 +881,6 @@ fn cmd_failure_one_line(cmd: &CmdLine, out: &crate::proc::Output) -> String {
     let text = String::from_utf8_lossy(&[&out.stderr[..], &out.stdout[..]].concat()).into_owned();
     let last = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default().to_owned();
     format!("`{cmd}` {} ({last})", out.describe_status())
-}
-
-fn inspect_vmm(cfg: &crate::config::Config, log: &Log) -> Vec<Item> {
-    let tools = &cfg.tools;
-    let stat = CmdLine::tool(tools, Tool::kldstat).args(["-q", "-m", "vmm"]);
-    let load = CmdLine::tool(tools, Tool::kldload).arg("vmm");
-    let loaded = match probe(&stat, log) {
-        Ok(out) if out.success() => Item::ok("vmm", "the bhyve kernel module is loaded"),
-        Ok(_) => Item::fix(
-            "vmm",
-            State::Missing(format!("the bhyve kernel module is not loaded; setup runs: {load}")),
-            vec![Action::Run(load)],
-        ),
-        Err(e) => Item::refuse(
-            "vmm",
-            State::Missing(e),
-            "the bhyve gate needs a FreeBSD host; set setup.vmm = false when the gate does not use bhyve",
-        ),
-    };
-    let query = CmdLine::tool(tools, Tool::sysrc).args(["-n", "-i", "kld_list"]);
-    let add = CmdLine::tool(tools, Tool::sysrc).arg("kld_list+=vmm");
-    let at_boot = match probe(&query, log) {
-        Ok(out) if out.success() && out.stdout_str().split_whitespace().any(|m| m == "vmm") => {
-            Item::ok("vmm at boot", "kld_list in rc.conf has vmm")
-        }
-        Ok(_) => Item::fix(
-            "vmm at boot",
-            State::Missing(format!("kld_list in rc.conf lacks vmm; setup runs: {add}")),
-            vec![Action::Run(add)],
-        ),
-        Err(e) => {
-            Item::refuse("vmm at boot", State::Missing(e), "set setup.vmm = false when the gate does not use bhyve")
-        }
-    };
-    vec![loaded, at_boot]
 }
 
 #[cfg(test)]
