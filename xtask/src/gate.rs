@@ -84,13 +84,15 @@ settings! {
         /// [gate.command]). `--backend` overrides it.
         pub backend: Backend = Backend::Bhyve,
         /// The image to boot instead of the one `iso` recorded (relative to
-        /// pipeline.toml). `--image` overrides both.
+        /// pipeline.toml). `--image` overrides both. With bhyve, no commas (bhyve cuts
+        /// `-s` values at them).
         pub image: Option<Utf8PathBuf> = None,
         /// Guest memory, e.g. `2G` or `512M` (bhyve `-m`, QEMU `-m`).
         pub memory: String = "2G".into(),
         /// Guest CPUs (bhyve `-c`, QEMU `-smp`).
         pub cpus: u32 = 2,
-        /// The VM's name (bhyve: /dev/vmm/NAME; letters, digits, `-`, `_`, `.`).
+        /// The VM's name (bhyve: /dev/vmm/NAME; letters, digits, `-`, `_`, `.`; not `.`
+        /// or `..`).
         pub vm_name: String = "clawdie-gate".into(),
         /// The longest the whole boot may take, start to last marker, in seconds.
         pub timeout_secs: u64 = 900,
@@ -132,7 +134,8 @@ settings! {
         /// `uefi` (firmware, `-l bootrom,FIRMWARE`) or `bhyveload` (the FreeBSD loader
         /// in userland first, then bhyve without firmware).
         pub boot: BhyveBoot = BhyveBoot::Uefi,
-        /// UEFI firmware for `boot = "uefi"` (packages edk2-bhyve / bhyve-firmware).
+        /// UEFI firmware for `boot = "uefi"` (package edk2-bhyve, which `cargo xtask
+        /// setup` installs). No commas: bhyve cannot take one in `-l bootrom,PATH`.
         pub firmware: Utf8PathBuf = "/usr/local/share/uefi-firmware/BHYVE_UEFI.fd".into(),
         /// The LPC serial port whose console is on stdio (`-l com1,stdio`).
         pub console: String = "com1".into(),
