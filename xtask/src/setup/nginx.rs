@@ -13,7 +13,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use camino::Utf8PathBuf;
 
-use super::{Action, Custom, Item, State, backup_path, package_item, probe};
+use super::inspect::{backup_path, package_item, probe};
+use super::{Action, Custom, Item, State};
 use crate::config::{Loaded, Tool};
 use crate::failure;
 use crate::fsx;

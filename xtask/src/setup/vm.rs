@@ -6,7 +6,8 @@
 use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
 
-use super::{Action, Custom, Item, State, package_item, probe};
+use super::inspect::{package_item, probe};
+use super::{Action, Custom, Item, State};
 use crate::config::{Loaded, Tool};
 use crate::failure;
 use crate::gate::{Backend, BhyveBoot};
