@@ -17,6 +17,9 @@ use crate::ui::Ui;
 const TAIL_LINES: usize = 200;
 /// Longest console line copied into the stage log (the console file has all of it).
 const LOG_LINE: usize = 1000;
+/// The most of one console line held in memory: a longer line goes to the file as it
+/// comes, so a guest that never ends its line cannot make the gate grow.
+const LINE_HELD: usize = 64 * 1024;
 
 /// The clock of one boot: every time is reported as seconds since its start, and as
 /// wall-clock time.
@@ -57,8 +60,12 @@ pub struct ConsoleFile {
     tmp: Utf8PathBuf,
     out: BufWriter<File>,
     clock: Clock,
+    /// The current line's bytes not yet in the file.
     line: Vec<u8>,
     line_at: Option<Instant>,
+    /// The current line began in the file already (it was too long to hold); its
+    /// start, as the stage log shows it.
+    spilled: Option<String>,
     pub bytes: u64,
     pub lines: u64,
     tail: VecDeque<String>,
@@ -76,6 +83,7 @@ impl ConsoleFile {
             clock,
             line: Vec::new(),
             line_at: None,
+            spilled: None,
             bytes: 0,
             lines: 0,
             tail: VecDeque::new(),
@@ -85,7 +93,7 @@ impl ConsoleFile {
 
     /// Whether a line has begun and not ended (a prompt, or a console cut short).
     pub fn has_partial(&self) -> bool {
-        !self.line.is_empty()
+        !self.line.is_empty() || self.spilled.is_some()
     }
 
     /// Takes bytes that arrived at `at`. The stage log gets the complete lines in one
@@ -106,10 +114,38 @@ impl ConsoleFile {
                 None => {
                     self.line.extend_from_slice(rest);
                     rest = &[];
+                    if self.line.len() > LINE_HELD {
+                        self.spill();
+                    }
                 }
             }
         }
         show(&mirror, last, log, ui);
+    }
+
+    /// Writes what is held of an over-long line to the file (its time first, when it
+    /// is the line's start), keeping its start for the stage log.
+    fn spill(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let mut written = Ok(());
+        if self.spilled.is_none() {
+            let at = self.line_at.unwrap_or(self.clock.t0);
+            let stamp = format!("[{:>10.3}] ", self.clock.secs(at));
+            written = self.out.write_all(stamp.as_bytes());
+            self.spilled = Some(printable(&line[..line.len().min(4 * LOG_LINE)]).chars().take(LOG_LINE).collect());
+        }
+        let written = written.and_then(|()| self.out.write_all(&line));
+        self.note_error(written);
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn note_error(&mut self, written: std::io::Result<()>) {
+        if let Err(e) = written
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
     }
 
     /// Writes the current line with its time; appends it to `mirror` (for the stage
@@ -121,18 +157,15 @@ impl ConsoleFile {
             line.pop();
         }
         let stamp = format!("[{:>10.3}] ", self.clock.secs(at));
-        let written = self
-            .out
-            .write_all(stamp.as_bytes())
-            .and_then(|()| self.out.write_all(&line))
-            .and_then(|()| self.out.write_all(b"\n"));
-        if let Err(e) = written
-            && self.error.is_none()
-        {
-            self.error = Some(e);
-        }
+        let spilled = self.spilled.take();
+        let written = match spilled {
+            Some(_) => Ok(()),
+            None => self.out.write_all(stamp.as_bytes()),
+        };
+        let written = written.and_then(|()| self.out.write_all(&line)).and_then(|()| self.out.write_all(b"\n"));
+        self.note_error(written);
         self.lines += 1;
-        let text: String = printable(&line).chars().take(LOG_LINE).collect();
+        let text: String = spilled.unwrap_or_else(|| printable(&line).chars().take(LOG_LINE).collect());
         mirror.push_str(&stamp);
         mirror.push_str(&text);
         mirror.push('\n');
@@ -146,9 +179,13 @@ impl ConsoleFile {
     /// The last `n` lines (with their times), the unfinished one included.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let mut lines: Vec<String> = self.tail.iter().skip(self.tail.len().saturating_sub(n)).cloned().collect();
-        if !self.line.is_empty() {
+        if self.has_partial() {
             let at = self.line_at.unwrap_or(self.clock.t0);
-            lines.push(format!("[{:>10.3}] {}", self.clock.secs(at), printable(&self.line)));
+            let text = match &self.spilled {
+                Some(start) => start.clone(),
+                None => printable(&self.line).chars().take(LOG_LINE).collect(),
+            };
+            lines.push(format!("[{:>10.3}] {text}", self.clock.secs(at)));
             if lines.len() > n {
                 lines.remove(0);
             }
@@ -158,7 +195,7 @@ impl ConsoleFile {
 
     /// Ends the unfinished line and puts the file in place as `console.log`.
     pub fn finish(mut self, log: &Log, ui: &Ui) -> Result<Utf8PathBuf> {
-        if !self.line.is_empty() {
+        if self.has_partial() {
             let mut mirror = String::new();
             let last = self.end_line(&mut mirror);
             show(&mirror, Some(last), log, ui);
@@ -260,6 +297,12 @@ pub enum DecisionKind {
     Exit,
     /// The VM ended during the settle period after the last marker.
     SettleExit,
+    /// The probes could not log in after the last marker.
+    Login,
+    /// A probe did not give what it must.
+    Probe,
+    /// The heartbeat stopped for longer than its gap.
+    Heartbeat,
     /// The gate could not judge the image.
     Infrastructure,
     /// Ctrl-C or a signal stopped the gate.
@@ -276,6 +319,9 @@ impl DecisionKind {
             DecisionKind::Timeout => "timeout",
             DecisionKind::Exit => "exit",
             DecisionKind::SettleExit => "settle-exit",
+            DecisionKind::Login => "login",
+            DecisionKind::Probe => "probe",
+            DecisionKind::Heartbeat => "heartbeat",
             DecisionKind::Infrastructure => "infrastructure",
             DecisionKind::Interrupted => "interrupted",
         }
@@ -325,6 +371,18 @@ pub struct MarkerResult {
     pub seen_at_secs: Option<f64>,
 }
 
+/// The heartbeat after the last marker, as result.json records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatRecord {
+    pub pattern: String,
+    pub max_gap_secs: u64,
+    /// Beats seen after the last marker.
+    pub beats: u64,
+    /// The longest gap seen (from the last marker, between beats, to the verdict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longest_gap_secs: Option<f64>,
+}
+
 /// One boot attempt, as result.json records it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
@@ -354,6 +412,15 @@ pub struct Attempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,
     pub markers: Vec<MarkerResult>,
+    /// How the probes' login went (absent without probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<super::probe::LoginRecord>,
+    /// Each probe: its command, what it must give, what it gave (output quoted, cut).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<super::probe::ProbeRecord>,
+    /// The heartbeat: its pattern, beats seen after the last marker, the longest gap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatRecord>,
     /// The console file, relative to the stage directory.
     pub console: Utf8PathBuf,
     pub console_bytes: u64,
@@ -449,6 +516,8 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         name: String,
         time: f64,
         outcome: Outcome,
+        /// The case's own output (a probe's), quoted in its `<system-out>`.
+        out: String,
     }
     enum Outcome {
         Passed,
@@ -475,7 +544,13 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         if let Some(t) = m.seen_at_secs {
             previous = t;
         }
-        cases.push(Case { class: "gate.markers", name: format!("{} {}", i + 1, m.name), time, outcome });
+        cases.push(Case {
+            class: "gate.markers",
+            name: format!("{} {}", i + 1, m.name),
+            time,
+            outcome,
+            out: String::new(),
+        });
     }
     let judged = a.verdict == Verdict::Pass || a.verdict == Verdict::Fail;
     let check = |failed_kind: DecisionKind, name: &str| {
@@ -486,23 +561,69 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         } else {
             Outcome::Skipped("not judged".into())
         };
-        Case { class: "gate.console", name: name.into(), time: 0.0, outcome }
+        Case { class: "gate.console", name: name.into(), time: 0.0, outcome, out: String::new() }
     };
     cases.push(check(DecisionKind::Forbidden, "no forbidden pattern"));
     cases.push(check(DecisionKind::RestartLoop, "no restart loop"));
     cases.push(check(DecisionKind::SettleExit, "the guest stays up after the last marker"));
+    if let Some(h) = &a.heartbeat {
+        let mut case = check(DecisionKind::Heartbeat, &format!("the heartbeat /{}/ keeps coming", h.pattern));
+        if a.markers.iter().any(|m| m.seen_at_secs.is_none()) {
+            case.outcome = Outcome::Skipped("not reached".into());
+        } else {
+            let gap = h.longest_gap_secs.map_or("-".into(), |g| format!("{g:.1}s"));
+            case.out = format!("{} beat(s) after the last marker; the longest gap {gap}", h.beats);
+        }
+        cases.push(case);
+    }
+    if let Some(login) = &a.login {
+        let outcome = match login.verdict {
+            "pass" => Outcome::Passed,
+            "fail" => Outcome::Failed(login.reason.clone().unwrap_or_default()),
+            _ => Outcome::Skipped("not reached".into()),
+        };
+        let name = format!("log in as {}", login.user);
+        cases.push(Case {
+            class: "gate.probes",
+            name,
+            time: login.seconds.unwrap_or(0.0),
+            outcome,
+            out: String::new(),
+        });
+    }
+    for p in &a.probes {
+        let outcome = match p.verdict {
+            "pass" => Outcome::Passed,
+            "fail" => Outcome::Failed(p.reason.clone().unwrap_or_default()),
+            _ => Outcome::Skipped("not reached".into()),
+        };
+        let mut out = format!("$ {}\n{}", p.command, p.output);
+        if p.output_cut {
+            out.push_str(&format!(
+                "\n[output cut: {} bytes in all, the first {} kept]",
+                p.output_bytes,
+                p.output.len()
+            ));
+        }
+        if let Some(s) = p.status {
+            out.push_str(&format!("\n[exit status {s}]"));
+        }
+        cases.push(Case { class: "gate.probes", name: p.name.clone(), time: p.seconds.unwrap_or(0.0), outcome, out });
+    }
     match a.verdict {
         Verdict::Error => cases.push(Case {
             class: "gate",
             name: "the VM runs".into(),
             time: a.seconds,
             outcome: Outcome::Error(a.reason.clone()),
+            out: String::new(),
         }),
         Verdict::Interrupted => cases.push(Case {
             class: "gate",
             name: "the gate runs to a verdict".into(),
             time: a.seconds,
             outcome: Outcome::Error(a.reason.clone()),
+            out: String::new(),
         }),
         _ => {}
     }
@@ -538,10 +659,13 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
     x.push_str("    </properties>\n");
     for c in &cases {
         let open = format!("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"", c.class, attr(&c.name), c.time);
+        let own =
+            if c.out.is_empty() { String::new() } else { format!("      <system-out>{}</system-out>\n", text(&c.out)) };
         match &c.outcome {
-            Outcome::Passed => x.push_str(&format!("{open}/>\n")),
+            Outcome::Passed if own.is_empty() => x.push_str(&format!("{open}/>\n")),
+            Outcome::Passed => x.push_str(&format!("{open}>\n{own}    </testcase>\n")),
             Outcome::Failed(msg) => x.push_str(&format!(
-                "{open}>\n      <failure message=\"{}\" type=\"{kind_name}\">{}</failure>\n    </testcase>\n",
+                "{open}>\n      <failure message=\"{}\" type=\"{kind_name}\">{}</failure>\n{own}    </testcase>\n",
                 attr(msg),
                 text(&failure_text(a))
             )),
