@@ -101,7 +101,7 @@ impl ConsoleFile {
     pub fn push(&mut self, bytes: &[u8], at: Instant, log: &Log, ui: &Ui) {
         self.bytes += bytes.len() as u64;
         let mut mirror = String::new();
-        let mut last = None;
+        let mut ended = false;
         let mut rest = bytes;
         while !rest.is_empty() {
             self.line_at.get_or_insert(at);
@@ -109,7 +109,8 @@ impl ConsoleFile {
                 Some(i) => {
                     self.line.extend_from_slice(&rest[..i]);
                     rest = &rest[i + 1..];
-                    last = Some(self.end_line(&mut mirror));
+                    self.end_line(&mut mirror);
+                    ended = true;
                 }
                 None => {
                     self.line.extend_from_slice(rest);
@@ -120,6 +121,7 @@ impl ConsoleFile {
                 }
             }
         }
+        let last = self.tail.back().filter(|_| ended).map(|l| &l[STAMP_LEN..]);
         show(&mirror, last, log, ui);
     }
 
@@ -129,8 +131,8 @@ impl ConsoleFile {
         let line = std::mem::take(&mut self.line);
         let mut written = Ok(());
         if self.spilled.is_none() {
-            let at = self.line_at.unwrap_or(self.clock.t0);
-            let stamp = format!("[{:>10.3}] ", self.clock.secs(at));
+            let mut stamp = String::new();
+            push_stamp(&mut stamp, self.clock, self.line_at.unwrap_or(self.clock.t0));
             written = self.out.write_all(stamp.as_bytes());
             self.spilled = Some(printable(&line[..line.len().min(4 * LOG_LINE)]).chars().take(LOG_LINE).collect());
         }
@@ -148,44 +150,52 @@ impl ConsoleFile {
         }
     }
 
-    /// Writes the current line with its time; appends it to `mirror` (for the stage
-    /// log) and returns its text.
-    fn end_line(&mut self, mirror: &mut String) -> String {
+    /// Writes the current line with its time, appends it to `mirror` (for the stage
+    /// log) and to the tail. Every console line passes here: it allocates nothing in
+    /// the common case (the tail's oldest entry is reused).
+    fn end_line(&mut self, mirror: &mut String) {
         let at = self.line_at.take().unwrap_or(self.clock.t0);
         let mut line = std::mem::take(&mut self.line);
         while line.last() == Some(&b'\r') {
             line.pop();
         }
-        let stamp = format!("[{:>10.3}] ", self.clock.secs(at));
+        let mut entry = match self.tail.len() {
+            TAIL_LINES => self.tail.pop_front().unwrap_or_default(),
+            _ => String::with_capacity(128),
+        };
+        entry.clear();
+        push_stamp(&mut entry, self.clock, at);
         let spilled = self.spilled.take();
         let written = match spilled {
             Some(_) => Ok(()),
-            None => self.out.write_all(stamp.as_bytes()),
+            None => self.out.write_all(entry.as_bytes()),
         };
         let written = written.and_then(|()| self.out.write_all(&line)).and_then(|()| self.out.write_all(b"\n"));
         self.note_error(written);
         self.lines += 1;
-        let text: String = spilled.unwrap_or_else(|| printable(&line).chars().take(LOG_LINE).collect());
-        mirror.push_str(&stamp);
-        mirror.push_str(&text);
-        mirror.push('\n');
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
+        match spilled {
+            Some(start) => entry.push_str(&start),
+            None => push_printable(&mut entry, &line, LOG_LINE),
         }
-        self.tail.push_back(format!("{stamp}{text}"));
-        text
+        mirror.push_str(&entry);
+        mirror.push('\n');
+        self.tail.push_back(entry);
+        // The buffer is kept for the next line.
+        self.line = line;
+        self.line.clear();
     }
 
     /// The last `n` lines (with their times), the unfinished one included.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let mut lines: Vec<String> = self.tail.iter().skip(self.tail.len().saturating_sub(n)).cloned().collect();
         if self.has_partial() {
-            let at = self.line_at.unwrap_or(self.clock.t0);
-            let text = match &self.spilled {
-                Some(start) => start.clone(),
-                None => printable(&self.line).chars().take(LOG_LINE).collect(),
-            };
-            lines.push(format!("[{:>10.3}] {text}", self.clock.secs(at)));
+            let mut entry = String::new();
+            push_stamp(&mut entry, self.clock, self.line_at.unwrap_or(self.clock.t0));
+            match &self.spilled {
+                Some(start) => entry.push_str(start),
+                None => push_printable(&mut entry, &self.line, LOG_LINE),
+            }
+            lines.push(entry);
             if lines.len() > n {
                 lines.remove(0);
             }
@@ -197,8 +207,8 @@ impl ConsoleFile {
     pub fn finish(mut self, log: &Log, ui: &Ui) -> Result<Utf8PathBuf> {
         if self.has_partial() {
             let mut mirror = String::new();
-            let last = self.end_line(&mut mirror);
-            show(&mirror, Some(last), log, ui);
+            self.end_line(&mut mirror);
+            show(&mirror, self.tail.back().map(|l| &l[STAMP_LEN..]), log, ui);
         }
         if let Some(e) = self.error.take() {
             return Err(e).with_context(|| format!("cannot write the console to {}", self.tmp));
@@ -213,18 +223,42 @@ impl ConsoleFile {
 }
 
 /// Copies console lines to the stage log (one write) and the last one to the display.
-fn show(mirror: &str, last: Option<String>, log: &Log, ui: &Ui) {
+fn show(mirror: &str, last: Option<&str>, log: &Log, ui: &Ui) {
     if !mirror.is_empty() {
         log.bytes(mirror.as_bytes());
     }
     if let Some(line) = last.filter(|l| !l.trim().is_empty()) {
-        ui.stage_line(&line);
+        ui.stage_line(line);
+    }
+}
+
+/// Length of the time that begins each console line: `[    12.345] `.
+const STAMP_LEN: usize = 13;
+
+/// Appends `[    12.345] ` (seconds since the boot began, to the millisecond).
+fn push_stamp(out: &mut String, clock: Clock, at: Instant) {
+    use std::fmt::Write as _;
+    let ms = at.saturating_duration_since(clock.t0).as_millis();
+    let _ = write!(out, "[{:>6}.{:03}] ", ms / 1000, ms % 1000);
+}
+
+/// Appends at most `max` characters of [`printable`]`(line)`; plain ASCII, the usual
+/// console line, is copied as it is.
+fn push_printable(out: &mut String, line: &[u8], max: usize) {
+    if line.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t') {
+        let line = &line[..line.len().min(max)];
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+    } else {
+        out.extend(printable(line).chars().take(max));
     }
 }
 
 /// A console line as text that is safe on a terminal: escape sequences (which could
 /// clear the operator's screen) and control characters other than tab are dropped.
 pub fn printable(line: &[u8]) -> String {
+    if line.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t') {
+        return std::str::from_utf8(line).unwrap_or_default().to_owned();
+    }
     let text = String::from_utf8_lossy(line);
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
