@@ -56,6 +56,10 @@ const PING_EVERY: Duration = Duration::from_millis(2500);
 /// is typed: a login that prints its prompt before it turns the terminal's echo off
 /// (busybox's does) would otherwise show the password on the console.
 const PASSWORD_QUIET: Duration = Duration::from_millis(300);
+/// How long the console must stay quiet after the login before the gate pings the
+/// shell without having seen its prompt: syslogd may write `ROOT LOGIN ...` onto the
+/// prompt's line in the same read, so the prompt never ends the unfinished line.
+const SHELL_QUIET: Duration = Duration::from_secs(5);
 /// The answer to a cursor position request: a 24-line, 80-column terminal.
 const CURSOR_POSITION: &[u8] = b"\x1b[24;80R";
 
@@ -368,10 +372,12 @@ enum State {
     /// Waiting for getty's login prompt.
     Login,
     /// The account name was sent: waiting for `Password:`, the shell prompt, or a
-    /// refusal. `asked`: a password prompt came, and the password waits for quiet.
+    /// refusal. `asked`: a password prompt came, and the password waits for quiet;
+    /// `answered`: a line came back since the name (or the password) was sent.
     User {
         password_sent: bool,
         asked: bool,
+        answered: bool,
     },
     /// The shell prompt appeared: pinging until the shell answers.
     Ready {
@@ -508,7 +514,7 @@ impl<'p> Exchange<'p> {
         let line = &self.line[from..];
         match self.state {
             State::Login if self.probes.login.login_prompt.is_match(line) => self.send_user(),
-            State::User { password_sent, asked: false } => {
+            State::User { password_sent, asked: false, .. } => {
                 if self.probes.login.login_prompt.is_match(line) {
                     self.refused("the login prompt came back");
                 } else if password_prompt(line) {
@@ -524,11 +530,15 @@ impl<'p> Exchange<'p> {
                             "set gate.login.password_file to a file (mode 0600) holding the account's password".into(),
                         );
                     } else {
-                        self.state = State::User { password_sent: false, asked: true };
+                        self.state = State::User { password_sent: false, asked: true, answered: false };
                     }
                 } else if self.probes.login.prompt.is_match(line) {
                     self.state = State::Ready { last_ping: None };
                 }
+            }
+            // A shell that was only assumed (see SHELL_QUIET) may turn out to be login.
+            State::Ready { .. } if self.probes.login.login_prompt.is_match(line) => {
+                self.refused("the login prompt came back");
             }
             _ => {}
         }
@@ -566,10 +576,20 @@ impl<'p> Exchange<'p> {
                 if now < quiet {
                     return Action::Wait(quiet.min(self.deadline));
                 }
-                self.state = State::User { password_sent: true, asked: false };
+                self.state = State::User { password_sent: true, asked: false, answered: false };
                 self.login.password_sent = true;
                 self.sent_at = Some(self.line.len());
                 return Action::Send { payload: Payload::Password, what: "the password".into() };
+            }
+            State::User { answered: true, .. } => {
+                let quiet = self.last_byte + SHELL_QUIET;
+                if now < quiet {
+                    return Action::Wait(quiet.min(self.deadline));
+                }
+                // The login went quiet after answering: a shell whose prompt was not
+                // seen. A ping finds out.
+                self.state = State::Ready { last_ping: None };
+                return self.next(now);
             }
             State::Ready { last_ping } => {
                 if last_ping.is_none_or(|t| now >= t + PING_EVERY) {
@@ -632,7 +652,7 @@ impl<'p> Exchange<'p> {
     }
 
     fn send_user(&mut self) {
-        self.state = State::User { password_sent: false, asked: false };
+        self.state = State::User { password_sent: false, asked: false, answered: false };
         let user = format!("{}\r", self.probes.login.user);
         self.send(Payload::Text(user.into_bytes()), format!("the account name `{}`", self.probes.login.user));
     }
@@ -666,8 +686,11 @@ impl<'p> Exchange<'p> {
     /// A line ended (`whole`) at `at`, or a piece of an over-long one was taken.
     fn complete_line(&mut self, line: &[u8], whole: bool, at: Instant) {
         match self.state {
-            State::User { .. } if whole && line.windows(15).any(|w| w == b"Login incorrect") => {
+            State::User { .. } | State::Ready { .. } if whole && contains(line, b"Login incorrect") => {
                 self.refused("Login incorrect");
+            }
+            State::User { password_sent, asked, answered: false } if whole => {
+                self.state = State::User { password_sent, asked, answered: true };
             }
             State::Ready { .. } if whole && contains(line, &self.ready) => {
                 self.login.verdict = "pass";
@@ -1018,6 +1041,30 @@ mod tests {
             g.x.failure().unwrap().reason,
             "the login prompt did not appear within 3s after the last marker (gate.login.within_secs)"
         );
+    }
+
+    #[test]
+    fn a_prompt_hidden_by_a_syslog_line_is_found_by_a_ping() {
+        let p = probes(ONE);
+        let mut g = Guest::new(&p, false, b"login: ", true);
+        g.drain();
+        // syslogd writes root's login onto the prompt's line, in the same read.
+        let hidden = b"root\r\nroot@clawdie:~ # Jan  1 00:00:09 clawdie login[901]: ROOT LOGIN (root) ON ttyu0\r\n";
+        assert!(g.print(hidden).is_empty());
+        assert!(matches!(g.later(Duration::from_secs(4)), Action::Wait(_)));
+        let Action::Send { payload: Payload::Text(ping), .. } = g.later(Duration::from_secs(1)) else { panic!() };
+        assert!(String::from_utf8(ping).unwrap().contains("__mb_%s_ready"));
+
+        // A login that only paused (busybox waits 3 s before `Login incorrect`) is
+        // still refused when it speaks.
+        let mut g = Guest::new(&p, true, b"login: ", true);
+        g.drain();
+        g.print(b"root\r\nPassword:");
+        g.later(PASSWORD_QUIET);
+        g.print(b"\r\n");
+        g.later(SHELL_QUIET);
+        g.print(b"Login incorrect\r\n");
+        assert!(g.x.failure().unwrap().reason.ends_with("Login incorrect"));
     }
 
     #[test]

@@ -473,14 +473,17 @@ impl<'a> Watch<'a> {
 
     fn next_deadline(&self) -> Instant {
         if let Some(after) = &self.after {
-            let mut next = after.until;
+            // The end of the settle period decides only once the probes have passed;
+            // until then the exchange says when to look again.
+            let mut next = self.probes_passed().then_some(after.until);
             if let Some(wake) = self.exchange_wake {
-                next = next.min(wake);
+                next = Some(next.map_or(wake, |n| n.min(wake)));
             }
             if let Some(h) = &self.plan.checks.heartbeat {
-                next = next.min(after.beat + h.max_gap);
+                let beat = after.beat + h.max_gap;
+                next = Some(next.map_or(beat, |n| n.min(beat)));
             }
-            return next;
+            return next.unwrap_or_else(|| Instant::now() + TICK);
         }
         let (k, since) = self.next_marker();
         let marker = since + self.plan.checks.markers[k].within;
