@@ -261,11 +261,10 @@ pub fn check_password_file(path: &Utf8PathBuf) -> Result<()> {
 
 /// pkgrepo's error as a failure of ours, its help line kept.
 fn secret_failure(e: pkgrepo::Error) -> anyhow::Error {
-    let failure = crate::failure::Failure::new(format!("{e:#}"));
-    match e.help() {
-        Some(help) => failure.help(help).into(),
-        None => failure.into(),
-    }
+    let help = e.help().unwrap_or(
+        "write the password alone on the first line of a file of mode 0600, and name it in gate.login.password_file",
+    );
+    crate::failure::Failure::new(format!("{e:#}")).help(help).into()
 }
 
 /// Reads the password: the file's first line, without its line end.

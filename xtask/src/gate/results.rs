@@ -799,4 +799,29 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "[     0.000] one\n[     0.000] two\n[     1.500] login: \n");
     }
+
+    #[test]
+    fn a_line_that_never_ends_is_not_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("console.log")).unwrap();
+        let clock = Clock::start();
+        let mut c = ConsoleFile::create(&path, clock).unwrap();
+        let ui = Ui::new(crate::ui::Mode::Plain, false, false);
+        let log = Log::sink();
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            c.push(&block, clock.t0, &log, &ui);
+            assert!(c.line.len() <= LINE_HELD, "{} bytes held", c.line.len());
+        }
+        assert!(c.has_partial());
+        // The report shows its start, cut.
+        assert_eq!(c.tail(1)[0], format!("[     0.000] {}", "x".repeat(LOG_LINE)));
+        c.push(b"x\nnext\n", clock.t0, &log, &ui);
+        c.finish(&log, &ui).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let mut want = b"[     0.000] ".to_vec();
+        want.extend(std::iter::repeat_n(b'x', 64 * 64 * 1024 + 1));
+        want.extend_from_slice(b"\n[     0.000] next\n");
+        assert!(text == want, "the file holds the whole line, once, with one time");
+    }
 }
