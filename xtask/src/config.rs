@@ -248,6 +248,7 @@ pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)>
         table::<crate::publish::PublishConfig>("publish"),
         table::<crate::iso::IsoConfig>("iso"),
         table::<crate::gate::GateConfig>("gate"),
+        table::<crate::gate::LoginConfig>("gate.login"),
         table::<crate::gate::BhyveConfig>("gate.bhyve"),
         table::<crate::gate::QemuConfig>("gate.qemu"),
         table::<crate::gate::CommandConfig>("gate.command"),
