@@ -70,8 +70,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// POUDRIERE_DATA/{logs/bulk/M/B, packages/M} for a full-tree build in which colibri
-/// was built: 1,000 failed, 800 skipped, 200 ignored, the rest built.
+/// POUDRIERE_DATA/{logs/bulk/M/B, packages/M} for a full-tree build (`bulk -a`: every
+/// port listed) in which colibri was built: 1,000 failed (every tenth a crashed builder),
+/// 800 skipped, 200 ignored, the rest built; committed as poudriere 3.4.8 commits.
 fn make_build(root: &Path) -> (PathBuf, Vec<PathBuf>) {
     let data = root.join("data");
     let build = data.join("logs/bulk/clawdie-amd64-clawdie/bench");
@@ -88,6 +89,12 @@ fn make_build(root: &Path) -> (PathBuf, Vec<PathBuf>) {
         files.push(path);
     };
     write(
+        ".poudriere.ports.queued",
+        &mut (0..PORTS - 1)
+            .map(|i| format!("category{}/port{i} port{i}-1.{i} listed", i % 60))
+            .chain(["sysutils/colibri colibri-0.9.0 listed".to_owned()]),
+    );
+    write(
         ".poudriere.ports.built",
         &mut (0..built - 1)
             .map(|i| format!("category{}/port{i} port{i}-1.{i} {}", i % 60, i % 3600))
@@ -95,8 +102,10 @@ fn make_build(root: &Path) -> (PathBuf, Vec<PathBuf>) {
     );
     write(
         ".poudriere.ports.failed",
-        &mut (0..failed)
-            .map(|i| format!("devel/broken{i} broken{i}-2.{i} build {} {}", ["", "compiler_error"][i % 2], i)),
+        &mut (0..failed).map(|i| match i % 10 {
+            0 => format!("devel/broken{i} broken{i}-2.{i} build build"),
+            n => format!("devel/broken{i} broken{i}-2.{i} build {} {i}", ["???", "compiler_error"][n % 2]),
+        }),
     );
     write(
         ".poudriere.ports.skipped",
@@ -121,6 +130,7 @@ fn make_build(root: &Path) -> (PathBuf, Vec<PathBuf>) {
     let packages = data.join("packages/clawdie-amd64-clawdie");
     fs::create_dir_all(packages.join(".real_1781913600/All")).unwrap();
     fs::write(packages.join(".real_1781913600/All/colibri-0.9.0.pkg"), b"pkg").unwrap();
+    fs::write(packages.join(".real_1781913600/.buildname"), "bench\n").unwrap();
     std::os::unix::fs::symlink(".real_1781913600", packages.join(".latest")).unwrap();
     (build, files)
 }

@@ -142,11 +142,16 @@ fn close(cur: &mut Pending, out: &mut Crates) {
     // registries) is left out, as the framework does.
 }
 
-/// Splits a CARGO_CRATES registry entry into name and version at the first `-`
-/// followed by a digit.
+/// Splits a CARGO_CRATES registry entry into name and version as cargo.mk does
+/// (`C/^([-_a-zA-Z0-9]+)-([0-9].*)/`, docs/reference/ports-cargo.md): the name is the
+/// longest run of `[-_a-zA-Z0-9]` that is followed by `-` and a digit, so the split is at
+/// the last such `-` before the first other character (`md-5-0.10.6` is `md-5` and
+/// `0.10.6`).
 pub fn split_entry(entry: &str) -> Option<(&str, &str)> {
     let bytes = entry.as_bytes();
-    (0..bytes.len().saturating_sub(1))
+    let name_chars = bytes.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_').count();
+    (1..name_chars.min(bytes.len().saturating_sub(1)))
+        .rev()
         .find(|&i| bytes[i] == b'-' && bytes[i + 1].is_ascii_digit())
         .map(|i| (&entry[..i], &entry[i + 1..]))
 }
@@ -230,5 +235,14 @@ source = "sparse+https://my.registry/index/"
         assert_eq!(split_entry("aho-corasick-1.1.3"), Some(("aho-corasick", "1.1.3")));
         assert_eq!(split_entry("r-efi-5.3.0"), Some(("r-efi", "5.3.0")));
         assert_eq!(split_entry("nodash"), None);
+        // The name is the longest one cargo.mk's pattern allows.
+        assert_eq!(split_entry("md-5-0.10.6"), Some(("md-5", "0.10.6")));
+        assert_eq!(split_entry("utf-8-0.7.6"), Some(("utf-8", "0.7.6")));
+        assert_eq!(split_entry("sha-1-0.10.1"), Some(("sha-1", "0.10.1")));
+        assert_eq!(split_entry("ripemd-160-0.9.1"), Some(("ripemd-160", "0.9.1")));
+        assert_eq!(split_entry("foo-1.0.0-alpha-1"), Some(("foo", "1.0.0-alpha-1")));
+        assert_eq!(split_entry("x-1"), Some(("x", "1")));
+        assert_eq!(split_entry("-1.0"), None);
+        assert_eq!(split_entry("a.b-1.0"), None);
     }
 }

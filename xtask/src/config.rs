@@ -88,8 +88,12 @@ settings! {
         pub url: String = "https://pkg.clawdie.si/".into(),
         /// ABI every package must carry (`pkg config abi` on the target).
         pub abi: String = "FreeBSD:15:amd64".into(),
-        /// OSVERSION of the target release, for `pkg -o OSVERSION=`.
-        pub osversion: u32 = 1500000,
+        /// OSVERSION of the target release (its `__FreeBSD_version`), for `pkg -o
+        /// OSVERSION=` in the iso stage: 1500068 is 15.0-RELEASE. It must not be lower
+        /// than the value pkg stamps into every package, the jail's (the
+        /// `#define __FreeBSD_version` line of the jail's usr/include/sys/param.h), or pkg
+        /// asks before it installs them; its major version must be the ABI's.
+        pub osversion: u32 = 1500068,
     }
 }
 
@@ -165,8 +169,10 @@ tools! {
     kldload => "kldload",
     /// kldstat.
     kldstat => "kldstat",
-    /// service(8).
+    /// service(8), for nginx in setup and publish.
     service => "service",
+    /// nginx, for `nginx -t` before setup and publish reload it.
+    nginx => "nginx",
     /// rsync, for remote publishing.
     rsync => "rsync",
     /// ssh, for remote publishing.
@@ -242,6 +248,7 @@ pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)>
         table::<crate::publish::PublishConfig>("publish"),
         table::<crate::iso::IsoConfig>("iso"),
         table::<crate::gate::GateConfig>("gate"),
+        table::<crate::gate::LoginConfig>("gate.login"),
         table::<crate::gate::BhyveConfig>("gate.bhyve"),
         table::<crate::gate::QemuConfig>("gate.qemu"),
         table::<crate::gate::CommandConfig>("gate.command"),
@@ -519,12 +526,42 @@ impl Loaded {
                 ));
             }
         }
+        self.validate_osversion()?;
         crate::poudriere::validate(self)?;
         crate::port::validate(self)?;
         crate::makesum::validate(self)?;
         crate::publish::validate(self)?;
         crate::iso::validate(self)?;
         crate::gate::validate(self)?;
+        Ok(())
+    }
+
+    /// pkg refuses a repository whose packages are for another major version than its
+    /// OSVERSION says (`is_valid_os_version()` in pkg's libpkg/utils.c): the two
+    /// settings that say it must agree.
+    fn validate_osversion(&self) -> Result<()> {
+        let repo = &self.config.repository;
+        let mut abi = repo.abi.split(':');
+        let abi_major = match (abi.next(), abi.next().map(str::parse::<u32>)) {
+            (Some("FreeBSD"), Some(Ok(major))) => major,
+            _ => return Ok(()),
+        };
+        let major = repo.osversion / 100_000;
+        if major != abi_major {
+            return Err(self
+                .failure_at(
+                    "repository.osversion",
+                    format!(
+                        "OSVERSION {} is FreeBSD {major}, but repository.abi `{}` is FreeBSD {abi_major}: pkg would refuse the packages",
+                        repo.osversion, repo.abi
+                    ),
+                )
+                .help(format!(
+                    "set repository.osversion to the release's __FreeBSD_version ({} for 15.0-RELEASE; the `#define __FreeBSD_version` line of the jail's usr/include/sys/param.h)",
+                    RepositoryConfig::default().osversion
+                ))
+                .into());
+        }
         Ok(())
     }
 }

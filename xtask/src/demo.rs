@@ -53,10 +53,22 @@ impl Demo {
                 "\non mother-build (FreeBSD) the pipeline continues; these are the exact commands ({}):",
                 join(rest.iter())
             ));
-            engine.release(
-                &ReleaseOpts { from: Some(*first), dry_run: true, ..Default::default() },
-                &crate::engine::default_stage,
-            )?;
+            // A release that ends in a gate with nothing to boot is refused; the stages
+            // before the gate are still worth showing, and the refusal says what to set.
+            let refusal = crate::gate::check_release(&loaded, &rest).err();
+            let to = match (&refusal, rest.iter().position(|s| *s == StageName::Gate)) {
+                (Some(_), Some(gate)) => gate.checked_sub(1).map(|i| rest[i]),
+                _ => rest.last().copied(),
+            };
+            if let Some(to) = to {
+                engine.release(
+                    &ReleaseOpts { from: Some(*first), to: Some(to), dry_run: true, ..Default::default() },
+                    &crate::engine::default_stage,
+                )?;
+            }
+            if let Some(refusal) = refusal {
+                ui.eprintln(&format!("\ngate: not shown: {}", crate::ui::render_error(&refusal)));
+            }
         }
         ui.eprintln(&format!("\nstate and logs: {}   (cargo xtask --config {config} status)", engine.state.root()));
         Ok(())

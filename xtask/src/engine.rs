@@ -298,6 +298,9 @@ impl<'a> Engine<'a> {
     /// `cargo xtask release`.
     pub fn release(&self, opts: &ReleaseOpts, make: &dyn Fn(StageName) -> Box<dyn AnyStage>) -> Result<()> {
         let stages = self.select(opts)?;
+        if !opts.resume {
+            crate::gate::check_release(self.loaded, &stages)?;
+        }
         if opts.dry_run {
             return self.release_dry_run(&stages, opts, make);
         }
@@ -319,6 +322,7 @@ impl<'a> Engine<'a> {
                 self.ui.eprintln(&format!("run {} completed every stage; nothing to resume", run.id()));
                 return Ok(());
             };
+            crate::gate::check_release(self.loaded, &order[start..])?;
             self.ui.eprintln(&format!("resuming run {} at `{}`", run.id(), order[start]));
             (run, order[start..].to_vec(), true)
         } else {

@@ -132,7 +132,10 @@ impl Failure {
     /// An annotation around an error that has no [`Failure`] of its own: displays as the
     /// error itself, so the chain reads the same.
     fn wrap(error: anyhow::Error) -> Failure {
-        Failure { source: Some(error.into()), ..Failure::default() }
+        // The wrapped error's own link is skipped by the chain (its message is this
+        // link's), so its help lines are carried here.
+        let help = help_lines(&error);
+        Failure { source: Some(error.into()), help, ..Failure::default() }
     }
 }
 
@@ -287,6 +290,19 @@ mod tests {
         let err = err.class(Class::Infrastructure).unwrap_err();
         assert_eq!(class_of(&err), Some(Class::Product));
         assert_eq!(class_of(&anyhow::anyhow!("plain")), None);
+    }
+
+    #[test]
+    fn a_class_keeps_the_help_of_a_pkgrepo_error() {
+        let key = tempfile::tempdir().unwrap();
+        let path = camino::Utf8PathBuf::from_path_buf(key.path().join("k")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", &path).unwrap();
+        let err = pkgrepo::key::check_private_key(&path).map_err(anyhow::Error::from);
+        let help = help_lines(err.as_ref().unwrap_err());
+        assert!(!help.is_empty(), "pkgrepo gives help for a symlinked key");
+        let err = err.class(Class::Infrastructure).unwrap_err();
+        assert_eq!(help_lines(&err), help);
+        assert_eq!(class_of(&err), Some(Class::Infrastructure));
     }
 
     #[test]

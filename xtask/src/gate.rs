@@ -1,7 +1,9 @@
 //! gate: boot the image and judge its serial console. Required markers in order, each
 //! with a deadline; forbidden patterns that fail the boot the moment they appear; a
-//! restart-loop rule; a global timeout. The VM is torn down on every path, and the
-//! whole console, a JUnit file and a JSON result are left in the run directory.
+//! restart-loop rule; a global timeout. After the last marker, probes log in on the
+//! console and ask the guest whether its services run, and a heartbeat may be required
+//! to keep coming. The VM is torn down on every path, and the whole console, a JUnit
+//! file and a JSON result are left in the run directory.
 //!
 //! Exit status: 0 the image passed, 1 the image failed (never retried), 2 the gate
 //! could not judge it (an infrastructure error: the VM did not start, firmware missing;
@@ -10,6 +12,7 @@
 mod backend;
 mod checks;
 mod network;
+mod probe;
 mod results;
 mod scan;
 mod session;
@@ -28,7 +31,8 @@ use crate::fingerprint::Fingerprint;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 
-pub use checks::{Forbidden, Marker, RestartLoop};
+pub use checks::{Forbidden, Heartbeat, Marker, RestartLoop};
+pub use probe::Probe;
 
 /// The hypervisor (or program) that provides the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -76,21 +80,29 @@ settings! {
     /// gate: boot the image and judge its serial console. The checks: `markers` must
     /// appear in order, each within its deadline; any of `forbidden` (and
     /// `forbidden_extra`) fails the boot the moment it appears; `restart_loop` fails a
-    /// service that keeps restarting; `timeout_secs` bounds the whole boot. Patterns are
-    /// regular expressions (Rust `regex`, bytes, Unicode off) matched within one console
-    /// line; `^` is the start of a line. Escape sequences are ignored.
+    /// service that keeps restarting; `timeout_secs` bounds the whole boot. After the
+    /// last marker, `probes` log in on the console ([gate.login]) and run commands that
+    /// must give an exit status or output, and `heartbeat` may require a line to keep
+    /// coming; the verdict comes when both the settle period and the probes are over.
+    /// Patterns are regular expressions (Rust `regex`, bytes, Unicode off) matched
+    /// within one console line; `^` is the start of a line, `$` its end. Escape
+    /// sequences are ignored. In patterns, `{rc}` stands for the port's rc.d services,
+    /// `{bin}` for its programs (both read from the port), `{kernel}` and `{syslog}` for
+    /// the optional prefix syslogd writes before a kernel or program line.
     pub struct GateConfig {
         /// `bhyve`, `qemu` or `command` (any program whose stdout is the console; see
         /// [gate.command]). `--backend` overrides it.
         pub backend: Backend = Backend::Bhyve,
         /// The image to boot instead of the one `iso` recorded (relative to
-        /// pipeline.toml). `--image` overrides both.
+        /// pipeline.toml). `--image` overrides both. With bhyve, no commas (bhyve cuts
+        /// `-s` values at them).
         pub image: Option<Utf8PathBuf> = None,
         /// Guest memory, e.g. `2G` or `512M` (bhyve `-m`, QEMU `-m`).
         pub memory: String = "2G".into(),
         /// Guest CPUs (bhyve `-c`, QEMU `-smp`).
         pub cpus: u32 = 2,
-        /// The VM's name (bhyve: /dev/vmm/NAME; letters, digits, `-`, `_`, `.`).
+        /// The VM's name (bhyve: /dev/vmm/NAME; letters, digits, `-`, `_`, `.`; not `.`
+        /// or `..`).
         pub vm_name: String = "clawdie-gate".into(),
         /// The longest the whole boot may take, start to last marker, in seconds.
         pub timeout_secs: u64 = 900,
@@ -107,20 +119,60 @@ settings! {
         /// previous marker (the first: from the start).
         pub markers: Vec<Marker> = checks::default_markers(),
         /// Forbidden patterns: `{ name = "...", regex = "..." }`, optionally
+        /// `except = "..."` (a line that also matches it is harmless) and
         /// `before_last_marker = true` (only forbidden until the last marker). Replacing
-        /// the list replaces the FreeBSD defaults; add to them with `forbidden_extra`.
+        /// the list replaces the FreeBSD defaults (docs/reference/boot-gate.md lists each
+        /// with its source); add to them with `forbidden_extra`.
         pub forbidden: Vec<Forbidden> = checks::default_forbidden(),
         /// More forbidden patterns, checked as well as `forbidden`.
         pub forbidden_extra: Vec<Forbidden> = Vec::new(),
+        /// Processes, as the kernel names them (the executable's basename, at most 19
+        /// characters), that may crash during the boot: a pattern with a `process` group
+        /// (the default `process-crash`) does not fail on them.
+        pub expected_crashes: Vec<String> = Vec::new(),
         /// A restart loop: `regex` seen `count` times within `within_secs` fails the
         /// boot. `count = 0` turns the rule off.
         pub restart_loop: RestartLoop = RestartLoop::default(),
+        /// Commands run on the guest after the last marker, each `{ name = "...", run =
+        /// "...", status = 0, output = "regex", within_secs = 30 }` (`status` and/or
+        /// `output`: the exit status it must give, a regex some line of its output must
+        /// match). Each is a JUnit test case. An empty list: no login, no probes.
+        pub probes: Vec<Probe> = probe::default_probes(),
+        /// How the probes log in; see [gate.login].
+        pub login: LoginConfig = LoginConfig::default(),
+        /// A line that must keep coming after the last marker (for images without a
+        /// login): `{ regex = "...", max_gap_secs = 5 }`; its absence for longer than
+        /// the gap fails the boot at that moment. Unset: none.
+        pub heartbeat: Option<Heartbeat> = None,
         /// bhyve settings; see [gate.bhyve].
         pub bhyve: BhyveConfig = BhyveConfig::default(),
         /// QEMU settings; see [gate.qemu].
         pub qemu: QemuConfig = QemuConfig::default(),
         /// `command` backend settings; see [gate.command].
         pub command: CommandConfig = CommandConfig::default(),
+    }
+}
+
+settings! {
+    /// gate.login: how the probes log in on the serial console: wait for getty's login
+    /// prompt, send the account name (and the password when asked), wait for the shell
+    /// prompt. A login that does not come within `within_secs` fails the image (every
+    /// marker was seen, so the machine works).
+    pub struct LoginConfig {
+        /// The account. Probe as root: `service NAME status` reads a pidfile only root
+        /// can read, and answers "not running" to anyone else.
+        pub user: String = "root".into(),
+        /// A file holding the account's password on its first line, kept like the
+        /// signing key: mode 0600, never printed, logged or copied. Unset: the account
+        /// has none (FreeBSD lets root in on a console marked `secure` in /etc/ttys).
+        pub password_file: Option<Utf8PathBuf> = None,
+        /// getty's login prompt: a regex matched at the end of the unfinished console line.
+        pub login_prompt: String = "login: $".into(),
+        /// The shell prompt: a regex matched at the end of the unfinished console line
+        /// (root's sh on FreeBSD prompts `root@HOST:~ # `).
+        pub prompt: String = r"[#$] $".into(),
+        /// Seconds from the last marker to the shell's first answer.
+        pub within_secs: u64 = 60,
     }
 }
 
@@ -132,7 +184,8 @@ settings! {
         /// `uefi` (firmware, `-l bootrom,FIRMWARE`) or `bhyveload` (the FreeBSD loader
         /// in userland first, then bhyve without firmware).
         pub boot: BhyveBoot = BhyveBoot::Uefi,
-        /// UEFI firmware for `boot = "uefi"` (packages edk2-bhyve / bhyve-firmware).
+        /// UEFI firmware for `boot = "uefi"` (package edk2-bhyve, which `cargo xtask
+        /// setup` installs). No commas: bhyve cannot take one in `-l bootrom,PATH`.
         pub firmware: Utf8PathBuf = "/usr/local/share/uefi-firmware/BHYVE_UEFI.fd".into(),
         /// The LPC serial port whose console is on stdio (`-l com1,stdio`).
         pub console: String = "com1".into(),
@@ -143,15 +196,15 @@ settings! {
         pub extra_args: Vec<String> = Vec::new(),
         /// `--pf-allow`: the bridge the guest's tap joins.
         pub bridge: String = "bridge0".into(),
-        /// `--pf-allow`: the pf anchor the pass rules are loaded into (the main ruleset
-        /// must reference it, e.g. `anchor "mother-build/*"`).
+        /// `--pf-allow`: the pf anchor the pass rules are loaded into. The main ruleset
+        /// (/etc/pf.conf) must reference it, e.g. `anchor "mother-build/*"`, or its rules
+        /// never apply: the gate checks `pfctl -s rules` before it loads them.
         pub pf_anchor: String = "mother-build/gate".into(),
         /// `--pf-allow`: the rules, one a line; `{tap}` and `{bridge}` are replaced by
-        /// the interfaces.
-        pub pf_rules: Vec<String> = vec![
-            "pass quick on {tap} all keep state".into(),
-            "pass quick on {bridge} all keep state".into(),
-        ],
+        /// the interfaces. The default passes the guest's tap only: a rule on the bridge
+        /// would open everything that crosses it. NAT for the guest belongs to the main
+        /// ruleset.
+        pub pf_rules: Vec<String> = vec!["pass quick on {tap} all keep state".into()],
     }
 }
 
@@ -195,7 +248,42 @@ settings! {
 /// command at once, pointing at its line, not after an hour of building.
 pub fn validate(loaded: &Loaded) -> Result<()> {
     checks::Checks::validate(loaded)?;
+    probe::Probes::validate(loaded)?;
     backend::validate(loaded)
+}
+
+/// Refuses, before its first stage, a release that would end in a gate with nothing to
+/// boot: the gate's backend needs an image, gate.image is unset and iso.build_command is
+/// empty (so iso records none), which would otherwise fail only after every stage before.
+pub fn check_release(loaded: &Loaded, stages: &[StageName]) -> Result<()> {
+    let cfg = &loaded.config;
+    if !stages.contains(&StageName::Gate) || cfg.gate.image.is_some() || !cfg.iso.build_command.is_empty() {
+        return Ok(());
+    }
+    let needs_image = match cfg.gate.backend {
+        Backend::Bhyve => true,
+        Backend::Qemu => cfg.gate.qemu.kernel.is_none(),
+        Backend::Command => false,
+    };
+    if !needs_image {
+        return Ok(());
+    }
+    let mut refusal = loaded
+        .failure_at(
+            "iso.build_command",
+            format!(
+                "this release ends in gate, which boots an image with {}, but nothing makes one: iso.build_command is empty (iso builds no image) and gate.image is unset",
+                cfg.gate.backend.as_str()
+            ),
+        )
+    .help("set iso.build_command to the ISO build script, with `{root}` and `{image}` where it takes the staging root and the image (docs/runbook.md, \"The image the gate boots\"), or gate.image to an image to boot")
+    .usage();
+    let all = &cfg.pipeline.stages;
+    if let Some(before) = all.iter().position(|s| *s == StageName::Gate).and_then(|i| i.checked_sub(1)) {
+        refusal = refusal
+            .help(format!("or stop before the gate: {}", loaded.xtask(&format!("release --to {}", all[before]))));
+    }
+    Err(refusal.into())
 }
 
 /// What `gate` records.
@@ -229,6 +317,7 @@ pub struct GatePlan {
     steps: Plan,
     vm: backend::Vm,
     checks: checks::Checks,
+    probes: Option<probe::Probes>,
     network: Option<network::NetworkPlan>,
     timing: Timing,
 }
@@ -275,7 +364,11 @@ impl Gate {
             Backend::Bhyve => true,
         };
         if let Some(image) = &self.image {
-            return Ok(Some(crate::config::absolute(image)?));
+            let image = crate::config::absolute(image)?;
+            if backend == Backend::Bhyve && image.as_str().contains(',') {
+                bail!(backend::comma_refusal("--image", image.as_str()).usage());
+            }
+            return Ok(Some(image));
         }
         if let Some(image) = &cfg.image {
             steps.note(format!("image from gate.image: {}", cx.resolve(image)));
@@ -324,12 +417,18 @@ impl Gate {
                 backend.as_str()
             );
         }
-        let checks = checks::Checks::compile(cx.loaded)?;
+        let names = port_names(cx, &mut steps);
+        let checks = checks::Checks::compile(cx.loaded, &names)?;
+        let probes = probe::Probes::compile(cx.loaded)?;
         let image = self.image(cx, backend, &mut steps)?;
         let vm = backend::Vm::resolve(cx, backend, image, &self.command)?;
         let network = self.pf_allow.then(|| network::NetworkPlan::new(cx));
         vm.plan(cx, network.as_ref(), &mut steps)?;
         checks.plan(&mut steps);
+        match &probes {
+            Some(p) => p.plan(&mut steps)?,
+            None => steps.note("no probes (gate.probes is empty): nothing asks the guest whether its services run"),
+        }
         let t = Timing::from(cfg);
         steps.check(format!(
             "the whole boot within {}s; after the last marker, {}s more with nothing forbidden; stopping takes SIGTERM, {}s, SIGKILL",
@@ -347,7 +446,7 @@ impl Gate {
         ] {
             steps.push(Step::Write { path: dir.join(file), what: what.into() });
         }
-        Ok(GatePlan { steps, vm, checks, network, timing: t })
+        Ok(GatePlan { steps, vm, checks, probes, network, timing: t })
     }
 }
 
@@ -365,7 +464,8 @@ impl Stage for Gate {
         if let Some(image) = &self.image {
             fp.str("image", image.as_str()).identity("image-file", &crate::config::absolute(image)?)?;
         }
-        let files = [cfg.image.as_ref(), cfg.qemu.kernel.as_ref(), cfg.qemu.initrd.as_ref()];
+        let files =
+            [cfg.image.as_ref(), cfg.qemu.kernel.as_ref(), cfg.qemu.initrd.as_ref(), cfg.login.password_file.as_ref()];
         for path in files.into_iter().flatten() {
             fp.identity(path.as_str(), &cx.resolve(path))?;
         }
@@ -389,6 +489,31 @@ impl Stage for Gate {
 
     fn execute(&self, cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
         session::run(cx, plan)
+    }
+}
+
+/// The names the port gives its services and programs, for `{rc}` and `{bin}`: what
+/// `port` recorded in this run, else the port as configured (`port.colibri` and
+/// `port.source`), else only `port.services` (no programs), which the plan says.
+fn port_names(cx: &Cx, steps: &mut Plan) -> crate::port::PortNames {
+    let cfg = &cx.config().port;
+    if let Ok(port) = cx.output::<crate::port::PortOutputs>(StageName::Port)
+        && (!port.names.services.is_empty() || !port.names.binaries.is_empty())
+    {
+        return port.names;
+    }
+    let dir = cx.resolve(&cfg.colibri).join(&cfg.source);
+    match crate::port::PortNames::read(&dir, &cfg.services) {
+        Ok(names) => {
+            steps.note(format!("the port's names from {dir} (port has not run in this run)"));
+            names
+        }
+        Err(_) => {
+            steps.note(format!(
+                "the port at {dir} cannot be read and port has not run in this run: {{rc}} is port.services, and {{bin}} matches nothing"
+            ));
+            crate::port::PortNames { services: cfg.services.clone(), binaries: Vec::new() }
+        }
     }
 }
 

@@ -51,6 +51,12 @@ pub struct Profile {
     pub require: Vec<String>,
     /// Files that must not be installed.
     pub forbid: Vec<String>,
+    /// Route kernel and daemon messages to the console (validation images), so the
+    /// boot gate sees a process crash: ROOT/etc/syslog.d/ and ROOT/etc/rc.conf.d/syslogd
+    /// (docs/reference/boot-gate.md, "The validation flavour's routing"). Without it,
+    /// those two files are removed if a validation build left them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub console_syslog: bool,
 }
 
 const RUNTIME: [&str; 7] = [
@@ -69,8 +75,8 @@ fn default_profiles() -> BTreeMap<String, Profile> {
     let mut validation = runtime.clone();
     validation.push(TEST_AGENT.into());
     BTreeMap::from([
-        ("production".into(), Profile { require: runtime, forbid: vec![TEST_AGENT.into()] }),
-        ("validation".into(), Profile { require: validation, forbid: Vec::new() }),
+        ("production".into(), Profile { require: runtime, forbid: vec![TEST_AGENT.into()], console_syslog: false }),
+        ("validation".into(), Profile { require: validation, forbid: Vec::new(), console_syslog: true }),
     ])
 }
 
@@ -364,6 +370,7 @@ impl Stage for Iso {
         steps.run(&install);
         let prefix = cfg.prefix.trim_start_matches('/');
         steps.check(format!("{}: the {profile} profile (iso.profiles.{profile})", root.join(prefix)));
+        console_syslog_plan(&root, cx.config().iso.profiles.get(&profile), &mut steps);
         if !cfg.enable_services.is_empty() {
             steps.push(Step::Write {
                 path: root.join("etc/rc.conf"),
@@ -416,6 +423,10 @@ impl Stage for Iso {
         }
 
         check_profile(cx, &plan.root, &plan.profile)?;
+        let routed = cfg.profiles.get(&plan.profile).is_some_and(|p| p.console_syslog);
+        if console_syslog(&plan.root, routed)? {
+            cx.say(format!("kernel and daemon messages go to the console ({})", plan.root.join(SYSLOG_CONSOLE)));
+        }
         if !cfg.enable_services.is_empty() {
             enable_services(&plan.root, &cfg.enable_services)?;
             cx.say(format!("enabled {} in {}", cfg.enable_services.join(", "), plan.root.join("etc/rc.conf")));
@@ -487,14 +498,19 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
     Ok(())
 }
 
-/// What pkg says when it refuses a catalogue (it still exits 0).
-const REFUSALS: [&str; 8] = [
+/// What pkg says when it refuses a catalogue (it still exits 0). The OS-version ones
+/// come from `is_valid_os_version()` (libpkg/utils.c) as the catalogue is read
+/// (libpkg/repo/binary/update.c): packages built for a newer FreeBSD than
+/// repository.osversion.
+const REFUSALS: [&str; 10] = [
     "Invalid signature",
     "signature verification failure",
     "No signature found",
     "No trusted certificate",
     "has been revoked",
     "wrong ABI",
+    "wrong OS version",
+    "Newer FreeBSD version",
     "cannot be opened",
     "Unable to update repository",
 ];
@@ -512,7 +528,7 @@ fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) ->
                 out.describe_status()
             )
             .help(
-                "the repository's signature or ABI does not match what the release trusts; run `cargo xtask sign --verify-only` on it"
+                "the repository's signature or ABI does not match what the release trusts (run `cargo xtask sign --verify-only` on it), or its packages are for a newer FreeBSD than repository.osversion"
             )
         );
     }
@@ -556,6 +572,61 @@ fn check_profile(cx: &Cx, root: &Utf8Path, name: &str) -> Result<()> {
         profile.forbid.len()
     ));
     Ok(())
+}
+
+/// The validation flavour's syslogd routing, in the root (usr.sbin/syslogd/syslogd.c:
+/// the stock syslog.conf includes /etc/syslog.d/*.conf; a selector is that priority or
+/// worse). kern.info carries the kernel's process-crash line (sigexit, LOG_INFO),
+/// daemon.* what daemons log; the stock file sends neither to the console.
+const SYSLOG_CONSOLE: &str = "etc/syslog.d/mother-build-console.conf";
+const SYSLOG_CONSOLE_TEXT: &str = "# Written by `cargo xtask iso` for a validation image: kernel and daemon messages on the\n\
+# console, where the boot gate reads them. Production images do not have this file.\n\
+kern.info\t\t\t\t\t/dev/console\n\
+daemon.*\t\t\t\t\t/dev/console\n";
+/// syslogd's flags for it (libexec/rc/rc.subr `load_rc_config` reads
+/// /etc/rc.conf.d/NAME after rc.conf): `-cc` so identical lines are not folded into
+/// "last message repeated N times" on the console (`logmsg()`); `-s` as the default.
+const SYSLOGD_FLAGS: &str = "etc/rc.conf.d/syslogd";
+const SYSLOGD_FLAGS_TEXT: &str = "# Written by `cargo xtask iso` for a validation image (see /etc/syslog.d/mother-build-console.conf).\n\
+syslogd_flags=\"-s -cc\"\n";
+
+fn console_syslog_plan(root: &Utf8Path, profile: Option<&Profile>, steps: &mut Plan) {
+    if profile.is_some_and(|p| p.console_syslog) {
+        steps.push(Step::Write {
+            path: root.join(SYSLOG_CONSOLE),
+            what: "kern.info and daemon.* to /dev/console".into(),
+        });
+        steps.push(Step::Write { path: root.join(SYSLOGD_FLAGS), what: "syslogd_flags=\"-s -cc\"".into() });
+    } else {
+        for path in [SYSLOG_CONSOLE, SYSLOGD_FLAGS].map(|f| root.join(f)).into_iter().filter(|p| p.exists()) {
+            steps.push(Step::Remove { path });
+        }
+    }
+}
+
+/// Writes the console routing into the root (`routed`), or removes what a validation
+/// build left there. Returns whether it is in place. A file of that name that this
+/// command did not write is refused, never replaced.
+fn console_syslog(root: &Utf8Path, routed: bool) -> Result<bool> {
+    let ours = |text: &str| text.starts_with("# Written by `cargo xtask iso`");
+    for (file, text) in [(SYSLOG_CONSOLE, SYSLOG_CONSOLE_TEXT), (SYSLOGD_FLAGS, SYSLOGD_FLAGS_TEXT)] {
+        let path = root.join(file);
+        let existing = fs::read_to_string(&path).ok();
+        if existing.as_deref().is_some_and(|t| !ours(t)) {
+            bail!(
+                failure!("{path} exists and was not written by `cargo xtask iso`; it is left alone")
+                    .help("remove it from the image, or merge its settings by hand")
+            );
+        }
+        if routed {
+            if existing.as_deref() != Some(text) {
+                fsx::write_atomic(&path, text.as_bytes())?;
+            }
+        } else if existing.is_some() {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {path}"))?;
+        }
+    }
+    Ok(routed)
 }
 
 /// Sets `NAME_enable="YES"` for each service in ROOT/etc/rc.conf.

@@ -72,6 +72,77 @@ pub struct PortOutputs {
     pub crates: usize,
     /// Digest of the staged tree, to notice it being changed or removed.
     pub tree: String,
+    /// What the port names its services and programs (the gate's patterns use them).
+    #[serde(default)]
+    pub names: PortNames,
+}
+
+/// The names a port gives what it installs, as the console shows them: rc names a
+/// service by its rc name (`colibri_daemon`), the kernel a process by its executable's
+/// basename (`colibri-daemon`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortNames {
+    /// rc.d services: the Makefile's USE_RC_SUBR, then any of `port.services` it lacks.
+    pub services: Vec<String>,
+    /// Programs: the basenames of pkg-plist's `bin/`, `sbin/` and `libexec/` entries
+    /// (optional ones too), cut to the 19 characters the kernel keeps (MAXCOMLEN,
+    /// sys/sys/param.h).
+    pub binaries: Vec<String>,
+}
+
+/// The longest process name the kernel prints (`p_comm`, MAXCOMLEN).
+const MAXCOMLEN: usize = 19;
+
+impl PortNames {
+    /// Reads the names from the port in `dir` (its Makefile and pkg-plist); `services`
+    /// are the configured ones, added when the Makefile does not list them.
+    pub fn read(dir: &Utf8Path, services: &[String]) -> Result<PortNames> {
+        let makefile = dir.join("Makefile");
+        let text =
+            fs::read_to_string(&makefile).with_context(|| format!("cannot read the port Makefile {makefile}"))?;
+        let vars = MakeVars::parse(&text, makefile.as_str());
+        // USE_RC_SUBR set in a way we cannot evaluate leaves only the configured names.
+        let rc = if vars.is_set("USE_RC_SUBR") { vars.get("USE_RC_SUBR").unwrap_or_default() } else { String::new() };
+        let mut names = PortNames::default();
+        for name in rc.split_whitespace().map(str::to_owned).chain(services.iter().cloned()) {
+            if !names.services.contains(&name) {
+                names.services.push(name);
+            }
+        }
+        let plist = dir.join("pkg-plist");
+        let text = fs::read_to_string(&plist).with_context(|| format!("cannot read the port's {plist}"))?;
+        for name in plist_programs(&text) {
+            if !names.binaries.contains(&name) {
+                names.binaries.push(name);
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// The programs a pkg-plist installs: `bin/X`, `sbin/X`, `libexec/X`, behind any
+/// `%%OPTION%%` prefixes or an `@(owner,group,mode)` keyword; other `@` lines are
+/// keywords, not files.
+fn plist_programs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut entry = line.trim();
+        while let Some(rest) = entry.strip_prefix("%%") {
+            let Some(end) = rest.find("%%") else { break };
+            entry = &rest[end + 2..];
+        }
+        if let Some(attrs) = entry.strip_prefix("@(") {
+            entry = attrs.split_once(')').map_or("", |(_, path)| path.trim_start());
+        } else if entry.starts_with('@') {
+            continue;
+        }
+        let program = ["bin/", "sbin/", "libexec/"].iter().find_map(|dir| entry.strip_prefix(dir));
+        if let Some(name) = program.filter(|n| !n.is_empty() && !n.contains('/')) {
+            let cut = (0..=name.len().min(MAXCOMLEN)).rev().find(|i| name.is_char_boundary(*i)).unwrap_or(0);
+            out.push(name[..cut].to_owned());
+        }
+    }
+    out
 }
 
 /// The port stage's plan: the checks' results and the copy to make.
@@ -264,6 +335,7 @@ impl Stage for Port {
             cargo_lock_sha256: sha256_bytes(lock_text.as_bytes()),
             crates: crates.entries().len(),
             tree: String::new(), // digest of the staged copy, set once it exists
+            names: PortNames::read(&w.source, &cfg.services)?,
         };
         Ok(PortPlan { steps, source: w.source, target: w.target, files, outputs })
     }
@@ -360,5 +432,29 @@ impl Port {
             return self.print_crates(engine.loaded, engine.ui);
         }
         engine.run_one(&self, self.dry_run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_come_from_the_plist() {
+        let plist = "bin/clawdie\n%%TESTAGENT%%bin/colibri-test-agent\n%%A%%%%B%%sbin/x\n@(root,wheel,4555) libexec/helper\n\
+                     @dir share/colibri\n@sample etc/colibri.conf.sample\nshare/doc/colibri/README\nbin/sub/dir\n\
+                     bin/a-very-long-program-name-indeed\n";
+        assert_eq!(plist_programs(plist), ["clawdie", "colibri-test-agent", "x", "helper", "a-very-long-program"]);
+    }
+
+    #[test]
+    fn names_come_from_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        fs::write(dir.join("Makefile"), "PORTNAME=x\nUSE_RC_SUBR=\tcolibri_daemon \\\n\t\tcolibri_bridge\n").unwrap();
+        fs::write(dir.join("pkg-plist"), "bin/colibri-daemon\n").unwrap();
+        let names = PortNames::read(dir, &["colibri_daemon".into(), "extra".into()]).unwrap();
+        assert_eq!(names.services, ["colibri_daemon", "colibri_bridge", "extra"]);
+        assert_eq!(names.binaries, ["colibri-daemon"]);
     }
 }

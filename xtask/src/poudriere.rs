@@ -1,6 +1,9 @@
 //! poudriere: the settings setup and bulk share (jail, ports tree, overlay, poudriere.conf),
 //! the command line both build on (`poudriere [-e ETCDIR] ...`), and the poudriere.conf
-//! that setup writes from them.
+//! that setup writes from them. `conf` reads poudriere's configuration files the way
+//! poudriere does (docs/reference/poudriere.md sections 3 and 4).
+
+pub mod conf;
 
 use std::collections::BTreeMap;
 
@@ -27,16 +30,18 @@ settings! {
         /// How setup creates the jail (`jail -c -m METHOD`); empty: poudriere's default
         /// (the release's sets from FREEBSD_HOST).
         pub jail_method: String = String::new(),
-        /// Ports tree name (may not contain `-`).
+        /// Ports tree name (may not contain `-`, `:` or `.`).
         pub tree: String = "clawdie".into(),
         /// How setup creates the ports tree (`ports -c -m METHOD`).
         pub tree_method: String = "git+https".into(),
-        /// Where the ports tree comes from (`ports -c -U URL`).
+        /// Where the ports tree comes from (`ports -c -U URL`; git and svn methods only,
+        /// and with git the URL's scheme decides the transport).
         pub tree_url: String = "https://git.FreeBSD.org/ports.git".into(),
-        /// Branch of the ports tree (`ports -c -B BRANCH`).
+        /// Branch of the ports tree (`ports -c -B BRANCH`; git and svn methods only;
+        /// empty: the repository's default branch).
         pub tree_branch: String = "main".into(),
         /// Name under which setup registers this repository's overlay (port.overlay) as a
-        /// null ports tree, and bulk passes with `-O` (may not contain `-`).
+        /// null ports tree, and bulk passes with `-O` (may not contain `-` or `:`).
         pub overlay: String = "clawdie_overlay".into(),
         /// poudriere's configuration root: ETC/poudriere.conf and ETC/poudriere.d/. Any
         /// other than /usr/local/etc is passed to every poudriere command as `-e ETC`.
@@ -85,10 +90,19 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
             format!("jail name `{}` is empty or contains `.`, which poudriere refuses", p.jail),
         ));
     }
-    for (key, name) in [("poudriere.tree", &p.tree), ("poudriere.overlay", &p.overlay)] {
-        if name.is_empty() || name.contains('-') {
-            return Err(loaded
-                .error_at(key, format!("ports tree name `{name}` is empty or contains `-`, which poudriere refuses")));
+    // ports.sh `create` refuses `:` and `-` in any tree name; common.sh `jail_start`
+    // refuses `.` in the tree a bulk builds from (not in an overlay).
+    for (key, name, refused) in [("poudriere.tree", &p.tree, "-:."), ("poudriere.overlay", &p.overlay, "-:")] {
+        if name.is_empty() {
+            return Err(loaded.error_at(key, "the ports tree name is empty"));
+        }
+        if let Some(c) = name.chars().find(|c| refused.contains(*c)) {
+            let why = match c {
+                '-' => "poudriere would read what follows it as a set name (-z)",
+                '.' => "`poudriere bulk` refuses it when it starts the build jail",
+                _ => "`poudriere ports -c` refuses it",
+            };
+            return Err(loaded.error_at(key, format!("ports tree name `{name}` contains `{c}`: {why}")));
         }
     }
     if p.tree == p.overlay {
@@ -100,6 +114,19 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
     if let Err(msg) = check_set_name(&p.validation_set) {
         return Err(loaded.error_at("poudriere.validation_set", msg));
     }
+    if loaded.config.signing.trust == TrustMode::Fingerprints {
+        for (i, word) in loaded.config.signing.command.iter().enumerate() {
+            if let Err(why) = signing_command_word(i, word) {
+                return Err(loaded
+                    .failure_at("signing.command", format!("signing.command's word `{word}` {why}"))
+                    .help(
+                        "poudriere puts SIGNING_COMMAND into its command lines unquoted and pkg runs it again with `sh -c`: \
+                         put the command and its arguments into a script whose path and arguments are plain words",
+                    )
+                    .into());
+            }
+        }
+    }
     for option in &p.validation_options {
         if option.is_empty() || !option.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
             return Err(loaded.error_at(
@@ -109,6 +136,38 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a word of SIGNING_COMMAND means the same after poudriere's unquoted expansion
+/// (field splitting and file name globbing) and after pkg's `sh -c` (docs/reference/
+/// poudriere.md section 11): only letters, digits and `_@%+=:,./-`, no `=` in the first
+/// word, and never empty.
+fn signing_command_word(index: usize, word: &str) -> std::result::Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    let Some(bad) = word.chars().find(|c| !plain(*c)) else {
+        if word.is_empty() {
+            return Err("is empty: it disappears when poudriere splits SIGNING_COMMAND into words".into());
+        }
+        if index == 0 && word.contains('=') {
+            return Err("contains `=`: as the first word, pkg's `sh -c` would take it for a variable assignment".into());
+        }
+        return Ok(());
+    };
+    let why = match bad {
+        c if c.is_whitespace() => {
+            "contains a blank: poudriere splits SIGNING_COMMAND at blanks, making it several words"
+        }
+        '\'' | '"' | '\\' => {
+            "contains a quote or backslash: poudriere passes it on literally but pkg's `sh -c` reads it as quoting"
+        }
+        '$' | '`' => "contains `$` or a backquote: pkg's `sh -c` would expand it, poudriere's own use would not",
+        '*' | '?' | '[' => "contains a file name pattern character: poudriere would expand it to matching file names",
+        ';' | '&' | '|' | '<' | '>' | '(' | ')' => "contains shell syntax: pkg's `sh -c` would run it as such",
+        _ => {
+            "contains a character other than letters, digits and `_@%+=:,./-`, the only ones both poudriere and pkg's `sh -c` pass on unchanged"
+        }
+    };
+    Err(why.to_owned())
 }
 
 /// A set name poudriere can put into `JAIL-TREE-SET` unambiguously.
@@ -160,6 +219,24 @@ impl Paths {
     pub fn packages(&self, mastername: &str) -> Utf8PathBuf {
         self.data.join("packages").join(mastername)
     }
+}
+
+/// `ports -c -p TREE -m METHOD [-U URL] [-B BRANCH]`: ports.sh takes `-U` only with git
+/// and svn methods (a usage error otherwise) and `-B` likewise (`Branch (-B) only
+/// supported for SVN and git.`).
+pub fn tree_create_args(p: &PoudriereConfig) -> Vec<String> {
+    let mut args: Vec<String> = ["ports", "-c", "-p", &p.tree, "-m", &p.tree_method].map(String::from).into();
+    let method = p.tree_method.as_str();
+    let checkout = ["git", "svn"].iter().any(|m| method == *m || method.starts_with(&format!("{m}+")));
+    if checkout {
+        if !p.tree_url.is_empty() {
+            args.extend(["-U".to_owned(), p.tree_url.clone()]);
+        }
+        if !p.tree_branch.is_empty() {
+            args.extend(["-B".to_owned(), p.tree_branch.clone()]);
+        }
+    }
+    args
 }
 
 /// `poudriere [-e ETC]`: every poudriere command starts so, so poudriere reads the same
@@ -218,10 +295,9 @@ pub fn conf_values(loaded: &Loaded) -> Vec<(&'static str, String)> {
     match s.trust {
         TrustMode::Pubkey => v.push(("PKG_REPO_SIGNING_KEY", loaded.resolve(&s.key).into_string())),
         TrustMode::Fingerprints => {
-            // A command line poudriere hands to pkg, which runs it through sh: each word
-            // quoted, then the whole line quoted as one sh value.
-            let line: Vec<String> = s.command.iter().map(|w| sh_quote(w)).collect();
-            v.push(("SIGNING_COMMAND", line.join(" ")));
+            // poudriere expands it unquoted (split at blanks) and pkg joins the words for
+            // `sh -c`: plain words joined by spaces, which `validate` made sure of.
+            v.push(("SIGNING_COMMAND", s.command.join(" ")));
             v.push(("PKG_REPO_FROM_HOST", "yes".into()));
         }
     }
@@ -345,7 +421,7 @@ mod tests {
     fn conf_round_trips_through_the_parser() {
         let mut config = Config::default();
         config.signing.trust = TrustMode::Fingerprints;
-        config.signing.command = vec!["/usr/local/bin/sign".into(), "--key".into(), "it's here".into()];
+        config.signing.command = vec!["/usr/local/bin/sign".into(), "--key".into(), "/etc/ssl/it.key".into()];
         let l = loaded(config);
         let text = render_conf(&l);
         let parsed = parse_assignments(&text);
@@ -354,7 +430,46 @@ mod tests {
         }
         assert!(text.contains("PKG_REPO_FROM_HOST=yes\n"), "{text}");
         assert!(!text.contains("PKG_REPO_SIGNING_KEY"), "{text}");
-        assert_eq!(parsed["SIGNING_COMMAND"], r"/usr/local/bin/sign --key 'it'\''s here'");
+        assert_eq!(parsed["SIGNING_COMMAND"], "/usr/local/bin/sign --key /etc/ssl/it.key");
+        assert!(text.contains("SIGNING_COMMAND='/usr/local/bin/sign --key /etc/ssl/it.key'\n"), "{text}");
+    }
+
+    #[test]
+    fn signing_command_words_poudriere_cannot_carry_are_refused() {
+        for good in ["/usr/local/bin/sign", "--key=/etc/ssl/a.key", "user@host:port", "50%"] {
+            assert_eq!(signing_command_word(1, good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("sign it", "blank"),
+            ("it's", "quote"),
+            ("a\\b", "backslash"),
+            ("$HOME", "`$`"),
+            ("*.key", "pattern"),
+            ("a;b", "shell syntax"),
+            ("~/k", "other than"),
+            ("", "empty"),
+        ] {
+            let err = signing_command_word(1, bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert!(signing_command_word(0, "A=b").unwrap_err().contains("assignment"));
+        assert_eq!(signing_command_word(1, "A=b"), Ok(()));
+    }
+
+    #[test]
+    fn ports_c_passes_url_and_branch_only_for_git_and_svn() {
+        let mut p = PoudriereConfig::default();
+        assert_eq!(
+            tree_create_args(&p).join(" "),
+            "ports -c -p clawdie -m git+https -U https://git.FreeBSD.org/ports.git -B main"
+        );
+        p.tree_method = "svn+https".into();
+        assert!(tree_create_args(&p).join(" ").ends_with("-U https://git.FreeBSD.org/ports.git -B main"));
+        p.tree_method = "portsnap".into();
+        assert_eq!(tree_create_args(&p).join(" "), "ports -c -p clawdie -m portsnap");
+        p.tree_method = "git".into();
+        p.tree_branch = String::new();
+        assert_eq!(tree_create_args(&p).join(" "), "ports -c -p clawdie -m git -U https://git.FreeBSD.org/ports.git");
     }
 
     #[test]

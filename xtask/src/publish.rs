@@ -16,6 +16,7 @@
 mod check;
 mod client;
 mod local;
+pub mod nginx;
 mod release;
 mod remote;
 mod template;
@@ -66,6 +67,14 @@ settings! {
         pub tls_certificate: String = "/usr/local/etc/ssl/pkg.clawdie.si/fullchain.pem".into(),
         /// The certificate's private key.
         pub tls_certificate_key: String = "/usr/local/etc/ssl/pkg.clawdie.si/privkey.pem".into(),
+        /// Where the server block is installed on this host (a local target only); empty:
+        /// nowhere, and neither setup nor publish touches nginx. `cargo xtask setup`
+        /// installs it and includes it in nginx_conf; publish rewrites it when it changes
+        /// and then reloads nginx (after `nginx -t`). mother-build owns this file.
+        pub nginx_block: String = "/usr/local/etc/nginx/pkg.clawdie.si.conf".into(),
+        /// nginx's configuration file, whose `http` block setup adds the `include` of
+        /// nginx_block to (the www/nginx package installs no include directory).
+        pub nginx_conf: String = "/usr/local/etc/nginx/nginx.conf".into(),
     }
 }
 
@@ -153,6 +162,8 @@ pub struct PublishPlan {
     abi: String,
     work: Work,
     client: ClientFiles,
+    /// The server block as this host's nginx serves it, when it does.
+    nginx: Option<nginx::Installed>,
 }
 
 impl StagePlan for PublishPlan {
@@ -208,7 +219,7 @@ impl Stage for Publish {
         fp.json("repository", &cfg.repository).json("signing", &cfg.signing).json("rollback", &self.rollback);
         let (_, repo_conf) = client::repo_conf_template(cx)?;
         fp.str("repo conf template", &repo_conf)
-            .str("nginx templates", &[template::NGINX, template::NGINX_TLS].concat());
+            .str("nginx templates", &[template::NGINX, template::NGINX_TLS, template::NGINX_ACME].concat());
         // What `latest` serves is not an input (it is what publish changes): whether it
         // still names this stage's version is `outputs_intact`'s question.
         Ok(fp)
@@ -251,6 +262,13 @@ impl Stage for Publish {
             }
             Err(e) => return Err(e),
         };
+        let nginx = match nginx::serving(cx.loaded)? {
+            nginx::Serving::Here(installed) => {
+                installed.plan_steps(&mut steps);
+                Some(*installed)
+            }
+            nginx::Serving::Elsewhere(_) => None,
+        };
         match &target {
             Target::Local(root) => local::plan_steps(cx, root, &abi, &work, &mut steps),
             Target::Remote { host, root } => remote::plan_steps(cx, host, root, &abi, &work, &mut steps)?,
@@ -265,7 +283,7 @@ impl Stage for Publish {
             }
             steps.check(format!("what {url} serves: signatures, and one package's size and sum"));
         }
-        Ok(PublishPlan { steps, target, abi, work, client })
+        Ok(PublishPlan { steps, target, abi, work, client, nginx })
     }
 
     fn execute(&self, cx: &mut Cx, plan: PublishPlan) -> Result<PublishOutputs> {
@@ -286,6 +304,10 @@ impl Stage for Publish {
             linked: 0,
             data_sha256: String::new(),
         };
+        // Before `latest` moves: a block nginx refuses is put back, and nothing switched.
+        if let Some(nginx) = &plan.nginx {
+            nginx.apply(cx)?;
+        }
         let served = match (&plan.target, plan.work) {
             (Target::Local(root), Work::Publish(r)) => local::publish(cx, root, &abi, *r, &plan.client, &mut outputs)?,
             (Target::Local(root), Work::Rollback { to, from }) => {

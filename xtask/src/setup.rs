@@ -1,14 +1,24 @@
 //! setup: provisions this host once for poudriere (not a release stage). Checks the host
 //! (root, FreeBSD release, ZFS pool), installs poudriere, creates the signing key,
 //! writes poudriere.conf and the validation set's make.conf, creates the jail, the ports
-//! tree and the overlay tree when missing, and loads vmm for the bhyve gate.
+//! tree and the overlay tree when missing, loads vmm and installs the UEFI firmware for
+//! the bhyve gate (`setup/vm.rs`), and sets nginx up to serve the repository
+//! (`setup/nginx.rs`).
 //!
 //! Every item is first inspected (read-only), so `--check` and `--dry-run` show exactly
 //! what is ok, missing or different, and a second `setup` changes nothing. A file that
 //! differs from what pipeline.toml asks for is never silently overwritten.
 
+mod inspect;
+mod nginx;
+mod vm;
+
+use inspect::inspect;
+pub use inspect::release_number;
+
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -32,13 +42,17 @@ settings! {
         /// Refuse to provision unless running as root (poudriere, its jails and
         /// /usr/local/etc need root).
         pub require_root: bool = true,
-        /// Install poudriere (`pkg install -y PACKAGE`) when it is missing.
+        /// Install the packages setup needs when they are missing (`pkg install -y`):
+        /// poudriere, nginx, and edk2-bhyve (the UEFI firmware) for a bhyve gate.
         pub install: bool = true,
         /// The package that provides poudriere (`poudriere` or `poudriere-devel`).
         pub package: String = "poudriere".into(),
-        /// Load vmm now and at boot (kld_list), for the bhyve boot gate. Turn off on a
-        /// host whose gate does not use bhyve.
-        pub vmm: bool = true,
+        /// Provision bhyve for the boot gate: load vmm now and at boot (kld_list) and,
+        /// with `gate.bhyve.boot = "uefi"`, install the UEFI firmware. Unset: when
+        /// gate.backend is `bhyve`. Set it to false on a host that cannot run bhyve (a
+        /// VPS without nested virtualisation) and boots the gate elsewhere or with
+        /// another backend.
+        pub vmm: Option<bool> = None,
     }
 }
 
@@ -110,6 +124,17 @@ enum Action {
         create: CmdLine,
         name: String,
     },
+    /// An action an item module defines (`setup/vm.rs`, `setup/nginx.rs`).
+    Custom(Arc<dyn Custom>),
+}
+
+/// An action that decides at execute time (what a file holds then, whether a command
+/// fails and what that means), for the items of `setup/vm.rs` and `setup/nginx.rs`.
+trait Custom: std::fmt::Debug + Send + Sync {
+    /// The steps `--dry-run` shows.
+    fn steps(&self, steps: &mut Plan);
+    /// Does it; returns whether anything changed.
+    fn perform(&self, cx: &Cx) -> Result<bool>;
 }
 
 /// One thing setup looks after.
@@ -120,17 +145,25 @@ struct Item {
     actions: Vec<Action>,
     /// Why setup will not fix it itself, and what the operator should do.
     refusal: Option<String>,
+    /// Whether the refusal stops setup before it changes anything (else setup puts the
+    /// other items in place first, then fails with this one).
+    blocks: bool,
 }
 
 impl Item {
     fn ok(name: impl Into<String>, detail: impl Into<String>) -> Item {
-        Item { name: name.into(), state: State::Ok(detail.into()), actions: Vec::new(), refusal: None }
+        Item { name: name.into(), state: State::Ok(detail.into()), actions: Vec::new(), refusal: None, blocks: true }
     }
     fn fix(name: impl Into<String>, state: State, actions: Vec<Action>) -> Item {
-        Item { name: name.into(), state, actions, refusal: None }
+        Item { name: name.into(), state, actions, refusal: None, blocks: true }
     }
     fn refuse(name: impl Into<String>, state: State, help: impl Into<String>) -> Item {
-        Item { name: name.into(), state, actions: Vec::new(), refusal: Some(help.into()) }
+        Item { name: name.into(), state, actions: Vec::new(), refusal: Some(help.into()), blocks: true }
+    }
+    /// A refusal that needs the other items in place first (a TLS certificate needs
+    /// nginx serving the ACME challenge): setup does them, then fails with this one.
+    fn refuse_after_the_rest(name: impl Into<String>, state: State, help: impl Into<String>) -> Item {
+        Item { blocks: false, ..Item::refuse(name, state, help) }
     }
     /// `ok       NAME: DETAIL`, as `--check` prints it.
     fn line(&self) -> String {
@@ -181,15 +214,10 @@ impl Stage for Setup {
         if self.check {
             return report_check(cx, &plan.items);
         }
-        let refused: Vec<&Item> = plan.items.iter().filter(|i| i.refusal.is_some()).collect();
+        let refused: Vec<&Item> = plan.items.iter().filter(|i| i.refusal.is_some() && i.blocks).collect();
         if !refused.is_empty() {
-            let mut msg = String::from("setup cannot provision this host as pipeline.toml asks; nothing was changed:");
-            for item in &refused {
-                msg.push_str(&format!("\n  {}", item.line()));
-                for line in item.refusal.as_deref().unwrap_or_default().lines() {
-                    msg.push_str(&format!("\n    {line}"));
-                }
-            }
+            let msg =
+                refusals("setup cannot provision this host as pipeline.toml asks; nothing was changed:", &refused);
             bail!(Failure::new(msg).help(
                 "fix the items above (each says how), then rerun `cargo xtask setup`; `cargo xtask setup --check` lists every item"
             ));
@@ -212,6 +240,18 @@ impl Stage for Setup {
             } else {
                 outputs.ok.push(item.name.clone());
             }
+        }
+        let later: Vec<&Item> = plan.items.iter().filter(|i| i.refusal.is_some() && !i.blocks).collect();
+        if !later.is_empty() {
+            let msg = refusals(
+                &format!(
+                    "setup put the other {} items in place ({} created or changed), but needs you for the rest:",
+                    outputs.ok.len() + outputs.changed.len(),
+                    outputs.changed.len()
+                ),
+                &later,
+            );
+            bail!(Failure::new(msg).help("do what each item says, then rerun `cargo xtask setup`").infrastructure());
         }
         if outputs.changed.is_empty() {
             cx.say(format!("all {} items were already in place; nothing changed", outputs.ok.len()));
@@ -255,6 +295,18 @@ fn report_check(cx: &Cx, items: &[Item]) -> Result<SetupOutputs> {
     Err(Failure::reported(Class::Product).into())
 }
 
+/// `HEADLINE`, then each item's line and its refusal, indented.
+fn refusals(headline: &str, items: &[&Item]) -> String {
+    let mut msg = headline.to_owned();
+    for item in items {
+        msg.push_str(&format!("\n  {}", item.line()));
+        for line in item.refusal.as_deref().unwrap_or_default().lines() {
+            msg.push_str(&format!("\n    {line}"));
+        }
+    }
+    msg
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
@@ -289,6 +341,7 @@ fn action_steps(action: &Action, steps: &mut Plan) {
             steps.run(list);
             steps.run(create);
         }
+        Action::Custom(custom) => custom.steps(steps),
     }
 }
 
@@ -344,6 +397,7 @@ fn perform(cx: &Cx, action: &Action) -> Result<bool> {
             }
             cx.say(format!("created {name}"));
         }
+        Action::Custom(custom) => return custom.perform(cx),
     }
     Ok(true)
 }
@@ -408,403 +462,6 @@ fn generate_key(cx: &Cx, openssl: &str, key: &Utf8Path, pubkey: &Utf8Path) -> Re
     result?;
     cx.say(format!("created the RSA {KEY_BITS} signing key {key} (mode 0600) and its public key {pubkey}"));
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------
-// Inspection: read-only, so --check and --dry-run can show it
-
-/// Inspects every item, in the order setup puts them in place.
-fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
-    let loaded = cx.loaded;
-    let cfg = &loaded.config;
-    let log = &cx.log;
-    let paths = Paths::new(loaded);
-    let mut items = Vec::new();
-
-    // The host.
-    if cfg.setup.require_root {
-        // SAFETY: geteuid has no preconditions.
-        let uid = unsafe { libc::geteuid() };
-        items.push(if uid == 0 {
-            Item::ok("root", "running as root")
-        } else {
-            Item::refuse(
-                "root",
-                State::Missing(format!("running as uid {uid}")),
-                "poudriere, its jails and /usr/local/etc need root: run setup as root",
-            )
-        });
-    }
-    items.push(inspect_release(cfg, log));
-    if !cfg.poudriere.no_zfs {
-        items.push(inspect_pool(cfg, log));
-    }
-    let installed = inspect_poudriere(cfg, log);
-    let poudriere_ready = matches!(installed.state, State::Ok(_));
-    items.push(installed);
-
-    // Files.
-    items.push(if paths.distfiles.is_dir() {
-        Item::ok("distfiles cache", format!("{} exists", paths.distfiles))
-    } else {
-        Item::fix(
-            "distfiles cache",
-            State::Missing(format!("{} does not exist (poudriere requires DISTFILES_CACHE)", paths.distfiles)),
-            vec![Action::Mkdir(paths.distfiles.clone())],
-        )
-    });
-    items.push(inspect_signing(loaded, log)?);
-    let conf_exists = paths.conf().is_file();
-    items.push(managed_file(
-        "poudriere.conf",
-        &paths.conf(),
-        poudriere::render_conf(loaded),
-        "from pipeline.toml [poudriere] and [signing]",
-        write,
-    )?);
-    let set = &cfg.poudriere.validation_set;
-    items.push(managed_file(
-        &format!("{set} set make.conf"),
-        &paths.set_make_conf(set),
-        poudriere::render_set_make_conf(set, &cfg.port.origin, &cfg.poudriere.validation_options),
-        &format!("{} for `bulk --set {set}`", poudriere::options_set_var(&cfg.port.origin)),
-        write,
-    )?);
-
-    // poudriere's jail and trees: listed when poudriere can answer, else created after
-    // the steps above (listing again first).
-    let why_unknown = if !poudriere_ready {
-        Some("poudriere is not installed yet")
-    } else if !conf_exists {
-        Some("poudriere.conf does not exist yet")
-    } else {
-        None
-    };
-    let p = &cfg.poudriere;
-    let base = poudriere::command(loaded);
-    let mut jail_create = base.clone().args(["jail", "-c", "-j", &p.jail, "-v", &p.version, "-a", &p.arch]);
-    if !p.jail_method.is_empty() {
-        jail_create = jail_create.args(["-m", &p.jail_method]);
-    }
-    let jails = base.clone().args(["jail", "-l", "-q", "-n"]);
-    items.push(ensure_item(cx, format!("jail {}", p.jail), &p.jail, jails, jail_create, why_unknown));
-    let trees = base.clone().args(["ports", "-l", "-q", "-n"]);
-    let tree_create = base.clone().args([
-        "ports",
-        "-c",
-        "-p",
-        &p.tree,
-        "-m",
-        &p.tree_method,
-        "-U",
-        &p.tree_url,
-        "-B",
-        &p.tree_branch,
-    ]);
-    items.push(ensure_item(cx, format!("ports tree {}", p.tree), &p.tree, trees.clone(), tree_create, why_unknown));
-    let overlay_dir = loaded.resolve(&cfg.port.overlay);
-    let overlay_create = base.args(["ports", "-c", "-p", &p.overlay, "-m", "null", "-M", overlay_dir.as_str()]);
-    let mut overlay =
-        ensure_item(cx, format!("overlay tree {}", p.overlay), &p.overlay, trees, overlay_create, why_unknown);
-    if !overlay_dir.is_dir() {
-        overlay.actions.insert(0, Action::Mkdir(overlay_dir.clone()));
-    }
-    if let State::Ok(detail) = &mut overlay.state {
-        detail.push_str(&format!(" (bulk -O {}; registered for {overlay_dir})", p.overlay));
-    }
-    items.push(overlay);
-
-    if cfg.setup.vmm {
-        items.extend(inspect_vmm(cfg, log));
-    }
-    Ok(items)
-}
-
-/// Runs a read-only probe; a program that cannot run becomes a message.
-fn probe(cmd: &CmdLine, log: &Log) -> std::result::Result<crate::proc::Output, String> {
-    cmd.output(log).map_err(|e| first_line(&crate::ui::render_message(&e)).to_owned())
-}
-
-fn inspect_release(cfg: &crate::config::Config, log: &Log) -> Item {
-    let want = &cfg.poudriere.version;
-    let name = "FreeBSD release";
-    let cmd = CmdLine::tool(&cfg.tools, Tool::freebsd_version).arg("-r");
-    let out = match probe(&cmd, log) {
-        Ok(out) if out.success() => out,
-        Ok(out) => return Item::refuse(name, State::Missing(cmd.failure(&out)), "is this a FreeBSD host?"),
-        Err(e) => return Item::refuse(name, State::Missing(e), "setup provisions a FreeBSD host"),
-    };
-    let have = out.stdout_str().trim().to_owned();
-    match (release_number(&have), release_number(want)) {
-        (Some(h), Some(w)) if h >= w => {
-            Item::ok(name, format!("the host runs {have}; the jail's {want} needs that release or a later one"))
-        }
-        (Some(_), Some(_)) => Item::refuse(
-            name,
-            State::Differs(format!("the host runs {have}, older than the jail's {want}")),
-            format!(
-                "a jail cannot run a newer release than the host's kernel: upgrade the host to {want} or later, or set poudriere.version to the host's release"
-            ),
-        ),
-        (None, _) => Item::refuse(
-            name,
-            State::Differs(format!("`{cmd}` printed `{have}`, not a release")),
-            "is this a FreeBSD host?",
-        ),
-        (_, None) => Item::refuse(
-            name,
-            State::Differs(format!("poudriere.version `{want}` is not a release such as 15.0-RELEASE")),
-            "fix poudriere.version in pipeline.toml",
-        ),
-    }
-}
-
-/// `15.0-RELEASE-p2` gives (15, 0).
-pub fn release_number(text: &str) -> Option<(u32, u32)> {
-    let number = text.split('-').next()?;
-    let (major, minor) = number.split_once('.')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
-}
-
-fn inspect_pool(cfg: &crate::config::Config, log: &Log) -> Item {
-    let pool = &cfg.poudriere.zpool;
-    let name = format!("ZFS pool {pool}");
-    let cmd = CmdLine::tool(&cfg.tools, Tool::zpool).args(["list", "-H", "-o", "name", pool.as_str()]);
-    match probe(&cmd, log) {
-        Ok(out) if out.success() && out.stdout_str().lines().any(|l| l.trim() == pool) => {
-            Item::ok(name, format!("`{cmd}` lists it"))
-        }
-        Ok(out) => Item::refuse(
-            name,
-            State::Missing(cmd.failure(&out).lines().map(str::trim).collect::<Vec<_>>().join(" ")),
-            "create the pool (plan Phase 1.2), or set poudriere.zpool to an existing one, or poudriere.no_zfs = true to build without ZFS",
-        ),
-        Err(e) => Item::refuse(name, State::Missing(e), "setup provisions a FreeBSD host with ZFS"),
-    }
-}
-
-fn inspect_poudriere(cfg: &crate::config::Config, log: &Log) -> Item {
-    let package = &cfg.setup.package;
-    let name = "poudriere";
-    let cmd = CmdLine::tool(&cfg.tools, Tool::pkg).args(["info", "-e", package.as_str()]);
-    let install = CmdLine::tool(&cfg.tools, Tool::pkg).args(["install", "-y", package.as_str()]);
-    match probe(&cmd, log) {
-        Ok(out) if out.success() => Item::ok(name, format!("package {package} is installed")),
-        Ok(_) if cfg.setup.install => Item::fix(
-            name,
-            State::Missing(format!("package {package} is not installed; setup runs: {install}")),
-            vec![Action::Stream(install)],
-        ),
-        Ok(_) => Item::refuse(
-            name,
-            State::Missing(format!("package {package} is not installed")),
-            format!("install it (`{install}`), or set setup.install = true"),
-        ),
-        Err(e) => Item::refuse(name, State::Missing(e), "setup provisions a FreeBSD host with pkg(8)"),
-    }
-}
-
-fn inspect_signing(loaded: &Loaded, log: &Log) -> Result<Item> {
-    let s = &loaded.config.signing;
-    if s.trust == TrustMode::Fingerprints {
-        let name = "signing command";
-        let Some(program) = s.command.first() else {
-            return Err(loaded.error_at(
-                "signing.command",
-                "signing.trust = \"fingerprints\" needs signing.command (the program poudriere runs as SIGNING_COMMAND)",
-            ));
-        };
-        return Ok(match crate::proc::find_program(program) {
-            Some(path) => Item::ok(
-                name,
-                format!("{path} signs (fingerprints mode: SIGNING_COMMAND with PKG_REPO_FROM_HOST; no key file)"),
-            ),
-            None => Item::refuse(
-                name,
-                State::Missing(format!("`{program}` (signing.command) is not an executable program")),
-                "install the signing command, or fix signing.command in pipeline.toml",
-            ),
-        });
-    }
-    let key = loaded.resolve(&s.key);
-    let pubkey = loaded.resolve(&s.pubkey);
-    let openssl = loaded.config.tools.get(Tool::openssl);
-    let name = "signing key";
-    let key_exists = fs::symlink_metadata(&key).is_ok();
-    let pub_exists = pubkey.is_file();
-    if !key_exists {
-        if pub_exists {
-            return Ok(Item::refuse(
-                name,
-                State::Differs(format!("the public key {pubkey} exists but its private key {key} does not")),
-                format!(
-                    "a new key would not match the public key clients may already trust: restore {key}, or move {pubkey} aside to create a new pair"
-                ),
-            ));
-        }
-        return Ok(Item::fix(
-            name,
-            State::Missing(format!(
-                "{key} does not exist; setup creates an RSA {KEY_BITS} key (mode 0600) and {pubkey}"
-            )),
-            vec![Action::GenerateKey { openssl: openssl.to_owned(), key, pubkey }],
-        ));
-    }
-    if let Err(e) = pkgrepo::key::check_private_key(&key).map_err(anyhow::Error::from) {
-        let help = failure::help_lines(&e);
-        let help = if help.is_empty() { "fix the key file".to_owned() } else { help.join("\n") };
-        return Ok(Item::refuse(name, State::Differs(crate::ui::render_message(&e)), help));
-    }
-    if !pub_exists {
-        return Ok(Item::fix(
-            name,
-            State::Missing(format!("{key} exists but its public key {pubkey} does not; setup writes it")),
-            vec![Action::DerivePubkey { openssl: openssl.to_owned(), key, pubkey }],
-        ));
-    }
-    // The public key must be the private key's: clients verify with it.
-    let derive = CmdLine::tool(&loaded.config.tools, Tool::openssl).args(["pkey", "-in", key.as_str(), "-pubout"]);
-    let out = derive.run(log).with_context(|| format!("cannot read the public half of the signing key {key}"))?;
-    let have = fs::read_to_string(&pubkey).with_context(|| format!("cannot read {pubkey}"))?;
-    if have.trim() != out.stdout_str().trim() {
-        return Ok(Item::refuse(
-            name,
-            State::Differs(format!("the public key {pubkey} is not the public half of {key}")),
-            format!("restore the matching pair, or remove {pubkey} so setup writes it from {key}"),
-        ));
-    }
-    Ok(Item::ok(name, format!("{key} (mode 0600) and its public key {pubkey}")))
-}
-
-/// A file setup owns: written when missing; when it differs, shown as a diff and
-/// replaced (keeping a backup) only with `--write`.
-fn managed_file(name: &str, path: &Utf8Path, want: String, what: &str, write: bool) -> Result<Item> {
-    let name = format!("{name} {path}");
-    let have = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Item::fix(
-                name,
-                State::Missing(format!("setup writes it ({what})")),
-                vec![Action::Write { path: path.to_owned(), text: want, backup: None, what: what.to_owned() }],
-            ));
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
-    };
-    if have == want {
-        return Ok(Item::ok(name, "as pipeline.toml asks"));
-    }
-    let mut what_differs = poudriere::assignment_differences(&have, &want);
-    if what_differs.is_empty() {
-        what_differs.push("same settings, other text (comments or layout)".into());
-    }
-    let summary = what_differs.join("; ");
-    let diff = similar::TextDiff::from_lines(&have, &want)
-        .unified_diff()
-        .context_radius(2)
-        .header(path.as_str(), "as pipeline.toml asks")
-        .to_string();
-    let backup = backup_path(path);
-    if write {
-        Ok(Item::fix(
-            name,
-            State::Differs(format!("{summary}; --write replaces it, keeping {backup}")),
-            vec![Action::Write {
-                path: path.to_owned(),
-                text: want,
-                backup: Some(backup),
-                what: format!("{what}; replaces the old one"),
-            }],
-        ))
-    } else {
-        Ok(Item::refuse(
-            name,
-            State::Differs(summary),
-            format!(
-                "it is not overwritten without --write:\n{}\nreview the diff; `cargo xtask setup --write` replaces it and keeps the old one as {backup}",
-                diff.trim_end()
-            ),
-        ))
-    }
-}
-
-/// `FILE.YYYYMMDDTHHMMSS.mmmZ.bak`, beside the file.
-fn backup_path(path: &Utf8Path) -> Utf8PathBuf {
-    let stamp: String = crate::run::now_rfc3339().chars().filter(|c| !matches!(c, '-' | ':')).collect();
-    let mut backup = path.with_file_name(format!("{}.{stamp}.bak", path.file_name().unwrap_or("file")));
-    let mut n = 1;
-    while backup.exists() {
-        backup = path.with_file_name(format!("{}.{stamp}.{n}.bak", path.file_name().unwrap_or("file")));
-        n += 1;
-    }
-    backup
-}
-
-/// A jail or tree: listed now when poudriere can answer, else left to execute time.
-fn ensure_item(cx: &Cx, name: String, wanted: &str, list: CmdLine, create: CmdLine, why_unknown: Option<&str>) -> Item {
-    let ensure = || vec![Action::Ensure { list: list.clone(), create: create.clone(), name: wanted.to_owned() }];
-    if let Some(why) = why_unknown {
-        return Item::fix(name, State::Missing(format!("{why}; setup runs: {create}")), ensure());
-    }
-    match probe(&list, &cx.log) {
-        Ok(out) if out.success() => {
-            if out.stdout_str().lines().any(|l| l.trim() == wanted) {
-                Item::ok(name, format!("`{list}` lists it"))
-            } else {
-                Item::fix(name, State::Missing(format!("`{list}` does not list it; setup runs: {create}")), ensure())
-            }
-        }
-        Ok(out) => Item::fix(
-            name,
-            State::Missing(format!(
-                "cannot tell: {}; setup lists again, then runs: {create}",
-                first_line(&cmd_failure_one_line(&list, &out))
-            )),
-            ensure(),
-        ),
-        Err(e) => Item::fix(name, State::Missing(format!("cannot tell: {e}; setup runs: {create}")), ensure()),
-    }
-}
-
-fn cmd_failure_one_line(cmd: &CmdLine, out: &crate::proc::Output) -> String {
-    let text = String::from_utf8_lossy(&[&out.stderr[..], &out.stdout[..]].concat()).into_owned();
-    let last = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default().to_owned();
-    format!("`{cmd}` {} ({last})", out.describe_status())
-}
-
-fn inspect_vmm(cfg: &crate::config::Config, log: &Log) -> Vec<Item> {
-    let tools = &cfg.tools;
-    let stat = CmdLine::tool(tools, Tool::kldstat).args(["-q", "-m", "vmm"]);
-    let load = CmdLine::tool(tools, Tool::kldload).arg("vmm");
-    let loaded = match probe(&stat, log) {
-        Ok(out) if out.success() => Item::ok("vmm", "the bhyve kernel module is loaded"),
-        Ok(_) => Item::fix(
-            "vmm",
-            State::Missing(format!("the bhyve kernel module is not loaded; setup runs: {load}")),
-            vec![Action::Run(load)],
-        ),
-        Err(e) => Item::refuse(
-            "vmm",
-            State::Missing(e),
-            "the bhyve gate needs a FreeBSD host; set setup.vmm = false when the gate does not use bhyve",
-        ),
-    };
-    let query = CmdLine::tool(tools, Tool::sysrc).args(["-n", "-i", "kld_list"]);
-    let add = CmdLine::tool(tools, Tool::sysrc).arg("kld_list+=vmm");
-    let at_boot = match probe(&query, log) {
-        Ok(out) if out.success() && out.stdout_str().split_whitespace().any(|m| m == "vmm") => {
-            Item::ok("vmm at boot", "kld_list in rc.conf has vmm")
-        }
-        Ok(_) => Item::fix(
-            "vmm at boot",
-            State::Missing(format!("kld_list in rc.conf lacks vmm; setup runs: {add}")),
-            vec![Action::Run(add)],
-        ),
-        Err(e) => {
-            Item::refuse("vmm at boot", State::Missing(e), "set setup.vmm = false when the gate does not use bhyve")
-        }
-    };
-    vec![loaded, at_boot]
 }
 
 #[cfg(test)]

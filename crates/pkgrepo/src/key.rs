@@ -1,5 +1,6 @@
-//! The signing key: checked before use, read only into memory, never printed, logged
-//! or copied. A key file readable by group or others is refused.
+//! The signing key (and any other secret kept the same way, such as a login password):
+//! checked before use, read only into memory, never printed, logged or copied. A file
+//! readable by group or others is refused.
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -17,6 +18,15 @@ impl SecretBytes {
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
+
+    /// The first `len` bytes, as secret as the whole (the rest is wiped now).
+    pub fn prefix(mut self, len: usize) -> SecretBytes {
+        let len = len.min(self.0.len());
+        // Wipe the tail in place; truncating alone would leave it in the buffer.
+        self.0[len..].iter_mut().for_each(|b| *b = 0);
+        self.0.truncate(len);
+        self
+    }
 }
 
 impl std::fmt::Debug for SecretBytes {
@@ -28,42 +38,48 @@ impl std::fmt::Debug for SecretBytes {
 /// Checks a private key file: a regular file (not a symlink), owned by this user or
 /// root, with no permission bits for group or others.
 pub fn check_private_key(path: &Utf8Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path).with_context(|| format!("cannot read the signing key {path}"))?;
+    check_secret(path, "the signing key", "the key")
+}
+
+/// Reads a private key after [`check_private_key`].
+pub fn read_private_key(path: &Utf8Path) -> Result<SecretBytes> {
+    read_secret(path, "the signing key", "the key")
+}
+
+/// Checks a file holding a secret as a private key is checked; `what` names the file in
+/// messages ("the signing key"), `secret` what it holds ("the key").
+pub fn check_secret(path: &Utf8Path, what: &str, secret: &str) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).with_context(|| format!("cannot read {what} {path}"))?;
     if meta.file_type().is_symlink() {
-        return Err(Error::with_help(
-            format!("the signing key {path} is a symlink"),
-            "name the key file itself, not a link to it",
-        ));
+        return Err(Error::with_help(format!("{what} {path} is a symlink"), "name the file itself, not a link to it"));
     }
     if !meta.is_file() {
-        bail!("the signing key {path} is not a regular file");
+        bail!("{what} {path} is not a regular file");
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::with_help(
-            format!(
-                "the signing key {path} is readable or writable by group or others (mode {mode:04o}); refusing to use it"
-            ),
-            format!("chmod 0600 {path}, and consider the key exposed if others could read it"),
+            format!("{what} {path} is readable or writable by group or others (mode {mode:04o}); refusing to use it"),
+            format!("chmod 0600 {path}, and consider {secret} exposed if others could read it"),
         ));
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me && meta.uid() != 0 {
-        bail!("the signing key {path} belongs to uid {}, neither this user ({me}) nor root", meta.uid());
+        bail!("{what} {path} belongs to uid {}, neither this user ({me}) nor root", meta.uid());
     }
     Ok(())
 }
 
-/// Reads a private key after [`check_private_key`].
-pub fn read_private_key(path: &Utf8Path) -> Result<SecretBytes> {
-    check_private_key(path)?;
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open the signing key {path}"))?;
-    // Room for the whole key up front: a buffer that grew would leave copies behind
+/// Reads a secret after [`check_secret`], into memory that is wiped when dropped.
+pub fn read_secret(path: &Utf8Path, what: &str, secret: &str) -> Result<SecretBytes> {
+    check_secret(path, what, secret)?;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {what} {path}"))?;
+    // Room for the whole file up front: a buffer that grew would leave copies behind
     // that nothing wipes.
     let len = f.metadata().map_or(0, |m| m.len()).min(1 << 20) as usize;
     let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
-    f.read_to_end(&mut buf).with_context(|| format!("cannot read the signing key {path}"))?;
+    f.read_to_end(&mut buf).with_context(|| format!("cannot read {what} {path}"))?;
     Ok(SecretBytes(buf))
 }
 

@@ -37,7 +37,7 @@ impl Release {
              [iso]\nroot = \"{root}\"\nimage = \"{image}\"\nbuild_command = [\"{builder}\", \"{{root}}\", \"{{image}}\"]\n\
              enable_services = [\"colibri_daemon\"]\n\n\
              [gate]\nbackend = \"qemu\"\nmemory = \"128M\"\ncpus = 1\nsettle_secs = 1\ngrace_secs = 2\nretries = 0\n\
-             timeout_secs = 240\n\
+             timeout_secs = 240\nprobes = []\n\
              forbidden_extra = [{{ name = \"linux-panic\", regex = \"Kernel panic - not syncing\" }}]\n\n\
              [gate.qemu]\nkernel = \"{kernel}\"\ninitrd = \"{image}\"\n",
             url = nginx.url(),

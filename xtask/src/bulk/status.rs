@@ -1,6 +1,6 @@
-//! A poudriere build's status files, read as poudriere writes them
-//! (`POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME/.poudriere.*`): the truth about a
-//! build, where poudriere's exit status is not.
+//! A poudriere build's status files, read as poudriere 3.4.8 writes them
+//! (`POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME/.poudriere.*`, docs/reference/poudriere.md
+//! sections 5 and 6): the truth about a build, where poudriere's exit status is not.
 
 use std::fs;
 
@@ -8,14 +8,19 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-/// How the build as a whole ended, from `.poudriere.status`.
+/// How the build as a whole ended, from `.poudriere.status` (reference section 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// `stopped:done:`: poudriere finished normally (ports may still have failed).
     Done,
-    /// Anything with `crashed:`: an infrastructure error; the message after it.
-    Crashed(String),
-    /// Not stopped: poudriere died (or was stopped) while at this phase.
+    /// `crashed:` or `stopped:crashed:`: poudriere's main process called `err`; the reason
+    /// went to its standard error, never into the status file. `stopped` says whether
+    /// its exit handler stopped the jails afterwards.
+    Crashed { stopped: bool },
+    /// `sigterm:`, `sigint:`, `sighup:`, `sigpipe:` (and `stopped:` + one of them): a
+    /// signal stopped poudriere, which exits 1 after cleaning up.
+    Signal { signal: String, stopped: bool },
+    /// Anything else: poudriere died (or was killed) while at this phase.
     Unfinished(String),
     /// No `.poudriere.status` at all.
     Unknown,
@@ -32,21 +37,29 @@ pub struct Stats {
     pub fetched: u64,
 }
 
-/// A line of `.poudriere.ports.built`: `originspec pkgname elapsed`.
+/// A line of `.poudriere.ports.built` (`originspec pkgname elapsed`) or
+/// `.poudriere.ports.fetched` (`originspec pkgname`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
     pub originspec: String,
     pub pkgname: String,
 }
 
-/// A line of `.poudriere.ports.failed`: `originspec pkgname phase errortype elapsed`
-/// (errortype may be empty, leaving two spaces).
+/// A line of `.poudriere.ports.failed`: `originspec pkgname phase errortype elapsed` for
+/// a port that failed, `originspec pkgname phase phase` (four fields, no elapsed time)
+/// for a builder that crashed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
     pub originspec: String,
     pub pkgname: String,
+    /// The phase (`build`, `build/timeout`, `fetch/runaway`...), or for a crashed builder
+    /// the word its status held (`crashed`, `starting`, a phase; possibly empty).
     pub phase: String,
+    /// The classifier's word (`???` when nothing matched; tolerated empty); empty for a
+    /// crashed builder.
     pub errortype: String,
+    /// The builder crashed (the four-field line): not the port's fault.
+    pub crashed: bool,
 }
 
 /// A line of `.poudriere.ports.skipped`: `originspec pkgname culprit-pkgname`.
@@ -65,18 +78,41 @@ pub struct Ignored {
     pub reason: String,
 }
 
+/// A line of `.poudriere.ports.queued`: `originspec pkgname rdep`, where rdep is `listed`
+/// for a port named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub originspec: String,
+    pub pkgname: String,
+    pub rdep: String,
+}
+
+impl Queued {
+    /// Named on poudriere's command line (not only pulled in as a dependency).
+    pub fn listed(&self) -> bool {
+        self.rdep == "listed"
+    }
+}
+
 /// Everything a build's status files say.
 #[derive(Debug, Clone)]
 pub struct BuildStatus {
     pub dir: Utf8PathBuf,
     /// `.poudriere.status`, as written.
     pub status: String,
+    /// `.poudriere.status.journal%`: every status the build went through, in order.
+    pub journal: Vec<String>,
     pub ending: Ending,
     pub stats: Stats,
+    pub queued: Vec<Queued>,
     pub built: Vec<Built>,
+    pub fetched: Vec<Built>,
     pub failed: Vec<Failed>,
     pub skipped: Vec<Skipped>,
     pub ignored: Vec<Ignored>,
+    /// `.poudriere.status.NN`: each builder's number and last status (`crashed:`,
+    /// `idle:`, `build:ORIGIN:PKGNAME:START:NOW`...).
+    pub builders: Vec<(String, String)>,
 }
 
 /// `origin` of an `origin[@flavor][~subpkg]` originspec.
@@ -87,11 +123,6 @@ pub fn origin_of(originspec: &str) -> &str {
 /// The version part of `name-version`.
 pub fn version_of(pkgname: &str) -> &str {
     pkgname.rsplit_once('-').map_or("", |(_, v)| v)
-}
-
-/// The name part of `name-version`.
-pub fn name_of(pkgname: &str) -> &str {
-    pkgname.rsplit_once('-').map_or(pkgname, |(n, _)| n)
 }
 
 impl BuildStatus {
@@ -121,30 +152,36 @@ impl BuildStatus {
         let mut build = BuildStatus {
             dir: dir.to_owned(),
             status: status.unwrap_or_default(),
+            journal: Vec::new(),
             ending,
             stats,
+            queued: Vec::new(),
             built: Vec::new(),
+            fetched: Vec::new(),
             failed: Vec::new(),
             skipped: Vec::new(),
             ignored: Vec::new(),
+            builders: read_builders(dir)?,
         };
-        for_lines(&dir.join(".poudriere.ports.built"), |line| {
+        for_lines(&dir.join(".poudriere.status.journal%"), |line| build.journal.push(line.trim().to_owned()))?;
+        for_lines(&dir.join(".poudriere.ports.queued"), |line| {
             let mut f = line.split(' ');
             if let (Some(o), Some(p)) = (f.next(), f.next()) {
-                build.built.push(Built { originspec: o.into(), pkgname: p.into() });
+                let rdep = f.next().unwrap_or_default().to_owned();
+                build.queued.push(Queued { originspec: o.into(), pkgname: p.into(), rdep });
             }
         })?;
+        for (file, list) in [("built", &mut build.built), ("fetched", &mut build.fetched)] {
+            for_lines(&dir.join(format!(".poudriere.ports.{file}")), |line| {
+                let mut f = line.split(' ');
+                if let (Some(o), Some(p)) = (f.next(), f.next()) {
+                    list.push(Built { originspec: o.into(), pkgname: p.into() });
+                }
+            })?;
+        }
         for_lines(&dir.join(".poudriere.ports.failed"), |line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.len() >= 3 {
-                // The errortype sits between the phase and the elapsed time, and may be empty.
-                let errortype = if f.len() >= 5 { f[3..f.len() - 1].join(" ") } else { String::new() };
-                build.failed.push(Failed {
-                    originspec: f[0].into(),
-                    pkgname: f[1].into(),
-                    phase: f[2].into(),
-                    errortype: errortype.trim().into(),
-                });
+            if let Some(f) = failed_line(line) {
+                build.failed.push(f);
             }
         })?;
         for_lines(&dir.join(".poudriere.ports.skipped"), |line| {
@@ -172,25 +209,78 @@ impl BuildStatus {
         self.dir.join("logs").join(format!("{pkgname}.log"))
     }
 
-    pub fn built_of<'a>(&'a self, origin: &'a str) -> impl Iterator<Item = &'a Built> + 'a {
-        self.built.iter().filter(move |b| origin_of(&b.originspec) == origin)
-    }
-    pub fn failed_of<'a>(&'a self, origin: &'a str) -> impl Iterator<Item = &'a Failed> + 'a {
-        self.failed.iter().filter(move |b| origin_of(&b.originspec) == origin)
-    }
-    pub fn skipped_of<'a>(&'a self, origin: &'a str) -> impl Iterator<Item = &'a Skipped> + 'a {
-        self.skipped.iter().filter(move |b| origin_of(&b.originspec) == origin)
-    }
-    pub fn ignored_of<'a>(&'a self, origin: &'a str) -> impl Iterator<Item = &'a Ignored> + 'a {
-        self.ignored.iter().filter(move |b| origin_of(&b.originspec) == origin)
-    }
-
-    /// The failure that made `culprit` (a pkgname) unavailable, if it failed in this build.
+    /// The failure that made `pkgname` unavailable, if it failed in this build.
     pub fn failure_of_pkg(&self, pkgname: &str) -> Option<&Failed> {
         self.failed.iter().find(|f| f.pkgname == pkgname)
     }
 
-    /// `queued 3, built 1, failed 1, skipped 1, ignored 0`.
+    /// Every package name the build's lists give for `origin` (any flavor or
+    /// subpackage), each once, in the order poudriere listed them: the ports named on
+    /// the command line first (`.poudriere.ports.queued`, `listed`), then whatever the
+    /// other lists add.
+    pub fn pkgnames_of<'a>(&'a self, origin: &str) -> Vec<&'a str> {
+        let mut names: Vec<&'a str> = Vec::new();
+        let mut add = |originspec: &str, pkgname: &'a str| {
+            if origin_of(originspec) == origin && !names.contains(&pkgname) {
+                names.push(pkgname);
+            }
+        };
+        for q in self.queued.iter().filter(|q| q.listed()) {
+            add(&q.originspec, &q.pkgname);
+        }
+        for b in self.built.iter().chain(&self.fetched) {
+            add(&b.originspec, &b.pkgname);
+        }
+        for f in &self.failed {
+            add(&f.originspec, &f.pkgname);
+        }
+        for s in &self.skipped {
+            add(&s.originspec, &s.pkgname);
+        }
+        for i in &self.ignored {
+            add(&i.originspec, &i.pkgname);
+        }
+        names
+    }
+
+    /// What the build did with one package (reference sections 6 and 8).
+    pub fn outcome_of(&self, pkgname: &str) -> Outcome<'_> {
+        if let Some(f) = self.failed.iter().find(|f| f.pkgname == pkgname) {
+            return Outcome::Failed(f);
+        }
+        if let Some(s) = self.skipped.iter().find(|s| s.pkgname == pkgname) {
+            return Outcome::Skipped(s);
+        }
+        if let Some(i) = self.ignored.iter().find(|i| i.pkgname == pkgname) {
+            return Outcome::Ignored(i);
+        }
+        if let Some(b) = self.built.iter().find(|b| b.pkgname == pkgname) {
+            return Outcome::Built(b);
+        }
+        if let Some(b) = self.fetched.iter().find(|b| b.pkgname == pkgname) {
+            return Outcome::Fetched(b);
+        }
+        match self.queued.iter().find(|q| q.pkgname == pkgname) {
+            Some(q) => Outcome::UpToDate(q),
+            None => Outcome::Unlisted,
+        }
+    }
+
+    /// The phase the build was in when a signal or a crash stopped it: the journal's last
+    /// status before the stop (or the status itself when there is no journal).
+    pub fn phase_when_stopped(&self) -> &str {
+        let stop = |s: &str| {
+            s.starts_with("stopped:") || matches!(s, "crashed:" | "sigterm:" | "sigint:" | "sighup:" | "sigpipe:")
+        };
+        self.journal.iter().rev().map(String::as_str).find(|s| !stop(s)).unwrap_or(&self.status)
+    }
+
+    /// The builder whose status is `crashed:`, if any.
+    pub fn crashed_builders(&self) -> impl Iterator<Item = &str> {
+        self.builders.iter().filter(|(_, s)| s.starts_with("crashed:")).map(|(id, _)| id.as_str())
+    }
+
+    /// `queued 3, built 1, failed 1, skipped 1, ignored 0, fetched 0`.
     pub fn counts(&self) -> String {
         let s = &self.stats;
         format!(
@@ -200,17 +290,70 @@ impl BuildStatus {
     }
 }
 
-/// What `.poudriere.status` says about the end of the build.
+/// What a build did with one package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Failed(&'a Failed),
+    Skipped(&'a Skipped),
+    Ignored(&'a Ignored),
+    Built(&'a Built),
+    /// Taken prebuilt from the package servers (`bulk -b`).
+    Fetched(&'a Built),
+    /// In `.poudriere.ports.queued` and no other list: its package was current, so
+    /// poudriere took it out of the queue without building it.
+    UpToDate(&'a Queued),
+    /// In no list at all.
+    Unlisted,
+}
+
+/// A `.poudriere.ports.failed` line: four fields are a crashed builder
+/// (`originspec pkgname phase phase`), five or more a port that failed.
+fn failed_line(line: &str) -> Option<Failed> {
+    let f: Vec<&str> = line.split(' ').collect();
+    let (originspec, pkgname) = (f.first()?.to_string(), f.get(1)?.to_string());
+    let phase = f.get(2).copied().unwrap_or_default().to_owned();
+    let (errortype, crashed) = match f.len() {
+        4 => (String::new(), true),
+        // The errortype sits between the phase and the elapsed time.
+        n if n >= 5 => (f[3..n - 1].join(" ").trim().to_owned(), false),
+        _ => (String::new(), false),
+    };
+    Some(Failed { originspec, pkgname, phase, errortype, crashed })
+}
+
+/// What `.poudriere.status` says about the end of the build. poudriere writes a bare
+/// word with a colon; its exit handler prefixes `stopped:` once the jails are stopped.
 pub fn ending(status: &str) -> Ending {
-    if let Some(at) = status.find("crashed:") {
-        let rest = &status[at + "crashed:".len()..];
-        let msg = rest.strip_prefix("err:").unwrap_or(rest).trim_end_matches(':').trim();
-        return Ending::Crashed(if msg.is_empty() { status.to_owned() } else { msg.to_owned() });
+    let (stopped, word) = match status.strip_prefix("stopped:") {
+        Some(rest) => (true, rest),
+        None => (false, status),
+    };
+    match word {
+        "done:" if stopped => Ending::Done,
+        "crashed:" => Ending::Crashed { stopped },
+        "sigterm:" | "sigint:" | "sighup:" | "sigpipe:" => {
+            Ending::Signal { signal: word.trim_end_matches(':').to_uppercase(), stopped }
+        }
+        _ => Ending::Unfinished(status.to_owned()),
     }
-    if status.starts_with("stopped:") && status.contains("done") {
-        return Ending::Done;
+}
+
+/// `.poudriere.status.NN` (two digits), sorted by builder.
+fn read_builders(dir: &Utf8Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let entries = dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {dir}"))?;
+        let Some(id) = entry.file_name().strip_prefix(".poudriere.status.") else { continue };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Some(status) = read_optional(entry.path())? {
+            out.push((id.to_owned(), status.trim().to_owned()));
+        }
     }
-    Ending::Unfinished(status.to_owned())
+    out.sort();
+    Ok(out)
 }
 
 fn read_optional(path: &Utf8Path) -> Result<Option<String>> {
@@ -250,11 +393,17 @@ mod tests {
         let (_d, p) = dir();
         fs::write(p.join(".poudriere.status"), "stopped:done:\n").unwrap();
         fs::write(p.join(".poudriere.stats_queued"), "4\n").unwrap();
-        fs::write(p.join(".poudriere.stats_failed"), "1").unwrap();
+        fs::write(p.join(".poudriere.stats_failed"), "2").unwrap();
+        fs::write(
+            p.join(".poudriere.ports.queued"),
+            "devel/a a-1.0 listed\nlang/rust rust-1.89.0 sysutils/colibri\nsysutils/colibri colibri-0.9.0 listed\n",
+        )
+        .unwrap();
         fs::write(p.join(".poudriere.ports.built"), "devel/a@py311 py311-a-1.0 12\n").unwrap();
+        fs::write(p.join(".poudriere.ports.fetched"), "devel/b b-2.0\n").unwrap();
         fs::write(
             p.join(".poudriere.ports.failed"),
-            "lang/rust rust-1.89.0 build  3600\nx/y y-1 fetch fetch_error 2\n",
+            "lang/rust rust-1.89.0 build ??? 3600\nx/y y-1 fetch fetch 2\nz/z z-1 build  7\nc/c c-1 starting starting\n",
         )
         .unwrap();
         fs::write(
@@ -263,25 +412,52 @@ mod tests {
         )
         .unwrap();
         fs::write(p.join(".poudriere.ports.ignored"), "a/b b-2 is marked as broken: needs a newer rust\n").unwrap();
+        fs::write(p.join(".poudriere.status.01"), "crashed:\n").unwrap();
+        fs::write(p.join(".poudriere.status.02"), "idle:\n").unwrap();
+        fs::write(p.join(".poudriere.status.journal%"), "building:\nparallel_build:\nsigterm:\nstopped:sigterm:\n")
+            .unwrap();
         let b = BuildStatus::read(&p).unwrap().unwrap();
         assert_eq!(b.ending, Ending::Done);
-        assert_eq!((b.stats.queued, b.stats.failed, b.stats.built), (4, 1, 0));
-        assert_eq!(b.built_of("devel/a").next().unwrap().pkgname, "py311-a-1.0");
+        assert_eq!((b.stats.queued, b.stats.failed, b.stats.built), (4, 2, 0));
+        assert!(b.queued[0].listed() && !b.queued[1].listed());
+        assert_eq!(b.fetched[0].pkgname, "b-2.0");
         assert_eq!(b.failed[0].phase, "build");
-        assert_eq!(b.failed[0].errortype, "");
-        assert_eq!(b.failed[1].errortype, "fetch_error");
+        assert_eq!(b.failed[0].errortype, "???");
+        assert_eq!(b.failed[1].errortype, "fetch");
+        assert_eq!(b.failed[2].errortype, "", "an empty errortype leaves two spaces");
+        assert!(!b.failed[0].crashed && !b.failed[2].crashed);
+        assert!(b.failed[3].crashed, "four fields: a crashed builder");
+        assert_eq!(b.failed[3].phase, "starting");
         assert_eq!(b.skipped.len(), 1, "repeated lines count once");
         assert_eq!(b.failure_of_pkg(&b.skipped[0].culprit).unwrap().originspec, "lang/rust");
         assert_eq!(b.ignored[0].reason, "is marked as broken: needs a newer rust");
+        assert_eq!(b.builders, [("01".to_owned(), "crashed:".to_owned()), ("02".into(), "idle:".into())]);
+        assert_eq!(b.crashed_builders().collect::<Vec<_>>(), ["01"]);
+        assert_eq!(b.journal.len(), 4);
+        assert_eq!(b.phase_when_stopped(), "parallel_build:");
+        assert_eq!(b.pkgnames_of("devel/a"), ["a-1.0", "py311-a-1.0"]);
+        assert!(matches!(b.outcome_of("a-1.0"), Outcome::UpToDate(_)));
+        assert!(matches!(b.outcome_of("py311-a-1.0"), Outcome::Built(_)));
+        assert!(matches!(b.outcome_of("b-2.0"), Outcome::Fetched(_)));
+        assert!(matches!(b.outcome_of("colibri-0.9.0"), Outcome::Skipped(_)));
+        assert!(matches!(b.outcome_of("nothing-1"), Outcome::Unlisted));
+    }
+
+    #[test]
+    fn a_crashed_builder_with_no_status_has_an_empty_phase() {
+        let f = failed_line("sysutils/colibri colibri-0.9.0  ").unwrap();
+        assert!(f.crashed);
+        assert_eq!(f.phase, "");
     }
 
     #[test]
     fn endings() {
         assert_eq!(ending("stopped:done:"), Ending::Done);
-        assert_eq!(
-            ending("stopped:crashed:err:Failed to sign the repository"),
-            Ending::Crashed("Failed to sign the repository".into())
-        );
+        assert_eq!(ending("crashed:"), Ending::Crashed { stopped: false });
+        assert_eq!(ending("stopped:crashed:"), Ending::Crashed { stopped: true });
+        assert_eq!(ending("stopped:sigterm:"), Ending::Signal { signal: "SIGTERM".into(), stopped: true });
+        assert_eq!(ending("sigint:"), Ending::Signal { signal: "SIGINT".into(), stopped: false });
+        assert_eq!(ending("done:"), Ending::Unfinished("done:".into()));
         assert_eq!(ending("parallel_build:"), Ending::Unfinished("parallel_build:".into()));
         assert!(BuildStatus::read(Utf8Path::new("/nonexistent/build")).unwrap().is_none());
     }
@@ -291,6 +467,5 @@ mod tests {
         assert_eq!(origin_of("devel/py-a@py311~man"), "devel/py-a");
         assert_eq!(origin_of("sysutils/colibri"), "sysutils/colibri");
         assert_eq!(version_of("py311-a-1.0_1,1"), "1.0_1,1");
-        assert_eq!(name_of("py311-a-1.0_1,1"), "py311-a");
     }
 }

@@ -1,5 +1,6 @@
 //! The backends: the exact command lines for bhyve, QEMU or a console program, what runs
-//! before and after them, and what their exit statuses mean (docs/reference/boot-gate.md).
+//! before and after them (the VM destroyed on every path, a panic included), and what
+//! their exit statuses mean (docs/reference/boot-gate.md, docs/reference/freebsd-host.md).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -69,6 +70,13 @@ impl Vm {
         }
         let mut bhyve = cfg.bhyve.clone();
         bhyve.firmware = cx.resolve(&bhyve.firmware);
+        if backend == Backend::Bhyve {
+            let firmware = (bhyve.boot == BhyveBoot::Uefi).then_some(("the UEFI firmware", &bhyve.firmware));
+            let image = image.as_ref().filter(|i| i.as_str() != "IMAGE").map(|i| ("the image", i));
+            if let Some((what, path)) = image.into_iter().chain(firmware).find(|(_, p)| p.as_str().contains(',')) {
+                bail!(comma_refusal(what, path.as_str()).usage());
+            }
+        }
         let program = if command.is_empty() { cfg.command.program.clone() } else { command.to_vec() };
         if backend == Backend::Command && program.is_empty() {
             bail!(
@@ -169,7 +177,8 @@ impl Vm {
         Ok(())
     }
 
-    /// Run before the boot: a VM left by an earlier run would make bhyve fail.
+    /// Run before the boot: a VM left by an earlier run (wired memory, stale state) is
+    /// destroyed first.
     pub fn before(&self) -> Vec<CmdLine> {
         match self.backend {
             Backend::Bhyve => vec![self.destroy()],
@@ -184,6 +193,16 @@ impl Vm {
 
     fn destroy(&self) -> CmdLine {
         CmdLine::tool(&self.tools, Tool::bhyvectl).args([format!("--vm={}", self.name), "--destroy".into()])
+    }
+
+    /// Runs [`Vm::before`] and returns the guard that runs [`Vm::after`]: when released,
+    /// or when dropped, so a panic unwinding through the boot destroys the VM too.
+    pub fn claim<'l>(&self, log: &'l Log) -> Result<VmGuard<'l>> {
+        for cmd in self.before() {
+            // Its status does not matter: no VM to destroy is the usual case.
+            teardown(&cmd, log)?;
+        }
+        Ok(VmGuard { after: self.after(), log })
     }
 
     /// The console processes, in order. `tap` is the guest's network interface.
@@ -219,8 +238,9 @@ impl Vm {
         self.image.as_ref().map_or("IMAGE", |p| p.as_str())
     }
 
-    /// `bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,IMAGE -s 31,lpc -l com1,stdio
-    /// -l bootrom,FIRMWARE NAME` (docs/reference/boot-gate.md, "bhyve").
+    /// `bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,IMAGE -s 31,lpc -l com1,stdio
+    /// -l bootrom,FIRMWARE NAME` (docs/reference/freebsd-host.md, "bhyve"): `-u` keeps
+    /// the emulated RTC in UTC, as a FreeBSD guest reads it.
     fn bhyve_cmd(&self, tap: Option<&str>) -> CmdLine {
         let b = &self.bhyve;
         let mut cmd = CmdLine::tool(&self.tools, Tool::bhyve).args([
@@ -230,6 +250,7 @@ impl Vm {
             &self.memory,
             "-H",
             "-P",
+            "-u",
             "-s",
             "0,hostbridge",
         ]);
@@ -296,14 +317,19 @@ impl Vm {
         cmd.args(q.extra_args.iter().cloned())
     }
 
-    /// What a console process's end means, before the verdict was in.
-    pub fn judge_exit(&self, role: Role, status: ExitStatus) -> Ending {
+    /// What a console process's end means, before the verdict was in. `console_seen`:
+    /// whether this process put anything on the console.
+    pub fn judge_exit(&self, role: Role, status: ExitStatus, console_seen: bool) -> Ending {
         let how = describe(status);
         let code = status.code();
         let signal = status.signal();
         match (self.backend, role) {
             (Backend::Bhyve, Role::Loader) => match code {
                 Some(0) => Ending::Continue,
+                Some(64) => Ending::Infra(
+                    format!("bhyveload could not open the image or its console, or refused the memory size (it {how})"),
+                    "its own message (`Could not open ...`, `Invalid memsize ...`) is in the log above".into(),
+                ),
                 _ => Ending::Infra(
                     format!("bhyveload could not load the guest (it {how})"),
                     "its own message is in the log above; is vmm loaded (kldload vmm)?".into(),
@@ -314,13 +340,19 @@ impl Vm {
                     "the guest reset".into(),
                     format!("bhyve {how}: an unexpected reboot, usually a panic with automatic reboot"),
                 ),
+                // bhyve_usage(1) also exits 1: an unknown option or a missing VM name, before
+                // the VM exists and before any console byte.
+                (Some(1), _) if !console_seen => Ending::Infra(
+                    format!("bhyve {how} before the guest printed anything: bhyve refused its command line"),
+                    "bhyve's own message (`Usage: bhyve ...`) is above: check gate.bhyve.extra_args against bhyve(8) on this release".into(),
+                ),
                 (Some(1), _) => Ending::Failure("the guest powered off".into(), format!("bhyve {how}")),
                 (Some(2), _) => Ending::Failure("the guest halted".into(), format!("bhyve {how}")),
                 (Some(3), _) => Ending::Failure("the guest triple-faulted".into(), format!("bhyve {how}")),
                 (Some(4), _) => Ending::Infra(
                     format!("bhyve could not set up the VM (it {how})"),
                     format!(
-                        "bhyve's own message is above; is vmm loaded (kldload vmm)? does another VM called {} run?",
+                        "bhyve's own message is above: an image or firmware it cannot open, memory, a -s it cannot parse, vmm not loaded (kldload vmm), or another bhyve running the VM {}",
                         self.name
                     ),
                 ),
@@ -328,9 +360,13 @@ impl Vm {
                     format!("bhyve aborted on an unhandled VM exit (it {how})"),
                     "bhyve's own message is above; try the run again, and check the bhyve release".into(),
                 ),
-                (Some(64 | 71), _) => Ending::Infra(
-                    format!("bhyve refused its arguments (it {how})"),
-                    "check [gate.bhyve] in pipeline.toml against bhyve(8) on this release".into(),
+                (Some(64), _) => Ending::Infra(
+                    format!("bhyve refused the value of one of its options (it {how})"),
+                    "bhyve's own message is above: check gate.memory, gate.cpus and gate.bhyve.extra_args against bhyve(8) on this release".into(),
+                ),
+                (Some(71), _) => Ending::Infra(
+                    format!("bhyve failed in an operating-system call (it {how})"),
+                    "bhyve's own message is above (vm_set_topology, capability mode): check vmm and the host's kernel".into(),
                 ),
                 (Some(143), _) | (_, Some(libc::SIGTERM)) => Ending::Infra(
                     format!("bhyve was stopped by SIGTERM from outside the gate (it {how})"),
@@ -376,6 +412,55 @@ pub fn teardown(cmd: &CmdLine, log: &Log) -> Result<Output> {
     cmd.cleanup(log, SHORT_TIMEOUT)
 }
 
+/// The VM of one boot: destroyed by [`VmGuard::release`], or when dropped.
+pub struct VmGuard<'l> {
+    /// What destroys it; emptied once run.
+    after: Vec<CmdLine>,
+    log: &'l Log,
+}
+
+impl VmGuard<'_> {
+    /// Destroys the VM. Returns what could not be done; a VM that does not exist (bhyve
+    /// never made it) is not a problem.
+    pub fn release(mut self) -> Vec<String> {
+        self.destroy()
+    }
+
+    fn destroy(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.after)
+            .iter()
+            .filter_map(|cmd| match teardown(cmd, self.log) {
+                Ok(out) if out.success() || no_such_vm(&out) => None,
+                Ok(out) => Some(cmd.failure(&out)),
+                Err(e) => Some(e.to_string()),
+            })
+            .collect()
+    }
+}
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// `bhyvectl --vm=NAME --destroy` found no VM to destroy: it opens the VM first, and
+/// prints `vm_open: NAME could not be opened: No such file or directory` and exits 1
+/// when there is none (or when vmm is not loaded: nothing to destroy either;
+/// `main()` in usr.sbin/bhyvectl/bhyvectl.c).
+fn no_such_vm(out: &Output) -> bool {
+    out.status == Some(1)
+        && String::from_utf8_lossy(&out.stderr).contains("could not be opened: No such file or directory")
+}
+
+/// bhyve splits `-s` and `-l` values at commas and has no escape: an image path
+/// `a,b.iso` opens `a`, and `-l bootrom,/fw,x` opens `x` as a writable EFI variables
+/// file (docs/reference/freebsd-host.md, "Commas in -s and -l").
+pub fn comma_refusal(what: &str, path: &str) -> failure::Failure {
+    failure!("{what} {path} has a comma, which bhyve cannot take: it cuts the path at the comma and reads the rest as options")
+        .help("move or link it to a path without commas")
+}
+
 /// `exited with status 1`, `was killed by SIGKILL`.
 pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -415,13 +500,32 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
     if cfg.cpus == 0 {
         return Err(loaded.error_at("gate.cpus", "the guest needs at least one CPU"));
     }
+    // The kernel makes /dev/vmm/NAME with a checked name: `prep_devname()` refuses the
+    // path components `.` and `..` (docs/reference/freebsd-host.md, "The VM and its name").
     let name_ok = !cfg.vm_name.is_empty()
         && cfg.vm_name.len() <= 31
-        && cfg.vm_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && cfg.vm_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && cfg.vm_name != "."
+        && cfg.vm_name != "..";
     if !name_ok {
         return Err(loaded
             .failure_at("gate.vm_name", format!("`{}` is not a usable VM name", cfg.vm_name))
-            .help("up to 31 letters, digits, `-`, `_` and `.`")
+            .help("up to 31 letters, digits, `-`, `_` and `.`, and neither `.` nor `..`")
+            .into());
+    }
+    if cfg.bhyve.firmware.as_str().contains(',') {
+        return Err(loaded
+            .failure_at("gate.bhyve.firmware", comma_refusal("the UEFI firmware", cfg.bhyve.firmware.as_str()))
+            .help("move or link it to a path without commas")
+            .into());
+    }
+    if let Some(image) = &cfg.image
+        && cfg.backend == Backend::Bhyve
+        && image.as_str().contains(',')
+    {
+        return Err(loaded
+            .failure_at("gate.image", comma_refusal("the image", image.as_str()))
+            .help("move or link it to a path without commas")
             .into());
     }
     if cfg.timeout_secs == 0 {
@@ -453,4 +557,79 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
         return Err(loaded.failure_at("gate.qemu.accel", "the QEMU accelerator is empty").help("tcg, or kvm").into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A bhyve Vm whose bhyvectl is `script` (sh), which records its arguments in `calls`.
+    fn vm_with_bhyvectl(dir: &std::path::Path, script: &str) -> (Vm, std::path::PathBuf) {
+        let calls = dir.join("calls");
+        let bhyvectl = dir.join("bhyvectl");
+        std::fs::write(&bhyvectl, format!("#!/bin/sh\necho \"$*\" >> '{}'\n{script}\n", calls.display())).unwrap();
+        std::fs::set_permissions(&bhyvectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tools = Tools { bhyvectl: bhyvectl.to_str().unwrap().to_owned(), ..Tools::default() };
+        let vm = Vm {
+            backend: Backend::Bhyve,
+            image: Some("/images/clawdie.iso".into()),
+            name: "gate-test".into(),
+            memory: "2G".into(),
+            cpus: 2,
+            tools,
+            bhyve: BhyveConfig::default(),
+            qemu: QemuConfig::default(),
+            program: Vec::new(),
+            infra_status: Vec::new(),
+        };
+        (vm, calls)
+    }
+
+    #[test]
+    fn a_panic_during_the_boot_still_destroys_the_vm() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vm, calls) = vm_with_bhyvectl(dir.path(), "exit 0");
+        let log = Log::sink();
+        let boot = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _vm = vm.claim(&log).unwrap();
+            panic!("a bug while the VM runs");
+        }));
+        assert!(boot.is_err());
+        let calls = std::fs::read_to_string(calls).unwrap();
+        assert_eq!(calls, "--vm=gate-test --destroy\n--vm=gate-test --destroy\n", "destroyed before and after");
+    }
+
+    #[test]
+    fn a_vm_that_was_never_made_is_no_cleanup_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        // bhyvectl.c main(): the VM cannot be opened because it does not exist.
+        let missing = "echo 'vm_open: gate-test could not be opened: No such file or directory' >&2; exit 1";
+        let (vm, _) = vm_with_bhyvectl(dir.path(), missing);
+        let log = Log::sink();
+        assert_eq!(vm.claim(&log).unwrap().release(), Vec::<String>::new());
+        // Any other failure is one.
+        let (vm, _) = vm_with_bhyvectl(dir.path(), "echo 'vm_destroy: Device busy' >&2; exit 1");
+        let problems = vm.claim(&log).unwrap().release();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("vm_destroy: Device busy"), "{problems:?}");
+    }
+
+    #[test]
+    fn bhyve_exiting_1_is_a_power_off_only_after_the_guest_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vm, _) = vm_with_bhyvectl(dir.path(), "exit 0");
+        let one = ExitStatus::from_raw(1 << 8);
+        assert!(
+            matches!(vm.judge_exit(Role::Vm, one, true), Ending::Failure(what, _) if what == "the guest powered off")
+        );
+        assert!(
+            matches!(vm.judge_exit(Role::Vm, one, false), Ending::Infra(what, _) if what.contains("bhyve refused its command line"))
+        );
+        let usage = ExitStatus::from_raw(64 << 8);
+        assert!(
+            matches!(vm.judge_exit(Role::Vm, usage, true), Ending::Infra(what, _) if what.contains("refused the value"))
+        );
+    }
 }

@@ -1,12 +1,14 @@
 //! `--pf-allow`: opens the guest's network for the run, as bhyve-pf-allow.sh did: a tap
-//! interface on a bridge, and pf pass rules for it in an anchor (docs/reference/boot-gate.md,
-//! "bhyve": guest networking). Everything is removed again after the run, on every path.
+//! interface on a bridge, and pf pass rules for it in an anchor, once the main ruleset is
+//! seen to reference that anchor (docs/reference/freebsd-host.md, "pf and `gate
+//! --pf-allow`"). Everything is removed again after the run, on every path.
 
 use anyhow::{Result, anyhow, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::backend::{short, teardown};
 use crate::config::{Tool, Tools};
+use crate::failure;
 use crate::failure::Failure;
 use crate::proc::CmdLine;
 use crate::run::Log;
@@ -45,6 +47,69 @@ impl NetworkPlan {
         CmdLine::tool(&self.tools, Tool::pfctl)
     }
 
+    /// `pfctl -s rules`: the main ruleset, as pf holds it.
+    fn show_main(&self) -> CmdLine {
+        self.pfctl().args(["-s", "rules"])
+    }
+
+    /// The anchor rules that make pf evaluate the anchor from the main ruleset: for
+    /// `a/b`, `anchor "a/b"` or `anchor "a/*"` (every child of `a`, not recursively).
+    fn references(&self) -> Vec<String> {
+        let mut names = vec![self.anchor.clone()];
+        if let Some((parent, _)) = self.anchor.rsplit_once('/') {
+            names.push(format!("{parent}/*"));
+        }
+        names.iter().map(|n| format!("anchor \"{n}\"")).collect()
+    }
+
+    /// Whether `pfctl -s rules` output has one of [`NetworkPlan::references`]. pfctl
+    /// prints an anchor rule as `anchor "NAME"` and its match, `all` when it has none
+    /// (`print_rule()` in sbin/pfctl/pfctl_parser.c): `anchor "mother-build/*" all`.
+    fn referenced_in(&self, rules: &str) -> bool {
+        let wanted = self.references();
+        rules.lines().map(str::trim).any(|line| {
+            wanted
+                .iter()
+                .any(|w| line.strip_prefix(w.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(' ')))
+        })
+    }
+
+    /// The line /etc/pf.conf needs.
+    fn line_to_add(&self) -> String {
+        self.references().pop().unwrap_or_default()
+    }
+
+    /// Rules loaded into an anchor that nothing references load without an error and
+    /// never apply (pf.conf(5), ANCHORS): check the main ruleset before loading them.
+    /// `pfctl -s Anchors` would prove nothing: it lists every anchor that exists.
+    fn check_anchor(&self, log: &Log, ui: &Ui) -> Result<()> {
+        let show = self.show_main();
+        let out = short(&show, log, ui)?;
+        if !out.success() {
+            bail!(
+                failure!("cannot read pf's main ruleset: {}", show.failure(&out))
+                    .help("is pf loaded and enabled? (kldload pf; pfctl -e; pf_enable=\"YES\" in rc.conf)")
+                    .infrastructure()
+            );
+        }
+        if self.referenced_in(&out.stdout_str()) {
+            return Ok(());
+        }
+        let wanted: Vec<String> = self.references().iter().map(|r| format!("`{r}`")).collect();
+        bail!(
+            failure!(
+                "pf's main ruleset does not reference the anchor {}, so rules loaded into it would never apply: `{show}` shows no {}",
+                self.anchor,
+                wanted.join(" or ")
+            )
+            .help(format!(
+                "add the line `{}` to /etc/pf.conf (after its nat rules, before rules that would block the guest), load it with `pfctl -f /etc/pf.conf`, and run the gate again",
+                self.line_to_add()
+            ))
+            .infrastructure()
+        );
+    }
+
     fn rules_text(&self, tap: &str) -> String {
         let mut text =
             format!("# mother-build gate --pf-allow: the boot-gate guest ({tap} on {}) may talk\n", self.bridge);
@@ -73,6 +138,13 @@ impl NetworkPlan {
 
     /// The steps, as `--dry-run` shows them (TAP: the interface `tap create` names).
     pub fn plan(&self, steps: &mut Plan) {
+        steps.run(&self.show_main());
+        let wanted: Vec<String> = self.references().iter().map(|r| format!("`{r}`")).collect();
+        steps.check(format!(
+            "the main ruleset references the anchor {} ({}); else the gate stops here",
+            self.anchor,
+            wanted.join(" or ")
+        ));
         steps.run(&self.ifconfig().args(["tap", "create"]));
         steps.note("TAP below is the interface `ifconfig tap create` printed");
         let rules = Utf8PathBuf::from("RUN_DIR/gate/pf-allow.conf");
@@ -93,6 +165,7 @@ impl NetworkPlan {
     /// Creates the tap, adds it to the bridge and loads the rules. On an error, what was
     /// done is undone before returning.
     pub fn open<'l>(&self, dir: &Utf8Path, log: &'l Log, ui: &'l Ui) -> Result<Network<'l>> {
+        self.check_anchor(log, ui)?;
         let create = self.ifconfig().args(["tap", "create"]);
         let out = short(&create, log, ui)?;
         if !out.success() {
@@ -168,5 +241,31 @@ impl Network<'_> {
 impl Drop for Network<'_> {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(anchor: &str) -> NetworkPlan {
+        NetworkPlan { tools: Tools::default(), bridge: "bridge0".into(), anchor: anchor.into(), rules: Vec::new() }
+    }
+
+    #[test]
+    fn the_anchor_is_referenced_by_name_or_by_its_parent() {
+        let p = plan("mother-build/gate");
+        // As pfctl -s rules prints them.
+        assert!(
+            p.referenced_in("block drop in all\nanchor \"mother-build/*\" all\npass out all flags S/SA keep state\n")
+        );
+        assert!(p.referenced_in("anchor \"mother-build/gate\" in on bridge0 all\n"));
+        assert!(!p.referenced_in("anchor \"mother-build/gates\" all\nanchor \"other/*\" all\n"));
+        assert!(!p.referenced_in("anchor \"mother-build\" all\n"), "the parent alone does not evaluate its children");
+        assert!(!p.referenced_in(""));
+        assert_eq!(p.line_to_add(), "anchor \"mother-build/*\"");
+        let top = plan("gate");
+        assert!(top.referenced_in("anchor \"gate\" all\n"));
+        assert_eq!(top.line_to_add(), "anchor \"gate\"");
     }
 }

@@ -17,6 +17,9 @@ use crate::ui::Ui;
 const TAIL_LINES: usize = 200;
 /// Longest console line copied into the stage log (the console file has all of it).
 const LOG_LINE: usize = 1000;
+/// The most of one console line held in memory: a longer line goes to the file as it
+/// comes, so a guest that never ends its line cannot make the gate grow.
+const LINE_HELD: usize = 64 * 1024;
 
 /// The clock of one boot: every time is reported as seconds since its start, and as
 /// wall-clock time.
@@ -57,8 +60,12 @@ pub struct ConsoleFile {
     tmp: Utf8PathBuf,
     out: BufWriter<File>,
     clock: Clock,
+    /// The current line's bytes not yet in the file.
     line: Vec<u8>,
     line_at: Option<Instant>,
+    /// The current line began in the file already (it was too long to hold); its
+    /// start, as the stage log shows it.
+    spilled: Option<String>,
     pub bytes: u64,
     pub lines: u64,
     tail: VecDeque<String>,
@@ -76,6 +83,7 @@ impl ConsoleFile {
             clock,
             line: Vec::new(),
             line_at: None,
+            spilled: None,
             bytes: 0,
             lines: 0,
             tail: VecDeque::new(),
@@ -85,7 +93,7 @@ impl ConsoleFile {
 
     /// Whether a line has begun and not ended (a prompt, or a console cut short).
     pub fn has_partial(&self) -> bool {
-        !self.line.is_empty()
+        !self.line.is_empty() || self.spilled.is_some()
     }
 
     /// Takes bytes that arrived at `at`. The stage log gets the complete lines in one
@@ -93,7 +101,7 @@ impl ConsoleFile {
     pub fn push(&mut self, bytes: &[u8], at: Instant, log: &Log, ui: &Ui) {
         self.bytes += bytes.len() as u64;
         let mut mirror = String::new();
-        let mut last = None;
+        let mut ended = false;
         let mut rest = bytes;
         while !rest.is_empty() {
             self.line_at.get_or_insert(at);
@@ -101,54 +109,93 @@ impl ConsoleFile {
                 Some(i) => {
                     self.line.extend_from_slice(&rest[..i]);
                     rest = &rest[i + 1..];
-                    last = Some(self.end_line(&mut mirror));
+                    self.end_line(&mut mirror);
+                    ended = true;
                 }
                 None => {
                     self.line.extend_from_slice(rest);
                     rest = &[];
+                    if self.line.len() > LINE_HELD {
+                        self.spill();
+                    }
                 }
             }
         }
+        let last = self.tail.back().filter(|_| ended).map(|l| &l[STAMP_LEN..]);
         show(&mirror, last, log, ui);
     }
 
-    /// Writes the current line with its time; appends it to `mirror` (for the stage
-    /// log) and returns its text.
-    fn end_line(&mut self, mirror: &mut String) -> String {
-        let at = self.line_at.take().unwrap_or(self.clock.t0);
-        let mut line = std::mem::take(&mut self.line);
-        while line.last() == Some(&b'\r') {
-            line.pop();
+    /// Writes what is held of an over-long line to the file (its time first, when it
+    /// is the line's start), keeping its start for the stage log.
+    fn spill(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let mut written = Ok(());
+        if self.spilled.is_none() {
+            let mut stamp = String::new();
+            push_stamp(&mut stamp, self.clock, self.line_at.unwrap_or(self.clock.t0));
+            written = self.out.write_all(stamp.as_bytes());
+            self.spilled = Some(printable(&line[..line.len().min(4 * LOG_LINE)]).chars().take(LOG_LINE).collect());
         }
-        let stamp = format!("[{:>10.3}] ", self.clock.secs(at));
-        let written = self
-            .out
-            .write_all(stamp.as_bytes())
-            .and_then(|()| self.out.write_all(&line))
-            .and_then(|()| self.out.write_all(b"\n"));
+        let written = written.and_then(|()| self.out.write_all(&line));
+        self.note_error(written);
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn note_error(&mut self, written: std::io::Result<()>) {
         if let Err(e) = written
             && self.error.is_none()
         {
             self.error = Some(e);
         }
-        self.lines += 1;
-        let text: String = printable(&line).chars().take(LOG_LINE).collect();
-        mirror.push_str(&stamp);
-        mirror.push_str(&text);
-        mirror.push('\n');
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
+    }
+
+    /// Writes the current line with its time, appends it to `mirror` (for the stage
+    /// log) and to the tail. Every console line passes here: it allocates nothing in
+    /// the common case (the tail's oldest entry is reused).
+    fn end_line(&mut self, mirror: &mut String) {
+        let at = self.line_at.take().unwrap_or(self.clock.t0);
+        let mut line = std::mem::take(&mut self.line);
+        while line.last() == Some(&b'\r') {
+            line.pop();
         }
-        self.tail.push_back(format!("{stamp}{text}"));
-        text
+        let mut entry = match self.tail.len() {
+            TAIL_LINES => self.tail.pop_front().unwrap_or_default(),
+            _ => String::with_capacity(128),
+        };
+        entry.clear();
+        push_stamp(&mut entry, self.clock, at);
+        let spilled = self.spilled.take();
+        let written = match spilled {
+            Some(_) => Ok(()),
+            None => self.out.write_all(entry.as_bytes()),
+        };
+        let written = written.and_then(|()| self.out.write_all(&line)).and_then(|()| self.out.write_all(b"\n"));
+        self.note_error(written);
+        self.lines += 1;
+        match spilled {
+            Some(start) => entry.push_str(&start),
+            None => push_printable(&mut entry, &line, LOG_LINE),
+        }
+        mirror.push_str(&entry);
+        mirror.push('\n');
+        self.tail.push_back(entry);
+        // The buffer is kept for the next line.
+        self.line = line;
+        self.line.clear();
     }
 
     /// The last `n` lines (with their times), the unfinished one included.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let mut lines: Vec<String> = self.tail.iter().skip(self.tail.len().saturating_sub(n)).cloned().collect();
-        if !self.line.is_empty() {
-            let at = self.line_at.unwrap_or(self.clock.t0);
-            lines.push(format!("[{:>10.3}] {}", self.clock.secs(at), printable(&self.line)));
+        if self.has_partial() {
+            let mut entry = String::new();
+            push_stamp(&mut entry, self.clock, self.line_at.unwrap_or(self.clock.t0));
+            match &self.spilled {
+                Some(start) => entry.push_str(start),
+                None => push_printable(&mut entry, &self.line, LOG_LINE),
+            }
+            lines.push(entry);
             if lines.len() > n {
                 lines.remove(0);
             }
@@ -158,10 +205,10 @@ impl ConsoleFile {
 
     /// Ends the unfinished line and puts the file in place as `console.log`.
     pub fn finish(mut self, log: &Log, ui: &Ui) -> Result<Utf8PathBuf> {
-        if !self.line.is_empty() {
+        if self.has_partial() {
             let mut mirror = String::new();
-            let last = self.end_line(&mut mirror);
-            show(&mirror, Some(last), log, ui);
+            self.end_line(&mut mirror);
+            show(&mirror, self.tail.back().map(|l| &l[STAMP_LEN..]), log, ui);
         }
         if let Some(e) = self.error.take() {
             return Err(e).with_context(|| format!("cannot write the console to {}", self.tmp));
@@ -176,18 +223,42 @@ impl ConsoleFile {
 }
 
 /// Copies console lines to the stage log (one write) and the last one to the display.
-fn show(mirror: &str, last: Option<String>, log: &Log, ui: &Ui) {
+fn show(mirror: &str, last: Option<&str>, log: &Log, ui: &Ui) {
     if !mirror.is_empty() {
         log.bytes(mirror.as_bytes());
     }
     if let Some(line) = last.filter(|l| !l.trim().is_empty()) {
-        ui.stage_line(&line);
+        ui.stage_line(line);
+    }
+}
+
+/// Length of the time that begins each console line: `[    12.345] `.
+const STAMP_LEN: usize = 13;
+
+/// Appends `[    12.345] ` (seconds since the boot began, to the millisecond).
+fn push_stamp(out: &mut String, clock: Clock, at: Instant) {
+    use std::fmt::Write as _;
+    let ms = at.saturating_duration_since(clock.t0).as_millis();
+    let _ = write!(out, "[{:>6}.{:03}] ", ms / 1000, ms % 1000);
+}
+
+/// Appends at most `max` characters of [`printable`]`(line)`; plain ASCII, the usual
+/// console line, is copied as it is.
+fn push_printable(out: &mut String, line: &[u8], max: usize) {
+    if line.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t') {
+        let line = &line[..line.len().min(max)];
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+    } else {
+        out.extend(printable(line).chars().take(max));
     }
 }
 
 /// A console line as text that is safe on a terminal: escape sequences (which could
 /// clear the operator's screen) and control characters other than tab are dropped.
 pub fn printable(line: &[u8]) -> String {
+    if line.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t') {
+        return std::str::from_utf8(line).unwrap_or_default().to_owned();
+    }
     let text = String::from_utf8_lossy(line);
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
@@ -260,6 +331,12 @@ pub enum DecisionKind {
     Exit,
     /// The VM ended during the settle period after the last marker.
     SettleExit,
+    /// The probes could not log in after the last marker.
+    Login,
+    /// A probe did not give what it must.
+    Probe,
+    /// The heartbeat stopped for longer than its gap.
+    Heartbeat,
     /// The gate could not judge the image.
     Infrastructure,
     /// Ctrl-C or a signal stopped the gate.
@@ -276,6 +353,9 @@ impl DecisionKind {
             DecisionKind::Timeout => "timeout",
             DecisionKind::Exit => "exit",
             DecisionKind::SettleExit => "settle-exit",
+            DecisionKind::Login => "login",
+            DecisionKind::Probe => "probe",
+            DecisionKind::Heartbeat => "heartbeat",
             DecisionKind::Infrastructure => "infrastructure",
             DecisionKind::Interrupted => "interrupted",
         }
@@ -325,6 +405,18 @@ pub struct MarkerResult {
     pub seen_at_secs: Option<f64>,
 }
 
+/// The heartbeat after the last marker, as result.json records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatRecord {
+    pub pattern: String,
+    pub max_gap_secs: u64,
+    /// Beats seen after the last marker.
+    pub beats: u64,
+    /// The longest gap seen (from the last marker, between beats, to the verdict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longest_gap_secs: Option<f64>,
+}
+
 /// One boot attempt, as result.json records it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
@@ -354,6 +446,15 @@ pub struct Attempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,
     pub markers: Vec<MarkerResult>,
+    /// How the probes' login went (absent without probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<super::probe::LoginRecord>,
+    /// Each probe: its command, what it must give, what it gave (output quoted, cut).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<super::probe::ProbeRecord>,
+    /// The heartbeat: its pattern, beats seen after the last marker, the longest gap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatRecord>,
     /// The console file, relative to the stage directory.
     pub console: Utf8PathBuf,
     pub console_bytes: u64,
@@ -449,6 +550,8 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         name: String,
         time: f64,
         outcome: Outcome,
+        /// The case's own output (a probe's), quoted in its `<system-out>`.
+        out: String,
     }
     enum Outcome {
         Passed,
@@ -475,7 +578,13 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         if let Some(t) = m.seen_at_secs {
             previous = t;
         }
-        cases.push(Case { class: "gate.markers", name: format!("{} {}", i + 1, m.name), time, outcome });
+        cases.push(Case {
+            class: "gate.markers",
+            name: format!("{} {}", i + 1, m.name),
+            time,
+            outcome,
+            out: String::new(),
+        });
     }
     let judged = a.verdict == Verdict::Pass || a.verdict == Verdict::Fail;
     let check = |failed_kind: DecisionKind, name: &str| {
@@ -486,23 +595,69 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
         } else {
             Outcome::Skipped("not judged".into())
         };
-        Case { class: "gate.console", name: name.into(), time: 0.0, outcome }
+        Case { class: "gate.console", name: name.into(), time: 0.0, outcome, out: String::new() }
     };
     cases.push(check(DecisionKind::Forbidden, "no forbidden pattern"));
     cases.push(check(DecisionKind::RestartLoop, "no restart loop"));
     cases.push(check(DecisionKind::SettleExit, "the guest stays up after the last marker"));
+    if let Some(h) = &a.heartbeat {
+        let mut case = check(DecisionKind::Heartbeat, &format!("the heartbeat /{}/ keeps coming", h.pattern));
+        if a.markers.iter().any(|m| m.seen_at_secs.is_none()) {
+            case.outcome = Outcome::Skipped("not reached".into());
+        } else {
+            let gap = h.longest_gap_secs.map_or("-".into(), |g| format!("{g:.1}s"));
+            case.out = format!("{} beat(s) after the last marker; the longest gap {gap}", h.beats);
+        }
+        cases.push(case);
+    }
+    if let Some(login) = &a.login {
+        let outcome = match login.verdict {
+            "pass" => Outcome::Passed,
+            "fail" => Outcome::Failed(login.reason.clone().unwrap_or_default()),
+            _ => Outcome::Skipped("not reached".into()),
+        };
+        let name = format!("log in as {}", login.user);
+        cases.push(Case {
+            class: "gate.probes",
+            name,
+            time: login.seconds.unwrap_or(0.0),
+            outcome,
+            out: String::new(),
+        });
+    }
+    for p in &a.probes {
+        let outcome = match p.verdict {
+            "pass" => Outcome::Passed,
+            "fail" => Outcome::Failed(p.reason.clone().unwrap_or_default()),
+            _ => Outcome::Skipped("not reached".into()),
+        };
+        let mut out = format!("$ {}\n{}", p.command, p.output);
+        if p.output_cut {
+            out.push_str(&format!(
+                "\n[output cut: {} bytes in all, the first {} kept]",
+                p.output_bytes,
+                p.output.len()
+            ));
+        }
+        if let Some(s) = p.status {
+            out.push_str(&format!("\n[exit status {s}]"));
+        }
+        cases.push(Case { class: "gate.probes", name: p.name.clone(), time: p.seconds.unwrap_or(0.0), outcome, out });
+    }
     match a.verdict {
         Verdict::Error => cases.push(Case {
             class: "gate",
             name: "the VM runs".into(),
             time: a.seconds,
             outcome: Outcome::Error(a.reason.clone()),
+            out: String::new(),
         }),
         Verdict::Interrupted => cases.push(Case {
             class: "gate",
             name: "the gate runs to a verdict".into(),
             time: a.seconds,
             outcome: Outcome::Error(a.reason.clone()),
+            out: String::new(),
         }),
         _ => {}
     }
@@ -538,10 +693,13 @@ pub fn junit(a: &Attempt, attempts: usize, backend: &str, image: Option<&Utf8Pat
     x.push_str("    </properties>\n");
     for c in &cases {
         let open = format!("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"", c.class, attr(&c.name), c.time);
+        let own =
+            if c.out.is_empty() { String::new() } else { format!("      <system-out>{}</system-out>\n", text(&c.out)) };
         match &c.outcome {
-            Outcome::Passed => x.push_str(&format!("{open}/>\n")),
+            Outcome::Passed if own.is_empty() => x.push_str(&format!("{open}/>\n")),
+            Outcome::Passed => x.push_str(&format!("{open}>\n{own}    </testcase>\n")),
             Outcome::Failed(msg) => x.push_str(&format!(
-                "{open}>\n      <failure message=\"{}\" type=\"{kind_name}\">{}</failure>\n    </testcase>\n",
+                "{open}>\n      <failure message=\"{}\" type=\"{kind_name}\">{}</failure>\n{own}    </testcase>\n",
                 attr(msg),
                 text(&failure_text(a))
             )),
@@ -640,5 +798,30 @@ mod tests {
         c.finish(&log, &ui).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "[     0.000] one\n[     0.000] two\n[     1.500] login: \n");
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_not_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("console.log")).unwrap();
+        let clock = Clock::start();
+        let mut c = ConsoleFile::create(&path, clock).unwrap();
+        let ui = Ui::new(crate::ui::Mode::Plain, false, false);
+        let log = Log::sink();
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            c.push(&block, clock.t0, &log, &ui);
+            assert!(c.line.len() <= LINE_HELD, "{} bytes held", c.line.len());
+        }
+        assert!(c.has_partial());
+        // The report shows its start, cut.
+        assert_eq!(c.tail(1)[0], format!("[     0.000] {}", "x".repeat(LOG_LINE)));
+        c.push(b"x\nnext\n", clock.t0, &log, &ui);
+        c.finish(&log, &ui).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let mut want = b"[     0.000] ".to_vec();
+        want.extend(std::iter::repeat_n(b'x', 64 * 64 * 1024 + 1));
+        want.extend_from_slice(b"\n[     0.000] next\n");
+        assert!(text == want, "the file holds the whole line, once, with one time");
     }
 }

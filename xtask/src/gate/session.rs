@@ -1,6 +1,7 @@
 //! One gate run: boots the image (again after an infrastructure error, as often as
-//! `gate.retries` allows), watches the console until the verdict, tears everything down
-//! on every path, and writes the results.
+//! `gate.retries` allows), watches the console until the verdict (after the last
+//! marker: the settle period, the probes' exchange and the heartbeat), tears everything
+//! down on every path, and writes the results.
 
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -8,8 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::backend::{Ending, Role, describe, teardown};
-use super::results::{self, Attempt, Clock, ConsoleFile, Decision, DecisionKind, MarkerResult, Verdict};
+use super::backend::{Ending, Role, describe};
+use super::probe::{self, Action, Exchange, Payload};
+use super::results::{
+    self, Attempt, Clock, ConsoleFile, Decision, DecisionKind, HeartbeatRecord, MarkerResult, Verdict,
+};
 use super::scan::{Found, Hit, Scanner};
 use super::{GateOutputs, GatePlan, shown};
 use crate::failure::{self, Failure};
@@ -24,6 +28,8 @@ const BATCH: usize = 1 << 20;
 const DRAIN: Duration = Duration::from_millis(500);
 /// Console lines quoted in an error message.
 const QUOTED_LINES: usize = 8;
+/// How long typing into the console may wait for room in its input pipe.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the gate and returns its outputs on a pass; a failure of the image is an error
 /// of class product (exit 1), an infrastructure error of class infrastructure (exit 2).
@@ -106,9 +112,29 @@ fn boot_and_record(cx: &Cx, plan: &GatePlan) -> Result<(Utf8PathBuf, Vec<Attempt
 fn report(a: &Attempt, console: &Utf8Path, json: &Utf8Path, junit: &Utf8Path, retried: Option<&str>) -> String {
     let mut out = a.reason.clone();
     let line_number = a.decided_by.as_ref().and_then(|d| d.line_number);
-    if let Some(line) = a.decided_by.as_ref().and_then(|d| d.line.as_ref()) {
+    let failed_probe = match a.decided_by.as_ref().map(|d| (d.kind, d.name.as_ref())) {
+        Some((DecisionKind::Probe, Some(name))) => a.probes.iter().find(|p| p.name == *name),
+        _ => None,
+    };
+    if let Some(p) = failed_probe {
+        out.push_str(&format!("\n  $ {}", p.command));
+        let lines: Vec<&str> = p.output.lines().collect();
+        for line in lines.iter().take(QUOTED_LINES) {
+            out.push_str(&format!("\n  | {line}"));
+        }
+        if lines.len() > QUOTED_LINES || p.output_cut {
+            out.push_str(&format!(
+                "\n  | [{} bytes of output in all; result.json has {}]",
+                p.output_bytes,
+                if p.output_cut { format!("the first {} KiB", probe::OUTPUT_LIMIT / 1024) } else { "all of it".into() }
+            ));
+        }
+        if let Some(status) = p.status {
+            out.push_str(&format!("\n  [exit status {status}]"));
+        }
+    } else if let Some(line) = a.decided_by.as_ref().and_then(|d| d.line.as_ref()) {
         out.push_str(&format!("\n  | {line}"));
-    } else if !a.stderr.is_empty() {
+    } else if !a.stderr.is_empty() && a.verdict != Verdict::Fail {
         for line in a.stderr.lines().filter(|l| !l.trim().is_empty()) {
             out.push_str(&format!("\n  | {line}"));
         }
@@ -175,6 +201,18 @@ enum Watched {
     Done(Box<Outcome>),
 }
 
+/// After the last marker: what still has to happen before the verdict.
+struct After {
+    /// The end of the settle period.
+    until: Instant,
+    /// The last marker.
+    last: Hit,
+    /// The last heartbeat (the last marker, before the first).
+    beat: Instant,
+    beats: u64,
+    longest_gap: Duration,
+}
+
 /// One boot attempt: the console, the scanner and what has been seen so far.
 struct Watch<'a> {
     cx: &'a Cx<'a>,
@@ -185,14 +223,24 @@ struct Watch<'a> {
     record: ConsoleFile,
     /// When each marker appeared.
     seen: Vec<Option<Instant>>,
-    /// Once the last marker is seen: the end of the settle period, and that marker.
-    settle: Option<(Instant, Hit)>,
+    /// Once the last marker is seen.
+    after: Option<After>,
+    /// The probes' login and commands, from the last marker on.
+    exchange: Option<Exchange<'a>>,
+    /// When the exchange wants to be asked again.
+    exchange_wake: Option<Instant>,
+    /// The login password (read when the boot starts; wiped when dropped).
+    password: Option<pkgrepo::key::SecretBytes>,
+    /// This attempt's nonce for the probes' markers.
+    nonce: String,
     stderr: Vec<u8>,
     pids: Vec<u32>,
     commands: Vec<crate::proc::CmdLine>,
     exit: Option<String>,
     gone_at: Option<Instant>,
     cleanup_problems: Vec<String>,
+    /// Console bytes before the current console process started.
+    phase_start: u64,
 }
 
 impl<'a> Watch<'a> {
@@ -206,13 +254,18 @@ impl<'a> Watch<'a> {
             scanner: Scanner::new(&plan.checks),
             record: ConsoleFile::create(&dir.join("console.log"), clock)?,
             seen: vec![None; plan.checks.markers.len()],
-            settle: None,
+            after: None,
+            exchange: None,
+            exchange_wake: None,
+            password: None,
+            nonce: String::new(),
             stderr: Vec::new(),
             pids: Vec::new(),
             commands: Vec::new(),
             exit: None,
             gone_at: None,
             cleanup_problems: Vec::new(),
+            phase_start: 0,
         })
     }
 
@@ -229,16 +282,38 @@ impl<'a> Watch<'a> {
         if let Err((message, help)) = self.plan.vm.preflight() {
             return self.infra(message, help);
         }
-        // A VM left behind by an earlier run would make bhyve fail; none is the usual case.
-        for cmd in self.plan.vm.before() {
-            if let Err(e) = teardown(&cmd, &self.cx.log) {
+        if let Some(probes) = &self.plan.probes {
+            match probe::nonce() {
+                Ok(nonce) => self.nonce = nonce,
+                Err(e) => {
+                    return self.infra_error(crate::ui::render_message(&e), &e, "this machine has no random source");
+                }
+            }
+            if let Some(file) = &probes.login.password_file {
+                match probe::read_password(file) {
+                    Ok(password) => self.password = Some(password),
+                    Err(e) => {
+                        return self.infra_error(
+                            crate::ui::render_message(&e),
+                            &e,
+                            "fix gate.login.password_file in pipeline.toml",
+                        );
+                    }
+                }
+            }
+        }
+        // The VM is destroyed before (one left by an earlier run) and after, even when a
+        // panic unwinds through here.
+        let vm = match self.plan.vm.claim(&self.cx.log) {
+            Ok(vm) => vm,
+            Err(e) => {
                 return self.infra_error(
                     crate::ui::render_message(&e),
                     &e,
                     "install it, or set its path in [tools] of pipeline.toml",
                 );
             }
-        }
+        };
         let outcome = match &self.plan.network {
             None => self.phases(None),
             Some(net) => match net.open(self.dir, &self.cx.log, self.cx.ui) {
@@ -260,20 +335,17 @@ impl<'a> Watch<'a> {
                 }
             },
         };
-        for cmd in self.plan.vm.after() {
-            match teardown(&cmd, &self.cx.log) {
-                Ok(out) if out.success() => {}
-                Ok(out) => self.cleanup_problems.push(cmd.failure(&out)),
-                Err(e) => self.cleanup_problems.push(e.to_string()),
-            }
-        }
+        self.cleanup_problems.extend(vm.release());
         outcome
     }
 
     /// Runs the console processes in turn until the verdict.
     fn phases(&mut self, tap: Option<&str>) -> Outcome {
         for phase in self.plan.vm.phases(tap) {
-            let mut console = match phase.cmd.console(&self.cx.log, self.plan.timing.grace) {
+            self.phase_start = self.record.bytes;
+            // The probes type into the VM's console; nothing else needs its keyboard.
+            let input = self.plan.probes.is_some() && phase.role == Role::Vm;
+            let mut console = match phase.cmd.console(&self.cx.log, self.plan.timing.grace, input) {
                 Ok(c) => c,
                 Err(e) => {
                     if let Some(sig) = proc::interrupted() {
@@ -333,6 +405,9 @@ impl<'a> Watch<'a> {
             }
             let Some(first) = console.recv(wait) else {
                 // Nothing is waiting: every byte that arrived has been judged.
+                if let Some(outcome) = self.converse(console) {
+                    return Watched::Done(Box::new(outcome));
+                }
                 if let Some(outcome) = self.deadline_passed(Instant::now()) {
                     return Watched::Done(Box::new(outcome));
                 }
@@ -349,6 +424,9 @@ impl<'a> Watch<'a> {
                         latest = Some(at);
                         self.record.push(&bytes, at, &self.cx.log, self.cx.ui);
                         self.scanner.push(&bytes, at, &mut found);
+                        if let Some(x) = &mut self.exchange {
+                            x.feed(&bytes, at);
+                        }
                     }
                     ConsoleEvent::Stderr(bytes) => self.take_stderr(&bytes),
                     ConsoleEvent::Closed => closed = true,
@@ -366,6 +444,9 @@ impl<'a> Watch<'a> {
                 if let Some(outcome) = self.found(f) {
                     return Watched::Done(Box::new(outcome));
                 }
+            }
+            if let Some(outcome) = self.converse(console) {
+                return Watched::Done(Box::new(outcome));
             }
             if let Some(at) = latest
                 && let Some(outcome) = self.deadline_passed(at)
@@ -391,8 +472,18 @@ impl<'a> Watch<'a> {
     }
 
     fn next_deadline(&self) -> Instant {
-        if let Some((until, _)) = &self.settle {
-            return *until;
+        if let Some(after) = &self.after {
+            // The end of the settle period decides only once the probes have passed;
+            // until then the exchange says when to look again.
+            let mut next = self.probes_passed().then_some(after.until);
+            if let Some(wake) = self.exchange_wake {
+                next = Some(next.map_or(wake, |n| n.min(wake)));
+            }
+            if let Some(h) = &self.plan.checks.heartbeat {
+                let beat = after.beat + h.max_gap;
+                next = Some(next.map_or(beat, |n| n.min(beat)));
+            }
+            return next.unwrap_or_else(|| Instant::now() + TICK);
         }
         let (k, since) = self.next_marker();
         let marker = since + self.plan.checks.markers[k].within;
@@ -400,11 +491,16 @@ impl<'a> Watch<'a> {
     }
 
     fn deadline_passed(&mut self, now: Instant) -> Option<Outcome> {
-        if let Some((until, hit)) = &self.settle {
-            if now < *until {
+        if let Some(after) = &self.after {
+            if let Some(h) = &self.plan.checks.heartbeat
+                && now >= after.beat + h.max_gap
+            {
+                return Some(self.heartbeat_missed(after.beat + h.max_gap, None));
+            }
+            if now < after.until || !self.probes_passed() {
                 return None;
             }
-            let hit = hit.clone();
+            let hit = after.last.clone();
             return Some(self.pass(&hit));
         }
         let (k, since) = self.next_marker();
@@ -457,13 +553,127 @@ impl<'a> Watch<'a> {
         self.fail(reason, help, decision)
     }
 
+    /// Whether the probes are over and passed (or there are none).
+    fn probes_passed(&self) -> bool {
+        self.exchange.as_ref().is_none_or(|x| x.is_done() && x.failure().is_none())
+    }
+
+    /// Lets the probes' exchange look at what arrived, and types what it asks for;
+    /// `Some` when it decides.
+    fn converse(&mut self, console: &mut Console) -> Option<Outcome> {
+        self.exchange.as_mut()?.check();
+        loop {
+            let now = Instant::now();
+            let action = self.exchange.as_mut()?.next(now);
+            match action {
+                Action::Send { payload, what } => {
+                    self.cx.note(format!("[gate types into the console: {what}]"));
+                    let deadline = now + SEND_WAIT;
+                    let sent = match payload {
+                        Payload::Text(bytes) => console.send(&bytes, deadline),
+                        Payload::Password => match &self.password {
+                            Some(p) => console.send(p.expose(), deadline).and_then(|()| console.send(b"\r", deadline)),
+                            None => console.send(b"\r", deadline),
+                        },
+                    };
+                    if let Err(e) = sent {
+                        return Some(self.infra(
+                            format!("cannot type into the console ({what}): {e}"),
+                            "the VM program stopped reading its stdin; its own messages are in the stage log".into(),
+                        ));
+                    }
+                }
+                Action::Wait(at) => {
+                    self.exchange_wake = Some(at);
+                    return None;
+                }
+                Action::Done => {
+                    self.exchange_wake = None;
+                    let failure = self.exchange.as_ref()?.failure().cloned();
+                    if let Some(f) = failure {
+                        return Some(self.probe_failed(f, now));
+                    }
+                    let after = self.after.as_ref()?;
+                    if now >= after.until {
+                        let last = after.last.clone();
+                        return Some(self.pass(&last));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The login or a probe failed.
+    fn probe_failed(&mut self, f: probe::Failure, at: Instant) -> Outcome {
+        let (kind, name) = match f.probe {
+            None => (DecisionKind::Login, None),
+            Some(i) => (DecisionKind::Probe, self.plan.probes.as_ref().map(|p| p.probes[i].name.clone())),
+        };
+        let decision = self.decision(kind, name, None, None, at);
+        self.fail(f.reason, f.help, decision)
+    }
+
+    /// The heartbeat stopped for longer than its gap: at `at`, or (`late`) it came
+    /// after the gap had passed.
+    fn heartbeat_missed(&mut self, at: Instant, late: Option<&Hit>) -> Outcome {
+        let Some(h) = &self.plan.checks.heartbeat else { unreachable!("only called with a heartbeat") };
+        let since = self.after.as_ref().map_or(at, |a| a.beat);
+        let reason = match late {
+            Some(hit) => format!(
+                "the heartbeat /{}/ came {:.1}s after the previous one, more than its {}s (gate.heartbeat.max_gap_secs)",
+                h.pattern,
+                hit.at.saturating_duration_since(since).as_secs_f64(),
+                h.max_gap.as_secs()
+            ),
+            None => format!(
+                "the heartbeat /{}/ stopped: nothing for {}s after {:.1}s (gate.heartbeat.max_gap_secs)",
+                h.pattern,
+                h.max_gap.as_secs(),
+                self.clock.secs(since)
+            ),
+        };
+        let pattern = Some(h.pattern.clone());
+        let decision = self.decision(DecisionKind::Heartbeat, None, pattern, late, late.map_or(at, |l| l.at));
+        self.fail(
+            reason,
+            "what prints the heartbeat stopped or hung: the console's last lines show what came instead".into(),
+            decision,
+        )
+    }
+
+    /// Every marker was seen: the settle period, the probes and the heartbeat begin.
+    fn last_marker(&mut self, hit: Hit) -> Option<Outcome> {
+        let settle = self.plan.timing.settle;
+        if settle.is_zero() && self.plan.probes.is_none() {
+            return Some(self.pass(&hit));
+        }
+        let mut doing = Vec::new();
+        if let Some(probes) = &self.plan.probes {
+            let n = probes.probes.len();
+            doing.push(format!("logging in to run {n} probe{}", if n == 1 { "" } else { "s" }));
+            let at_prompt = probes.login.login_prompt.is_match(hit.line.as_bytes());
+            let line = self.scanner.current_line();
+            self.exchange = Some(Exchange::new(probes, self.password.is_some(), &self.nonce, line, at_prompt, hit.at));
+        }
+        if !settle.is_zero() {
+            doing.push(format!("watching {}s more for trouble", settle.as_secs()));
+        }
+        self.cx.say(format!("every marker seen; {}", doing.join(" and ")));
+        self.after =
+            Some(After { until: hit.at + settle, beat: hit.at, last: hit, beats: 0, longest_gap: Duration::ZERO });
+        None
+    }
+
     /// A finding of the scanner; `Some` when it decides.
     fn found(&mut self, found: Found) -> Option<Outcome> {
-        // Anything that arrived after the settle period came after the verdict.
-        if let Some((until, last)) = &self.settle
-            && hit_of(&found).at >= *until
+        // Anything that arrived after the settle period, with the probes passed, came
+        // after the verdict.
+        if let Some(after) = &self.after
+            && hit_of(&found).at >= after.until
+            && self.probes_passed()
         {
-            let last = last.clone();
+            let last = after.last.clone();
             return Some(self.pass(&last));
         }
         match found {
@@ -479,13 +689,20 @@ impl<'a> Watch<'a> {
                 let n = self.plan.checks.markers.len();
                 self.cx.say(format!("marker {}/{n} `{}` at {:.1}s", index + 1, m.name, self.clock.secs(hit.at)));
                 if index + 1 == n {
-                    let settle = self.plan.timing.settle;
-                    if settle.is_zero() {
-                        return Some(self.pass(&hit));
-                    }
-                    self.cx.say(format!("every marker seen; watching {}s more for trouble", settle.as_secs()));
-                    self.settle = Some((hit.at + settle, hit));
+                    return self.last_marker(hit);
                 }
+                None
+            }
+            Found::Heartbeat { hit } => {
+                let h = self.plan.checks.heartbeat.as_ref()?;
+                let after = self.after.as_mut()?;
+                let gap = hit.at.saturating_duration_since(after.beat);
+                if gap > h.max_gap {
+                    return Some(self.heartbeat_missed(hit.at, Some(&hit)));
+                }
+                after.longest_gap = after.longest_gap.max(gap);
+                after.beat = after.beat.max(hit.at);
+                after.beats += 1;
                 None
             }
             Found::Forbidden { index, hit } => {
@@ -528,11 +745,12 @@ impl<'a> Watch<'a> {
     fn ended(&mut self, role: Role, status: ExitStatus, at: Instant) -> Watched {
         let (k, _) = self.next_marker();
         let n = self.plan.checks.markers.len();
-        let outcome = match self.plan.vm.judge_exit(role, status) {
+        let console_seen = self.record.bytes > self.phase_start;
+        let outcome = match self.plan.vm.judge_exit(role, status, console_seen) {
             Ending::Continue => return Watched::Next,
             Ending::Infra(message, help) => self.infra(message, help),
-            Ending::Failure(what, detail) => match &self.settle {
-                Some((_, last)) => {
+            Ending::Failure(what, detail) => match self.after.as_ref().map(|a| &a.last) {
+                Some(last) => {
                     let after = at.saturating_duration_since(last.at).as_secs_f64();
                     let reason = format!(
                         "{what} {after:.1}s after the last marker, during the settle period (gate.settle_secs = {}; {detail})",
@@ -576,13 +794,27 @@ impl<'a> Watch<'a> {
         let n = self.plan.checks.markers.len();
         let m = &self.plan.checks.markers[n - 1];
         let settle = self.plan.timing.settle;
-        let after = if settle.is_zero() {
-            String::new()
-        } else {
-            format!(", and nothing forbidden followed for {}s", settle.as_secs())
+        let mut also = Vec::new();
+        if let Some(probes) = &self.plan.probes {
+            let names: Vec<String> = probes.probes.iter().map(|p| format!("`{}`", p.name)).collect();
+            also.push(format!("the probes passed ({})", names.join(", ")));
+        }
+        if let (Some(_), Some(after)) = (&self.plan.checks.heartbeat, &self.after) {
+            also.push(format!("the heartbeat came {} times", after.beats));
+        }
+        if !settle.is_zero() {
+            also.push(format!("nothing forbidden followed for {}s", settle.as_secs()));
+        }
+        let also = match also.len() {
+            0 => String::new(),
+            1 => format!(", and {}", also[0]),
+            _ => {
+                let last = also.pop().unwrap_or_default();
+                format!(", {}, and {last}", also.join(", "))
+            }
         };
         let reason = format!(
-            "all {n} markers appeared in order (the last, `{}`, at {:.1}s){after}",
+            "all {n} markers appeared in order (the last, `{}`, at {:.1}s){also}",
             m.name,
             self.clock.secs(last.at)
         );
@@ -646,6 +878,26 @@ impl<'a> Watch<'a> {
 
     /// Puts the console in place and describes the attempt.
     fn finish(self, number: u32, outcome: Outcome) -> Result<Attempt> {
+        let (login, probes) = match (&self.exchange, &self.plan.probes) {
+            (Some(x), _) => {
+                let (login, probes) = x.records();
+                (Some(login), probes)
+            }
+            (None, Some(p)) => {
+                let (login, probes) = probe::not_run(p);
+                (Some(login), probes)
+            }
+            (None, None) => (None, Vec::new()),
+        };
+        let heartbeat = self.plan.checks.heartbeat.as_ref().map(|h| HeartbeatRecord {
+            pattern: h.pattern.clone(),
+            max_gap_secs: h.max_gap.as_secs(),
+            beats: self.after.as_ref().map_or(0, |a| a.beats),
+            longest_gap_secs: self.after.as_ref().map(|a| {
+                let end = a.beat.max(outcome.decided_at.min(a.beat + h.max_gap));
+                a.longest_gap.max(end.saturating_duration_since(a.beat)).as_secs_f64()
+            }),
+        });
         let tail = self.record.tail(50);
         let bytes = self.record.bytes;
         let lines = self.record.lines + u64::from(self.record.has_partial());
@@ -678,6 +930,9 @@ impl<'a> Watch<'a> {
             commands: self.commands,
             exit: self.exit,
             markers,
+            login,
+            probes,
+            heartbeat,
             console: Utf8PathBuf::from(path.file_name().unwrap_or("console.log")),
             console_bytes: bytes,
             console_lines: lines,
@@ -690,7 +945,10 @@ impl<'a> Watch<'a> {
 
 fn hit_of(found: &Found) -> &Hit {
     match found {
-        Found::Marker { hit, .. } | Found::Forbidden { hit, .. } | Found::RestartLoop { hit, .. } => hit,
+        Found::Marker { hit, .. }
+        | Found::Forbidden { hit, .. }
+        | Found::RestartLoop { hit, .. }
+        | Found::Heartbeat { hit } => hit,
     }
 }
 

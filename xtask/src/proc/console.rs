@@ -1,7 +1,8 @@
 //! Consoles: programs whose stdout is a raw byte stream (a serial console), read as fast
-//! as it comes, stopped with the group routine, their orphans reaped.
+//! as it comes, written to through an optional stdin pipe (the console's keyboard),
+//! stopped with the group routine, their orphans reaped.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,12 +47,17 @@ pub struct Stopped {
 }
 
 /// A running program whose stdout is a raw byte stream (a serial console). It runs in
-/// its own process group with a null stdin; a dedicated thread reads its stdout into a
+/// its own process group; its stdin is null, or a pipe [`Console::send`] writes to (the
+/// console's keyboard: bhyve `-l com1,stdio` and QEMU `-serial stdio` pass what they
+/// read there to the guest's serial port). A dedicated thread reads its stdout into a
 /// large pipe as fast as it comes (bhyve drops console bytes when the pipe is full),
 /// another reads its stderr, a third reaps it. Everything arrives as [`ConsoleEvent`]s.
 /// Dropping it stops the whole group.
 pub struct Console {
     pid: u32,
+    /// The write end of its stdin, when it has one (non-blocking: a guest that stops
+    /// reading cannot hold the gate).
+    input: Option<std::io::PipeWriter>,
     events: Receiver<ConsoleEvent>,
     group: Group,
     status: Option<ExitStatus>,
@@ -68,8 +74,9 @@ const CONSOLE_QUEUE: usize = 1024;
 
 impl CmdLine {
     /// Starts a program whose stdout is a console (see [`Console`]). `grace` is the time
-    /// between SIGTERM and SIGKILL when it is stopped.
-    pub fn console(&self, log: &Log, grace: Duration) -> Result<Console> {
+    /// between SIGTERM and SIGKILL when it is stopped; with `input` its stdin is a pipe
+    /// that [`Console::send`] writes to, otherwise null.
+    pub fn console(&self, log: &Log, grace: Duration, input: bool) -> Result<Console> {
         check_interrupted()?;
         log.line(&format!("$ {self}"));
         let (mut out_r, out_w) = std::io::pipe().context("cannot create the console pipe")?;
@@ -77,6 +84,14 @@ impl CmdLine {
         enlarge_pipe(&out_r);
         let mut cmd = self.command()?;
         cmd.stdout(out_w).stderr(err_w).process_group(0);
+        let input = if input {
+            let (in_r, in_w) = std::io::pipe().context("cannot create the console's input pipe")?;
+            set_nonblocking(&in_w).context("cannot make the console's input pipe non-blocking")?;
+            cmd.stdin(in_r);
+            Some(in_w)
+        } else {
+            None
+        };
         become_subreaper();
         let spawned = cmd.spawn();
         // The command holds our copies of the write ends: without dropping it, the
@@ -150,8 +165,22 @@ impl CmdLine {
             }),
         )
         .context("cannot start the console's waiter")?;
-        Ok(Console { pid, events, group, status: None, closed: false, ended: false })
+        Ok(Console { pid, input, events, group, status: None, closed: false, ended: false })
     }
+}
+
+/// Sets O_NONBLOCK on our end of a pipe (its own open file description: the program's
+/// end is not affected, and bhyve sets O_NONBLOCK on its own).
+fn set_nonblocking(pipe: &std::io::PipeWriter) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Makes this process the reaper of its descendants' orphans (once), so a console's
@@ -219,6 +248,34 @@ impl Console {
         self.status
     }
 
+    /// Writes `bytes` to the program's stdin (the console's keyboard), waiting at most
+    /// until `deadline` while the pipe is full. An error when the console was started
+    /// without input, the program closed its stdin, or the pipe stayed full.
+    pub fn send(&mut self, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+        let Some(pipe) = self.input.as_mut() else {
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "the console was started without input"));
+        };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match pipe.write(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the console does not read its input (the pipe stayed full)",
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the program and everything in its group: SIGTERM, up to the grace period,
     /// SIGKILL. Returns once the program is reaped and the group is empty.
     pub fn stop(&mut self) -> Stopped {
@@ -243,6 +300,8 @@ impl Console {
     /// are reaped here, or they would linger as zombies that still count as members.
     fn end(&mut self, late: &mut Vec<ConsoleEvent>) -> Sent {
         self.ended = true;
+        // Its keyboard goes first: nothing is typed into a console that is stopping.
+        self.input = None;
         let pgid = self.pid as i32;
         let Console { group, events, status, closed, .. } = self;
         let mut gone = |wait: Duration| {

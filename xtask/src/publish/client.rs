@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::template::{self, RenderError, Syntax, Value};
 use super::{PublishConfig, Target};
-use crate::config::TrustMode;
+use crate::config::{Loaded, TrustMode};
 use crate::fingerprint::sha256_bytes;
 use crate::fsx;
 use crate::sign::SignOutputs;
@@ -57,8 +57,8 @@ pub fn make(cx: &Cx, sign: Option<&SignOutputs>, target: &Target) -> Result<Clie
         Target::Local(p) => p.to_string(),
         Target::Remote { root, .. } => root.clone(),
     };
-    let nginx =
-        nginx_server_block(&cx.config().repository.url, &cx.config().publish, &root).map_err(|e| located(cx, e))?;
+    let nginx = nginx_server_block(&cx.config().repository.url, &cx.config().publish, &root, false)
+        .map_err(|e| located(cx.loaded, e))?;
     Ok(ClientFiles { conf, pubkey, fingerprint, nginx })
 }
 
@@ -95,7 +95,7 @@ fn repo_conf(cx: &Cx, mode: TrustMode) -> Result<String> {
     let (source, template) = repo_conf_template(cx)?;
     let repository = &cx.config().repository;
     let values = repo_conf_values(&repository.name, &repository.url, mode, &cx.config().publish);
-    template::render(&source, &template, &values).map_err(|e| located(cx, e))
+    template::render(&source, &template, &values).map_err(|e| located(cx.loaded, e))
 }
 
 /// The values of the repo conf's placeholders.
@@ -117,13 +117,17 @@ fn repo_conf_values(name: &str, url: &str, mode: TrustMode, cfg: &PublishConfig)
     ]
 }
 
-/// The nginx server block for the site at `root`, served at `url` (repository.url).
-fn nginx_server_block(url: &str, cfg: &PublishConfig, root: &str) -> Result<String, RenderError> {
-    let host_port = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or_default();
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
-        _ => (host_port, None),
-    };
+/// The nginx server block for the site at `root`, served at `url` (repository.url). With
+/// `hold_back_tls`, a TLS block is replaced by its port-80 part that answers the ACME
+/// challenge (nginx refuses a certificate it cannot load, and the certificate is got
+/// through that challenge).
+pub fn nginx_server_block(
+    url: &str,
+    cfg: &PublishConfig,
+    root: &str,
+    hold_back_tls: bool,
+) -> Result<String, RenderError> {
+    let (host, port) = url_host(url);
     let server_name = if cfg.server_name.is_empty() {
         Value::new("SERVER_NAME", host, "repository.url", Syntax::NginxWord)
     } else {
@@ -153,16 +157,36 @@ fn nginx_server_block(url: &str, cfg: &PublishConfig, root: &str) -> Result<Stri
         "publish.tls_certificate_key",
         Syntax::NginxWord,
     ));
+    if hold_back_tls {
+        // Port 80 only: the port of repository.url is the TLS server's.
+        values.retain(|v| v.placeholder != "PORT");
+        return template::render(BUILT_IN_NGINX_ACME, template::NGINX_ACME, &values);
+    }
     template::render(BUILT_IN_NGINX_TLS, template::NGINX_TLS, &values)
+}
+
+/// The host and port of a URL: `https://pkg.example:8443/` gives `pkg.example` and `8443`.
+fn url_host(url: &str) -> (&str, Option<&str>) {
+    let host_port = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or_default();
+    match host_port.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (host_port, None),
+    }
+}
+
+/// The server block's `server_name`: publish.server_name, else the host of repository.url.
+pub fn server_name<'a>(url: &'a str, cfg: &'a PublishConfig) -> &'a str {
+    if cfg.server_name.is_empty() { url_host(url).0 } else { &cfg.server_name }
 }
 
 const BUILT_IN_NGINX: &str = "xtask/src/publish/templates/nginx.conf.in";
 const BUILT_IN_NGINX_TLS: &str = "xtask/src/publish/templates/nginx-tls.conf.in";
+const BUILT_IN_NGINX_ACME: &str = "xtask/src/publish/templates/nginx-acme.conf.in";
 
 /// A rendering error, pointed at the setting whose value is at fault.
-fn located(cx: &Cx, e: RenderError) -> anyhow::Error {
+pub fn located(loaded: &Loaded, e: RenderError) -> anyhow::Error {
     let failure = match e.setting() {
-        Some(setting) => cx.loaded.failure_at(setting, &e),
+        Some(setting) => loaded.failure_at(setting, &e),
         None => Failure::new(e.to_string()),
     };
     match e.help() {
@@ -235,7 +259,7 @@ mod tests {
     #[test]
     fn the_built_in_nginx_blocks_are_filled_in_with_and_without_tls() {
         let mut cfg = PublishConfig::default();
-        let tls = nginx_server_block("https://pkg.clawdie.si/", &cfg, "/usr/local/www/pkg.clawdie.si").unwrap();
+        let tls = nginx_server_block("https://pkg.clawdie.si/", &cfg, "/usr/local/www/pkg.clawdie.si", false).unwrap();
         assert!(!tls.contains("{{"), "{tls}");
         for line in [
             "# nginx server block for the pkg repository https://pkg.clawdie.si/, written by `cargo xtask publish`.\n",
@@ -250,7 +274,7 @@ mod tests {
         }
         cfg.tls_certificate.clear();
         cfg.server_name = "pkg.example".into();
-        let plain = nginx_server_block("http://127.0.0.1:8080/", &cfg, "/srv/site").unwrap();
+        let plain = nginx_server_block("http://127.0.0.1:8080/", &cfg, "/srv/site", false).unwrap();
         assert!(!plain.contains("{{") && !plain.contains("ssl"), "{plain}");
         assert!(
             plain.contains(
@@ -276,23 +300,29 @@ mod tests {
         let err = template::render("repo.conf.in", template::REPO_CONF, &values).unwrap_err();
         assert_eq!(err.setting(), Some("repository.name"));
         // The nginx block: `;`, `{`, whitespace and quotes end or open nginx words.
-        let err = nginx_server_block("https://x/", &cfg, "/srv/a;b").unwrap_err();
+        let err = nginx_server_block("https://x/", &cfg, "/srv/a;b", false).unwrap_err();
         assert_eq!(err.setting(), Some("publish.target"));
         assert!(
             err.to_string()
                 .starts_with("publish.target \"/srv/a;b\" cannot go into the nginx server block: it holds `;`")
         );
         let bad = PublishConfig { tls_certificate: "/etc/{cert}.pem".into(), ..PublishConfig::default() };
-        assert_eq!(setting_of(nginx_server_block("https://x/", &bad, "/srv").unwrap_err()), "publish.tls_certificate");
+        assert_eq!(
+            setting_of(nginx_server_block("https://x/", &bad, "/srv", false).unwrap_err()),
+            "publish.tls_certificate"
+        );
         let bad = PublishConfig { tls_certificate_key: "/etc/my key.pem".into(), ..PublishConfig::default() };
         assert_eq!(
-            setting_of(nginx_server_block("https://x/", &bad, "/srv").unwrap_err()),
+            setting_of(nginx_server_block("https://x/", &bad, "/srv", false).unwrap_err()),
             "publish.tls_certificate_key"
         );
         let bad = PublishConfig { server_name: "a b".into(), ..PublishConfig::default() };
-        assert_eq!(setting_of(nginx_server_block("https://x/", &bad, "/srv").unwrap_err()), "publish.server_name");
+        assert_eq!(
+            setting_of(nginx_server_block("https://x/", &bad, "/srv", false).unwrap_err()),
+            "publish.server_name"
+        );
         // Without publish.server_name, the name comes from repository.url.
-        assert_eq!(setting_of(nginx_server_block("https:///", &cfg, "/srv").unwrap_err()), "repository.url");
-        assert_eq!(setting_of(nginx_server_block("https://x/\nb", &cfg, "/srv").unwrap_err()), "repository.url");
+        assert_eq!(setting_of(nginx_server_block("https:///", &cfg, "/srv", false).unwrap_err()), "repository.url");
+        assert_eq!(setting_of(nginx_server_block("https://x/\nb", &cfg, "/srv", false).unwrap_err()), "repository.url");
     }
 }

@@ -13,6 +13,9 @@ pub const REPO_CONF: &str = include_str!("templates/repo.conf.in");
 pub const NGINX: &str = include_str!("templates/nginx.conf.in");
 /// The built-in nginx server block with TLS (and a plain HTTP server that redirects).
 pub const NGINX_TLS: &str = include_str!("templates/nginx-tls.conf.in");
+/// The built-in nginx server block while the TLS certificate does not exist yet: only
+/// the ACME challenge on port 80.
+pub const NGINX_ACME: &str = include_str!("templates/nginx-acme.conf.in");
 
 /// Where a value lands, which decides the characters it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

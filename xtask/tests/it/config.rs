@@ -55,6 +55,23 @@ fn setup_is_not_a_release_stage() {
 fn poudriere_names_are_checked() {
     refused("[poudriere]\njail = \"clawdie-15.0\"\n", &["pipeline.toml:2:8", "contains `.`"]);
     refused("[poudriere]\ntree = \"clawdie-main\"\n", &["pipeline.toml:2:8", "contains `-`"]);
+    refused(
+        "[poudriere]\ntree = \"clawdie:main\"\n",
+        &["pipeline.toml:2:8", "contains `:`", "`poudriere ports -c` refuses it"],
+    );
+    refused(
+        "[poudriere]\ntree = \"clawdie.main\"\n",
+        &["pipeline.toml:2:8", "contains `.`", "`poudriere bulk` refuses it when it starts the build jail"],
+    );
+    refused("[poudriere]\noverlay = \"ours:x\"\n", &["pipeline.toml:2:11", "contains `:`"]);
+}
+
+#[test]
+fn a_signing_command_poudriere_cannot_carry_is_refused() {
+    refused(
+        "[signing]\ntrust = \"fingerprints\"\ncommand = [\"/usr/local/bin/sign\", \"$KEY\"]\n",
+        &["pipeline.toml:3:", "word `$KEY` contains `$`", "pkg's `sh -c` would expand it"],
+    );
 }
 
 #[test]
@@ -203,4 +220,16 @@ fn every_configuration_error_is_located() {
     }
     assert!(refused > 300, "only {refused} of 1000 mutations were refused: the mutations are too mild");
     assert!(unlocated.is_empty(), "{} errors without FILE:LINE:COL:\n{}", unlocated.len(), unlocated.join("\n"));
+}
+
+#[test]
+fn an_osversion_of_another_major_than_the_abi_is_refused() {
+    refused(
+        "[repository]\nosversion = 1403000\n",
+        &[
+            "pipeline.toml:2:13",
+            "OSVERSION 1403000 is FreeBSD 14, but repository.abi `FreeBSD:15:amd64` is FreeBSD 15",
+            "1500068 for 15.0-RELEASE",
+        ],
+    );
 }

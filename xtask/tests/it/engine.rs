@@ -193,8 +193,45 @@ fn ctrl_c_stops_the_commands_and_exits_130() {
 }
 
 #[test]
-fn release_dry_run_prints_plans_and_changes_nothing() {
+fn a_release_with_nothing_to_boot_is_refused_before_its_first_stage() {
+    // The gate boots with bhyve, iso builds no image and gate.image is unset: the release
+    // would fail only at its last stage.
     let p = Project::with_colibri("");
+    for args in [&["release"][..], &["release", "--dry-run"]] {
+        p.run(args)
+            .code_is(2)
+            .stderr_has(
+                "pipeline.toml:1:1: this release ends in gate, which boots an image with bhyve, but nothing makes one",
+            )
+            .stderr_has("iso.build_command is empty (iso builds no image) and gate.image is unset")
+            .stderr_has("help: set iso.build_command to the ISO build script")
+            .stderr_has("help: or stop before the gate: cargo xtask --config pipeline.toml release --to iso");
+    }
+    assert!(!p.state_dir().join("current").exists(), "a run was started");
+    assert!(!p.root.join("ports/sysutils/colibri").exists(), "a stage ran");
+    // A release that stops before the gate, or has an image to boot, or a backend that
+    // needs none, goes ahead.
+    p.run(&["release", "--dry-run", "--to", "iso"]).success();
+    p.run(&["-o", "gate.image=\"clawdie.iso\"", "release", "--dry-run"]).success();
+    p.run(&["-o", "iso.build_command=[\"./build.sh\", \"{root}\", \"{image}\"]", "release", "--dry-run"]).success();
+    p.run(&["-o", "gate.backend=\"command\"", "release", "--dry-run"]).success();
+
+    // The shipped pipeline.toml says so too.
+    let state = test_support::scratch();
+    let run = std::process::Command::new(test_support::xtask_bin())
+        .args(["--config", test_support::repo_root().join("pipeline.toml").as_str()])
+        .args(["--state-dir", state.path.as_str(), "release", "--dry-run"])
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("iso.build_command is empty") && stderr.contains("gate.image is unset"), "{stderr}");
+}
+
+#[test]
+fn release_dry_run_prints_plans_and_changes_nothing() {
+    let p = Project::with_colibri("[gate]\nimage = \"clawdie.iso\"\n");
     let run = p.run(&["release", "--dry-run"]);
     run.success().stdout_has("port:").stdout_has("git -C").stdout_has("rename");
     assert!(!p.root.join("ports/sysutils/colibri").exists());
@@ -284,8 +321,9 @@ const DRY_RUNS: &[&[&str]] = &[
     &["publish", "--dry-run", "--rollback"],
     &["iso", "--dry-run"],
     &["gate", "--dry-run"],
-    &["release", "--dry-run"],
-    &["release", "--dry-run", "--force"],
+    &["release", "--dry-run", "--to", "iso"],
+    &["release", "--dry-run", "--force", "--to", "iso"],
+    &["-o", "gate.image=\"clawdie.iso\"", "release", "--dry-run"],
 ];
 
 #[test]
@@ -314,7 +352,7 @@ fn a_dry_run_leaves_the_state_directory_byte_identical() {
             after.iter().filter(|l| !before.contains(l)).chain(before.iter().filter(|l| !after.contains(l))).collect();
         assert!(changed.is_empty(), "`xtask {}` changed the state directory:\n{changed:#?}", args.join(" "));
     }
-    assert!(p.run(&["release", "--dry-run"]).success().stdout().contains("makesum:"));
+    assert!(p.run(&["release", "--dry-run", "--to", "iso"]).success().stdout().contains("makesum:"));
 }
 
 /// The help line that gives a command, from `help: ...: COMMAND`.

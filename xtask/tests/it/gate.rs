@@ -83,7 +83,9 @@ fn gate_table(defaults: &[(&str, &str)], extra: &str) -> String {
 
 /// A project for the command backend, with `extra` in [gate].
 fn command_project(extra: &str) -> Project {
-    let defaults = [("backend", "\"command\""), ("settle_secs", "0"), ("grace_secs", "2"), ("retries", "0")];
+    // No probes unless a test asks: these consoles have no login.
+    let defaults =
+        [("backend", "\"command\""), ("settle_secs", "0"), ("grace_secs", "2"), ("retries", "0"), ("probes", "[]")];
     Project::new(&gate_table(&defaults, extra))
 }
 
@@ -184,10 +186,10 @@ fn a_forbidden_pattern_after_all_markers_fails() {
     );
     let run = gate(&p, &["--", script.as_str()]);
     run.code_is(1)
-        .stderr_has("the image failed the boot gate: forbidden pattern `colibri-permission-denied`")
+        .stderr_has("the image failed the boot gate: forbidden pattern `service-permission-denied`")
         .stderr_has("| colibri_daemon: /var/db/colibri: Permission denied")
         .stderr_has("markers: 4 of 4 seen");
-    let r = assert_decided(&p, "fail", "forbidden", Some("colibri-permission-denied"));
+    let r = assert_decided(&p, "fail", "forbidden", Some("service-permission-denied"));
     // It failed at once, not at the end of the 30-second settle period.
     assert!(r["seconds"].as_f64().unwrap() < 30.0, "{r:#}");
     let junit = fs::read_to_string(gate_dir(&p).join("junit.xml")).unwrap();
@@ -352,9 +354,117 @@ fn a_bad_pattern_is_reported_at_its_line() {
     );
     gate(&p, &["--", "true"])
         .code_is(2)
-        .stderr_has("pipeline.toml:14:30: forbidden pattern `broken`: `Fatal (trap` is not a valid regular expression");
+        .stderr_has("pipeline.toml:15:30: forbidden pattern `broken`: `Fatal (trap` is not a valid regular expression");
     let p = command_project("markers = [{ text = 'a', within_secs = 0 }]");
-    p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:12:40: marker 1 (`a`) has a deadline of 0 seconds");
+    p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:13:40: marker 1 (`a`) has a deadline of 0 seconds");
+}
+
+#[test]
+fn vm_names_and_paths_bhyve_cannot_take_are_refused_at_load() {
+    // The kernel refuses `.` and `..` as device names (/dev/vmm/NAME).
+    for name in [".", ".."] {
+        let p = Project::new(&format!("[gate]\nvm_name = \"{name}\"\n"));
+        p.run(&["status"])
+            .code_is(2)
+            .stderr_has(&format!("pipeline.toml:8:11: `{name}` is not a usable VM name"))
+            .stderr_has("neither `.` nor `..`");
+    }
+    Project::new("[gate]\nvm_name = \"gate.v2\"\n").run(&["status"]).success();
+    // bhyve cuts -s and -l values at commas, with no escape.
+    let p = Project::new("[gate.bhyve]\nfirmware = \"/fw,x/BHYVE_UEFI.fd\"\n");
+    p.run(&["status"])
+        .code_is(2)
+        .stderr_has("pipeline.toml:8:12: the UEFI firmware /fw,x/BHYVE_UEFI.fd has a comma, which bhyve cannot take");
+    let p = Project::new("[gate]\nimage = \"/images/a,b.iso\"\n");
+    p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:8:9: the image /images/a,b.iso has a comma");
+    // QEMU doubles commas itself: an image with one is fine there.
+    Project::new("[gate]\nbackend = \"qemu\"\nimage = \"/images/a,b.iso\"\n").run(&["status"]).success();
+
+    // --image: refused before anything runs, as a usage error.
+    let b = bhyve_project("", "");
+    let image = b.p.scratch.path.join("a,b.iso");
+    fs::write(&image, "iso").unwrap();
+    b.p.run(&["gate", "--image", image.as_str()])
+        .code_is(2)
+        .stderr_has(&format!("--image {image} has a comma, which bhyve cannot take"))
+        .stderr_has("move or link it to a path without commas");
+    assert!(b.calls().is_empty(), "{:?}", b.calls());
+}
+
+#[test]
+fn the_bhyve_stand_ins_fail_as_the_real_tools_do() {
+    let s = test_support::scratch();
+    let state = s.path.join("state");
+    let run = |tool: &str, args: &[&str]| {
+        std::process::Command::new(standins().join("bhyve").join(tool))
+            .args(args)
+            .env("BHYVE_STANDIN_STATE", &state)
+            .env("BHYVE_STANDIN_SCENARIO", "triple-fault")
+            .output()
+            .unwrap()
+    };
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let fw = s.path.join("BHYVE_UEFI.fd");
+    fs::write(&fw, "edk2").unwrap();
+    let iso = s.path.join("a");
+    fs::write(&iso, "iso").unwrap();
+    let base = ["-c", "1", "-m", "1G", "-H", "-P", "-u", "-s", "0,hostbridge", "-s", "31,lpc", "-l", "com1,stdio"];
+    let bhyve = |extra: &[&str], name: &str| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push(name);
+        run("bhyve", &args)
+    };
+    let rom = format!("bootrom,{fw}");
+    // A path is cut at its first comma: `a,b.iso` opens `a` (here it exists: the wrong
+    // file boots); a firmware path's tail becomes a variables file.
+    let disk = format!("3,ahci-cd,{iso},b.iso");
+    assert_eq!(bhyve(&["-s", &disk, "-l", &rom], "vm1").status.code(), Some(3));
+    let missing = format!("3,ahci-cd,{}/no,b.iso", s.path);
+    let out = bhyve(&["-s", &missing, "-l", &rom], "vm1");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(err(&out).contains(&format!("Could not open backing file: {}/no: No such file", s.path)), "{}", err(&out));
+    let split = format!("bootrom,{}/fw,x.fd", s.path);
+    let out = bhyve(&["-l", &split], "vm1");
+    assert!(
+        err(&out).contains(&format!("Error opening bootrom \"{}/fw\": No such file or directory", s.path)),
+        "{}",
+        err(&out)
+    );
+    // `.` and `..` are not device names; no VM without a boot ROM unless bhyveload made it.
+    for name in [".", ".."] {
+        let out = bhyve(&["-l", &rom], name);
+        assert_eq!(
+            (out.status.code(), err(&out).trim().to_owned()),
+            (Some(4), "bhyve: vm_openf: Invalid argument".into())
+        );
+    }
+    let out = bhyve(&[], "never-loaded");
+    assert_eq!((out.status.code(), err(&out).trim().to_owned()), (Some(4), "bhyve: no bootrom was configured".into()));
+    // Usage errors exit 1, as a power-off does; -h exits 0.
+    let out = run("bhyve", &["-m", "1G", "-l", "com1,stdio"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).starts_with("Usage: bhyve [-aCDeHhPSuWwxY]"), "{}", err(&out));
+    assert_eq!(run("bhyve", &["-h"]).status.code(), Some(0));
+    // bhyveload: what it cannot open is EX_USAGE.
+    let out = run("bhyveload", &["-c", "stdio", "-m", "1G", "-d", "/nonexistent.img", "vm2"]);
+    assert_eq!(
+        (out.status.code(), err(&out).trim().to_owned()),
+        (Some(64), "bhyveload: Could not open '/nonexistent.img'".into())
+    );
+    let out = run("bhyveload", &["-m", "lots", "vm2"]);
+    assert_eq!(
+        (out.status.code(), err(&out).trim().to_owned()),
+        (Some(64), "bhyveload: Invalid memsize 'lots'".into())
+    );
+    // bhyvectl: destroying what is not there.
+    let out = run("bhyvectl", &["--vm=vm3", "--destroy"]);
+    assert_eq!(
+        (out.status.code(), err(&out).trim().to_owned()),
+        (Some(1), "vm_open: vm3 could not be opened: No such file or directory".into())
+    );
+    let out = run("bhyvectl", &["--vm=vm1", "--destroy"]);
+    assert_eq!((out.status.code(), out.stderr.len()), (Some(0), 0));
 }
 
 // ---------------------------------------------------------------------------------
@@ -369,7 +479,7 @@ fn dry_run_prints_the_exact_command_lines() {
     run.success()
         .stdout_has("run     bhyvectl --vm=gate-test --destroy\n")
         .stdout_has(&format!(
-            "run     bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,{image} -s 31,lpc -l com1,stdio -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd gate-test\n"
+            "run     bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,{image} -s 31,lpc -l com1,stdio -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd gate-test\n"
         ))
         .stdout_has("note    the UEFI firmware /usr/local/share/uefi-firmware/BHYVE_UEFI.fd does not exist: the run would stop here");
     assert!(!p.state_dir().join("current").exists(), "a dry run started a run");
@@ -380,19 +490,29 @@ fn dry_run_prints_the_exact_command_lines() {
         .stdout_has("note    iso has not recorded an image in this run and gate.image is unset")
         .stdout_has("run     bhyveload -c stdio -m 2G -d IMAGE gate-test\n")
         .stdout_has(
-            "run     bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,IMAGE -s 31,lpc -l com1,stdio gate-test\n",
+            "run     bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,IMAGE -s 31,lpc -l com1,stdio gate-test\n",
         );
 
-    // --pf-allow: the tap, the bridge, the rules, and their removal.
+    // --pf-allow: the anchor's reference checked, the tap, the bridge, the rules (for the
+    // tap only), and their removal.
     let run = gate(&p, &["--dry-run", "--image", image.as_str(), "--pf-allow"]);
     run.success()
+        .stdout_has("run     pfctl -s rules\n")
+        .stdout_has("check   the main ruleset references the anchor mother-build/gate (`anchor \"mother-build/gate\"` or `anchor \"mother-build/*\"`); else the gate stops here\n")
         .stdout_has("run     ifconfig tap create\n")
         .stdout_has("run     ifconfig bridge0 addm TAP up\n")
         .stdout_has("run     pfctl -a mother-build/gate -f RUN_DIR/gate/pf-allow.conf\n")
         .stdout_has("-s 0,hostbridge -s 2,virtio-net,TAP -s 3,ahci-cd,")
         .stdout_has("run     pfctl -a mother-build/gate -F rules\n")
         .stdout_has("run     ifconfig bridge0 deletem TAP\n")
-        .stdout_has("run     ifconfig TAP destroy\n");
+        .stdout_has("run     ifconfig TAP destroy\n")
+        .stdout_has("; pass quick on TAP all keep state)\n");
+    assert!(!run.stdout().contains("on bridge0 all"), "a rule for the whole bridge:\n{}", run.stdout());
+    assert!(
+        run.stdout().find("run     pfctl -s rules").unwrap()
+            < run.stdout().find("run     ifconfig tap create").unwrap(),
+        "the reference is checked before anything is made"
+    );
     gate(&p, &["--dry-run", "--backend", "qemu", "--pf-allow"]).code_is(2).stderr_has("only the bhyve backend");
 
     // QEMU with a kernel, as the tests' Linux guest boots.
@@ -416,7 +536,8 @@ struct Bhyve {
 /// A project whose bhyve, bhyvectl, bhyveload, ifconfig and pfctl are the stand-ins;
 /// `extra` goes into [gate], `bhyve` into [gate.bhyve].
 fn bhyve_project(extra: &str, bhyve: &str) -> Bhyve {
-    let defaults = [("backend", "\"bhyve\""), ("settle_secs", "0"), ("grace_secs", "1"), ("retries", "0")];
+    let defaults =
+        [("backend", "\"bhyve\""), ("settle_secs", "0"), ("grace_secs", "1"), ("retries", "0"), ("probes", "[]")];
     let firmware = if bhyve.contains("firmware") { "" } else { "firmware = \"firmware/BHYVE_UEFI.fd\"\n" };
     let mut p = Project::new(&format!("{}[gate.bhyve]\n{firmware}{bhyve}\n", gate_table(&defaults, extra)));
     fs::create_dir_all(p.root.join("firmware")).unwrap();
@@ -468,7 +589,7 @@ fn bhyve_boots_and_the_vm_is_destroyed_before_and_after() {
     assert_eq!(
         calls[1],
         format!(
-            "bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio -l bootrom,{}/firmware/BHYVE_UEFI.fd clawdie-gate",
+            "bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio -l bootrom,{}/firmware/BHYVE_UEFI.fd clawdie-gate",
             b.image, b.p.root
         )
     );
@@ -500,12 +621,35 @@ fn bhyve_exit_statuses_mean_what_the_manual_says() {
         b.assert_clean();
     }
     // bhyve's own message comes with an infrastructure error.
-    b.gate("setup-fail", &[]).code_is(2).stderr_has("| vm_setup_memory: Cannot allocate memory");
+    b.gate("setup-fail", &[]).code_is(2).stderr_has("| Unable to setup memory (12)");
     // Infrastructure errors are retried (gate.retries), each boot with its own destroy.
     let before = b.calls().len();
     b.gate("setup-fail", &["-o", "gate.retries=1"]).code_is(2).stderr_has("after 2 attempt(s)");
     let bhyves = b.calls()[before..].iter().filter(|c| c.starts_with("bhyve ")).count();
     assert_eq!(bhyves, 2);
+}
+
+#[test]
+fn bhyve_refusing_its_command_line_is_infrastructure_not_a_power_off() {
+    // bhyve exits 1 for a usage error as for a power-off: before any console byte, it is
+    // bhyve's refusal. The VM was never made: destroying it is no cleanup problem.
+    let b = bhyve_project("", "extra_args = [\"-Z\"]");
+    let run = b.gate("boot", &[]);
+    run.code_is(2)
+        .stderr_has("bhyve exited with status 1 before the guest printed anything: bhyve refused its command line")
+        .stderr_has("| bhyve: illegal option -- Z")
+        .stderr_has("| Usage: bhyve [-aCDeHhPSuWwxY]")
+        .stderr_has("check gate.bhyve.extra_args");
+    assert!(!run.stderr().contains("cleaning up"), "a spurious cleanup warning:\n{}", run.stderr());
+    assert_decided(&b.p, "error", "infrastructure", None);
+    b.assert_clean();
+    // A bad value of an option is EX_USAGE (64).
+    let b = bhyve_project("", "extra_args = [\"-l\", \"bogus\"]");
+    b.gate("boot", &[])
+        .code_is(2)
+        .stderr_has("bhyve refused the value of one of its options (it exited with status 64)")
+        .stderr_has("| bhyve: invalid lpc device configuration 'bogus'");
+    b.assert_clean();
 }
 
 #[test]
@@ -516,9 +660,12 @@ fn a_vm_left_behind_is_destroyed_first() {
     b.gate("boot", &[]).success();
     b.assert_clean();
 
-    // Without the destroy before the run (a bhyvectl that does nothing), bhyve refuses.
+    // Without the destroy before the run (a bhyvectl that does nothing), 15.0's bhyve
+    // reinitialises the VM it finds and boots; the gate destroys it all the same.
     fs::write(b.state.join("vmm/clawdie-gate"), "2G").unwrap();
-    b.gate("boot", &["-o", "tools.bhyvectl=\"true\""]).code_is(2).stderr_has("| ROM boot failed: unrestartable VM");
+    b.gate("boot", &["-o", "tools.bhyvectl=\"true\""]).success();
+    b.gate("boot", &[]).success();
+    b.assert_clean();
 }
 
 #[test]
@@ -549,7 +696,10 @@ fn bhyveload_loads_then_bhyve_boots_without_firmware() {
     assert_eq!(calls[1], format!("bhyveload -c stdio -m 2G -d {} clawdie-gate", b.image));
     assert_eq!(
         calls[2],
-        format!("bhyve -c 2 -m 2G -H -P -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio clawdie-gate", b.image)
+        format!(
+            "bhyve -c 2 -m 2G -H -P -u -s 0,hostbridge -s 3,ahci-cd,{} -s 31,lpc -l com1,stdio clawdie-gate",
+            b.image
+        )
     );
     let r = result(&b.p);
     assert_eq!(r["final_attempt"]["pids"].as_array().unwrap().len(), 2);
@@ -637,6 +787,7 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
     let net = b.state.join("net");
     fs::create_dir_all(&net).unwrap();
     fs::write(net.join("bridge0"), "").unwrap();
+    reference_the_anchor(&b);
     for (scenario, code) in [("boot", 0), ("reset", 1)] {
         b.gate(scenario, &["--pf-allow"]).code_is(code);
         let calls = b.calls();
@@ -656,7 +807,7 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
         assert_eq!(fs::read_to_string(net.join("bridge0")).unwrap(), "", "the bridge keeps a member");
         assert!(!b.state.join("pf/mother-build%gate").exists(), "the rules are left");
         let rules = fs::read_to_string(gate_dir(&b.p).join("pf-allow.conf")).unwrap();
-        assert!(rules.contains("pass quick on tap0 all keep state\npass quick on bridge0 all keep state\n"), "{rules}");
+        assert!(rules.ends_with(" may talk\npass quick on tap0 all keep state\n"), "{rules}");
         b.assert_clean();
     }
 
@@ -669,12 +820,50 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
     assert!(!this_run.clone().any(|c| c.starts_with("bhyve ")), "bhyve ran without its network: {calls:?}");
 }
 
+/// /etc/pf.conf with `anchor "mother-build/*"`, loaded as the main ruleset.
+fn reference_the_anchor(b: &Bhyve) {
+    let conf = b.p.scratch.path.join("pf.conf");
+    fs::write(&conf, "block in on bridge0 all\nanchor \"mother-build/*\"\npass out all keep state\n").unwrap();
+    let out = std::process::Command::new(standins().join("bhyve/pfctl"))
+        .args(["-f", conf.as_str()])
+        .env("BHYVE_STANDIN_STATE", &b.state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn pf_allow_stops_before_anything_when_the_main_ruleset_ignores_the_anchor() {
+    let b = bhyve_project("", "");
+    let net = b.state.join("net");
+    fs::create_dir_all(&net).unwrap();
+    fs::write(net.join("bridge0"), "").unwrap();
+    // The anchor exists (an earlier load left it, so `pfctl -s Anchors` lists it), but
+    // nothing in the main ruleset evaluates it.
+    fs::create_dir_all(b.state.join("pf")).unwrap();
+    fs::write(b.state.join("pf/mother-build%gate"), "pass quick on tap9 all keep state\n").unwrap();
+    fs::write(b.state.join("pf/main"), "block in on bridge0 all\nanchor \"other/*\" all\n").unwrap();
+    b.gate("boot", &["--pf-allow"])
+        .code_is(2)
+        .stderr_has("pf's main ruleset does not reference the anchor mother-build/gate, so rules loaded into it would never apply")
+        .stderr_has("help: add the line `anchor \"mother-build/*\"` to /etc/pf.conf")
+        .stderr_has("pfctl -f /etc/pf.conf");
+    let calls = b.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("ifconfig") || c.starts_with("bhyve ")), "{calls:?}");
+    assert!(!net.join("tap0").exists());
+    // Referenced by its own name, it is fine too.
+    fs::write(b.state.join("pf/main"), "anchor \"mother-build/gate\" on bridge0 all\n").unwrap();
+    b.gate("boot", &["--pf-allow"]).success();
+    b.assert_clean();
+}
+
 #[test]
 fn ctrl_c_tears_the_vm_and_its_network_down() {
     let b = bhyve_project("settle_secs = 60", "");
     let net = b.state.join("net");
     fs::create_dir_all(&net).unwrap();
     fs::write(net.join("bridge0"), "").unwrap();
+    reference_the_anchor(&b);
     let mut cmd = b.p.command(&["gate", "--image", b.image.as_str(), "--pf-allow"]);
     cmd.env("BHYVE_STANDIN_SCENARIO", "boot");
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
@@ -702,15 +891,30 @@ fn ctrl_c_tears_the_vm_and_its_network_down() {
 
 /// Boots the test guest in `scenario` and returns the project (for its results).
 fn qemu(scenario: &str) -> (Project, Run) {
+    qemu_with(scenario, "")
+}
+
+/// The same with `extra` in [gate] (its keys replace the tests' defaults).
+fn qemu_with(scenario: &str, extra: &str) -> (Project, Run) {
     let kernel = initramfs::kernel();
     let p = Project::new("");
     let initrd = p.scratch.path.join("initramfs.cpio.gz");
     initramfs::write(&initrd);
+    let markers = "[\n  { text = \"Trying to mount root from\", within_secs = 120 },\n  { text = \"Starting colibri_daemon.\", within_secs = 5 },\n  { text = \"colibri_daemon: started\", within_secs = 5 },\n  { text = \"login: \", within_secs = 5 },\n]";
+    let defaults = [
+        ("backend", "\"qemu\""),
+        ("memory", "\"128M\""),
+        ("cpus", "1"),
+        ("settle_secs", "1"),
+        ("grace_secs", "2"),
+        ("retries", "0"),
+        ("markers", markers),
+        ("forbidden_extra", "[{ name = \"linux-panic\", regex = \"Kernel panic - not syncing\" }]"),
+        ("probes", "[]"),
+    ];
     p.write_config(&format!(
-        "[gate]\nbackend = \"qemu\"\nmemory = \"128M\"\ncpus = 1\nsettle_secs = 1\ngrace_secs = 2\nretries = 0\n\
-         markers = [\n  {{ text = \"Trying to mount root from\", within_secs = 120 }},\n  {{ text = \"Starting colibri_daemon.\", within_secs = 5 }},\n  {{ text = \"colibri_daemon: started\", within_secs = 5 }},\n  {{ text = \"login: \", within_secs = 5 }},\n]\n\
-         forbidden_extra = [{{ name = \"linux-panic\", regex = \"Kernel panic - not syncing\" }}]\n\
-         [gate.qemu]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\nappend = \"console=ttyS0 panic=-1 quiet gate={scenario}\"\n"
+        "{}[gate.qemu]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\nappend = \"console=ttyS0 panic=-1 quiet gate={scenario}\"\n",
+        gate_table(&defaults, extra)
     ));
     let _one_at_a_time = test_support::QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let run = p.run(&["gate"]);
@@ -754,7 +958,7 @@ fn qemu_freebsd_trap_text_fails() {
 #[test]
 fn qemu_a_restart_loop_fails() {
     let (p, run) = qemu("restart-loop");
-    run.code_is(1).stderr_has("a restart loop: /Starting colibri_daemon\\./ appeared 3 times");
+    run.code_is(1).stderr_has("a restart loop: /^{syslog}(?P<service>{rc})(?:\\[\\d+\\])?: started/ appeared 3 times");
     assert_decided(&p, "fail", "restart-loop", None);
     assert_no_process_left(&p);
 }
@@ -762,8 +966,8 @@ fn qemu_a_restart_loop_fails() {
 #[test]
 fn qemu_permission_denied_on_colibri_fails() {
     let (p, run) = qemu("denied");
-    run.code_is(1).stderr_has("forbidden pattern `colibri-permission-denied`");
-    assert_decided(&p, "fail", "forbidden", Some("colibri-permission-denied"));
+    run.code_is(1).stderr_has("forbidden pattern `service-permission-denied`");
+    assert_decided(&p, "fail", "forbidden", Some("service-permission-denied"));
     assert_no_process_left(&p);
 }
 
@@ -782,4 +986,234 @@ fn qemu_an_early_power_off_fails() {
         .stderr_has("the guest stopped before marker 3 of 4, `colibri_daemon: started` (QEMU exited with status 0");
     assert_decided(&p, "fail", "exit", Some("colibri_daemon: started"));
     assert_no_process_left(&p);
+}
+
+// ---------------------------------------------------------------------------------
+// Probes and heartbeats on the QEMU guest: a real getty and login on its serial port
+
+/// The probe every image of ours answers, as the default has it.
+const DAEMON_PROBE: &str = "probes = [{ name = 'colibri_daemon is running', run = 'service colibri_daemon status', status = 0, output = '^colibri_daemon is running as pid [0-9]+\\.', within_secs = 20 }]";
+
+/// A password file for the guest's root, kept as the gate requires (mode 0600).
+fn password_file(p: &Project, password: &str) -> Utf8PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = p.scratch.path.join("root-password");
+    fs::write(&path, format!("{password}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The files the gate wrote for this run, and what the command printed.
+fn everything_written(p: &Project, run: &Run) -> String {
+    let dir = gate_dir(p);
+    let mut all = String::from_utf8_lossy(&run.output.stdout).into_owned();
+    all.push_str(&String::from_utf8_lossy(&run.output.stderr));
+    for file in ["console.log", "result.json", "junit.xml", "../logs/gate.log", "../state.json"] {
+        all.push_str(&fs::read_to_string(dir.join(file)).unwrap_or_default());
+    }
+    all
+}
+
+/// A project for the login scenarios; the password file is written before the run.
+fn qemu_login(scenario: &str, password: &str, extra: &str) -> (Project, Run) {
+    let kernel = initramfs::kernel();
+    let p = Project::new("");
+    let initrd = p.scratch.path.join("initramfs.cpio.gz");
+    initramfs::write(&initrd);
+    let file = password_file(&p, password);
+    let markers = "[\n  { text = \"Trying to mount root from\", within_secs = 120 },\n  { text = \"Starting colibri_daemon.\", within_secs = 5 },\n  { text = \"colibri_daemon: started\", within_secs = 5 },\n  { text = \"login: \", within_secs = 10 },\n]";
+    let login = format!("{{ password_file = \"{file}\", within_secs = 30 }}");
+    let defaults = [
+        ("backend", "\"qemu\""),
+        ("memory", "\"128M\""),
+        ("cpus", "1"),
+        ("settle_secs", "1"),
+        ("grace_secs", "2"),
+        ("retries", "0"),
+        ("markers", markers),
+        ("login", login.as_str()),
+        ("probes", &DAEMON_PROBE["probes = ".len()..]),
+    ];
+    p.write_config(&format!(
+        "{}[gate.qemu]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\nappend = \"console=ttyS0 panic=-1 quiet gate={scenario}\"\n",
+        gate_table(&defaults, extra)
+    ));
+    let _one_at_a_time = test_support::QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let run = p.run(&["gate"]);
+    (p, run)
+}
+
+#[test]
+fn qemu_the_probe_logs_in_with_the_password_and_passes() {
+    let (p, run) = qemu_login("login-ok", initramfs::ROOT_PASSWORD, "");
+    run.success().stderr_has("the probes passed (`colibri_daemon is running`)");
+    let r = assert_decided(&p, "pass", "marker", Some("login: "));
+    let login = &r["final_attempt"]["login"];
+    assert_eq!(login["verdict"], "pass", "{r:#}");
+    assert_eq!(login["password_sent"], true, "{r:#}");
+    let probe = &r["final_attempt"]["probes"][0];
+    assert_eq!(probe["verdict"], "pass", "{r:#}");
+    assert_eq!(probe["status"], 0, "{r:#}");
+    let output = probe["output"].as_str().unwrap();
+    assert!(output.starts_with("colibri_daemon is running as pid "), "{r:#}");
+    // Each probe is a JUnit case, its output quoted.
+    let junit = fs::read_to_string(gate_dir(&p).join("junit.xml")).unwrap();
+    assert!(junit.contains("<testcase classname=\"gate.probes\" name=\"log in as root\""), "{junit}");
+    assert!(junit.contains("<testcase classname=\"gate.probes\" name=\"colibri_daemon is running\""), "{junit}");
+    assert!(junit.contains("colibri_daemon is running as pid "), "{junit}");
+    assert!(junit.contains("failures=\"0\" errors=\"0\""), "{junit}");
+    // The password is typed into the guest, and written nowhere.
+    let written = everything_written(&p, &run);
+    if let Some(i) = written.find(initramfs::ROOT_PASSWORD) {
+        panic!("the password is written: {}", &written[i.saturating_sub(600)..(i + 200).min(written.len())]);
+    }
+    assert!(fs::read_to_string(p_log(&p)).unwrap().contains("[gate types into the console: the password]"));
+    assert_no_process_left(&p);
+}
+
+#[test]
+fn qemu_a_daemon_that_died_without_a_word_fails_the_probe() {
+    // Without probes, the quiet console passes: the false pass the probes are for.
+    let (p, run) = qemu_login("login-crash", initramfs::ROOT_PASSWORD, "probes = []");
+    run.success();
+    assert_decided(&p, "pass", "marker", Some("login: "));
+
+    let (p, run) = qemu_login("login-crash", initramfs::ROOT_PASSWORD, "");
+    run.code_is(1)
+        .stderr_has("the image failed the boot gate: probe `colibri_daemon is running` (`service colibri_daemon status`) exited with status 1, not 0")
+        .stderr_has("| colibri_daemon is not running.");
+    let r = assert_decided(&p, "fail", "probe", Some("colibri_daemon is running"));
+    assert_eq!(r["final_attempt"]["probes"][0]["output"], "colibri_daemon is not running.", "{r:#}");
+    let junit = fs::read_to_string(gate_dir(&p).join("junit.xml")).unwrap();
+    assert!(junit.contains("failures=\"1\""), "{junit}");
+    assert_no_process_left(&p);
+}
+
+#[test]
+fn qemu_a_wrong_password_is_refused() {
+    let (p, run) = qemu_login("login-ok", "not-the-password", "");
+    run.code_is(1).stderr_has("the guest refused the login as `root`: Login incorrect");
+    let r = assert_decided(&p, "fail", "login", None);
+    assert_eq!(r["final_attempt"]["login"]["verdict"], "fail", "{r:#}");
+    assert_eq!(r["final_attempt"]["probes"][0]["verdict"], "not-run", "{r:#}");
+    assert!(!everything_written(&p, &run).contains("not-the-password"));
+    assert_no_process_left(&p);
+}
+
+#[test]
+fn qemu_a_login_that_never_comes_fails_the_image() {
+    // Every marker is seen, but no getty ever runs.
+    let markers = "markers = [\n  { text = \"Trying to mount root from\", within_secs = 120 },\n  { text = \"colibri_daemon: started\", within_secs = 10 },\n]\nlogin = { within_secs = 3 }";
+    let (p, run) = qemu_login("login-none", initramfs::ROOT_PASSWORD, markers);
+    run.code_is(1)
+        .stderr_has("the login prompt did not appear within 3s after the last marker (gate.login.within_secs)");
+    let r = assert_decided(&p, "fail", "login", None);
+    // Failed at the login's deadline, not at the end of the whole boot.
+    let at = r["decided_by"]["at_secs"].as_f64().unwrap();
+    let last = r["final_attempt"]["markers"][1]["seen_at_secs"].as_f64().unwrap();
+    assert!((at - last - 3.0).abs() < 1.0, "{r:#}");
+    assert_no_process_left(&p);
+}
+
+#[test]
+fn qemu_a_probe_that_hangs_times_out() {
+    let hang = "probes = [{ name = 'hangs', run = 'sleep 30', status = 0, within_secs = 2 }]";
+    let (p, run) = qemu_login("login-ok", initramfs::ROOT_PASSWORD, hang);
+    run.code_is(1).stderr_has("probe `hangs` (`sleep 30`) did not finish within 2s");
+    let r = assert_decided(&p, "fail", "probe", Some("hangs"));
+    assert_eq!(r["final_attempt"]["probes"][0]["verdict"], "fail", "{r:#}");
+    assert_no_process_left(&p);
+}
+
+#[test]
+fn qemu_a_heartbeat_that_keeps_coming_passes_and_one_that_stops_fails() {
+    let beat = "settle_secs = 4\nheartbeat = { regex = 'colibri_daemon: heartbeat [0-9]+', max_gap_secs = 2 }";
+    let (p, run) = qemu_with("heartbeat", beat);
+    run.success().stderr_has("the heartbeat came");
+    let r = assert_decided(&p, "pass", "marker", Some("login: "));
+    assert!(r["final_attempt"]["heartbeat"]["beats"].as_u64().unwrap() >= 4, "{r:#}");
+
+    let (p, run) = qemu_with("heartbeat-stops", beat);
+    run.code_is(1).stderr_has("the heartbeat /colibri_daemon: heartbeat [0-9]+/ stopped: nothing for 2s after");
+    let r = assert_decided(&p, "fail", "heartbeat", None);
+    // At the moment the gap was exceeded: about 2 s after the third beat, within the
+    // 4-second settle period.
+    let at = r["decided_by"]["at_secs"].as_f64().unwrap();
+    let last = r["final_attempt"]["markers"][3]["seen_at_secs"].as_f64().unwrap();
+    assert!(at - last < 4.0, "{r:#}");
+    let junit = fs::read_to_string(gate_dir(&p).join("junit.xml")).unwrap();
+    assert!(junit.contains("name=\"the heartbeat /colibri_daemon: heartbeat [0-9]+/ keeps coming\""), "{junit}");
+    assert_no_process_left(&p);
+}
+
+#[test]
+fn qemu_a_crash_routed_to_the_console_fails_at_its_line() {
+    let (p, run) = qemu("crash-line");
+    run.code_is(1).stderr_has("forbidden pattern `process-crash`").stderr_has("exited on signal 11");
+    assert_decided(&p, "fail", "forbidden", Some("process-crash"));
+    assert_no_process_left(&p);
+}
+
+// ---------------------------------------------------------------------------------
+// Probes through a scripted console (the command backend reads its stdin too)
+
+/// A console that plays getty, login and sh from its stdin: `root`, the password
+/// `secret`, then it runs what the probes type with its own shell. The gate ends what
+/// it types with a carriage return, as a terminal's Enter key does (a tty turns it into
+/// a line end; here `tr` does, unbuffered).
+const SCRIPTED_LOGIN: &str = "printf 'Trying to mount root from x\\r\\nlogin: '\n\
+    stdbuf -o0 tr '\\r' '\\n' | {\n\
+    read -r user\n\
+    [ \"$user\" = root ] || { printf 'Login incorrect\\r\\nlogin: '; exec sleep 60; }\n\
+    printf 'Password:'\n\
+    read -r password\n\
+    [ \"$password\" = secret ] || { printf '\\r\\nLogin incorrect\\r\\nlogin: '; exec sleep 60; }\n\
+    printf '\\r\\n# '\n\
+    while read -r line; do sh -c \"$line\" </dev/null; printf '# '; done\n\
+    }\n";
+
+#[test]
+fn a_scripted_console_answers_the_probes_through_its_stdin() {
+    let p = command_project(
+        "markers = [{ text = 'login: ', within_secs = 5 }]\nprobes = [{ run = 'echo hello; exit 3', status = 3, output = '^hello$', within_secs = 5 }]",
+    );
+    let file = password_file(&p, "secret");
+    let text = fs::read_to_string(p.config_path()).unwrap();
+    fs::write(p.config_path(), format!("{text}\n[gate.login]\npassword_file = \"{file}\"\nwithin_secs = 5\n")).unwrap();
+    let script = console(&p, "login", SCRIPTED_LOGIN);
+    let run = gate(&p, &["--", script.as_str()]);
+    run.success();
+    let r = assert_decided(&p, "pass", "marker", Some("login: "));
+    assert_eq!(r["final_attempt"]["probes"][0]["output"], "hello", "{r:#}");
+    assert_eq!(r["final_attempt"]["probes"][0]["status"], 3, "{r:#}");
+    assert!(!everything_written(&p, &run).contains("secret\n"));
+    assert_no_process_left(&p);
+
+    // A password prompt, and no password file: the image's fault, said plainly.
+    let p = command_project(
+        "markers = [{ text = 'login: ', within_secs = 5 }]\nprobes = [{ run = 'true', status = 0, within_secs = 5 }]",
+    );
+    let script = console(&p, "login", SCRIPTED_LOGIN);
+    gate(&p, &["--", script.as_str()])
+        .code_is(1)
+        .stderr_has("the guest asks `root` for a password, and gate.login.password_file is unset")
+        .stderr_has("set gate.login.password_file");
+    assert_decided(&p, "fail", "login", None);
+}
+
+#[test]
+fn a_password_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = command_project(
+        "markers = [{ text = 'login: ', within_secs = 5 }]\nprobes = [{ run = 'true', status = 0, within_secs = 5 }]",
+    );
+    let file = password_file(&p, "secret");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let text = fs::read_to_string(p.config_path()).unwrap();
+    fs::write(p.config_path(), format!("{text}\n[gate.login]\npassword_file = \"{file}\"\n")).unwrap();
+    let run = gate(&p, &["--", "true"]);
+    run.code_is(2)
+        .stderr_has(&format!("the login password file {file} is readable or writable by group or others (mode 0644)"))
+        .stderr_has(&format!("chmod 0600 {file}"));
+    assert!(!String::from_utf8_lossy(&run.output.stderr).contains("secret"));
 }

@@ -63,7 +63,7 @@ fn production_profile_passes_on_the_production_build() {
     let log = fs::read_to_string(p.scratch.path.join("pkg.log")).unwrap();
     let calls: Vec<&str> = log.lines().collect();
     assert_eq!(calls.len(), 2, "{log}");
-    assert!(calls[0].starts_with("-o ABI=FreeBSD:15:amd64 -o OSVERSION=1500000 -o REPOS_DIR="), "{log}");
+    assert!(calls[0].starts_with("-o ABI=FreeBSD:15:amd64 -o OSVERSION=1500068 -o REPOS_DIR="), "{log}");
     assert!(calls[0].ends_with("update -f"), "{log}");
     assert!(calls[1].starts_with(&format!("-r {} -o ABI=FreeBSD:15:amd64", root(&p))), "{log}");
     assert!(calls[1].contains(&format!("PKG_DBDIR={}/var/db/pkg", root(&p))), "{log}");
@@ -213,8 +213,48 @@ fn dry_run_without_earlier_stages_shows_the_pkg_commands() {
     p.run(&["iso", "--dry-run"])
         .success()
         .stdout_has("sign has not run in this run")
-        .stdout_has(&format!("{} -o ABI=FreeBSD:15:amd64 -o OSVERSION=1500000", pkg_standin()))
+        .stdout_has(&format!("{} -o ABI=FreeBSD:15:amd64 -o OSVERSION=1500068", pkg_standin()))
         .stdout_has(&format!("-r {}", root(&p)))
         .stdout_has("install -y colibri");
     assert!(!root(&p).exists());
+}
+
+#[test]
+fn the_validation_profile_routes_kernel_and_daemon_messages_to_the_console() {
+    let p = project("pubkey", "");
+    signed(&p, "validation-pubkey");
+    p.run(&["iso", "--profile", "validation", "--dry-run"]).success().stdout_has(&format!(
+        "write   {}/etc/syslog.d/mother-build-console.conf (kern.info and daemon.* to /dev/console)",
+        root(&p)
+    ));
+    p.run(&["iso", "--profile", "validation"]).success().stderr_has("kernel and daemon messages go to the console");
+    // syslogd reads every *.conf in /etc/syslog.d; `kern.info` is info and worse.
+    let conf = fs::read_to_string(root(&p).join("etc/syslog.d/mother-build-console.conf")).unwrap();
+    let rules: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rules, ["kern.info\t\t\t\t\t/dev/console", "daemon.*\t\t\t\t\t/dev/console"], "{conf}");
+    let flags = fs::read_to_string(root(&p).join("etc/rc.conf.d/syslogd")).unwrap();
+    assert!(flags.lines().any(|l| l == "syslogd_flags=\"-s -cc\""), "{flags}");
+
+    // The production image is not changed: it has neither file, and a production build
+    // into a root a validation build left them in takes them away.
+    let q = project("pubkey", "");
+    signed(&q, "production-pubkey");
+    q.run(&["iso"]).success();
+    assert!(!root(&q).join("etc/syslog.d").exists());
+    assert!(!root(&q).join("etc/rc.conf.d").exists());
+    fs::create_dir_all(root(&q).join("etc/syslog.d")).unwrap();
+    fs::write(root(&q).join("etc/syslog.d/mother-build-console.conf"), &conf).unwrap();
+    q.run(&["iso", "--dry-run"])
+        .success()
+        .stdout_has(&format!("remove  {}/etc/syslog.d/mother-build-console.conf", root(&q)));
+    q.run(&["iso"]).success();
+    assert!(!root(&q).join("etc/syslog.d/mother-build-console.conf").exists());
+
+    // A file of that name the image brought itself is never replaced.
+    fs::write(root(&q).join("etc/syslog.d/mother-build-console.conf"), "*.*\t/var/log/all\n").unwrap();
+    q.run(&["iso"]).code_is(1).stderr_has("was not written by `cargo xtask iso`; it is left alone");
+    assert_eq!(
+        fs::read_to_string(root(&q).join("etc/syslog.d/mother-build-console.conf")).unwrap(),
+        "*.*\t/var/log/all\n"
+    );
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use test_support::host::Host;
 use test_support::nginx::{Nginx, get};
 use test_support::repo::*;
 use test_support::{Project, Scratch, scratch, standins};
@@ -20,7 +21,10 @@ const ABI: &str = "FreeBSD:15:amd64";
 fn project(site: &Utf8Path, url: &str, extra: &str) -> Project {
     signing_project(
         "pubkey",
-        &format!("url = \"{url}\"\n\n[publish]\ntarget = \"{site}\"\ncheck_timeout_secs = 10\n{extra}\n"),
+        // This machine's nginx is not the site's: publish leaves it alone.
+        &format!(
+            "url = \"{url}\"\n\n[publish]\ntarget = \"{site}\"\ncheck_timeout_secs = 10\nnginx_block = \"\"\n{extra}\n"
+        ),
     )
 }
 
@@ -416,6 +420,70 @@ fn the_nginx_server_block_is_valid_nginx() {
     assert!(text.contains("    listen 8080;\n    listen [::]:8080;\n    server_name pkg.example;\n"), "{text}");
     assert!(!text.contains("ssl"), "{text}");
     nginx_accepts(&s.path.join("nginx-plain"), &block);
+}
+
+#[test]
+fn the_hosts_nginx_is_reloaded_when_the_server_block_changes_and_only_then() {
+    let served = site("");
+    let settings = |extra: &str| {
+        format!(
+            "[repository]\nurl = \"{}\"\n\n[publish]\ntarget = \"{}\"\ncheck_timeout_secs = 10\n{extra}",
+            served.nginx.url(),
+            served.dir
+        )
+    };
+    let h = Host::fresh(&settings(""));
+    h.provision();
+    let installed = fs::read_to_string(h.nginx_block()).unwrap();
+    let a = copy_sample("production-pubkey", &h.p.scratch.path.join("a"));
+    h.run(&["sign", "--repo", a.as_str()]).success();
+    h.forget_calls();
+    h.run(&["publish"]).success();
+    assert_eq!(fs::read_to_string(h.nginx_block()).unwrap(), installed);
+    assert!(!h.calls().iter().any(|c| c.starts_with("service") || c.starts_with("nginx")), "{:?}", h.calls());
+
+    // The block changes (a new server_name): nginx -t, then a reload.
+    h.configure(&settings("server_name = \"pkg.example\"\n"));
+    h.p.run(&["publish", "--dry-run"])
+        .success()
+        .stdout_has(&format!("write   {} (nginx server block: TLS with {})\n", h.nginx_block(), h.certificate()))
+        .stdout_has(&format!("run     nginx -t -c {}\n", h.nginx_conf()))
+        .stdout_has("run     service nginx reload\n");
+    h.forget_calls();
+    h.run(&["publish"]).success().stderr_has(&format!("nginx reloaded: the server block {} changed", h.nginx_block()));
+    assert!(fs::read_to_string(h.nginx_block()).unwrap().contains("    server_name pkg.example;\n"));
+    assert_eq!(h.nginx_reloads(), 1);
+    assert_eq!(
+        h.calls().iter().filter(|c| c.starts_with("nginx -t") || c.starts_with("service")).collect::<Vec<_>>(),
+        [&format!("nginx -t -c {}", h.nginx_conf()), "service nginx reload", "nginx -t"]
+    );
+    // Again, unchanged: nothing.
+    h.run(&["publish"]).success();
+    assert_eq!(h.nginx_reloads(), 1);
+    h.p.run(&["publish", "--dry-run"]).success().stdout_has("is current (TLS with");
+
+    // A block nginx refuses (a certificate it cannot load): the old one is put back,
+    // nginx is not reloaded, and `latest` does not move.
+    let bad = h.p.scratch.path.join("bad.pem");
+    fs::write(&bad, "not a certificate\n").unwrap();
+    h.configure(&settings(&format!("server_name = \"pkg.example\"\ntls_certificate = \"{bad}\"\n")));
+    let before = latest(&served.dir);
+    let b = copy_sample("validation-pubkey", &h.p.scratch.path.join("b"));
+    h.run(&["sign", "--repo", b.as_str()]).success();
+    h.run(&["publish"])
+        .code_is(2)
+        .stderr_has("nginx refuses the new server block")
+        .stderr_has("the old one is back and nginx was not reloaded")
+        .stderr_has(&format!("cannot load certificate \"{bad}\""));
+    assert!(fs::read_to_string(h.nginx_block()).unwrap().contains(&format!("ssl_certificate {};", h.certificate())));
+    assert_eq!(h.nginx_reloads(), 1);
+    assert_eq!(latest(&served.dir), before);
+
+    // Not installed (setup installs it): publish leaves nginx alone and says so.
+    h.configure(&settings(""));
+    fs::remove_file(h.nginx_block()).unwrap();
+    h.run(&["publish"]).success().stderr_has("is not installed (`cargo xtask setup` installs it): nginx is left alone");
+    assert!(!h.nginx_block().exists());
 }
 
 /// `nginx -t` accepts `block` included in an http block.

@@ -39,6 +39,11 @@ fn the_whole_release_then_a_broken_image_then_resume() {
     let manifest = r.h.p.state_dir().join(out("sign")["manifest"].as_str().unwrap());
     assert!(fs::read_to_string(&manifest).unwrap().contains("\"colibri\""));
     assert!(published_data(&r.h.p.scratch.path.join("site")));
+    // poudriere links the build's logs into the repository it commits; publish leaves
+    // that link behind.
+    let repo = Utf8Path::new(out("bulk")["repo"].as_str().unwrap()).to_owned();
+    assert!(fs::symlink_metadata(repo.join("logs")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(r.h.p.scratch.path.join("site/FreeBSD:15:amd64/latest/logs")).is_err());
     assert!(out("publish")["url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
     let root = r.h.p.scratch.path.join("iso/root");
     assert!(root.join("usr/local/bin/colibri-daemon").is_file());
