@@ -104,6 +104,7 @@ pub mod sign;
 pub mod signing_command;
 pub mod sum;
 pub mod trust;
+mod ucl;
 pub mod verify;
 
 use std::fmt;
