@@ -28,6 +28,7 @@ use crate::ui::Ui;
 use pkgrepo::archive::Archive;
 use pkgrepo::meta::MetaConf;
 use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
+use pkgrepo::signature::Message;
 use pkgrepo::trust::Trust;
 use pkgrepo::verify::{self, Report};
 use pkgrepo::{CATALOGUES, signing_command};
@@ -387,8 +388,10 @@ struct CommandSigner<'a> {
 }
 
 impl Signer for CommandSigner<'_> {
-    fn sign_digest(&self, hex_digest: &str) -> Result<Signed, pkgrepo::BoxError> {
-        Ok(self.run(hex_digest)?)
+    /// pkg's protocol gives the command the hex SHA-256 whatever the layout;
+    /// `sign_archive` checks that the answer verifies for the layout.
+    fn sign(&self, message: &Message, _layout: pkgrepo::TrustMode) -> Result<Signed, pkgrepo::BoxError> {
+        Ok(self.run(message.hex())?)
     }
 }
 
