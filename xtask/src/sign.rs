@@ -421,7 +421,7 @@ impl Sign {
         let signing = &cx.config().signing;
         let base = CmdLine::tool(&cx.config().tools, Tool::pkg).arg("repo").arg(repo.as_str());
         match signing.trust {
-            TrustMode::Pubkey => Ok(base.arg(cx.resolve(&signing.key).as_str())),
+            TrustMode::Pubkey => Ok(base.arg(crate::poudriere::signing_key_argument(cx.loaded))),
             TrustMode::Fingerprints => {
                 if signing.command.is_empty() {
                     return Err(cx.loaded.error_at(
