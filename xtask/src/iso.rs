@@ -548,10 +548,8 @@ fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) ->
 /// The lines of pkg's output that refuse the catalogue, if any. A public key pkg
 /// prints whole (rsa's failure message starts with the PEM) is left out.
 pub fn refusal(text: &str) -> Option<Vec<&str>> {
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| REFUSALS.iter().any(|r| l.contains(r)) && !l.contains("BEGIN PUBLIC KEY"))
-        .collect();
+    let lines: Vec<&str> =
+        text.lines().filter(|l| REFUSALS.iter().any(|r| l.contains(r)) && !l.contains("BEGIN PUBLIC KEY")).collect();
     (!lines.is_empty()).then_some(lines)
 }
 

@@ -377,7 +377,8 @@ mod tests {
 
     #[test]
     fn an_ecc_or_ecdsa_key_is_named_with_its_type_as_pkg_repo_needs() {
-        let data = camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/pkgrepo/tests/data/pkg-repo-2/keys");
+        let data =
+            camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/pkgrepo/tests/data/pkg-repo-2/keys");
         for (public, prefix) in [("ecc-repo.pub", "ecc:"), ("ecdsa-repo.pub", "ecdsa:")] {
             let mut config = Config::default();
             config.signing.key = data.join("x.key");

@@ -79,7 +79,10 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = read_private_key(&path).unwrap_err();
         let (message, help) = (err.to_string(), err.help().unwrap_or_default().to_owned());
-        assert!(message.contains("mode 0640") && help.starts_with("chmod 0600") && !message.contains("secret"), "{err}");
+        assert!(
+            message.contains("mode 0640") && help.starts_with("chmod 0600") && !message.contains("secret"),
+            "{err}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_private_key(&path).unwrap().expose(), b"secret");
         assert_eq!(format!("{:?}", read_private_key(&path).unwrap()), "SecretBytes(<redacted>)");

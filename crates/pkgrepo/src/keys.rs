@@ -107,7 +107,10 @@ impl Curve {
             ("1.3.132.0.33", "secp224r1"),
             ("1.2.840.10045.3.1.1", "NIST P-192 (prime192v1)"),
         ];
-        let name = known.iter().find(|(o, _)| oid.to_string() == *o).map_or_else(|| format!("OID {oid}"), |(_, n)| n.to_string());
+        let name = known
+            .iter()
+            .find(|(o, _)| oid.to_string() == *o)
+            .map_or_else(|| format!("OID {oid}"), |(_, n)| n.to_string());
         bail!(
             "its curve is {name}, which pkg refuses (it accepts secp256k1, secp384r1, secp521r1 and the brainpool curves)"
         )
@@ -406,7 +409,8 @@ impl PublicKey {
             }
             Public::Ed25519(key) => {
                 let (r, s) = decode_halves(signature, 32).map_err(|e| SignatureError::Encoding(e.to_string()))?;
-                let sig = ed25519_dalek::Signature::from_bytes(&[r, s].concat().try_into().expect("two 32-byte halves"));
+                let sig =
+                    ed25519_dalek::Signature::from_bytes(&[r, s].concat().try_into().expect("two 32-byte halves"));
                 key.verify_strict(signed, &sig).map_err(|_| SignatureError::Mismatch)
             }
             Public::Ecdsa(key) => {
@@ -457,7 +461,8 @@ fn parse_public_pem(bytes: &[u8]) -> Result<Public> {
 
 /// The DER inside a PEM block.
 fn pem_body(text: &str) -> Result<Vec<u8>> {
-    let (_, der) = pem_rfc7468::decode_vec(text.as_bytes()).map_err(|e| Error::msg(format!("it is not readable PEM ({e})")))?;
+    let (_, der) =
+        pem_rfc7468::decode_vec(text.as_bytes()).map_err(|e| Error::msg(format!("it is not readable PEM ({e})")))?;
     Ok(der)
 }
 
@@ -479,7 +484,9 @@ fn parse_public_spki(bytes: &[u8]) -> Result<Public> {
         );
     }
     if oid == ID_RSA {
-        bail!("it is an RSA public key in DER, which pkg does not read; give it as PEM: openssl rsa -pubin -inform DER -in FILE");
+        bail!(
+            "it is an RSA public key in DER, which pkg does not read; give it as PEM: openssl rsa -pubin -inform DER -in FILE"
+        );
     }
     if oid != ID_EC_PUBLIC_KEY {
         bail!("its algorithm is {oid}, not one of pkg's signers");
@@ -519,7 +526,9 @@ fn is_pkg_der(bytes: &[u8]) -> bool {
 /// `SEQUENCE { "pkg", 1, "ecc", CURVE, BOOLEAN public, BIT STRING 00 04 KEY }`, checked
 /// in pkg's order. Returns the curve and the key bytes after `04`.
 fn read_pkg_der(bytes: &[u8], public: bool) -> Result<(PkgCurve, Zeroizing<Vec<u8>>)> {
-    let parse = || -> der::Result<(String, u8, String, String, bool, Zeroizing<Vec<u8>>)> {
+    /// magic, version, family, curve, public flag, key bits.
+    type Fields = (String, u8, String, String, bool, Zeroizing<Vec<u8>>);
+    let parse = || -> der::Result<Fields> {
         let mut r = der::SliceReader::new(bytes)?;
         let out = r.sequence(|s| {
             let magic = der::asn1::Utf8StringRef::decode(s)?.as_str().to_owned();
@@ -538,7 +547,11 @@ fn read_pkg_der(bytes: &[u8], public: bool) -> Result<(PkgCurve, Zeroizing<Vec<u
         bail!("it is not in pkg's DER key format (SEQUENCE of \"pkg\", 1, \"ecc\", curve, public flag, key)");
     };
     if magic != "pkg" || version != 1 || family != "ecc" {
-        bail!("it is not in pkg's DER key format version 1 (it says `{}` {version} `{}`)", magic.escape_default(), family.escape_default());
+        bail!(
+            "it is not in pkg's DER key format version 1 (it says `{}` {version} `{}`)",
+            magic.escape_default(),
+            family.escape_default()
+        );
     }
     let curve = if curve == "WEI25519" {
         PkgCurve::Wei25519
@@ -548,7 +561,11 @@ fn read_pkg_der(bytes: &[u8], public: bool) -> Result<(PkgCurve, Zeroizing<Vec<u
         bail!("its curve `{}` is not one pkg knows", curve.escape_default());
     };
     if is_public != public {
-        bail!("it is a {} key where a {} key was expected", if is_public { "public" } else { "private" }, if public { "public" } else { "private" });
+        bail!(
+            "it is a {} key where a {} key was expected",
+            if is_public { "public" } else { "private" },
+            if public { "public" } else { "private" }
+        );
     }
     let Some(rest) = key.strip_prefix(&[4u8][..]) else {
         bail!("its key bits do not start with 04");
@@ -612,7 +629,7 @@ fn wei25519_to_ed25519(coords: &[u8]) -> Result<ed25519_dalek::VerifyingKey> {
 enum Secret {
     Rsa(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
     Ed25519(Box<ed25519_dalek::hazmat::ExpandedSecretKey>),
-    Ecdsa(EcdsaSecret),
+    Ecdsa(Box<EcdsaSecret>),
 }
 
 /// A private key of any signer type. It never shows in `Debug`, and its memory is
@@ -676,7 +693,7 @@ impl PrivateKey {
     fn ecdsa(secret: EcdsaSecret) -> PrivateKey {
         PrivateKey {
             public: PublicKey { key: Public::Ecdsa(secret.public()), fingerprint: String::new() },
-            secret: Secret::Ecdsa(secret),
+            secret: Secret::Ecdsa(Box::new(secret)),
         }
     }
 
@@ -702,7 +719,9 @@ impl PrivateKey {
                 Ok(sig.to_vec())
             }
             Secret::Ed25519(esk) => {
-                let Public::Ed25519(vk) = &self.public.key else { unreachable!("an Ed25519 key has an Ed25519 public half") };
+                let Public::Ed25519(vk) = &self.public.key else {
+                    unreachable!("an Ed25519 key has an Ed25519 public half")
+                };
                 let sig = ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(esk, signed, vk).to_bytes();
                 Ok(encode_halves(&sig[..32], &sig[32..]))
             }
@@ -810,7 +829,10 @@ mod tests {
         let p256 = Oid::new_unwrap("1.2.840.10045.3.1.7");
         assert!(Curve::from_oid(&p256).unwrap_err().to_string().contains("NIST P-256 (prime256v1), which pkg refuses"));
         let err = Curve::from_oid(&Curve::BrainpoolP512r1.oid()).unwrap_err().to_string();
-        assert!(err.contains("brainpoolP512r1: pkg accepts it, but there is no well-kept Rust implementation"), "{err}");
+        assert!(
+            err.contains("brainpoolP512r1: pkg accepts it, but there is no well-kept Rust implementation"),
+            "{err}"
+        );
         for c in Curve::ALL {
             assert_eq!(Curve::ALL.into_iter().find(|x| x.oid() == c.oid()), Some(c));
         }

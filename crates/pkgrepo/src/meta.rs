@@ -106,7 +106,16 @@ impl MetaConf {
         let Some(packing_format) = Compression::from_packing_format(format) else {
             bail!("packing_format `{format}` is not one of tzst, txz, tbz, tgz, tar");
         };
-        for key in ["maintainer", "source", "conflicts", "fulldb", "data_archive", "conflicts_archive", "fulldb_archive", "source_identifier"] {
+        for key in [
+            "maintainer",
+            "source",
+            "conflicts",
+            "fulldb",
+            "data_archive",
+            "conflicts_archive",
+            "fulldb_archive",
+            "source_identifier",
+        ] {
             string(key)?;
         }
         for key in ["revision", "eol"] {
@@ -206,7 +215,9 @@ pub fn parse_fingerprint(text: &str) -> Result<String> {
         bail!("fingerprint `{fp}` is not 64 hex digits");
     }
     if fp.bytes().any(|b| b.is_ascii_uppercase()) {
-        bail!("fingerprint `{fp}` has upper-case hex digits; pkg compares it exactly with lowercase hex, so it would never match");
+        bail!(
+            "fingerprint `{fp}` has upper-case hex digits; pkg compares it exactly with lowercase hex, so it would never match"
+        );
     }
     Ok(fp.to_owned())
 }
@@ -253,7 +264,10 @@ mod tests {
             assert!(err.contains(says), "{text:?}: {err}");
         }
         // The client names archives after the inner files.
-        let m = MetaConf::parse("version = 2;\nmanifests = \"site.json\";\nmanifests_archive = \"site\";\ndata = \"db\";\n").unwrap();
+        let m = MetaConf::parse(
+            "version = 2;\nmanifests = \"site.json\";\nmanifests_archive = \"site\";\ndata = \"db\";\n",
+        )
+        .unwrap();
         assert_eq!(m.catalogue(CatalogueKind::Packagesite), ("site.pkg".into(), "site.json".into()));
         assert_eq!(m.catalogue(CatalogueKind::Data), ("db.pkg".into(), "db".into()));
         assert!(MetaConf::parse(&format!("version = 2;\nextra = \"{}\";\n", "x".repeat(MAX_META_SIZE))).is_err());
@@ -263,11 +277,19 @@ mod tests {
     fn reads_fingerprint_files_as_strictly_as_pkg_compares_them() {
         let fp = "9f458105021fe487f134ba26d87a755969bb8cd9c29db888144e9685000a981a";
         assert_eq!(parse_fingerprint(&fingerprint_file(fp)).unwrap(), fp);
-        assert_eq!(parse_fingerprint(&format!("FUNCTION = \"SHA256\"; Fingerprint = \"{fp}\"; comment = 1")).unwrap(), fp);
+        assert_eq!(
+            parse_fingerprint(&format!("FUNCTION = \"SHA256\"; Fingerprint = \"{fp}\"; comment = 1")).unwrap(),
+            fp
+        );
         let upper = fp.to_ascii_uppercase();
         let err = parse_fingerprint(&fingerprint_file(&upper)).unwrap_err().to_string();
         assert!(err.contains("upper-case") && err.contains("never match"), "{err}");
-        assert!(parse_fingerprint("function: \"sha1\"\nfingerprint: \"ab\"\n").unwrap_err().to_string().contains("Unsupported hashing function"));
+        assert!(
+            parse_fingerprint("function: \"sha1\"\nfingerprint: \"ab\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("Unsupported hashing function")
+        );
         assert!(parse_fingerprint("function: \"sha256\"\n").is_err());
         assert!(parse_fingerprint(&format!("function: \"sha256\"\nfingerprint: \"{}\"\n", &fp[1..])).is_err());
     }

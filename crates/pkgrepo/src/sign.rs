@@ -61,8 +61,7 @@ impl KeySigner {
                 None => Error::msg(message),
             }
         })?;
-        let public =
-            PublicKey::parse(&cert).with_context(|| format!("{cert_path} is not a public key pkg reads"))?;
+        let public = PublicKey::parse(&cert).with_context(|| format!("{cert_path} is not a public key pkg reads"))?;
         if !key.pairs_with(&public) {
             return Err(Error::with_help(
                 format!(
@@ -139,7 +138,8 @@ pub fn sign_archive(path: &Utf8Path, inner: &str, mode: TrustMode, signer: &dyn 
         ],
     };
     for e in &entries {
-        crate::signature::check_entry_size(e.data.len()).with_context(|| format!("cannot sign {path}: `{}`", e.name))?;
+        crate::signature::check_entry_size(e.data.len())
+            .with_context(|| format!("cannot sign {path}: `{}`", e.name))?;
     }
     entries.push((*content).clone());
     Archive { compression: archive.compression, entries }.write(path)?;

@@ -109,7 +109,11 @@ impl<'a> Entry<'a> {
     pub fn signer(&self) -> Result<SignerType> {
         match SignerType::from_name(&self.type_name) {
             Some(t) => Ok(t),
-            None => bail!("its header names the signer type `{}`, which pkg does not have ('{}' signer not found)", self.type_name.escape_default(), self.type_name.escape_default()),
+            None => bail!(
+                "its header names the signer type `{}`, which pkg does not have ('{}' signer not found)",
+                self.type_name.escape_default(),
+                self.type_name.escape_default()
+            ),
         }
     }
 }
@@ -125,7 +129,10 @@ pub fn check_entry_size(len: usize) -> Result<()> {
 /// Checks a type name a signing command gave against what pkg can write.
 pub fn check_type_name(name: &str) -> Result<SignerType> {
     if name.len() > MAX_TYPE_LEN {
-        bail!("the type `{}` is longer than the {MAX_TYPE_LEN} characters pkg's header has room for", name.escape_default());
+        bail!(
+            "the type `{}` is longer than the {MAX_TYPE_LEN} characters pkg's header has room for",
+            name.escape_default()
+        );
     }
     match SignerType::from_name(name) {
         Some(t) => Ok(t),
@@ -213,11 +220,16 @@ pub fn decode_halves(der_bytes: &[u8], half: usize) -> Result<(Vec<u8>, Vec<u8>)
     };
     let (r, s) = match parse() {
         Ok(halves) => halves,
-        Err(e) => bail!("it is not one DER SEQUENCE of two INTEGERs with nothing after it ({e}; pkg: failed to decode signature)"),
+        Err(e) => bail!(
+            "it is not one DER SEQUENCE of two INTEGERs with nothing after it ({e}; pkg: failed to decode signature)"
+        ),
     };
     let pad = |v: Vec<u8>| -> Result<Vec<u8>> {
         if v.len() > half {
-            bail!("a part of it is {} bytes, longer than the {half} bytes of the key's group (pkg: failed to decode signature)", v.len());
+            bail!(
+                "a part of it is {} bytes, longer than the {half} bytes of the key's group (pkg: failed to decode signature)",
+                v.len()
+            );
         }
         let mut out = vec![0; half - v.len()];
         out.extend_from_slice(&v);

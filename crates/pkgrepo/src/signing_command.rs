@@ -118,7 +118,10 @@ mod tests {
         // A binary key followed directly by END, as the ecc sample's command prints it.
         let ecc = b"TYPE\necc\nSIGNATURE\n\x30\x06\nCERT\n\x30\x5e\x0a\x01END\n";
         let s = parse_response(ecc).unwrap();
-        assert_eq!((s.signer, s.signature.as_slice(), s.cert.as_slice()), (SignerType::Ecc, &b"\x30\x06"[..], &b"\x30\x5e\x0a\x01"[..]));
+        assert_eq!(
+            (s.signer, s.signature.as_slice(), s.cert.as_slice()),
+            (SignerType::Ecc, &b"\x30\x06"[..], &b"\x30\x5e\x0a\x01"[..])
+        );
         for (bad, says) in [
             (&b"nonsense\n"[..], "does not end with END"),
             (b"SIGNATURE\nx\nCERT\ny\n", "does not end with END"),

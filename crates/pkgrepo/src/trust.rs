@@ -113,4 +113,3 @@ fn read_fingerprint_dir(dir: &Utf8Path) -> Result<BTreeMap<String, String>> {
     }
     Ok(out)
 }
-

@@ -69,7 +69,8 @@ struct Parser<'a> {
 }
 
 fn is_word_byte(b: u8) -> bool {
-    !(b.is_ascii_whitespace() || matches!(b, b'{' | b'}' | b'[' | b']' | b';' | b',' | b'=' | b':' | b'"' | b'\'' | b'#'))
+    !(b.is_ascii_whitespace()
+        || matches!(b, b'{' | b'}' | b'[' | b']' | b';' | b',' | b'=' | b':' | b'"' | b'\'' | b'#'))
 }
 
 impl Parser<'_> {

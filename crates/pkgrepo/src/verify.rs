@@ -14,8 +14,8 @@ use crate::catalogue::{Catalogue, Package, abi_matches};
 use crate::error::{Error, Result};
 use crate::hashing::{Job, hash_jobs};
 use crate::meta::MetaConf;
-use crate::sum::{Digests, Sum, hash_file};
 use crate::signature::{Entry as SigEntry, Message, SignerType, check_entry_size};
+use crate::sum::{Digests, Sum, hash_file};
 use crate::trust::{Anchors, PublicKey, Trust};
 use crate::{BoxError, CATALOGUES, CatalogueKind, TrustMode, sha256_hex};
 
@@ -341,7 +341,7 @@ fn check_pubkey(
     let one = match sigs.as_slice() {
         [] if archive.entries.iter().any(|e| e.name.ends_with(".sig") || e.name.ends_with(".pub")) => {
             return vec![
-                "is not signed for pubkey clients: it has only fingerprints-mode signatures (.sig/.pub entries)".into()
+                "is not signed for pubkey clients: it has only fingerprints-mode signatures (.sig/.pub entries)".into(),
             ];
         }
         [] => return vec!["is not signed (no `signature` entry)".into()],
@@ -411,7 +411,9 @@ fn check_fingerprints(
         )];
     }
     let mut problems = Vec::new();
-    let mut pairs: BTreeMap<&str, (Option<&[u8]>, Option<&[u8]>)> = BTreeMap::new();
+    /// By name without `.sig`/`.pub`: the two entries' bytes.
+    type Pairs<'a> = BTreeMap<&'a str, (Option<&'a [u8]>, Option<&'a [u8]>)>;
+    let mut pairs: Pairs = BTreeMap::new();
     for m in &members {
         if let Err(e) = check_entry_size(m.data.len()) {
             problems.push(format!("`{}`: {e}", m.name));

@@ -6,9 +6,9 @@ use std::fs;
 
 use camino::Utf8PathBuf;
 
+use camino::Utf8Path;
 use test_support::nginx::Nginx;
 use test_support::repo::*;
-use camino::Utf8Path;
 use test_support::{Project, standins, write_script};
 
 fn pkg_standin() -> Utf8PathBuf {
@@ -310,20 +310,84 @@ fn every_refusal_is_judged_from_pkgs_words_and_installs_nothing() {
     // rows 1-4: pubkey mode, changed after signing, or unsigned.
     let r = copy(&sample("production-pubkey"));
     edit_data(&r);
-    cases.push(("1 rsa changed", r, pubkey_conf(&pubkey()), abi, "1500000", &["signature verification failure", "Invalid signature, removing repository."], 0));
+    cases.push((
+        "1 rsa changed",
+        r,
+        pubkey_conf(&pubkey()),
+        abi,
+        "1500000",
+        &["signature verification failure", "Invalid signature, removing repository."],
+        0,
+    ));
     let r = copy(&sample2("ecc-pubkey"));
     edit_data(&r);
-    cases.push(("2 ecc changed", r, pubkey_conf(&ecc), abi, "1500000", &["failed to verify signature", "ecc signature verification failure", "Invalid signature"], 0));
+    cases.push((
+        "2 ecc changed",
+        r,
+        pubkey_conf(&ecc),
+        abi,
+        "1500000",
+        &["failed to verify signature", "ecc signature verification failure", "Invalid signature"],
+        0,
+    ));
     let r = copy(&sample2("ecdsa-pubkey"));
     edit_data(&r);
-    cases.push(("3 ecdsa changed", r, pubkey_conf(&ecdsa), abi, "1500000", &["failed to verify signature", "ecc signature verification failure"], 0));
-    cases.push(("4 unsigned", copy(&sample("unsigned")), pubkey_conf(&pubkey()), abi, "1500000", &["signature verification failure", "Invalid signature"], 0));
+    cases.push((
+        "3 ecdsa changed",
+        r,
+        pubkey_conf(&ecdsa),
+        abi,
+        "1500000",
+        &["failed to verify signature", "ecc signature verification failure"],
+        0,
+    ));
+    cases.push((
+        "4 unsigned",
+        copy(&sample("unsigned")),
+        pubkey_conf(&pubkey()),
+        abi,
+        "1500000",
+        &["signature verification failure", "Invalid signature"],
+        0,
+    ));
     // rows 5-6: fingerprints mode without .sig/.pub.
-    cases.push(("5 unsigned", copy(&sample("unsigned")), fingerprints_conf(&fingerprints()), abi, "1500000", &["No signature found"], 0));
-    cases.push(("6 key-file signed", copy(&sample("production-pubkey")), fingerprints_conf(&fingerprints()), abi, "1500000", &["No signature found"], 0));
+    cases.push((
+        "5 unsigned",
+        copy(&sample("unsigned")),
+        fingerprints_conf(&fingerprints()),
+        abi,
+        "1500000",
+        &["No signature found"],
+        0,
+    ));
+    cases.push((
+        "6 key-file signed",
+        copy(&sample("production-pubkey")),
+        fingerprints_conf(&fingerprints()),
+        abi,
+        "1500000",
+        &["No signature found"],
+        0,
+    ));
     // rows 7-11: the signer and the key do not go together.
-    cases.push(("7 command-signed ecc in pubkey mode", copy(&sample2("ecc-fingerprints")), pubkey_conf(&ecc), abi, "1500000", &["error reading public key", "Invalid signature"], 0));
-    cases.push(("8 rsa key, ecc signature", copy(&sample2("ecc-pubkey")), pubkey_conf(&pubkey()), abi, "1500000", &["failed to parse key", "ecc signature verification failure"], 0));
+    cases.push((
+        "7 command-signed ecc in pubkey mode",
+        copy(&sample2("ecc-fingerprints")),
+        pubkey_conf(&ecc),
+        abi,
+        "1500000",
+        &["error reading public key", "Invalid signature"],
+        0,
+    ));
+    cases.push((
+        "8 rsa key, ecc signature",
+        copy(&sample2("ecc-pubkey")),
+        pubkey_conf(&pubkey()),
+        abi,
+        "1500000",
+        &["failed to parse key", "ecc signature verification failure"],
+        0,
+    ));
     let r = copy(&sample2("ecc-pubkey"));
     edit_archive(&r.join("data.pkg"), |e| e[0].1.drain(..13).for_each(drop));
     cases.push(("10 ecc header cut", r, pubkey_conf(&ecc), abi, "1500000", &["error reading public key"], 0));
@@ -332,20 +396,68 @@ fn every_refusal_is_judged_from_pkgs_words_and_installs_nothing() {
     cases.push(("11 unknown signer", r, pubkey_conf(&ecc), abi, "1500000", &["'foo' signer not found"], 0));
     // rows 12-17: fingerprints trust.
     let untrusted = fps_with("untrusted", Some(&"ab".repeat(32)), None);
-    cases.push(("12 not trusted", copy(&sample2("ecc-fingerprints")), fingerprints_conf(&untrusted), abi, "1500000", &["No trusted public keys found"], 0));
+    cases.push((
+        "12 not trusted",
+        copy(&sample2("ecc-fingerprints")),
+        fingerprints_conf(&untrusted),
+        abi,
+        "1500000",
+        &["No trusted public keys found"],
+        0,
+    ));
     let revoked = fps_with("revoked", Some(ECC_FP), Some(ECC_FP));
-    cases.push(("13 revoked", copy(&sample2("ecc-fingerprints")), fingerprints_conf(&revoked), abi, "1500000", &["At least one of the certificates has been revoked"], 0));
+    cases.push((
+        "13 revoked",
+        copy(&sample2("ecc-fingerprints")),
+        fingerprints_conf(&revoked),
+        abi,
+        "1500000",
+        &["At least one of the certificates has been revoked"],
+        0,
+    ));
     let r = copy(&sample("production-fingerprints"));
     edit_archive(&r.join("data.pkg"), |e| e.iter_mut().find(|(n, _)| n == "data.sig").unwrap().1.push(0));
-    cases.push(("14 rsa .sig with a NUL", r, fingerprints_conf(&fingerprints()), abi, "1500000", &["signature verification failure", "No trusted certificate has been used to sign the repository"], 0));
+    cases.push((
+        "14 rsa .sig with a NUL",
+        r,
+        fingerprints_conf(&fingerprints()),
+        abi,
+        "1500000",
+        &["signature verification failure", "No trusted certificate has been used to sign the repository"],
+        0,
+    ));
     let r = copy(&sample2("ecc-fingerprints"));
     edit_archive(&r.join("data.pkg"), |e| e[1].1.drain(..13).for_each(drop));
-    cases.push(("15 .pub without header", r, fingerprints_conf(&ecc_fps), abi, "1500000", &["error reading public key", "No trusted certificate has been used to sign the repository"], 0));
+    cases.push((
+        "15 .pub without header",
+        r,
+        fingerprints_conf(&ecc_fps),
+        abi,
+        "1500000",
+        &["error reading public key", "No trusted certificate has been used to sign the repository"],
+        0,
+    ));
     let missing = fps_with("no-trusted", None, None);
-    cases.push(("16 no trusted/", copy(&sample2("ecc-fingerprints")), fingerprints_conf(&missing), abi, "1500000", &["Error opening the trusted directory", "Error loading trusted certificates"], 0));
+    cases.push((
+        "16 no trusted/",
+        copy(&sample2("ecc-fingerprints")),
+        fingerprints_conf(&missing),
+        abi,
+        "1500000",
+        &["Error opening the trusted directory", "Error loading trusted certificates"],
+        0,
+    ));
     let empty = fps_with("empty", None, None);
     fs::create_dir_all(empty.join("trusted")).unwrap();
-    cases.push(("17 empty trusted/", copy(&sample2("ecc-fingerprints")), fingerprints_conf(&empty), abi, "1500000", &["No trusted certificates"], 0));
+    cases.push((
+        "17 empty trusted/",
+        copy(&sample2("ecc-fingerprints")),
+        fingerprints_conf(&empty),
+        abi,
+        "1500000",
+        &["No trusted certificates"],
+        0,
+    ));
     // rows 18-21: limits and settings.
     let r = copy(&sample2("ecc-fingerprints"));
     edit_archive(&r.join("data.pkg"), |e| {
@@ -353,28 +465,88 @@ fn every_refusal_is_judged_from_pkgs_words_and_installs_nothing() {
             e.insert(0, (format!("k{i}.pub"), b"x".to_vec()));
         }
     });
-    cases.push(("18 nine entries", r, fingerprints_conf(&ecc_fps), abi, "1500000", &["too many repository signature entries", "No signature found"], 0));
+    cases.push((
+        "18 nine entries",
+        r,
+        fingerprints_conf(&ecc_fps),
+        abi,
+        "1500000",
+        &["too many repository signature entries", "No signature found"],
+        0,
+    ));
     let r = copy(&sample("production-pubkey"));
     edit_archive(&r.join("data.pkg"), |e| {
         let d = e[1].clone();
         e.push(d);
     });
-    cases.push(("19 data twice", r, pubkey_conf(&pubkey()), abi, "1500000", &["duplicate repository archive entry: data", "No signature found in the repository.  Can not validate against"], 0));
-    cases.push(("21 no pubkey", copy(&sample("production-pubkey")), "  signature_type: \"pubkey\",\n".into(), abi, "1500000", &["No PUBKEY defined"], 0));
-    cases.push(("23 bad signature_type", copy(&sample("production-pubkey")), "  signature_type: \"fingerprint\",\n".into(), abi, "1500000", &["Invalid signature_type 'fingerprint' for the 'clawdie' repo", "No active remote repositories configured"], 1));
+    cases.push((
+        "19 data twice",
+        r,
+        pubkey_conf(&pubkey()),
+        abi,
+        "1500000",
+        &[
+            "duplicate repository archive entry: data",
+            "No signature found in the repository.  Can not validate against",
+        ],
+        0,
+    ));
+    cases.push((
+        "21 no pubkey",
+        copy(&sample("production-pubkey")),
+        "  signature_type: \"pubkey\",\n".into(),
+        abi,
+        "1500000",
+        &["No PUBKEY defined"],
+        0,
+    ));
+    cases.push((
+        "23 bad signature_type",
+        copy(&sample("production-pubkey")),
+        "  signature_type: \"fingerprint\",\n".into(),
+        abi,
+        "1500000",
+        &["Invalid signature_type 'fingerprint' for the 'clawdie' repo", "No active remote repositories configured"],
+        1,
+    ));
     // row 27 and the OS version check: the catalogue is good, the client is older.
-    cases.push(("27 wrong ABI", copy(&sample("production-pubkey")), pubkey_conf(&pubkey()), "FreeBSD:14:amd64", "1400000", &["wrong architecture: FreeBSD:15:amd64 instead of FreeBSD:14:amd64", "contains packages with wrong ABI", "Unable to update repository clawdie", "Error updating repositories!"], 1));
+    cases.push((
+        "27 wrong ABI",
+        copy(&sample("production-pubkey")),
+        pubkey_conf(&pubkey()),
+        "FreeBSD:14:amd64",
+        "1400000",
+        &[
+            "wrong architecture: FreeBSD:15:amd64 instead of FreeBSD:14:amd64",
+            "contains packages with wrong ABI",
+            "Unable to update repository clawdie",
+            "Error updating repositories!",
+        ],
+        1,
+    ));
     let r = copy(&sample("production-pubkey"));
     resign_data(&r, &key, |e| {
         let d = &mut e.iter_mut().find(|(n, _)| n == "data").unwrap().1;
-        *d = String::from_utf8(d.clone()).unwrap().replace("{\"flavor\":\"production\"}", "{\"FreeBSD_version\":\"1600000\",\"flavor\":\"production\"}").into_bytes();
+        *d = String::from_utf8(d.clone())
+            .unwrap()
+            .replace("{\"flavor\":\"production\"}", "{\"FreeBSD_version\":\"1600000\",\"flavor\":\"production\"}")
+            .into_bytes();
     });
-    cases.push(("os version", r, pubkey_conf(&pubkey()), abi, "1500000", &["contains packages for wrong OS version"], 1));
+    cases.push((
+        "os version",
+        r,
+        pubkey_conf(&pubkey()),
+        abi,
+        "1500000",
+        &["contains packages for wrong OS version"],
+        1,
+    ));
 
     for (row, repo, trust, abi, osversion, words, status) in cases {
         let dir = s.path.join(format!("client-{}", row.replace(' ', "-")));
         let c = client(&dir, &repo, &trust, abi, osversion);
-        let text = format!("{}{}", String::from_utf8_lossy(&c.update.stdout), String::from_utf8_lossy(&c.update.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&c.update.stdout), String::from_utf8_lossy(&c.update.stderr));
         for w in words {
             assert!(text.contains(w), "row {row}: pkg did not say {w:?}:\n{text}");
         }
@@ -399,7 +571,11 @@ fn every_sample_signer_is_accepted_by_the_stand_in_and_installs() {
     ] {
         let c = client(&s.path.join(name), &repo, &trust, "FreeBSD:15:amd64", "1500000");
         let text = String::from_utf8_lossy(&c.update.stdout).into_owned();
-        assert!(text.contains("clawdie repository update completed. 1 packages processed."), "{name}: {text}{}", String::from_utf8_lossy(&c.update.stderr));
+        assert!(
+            text.contains("clawdie repository update completed. 1 packages processed."),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&c.update.stderr)
+        );
         assert!(xtask::iso::refusal(&text).is_none(), "{name}: {text}");
         assert!(c.install.status.success(), "{name}: {}", String::from_utf8_lossy(&c.install.stderr));
         assert!(c.root.join("usr/local/bin/colibri").is_file(), "{name}");

@@ -70,7 +70,10 @@ fn the_staged_port_is_never_tracked() {
         .unwrap();
     assert!(out.status.success(), "git ls-files failed: {}", String::from_utf8_lossy(&out.stderr));
     let tracked = String::from_utf8_lossy(&out.stdout);
-    assert!(tracked.trim().is_empty(), "staged ports are tracked (the staged port is build output: docs/ARCHITECTURE.md, `Invariants`):\n{tracked}");
+    assert!(
+        tracked.trim().is_empty(),
+        "staged ports are tracked (the staged port is build output: docs/ARCHITECTURE.md, `Invariants`):\n{tracked}"
+    );
     let ignore = fs::read_to_string(repo_root().join(".gitignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "/ports/*"), ".gitignore must ignore the staged overlay");
 }

@@ -139,7 +139,10 @@ fn a_signing_commands_ecc_answer_gives_pkgs_fingerprints_layout() {
     let (_s, repo) = copy_sample("pkg-repo/unsigned");
     sign_archive(&repo.join("data.pkg"), "data", TrustMode::Fingerprints, &Command(answer.clone())).unwrap();
     let ours = Archive::read(&repo.join("data.pkg")).unwrap();
-    assert_eq!(ours.entries, pkg.entries.iter().map(|e| Entry { mtime: ours.entries[2].mtime, ..e.clone() }).collect::<Vec<_>>());
+    assert_eq!(
+        ours.entries,
+        pkg.entries.iter().map(|e| Entry { mtime: ours.entries[2].mtime, ..e.clone() }).collect::<Vec<_>>()
+    );
     // The same answer cannot sign for pubkey clients: they check Ed25519 over the
     // BLAKE2b, the command signed the hex. Refused before anything is written.
     let before = std::fs::read(repo.join("packagesite.pkg")).unwrap();
@@ -199,7 +202,10 @@ fn keys_and_curves_pkg_refuses_or_that_cannot_be_computed_are_refused_by_name() 
             true => PrivateKey::parse(&read(name)).unwrap_err().to_string(),
             false => PublicKey::parse(&read(name)).unwrap_err().to_string(),
         };
-        assert!(err.contains("brainpoolP512r1: pkg accepts it, but there is no well-kept Rust implementation"), "{err}");
+        assert!(
+            err.contains("brainpoolP512r1: pkg accepts it, but there is no well-kept Rust implementation"),
+            "{err}"
+        );
     }
     let err = PrivateKey::parse(&read("secp384r1.pem")).unwrap_err().to_string();
     assert!(err.contains("an EC key in PEM, which pkg does not sign with"), "{err}");
@@ -240,7 +246,14 @@ fn pkgs_own_der_format_for_ecdsa_keys_is_read() {
     assert_eq!(public.algorithm(), Algorithm::Ecdsa(Curve::Secp256k1));
     assert!(private.pairs_with(&public) && private.pairs_with(&PublicKey::parse(&spki).unwrap()));
     let m = Message::of(b"x");
-    public.verify(&m, pkgrepo::signature::SignerType::Ecdsa, TrustMode::Pubkey, &private.sign(&m, TrustMode::Pubkey).unwrap()).unwrap();
+    public
+        .verify(
+            &m,
+            pkgrepo::signature::SignerType::Ecdsa,
+            TrustMode::Pubkey,
+            &private.sign(&m, TrustMode::Pubkey).unwrap(),
+        )
+        .unwrap();
     // A public key where a private one is expected, and the reverse, are refused.
     assert!(PrivateKey::parse(&pkg_der(true, point)).is_err());
 }
@@ -281,9 +294,8 @@ fn what_pkg_lets_pass_is_refused_with_what_it_is() {
     let (_s, repo) = edited("pkg-repo-2/ecc-pubkey", |e| e[0].data.drain(..13).for_each(drop));
     assert!(data_problems(&repo, &ecc_trust())[0].contains("is signed as rsa, but the public key"));
     // Another key's valid entry: an entry that pkg would ignore beside the catalogue.
-    let (_s, repo) = edited("pkg-repo-2/ecc-pubkey", |e| {
-        e.push(Entry { name: "notes".into(), data: b"x".to_vec(), mtime: 0 })
-    });
+    let (_s, repo) =
+        edited("pkg-repo-2/ecc-pubkey", |e| e.push(Entry { name: "notes".into(), data: b"x".to_vec(), mtime: 0 }));
     let found = data_problems(&repo, &ecc_trust());
     assert_eq!(found, ["data.pkg: holds an entry `notes` that is neither `data` nor a signature (clients ignore it)"]);
     // The catalogue changed after signing.
@@ -318,7 +330,11 @@ fn fingerprints_mode_refuses_as_pkg_does_and_more() {
     let (_s, repo) = copy_sample("pkg-repo-2/ecc-fingerprints");
     let other = crate::fingerprints_trust();
     let found = data_problems(&repo, &other);
-    assert!(found[0].contains(&format!("fingerprint {ECC_FP} is not in")) && found[0].contains("No trusted public keys found"), "{found:?}");
+    assert!(
+        found[0].contains(&format!("fingerprint {ECC_FP} is not in"))
+            && found[0].contains("No trusted public keys found"),
+        "{found:?}"
+    );
     // Revoked, even while trusted.
     let s = scratch();
     let dir = s.path.join("fps");
@@ -337,7 +353,8 @@ fn trust_directories_are_read_as_pkg_reads_them() {
     let err = Trust::fingerprints(&s.path.join("empty")).err().unwrap();
     assert!(err.to_string().contains("No trusted certificates"), "{err}");
     std::fs::create_dir_all(s.path.join("upper/trusted")).unwrap();
-    std::fs::write(s.path.join("upper/trusted/k"), pkgrepo::meta::fingerprint_file(&ECC_FP.to_ascii_uppercase())).unwrap();
+    std::fs::write(s.path.join("upper/trusted/k"), pkgrepo::meta::fingerprint_file(&ECC_FP.to_ascii_uppercase()))
+        .unwrap();
     let err = format!("{:#}", Trust::fingerprints(&s.path.join("upper")).err().unwrap());
     assert!(err.contains("upper-case") && err.contains("never match"), "{err}");
 }
