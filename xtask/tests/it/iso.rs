@@ -626,3 +626,35 @@ fn an_earlier_good_catalogue_survives_in_pkg_but_not_in_iso() {
     p.run(&["iso"]).code_is(1).stderr_has("failed verification");
     assert!(!root(&p).join("usr/local/bin/colibri").exists());
 }
+
+/// The Hashed layout (with its symlink), an ecc repository in pubkey mode and an ecc
+/// repository in fingerprints mode install through the whole iso stage.
+#[test]
+fn hashed_and_ecc_repositories_install() {
+    let p = project("pubkey", "");
+    let repo = p.scratch.path.join("repo");
+    test_support::copy_tree(&sample2("hashed-symlink"), &repo);
+    p.run(&["sign", "--repo", repo.as_str()]).success().stderr_has("already signed by");
+    p.run(&["iso"]).success().stderr_has("matches the production profile");
+    let scratch_copy = p.state_dir().join("runs").join(p.state()["id"].as_str().unwrap()).join("iso/repo");
+    assert!(scratch_copy.join("All/Hashed/colibri-0.9.0~2$f56x1t1g.pkg").is_file());
+
+    for (mode, sample_name) in [("pubkey", "ecc-pubkey"), ("fingerprints", "ecc-fingerprints")] {
+        let q = project(mode, "");
+        let key = private_key2(&q.scratch.path.join("ecc-keys"), "ecc-repo.key");
+        let text = fs::read_to_string(q.config_path()).unwrap();
+        let start = text.find("[repository]").unwrap();
+        let end = text.find("[tools]").unwrap();
+        q.write_raw_config(&format!(
+            "{}{}\n{}",
+            &text[..start],
+            signing_config_for(&key, &sample2("keys/ecc-repo.pub"), mode, &sample2("fingerprints-ecc")),
+            &text[end..]
+        ));
+        let repo = q.scratch.path.join("repo");
+        test_support::copy_tree(&sample2(sample_name), &repo);
+        q.run(&["sign", "--repo", repo.as_str()]).success().stderr_has("already signed by");
+        q.run(&["iso"]).success().stderr_has("matches the production profile");
+        assert!(root(&q).join("usr/local/bin/colibri").is_file(), "{mode}");
+    }
+}
