@@ -229,11 +229,15 @@ struct Client {
 }
 
 fn client(dir: &Utf8Path, repo: &Utf8Path, trust: &str, abi: &str, osversion: &str) -> Client {
+    client_of(dir, &format!("file://{repo}"), trust, abi, osversion)
+}
+
+fn client_of(dir: &Utf8Path, url: &str, trust: &str, abi: &str, osversion: &str) -> Client {
     let repos = dir.join("repos");
     fs::create_dir_all(&repos).unwrap();
     fs::write(
         repos.join("clawdie.conf"),
-        format!("clawdie: {{\n  url: \"file://{repo}\",\n  enabled: yes,\n{trust}  priority: 10\n}}\n"),
+        format!("clawdie: {{\n  url: \"{url}\",\n  enabled: yes,\n{trust}  priority: 10\n}}\n"),
     )
     .unwrap();
     let root = dir.join("root");
@@ -657,4 +661,52 @@ fn hashed_and_ecc_repositories_install() {
         q.run(&["iso"]).success().stderr_has("matches the production profile");
         assert!(root(&q).join("usr/local/bin/colibri").is_file(), "{mode}");
     }
+}
+
+/// Package checks at install over HTTP (pkg-client.md §7, rows 32-36): the catalogue is
+/// accepted, the package is not, with pkg's words and exit statuses; over file:// the
+/// real client checks nothing (rows 38-39), which is why iso verifies its scratch copy.
+#[test]
+fn installs_check_packages_over_http_with_pkgs_words_and_statuses() {
+    let s = test_support::scratch();
+    let site = s.path.join("site");
+    test_support::copy_tree(&sample("production-pubkey"), &site.join("repo"));
+    let nginx = Nginx::serve(&site, &s.path.join("nginx"), "");
+    let url = format!("{}repo", nginx.url());
+    let pkg = site.join("repo/All/colibri-0.9.0.pkg");
+    let good = fs::read(&pkg).unwrap();
+    let mut flipped = good.clone();
+    flipped[100] ^= 1;
+    let larger = [good.clone(), vec![0; 10]].concat();
+    for (case, bytes, words, status) in [
+        ("32 changed bytes", Some(flipped.clone()), "colibri-0.9.0 failed checksum from repository", 3),
+        ("33 larger", Some(larger), "fetch exceeds expected package size", 3),
+        ("34 smaller", Some(good[..1000].to_vec()), "fetch size does not match expected package size", 3),
+        ("36 missing", None, "Not Found", 21),
+    ] {
+        match &bytes {
+            Some(b) => fs::write(&pkg, b).unwrap(),
+            None => fs::remove_file(&pkg).unwrap(),
+        }
+        let c = client_of(
+            &s.path.join(case.replace(' ', "-")),
+            &url,
+            &pubkey_conf(&pubkey()),
+            "FreeBSD:15:amd64",
+            "1500000",
+        );
+        assert!(String::from_utf8_lossy(&c.update.stdout).contains("repository update completed"), "{case}");
+        let err = String::from_utf8_lossy(&c.install.stderr);
+        assert!(err.contains(words), "{case}: {err}");
+        assert_eq!(c.install.status.code(), Some(status), "{case}: {err}");
+        assert!(!c.root.join("usr/local/bin/colibri").exists(), "{case}");
+    }
+    // file://: another, larger build is installed without a word (row 38).
+    let repo = s.path.join("file-repo");
+    test_support::copy_tree(&sample("production-pubkey"), &repo);
+    let other = fs::read(sample("validation-pubkey/All/colibri-0.9.0.pkg")).unwrap();
+    fs::write(repo.join("All/colibri-0.9.0.pkg"), &other).unwrap();
+    let c = client(&s.path.join("file"), &repo, &pubkey_conf(&pubkey()), "FreeBSD:15:amd64", "1500000");
+    assert!(c.install.status.success(), "{}", String::from_utf8_lossy(&c.install.stderr));
+    assert!(c.root.join("usr/local/bin/colibri-test-agent").is_file(), "the wrong build was installed unchecked");
 }
