@@ -147,7 +147,7 @@ pub struct ManifestColibri {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestKey {
     pub trust: TrustMode,
-    /// SHA-256 hex of the public key's PEM bytes (what fingerprints mode trusts).
+    /// SHA-256 hex of the public key file's bytes (PEM for rsa, DER for ecc and ecdsa): what fingerprints mode trusts.
     pub fingerprint: String,
 }
 
@@ -192,9 +192,9 @@ pub fn implied_repo(loaded: &Loaded) -> Utf8PathBuf {
 /// The trust anchors and the key the release is signed with.
 struct Keys {
     trust: Trust,
-    /// The public key of the release key (PEM path), when there is one to name.
+    /// The public key of the release key (its path), when there is one to name.
     pubkey: Option<Utf8PathBuf>,
-    /// SHA-256 of the release key's public PEM: the signature the catalogue must carry.
+    /// SHA-256 of the release key's public key file: the signature the catalogue must carry.
     fingerprint: String,
 }
 
