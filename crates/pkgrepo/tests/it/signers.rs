@@ -358,3 +358,24 @@ fn trust_directories_are_read_as_pkg_reads_them() {
     let err = format!("{:#}", Trust::fingerprints(&s.path.join("upper")).err().unwrap());
     assert!(err.contains("upper-case") && err.contains("never match"), "{err}");
 }
+
+#[test]
+fn eddsa_is_ecc_under_another_name_and_rsa_signs_through_a_command_in_both_layouts() {
+    // pkg writes the type as named (`eddsa:KEY` gives `$PKGSIGN:eddsa$`) and verifies it
+    // with the same key.
+    let (_s, repo) = edited("pkg-repo-2/ecc-pubkey", |e| {
+        e[0].data = [&b"$PKGSIGN:eddsa$"[..], &e[0].data[13..]].concat();
+    });
+    assert!(data_problems(&repo, &ecc_trust()).is_empty());
+    // An rsa signing command signs the hex, which is what pubkey clients check for rsa:
+    // its answer gives pkg's key-file entry (the signature and one NUL) too.
+    let pkg = Archive::read(&data("pkg-repo/production-fingerprints/data.pkg")).unwrap();
+    let sig = &pkg.find("data.sig").next().unwrap().data;
+    let cert = &pkg.find("data.pub").next().unwrap().data;
+    let answer = [b"SIGNATURE\n".as_slice(), sig, b"\nCERT\n", cert, b"END\n"].concat();
+    let (_s, repo) = copy_sample("pkg-repo/unsigned");
+    sign_archive(&repo.join("data.pkg"), "data", TrustMode::Pubkey, &Command(answer)).unwrap();
+    let ours = Archive::read(&repo.join("data.pkg")).unwrap();
+    let theirs = Archive::read(&data("pkg-repo/production-pubkey/data.pkg")).unwrap();
+    assert_eq!(ours.entries[0].data, theirs.entries[0].data);
+}
