@@ -63,7 +63,7 @@
 //!
 //! # fn main() -> pkgrepo::Result<()> {
 //! let repo = Utf8Path::new("/usr/local/poudriere/data/packages/15amd64-default");
-//! let (key, cert) = (Utf8Path::new("/root/repo.key"), Utf8Path::new("/root/repo.pub"));
+//! let (key, cert) = (Utf8Path::new("/usr/local/etc/ssl/repo.key"), Utf8Path::new("/usr/local/etc/ssl/repo.pub"));
 //! // Refused when group or others may read the key; the bytes are wiped after use.
 //! let secret = read_private_key(key)?;
 //! let public = std::fs::read(cert).expect("the public key");
