@@ -104,9 +104,12 @@ settings! {
     /// The release signing key. The private key never leaves its file: it is not printed,
     /// logged or copied, and a key file readable by group or others is refused.
     pub struct SigningConfig {
-        /// Private key (RSA, PEM). Mode 0600, owned by root.
+        /// Private key, in a format pkg signs with; its type is read from the key: RSA (PEM),
+        /// ecc (pkg's own DER, `pkg key --create -t ecc`), ecdsa (DER ECPrivateKey). Mode
+        /// 0600 or 0400, owned by root.
         pub key: Utf8PathBuf = "/usr/local/etc/ssl/clawdie-pkg.key".into(),
-        /// Public key published to clients.
+        /// Public key published to clients: PEM for RSA, pkg's DER for ecc, DER
+        /// SubjectPublicKeyInfo (or pkg's DER) for ecdsa.
         pub pubkey: Utf8PathBuf = "/usr/local/etc/ssl/clawdie-pkg.pub".into(),
         /// `pubkey` (sign with the key file) or `fingerprints` (sign with `command`).
         pub trust: TrustMode = TrustMode::Pubkey,

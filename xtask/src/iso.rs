@@ -404,9 +404,21 @@ impl Stage for Iso {
         let repos = stage.join("repos");
         let _ = fs::remove_dir_all(&repos);
         fsx::write_atomic(&repos.join(format!("{}.conf", cx.config().repository.name)), plan.repos_conf.as_bytes())?;
+        // Every verdict from fresh client state (pkg-client.md §5): an earlier good
+        // catalogue survives a refused update and would be installed from, and a cached
+        // package of the right size is installed without its sum checked (§7). So the
+        // package cache and the repositories' catalogues (PKG_DBDIR/repos/, pkg 2.8.4's
+        // libpkg/repo/binary/common.c) go before `pkg update`; local.sqlite, the
+        // database of what is installed in ROOT, stays.
         let _ = fs::remove_dir_all(stage.join("cache"));
-        fs::create_dir_all(plan.root.join("var/db/pkg"))
-            .with_context(|| format!("cannot create {}", plan.root.join("var/db/pkg")))?;
+        let dbdir = plan.root.join("var/db/pkg");
+        match fs::remove_dir_all(dbdir.join("repos")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove pkg's earlier catalogues in {dbdir}/repos"));
+            }
+            _ => {}
+        }
+        fs::create_dir_all(&dbdir).with_context(|| format!("cannot create {dbdir}"))?;
 
         let opts = StreamOpts { timeout: Some(Duration::from_secs(cfg.pkg_timeout_secs)), ..Default::default() };
         let url = plan.source.url();
@@ -498,38 +510,67 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
     Ok(())
 }
 
-/// What pkg says when it refuses a catalogue (it still exits 0). The OS-version ones
-/// come from `is_valid_os_version()` (libpkg/utils.c) as the catalogue is read
-/// (libpkg/repo/binary/update.c): packages built for a newer FreeBSD than
-/// repository.osversion.
-const REFUSALS: [&str; 10] = [
-    "Invalid signature",
+/// What pkg 2.8.4 says when it refuses a catalogue, whatever its exit status (it exits
+/// 0 after most refusals): docs/reference/pkg-client.md §4, which names the rows of §3
+/// each comes from (and pkg's source file: libpkg/pkg_repo.c, libpkg/pkgsign_ossl.c,
+/// libpkg/pkgsign_ecc.c, libpkg/utils.c, libpkg/repo/binary/update.c, src/update.c).
+pub const REFUSALS: [&str; 34] = [
     "signature verification failure",
+    "Invalid signature, removing repository.",
     "No signature found",
-    "No trusted certificate",
-    "has been revoked",
-    "wrong ABI",
-    "wrong OS version",
+    "signer not found",
+    "No trusted public keys found",
+    "At least one of the certificates has been revoked",
+    "No trusted certificate has been used to sign the repository",
+    "Error opening the trusted directory",
+    "Error loading trusted certificates",
+    "No trusted certificates",
+    "cannot load fingerprints from",
+    "too many repository signature entries",
+    "invalid repository signature entry size",
+    "duplicate repository archive entry",
+    "repository archive entry is too large",
+    "No PUBKEY defined",
+    "Invalid signature_type",
+    "contains packages with wrong ABI",
+    "contains packages for wrong OS version",
+    "wrong architecture",
+    // is_valid_os_version() (libpkg/utils.c): packages for a newer FreeBSD than
+    // repository.osversion; answered "yes" by ASSUME_ALWAYS_YES, so judged here.
     "Newer FreeBSD version",
-    "cannot be opened",
     "Unable to update repository",
+    "Error updating repositories!",
+    "failed to parse key",
+    "failed to decode signature",
+    "failed to import key",
+    "failed to verify signature",
+    "ecc signature verification failure",
+    "error reading public key",
+    "No key with name",
+    "No signature with name",
+    "cannot be opened",
+    "No active remote repositories configured",
+    "fetch exceeds configured size limit",
 ];
 
+/// Judges `pkg update` from its words (pkg-client.md §4): any refusal fails it, and
+/// acceptance needs `NAME repository update completed.` as well; the exit status alone
+/// is never trusted.
 fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) -> Result<()> {
     let text = String::from_utf8_lossy(&out.stdout);
     let name = &cx.config().repository.name;
-    let refused: Vec<&str> =
-        text.lines().filter(|l| REFUSALS.iter().any(|r| l.contains(r)) && !l.contains("BEGIN PUBLIC KEY")).collect();
-    if !refused.is_empty() || !out.success() {
+    if let Some(refused) = refusal(&text) {
         bail!(
-            failure!(
-                "pkg refused the repository {url}:\n  {}\n`{cmd}` {}",
-                if refused.is_empty() { "(no reason given)".to_owned() } else { refused.join("\n  ") },
-                out.describe_status()
-            )
-            .help(
-                "the repository's signature or ABI does not match what the release trusts (run `cargo xtask sign --verify-only` on it), or its packages are for a newer FreeBSD than repository.osversion"
-            )
+            failure!("pkg refused the repository {url}:\n  {}\n`{cmd}` {}", refused.join("\n  "), out.describe_status())
+                .help(
+                    "the repository's signature, trust settings, ABI or OS version do not match what the release trusts (run `cargo xtask sign --verify-only` on it), or its packages are for a newer FreeBSD than repository.osversion"
+                )
+        );
+    }
+    if !out.success() {
+        bail!(
+            failure!("pkg refused the repository {url}:\n  (no reason given)\n`{cmd}` {}", out.describe_status())
+                .help(format!("its output is in the stage log; the repository was {url}"))
         );
     }
     if !text.contains(&format!("{name} repository update completed")) {
@@ -539,6 +580,14 @@ fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) ->
         );
     }
     Ok(())
+}
+
+/// The lines of pkg's output that refuse the catalogue, if any. A public key pkg
+/// prints whole (rsa's failure message starts with the PEM) is left out.
+pub fn refusal(text: &str) -> Option<Vec<&str>> {
+    let lines: Vec<&str> =
+        text.lines().filter(|l| REFUSALS.iter().any(|r| l.contains(r)) && !l.contains("BEGIN PUBLIC KEY")).collect();
+    (!lines.is_empty()).then_some(lines)
 }
 
 /// Checks the installed root against the profile; every missing or forbidden file is named.

@@ -293,7 +293,7 @@ pub fn conf_values(loaded: &Loaded) -> Vec<(&'static str, String)> {
         v.push(("PARALLEL_JOBS", p.parallel_jobs.to_string()));
     }
     match s.trust {
-        TrustMode::Pubkey => v.push(("PKG_REPO_SIGNING_KEY", loaded.resolve(&s.key).into_string())),
+        TrustMode::Pubkey => v.push(("PKG_REPO_SIGNING_KEY", signing_key_argument(loaded))),
         TrustMode::Fingerprints => {
             // poudriere expands it unquoted (split at blanks) and pkg joins the words for
             // `sh -c`: plain words joined by spaces, which `validate` made sure of.
@@ -408,6 +408,24 @@ pub fn assignment_differences(have: &str, want: &str) -> Vec<String> {
     out
 }
 
+/// The key argument of `pkg repo DIR [TYPE:]KEY` for signing.key: pkg takes a key
+/// without a type for rsa and needs `ecc:` or `ecdsa:` in front of the others
+/// (docs/reference/pkg-signers.md §4). The type is read from the public half
+/// (signing.pubkey), so the private key is not opened here; when the public key cannot
+/// be read, the key is named as rsa.
+pub fn signing_key_argument(loaded: &Loaded) -> String {
+    let s = &loaded.config.signing;
+    let key = loaded.resolve(&s.key).into_string();
+    let algorithm = std::fs::read(loaded.resolve(&s.pubkey))
+        .ok()
+        .and_then(|b| pkgrepo::keys::PublicKey::parse(&b).ok())
+        .map(|k| k.algorithm());
+    match algorithm.map(|a| a.signer()) {
+        Some(signer) if signer != pkgrepo::signature::SignerType::Rsa => format!("{signer}:{key}"),
+        _ => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +488,19 @@ mod tests {
         p.tree_method = "git".into();
         p.tree_branch = String::new();
         assert_eq!(tree_create_args(&p).join(" "), "ports -c -p clawdie -m git -U https://git.FreeBSD.org/ports.git");
+    }
+
+    #[test]
+    fn an_ecc_or_ecdsa_key_is_named_with_its_type_as_pkg_repo_needs() {
+        let data =
+            camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/pkgrepo/tests/data/pkg-repo-2/keys");
+        for (public, prefix) in [("ecc-repo.pub", "ecc:"), ("ecdsa-repo.pub", "ecdsa:")] {
+            let mut config = Config::default();
+            config.signing.key = data.join("x.key");
+            config.signing.pubkey = data.join(public);
+            let text = render_conf(&loaded(config));
+            assert!(text.contains(&format!("PKG_REPO_SIGNING_KEY={prefix}{}\n", data.join("x.key"))), "{text}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::ui::Ui;
 use pkgrepo::archive::Archive;
 use pkgrepo::meta::MetaConf;
 use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
+use pkgrepo::signature::Message;
 use pkgrepo::trust::Trust;
 use pkgrepo::verify::{self, Report};
 use pkgrepo::{CATALOGUES, signing_command};
@@ -146,7 +147,7 @@ pub struct ManifestColibri {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestKey {
     pub trust: TrustMode,
-    /// SHA-256 hex of the public key's PEM bytes (what fingerprints mode trusts).
+    /// SHA-256 hex of the public key file's bytes (PEM for rsa, DER for ecc and ecdsa): what fingerprints mode trusts.
     pub fingerprint: String,
 }
 
@@ -191,9 +192,9 @@ pub fn implied_repo(loaded: &Loaded) -> Utf8PathBuf {
 /// The trust anchors and the key the release is signed with.
 struct Keys {
     trust: Trust,
-    /// The public key of the release key (PEM path), when there is one to name.
+    /// The public key of the release key (its path), when there is one to name.
     pubkey: Option<Utf8PathBuf>,
-    /// SHA-256 of the release key's public PEM: the signature the catalogue must carry.
+    /// SHA-256 of the release key's public key file: the signature the catalogue must carry.
     fingerprint: String,
 }
 
@@ -387,8 +388,10 @@ struct CommandSigner<'a> {
 }
 
 impl Signer for CommandSigner<'_> {
-    fn sign_digest(&self, hex_digest: &str) -> Result<Signed, pkgrepo::BoxError> {
-        Ok(self.run(hex_digest)?)
+    /// pkg's protocol gives the command the hex SHA-256 whatever the layout;
+    /// `sign_archive` checks that the answer verifies for the layout.
+    fn sign(&self, message: &Message, _layout: pkgrepo::TrustMode) -> Result<Signed, pkgrepo::BoxError> {
+        Ok(self.run(message.hex())?)
     }
 }
 
@@ -418,7 +421,7 @@ impl Sign {
         let signing = &cx.config().signing;
         let base = CmdLine::tool(&cx.config().tools, Tool::pkg).arg("repo").arg(repo.as_str());
         match signing.trust {
-            TrustMode::Pubkey => Ok(base.arg(cx.resolve(&signing.key).as_str())),
+            TrustMode::Pubkey => Ok(base.arg(crate::poudriere::signing_key_argument(cx.loaded))),
             TrustMode::Fingerprints => {
                 if signing.command.is_empty() {
                     return Err(cx.loaded.error_at(

@@ -72,11 +72,17 @@ impl Catalogue {
 }
 
 /// Whether a package's ABI is acceptable to a client of `want`: equal component by
-/// component, where the package may say `*` (pkg's noarch packages).
+/// component without regard to case, where the package may say `*` for a whole
+/// component (pkg's noarch packages, `FreeBSD:15:*`).
+///
+/// pkg 2.8.4 also accepts an ABI that is a case-insensitive prefix of the client's, or
+/// any shell pattern matching it (`libpkg/utils.c`, `is_valid_abi`): so `FreeBSD`,
+/// `F` and even an empty ABI pass there. A release must name what it runs on, so this
+/// accepts only the forms above; every ABI accepted here pkg accepts too.
 pub fn abi_matches(package: &str, want: &str) -> bool {
     let p: Vec<&str> = package.split(':').collect();
     let w: Vec<&str> = want.split(':').collect();
-    p.len() == w.len() && p.iter().zip(&w).all(|(a, b)| *a == "*" || a == b)
+    p.len() == w.len() && p.iter().zip(&w).all(|(a, b)| *a == "*" || a.eq_ignore_ascii_case(b))
 }
 
 #[cfg(test)]
@@ -89,6 +95,11 @@ mod tests {
         assert!(abi_matches("FreeBSD:15:*", "FreeBSD:15:amd64"));
         assert!(!abi_matches("FreeBSD:14:amd64", "FreeBSD:15:amd64"));
         assert!(!abi_matches("FreeBSD:15:amd64", "FreeBSD:15:*"));
+        assert!(abi_matches("freebsd:15:AMD64", "FreeBSD:15:amd64"), "pkg compares without case");
+        // Prefixes pkg would accept are refused: they name no architecture.
+        for lax in ["FreeBSD:15", "FreeBSD", ""] {
+            assert!(!abi_matches(lax, "FreeBSD:15:amd64"), "{lax:?}");
+        }
     }
 
     #[test]

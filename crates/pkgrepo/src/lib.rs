@@ -20,8 +20,12 @@
 //!   `signing_command:` produces); clients set `signature_type: "fingerprints"` and a
 //!   directory of trusted SHA-256 fingerprints of public keys.
 //!
-//! The signed message is the 64-character lowercase hex SHA-256 of the catalogue file
-//! inside the archive; the signature is RSASSA-PKCS1-v1_5 with SHA-256.
+//! Every signer type pkg 2.8 has is read, verified and written ([`keys`],
+//! [`signature`]): `rsa` (RSASSA-PKCS1-v1_5 with SHA-256 over the hex SHA-256 of the
+//! inner catalogue file), `ecc`/`eddsa` (Ed25519, keys in pkg's own DER format) and
+//! `ecdsa` (ECDSA with SHA-256 on the curves pkg accepts); in the pubkey layout ecc and
+//! ecdsa sign the raw BLAKE2b-512 of the inner file instead of its hex SHA-256. A key's
+//! type is read from the key.
 //!
 //! # Verifying a repository
 //!
@@ -59,7 +63,7 @@
 //!
 //! # fn main() -> pkgrepo::Result<()> {
 //! let repo = Utf8Path::new("/usr/local/poudriere/data/packages/15amd64-default");
-//! let (key, cert) = (Utf8Path::new("/root/repo.key"), Utf8Path::new("/root/repo.pub"));
+//! let (key, cert) = (Utf8Path::new("/usr/local/etc/ssl/repo.key"), Utf8Path::new("/usr/local/etc/ssl/repo.pub"));
 //! // Refused when group or others may read the key; the bytes are wiped after use.
 //! let secret = read_private_key(key)?;
 //! let public = std::fs::read(cert).expect("the public key");
@@ -84,8 +88,10 @@
 //!   nothing, detected by magic), read and written whole.
 //! - [`catalogue`]: the package entries of `data` and `packagesite.yaml`.
 //! - [`sum`]: a package's `sum` (`2$` BLAKE2b-512 in pkg's base32, or bare SHA-256).
-//! - [`meta`]: `meta.conf` and fingerprint trust files.
-//! - [`trust`]: what a client trusts, and one RSA signature check.
+//! - [`meta`]: `meta.conf` and fingerprint trust files (UCL, as pkg reads them).
+//! - [`keys`]: public and private keys of every signer type; signing and verifying.
+//! - [`signature`]: signer types, entry headers, what is signed, pkg's DER signatures.
+//! - [`trust`]: what a client trusts.
 //! - [`verify`]: everything a client checks, and more, over a whole repository.
 //! - [`sign`]: signing catalogue archives; [`key`]: loading the private key safely;
 //!   [`signing_command`]: the bytes of pkg's signing command protocol.
@@ -99,11 +105,14 @@ mod error;
 mod fsx;
 mod hashing;
 pub mod key;
+pub mod keys;
 pub mod meta;
 pub mod sign;
+pub mod signature;
 pub mod signing_command;
 pub mod sum;
 pub mod trust;
+mod ucl;
 pub mod verify;
 
 use std::fmt;

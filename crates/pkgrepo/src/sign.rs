@@ -1,114 +1,166 @@
-//! Signing catalogues. The signed message is the 64-character hex SHA-256 of the inner
-//! file; the signature is RSASSA-PKCS1-v1_5 with SHA-256 (deterministic: the same
-//! catalogue and key always give the same bytes, as `openssl dgst -sha256 -sign` does).
+//! Signing catalogues as pkg 2.8.4 does, for every signer type
+//! (`docs/reference/pkg-signers.md` §2-4, §9).
 //!
 //! Layouts (signature entries always come first in the archive, then the inner file):
-//! - pubkey: one `signature` entry, the signature followed by one NUL (as `pkg repo
-//!   DIR key.pem` writes it);
-//! - fingerprints: `<inner>.sig` (the raw signature) and `<inner>.pub` (the PEM public
-//!   key, exactly the bytes clients fingerprint), as `signing_command:` gives them.
+//! - pubkey (what `pkg repo DIR [TYPE:]KEY` writes): one `signature` entry; rsa: the
+//!   signature and one NUL; ecc and ecdsa: `$PKGSIGN:TYPE$` and pkg's DER signature.
+//!   rsa signs the hex SHA-256 of the inner file, ecc and ecdsa its raw BLAKE2b-512.
+//! - fingerprints (what `pkg repo DIR signing_command: CMD` writes): `<inner>.sig` and
+//!   `<inner>.pub`, both headed `$PKGSIGN:TYPE$` unless rsa; every type signs the hex.
+//!
+//! rsa and ecc signatures are deterministic; ecdsa's use RFC 6979 nonces here (pkg's
+//! are random: both verify).
 
 use camino::Utf8Path;
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::sha2::Sha256;
-use rsa::signature::{SignatureEncoding, Signer as _};
 
 use crate::archive::{Archive, Entry};
 use crate::error::{Context, Error, Result, bail};
 use crate::key::SecretBytes;
-use crate::trust::PublicKey;
-use crate::{BoxError, TrustMode, sha256_hex};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::signature::{Message, SignerType};
+use crate::{BoxError, TrustMode};
 
-/// A signature and the public key (PEM bytes) that checks it.
+/// A signature and the public key that checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
-    /// The raw signature (no trailing NUL).
+    /// The signer type, as it goes into headers.
+    pub signer: SignerType,
+    /// The signature as pkg stores it after any header: rsa's raw bytes (no trailing
+    /// NUL), pkg's DER for ecc and ecdsa.
     pub signature: Vec<u8>,
-    /// The PEM public key, exactly the bytes fingerprints-mode clients fingerprint.
+    /// The public key's bytes, exactly what fingerprints-mode clients fingerprint (PEM
+    /// for rsa, pkg's DER for ecc, DER SubjectPublicKeyInfo or pkg's DER for ecdsa).
     pub cert: Vec<u8>,
 }
 
-/// Something that signs a hex digest: a key held in memory ([`KeySigner`]), or a
-/// signing command the caller runs (see [`crate::signing_command`]).
+/// Something that signs a catalogue's [`Message`] for a layout: a key held in memory
+/// ([`KeySigner`]), or a signing command the caller runs (see [`crate::signing_command`]:
+/// a command is always given the hex, whatever the layout, as pkg gives it).
 pub trait Signer {
-    /// Signs `hex_digest`, the 64-character hex SHA-256 of a catalogue file. The error is
-    /// the implementation's own; [`sign_archive`] keeps it as the cause of its own.
-    fn sign_digest(&self, hex_digest: &str) -> Result<Signed, BoxError>;
+    /// Signs `message` for `layout`. The error is the implementation's own;
+    /// [`sign_archive`] keeps it as the cause of its own.
+    fn sign(&self, message: &Message, layout: TrustMode) -> Result<Signed, BoxError>;
 }
 
-/// Signs with a private key held in memory.
+/// Signs with a private key held in memory, of any type pkg has.
 pub struct KeySigner {
-    key: rsa::pkcs1v15::SigningKey<Sha256>,
+    key: PrivateKey,
     cert: Vec<u8>,
 }
 
 impl KeySigner {
-    /// Reads a PEM private key (PKCS#8 or PKCS#1; see [`crate::key::read_private_key`])
-    /// and checks that it belongs to the public key `cert` (PEM), which is what clients
-    /// are given. The paths are for messages only. Errors never quote the key.
+    /// Reads a private key in a format pkg signs with (its type read from the key; see
+    /// [`PrivateKey::parse`]) and checks that it belongs to the public key `cert`, which
+    /// is what clients are given. The paths are for messages only. Errors never quote
+    /// the key.
     pub fn new(private: &SecretBytes, key_path: &Utf8Path, cert: Vec<u8>, cert_path: &Utf8Path) -> Result<KeySigner> {
-        let text = std::str::from_utf8(private.expose())
-            .map_err(|_| Error::msg(format!("the signing key {key_path} is not a PEM file")))?;
-        if text.contains("ENCRYPTED") {
-            return Err(Error::with_help(
-                format!("the signing key {key_path} is encrypted, which native signing cannot use"),
-                "sign through a signing command, or with an unencrypted key kept at mode 0600",
-            ));
-        }
-        let key = match rsa::PrivateKey::from_pkcs8_pem(text.trim()) {
-            Ok(k) => k,
-            Err(_) => rsa::PrivateKey::from_pkcs1_pem(text.trim()).map_err(|_| {
-                Error::msg(format!("the signing key {key_path} is not an RSA private key in PEM (PKCS#8 or PKCS#1)"))
-            })?,
-        };
-        let public = PublicKey::from_pem(&cert).with_context(|| format!("{cert_path} is not a PEM RSA public key"))?;
-        if key.to_public_key() != *public.rsa() {
+        let key = PrivateKey::parse(private.expose()).map_err(|e| {
+            let message = format!("the signing key {key_path} cannot be used: {}", e.message());
+            match e.help() {
+                Some(help) => Error::with_help(message, help),
+                None => Error::msg(message),
+            }
+        })?;
+        let public = PublicKey::parse(&cert).with_context(|| format!("{cert_path} is not a public key pkg reads"))?;
+        if !key.pairs_with(&public) {
             return Err(Error::with_help(
                 format!(
-                    "the signing key {key_path} does not belong to the public key {cert_path} (fingerprint {})",
+                    "the signing key {key_path} ({}) does not belong to the public key {cert_path} ({}, fingerprint {})",
+                    key.algorithm(),
+                    public.algorithm(),
                     public.fingerprint()
                 ),
-                format!("use the key's public half as the public key: openssl rsa -in {key_path} -pubout"),
+                format!("give clients the key's own public half: {}", public_half_command(key.algorithm(), key_path)),
             ));
         }
-        Ok(KeySigner { key: rsa::pkcs1v15::SigningKey::<Sha256>::new(key), cert })
+        Ok(KeySigner { key, cert })
+    }
+
+    /// What the key signs with.
+    pub fn algorithm(&self) -> crate::keys::Algorithm {
+        self.key.algorithm()
+    }
+}
+
+/// The command that prints a key's public half in the form pkg reads.
+fn public_half_command(algorithm: crate::keys::Algorithm, key: &Utf8Path) -> String {
+    match algorithm {
+        crate::keys::Algorithm::Rsa => format!("openssl rsa -in {key} -pubout"),
+        crate::keys::Algorithm::Ed25519 => format!("pkg key --public -t ecc {key}"),
+        crate::keys::Algorithm::Ecdsa(_) => format!("openssl ec -inform DER -in {key} -pubout -outform DER"),
     }
 }
 
 impl Signer for KeySigner {
-    fn sign_digest(&self, hex_digest: &str) -> Result<Signed, BoxError> {
-        let sig =
-            self.key.try_sign(hex_digest.as_bytes()).map_err(|e| Error::msg(format!("RSA signing failed: {e}")))?;
-        Ok(Signed { signature: sig.to_vec(), cert: self.cert.clone() })
+    fn sign(&self, message: &Message, layout: TrustMode) -> Result<Signed, BoxError> {
+        Ok(Signed {
+            signer: self.key.algorithm().signer(),
+            signature: self.key.sign(message, layout)?,
+            cert: self.cert.clone(),
+        })
     }
+}
+
+/// Whether an entry is a signature entry of either layout.
+pub fn is_signature_entry(name: &str) -> bool {
+    name == "signature" || name.ends_with(".sig") || name.ends_with(".pub")
 }
 
 /// Re-signs the catalogue archive at `path` whose inner file is `inner`, in the layout
 /// of `mode`: every old signature entry is dropped, the new ones are written first, the
-/// inner file and the compression are kept. The new archive is written beside the old
-/// one and renamed over it. Returns the digest signed.
+/// inner file and the compression are kept. The signer's answer is verified with its
+/// own public key, as a client of `mode` would verify it, before anything is written
+/// (pkg publishes what a signing command answers unchecked); the new archive is then
+/// written beside the old one and renamed over it. Returns the hex SHA-256 of the
+/// inner file.
 pub fn sign_archive(path: &Utf8Path, inner: &str, mode: TrustMode, signer: &dyn Signer) -> Result<String> {
     let archive = Archive::read(path)?;
     let found: Vec<&Entry> = archive.find(inner).collect();
     let [content] = found.as_slice() else {
         bail!("{path} holds {} `{inner}` entries; it cannot be signed", found.len());
     };
-    let digest = sha256_hex(&content.data);
-    let signed = signer.sign_digest(&digest).with_context(|| format!("cannot sign {path}"))?;
+    let message = Message::of(&content.data);
+    let signed = signer.sign(&message, mode).with_context(|| format!("cannot sign {path}"))?;
+    check_answer(&message, mode, &signed).with_context(|| format!("cannot sign {path}"))?;
     let mtime = content.mtime;
+    let header = signed.signer.header();
     let mut entries = match mode {
         TrustMode::Pubkey => {
-            let mut sig = signed.signature;
-            sig.push(0);
-            vec![Entry { name: "signature".into(), data: sig, mtime }]
+            let data = match signed.signer {
+                SignerType::Rsa => [signed.signature.as_slice(), &[0]].concat(),
+                _ => [header.as_slice(), &signed.signature].concat(),
+            };
+            vec![Entry { name: "signature".into(), data, mtime }]
         }
         TrustMode::Fingerprints => vec![
-            Entry { name: format!("{inner}.sig"), data: signed.signature, mtime },
-            Entry { name: format!("{inner}.pub"), data: signed.cert, mtime },
+            Entry { name: format!("{inner}.sig"), data: [header.as_slice(), &signed.signature].concat(), mtime },
+            Entry { name: format!("{inner}.pub"), data: [header.as_slice(), &signed.cert].concat(), mtime },
         ],
     };
+    for e in &entries {
+        crate::signature::check_entry_size(e.data.len())
+            .with_context(|| format!("cannot sign {path}: `{}`", e.name))?;
+    }
     entries.push((*content).clone());
     Archive { compression: archive.compression, entries }.write(path)?;
-    Ok(digest)
+    Ok(message.hex().to_owned())
+}
+
+/// The signer's answer must verify as a client of `mode` verifies it.
+fn check_answer(message: &Message, mode: TrustMode, signed: &Signed) -> Result<()> {
+    let key = PublicKey::parse(&signed.cert).context("the public key it gave is not one pkg reads")?;
+    if !key.algorithm().signs_as(signed.signer) {
+        bail!("it says type {} but its public key is {}", signed.signer, key.algorithm());
+    }
+    if let Err(e) = key.verify(message, signed.signer, mode, &signed.signature) {
+        if mode == TrustMode::Pubkey && signed.signer != SignerType::Rsa {
+            bail!(
+                "its {} signature does not verify for pubkey clients ({e}): they check {} over the BLAKE2b-512 of the catalogue, but a signing command is given its SHA-256 hex (pkg's protocol); sign pubkey-mode repositories with the key file, or use fingerprints mode with the command",
+                signed.signer,
+                signed.signer
+            );
+        }
+        bail!("its signature does not verify with the public key it gave (fingerprint {}): {e}", key.fingerprint());
+    }
+    Ok(())
 }

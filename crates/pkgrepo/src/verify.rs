@@ -14,12 +14,12 @@ use crate::catalogue::{Catalogue, Package, abi_matches};
 use crate::error::{Error, Result};
 use crate::hashing::{Job, hash_jobs};
 use crate::meta::MetaConf;
+use crate::signature::{Entry as SigEntry, Message, SignerType, check_entry_size};
 use crate::sum::{Digests, Sum, hash_file};
 use crate::trust::{Anchors, PublicKey, Trust};
-use crate::{BoxError, CATALOGUES, CatalogueKind, sha256_hex};
+use crate::{BoxError, CATALOGUES, CatalogueKind, TrustMode, sha256_hex};
 
-/// pkg reads at most this many `.sig`/`.pub` pairs.
-pub const MAX_SIGNATURE_PAIRS: usize = 8;
+pub use crate::signature::MAX_SIGNATURE_ENTRIES;
 
 /// What kind of thing failed: a signature (which signing can fix) or anything else
 /// (which it must not paper over).
@@ -276,6 +276,13 @@ fn check_archive(
     for e in &archive.entries {
         if e.name.is_empty() || e.name.contains('/') || e.name.starts_with('.') {
             report.problem(ProblemKind::Content, archive_name, format!("holds an entry named `{}`", e.name));
+        } else if e.name != inner && !crate::sign::is_signature_entry(&e.name) {
+            // pkg ignores members it does not look for; a publication carries none.
+            report.problem(
+                ProblemKind::Content,
+                archive_name,
+                format!("holds an entry `{}` that is neither `{inner}` nor a signature (clients ignore it)", e.name),
+            );
         }
     }
     let inner_entries: Vec<_> = archive.find(inner).collect();
@@ -286,7 +293,11 @@ fn check_archive(
             return None;
         }
         many => {
-            report.problem(ProblemKind::Content, archive_name, format!("has {} `{inner}` entries", many.len()));
+            report.problem(
+                ProblemKind::Content,
+                archive_name,
+                format!("has {} `{inner}` entries (pkg: duplicate repository archive entry: {inner})", many.len()),
+            );
             return None;
         }
     };
@@ -302,100 +313,191 @@ fn check_archive(
 }
 
 fn check_signature(name: &str, archive: &Archive, info: &mut CatalogueInfo, trust: &Trust, report: &mut Report) {
-    let sig = ProblemKind::Signature;
-    let pairs = signature_pairs(archive);
-    match &trust.anchors {
-        Anchors::Pubkey { path, key } => {
-            let sigs: Vec<_> = archive.find("signature").collect();
-            match sigs.as_slice() {
-                [] if !pairs.is_empty() => report.problem(
-                    sig,
-                    name,
-                    "is not signed for pubkey clients: it has only fingerprints-mode signatures (.sig/.pub entries)",
-                ),
-                [] => report.problem(sig, name, "is not signed (no `signature` entry)"),
-                [one] => {
-                    // A key-file signature carries one NUL after it; clients strip it.
-                    let bytes = one.data.strip_suffix(&[0]).unwrap_or(&one.data);
-                    match key.verify(&info.inner_sha256, bytes) {
-                        Ok(()) => info.verified_by.push(key.fingerprint().to_owned()),
-                        Err(e) => report.problem(sig, name, format!("signature checked with {path}: {e}")),
-                    }
-                }
-                many => report.problem(sig, name, format!("has {} `signature` entries", many.len())),
-            }
-        }
+    let message = Message::of(archive.find(&info.inner).next().map_or(&[][..], |e| &e.data));
+    let problems = match &trust.anchors {
+        Anchors::Pubkey { path, key } => check_pubkey(archive, &message, path, key, info),
         Anchors::Fingerprints { dir, trusted, revoked } => {
-            if pairs.is_empty() {
-                let why = if archive.find("signature").next().is_some() {
-                    "is not signed for fingerprints clients: it has only a pubkey-mode `signature` entry"
-                } else {
-                    "is not signed (no .sig/.pub entries)"
-                };
-                report.problem(sig, name, why);
-                return;
-            }
-            if pairs.len() > MAX_SIGNATURE_PAIRS {
-                report.problem(
-                    sig,
-                    name,
-                    format!("has {} signatures; pkg reads at most {MAX_SIGNATURE_PAIRS}", pairs.len()),
-                );
-                return;
-            }
-            let mut untrusted = Vec::new();
-            for (stem, (sig_bytes, pub_bytes)) in &pairs {
-                let (Some(sig_bytes), Some(pub_bytes)) = (sig_bytes, pub_bytes) else {
-                    let missing = if sig_bytes.is_none() { "sig" } else { "pub" };
-                    report.problem(sig, name, format!("`{stem}.{missing}` is missing (each .sig needs its .pub)"));
-                    continue;
-                };
-                let fp = sha256_hex(pub_bytes);
-                if let Some(file) = revoked.get(&fp) {
-                    report.problem(sig, name, format!("`{stem}.pub` has fingerprint {fp}, which is revoked ({file})"));
-                    continue;
-                }
-                if !trusted.contains_key(&fp) {
-                    untrusted.push(fp);
-                    continue;
-                }
-                let key = match PublicKey::from_pem(pub_bytes) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        report.problem(sig, name, format!("`{stem}.pub` is trusted but not a usable key: {e:#}"));
-                        continue;
-                    }
-                };
-                match key.verify(&info.inner_sha256, sig_bytes) {
-                    Ok(()) => info.verified_by.push(fp),
-                    Err(e) => report.problem(sig, name, format!("`{stem}.sig` (key {fp}): {e}")),
-                }
-            }
-            let any_revoked = report.problems.iter().any(|p| p.subject == name && p.message.contains("revoked"));
-            if info.verified_by.is_empty() && !untrusted.is_empty() && !any_revoked {
-                report.problem(
-                    sig,
-                    name,
-                    format!("no trusted certificate: fingerprint {} is not in {dir}/trusted", untrusted.join(", ")),
-                );
-            }
+            check_fingerprints(archive, &message, dir, trusted, revoked, info)
         }
+    };
+    for p in problems {
+        report.problem(ProblemKind::Signature, name, p);
     }
 }
 
-/// Signature pairs by stem: `data.sig` + `data.pub` -> `data`.
-type Pairs<'a> = BTreeMap<&'a str, (Option<&'a [u8]>, Option<&'a [u8]>)>;
+/// pubkey mode: the `signature` entry, checked with the configured key
+/// (`libpkg/pkg_repo.c`, `pkg_repo_archive_extract_check_archive`). Stricter than pkg:
+/// one `signature` entry exactly (pkg concatenates several, which lets a doubled ecc
+/// entry pass), its header naming the key's own type (pkg only fails later, in the
+/// signer), nothing after the DER signature.
+fn check_pubkey(
+    archive: &Archive,
+    message: &Message,
+    path: &Utf8Path,
+    key: &PublicKey,
+    info: &mut CatalogueInfo,
+) -> Vec<String> {
+    let sigs: Vec<_> = archive.find("signature").collect();
+    let one = match sigs.as_slice() {
+        [] if archive.entries.iter().any(|e| e.name.ends_with(".sig") || e.name.ends_with(".pub")) => {
+            return vec![
+                "is not signed for pubkey clients: it has only fingerprints-mode signatures (.sig/.pub entries)".into(),
+            ];
+        }
+        [] => return vec!["is not signed (no `signature` entry)".into()],
+        [one] => one,
+        many => {
+            return vec![format!(
+                "has {} `signature` entries; pkg would read them as one signature (their bytes concatenated), so only one is allowed",
+                many.len()
+            )];
+        }
+    };
+    if let Err(e) = check_entry_size(one.data.len()) {
+        return vec![format!("its `signature` entry: {e}")];
+    }
+    let entry = SigEntry::parse(&one.data);
+    let signer = match entry.signer() {
+        Ok(s) => s,
+        Err(e) => return vec![format!("its `signature` entry: {e}")],
+    };
+    if !key.algorithm().signs_as(signer) {
+        return vec![format!(
+            "is signed as {signer}, but the public key {path} is {} (pkg fails to verify it)",
+            key.algorithm()
+        )];
+    }
+    // A key file's rsa signature carries one NUL after it; the client strips it.
+    let payload = match signer {
+        SignerType::Rsa => entry.payload.strip_suffix(&[0]).unwrap_or(entry.payload),
+        _ => entry.payload,
+    };
+    match key.verify(message, signer, TrustMode::Pubkey, payload) {
+        Ok(()) => {
+            info.verified_by.push(key.fingerprint().to_owned());
+            Vec::new()
+        }
+        Err(e) => vec![format!("signature checked with {path}: {e}")],
+    }
+}
 
-fn signature_pairs(archive: &Archive) -> Pairs<'_> {
-    let mut pairs = Pairs::new();
-    for e in &archive.entries {
-        if let Some(stem) = e.name.strip_suffix(".sig") {
-            pairs.entry(stem).or_default().0 = Some(&e.data);
-        } else if let Some(stem) = e.name.strip_suffix(".pub") {
-            pairs.entry(stem).or_default().1 = Some(&e.data);
+/// fingerprints mode: `.sig`/`.pub` pairs whose `.pub` is trusted and not revoked
+/// (`libpkg/pkg_repo.c`, `pkg_repo_meta_extract_signature_fingerprints`,
+/// `pkg_repo_parse_sigkeys`, `pkg_repo_check_fingerprint`), in pkg's order. Stricter
+/// than pkg: a repeated entry is refused (pkg keeps the last), a `.sig` without its
+/// `.pub` is refused (pkg would look for meta.conf's legacy `cert`), and the two
+/// entries of a pair must name the same type.
+fn check_fingerprints(
+    archive: &Archive,
+    message: &Message,
+    dir: &Utf8Path,
+    trusted: &BTreeMap<String, String>,
+    revoked: &BTreeMap<String, String>,
+    info: &mut CatalogueInfo,
+) -> Vec<String> {
+    let members: Vec<&crate::archive::Entry> =
+        archive.entries.iter().filter(|e| e.name.ends_with(".sig") || e.name.ends_with(".pub")).collect();
+    if members.is_empty() {
+        return vec![if archive.find("signature").next().is_some() {
+            "is not signed for fingerprints clients: it has only a pubkey-mode `signature` entry".into()
+        } else {
+            "is not signed (no .sig/.pub entries)".into()
+        }];
+    }
+    if members.len() > MAX_SIGNATURE_ENTRIES {
+        return vec![format!(
+            "has {} .sig/.pub entries; pkg reads at most {MAX_SIGNATURE_ENTRIES} (too many repository signature entries)",
+            members.len()
+        )];
+    }
+    let mut problems = Vec::new();
+    /// By name without `.sig`/`.pub`: the two entries' bytes.
+    type Pairs<'a> = BTreeMap<&'a str, (Option<&'a [u8]>, Option<&'a [u8]>)>;
+    let mut pairs: Pairs = BTreeMap::new();
+    for m in &members {
+        if let Err(e) = check_entry_size(m.data.len()) {
+            problems.push(format!("`{}`: {e}", m.name));
+            continue;
+        }
+        let (stem, is_sig) = match m.name.strip_suffix(".sig") {
+            Some(stem) => (stem, true),
+            None => (&m.name[..m.name.len() - 4], false),
+        };
+        let pair = pairs.entry(stem).or_default();
+        let slot = if is_sig { &mut pair.0 } else { &mut pair.1 };
+        if slot.is_some() {
+            problems.push(format!("`{}` appears twice (pkg would use the last one)", m.name));
+        }
+        *slot = Some(&m.data);
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    // Pairs whose .pub is trusted, checked after every pair's trust is known.
+    let mut candidates = Vec::new();
+    let mut untrusted = Vec::new();
+    for (stem, (sig, public)) in &pairs {
+        let (Some(sig), Some(public)) = (sig, public) else {
+            let missing = if sig.is_none() { "sig" } else { "pub" };
+            problems.push(format!("`{stem}.{missing}` is missing (each .sig needs its .pub)"));
+            continue;
+        };
+        let (sig, public) = (SigEntry::parse(sig), SigEntry::parse(public));
+        if sig.type_name != public.type_name {
+            problems.push(format!(
+                "`{stem}.sig` says {} but `{stem}.pub` says {} (pkg goes by the .pub)",
+                sig.type_name.escape_default(),
+                public.type_name.escape_default()
+            ));
+            continue;
+        }
+        let fp = crate::sha256_hex(public.payload);
+        if let Some(file) = revoked.get(&fp) {
+            problems.push(format!(
+                "`{stem}.pub` has fingerprint {fp}, which is revoked ({file}; pkg: At least one of the certificates has been revoked)"
+            ));
+            continue;
+        }
+        if trusted.contains_key(&fp) {
+            candidates.push((*stem, sig, public, fp));
+        } else {
+            untrusted.push(fp);
         }
     }
-    pairs
+    if !problems.is_empty() {
+        return problems;
+    }
+    if candidates.is_empty() {
+        return vec![format!(
+            "no trusted certificate: fingerprint {} is not in {dir}/trusted (pkg: No trusted public keys found)",
+            untrusted.join(", ")
+        )];
+    }
+    for (stem, sig, public, fp) in candidates {
+        let signer = match public.signer() {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("`{stem}.pub`: {e}"));
+                continue;
+            }
+        };
+        let key = match PublicKey::parse(public.payload) {
+            Ok(k) if k.algorithm().signs_as(signer) => k,
+            Ok(k) => {
+                problems.push(format!("`{stem}.pub` is typed {signer} but holds {} key", k.algorithm()));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("`{stem}.pub` is trusted but not a usable key: {e:#}"));
+                continue;
+            }
+        };
+        match key.verify(message, signer, TrustMode::Fingerprints, sig.payload) {
+            Ok(()) => info.verified_by.push(fp),
+            Err(e) => problems.push(format!("`{stem}.sig` (key {fp}): {e}")),
+        }
+    }
+    problems
 }
 
 /// Both catalogues must describe the same packages: a client may read either.

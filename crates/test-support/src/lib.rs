@@ -96,13 +96,16 @@ pub fn scratch() -> Scratch {
     Scratch { _dir: dir, path }
 }
 
-/// Copies a directory tree (regular files and directories).
+/// Copies a directory tree (regular files and directories; symlinks stay symlinks, as
+/// `pkg repo --symlink` made them).
 pub fn copy_tree(from: &Utf8Path, to: &Utf8Path) {
     fs::create_dir_all(to).unwrap();
     for entry in from.read_dir_utf8().unwrap() {
         let entry = entry.unwrap();
         let dst = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        if entry.file_type().unwrap().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path()).unwrap(), &dst).unwrap();
+        } else if entry.file_type().unwrap().is_dir() {
             if entry.file_name() == "target" {
                 continue;
             }

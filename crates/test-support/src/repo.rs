@@ -33,6 +33,33 @@ pub fn fingerprints() -> Utf8PathBuf {
 /// The fingerprint of the test key (README).
 pub const TEST_FP: &str = "9f458105021fe487f134ba26d87a755969bb8cd9c29db888144e9685000a981a";
 
+/// `crates/pkgrepo/tests/data/pkg-repo-2/NAME`: the ecc, ecdsa, ecc-signing-command,
+/// Hashed and files.pkg repositories the real pkg 2.8.4 made, their keys and trust
+/// directory (one copy in the workspace, shared with pkgrepo's own tests).
+pub fn sample2(name: &str) -> Utf8PathBuf {
+    crate::repo_root().join("crates/pkgrepo/tests/data/pkg-repo-2").join(name)
+}
+
+/// The fingerprint of `sample2("keys/ecc-repo.pub")`, pkg's DER ecc public key.
+pub const ECC_FP: &str = "33011c7527dfdfbb00dad7a92fcd06fdfd6dadb81e73bd6a2855217d7ef0b619";
+
+/// A private key of `sample2("keys")` (`ecc-repo.key`, `ecdsa-repo.key`) copied to a
+/// 0600 file in `dir`.
+pub fn private_key2(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
+    let path = dir.join(name);
+    fs::create_dir_all(dir).unwrap();
+    fs::copy(sample2("keys").join(name), &path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `[repository]` and `[signing]` for any key pair, trust mode and fingerprints directory.
+pub fn signing_config_for(key: &Utf8Path, pubkey: &Utf8Path, mode: &str, fingerprints: &Utf8Path) -> String {
+    format!(
+        "[repository]\nabi = \"FreeBSD:15:amd64\"\n\n[signing]\nkey = \"{key}\"\npubkey = \"{pubkey}\"\ntrust = \"{mode}\"\nfingerprints = \"{fingerprints}\"\n"
+    )
+}
+
 /// A copy of a sample repository at `dest`.
 pub fn copy_sample(name: &str, dest: &Utf8Path) -> Utf8PathBuf {
     copy_tree(&sample(name), dest);

@@ -679,3 +679,59 @@ fn a_custom_repo_conf_template_is_filled_in_and_a_value_that_would_break_a_file_
     assert_eq!(latest(&site.dir), v1);
     assert_eq!(fs::read(site.dir.join("clawdie.conf")).unwrap(), before);
 }
+
+/// Changes a word in both catalogues of a pubkey-signed copy and signs them again with
+/// the test key (openssl), so the next release has a new catalogue and the same files.
+fn recatalogue(repo: &Utf8Path, key: &Utf8Path, from: &str, to: &str) {
+    for (archive, inner) in [("data.pkg", "data"), ("packagesite.pkg", "packagesite.yaml")] {
+        edit_archive(&repo.join(archive), |entries| {
+            let body = &mut entries.iter_mut().find(|(n, _)| n == inner).unwrap().1;
+            *body = String::from_utf8(body.clone()).unwrap().replace(from, to).into_bytes();
+            let mut sig = openssl_sign(key, &sha256_hex(body));
+            sig.push(0);
+            entries.iter_mut().find(|(n, _)| n == "signature").unwrap().1 = sig;
+        });
+    }
+}
+
+/// Hashed names (`$` and `~` in them) are published under their literal names, served,
+/// and hard-linked into the next version when unchanged, locally and through rsync; the
+/// `--symlink` links are not published (clients never ask for them).
+#[test]
+fn hashed_names_are_published_and_linked_locally_and_through_rsync() {
+    const HASHED: &str = "All/Hashed/colibri-0.9.0~2$f56x1t1g.pkg";
+    for remote in [false, true] {
+        let s = scratch();
+        let dir = s.path.join("site");
+        fs::create_dir_all(&dir).unwrap();
+        let nginx = Nginx::serve(&dir, &s.path.join("nginx"), "");
+        let ssh = standins().join("publish/ssh");
+        let p = project(&dir, &nginx.url(), &format!("\n[tools]\nssh = \"{ssh}\"\n"));
+        if remote {
+            p.write_raw_config(
+                &fs::read_to_string(p.config_path())
+                    .unwrap()
+                    .replace(&format!("target = \"{dir}\""), &format!("target = \"mother-build:{dir}\"")),
+            );
+        }
+        let a = p.scratch.path.join("a");
+        test_support::copy_tree(&test_support::repo::sample2("hashed-symlink"), &a);
+        sign_repo(&p, &a);
+        p.run(&["publish"]).success().stderr_has(&format!("and {HASHED} matches its sum"));
+        let v1 = latest(&dir);
+        assert!(abi_dir(&dir).join(&v1).join(HASHED).is_file(), "remote {remote}");
+        assert!(!abi_dir(&dir).join(&v1).join("All/colibri-0.9.0.pkg").exists(), "the symlink is not published");
+        let served = get(&format!("{}{ABI}/latest/{HASHED}", nginx.url())).unwrap();
+        assert_eq!(served, fs::read(a.join(HASHED)).unwrap());
+
+        let key = p.scratch.path.join("keys/test-repo.key");
+        recatalogue(&a, &key, "Agent runtime", "Agent Runtime");
+        sign_repo(&p, &a);
+        p.run(&["publish"]).success();
+        let v2 = latest(&dir);
+        assert_ne!(v1, v2);
+        let ino = |v: &str| fs::metadata(abi_dir(&dir).join(v).join(HASHED)).unwrap().ino();
+        assert_eq!(ino(&v1), ino(&v2), "remote {remote}: the unchanged Hashed package is linked");
+        p.run(&["sign", "--verify-only", "--repo", abi_dir(&dir).join("latest").as_str()]).success();
+    }
+}

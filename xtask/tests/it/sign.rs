@@ -468,3 +468,193 @@ fn without_repo_sign_reads_the_repository_bulk_recorded() {
     assert_eq!(out["build_name"], "2026-06-20_00h00m00s");
     p.run(&["sign", "--verify-only"]).success().stdout_has(&format!("ok: {repo}"));
 }
+
+/// Every repository of pkg-repo-2 gets the real client's verdict (its README): accepted
+/// in the trust mode it was made for, refused in the other.
+#[test]
+fn every_pkg_repo_2_sample_gets_the_real_clients_verdict() {
+    let p = Project::new("");
+    let ecc = sample2("keys/ecc-repo.pub");
+    let ecdsa = sample2("keys/ecdsa-repo.pub");
+    let ecc_fps = sample2("fingerprints-ecc");
+    let rsa = pubkey();
+    for (repo, trust) in [
+        ("ecc-pubkey", ["--pubkey", ecc.as_str()]),
+        ("ecdsa-pubkey", ["--pubkey", ecdsa.as_str()]),
+        ("ecc-fingerprints", ["--fingerprints", ecc_fps.as_str()]),
+        ("hashed", ["--pubkey", rsa.as_str()]),
+        ("hashed-symlink", ["--pubkey", rsa.as_str()]),
+        ("files", ["--pubkey", rsa.as_str()]),
+    ] {
+        verify(&p, &sample2(repo), &trust).success().stdout_has("ok: ").stdout_has("1 package (");
+    }
+    // The refusals the README records: ecc-fingerprints in pubkey mode, ecc-pubkey in
+    // fingerprints mode; and each signer against another type's key.
+    fp(&p, &sample2("ecc-pubkey"), &ecc_fps).code_is(1).stdout_has("data.pkg: is not signed for fingerprints clients");
+    verify(&p, &sample2("ecc-fingerprints"), &["--pubkey", ecc.as_str()])
+        .code_is(1)
+        .stdout_has("data.pkg: is not signed for pubkey clients");
+    verify(&p, &sample2("ecdsa-pubkey"), &["--pubkey", ecc.as_str()])
+        .code_is(1)
+        .stdout_has("data.pkg: is signed as ecdsa, but the public key");
+    verify(&p, &sample2("hashed"), &["--pubkey", ecdsa.as_str()]).code_is(1).stdout_has("is signed as rsa");
+    // files.pkg is checked like the catalogues.
+    let s = scratch();
+    let files = copy_tree_to(&sample2("files"), &s.path.join("files"));
+    edit_archive(&files.join("files.pkg"), |entries| entries.last_mut().unwrap().1.push(b'\n'));
+    let run = verify(&p, &files, &["--pubkey", rsa.as_str()]);
+    run.code_is(1).stdout_has("files.pkg: signature checked with");
+    assert_eq!(run.stdout().lines().count(), 1, "{}", run.stdout());
+}
+
+fn copy_tree_to(from: &Utf8Path, to: &Utf8Path) -> camino::Utf8PathBuf {
+    test_support::copy_tree(from, to);
+    to.to_owned()
+}
+
+/// A project signing with one of pkg-repo-2's keys.
+fn ecc_project(key: &str, public: &str, mode: &str, extra: &str) -> Project {
+    let p = Project::new("");
+    let key = private_key2(&p.scratch.path.join("keys"), key);
+    p.write_config(&format!(
+        "{}\n{extra}",
+        signing_config_for(&key, &sample2("keys").join(public), mode, &sample2("fingerprints-ecc"))
+    ));
+    p
+}
+
+#[test]
+fn sign_signs_with_an_ecc_key_in_both_modes_as_pkg_does() {
+    // pubkey mode: the `signature` entries are pkg's own bytes (Ed25519 is deterministic).
+    let p = ecc_project("ecc-repo.key", "ecc-repo.pub", "pubkey", "");
+    let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
+    p.run(&["sign", "--repo", repo.as_str()]).success().stderr_has("signed data.pkg").stderr_has("pubkey layout");
+    for archive in ["data.pkg", "packagesite.pkg"] {
+        assert_eq!(entry(&repo.join(archive), "signature"), entry(&sample2("ecc-pubkey").join(archive), "signature"));
+    }
+    let ecc = sample2("keys/ecc-repo.pub");
+    verify(&p, &repo, &["--pubkey", ecc.as_str()]).success();
+    let out = &p.state()["records"]["sign"]["last_success"]["outputs"];
+    assert_eq!(out["key_fingerprint"], ECC_FP);
+
+    // fingerprints mode from the key file: what pkg's ecc signing command made.
+    let p = ecc_project("ecc-repo.key", "ecc-repo.pub", "fingerprints", "");
+    let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
+    p.run(&["sign", "--repo", repo.as_str()]).success().stderr_has("fingerprints layout");
+    for name in ["data.sig", "data.pub"] {
+        assert_eq!(entry(&repo.join("data.pkg"), name), entry(&sample2("ecc-fingerprints/data.pkg"), name));
+    }
+    fp(&p, &repo, &sample2("fingerprints-ecc")).success();
+}
+
+#[test]
+fn sign_signs_with_an_ecdsa_key_natively_and_through_a_command() {
+    let p = ecc_project("ecdsa-repo.key", "ecdsa-repo.pub", "pubkey", "");
+    let ecdsa = sample2("keys/ecdsa-repo.pub");
+    let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
+    p.run(&["sign", "--repo", repo.as_str()]).success();
+    verify(&p, &repo, &["--pubkey", ecdsa.as_str()]).success();
+    assert!(entry(&repo.join("data.pkg"), "signature").starts_with(b"$PKGSIGN:ecdsa$"));
+
+    // Through a signing command (openssl signs the hex, as pkg's protocol hands it),
+    // in fingerprints mode, and checked by openssl as well.
+    let s = scratch();
+    let fps = s.path.join("fps");
+    fs::create_dir_all(fps.join("trusted")).unwrap();
+    fs::write(
+        fps.join("trusted/ecdsa"),
+        format!("function: \"sha256\"\nfingerprint: \"{}\"\n", sha256_hex(&fs::read(&ecdsa).unwrap())),
+    )
+    .unwrap();
+    let key = private_key2(&s.path.join("keys"), "ecdsa-repo.key");
+    let script = s.path.join("bin/sign-ecdsa.sh");
+    write_script(
+        &script,
+        &format!(
+            "#!/bin/sh\n# pkg's signing_command protocol, answered with openssl.\nread -r digest\nprintf 'TYPE\\necdsa\\nSIGNATURE\\n'\nprintf %s \"$digest\" | openssl dgst -sha256 -keyform DER -sign '{key}'\nprintf '\\nCERT\\n'\ncat '{ecdsa}'\nprintf 'END\\n'\n"
+        ),
+    );
+    p.write_config(&format!(
+        "{}\ncommand = [\"{script}\"]\n",
+        signing_config_for(&s.path.join("absent.key"), &ecdsa, "fingerprints", &fps)
+    ));
+    let repo2 = copy_sample("unsigned", &p.scratch.path.join("repo2"));
+    p.run(&["sign", "--repo", repo2.as_str()]).success().stderr_has("fingerprints layout");
+    fp(&p, &repo2, &fps).success();
+    let entries = read_archive(&repo2.join("data.pkg"));
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["data.sig", "data.pub", "data"]);
+    assert!(entries[0].1.starts_with(b"$PKGSIGN:ecdsa$") && entries[1].1.starts_with(b"$PKGSIGN:ecdsa$"));
+
+    // The same command cannot sign for pubkey clients (they check the BLAKE2b): refused,
+    // nothing written.
+    p.write_config(&format!(
+        "{}\ncommand = [\"{script}\"]\n",
+        signing_config_for(&s.path.join("absent.key"), &ecdsa, "pubkey", &fps)
+    ));
+    let repo3 = copy_sample("unsigned", &p.scratch.path.join("repo3"));
+    let before = fs::read(repo3.join("data.pkg")).unwrap();
+    p.run(&["sign", "--repo", repo3.as_str()])
+        .code_is(1)
+        .stderr_has("does not verify for pubkey clients")
+        .stderr_has("use fingerprints mode with the command");
+    assert_eq!(fs::read(repo3.join("data.pkg")).unwrap(), before);
+}
+
+#[test]
+fn an_ecc_signing_command_signs_as_pkgs_did() {
+    // A command answering as the sample's bin/sign-ecc.sh did, with the signatures that
+    // `pkg key --sign -t ecc` made for these catalogues (Ed25519 is deterministic).
+    let s = scratch();
+    let answers = s.path.join("answers");
+    fs::create_dir_all(&answers).unwrap();
+    for (archive, inner) in [("data.pkg", "data"), ("packagesite.pkg", "packagesite.yaml")] {
+        let entries = read_archive(&sample2("ecc-fingerprints").join(archive));
+        let inner_bytes = &entries.iter().find(|(n, _)| n == inner).unwrap().1;
+        let sig = &entries.iter().find(|(n, _)| n == &format!("{inner}.sig")).unwrap().1;
+        fs::write(answers.join(sha256_hex(inner_bytes)), &sig[13..]).unwrap();
+    }
+    let script = s.path.join("bin/sign-ecc.sh");
+    write_script(
+        &script,
+        &format!(
+            "#!/bin/sh\n# Replays pkg key --sign -t ecc's signatures, in pkg's protocol.\nread -r sum\nprintf 'TYPE\\necc\\nSIGNATURE\\n'\ncat '{answers}'/\"$sum\"\nprintf '\\nCERT\\n'\ncat '{}'\nprintf 'END\\n'\n",
+            sample2("keys/ecc-repo.pub")
+        ),
+    );
+    let p = Project::new("");
+    p.write_config(&format!(
+        "{}\ncommand = [\"{script}\"]\n",
+        signing_config_for(
+            &s.path.join("absent.key"),
+            &sample2("keys/ecc-repo.pub"),
+            "fingerprints",
+            &sample2("fingerprints-ecc")
+        )
+    ));
+    let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
+    p.run(&["sign", "--repo", repo.as_str()]).success();
+    fp(&p, &repo, &sample2("fingerprints-ecc")).success();
+    for (archive, name) in [("data.pkg", "data.pub"), ("packagesite.pkg", "packagesite.yaml.sig")] {
+        assert_eq!(entry(&repo.join(archive), name), entry(&sample2("ecc-fingerprints").join(archive), name));
+    }
+}
+
+#[test]
+fn hashed_and_files_layouts_are_signed_whole() {
+    let p = ecc_project("ecc-repo.key", "ecc-repo.pub", "pubkey", "");
+    let ecc = sample2("keys/ecc-repo.pub");
+    for sample in ["hashed", "hashed-symlink", "files"] {
+        let repo = copy_tree_to(&sample2(sample), &p.scratch.path.join(sample));
+        verify(&p, &repo, &["--pubkey", ecc.as_str()]).code_is(1).stdout_has("is signed as rsa");
+        p.run(&["sign", "--repo", repo.as_str()]).success();
+        let run = verify(&p, &repo, &["--pubkey", ecc.as_str()]);
+        run.success();
+        if sample == "files" {
+            assert!(entry(&repo.join("files.pkg"), "signature").starts_with(b"$PKGSIGN:ecc$"));
+        }
+        if sample == "hashed-symlink" {
+            assert!(fs::symlink_metadata(repo.join("All/colibri-0.9.0.pkg")).unwrap().file_type().is_symlink());
+        }
+    }
+}

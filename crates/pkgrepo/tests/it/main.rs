@@ -3,6 +3,7 @@
 
 mod samples;
 mod sign;
+mod signers;
 mod tamper;
 
 use std::fs;

@@ -7,6 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use pkgrepo::archive::Archive;
 use pkgrepo::key::read_private_key;
 use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
+use pkgrepo::signature::Message;
 use pkgrepo::{BoxError, TrustMode, signing_command};
 
 use crate::{TEST_FP, check, copy_sample, data, fingerprints_trust, lines, pubkey, pubkey_trust, scratch};
@@ -73,11 +74,12 @@ fn a_signed_repository_verifies_in_the_mode_it_was_signed_for() {
 }
 
 /// A signer that answers as a signing command would, by formatting its protocol.
-struct Command(Vec<u8>);
+pub struct Command(pub Vec<u8>);
 
 impl Signer for Command {
-    fn sign_digest(&self, hex_digest: &str) -> Result<Signed, BoxError> {
-        assert_eq!(signing_command::request(hex_digest), format!("{hex_digest}\n").into_bytes());
+    fn sign(&self, message: &Message, _layout: TrustMode) -> Result<Signed, BoxError> {
+        let hex = message.hex();
+        assert_eq!(signing_command::request(hex), format!("{hex}\n").into_bytes());
         Ok(signing_command::parse_response(&self.0)?)
     }
 }
@@ -102,7 +104,9 @@ fn a_signing_commands_answer_gives_the_fingerprints_layout_pkg_wrote() {
     let err = sign_archive(&path, "data", TrustMode::Fingerprints, &Command(b"oops\n".to_vec())).unwrap_err();
     assert_eq!(
         format!("{err:#}"),
-        format!("cannot sign {path}: the signing command's output is not SIGNATURE ... CERT ... END")
+        format!(
+            "cannot sign {path}: the signing command's output does not end with END (it must print SIGNATURE ... CERT ... END)"
+        )
     );
     assert_eq!(Archive::read(&path).unwrap().entries, ours.entries, "the archive is unchanged");
 }
@@ -150,12 +154,14 @@ fn keys_native_signing_cannot_use_are_refused_with_what_to_do() {
         .expect("garbage is refused");
     assert_eq!(
         err.to_string(),
-        format!("the signing key {garbage} is not an RSA private key in PEM (PKCS#8 or PKCS#1)")
+        format!(
+            "the signing key {garbage} cannot be used: it is not a readable PKCS#8 private key (unexpected ASN.1 DER tag: expected SEQUENCE, got APPLICATION [14] (constructed))"
+        )
     );
     // The public key must be one.
     let key = private_key(&s.path);
     let err = KeySigner::new(&read_private_key(&key).unwrap(), &key, b"not pem".to_vec(), Utf8Path::new("x.pub"))
         .err()
         .expect("a bad public key is refused");
-    assert!(format!("{err:#}").starts_with("x.pub is not a PEM RSA public key: "), "{err:#}");
+    assert!(format!("{err:#}").starts_with("x.pub is not a public key pkg reads: "), "{err:#}");
 }
