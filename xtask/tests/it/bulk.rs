@@ -531,7 +531,7 @@ fn the_stand_in_answers_as_poudriere_3_4_8_does() {
     code(&["ports", "-c", "-p", "with:colon"], 1, "The ports name cannot contain a period (.). See jail(8)");
     code(&["ports", "-c", "-p", "clawdie"], 2, "The ports tree, clawdie, already exists");
     assert!(!h.data.join("logs").exists(), "a bulk that never started its jail made a log directory");
-    let out = std::process::Command::new(test_support::standins().join("poudriere/poudriere"))
+    let out = std::process::Command::new(test_support::simhost().join("poudriere/poudriere"))
         .args(["-s", "X=1", "version"])
         .output()
         .unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use camino::Utf8PathBuf;
 use serde_json::Value;
 
-use test_support::{Project, Run, initramfs, path_with, standins, write_script};
+use test_support::{Project, Run, initramfs, path_with, simhost, write_script};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -396,7 +396,7 @@ fn the_bhyve_stand_ins_fail_as_the_real_tools_do() {
     let s = test_support::scratch();
     let state = s.path.join("state");
     let run = |tool: &str, args: &[&str]| {
-        std::process::Command::new(standins().join("bhyve").join(tool))
+        std::process::Command::new(simhost().join("bhyve").join(tool))
             .args(args)
             .env("BHYVE_STANDIN_STATE", &state)
             .env("BHYVE_STANDIN_SCENARIO", "triple-fault")
@@ -545,7 +545,7 @@ fn bhyve_project(extra: &str, bhyve: &str) -> Bhyve {
     let image = p.scratch.path.join("clawdie.iso");
     fs::write(&image, "iso").unwrap();
     let state = p.scratch.path.join("bhyve-state");
-    p.env.push(("PATH".into(), path_with(&[&standins().join("bhyve")])));
+    p.env.push(("PATH".into(), path_with(&[&simhost().join("bhyve")])));
     p.env.push(("BHYVE_STANDIN_STATE".into(), state.to_string()));
     Bhyve { p, state, image }
 }
@@ -824,7 +824,7 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
 fn reference_the_anchor(b: &Bhyve) {
     let conf = b.p.scratch.path.join("pf.conf");
     fs::write(&conf, "block in on bridge0 all\nanchor \"mother-build/*\"\npass out all keep state\n").unwrap();
-    let out = std::process::Command::new(standins().join("bhyve/pfctl"))
+    let out = std::process::Command::new(simhost().join("bhyve/pfctl"))
         .args(["-f", conf.as_str()])
         .env("BHYVE_STANDIN_STATE", &b.state)
         .output()

@@ -9,10 +9,10 @@ use camino::Utf8PathBuf;
 use camino::Utf8Path;
 use test_support::nginx::Nginx;
 use test_support::repo::*;
-use test_support::{Project, standins, write_script};
+use test_support::{Project, simhost, write_script};
 
 fn pkg_standin() -> Utf8PathBuf {
-    standins().join("iso/pkg")
+    simhost().join("iso/pkg")
 }
 
 /// A project signing with the test key in `mode`, installing with the pkg stand-in into

@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
 
 use test_support::httpd::{Reply, Server};
-use test_support::{Project, data, repo_root, scratch, standins};
+use test_support::{Project, data, repo_root, scratch, simhost};
 
 const RIPGREP_MAKEFILE: &str = "PORTNAME=\tripgrep\nDISTVERSION=\t15.1.0\nCATEGORIES=\ttextproc\n\nMAINTAINER=\tports@example.org\nCOMMENT=\tCommand line search tool\nWWW=\t\thttps://github.com/BurntSushi/ripgrep\n\nLICENSE=\tMIT UNLICENSE\n\nUSES=\t\tcargo\nUSE_GITHUB=\tyes\nGH_ACCOUNT=\tBurntSushi\n\nPLIST_FILES=\tbin/rg\n\n.include <bsd.port.mk>\n";
 
@@ -669,7 +669,7 @@ fn a_makefile_it_cannot_evaluate_names_the_variable_and_the_way_out() {
 #[test]
 fn ports_method_runs_the_frameworks_makesum() {
     let mut p =
-        colibri_project(&format!("method = \"ports\"\n\n[tools]\nmake = \"{}\"\n", standins().join("makesum/make")));
+        colibri_project(&format!("method = \"ports\"\n\n[tools]\nmake = \"{}\"\n", simhost().join("makesum/make")));
     let site = p.scratch.path.join("site");
     let cache = p.scratch.path.join("cargo-home/registry/cache/index.crates.io-test");
     fs::create_dir_all(site.join("rust/crates")).unwrap();

@@ -13,7 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use test_support::host::Host;
 use test_support::nginx::{Nginx, get};
 use test_support::repo::*;
-use test_support::{Project, Scratch, scratch, standins};
+use test_support::{Project, Scratch, scratch, simhost};
 
 const ABI: &str = "FreeBSD:15:amd64";
 
@@ -506,7 +506,7 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     let remote = s.path.join("remote-site");
     fs::create_dir_all(&remote).unwrap();
     let nginx = Nginx::serve(&remote, &s.path.join("nginx"), "");
-    let ssh = standins().join("publish/ssh");
+    let ssh = simhost().join("publish/ssh");
     let calls = s.path.join("ssh.log");
     let mut p = project(&remote, &nginx.url(), &format!("keep = 2\n\n[tools]\nssh = \"{ssh}\"\n"));
     p.write_raw_config(
@@ -603,7 +603,7 @@ fn a_remote_target_whose_host_looks_like_an_option_is_refused() {
 
 #[test]
 fn the_ssh_stand_in_fails_as_ssh_does() {
-    let ssh = standins().join("publish/ssh");
+    let ssh = simhost().join("publish/ssh");
     let out = std::process::Command::new(&ssh)
         .args(["-p", "22", "-o", "BatchMode=yes", "-4", "pkg.example", "--", "echo", "a", "b"])
         .output()
@@ -705,7 +705,7 @@ fn hashed_names_are_published_and_linked_locally_and_through_rsync() {
         let dir = s.path.join("site");
         fs::create_dir_all(&dir).unwrap();
         let nginx = Nginx::serve(&dir, &s.path.join("nginx"), "");
-        let ssh = standins().join("publish/ssh");
+        let ssh = simhost().join("publish/ssh");
         let p = project(&dir, &nginx.url(), &format!("\n[tools]\nssh = \"{ssh}\"\n"));
         if remote {
             p.write_raw_config(

@@ -1,4 +1,4 @@
-//! setup on a stand-in FreeBSD host (tests/standins/poudriere first on PATH): a fresh
+//! setup on a stand-in FreeBSD host (simhost/poudriere first on PATH): a fresh
 //! host provisioned, a second run changing nothing, `--check` naming what is missing or
 //! different, a poudriere.conf replaced only with --write, and the refusals; vmm and the
 //! UEFI firmware for a bhyve gate; nginx with the repository's server block, its TLS
