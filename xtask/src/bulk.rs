@@ -25,7 +25,7 @@ use crate::proc::{CmdLine, Interrupted, StreamOpts, TimedOut};
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 
-pub use status::{BuildStatus, Ending, Outcome, Stats};
+pub use status::{BuildStatus, Ending, Outcome, Stats, origin_of};
 
 settings! {
     /// bulk: building the port with `poudriere bulk` and judging the build.

@@ -129,7 +129,9 @@ impl<'a> Engine<'a> {
                 None,
             )?,
         };
-        self.execute(&mut run, stage, Rerun::ThisCommand)
+        let result = self.execute(&mut run, stage, Rerun::ThisCommand);
+        crate::report::run_ended(self, &run, crate::report::Ending::Stage);
+        result
     }
 
     /// The command that continues the current run.
@@ -306,7 +308,7 @@ impl<'a> Engine<'a> {
         }
         let lock = self.state.lock(&this_command(), &self.resume())?;
         let current = self.state.current()?;
-        let (mut run, todo, mut force_first) = if opts.resume {
+        let (mut run, todo, force_first) = if opts.resume {
             let Some(mut run) = current else {
                 bail!(
                     failure!("there is no run to resume in {}", self.state.root())
@@ -343,27 +345,42 @@ impl<'a> Engine<'a> {
             (run, stages.clone(), false)
         };
 
+        let result = self.run_stages(&mut run, &todo, opts.force, force_first, make);
+        crate::report::run_ended(self, &run, crate::report::Ending::Release);
+        result
+    }
+
+    /// Runs a release's stages in order, skipping those up to date (unless forced; the
+    /// first one always runs when `force_first`).
+    fn run_stages(
+        &self,
+        run: &mut Run,
+        todo: &[StageName],
+        force_all: bool,
+        mut force_first: bool,
+        make: &dyn Fn(StageName) -> Box<dyn AnyStage>,
+    ) -> Result<()> {
         self.ui.pipeline_start(todo.len());
-        for name in &todo {
+        for name in todo {
             if let Err(e) = crate::proc::check_interrupted() {
                 self.ui.pipeline_finish();
                 return Err(e);
             }
             let stage = make(*name);
-            let force = opts.force || force_first;
+            let force = force_all || force_first;
             force_first = false;
-            if !force && self.skip_if_up_to_date(&mut run, stage.as_ref())? {
+            if !force && self.skip_if_up_to_date(run, stage.as_ref())? {
                 self.ui.pipeline_advance();
                 continue;
             }
-            if let Err(e) = self.execute(&mut run, stage.as_ref(), Rerun::Stage) {
+            if let Err(e) = self.execute(run, stage.as_ref(), Rerun::Stage) {
                 self.ui.pipeline_finish();
                 return Err(e);
             }
             self.ui.pipeline_advance();
         }
         self.ui.pipeline_finish();
-        self.ui.eprintln(&format!("release: run {} finished: {}", run.id(), self.summary(&run)));
+        self.ui.eprintln(&format!("release: run {} finished: {}", run.id(), self.summary(run)));
         Ok(())
     }
 

@@ -17,6 +17,8 @@ mod results;
 mod scan;
 mod session;
 
+pub use results::printable;
+
 use std::time::Duration;
 
 use anyhow::{Result, bail};

@@ -113,6 +113,23 @@ pub struct MakesumOutputs {
     pub method: Method,
 }
 
+/// The file in makesum's stage directory that holds [`Obtained`].
+pub const OBTAINED: &str = "obtained.json";
+
+/// How many distfiles makesum found in place and how many it fetched, by source:
+/// `STAGE_DIR/obtained.json`, for the run's report. (Not an output: later stages'
+/// fingerprints cover makesum's outputs, and where a file came from changes nothing.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Obtained {
+    /// Already in the distfiles directory (verified again).
+    pub in_place: usize,
+    /// Copied from cargo's cache.
+    pub cache: usize,
+    pub downloaded: usize,
+    /// The source archive made from the checkout.
+    pub checkout: usize,
+}
+
 /// makesum's plan: the steps `--dry-run` prints, and what execute needs.
 pub struct MakesumPlan {
     steps: Plan,
@@ -467,6 +484,16 @@ impl Makesum {
             cx.say(format!("wrote {distinfo_path} ({} distfiles)", files.len()));
         } else {
             cx.say(format!("{distinfo_path} is unchanged (TIMESTAMP kept)"));
+        }
+        if !self.check {
+            let obtained = Obtained {
+                in_place: count(From::Distdir),
+                cache: count(From::Cache),
+                downloaded: count(From::Download),
+                checkout: count(From::Checkout),
+            };
+            let path = cx.stage_dir(StageName::Makesum)?.join(OBTAINED);
+            crate::fsx::write_atomic(&path, format!("{}\n", serde_json::to_string(&obtained)?).as_bytes())?;
         }
         Ok(self.outputs(cx, target, files, &text, Method::Native))
     }

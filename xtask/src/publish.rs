@@ -34,6 +34,7 @@ use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 use client::ClientFiles;
 use release::Release;
+pub use versions::rollback_candidates;
 use versions::{local_latest, rollback_target};
 
 settings! {

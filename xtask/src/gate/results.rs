@@ -403,6 +403,9 @@ pub struct MarkerResult {
     /// Seconds since the start when it appeared; absent when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seen_at_secs: Option<f64>,
+    /// The console line it appeared on (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line_number: Option<u64>,
 }
 
 /// The heartbeat after the last marker, as result.json records it.

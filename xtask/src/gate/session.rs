@@ -223,6 +223,8 @@ struct Watch<'a> {
     record: ConsoleFile,
     /// When each marker appeared.
     seen: Vec<Option<Instant>>,
+    /// The console line each marker appeared on.
+    seen_lines: Vec<Option<u64>>,
     /// Once the last marker is seen.
     after: Option<After>,
     /// The probes' login and commands, from the last marker on.
@@ -254,6 +256,7 @@ impl<'a> Watch<'a> {
             scanner: Scanner::new(&plan.checks),
             record: ConsoleFile::create(&dir.join("console.log"), clock)?,
             seen: vec![None; plan.checks.markers.len()],
+            seen_lines: vec![None; plan.checks.markers.len()],
             after: None,
             exchange: None,
             exchange_wake: None,
@@ -686,6 +689,7 @@ impl<'a> Watch<'a> {
                     return Some(self.missed(index, since, global, Some(&hit)));
                 }
                 self.seen[index] = Some(hit.at);
+                self.seen_lines[index] = Some(hit.line_number);
                 let n = self.plan.checks.markers.len();
                 self.cx.say(format!("marker {}/{n} `{}` at {:.1}s", index + 1, m.name, self.clock.secs(hit.at)));
                 if index + 1 == n {
@@ -908,11 +912,12 @@ impl<'a> Watch<'a> {
             .checks
             .markers
             .iter()
-            .zip(&self.seen)
-            .map(|(m, seen)| MarkerResult {
+            .zip(self.seen.iter().zip(&self.seen_lines))
+            .map(|(m, (seen, line))| MarkerResult {
                 name: m.name.clone(),
                 within_secs: m.within.as_secs(),
                 seen_at_secs: seen.map(|t| clock.secs(t)),
+                line_number: *line,
             })
             .collect();
         Ok(Attempt {

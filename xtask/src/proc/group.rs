@@ -369,6 +369,49 @@ impl CmdLine {
     }
 }
 
+impl CmdLine {
+    /// Runs a short command with `input` on its stdin, in its own process group, never
+    /// longer than `timeout` (then the group is killed and this is an error). For
+    /// commands a program waits on but must not hang on (a mail command). Stderr and
+    /// the status go to the log, stdout is returned.
+    pub fn output_within(&self, log: &Log, input: &[u8], timeout: Duration) -> Result<Output> {
+        use std::io::Write as _;
+        log.line(&format!("$ {self}   (stdin: {} bytes)", input.len()));
+        let mut cmd = self.command()?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        let input = input.to_vec();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Written beside the wait: a command that answers before reading all of its
+            // input must not block us.
+            let writer = stdin.map(|mut s| std::thread::spawn(move || s.write_all(&input)));
+            let out = child.wait_with_output();
+            let written = writer.map(|w| w.join());
+            let _ = tx.send((out, written));
+        });
+        let (out, written) = match rx.recv_timeout(timeout) {
+            Ok(done) => done,
+            Err(_) => {
+                stop_group(pid, Duration::ZERO, empty(pid));
+                log.line(&format!("[did not finish within {}; killed]", crate::ui::duration(timeout)));
+                return Err(anyhow!("`{self}` did not finish within {} and was killed", crate::ui::duration(timeout)));
+            }
+        };
+        let out = Output::from(out.map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?);
+        log.bytes(&out.stderr);
+        log.line(&format!("[{}]", out.describe_status()));
+        if let Some(Ok(Err(e))) = written
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(anyhow!("cannot write to the stdin of `{self}`: {e}"));
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
