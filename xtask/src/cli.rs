@@ -287,6 +287,9 @@ pub struct Demo {
     /// Working directory for the demo [default: target/mother-build-demo]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<Utf8PathBuf>,
+    /// Replay the recorded console in the gate even where QEMU could boot the image
+    #[arg(long)]
+    pub no_qemu: bool,
 }
 
 /// docs
