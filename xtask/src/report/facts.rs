@@ -424,10 +424,11 @@ fn gate(s: &mut StageFacts, run: &Run) {
         s.figure("decided by", format!("{what} at {:.1}s", d["at_secs"].as_f64().unwrap_or(0.0)));
     }
     let a = &r["final_attempt"];
-    let mut markers = Table::new("markers", &["marker", "appeared at", "allowed within"]);
+    let mut markers = Table::new("markers", &["marker", "appeared at", "console line", "allowed within"]);
     for m in a["markers"].as_array().into_iter().flatten() {
         let seen = m["seen_at_secs"].as_f64().map_or("not seen".into(), |t| format!("{t:.2}s"));
-        markers.push(vec![str_of(&m["name"]), seen, format!("{}s", m["within_secs"].as_u64().unwrap_or(0))]);
+        let line = m["line_number"].as_u64().map_or("-".into(), |n| n.to_string());
+        markers.push(vec![str_of(&m["name"]), seen, line, format!("{}s", m["within_secs"].as_u64().unwrap_or(0))]);
     }
     s.tables.push(markers);
     let mut probes = Table::new("probes", &["probe", "verdict", "took", "why"]);
@@ -439,7 +440,7 @@ fn gate(s: &mut StageFacts, run: &Run) {
         s.tables.push(probes);
     }
     let console = format!(
-        "{} lines, {}",
+        "{} lines, {} received",
         a["console_lines"].as_u64().unwrap_or(0),
         crate::ui::bytes(a["console_bytes"].as_u64().unwrap_or(0))
     );

@@ -71,7 +71,8 @@ pre { background: var(--soft); border: 1px solid var(--line); border-radius: 6px
 .badge.succeeded, .badge.pass { background: var(--ok); } .badge.failed { background: var(--bad); }
 .badge.interrupted, .badge.running { background: var(--warn); }
 .badge.up-to-date, .badge.pending { background: var(--skip); }
-.how { font-size: 13px; font-weight: normal; color: var(--skip); margin-left: 8px; }
+.how { font-size: 13.5px; margin: 2px 0 8px; padding: 4px 10px; background: #ddf4ff; border-left: 4px solid #0969da; border-radius: 3px; }
+.how b { margin-right: 6px; }
 section.stage { border: 1px solid var(--line); border-radius: 8px; padding: 4px 16px 12px; margin: 14px 0; page-break-inside: avoid; }
 section.stage.failed { border-color: var(--bad); box-shadow: 0 0 0 1px var(--bad) inset; }
 section.stage h2 { border: 0; margin: 10px 0 6px; }
@@ -92,8 +93,10 @@ pre.console .gap { display: block; padding: 2px 12px; color: var(--skip); backgr
 pre.console mark { display: block; background: #fff8c5; color: inherit; }
 pre.console mark.deciding { background: #ffebe9; outline: 2px solid var(--bad); }
 pre.console mark.deciding.pass-line { background: #dafbe1; outline-color: var(--ok); }
+pre.console details.fold summary { display: block; padding: 3px 12px; color: var(--skip); cursor: pointer; border-top: 1px dashed var(--line); border-bottom: 1px dashed var(--line); }
 pre.console .why { float: right; font-weight: 600; color: var(--warn); padding-right: 12px; }
 pre.console mark.deciding .why { color: var(--bad); }
+pre.console mark.deciding.pass-line .why { color: var(--ok); }
 nav { margin: 14px 0 0; font-size: 14px; }
 nav a { margin-right: 14px; }
 a { color: #0969da; }
@@ -350,10 +353,11 @@ impl Page<'_> {
             "<section class=\"stage {status}\" id=\"stage-{0}\" data-stage=\"{0}\"><h2>{0} <span class=\"badge {status}\">{status}</span>",
             s.name.as_str()
         );
+        h.push_str("</h2>\n");
         if let Some(note) = &s.note {
-            let _ = write!(h, "<span class=\"how\">{}</span>", esc(note));
+            let _ = write!(h, "<p class=\"how\"><b>how it ran here</b> {}</p>\n", esc(note));
         }
-        h.push_str("</h2>\n<dl class=\"figures\">\n");
+        h.push_str("<dl class=\"figures\">\n");
         let mut dl = |k: &str, v: &str| {
             let _ = write!(h, "<dt>{}</dt><dd>{}</dd>\n", esc(k), esc(v));
         };
@@ -422,46 +426,31 @@ impl Page<'_> {
             );
         }
         let pass = self.run.verdict == Verdict::Pass;
+        let marked: Vec<u64> = v.lines.iter().filter(|l| !l.marks.is_empty()).map(|l| l.number).collect();
+        if let Some(d) = v.lines.iter().find(|l| l.marks.iter().any(|m| matches!(m, Mark::Deciding(_)))) {
+            let _ = write!(h, "<p><a href=\"#L{0}\">the line that decided the verdict: {0}</a></p>\n", d.number);
+        }
+        // Lines far from every marked line are folded (a <details>, no script), so the
+        // markers are in view at once; with nothing marked, every line shows.
+        let near = |n: u64| marked.is_empty() || marked.iter().any(|m| m.abs_diff(n) <= FOLD_CONTEXT);
         h.push_str("<pre class=\"console\">");
-        for line in &v.lines {
-            if line.gap_before > 0 {
-                let _ = write!(h, "<span class=\"gap\">… {} line(s) left out …</span>", line.gap_before);
-            }
-            let mut text = esc(&line.text);
-            if line.cut_bytes > 0 {
-                let _ =
-                    write!(text, "<span class=\"cut\"> … ({} more bytes of this line left out)</span>", line.cut_bytes);
-            }
-            let n = format!("<span class=\"n\">{}</span>", line.number);
-            let deciding = line.marks.iter().find_map(|m| match m {
-                Mark::Deciding(kind) => Some(kind.as_str()),
-                Mark::Marker(_) => None,
-            });
-            let markers: Vec<&str> = line
-                .marks
-                .iter()
-                .filter_map(|m| match m {
-                    Mark::Marker(name) => Some(name.as_str()),
-                    Mark::Deciding(_) => None,
-                })
-                .collect();
-            if let Some(kind) = deciding {
+        let mut i = 0;
+        while i < v.lines.len() {
+            let far = v.lines[i..].iter().take_while(|l| !near(l.number)).count();
+            if far >= FOLD_AT {
+                let (first, last) = (v.lines[i].number, v.lines[i + far - 1].number);
                 let _ = write!(
                     h,
-                    "<mark class=\"deciding{}\" id=\"deciding\" data-line=\"{}\"><span class=\"why\">decided: {}</span>{n}{text}</mark>",
-                    if pass { " pass-line" } else { "" },
-                    line.number,
-                    esc(kind)
+                    "<details class=\"fold\"><summary>lines {first} to {last}: far from every marker (show)</summary>"
                 );
-            } else if !markers.is_empty() {
-                let _ = write!(
-                    h,
-                    "<mark class=\"marker\" data-line=\"{}\"><span class=\"why\">marker: {}</span>{n}{text}</mark>",
-                    line.number,
-                    esc(&markers.join(", "))
-                );
+                for line in &v.lines[i..i + far] {
+                    console_line(h, line, pass);
+                }
+                h.push_str("</details>");
+                i += far;
             } else {
-                let _ = write!(h, "<span class=\"l\">{n}{text}</span>");
+                console_line(h, &v.lines[i], pass);
+                i += 1;
             }
         }
         h.push_str("</pre>\n</section>\n");
@@ -469,6 +458,52 @@ impl Page<'_> {
 
     fn console_path(&self) -> camino::Utf8PathBuf {
         self.run.console.as_ref().map(|c| c.path.clone()).unwrap_or_default()
+    }
+}
+
+/// Lines around a marked line that are never folded.
+const FOLD_CONTEXT: u64 = 12;
+/// Fewer far lines than this in a row are shown rather than folded.
+const FOLD_AT: usize = 20;
+
+fn console_line(h: &mut String, line: &console::Line, pass: bool) {
+    if line.gap_before > 0 {
+        let _ = write!(h, "<span class=\"gap\">… {} line(s) left out …</span>", line.gap_before);
+    }
+    let mut text = esc(&line.text);
+    if line.cut_bytes > 0 {
+        let _ = write!(text, "<span class=\"cut\"> … ({} more bytes of this line left out)</span>", line.cut_bytes);
+    }
+    let n = format!("<span class=\"n\">{}</span>", line.number);
+    let deciding = line.marks.iter().find_map(|m| match m {
+        Mark::Deciding(kind) => Some(kind.as_str()),
+        Mark::Marker(_) => None,
+    });
+    let markers: Vec<&str> = line
+        .marks
+        .iter()
+        .filter_map(|m| match m {
+            Mark::Marker(name) => Some(name.as_str()),
+            Mark::Deciding(_) => None,
+        })
+        .collect();
+    let id = line.number;
+    if let Some(kind) = deciding {
+        let also = if markers.is_empty() { String::new() } else { format!(" (marker: {})", esc(&markers.join(", "))) };
+        let _ = write!(
+            h,
+            "<mark class=\"deciding{}\" id=\"L{id}\" data-line=\"{id}\"><span class=\"why\">decided: {}{also}</span>{n}{text}</mark>",
+            if pass { " pass-line" } else { "" },
+            esc(kind)
+        );
+    } else if !markers.is_empty() {
+        let _ = write!(
+            h,
+            "<mark class=\"marker\" id=\"L{id}\" data-line=\"{id}\"><span class=\"why\">marker: {}</span>{n}{text}</mark>",
+            esc(&markers.join(", "))
+        );
+    } else {
+        let _ = write!(h, "<span class=\"l\" id=\"L{id}\">{n}{text}</span>");
     }
 }
 
