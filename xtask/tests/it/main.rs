@@ -17,6 +17,7 @@ mod makesum;
 mod port;
 mod publish;
 mod release;
+mod report;
 mod runbook;
 mod setup;
 mod sign;
