@@ -165,13 +165,13 @@ impl Page<'_> {
         );
         let ran = r.stages.iter().filter(|s| s.status == Status::Succeeded).count();
         let skipped = r.stages.iter().filter(|s| s.status == Status::UpToDate).count();
-        let _ = write!(h, "<p>{ran} stage(s) ran, {skipped} up to date (skipped)</p>\n");
+        let _ = writeln!(h, "<p>{ran} stage(s) ran, {skipped} up to date (skipped)</p>");
         if let Some(f) = r.failed_stage() {
             let first = f.error.as_deref().unwrap_or("").lines().next().unwrap_or("");
-            let _ = write!(h, "<p>stage <code>{}</code>: {}</p>\n", f.name.as_str(), esc(first));
+            let _ = writeln!(h, "<p>stage <code>{}</code>: {}</p>", f.name.as_str(), esc(first));
         }
         if let Some(resume) = &self.resume {
-            let _ = write!(h, "<p>continue with <code>{}</code></p>\n", esc(resume));
+            let _ = writeln!(h, "<p>continue with <code>{}</code></p>", esc(resume));
         }
         h.push_str("</div></header>\n");
     }
@@ -202,9 +202,9 @@ impl Page<'_> {
                     esc(&when)
                 )
             };
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<div class=\"name\"><a href=\"#stage-{0}\">{0}</a></div><div class=\"track\" data-stage=\"{0}\" data-status=\"{status}\">{bar}</div><div class=\"when\">{1}</div>\n",
+                "<div class=\"name\"><a href=\"#stage-{0}\">{0}</a></div><div class=\"track\" data-stage=\"{0}\" data-status=\"{status}\">{bar}</div><div class=\"when\">{1}</div>",
                 s.name.as_str(),
                 esc(&when)
             );
@@ -219,9 +219,9 @@ impl Page<'_> {
             h.push_str("<p class=\"note\">There is no earlier successful release in this state directory to compare with.</p>\n</section>\n");
             return;
         };
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p>Compared with run <code>{}</code>. <span class=\"note\">(<code>cargo xtask diff {} {}</code> prints the same.)</span></p>\n",
+            "<p>Compared with run <code>{}</code>. <span class=\"note\">(<code>cargo xtask diff {} {}</code> prints the same.)</span></p>",
             esc(&d.older),
             esc(&d.older),
             esc(&d.newer)
@@ -239,9 +239,9 @@ impl Page<'_> {
                         (Some(o), None) => f(o),
                         (None, None) => String::new(),
                     };
-                    let _ = write!(
+                    let _ = writeln!(
                         h,
-                        "<tr class=\"{0}\"><td>{1}</td><td>{0}</td><td>{2}</td><td>{3}</td><td><code>{4}</code></td></tr>\n",
+                        "<tr class=\"{0}\"><td>{1}</td><td>{0}</td><td>{2}</td><td>{3}</td><td><code>{4}</code></td></tr>",
                         c.change.as_str(),
                         esc(&c.name),
                         esc(&pick(|p| p.version.clone())),
@@ -278,9 +278,9 @@ impl Page<'_> {
                 let total = rows.len();
                 for (class, name, version) in rows.into_iter().take(super::facts::LIST_ROWS) {
                     let word = if class == "rebuilt" { "CHECKSUM CHANGED" } else { class };
-                    let _ = write!(
+                    let _ = writeln!(
                         h,
-                        "<tr class=\"{class}\"><td>{}</td><td>{word}</td><td>{}</td></tr>\n",
+                        "<tr class=\"{class}\"><td>{}</td><td>{word}</td><td>{}</td></tr>",
                         esc(&name),
                         esc(&version)
                     );
@@ -308,9 +308,9 @@ impl Page<'_> {
                     for f in list {
                         total += 1;
                         if total <= super::facts::LIST_ROWS {
-                            let _ = write!(
+                            let _ = writeln!(
                                 h,
-                                "<tr class=\"{class}\"><td>{}</td><td>{word}</td><td>{}</td><td>{}</td></tr>\n",
+                                "<tr class=\"{class}\"><td>{}</td><td>{word}</td><td>{}</td><td>{}</td></tr>",
                                 esc(&f.origin),
                                 esc(&f.pkgname),
                                 esc(&f.phase)
@@ -333,9 +333,9 @@ impl Page<'_> {
                 Some(m) => format!("{} (of {})", ms(Some(m)), s.median_of),
                 None => "-".into(),
             };
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 s.stage.as_str(),
                 esc(&ms(s.ms)),
                 esc(&ms(s.older_ms)),
@@ -355,11 +355,11 @@ impl Page<'_> {
         );
         h.push_str("</h2>\n");
         if let Some(note) = &s.note {
-            let _ = write!(h, "<p class=\"how\"><b>how it ran here</b> {}</p>\n", esc(note));
+            let _ = writeln!(h, "<p class=\"how\"><b>how it ran here</b> {}</p>", esc(note));
         }
         h.push_str("<dl class=\"figures\">\n");
         let mut dl = |k: &str, v: &str| {
-            let _ = write!(h, "<dt>{}</dt><dd>{}</dd>\n", esc(k), esc(v));
+            let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
         };
         match s.status {
             Status::UpToDate => dl(
@@ -393,7 +393,7 @@ impl Page<'_> {
         }
         if let Some(log) = &s.log {
             let href = relative_href(log, &self.run.dir);
-            let _ = write!(h, "<p>full log: <a class=\"log\" href=\"{}\">{}</a></p>\n", esc(&href), esc(log.as_str()));
+            let _ = writeln!(h, "<p>full log: <a class=\"log\" href=\"{}\">{}</a></p>", esc(&href), esc(log.as_str()));
         }
         for t in &s.tables {
             table(h, t);
@@ -408,16 +408,16 @@ impl Page<'_> {
             let _ = write!(h, "<p class=\"error\">{}</p>\n</section>\n", esc(e));
             return;
         }
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p>{} lines, {}. Markers are highlighted; the line that decided the verdict is outlined.</p>\n",
+            "<p>{} lines, {}. Markers are highlighted; the line that decided the verdict is outlined.</p>",
             v.total_lines,
             esc(&crate::ui::bytes(v.bytes))
         );
         if v.left_out > 0 {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<p class=\"cut\">The console is cut to a bound: {} of {} lines are shown (its start, its end and the lines around every marked line); {} are left out where marked. The whole console: <a href=\"{}\">{}</a>.</p>\n",
+                "<p class=\"cut\">The console is cut to a bound: {} of {} lines are shown (its start, its end and the lines around every marked line); {} are left out where marked. The whole console: <a href=\"{}\">{}</a>.</p>",
                 v.lines.len(),
                 v.total_lines,
                 v.left_out,
@@ -428,7 +428,7 @@ impl Page<'_> {
         let pass = self.run.verdict == Verdict::Pass;
         let marked: Vec<u64> = v.lines.iter().filter(|l| !l.marks.is_empty()).map(|l| l.number).collect();
         if let Some(d) = v.lines.iter().find(|l| l.marks.iter().any(|m| matches!(m, Mark::Deciding(_)))) {
-            let _ = write!(h, "<p><a href=\"#L{0}\">the line that decided the verdict: {0}</a></p>\n", d.number);
+            let _ = writeln!(h, "<p><a href=\"#L{0}\">the line that decided the verdict: {0}</a></p>", d.number);
         }
         // Lines far from every marked line are folded (a <details>, no script), so the
         // markers are in view at once; with nothing marked, every line shows.
@@ -533,7 +533,7 @@ fn attempts(n: u32) -> String {
 fn cut_note(h: &mut String, total: usize) {
     if total > super::facts::LIST_ROWS {
         let _ =
-            write!(h, "<p class=\"cut\">The list is cut: {} of {total} rows are shown.</p>\n", super::facts::LIST_ROWS);
+            writeln!(h, "<p class=\"cut\">The list is cut: {} of {total} rows are shown.</p>", super::facts::LIST_ROWS);
     }
 }
 
