@@ -130,7 +130,7 @@ impl<'a> Engine<'a> {
             )?,
         };
         let result = self.execute(&mut run, stage, Rerun::ThisCommand);
-        crate::report::run_ended(self, &run, crate::report::Ending::Stage);
+        crate::report::run_ended(self, &run, crate::report::Ending::Stage, result.is_ok());
         result
     }
 
@@ -346,7 +346,7 @@ impl<'a> Engine<'a> {
         };
 
         let result = self.run_stages(&mut run, &todo, opts.force, force_first, make);
-        crate::report::run_ended(self, &run, crate::report::Ending::Release);
+        crate::report::run_ended(self, &run, crate::report::Ending::Release, result.is_ok());
         result
     }
 

@@ -226,10 +226,10 @@ pub struct Message {
 const ERROR_CHARS: usize = 2000;
 
 /// The message for a release that ended.
-pub fn message(engine: &Engine, run: &Run, ended: &Ended) -> Message {
+pub fn message(engine: &Engine, run: &Run, ended: &Ended, ok: bool) -> Message {
     let f = &ended.facts;
     let report = run.dir.join(crate::report::REPORT);
-    let pass = f.verdict == Verdict::Pass;
+    let pass = ok && f.failed_stage().is_none();
     let event = if pass { Event::Pass } else { Event::Fail };
     let failed = f.failed_stage();
     let mut lines = Vec::new();
@@ -241,7 +241,12 @@ pub fn message(engine: &Engine, run: &Run, ended: &Ended) -> Message {
         "report": report,
     });
     let title = match (pass, failed) {
-        (true, _) => format!("mother-build: release passed (run {})", f.id),
+        (true, _) if f.verdict == Verdict::Pass => format!("mother-build: release passed (run {})", f.id),
+        (true, _) => format!(
+            "mother-build: release passed up to {} (run {})",
+            f.stages.iter().rev().find(|s| s.status.is_done()).map_or("its first stage", |s| s.name.as_str()),
+            f.id
+        ),
         (false, Some(s)) => format!("mother-build: release {} at {} (run {})", verb(f.verdict), s.name.as_str(), f.id),
         (false, None) => format!("mother-build: release {} (run {})", verb(f.verdict), f.id),
     };
@@ -342,7 +347,7 @@ fn header(s: &str) -> String {
 }
 
 /// Sends a release's notifications; reports what could not be sent. Never fails.
-pub fn release_ended(engine: &Engine, run: &Run, ended: &Ended) {
+pub fn release_ended(engine: &Engine, run: &Run, ended: &Ended, ok: bool) {
     let cfg = &engine.loaded.config.notify;
     if cfg.webhooks.is_empty() && cfg.mail_command.is_empty() {
         return;
@@ -350,7 +355,7 @@ pub fn release_ended(engine: &Engine, run: &Run, ended: &Ended) {
     if ended.facts.verdict == Verdict::Running {
         return;
     }
-    let msg = message(engine, run, ended);
+    let msg = message(engine, run, ended, ok);
     let log = Log::open(&run.dir.join("logs/notify.log")).unwrap_or_else(|_| Log::sink());
     log.line(&format!(
         "==== notifications for run {} ({}) at {} ====",

@@ -79,8 +79,9 @@ pub enum Ending {
 }
 
 /// Called by the engine when a run ends, whatever its outcome: writes the report, says
-/// where it is, and for a release sends the notifications. Never changes the outcome.
-pub fn run_ended(engine: &Engine, run: &Run, ending: Ending) {
+/// where it is, and for a release sends the notifications (`ok`: the release did what
+/// it was asked, all stages or up to `--to`). Never changes the outcome.
+pub fn run_ended(engine: &Engine, run: &Run, ending: Ending, ok: bool) {
     let ui = engine.ui;
     let ended = match write(engine, run) {
         Ok((path, ended)) => {
@@ -98,7 +99,7 @@ pub fn run_ended(engine: &Engine, run: &Run, ending: Ending) {
     };
     if ending == Ending::Release {
         let ended = ended.unwrap_or_else(|| Ended { facts: facts::read(run, &engine.loaded.config), diff: None });
-        crate::notify::release_ended(engine, run, &ended);
+        crate::notify::release_ended(engine, run, &ended, ok);
     }
 }
 
