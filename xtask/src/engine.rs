@@ -238,7 +238,7 @@ impl<'a> Engine<'a> {
             Err(err) => {
                 let interrupted = stage_class(&err) == Class::Interrupted;
                 rec.status = if interrupted { Status::Interrupted } else { Status::Failed };
-                rec.error = Some(crate::ui::render_error(&err));
+                rec.set_error(crate::ui::render_error(&err));
                 run.save()?;
                 log.line(&format!("error: {}", crate::ui::render_error(&err)));
                 log.line(&format!(

@@ -108,7 +108,17 @@ pub struct StageRecord {
     pub last_success: Option<Success>,
 }
 
+/// The most of a stage's error state.json keeps: what a failed command printed is
+/// quoted in it, and that can be anything.
+const ERROR_LIMIT: usize = 16 * 1024;
+
 impl StageRecord {
+    /// Records why the latest attempt failed: the whole message when it is short,
+    /// else its beginning and its end (the help lines), saying what was left out.
+    pub fn set_error(&mut self, message: String) {
+        self.error = Some(bounded(message, ERROR_LIMIT));
+    }
+
     fn pending(last_success: Option<Success>) -> StageRecord {
         StageRecord {
             status: Status::Pending,
@@ -657,6 +667,23 @@ fn tail_file_from(path: &Utf8Path, start: u64, n: usize) -> String {
     crate::proc::tail_lines(whole, n)
 }
 
+/// `text` if it holds at most `limit` bytes; else its first three quarters and last
+/// eighth of that, with a line saying how much is left out between them.
+fn bounded(text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let floor = |mut i: usize| {
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let head = floor(limit / 4 * 3);
+    let tail = floor(text.len() - limit / 8);
+    format!("{}\n[... {} bytes left out ...]\n{}", &text[..head], tail - head, &text[tail..])
+}
+
 /// A new run id: UTC time to the second plus a short suffix, sortable by time.
 fn new_run_id() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -707,6 +734,16 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_error_keeps_its_beginning_and_its_help() {
+        let long = format!("error: {}\nhelp: do this", "é".repeat(20_000));
+        let kept = bounded(long.clone(), ERROR_LIMIT);
+        assert!(kept.len() <= ERROR_LIMIT + 64, "{}", kept.len());
+        assert!(kept.starts_with("error: éé") && kept.ends_with("é\nhelp: do this"), "{kept}");
+        assert!(kept.contains(" bytes left out ...]\n"), "{kept}");
+        assert_eq!(bounded("short".into(), ERROR_LIMIT), "short");
+    }
 
     #[test]
     fn civil_dates() {

@@ -68,9 +68,13 @@ pub struct Console {
 /// Capacity of the console pipe where the kernel allows setting it (Linux).
 const CONSOLE_PIPE_BYTES: i32 = 1 << 20;
 
-/// Console events buffered between the reader threads and the consumer; a full queue
-/// makes the reader wait, never drop.
-const CONSOLE_QUEUE: usize = 1024;
+/// Console events buffered between the reader threads and the consumer (each read is at
+/// most [`READ_BYTES`]: 16 MiB in all); a full queue makes the reader wait, never drop.
+/// Bounded so a console that floods faster than the gate judges cannot grow it.
+const CONSOLE_QUEUE: usize = 256;
+
+/// The most one read of the console takes.
+const READ_BYTES: usize = 64 * 1024;
 
 impl CmdLine {
     /// Starts a program whose stdout is a console (see [`Console`]). `grace` is the time
@@ -117,7 +121,7 @@ impl CmdLine {
         spawn_thread(
             "console-stdout",
             Box::new(move || {
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut buf = vec![0u8; READ_BYTES];
                 loop {
                     match out_r.read(&mut buf) {
                         Ok(0) => break,

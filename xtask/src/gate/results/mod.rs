@@ -10,9 +10,11 @@ use serde::Serialize;
 
 mod console;
 mod junit;
+mod quota;
 
 pub use console::{ConsoleFile, printable};
 pub use junit::junit;
+pub use quota::cut_line;
 
 /// The clock of one boot: every time is reported as seconds since its start, and as
 /// wall-clock time.
@@ -215,6 +217,10 @@ pub struct Attempt {
     pub heartbeat: Option<HeartbeatRecord>,
     /// The console file, relative to the stage directory.
     pub console: Utf8PathBuf,
+    /// Whether console.log was cut at `gate.console_log_max_mib` (the gate judged all
+    /// of the console all the same).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub console_cut: bool,
     pub console_bytes: u64,
     pub console_lines: u64,
     /// What could not be cleaned up (VM, network) after the run.
@@ -265,7 +271,8 @@ fn lines<S: serde::Serializer>(lines: &[String], s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&lines.join("\n"))
 }
 
-/// Writes result.json and junit.xml for the attempts (the last one decides).
+/// Writes result.json and junit.xml for the attempts (the last one decides), each under
+/// [`FILE_LIMIT`]: what they quote of the console is cut until they fit ([`Quota`]).
 pub fn write(
     dir: &Utf8Path,
     attempts: &[Attempt],
@@ -273,29 +280,39 @@ pub fn write(
     image: Option<&Utf8Path>,
 ) -> Result<(Utf8PathBuf, Utf8PathBuf)> {
     let last = attempts.last().context("no boot attempt was made")?;
-    let result = GateResult {
-        schema: 1,
-        verdict: last.verdict,
-        reason: &last.reason,
-        help: &last.help,
-        backend,
-        image,
-        decided_by: last.decided_by.as_ref(),
-        decided_at_unix: last.decided_at_unix,
-        console_gone_at_unix: last.console_gone_at_unix,
-        seconds: last.seconds,
-        console: &last.console,
-        final_attempt: last,
-        attempts: attempts
-            .iter()
-            .map(|a| AttemptSummary { attempt: a.attempt, verdict: a.verdict, reason: &a.reason, console: &a.console })
-            .collect(),
-    };
+    let json = quota::fitted(|q| {
+        let last = last.quoting(q);
+        let result = GateResult {
+            schema: 1,
+            verdict: last.verdict,
+            reason: &last.reason,
+            help: &last.help,
+            backend,
+            image,
+            decided_by: last.decided_by.as_ref(),
+            decided_at_unix: last.decided_at_unix,
+            console_gone_at_unix: last.console_gone_at_unix,
+            seconds: last.seconds,
+            console: &last.console,
+            final_attempt: &last,
+            attempts: attempts
+                .iter()
+                .map(|a| AttemptSummary {
+                    attempt: a.attempt,
+                    verdict: a.verdict,
+                    reason: &a.reason,
+                    console: &a.console,
+                })
+                .collect(),
+        };
+        let mut json = serde_json::to_vec_pretty(&result).context("cannot serialize the gate result")?;
+        json.push(b'\n');
+        Ok(json)
+    })?;
     let json_path = dir.join("result.json");
-    let mut json = serde_json::to_vec_pretty(&result).context("cannot serialize the gate result")?;
-    json.push(b'\n');
     crate::fsx::write_atomic(&json_path, &json)?;
+    let xml = quota::fitted(|q| Ok(junit(&last.quoting(q), attempts.len(), backend, image).into_bytes()))?;
     let junit_path = dir.join("junit.xml");
-    crate::fsx::write_atomic(&junit_path, junit(last, attempts.len(), backend, image).as_bytes())?;
+    crate::fsx::write_atomic(&junit_path, &xml)?;
     Ok((json_path, junit_path))
 }

@@ -188,7 +188,7 @@ impl<'a> Watch<'a> {
             dir,
             clock,
             scanner: Scanner::new(&plan.checks),
-            record: ConsoleFile::create(&dir.join("console.log"), clock)?,
+            record: ConsoleFile::create(&dir.join("console.log"), clock, plan.timing.console_log_max)?,
             seen: vec![None; plan.checks.markers.len()],
             after: None,
             exchange: None,
@@ -470,6 +470,7 @@ impl<'a> Watch<'a> {
         });
         let tail = self.record.tail(50);
         let bytes = self.record.bytes;
+        let console_cut = self.record.is_cut();
         let lines = self.record.lines + u64::from(self.record.has_partial());
         let clock = self.clock;
         let path = self.record.finish(&self.cx.log, self.cx.ui)?;
@@ -504,6 +505,7 @@ impl<'a> Watch<'a> {
             probes,
             heartbeat,
             console: Utf8PathBuf::from(path.file_name().unwrap_or("console.log")),
+            console_cut,
             console_bytes: bytes,
             console_lines: lines,
             cleanup_problems: self.cleanup_problems,

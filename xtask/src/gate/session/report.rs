@@ -6,8 +6,11 @@ use camino::Utf8Path;
 use super::QUOTED_LINES;
 use crate::failure::Failure;
 use crate::gate::probe;
-use crate::gate::results::{Attempt, DecisionKind, Verdict};
+use crate::gate::results::{Attempt, DecisionKind, Verdict, cut_line};
 use crate::gate::shown;
+
+/// Characters of a console line quoted in the message (state.json records it too).
+const QUOTED_CHARS: usize = 500;
 
 /// The body of the error message: the reason, the deciding console line, the markers,
 /// where the console and results are, and what to do.
@@ -28,28 +31,32 @@ pub(super) fn report(
         out.push_str(&format!("\n  $ {}", p.command));
         let lines: Vec<&str> = p.output.lines().collect();
         for line in lines.iter().take(QUOTED_LINES) {
-            out.push_str(&format!("\n  | {line}"));
+            out.push_str(&format!("\n  | {}", cut_line(line, QUOTED_CHARS)));
         }
         if lines.len() > QUOTED_LINES || p.output_cut {
             out.push_str(&format!(
                 "\n  | [{} bytes of output in all; result.json has {}]",
                 p.output_bytes,
-                if p.output_cut { format!("the first {} KiB", probe::OUTPUT_LIMIT / 1024) } else { "all of it".into() }
+                if p.output_cut {
+                    format!("at most the first {} KiB", probe::OUTPUT_LIMIT / 1024)
+                } else {
+                    "all of it".into()
+                }
             ));
         }
         if let Some(status) = p.status {
             out.push_str(&format!("\n  [exit status {status}]"));
         }
     } else if let Some(line) = a.decided_by.as_ref().and_then(|d| d.line.as_ref()) {
-        out.push_str(&format!("\n  | {line}"));
+        out.push_str(&format!("\n  | {}", cut_line(line, QUOTED_CHARS)));
     } else if !a.stderr.is_empty() && a.verdict != Verdict::Fail {
         for line in a.stderr.lines().filter(|l| !l.trim().is_empty()) {
-            out.push_str(&format!("\n  | {line}"));
+            out.push_str(&format!("\n  | {}", cut_line(line, QUOTED_CHARS)));
         }
     } else if a.verdict == Verdict::Fail {
         out.push_str("\n  the console's last lines:");
         for line in a.tail.iter().rev().take(QUOTED_LINES).rev() {
-            out.push_str(&format!("\n  | {line}"));
+            out.push_str(&format!("\n  | {}", cut_line(line, QUOTED_CHARS)));
         }
     }
     let seen: Vec<String> =
@@ -71,6 +78,12 @@ pub(super) fn report(
     match line_number {
         Some(n) => out.push_str(&format!("\n  console: {} (line {n})", shown(console))),
         None => out.push_str(&format!("\n  console: {}", shown(console))),
+    }
+    if a.console_cut {
+        out.push_str(&format!(
+            " (cut at gate.console_log_max_mib; the gate read all {} bytes of the console)",
+            a.console_bytes
+        ));
     }
     out.push_str(&format!("\n  results: {}, {}", shown(json), shown(junit)));
     out

@@ -1,0 +1,121 @@
+//! The gate against hostile consoles: one that floods a line that never ends (the
+//! verdict on time, memory and every result file bounded, measured here), one whose
+//! program leaves a daemon behind in a session of its own, one whose console outlives
+//! an xtask killed with SIGKILL (the next command stops it), and one that dies before
+//! printing anything (infrastructure).
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::gate::{assert_decided, assert_no_process_left, command_project, console, gate_dir};
+
+/// What an xtask run left: its exit status, wall time, peak resident memory (KiB, from
+/// the kernel's accounting of the child: getrusage's ru_maxrss through wait4) and its
+/// stderr.
+struct Measured {
+    code: Option<i32>,
+    wall: Duration,
+    max_rss_kib: i64,
+    stderr: String,
+}
+
+/// Runs xtask with `args` in `p`, its output into files (never into the test's own
+/// output), and measures it.
+fn measured(p: &test_support::Project, args: &[&str]) -> Measured {
+    let out = p.scratch.path.join("xtask.out");
+    let err = p.scratch.path.join("xtask.err");
+    let mut cmd = p.command(args);
+    cmd.stdout(Stdio::from(fs::File::create(&out).unwrap())).stderr(Stdio::from(fs::File::create(&err).unwrap()));
+    let start = Instant::now();
+    // Reaped by wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, with valid pointers; the Child is not waited on
+    // again (dropping it does not wait).
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    drop(child);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Measured { code, wall, max_rss_kib: usage.ru_maxrss, stderr: fs::read_to_string(&err).unwrap_or_default() }
+}
+
+#[test]
+fn a_console_that_floods_one_endless_line_is_judged_on_time_in_bounded_memory_and_files() {
+    let (timeout, grace) = (5, 2);
+    let p = command_project(&format!("timeout_secs = {timeout}\ngrace_secs = {grace}"));
+    // 100 MB without a newline after the first marker, then it keeps running, deaf to
+    // SIGTERM: the gate must wait out its grace and kill it.
+    let flood = console(
+        &p,
+        "flood-one-line",
+        "trap '' TERM\nprintf 'Trying to mount root from cd9660\\r\\n'\n\
+         head -c 100000000 /dev/zero | tr '\\0' x\nwhile :; do sleep 1; done\n",
+    );
+    let run = measured(&p, &["gate", "--", flood.as_str()]);
+    let stderr = &run.stderr;
+    assert_eq!(run.code, Some(1), "{stderr}");
+    assert!(stderr.contains("did not appear within the whole boot's 5s (gate.timeout_secs)"), "{stderr}");
+
+    // The verdict within the timeout plus the grace plus 1 s, xtask's start and end
+    // included.
+    let bound = Duration::from_secs(timeout + grace + 1);
+    assert!(run.wall < bound, "the gate took {:?} (bound {bound:?})", run.wall);
+    let r = assert_decided(&p, "fail", "timeout", Some("Starting colibri_daemon."));
+    assert!(r["seconds"].as_f64().unwrap() < (timeout + 1) as f64, "{r:#}");
+
+    // Memory under 100 MB.
+    assert!(run.max_rss_kib < 100_000, "the gate peaked at {} KiB of memory", run.max_rss_kib);
+
+    // Every result under 64 KiB; console.log at its cap, saying where it was cut.
+    let dir = gate_dir(&p);
+    let state = dir.parent().unwrap().join("state.json");
+    for file in [dir.join("result.json"), dir.join("junit.xml"), state] {
+        let size = fs::metadata(&file).unwrap().len();
+        assert!(size < 64 * 1024, "{file} holds {size} bytes");
+    }
+    assert_eq!(r["final_attempt"]["console_bytes"], 100_000_034, "{r:#}");
+    assert_eq!(r["final_attempt"]["console_cut"], true, "{r:#}");
+    let log = dir.join("console.log");
+    let size = fs::metadata(&log).unwrap().len();
+    assert!(size > 64 << 20 && size < (64 << 20) + 1024, "console.log holds {size} bytes");
+    let mut end = vec![0u8; 1024];
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = fs::File::open(&log).unwrap();
+        f.seek(SeekFrom::End(-1024)).unwrap();
+        f.read_exact(&mut end).unwrap();
+    }
+    let end = String::from_utf8_lossy(&end);
+    assert!(end.contains("x\n[console.log is cut here: it reached its cap of 67108864 bytes"), "{end}");
+    assert!(end.ends_with("[32891196 bytes of console after the cut were not kept]\n"), "{end}");
+    // The stage log's copy of the console stopped at the cut too.
+    let stage_log = dir.parent().unwrap().join("logs/gate.log");
+    let size = fs::metadata(&stage_log).unwrap().len();
+    assert!(size < 64 * 1024, "{stage_log} holds {size} bytes");
+
+    // The terminal shows the line cut, saying how long it was; no line it printed is
+    // long.
+    assert!(stderr.contains("xxxx [... line cut: 100000000 bytes in all]"), "{stderr}");
+    let longest = stderr.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2000, "a line of {longest} bytes reached the terminal");
+    let junit = fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("[... line cut: 100000000 bytes in all]"), "{junit}");
+    assert_no_process_left(&p);
+}
+
+#[test]
+fn a_console_log_cap_that_cannot_work_is_refused_at_load() {
+    let p = command_project("console_log_max_mib = 0");
+    let config = p.config_path();
+    let line = fs::read_to_string(&config).unwrap().lines().position(|l| l.starts_with("console_log_max_mib")).unwrap();
+    crate::gate::gate(&p, &["--", "/bin/true"])
+        .code_is(2)
+        .stderr_has(&format!("{config}:{}:", line + 1))
+        .stderr_has("console_log_max_mib must be from 1 to 65536 (MiB), not 0");
+}
