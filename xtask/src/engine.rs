@@ -116,7 +116,9 @@ impl<'a> Engine<'a> {
         let lock = self.state.lock(&this_command(), &self.resume())?;
         let mut run = match self.state.current()? {
             Some(mut run) => {
-                if run.state.settle() {
+                let settled = run.state.settle();
+                let stopped = self.stop_left_running(&mut run);
+                if settled || stopped {
                     run.save()?;
                 }
                 run
@@ -130,6 +132,28 @@ impl<'a> Engine<'a> {
             )?,
         };
         self.execute(&mut run, stage, Rerun::ThisCommand)
+    }
+
+    /// Stops, saying so, the process groups an xtask killed mid-stage left running in
+    /// `run` (recorded before they ran; stopped only once that xtask is gone and if they
+    /// are still the same processes), and forgets the records. Whether there were any.
+    fn stop_left_running(&self, run: &mut Run) -> bool {
+        let left = run.state.take_processes();
+        for (stage, group) in &left {
+            if let Some(stopped) = group.stop_if_left() {
+                self.ui.eprintln(&format!(
+                    "stopped `{}` (process group {}, {} process{}{}): the `{stage}` of run {} started it, and its xtask (pid {}) ended without stopping it",
+                    group.command,
+                    group.pgid,
+                    stopped.processes,
+                    if stopped.processes == 1 { "" } else { "es" },
+                    if stopped.killed { ", killed after SIGTERM was not enough" } else { "" },
+                    run.id(),
+                    group.owner,
+                ));
+            }
+        }
+        !left.is_empty()
     }
 
     /// The command that continues the current run.
@@ -305,7 +329,12 @@ impl<'a> Engine<'a> {
             return self.release_dry_run(&stages, opts, make);
         }
         let lock = self.state.lock(&this_command(), &self.resume())?;
-        let current = self.state.current()?;
+        let mut current = self.state.current()?;
+        if let Some(run) = &mut current
+            && self.stop_left_running(run)
+        {
+            run.save()?;
+        }
         let (mut run, todo, mut force_first) = if opts.resume {
             let Some(mut run) = current else {
                 bail!(
@@ -484,6 +513,8 @@ impl<'a> Engine<'a> {
                 if holder.is_none() {
                     run.state.settle();
                 }
+                // Read-only: what was stopped is said, not recorded.
+                self.stop_left_running(&mut run);
                 StatusReport::from_run(&run, self.state.root(), holder)
             }
             None => StatusReport {

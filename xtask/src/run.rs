@@ -106,6 +106,11 @@ pub struct StageRecord {
     /// The last success, possibly from an earlier run; later stages read its outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<Success>,
+    /// Process groups the latest attempt started that must not outlive it (the gate's
+    /// consoles), each recorded before its program ran: the next command on this run
+    /// stops any that an xtask killed mid-stage left running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<crate::proc::GroupRecord>,
 }
 
 /// The most of a stage's error state.json keeps: what a failed command printed is
@@ -131,6 +136,7 @@ impl StageRecord {
             pid: None,
             attempts: 0,
             last_success,
+            processes: Vec::new(),
         }
     }
 }
@@ -170,6 +176,15 @@ impl State {
             }
         }
         changed
+    }
+
+    /// Takes every process group the stages recorded, forgetting them.
+    pub fn take_processes(&mut self) -> Vec<(StageName, crate::proc::GroupRecord)> {
+        let mut taken = Vec::new();
+        for (stage, rec) in &mut self.records {
+            taken.extend(rec.processes.drain(..).map(|g| (*stage, g)));
+        }
+        taken
     }
 
     pub fn record(&self, stage: StageName) -> Option<&StageRecord> {
@@ -584,6 +599,16 @@ impl<'a> RunView<'a> {
             Some(r) => r.rel(path),
             None => path.to_owned(),
         }
+    }
+
+    /// Records in state.json (atomically) the process groups `stage` has started that
+    /// must not outlive it, so the next command can stop them if this process is
+    /// killed. The engine's own next save forgets them. Without a run, nothing.
+    pub fn record_processes(&self, stage: StageName, groups: &[crate::proc::GroupRecord]) -> Result<()> {
+        let Some(run) = self.run else { return Ok(()) };
+        let mut copy = run.clone();
+        copy.state.record_mut(stage).processes = groups.to_vec();
+        copy.save()
     }
 }
 

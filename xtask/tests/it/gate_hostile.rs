@@ -119,3 +119,142 @@ fn a_console_log_cap_that_cannot_work_is_refused_at_load() {
         .stderr_has(&format!("{config}:{}:", line + 1))
         .stderr_has("console_log_max_mib must be from 1 to 65536 (MiB), not 0");
 }
+
+/// Whether a process runs (exists and is not a zombie waiting for its parent).
+fn running(pid: i64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A pid a console wrote into `file`, waiting for it.
+fn pid_in(file: &camino::Utf8Path) -> i64 {
+    test_support::wait_for(&format!("{file}"), Duration::from_secs(20), || {
+        fs::read_to_string(file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    fs::read_to_string(file).unwrap().trim().parse().unwrap()
+}
+
+/// A console whose program starts two daemons that leave its process group with
+/// `setsid` (one still its child when the console stops, one already an orphan), then
+/// prints `then`.
+fn daemon_console(
+    p: &test_support::Project,
+    name: &str,
+    then: &str,
+) -> (camino::Utf8PathBuf, [camino::Utf8PathBuf; 2]) {
+    let files = [p.scratch.path.join(format!("{name}-child.pid")), p.scratch.path.join(format!("{name}-orphan.pid"))];
+    let script = console(
+        p,
+        name,
+        &format!(
+            "setsid sh -c 'echo $$ > {0}; exec sleep 600' &\n\
+             ( setsid sh -c 'echo $$ > {1}; exec sleep 600' & )\n\
+             while [ ! -s {0} ] || [ ! -s {1} ]; do sleep 0.05; done\n{then}",
+            files[0], files[1]
+        ),
+    );
+    (script, files)
+}
+
+#[test]
+fn nothing_a_console_started_outlives_the_gate_on_any_path() {
+    let p = command_project("");
+    let check = |files: &[camino::Utf8PathBuf; 2], stderr: &str| {
+        let pids: Vec<i64> = files.iter().map(|f| pid_in(f)).collect();
+        for pid in &pids {
+            assert!(!running(*pid), "the daemon {pid} outlived the gate\n{stderr}");
+        }
+        assert!(stderr.contains("stopped what the console left running outside its process group"), "{stderr}");
+        let r = crate::gate::result(&p);
+        let strays: Vec<i64> =
+            r["final_attempt"]["strays"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        for pid in pids {
+            assert!(strays.contains(&pid), "{pid} not among the strays {strays:?}");
+        }
+        assert_no_process_left(&p);
+    };
+
+    // A pass.
+    let (pass, files) = daemon_console(&p, "pass", &format!("{}exec sleep 60\n", crate::gate::MARKERS));
+    let run = crate::gate::gate(&p, &["--", pass.as_str()]);
+    run.success();
+    check(&files, &run.stderr());
+
+    // A failure.
+    let (fail, files) = daemon_console(
+        &p,
+        "fail",
+        "printf 'Trying to mount root from x\\r\\npanic: page fault\\r\\n'\nexec sleep 60\n",
+    );
+    let run = crate::gate::gate(&p, &["--", fail.as_str()]);
+    run.code_is(1);
+    check(&files, &run.stderr());
+
+    // Ctrl-C.
+    let (hang, files) = daemon_console(&p, "ctrl-c", "printf 'Trying to mount root from x\\r\\n'\nexec sleep 60\n");
+    let err = p.scratch.path.join("ctrl-c.err");
+    let mut cmd = p.command(&["gate", "--", hang.as_str()]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::from(fs::File::create(&err).unwrap()));
+    let mut child = cmd.spawn().unwrap();
+    pid_in(&files[0]);
+    pid_in(&files[1]);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) of the xtask we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    check(&files, &fs::read_to_string(&err).unwrap());
+}
+
+/// Starts `gate` on a console that never decides, and kills xtask with SIGKILL once the
+/// console runs and its group is in state.json. Returns the console's pid.
+fn gate_killed_mid_boot(p: &test_support::Project, name: &str) -> i64 {
+    let pidfile = p.scratch.path.join(format!("{name}.pid"));
+    // The console checks, as its first act, that its group is in state.json already.
+    let hang = console(
+        p,
+        name,
+        &format!(
+            "if grep -q \"\\\"pgid\\\": $$,\" {}/runs/*/state.json; then echo $$ > {pidfile}; else echo unrecorded > {pidfile}; fi\n\
+             printf 'Trying to mount root from x\\r\\n'\nexec sleep 600\n",
+            p.state_dir()
+        ),
+    );
+    let mut cmd = p.command(&["gate", "--", hang.as_str()]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let console_pid = pid_in(&pidfile);
+    let recorded = || p.state()["records"]["gate"]["processes"][0]["pgid"].as_i64();
+    assert_eq!(recorded(), Some(console_pid), "state.json records the console's group before it runs");
+    // SAFETY: kill(2) of the xtask we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(running(console_pid), "the console did not outlive the killed xtask: nothing to test");
+    console_pid
+}
+
+#[test]
+fn a_console_a_killed_xtask_left_running_is_stopped_by_the_next_command() {
+    let p = command_project("");
+    let console_pid = gate_killed_mid_boot(&p, "left-for-status");
+    let status = p.run(&["status"]);
+    status.success().stderr_has(&format!(
+        "(process group {console_pid}, 1 process): the `gate` of run {} started it, and its xtask (pid",
+        p.state()["id"].as_str().unwrap()
+    ));
+    assert!(!running(console_pid), "status did not stop the console\n{}", status.stderr());
+    // Said once: the next status has nothing to stop.
+    let again = p.run(&["status"]);
+    assert!(!again.stderr().contains("stopped `"), "{}", again.stderr());
+
+    // `gate` (and `release`, through the same engine path) stops it before it starts.
+    let console_pid = gate_killed_mid_boot(&p, "left-for-gate");
+    let pass = console(&p, "pass", &format!("{}exec sleep 60\n", crate::gate::MARKERS));
+    crate::gate::gate(&p, &["--", pass.as_str()])
+        .success()
+        .stderr_has(&format!("(process group {console_pid}, 1 process)"));
+    assert!(!running(console_pid));
+    assert!(p.state()["records"]["gate"].get("processes").is_none(), "the record is forgotten once stopped");
+}

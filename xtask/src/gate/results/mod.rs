@@ -200,6 +200,10 @@ pub struct Attempt {
     pub console_gone_at_unix: Option<f64>,
     /// The console processes' ids (each led its own process group).
     pub pids: Vec<u32>,
+    /// Processes a console left running outside its group (a daemon it started with
+    /// `setsid`), stopped after it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub strays: Vec<u32>,
     /// The commands that ran as the console, exactly.
     pub commands: Vec<crate::proc::CmdLine>,
     /// How the VM process ended, if it ended by itself.

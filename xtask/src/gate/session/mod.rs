@@ -171,6 +171,10 @@ struct Watch<'a> {
     nonce: String,
     stderr: Vec<u8>,
     pids: Vec<u32>,
+    /// The consoles' groups, as recorded in state.json before each ran.
+    started: Vec<proc::GroupRecord>,
+    /// Processes a console left outside its group, stopped after it.
+    strays: Vec<u32>,
     commands: Vec<crate::proc::CmdLine>,
     exit: Option<String>,
     gone_at: Option<Instant>,
@@ -197,6 +201,8 @@ impl<'a> Watch<'a> {
             nonce: String::new(),
             stderr: Vec::new(),
             pids: Vec::new(),
+            started: Vec::new(),
+            strays: Vec::new(),
             commands: Vec::new(),
             exit: None,
             gone_at: None,
@@ -281,7 +287,14 @@ impl<'a> Watch<'a> {
             self.phase_start = self.record.bytes;
             // The probes type into the VM's console; nothing else needs its keyboard.
             let input = self.plan.probes.is_some() && phase.role == Role::Vm;
-            let mut console = match phase.cmd.console(&self.cx.log, self.plan.timing.grace, input) {
+            // Each console's group goes into state.json before its program runs: if this
+            // process is killed, the next command stops what it left running.
+            let (run, started) = (self.cx.run, &mut self.started);
+            let mut record = |group: &proc::GroupRecord| {
+                started.push(group.clone());
+                run.record_processes(StageName::Gate, started)
+            };
+            let mut console = match phase.cmd.console(&self.cx.log, self.plan.timing.grace, input, &mut record) {
                 Ok(c) => c,
                 Err(e) => {
                     if let Some(sig) = proc::interrupted() {
@@ -301,6 +314,14 @@ impl<'a> Watch<'a> {
             if stopped.terminated {
                 let how = if stopped.killed { "SIGTERM was not enough; killed" } else { "stopped with SIGTERM" };
                 self.cx.note(format!("[console process {} {how}]", console.pid()));
+            }
+            if !stopped.strays.is_empty() {
+                let pids: Vec<String> = stopped.strays.iter().map(u32::to_string).collect();
+                self.cx.say(format!(
+                    "stopped what the console left running outside its process group: pid {}",
+                    pids.join(", ")
+                ));
+                self.strays.extend(&stopped.strays);
             }
             for event in stopped.late {
                 match event {
@@ -498,6 +519,7 @@ impl<'a> Watch<'a> {
             seconds: clock.secs(outcome.decided_at),
             console_gone_at_unix: self.gone_at.map(|t| clock.unix(t)),
             pids: self.pids,
+            strays: self.strays,
             commands: self.commands,
             exit: self.exit,
             markers,
