@@ -258,3 +258,21 @@ fn a_console_a_killed_xtask_left_running_is_stopped_by_the_next_command() {
     assert!(!running(console_pid));
     assert!(p.state()["records"]["gate"].get("processes").is_none(), "the record is forgotten once stopped");
 }
+
+#[test]
+fn a_console_that_fails_before_printing_anything_is_infrastructure() {
+    let p = command_project("");
+    // The program runs, but the file it reads is missing: nothing reaches the console.
+    let missing = console(&p, "missing-image", "exec cat /nonexistent/clawdie.img\n");
+    crate::gate::gate(&p, &["--", missing.as_str()])
+        .code_is(2)
+        .stderr_has("the console program exited with status 1 before printing anything")
+        .stderr_has("/nonexistent/clawdie.img: No such file or directory");
+    assert_decided(&p, "error", "infrastructure", None);
+    // Once the console has spoken, its end is the image's.
+    let spoke = console(&p, "spoke", "printf 'Trying to mount root from x\\r\\n'\nexit 3\n");
+    crate::gate::gate(&p, &["--", spoke.as_str()])
+        .code_is(1)
+        .stderr_has("the console program ended before marker 2 of 4");
+    assert_decided(&p, "fail", "exit", None);
+}
