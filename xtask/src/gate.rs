@@ -324,6 +324,10 @@ pub struct GateOutputs {
     /// Attempts it took (more than one after infrastructure errors).
     #[serde(default)]
     pub attempts: u32,
+    /// The identity of result.json, junit.xml and console.log (by their paths above)
+    /// when the gate ended: one rewritten or replaced since makes the gate run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// The gate's plan: what `--dry-run` prints, and everything the run needs.
@@ -497,6 +501,7 @@ impl Stage for Gate {
 
     fn outputs_intact(&self, cx: &Cx, outputs: &GateOutputs) -> bool {
         [&outputs.result, &outputs.junit, &outputs.console].iter().all(|p| cx.run.abs(p).is_file())
+            && outputs.produced.intact(|p| cx.run.abs(p))
     }
 
     fn plan(&self, cx: &Cx) -> Result<GatePlan> {

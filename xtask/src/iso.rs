@@ -132,6 +132,10 @@ pub struct IsoOutputs {
     /// The packages installed.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// The identity of the image and of each file the profile requires, when iso ended,
+    /// by absolute path: one replaced or rewritten since makes iso run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// The iso stage's plan.
@@ -282,6 +286,7 @@ impl Iso {
                     catalogues: BTreeMap::new(),
                     signed: false,
                     build_name: None,
+                    produced: Default::default(),
                 };
                 Ok((Source::Scratch { from: Box::new(placeholder), to }, None))
             }
@@ -326,6 +331,7 @@ impl Stage for Iso {
         let profile = cx.config().iso.profiles.get(&outputs.profile).cloned().unwrap_or_default();
         outputs.image.as_ref().is_none_or(|i| i.is_file())
             && profile.require.iter().all(|f| outputs.root.join(prefix).join(f).is_file())
+            && outputs.produced.intact(|path| path.to_owned())
     }
 
     fn plan(&self, cx: &Cx) -> Result<IsoPlan> {
@@ -448,12 +454,19 @@ impl Stage for Iso {
             Some(cmd) => Some(build_image(cx, cmd, &plan.image)?),
             None => None,
         };
+        let mut produced = crate::fingerprint::Produced::default();
+        let prefix = plan.root.join(cfg.prefix.trim_start_matches('/'));
+        let required = cfg.profiles.get(&plan.profile).map(|p| p.require.clone()).unwrap_or_default();
+        for path in image.iter().cloned().chain(required.iter().map(|f| prefix.join(f))) {
+            produced.add(path.clone(), &path)?;
+        }
         Ok(IsoOutputs {
             root: plan.root.clone(),
             profile: plan.profile.clone(),
             image,
             source: url,
             packages: cfg.packages.clone(),
+            produced,
         })
     }
 }

@@ -111,6 +111,10 @@ pub struct MakesumOutputs {
     /// How it was made.
     #[serde(default)]
     pub method: Method,
+    /// Each distfile's identity when makesum ended, by its name in `distdir`: a file
+    /// overwritten since (even at the same size) makes makesum run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// makesum's plan: the steps `--dry-run` prints, and what execute needs.
@@ -468,7 +472,7 @@ impl Makesum {
         } else {
             cx.say(format!("{distinfo_path} is unchanged (TIMESTAMP kept)"));
         }
-        Ok(self.outputs(cx, target, files, &text, Method::Native))
+        self.outputs(cx, target, files, &text, Method::Native)
     }
 
     /// The error for distfiles that could not be had: every one of them, with every
@@ -528,14 +532,26 @@ impl Makesum {
         failure.into()
     }
 
-    fn outputs(&self, cx: &Cx, target: &Target, files: Vec<Distfile>, text: &str, method: Method) -> MakesumOutputs {
-        MakesumOutputs {
+    fn outputs(
+        &self,
+        cx: &Cx,
+        target: &Target,
+        files: Vec<Distfile>,
+        text: &str,
+        method: Method,
+    ) -> Result<MakesumOutputs> {
+        let mut produced = crate::fingerprint::Produced::default();
+        for f in &files {
+            produced.add(f.name.as_str(), &target.distdir.join(&f.name))?;
+        }
+        Ok(MakesumOutputs {
             distinfo: crate::fsx::relative_to(&target.distinfo, &cx.loaded.base),
             distdir: target.distdir.clone(),
             distfiles: files,
             distinfo_sha256: sha256_bytes(text.as_bytes()),
             method,
-        }
+            produced,
+        })
     }
 
     fn execute_ports(&self, cx: &mut Cx, target: &Target, cmd: &CmdLine) -> Result<MakesumOutputs> {
@@ -551,7 +567,7 @@ impl Makesum {
             .with_context(|| format!("`{cmd}` succeeded but left no readable distinfo at {path}"))?;
         let files = distinfo::parse(&text, path.as_str())?;
         cx.say(format!("{path}: {} distfiles", files.len()));
-        Ok(self.outputs(cx, target, files, &text, Method::Ports))
+        self.outputs(cx, target, files, &text, Method::Ports)
     }
 }
 
@@ -735,6 +751,7 @@ impl Stage for Makesum {
                 .distfiles
                 .iter()
                 .all(|f| fs::metadata(outputs.distdir.join(&f.name)).is_ok_and(|m| m.is_file() && m.len() == f.size))
+            && outputs.produced.intact(|name| outputs.distdir.join(name))
     }
 
     fn plan(&self, cx: &Cx) -> Result<MakesumPlan> {

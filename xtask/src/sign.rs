@@ -111,6 +111,11 @@ pub struct SignOutputs {
     pub signed: bool,
     #[serde(default)]
     pub build_name: Option<String>,
+    /// The identity of the manifest (by its path in the state directory) and of each
+    /// package (by its path in `repo`) when sign ended: one rewritten or replaced since
+    /// makes sign run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// The release manifest: what was released, from what, signed by which key.
@@ -584,6 +589,9 @@ impl Stage for Sign {
             && outputs.catalogues.iter().all(|(archive, sha)| {
                 std::fs::read(outputs.repo.join(archive)).map(|b| sha256_bytes(&b) == *sha).unwrap_or(false)
             })
+            && outputs
+                .produced
+                .intact(|name| if name == outputs.manifest { cx.run.abs(name) } else { outputs.repo.join(name) })
     }
 
     fn plan(&self, cx: &Cx) -> Result<SignPlan> {
@@ -736,6 +744,11 @@ impl Stage for Sign {
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
 
         let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
+        let mut produced = crate::fingerprint::Produced::default();
+        produced.add(cx.run.rel(&path), &path)?;
+        for p in &manifest.packages {
+            produced.add(p.path.clone(), &repo.join(&p.path))?;
+        }
         Ok(SignOutputs {
             repo: repo.clone(),
             manifest: cx.run.rel(&path),
@@ -748,6 +761,7 @@ impl Stage for Sign {
             catalogues: report.catalogues.iter().map(|c| (c.archive.clone(), c.archive_sha256.clone())).collect(),
             signed,
             build_name: manifest.build_name.clone(),
+            produced,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! printing anything (infrastructure).
 
 use std::fs;
+use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -275,4 +276,22 @@ fn a_console_that_fails_before_printing_anything_is_infrastructure() {
         .code_is(1)
         .stderr_has("the console program ended before marker 2 of 4");
     assert_decided(&p, "fail", "exit", None);
+}
+
+#[test]
+fn a_gate_result_rewritten_at_the_same_size_makes_the_gate_run_again() {
+    let p = command_project("");
+    let pass = console(&p, "pass", &format!("{}exec sleep 60\n", crate::gate::MARKERS));
+    p.write_config(&format!(
+        "[gate]\nbackend = \"command\"\nsettle_secs = 0\ngrace_secs = 2\nretries = 0\nprobes = []\n\n[gate.command]\nprogram = [\"{pass}\"]\n"
+    ));
+    p.run(&["release", "--from", "gate"]).success();
+    p.run(&["release", "--from", "gate"]).success().stderr_has("every stage is up to date");
+    // junit.xml rewritten in place with as many bytes.
+    let junit = gate_dir(&p).join("junit.xml");
+    let text = fs::read_to_string(&junit).unwrap().replace("failures=\"0\"", "failures=\"9\"");
+    fs::OpenOptions::new().write(true).open(&junit).unwrap().write_all(text.as_bytes()).unwrap();
+    let run = p.run(&["release", "--from", "gate"]);
+    run.success().stderr_has("pass: all 4 markers appeared in order").stderr_has("1 ran, 0 up to date");
+    assert!(fs::read_to_string(gate_dir(&p).join("junit.xml")).unwrap().contains("failures=\"0\""));
 }

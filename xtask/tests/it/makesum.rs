@@ -4,6 +4,7 @@
 //! stand-in.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -349,6 +350,29 @@ fn unchanged_input_leaves_distinfo_byte_identical() {
 
     // And the pipeline sees nothing to do: writing distinfo does not make `port` stale.
     p.run(&["release", "--to", "makesum"]).success();
+    p.run(&["release", "--to", "makesum"]).success().stderr_has("every stage is up to date");
+}
+
+#[test]
+fn a_distfile_overwritten_at_the_same_size_makes_makesum_run_again() {
+    let p = colibri_project("");
+    p.run(&["release", "--to", "makesum"]).success();
+    p.run(&["release", "--to", "makesum"]).success().stderr_has("every stage is up to date");
+    // One crate overwritten in place in the distfiles directory: same size, same inode.
+    let crates = p.root.join("distfiles/rust/crates");
+    let mut names: Vec<_> = fs::read_dir(&crates).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let file = &names[0];
+    let good = fs::read(file).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0xff;
+    fs::OpenOptions::new().write(true).open(file).unwrap().write_all(&bad).unwrap();
+    assert_eq!(fs::metadata(file).unwrap().len(), good.len() as u64);
+
+    let run = p.run(&["release", "--to", "makesum"]);
+    run.success().stderr_has("moved aside to");
+    assert!(!run.stderr().contains("every stage is up to date"), "{}", run.stderr());
+    assert_eq!(fs::read(file).unwrap(), good, "the damaged distfile was not replaced");
     p.run(&["release", "--to", "makesum"]).success().stderr_has("every stage is up to date");
 }
 

@@ -46,6 +46,10 @@ pub fn run(cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
     match last.verdict {
         Verdict::Pass => {
             cx.say(format!("pass: {}", last.reason));
+            let mut produced = crate::fingerprint::Produced::default();
+            for file in [&json, &junit, &console] {
+                produced.add(cx.run.rel(file), file).map_err(super::infrastructure)?;
+            }
             Ok(GateOutputs {
                 verdict: "pass".into(),
                 result: cx.run.rel(&json),
@@ -56,6 +60,7 @@ pub fn run(cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
                 decided_by: last.decided_by.as_ref().and_then(|d| d.name.clone()).unwrap_or_default(),
                 seconds: last.decided_by.as_ref().map_or(last.seconds, |d| d.at_secs),
                 attempts: attempts.len() as u32,
+                produced,
             })
         }
         Verdict::Fail => {
