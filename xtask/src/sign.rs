@@ -439,11 +439,20 @@ impl Sign {
         }
     }
 
+    /// The key file signing reads: signing.key, unless a signing command signs (natively,
+    /// or through `pkg repo` in fingerprints mode).
+    fn key_used(&self, cx: &Cx) -> Option<Utf8PathBuf> {
+        let uses_key = match cx.config().sign.method {
+            SignMethod::Native => self.signing_command(cx).is_none(),
+            SignMethod::Pkg => cx.config().signing.trust == TrustMode::Pubkey,
+        };
+        uses_key.then(|| cx.resolve(&cx.config().signing.key))
+    }
+
     /// Signs every catalogue archive natively.
     fn sign_native(&self, cx: &Cx, repo: &Utf8Path, mode: TrustMode) -> Result<()> {
-        let signing = &cx.config().signing;
         let command = self.signing_command(cx);
-        let key_signer;
+        let by_key;
         let command_signer;
         let signer: &dyn Signer = match command {
             Some(cmd) => {
@@ -451,15 +460,8 @@ impl Sign {
                 &command_signer
             }
             None => {
-                let key_path = cx.resolve(&signing.key);
-                let pub_path = cx.resolve(&signing.pubkey);
-                let secret = pkgrepo::key::read_private_key(&key_path)
-                    .map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
-                let cert = std::fs::read(&pub_path).map_err(|e| {
-                    cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}"))
-                })?;
-                key_signer = KeySigner::new(&secret, &key_path, cert, &pub_path)?;
-                &key_signer
+                by_key = key_signer(cx)?;
+                &by_key
             }
         };
         let meta = MetaConf::load(repo).unwrap_or_default();
@@ -648,6 +650,16 @@ impl Stage for Sign {
         };
         if action == Action::Sign {
             let mode = keys.trust.mode();
+            // The key is checked as signing will read it (a dry run finds a key sign
+            // would refuse); it is read and checked, never shown.
+            if let Some(key) = self.key_used(cx) {
+                let signer = key_signer(cx)?;
+                steps.check(format!(
+                    "the signing key {key}: mode 0600 or stricter, a {} key, the private half of {}",
+                    signer.algorithm(),
+                    cx.resolve(&cx.config().signing.pubkey)
+                ));
+            }
             match cx.config().sign.method {
                 SignMethod::Native => {
                     let by = match self.signing_command(cx) {
@@ -764,4 +776,18 @@ impl Stage for Sign {
             produced,
         })
     }
+}
+
+/// The signing key, read as signing reads it: a file of mode 0600 or stricter that this
+/// process can read, a key of a type pkg signs with, the private half of signing.pubkey
+/// (what clients are given). Errors name the files, never the key.
+fn key_signer(cx: &Cx) -> Result<KeySigner> {
+    let signing = &cx.config().signing;
+    let key_path = cx.resolve(&signing.key);
+    let pub_path = cx.resolve(&signing.pubkey);
+    let secret =
+        pkgrepo::key::read_private_key(&key_path).map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
+    let cert = std::fs::read(&pub_path)
+        .map_err(|e| cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}")))?;
+    Ok(KeySigner::new(&secret, &key_path, cert, &pub_path)?)
 }

@@ -382,6 +382,50 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 }
 
 #[test]
+fn dry_run_checks_the_key_as_sign_would_without_showing_it() {
+    let p = signing_project("pubkey", "");
+    let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
+    let key = p.scratch.path.join("keys/test-repo.key");
+    let key_line = fs::read_to_string(&key).unwrap().lines().nth(5).unwrap().to_owned();
+    let dry = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["sign", "--dry-run", "--repo", repo.as_str()]);
+        let run = p.run(&args);
+        for text in [run.stdout(), run.stderr()] {
+            assert!(!text.contains(&key_line) && !text.contains("PRIVATE KEY-----\n"), "the key leaked:\n{text}");
+        }
+        run
+    };
+    dry(&[]).success().stdout_has(&format!(
+        "check   the signing key {key}: mode 0600 or stricter, a rsa key, the private half of {}",
+        pubkey()
+    ));
+
+    // Readable by others: refused, as sign refuses it.
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    dry(&[]).code_is(2).stderr_has("mode 0644").stderr_has("refusing to use it").stderr_has("pipeline.toml:");
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    // Not the private half of signing.pubkey.
+    let (other, _) = other_key(&p.scratch.path.join("other"));
+    let arg = format!("signing.key={other}");
+    dry(&["-o", &arg])
+        .code_is(2)
+        .stderr_has(&format!("the signing key {other} (rsa) does not belong to the public key"));
+
+    // Not a key at all.
+    let garbage = p.scratch.path.join("keys/garbage.key");
+    fs::write(&garbage, "not a key\n").unwrap();
+    fs::set_permissions(&garbage, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let arg = format!("signing.key={garbage}");
+    dry(&["-o", &arg]).code_is(2).stderr_has(&format!("the signing key {garbage} cannot be used"));
+
+    // Missing.
+    let arg = format!("signing.key={}", p.scratch.path.join("keys/missing.key"));
+    dry(&["-o", &arg]).code_is(2).stderr_has("missing.key");
+}
+
+#[test]
 fn without_bulk_the_repository_is_under_poudriere_data() {
     let p = signing_project("pubkey", "[poudriere]\ndata = \"/srv/poudriere-data\"\n");
     let run = p.run(&["sign", "--dry-run"]);
