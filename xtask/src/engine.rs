@@ -221,6 +221,7 @@ impl<'a> Engine<'a> {
         let name = stage.name();
         let log_path = run.log_path(name);
         let started = Instant::now();
+        let before = run.state.record(name).cloned();
         {
             let rel_log = run.rel(&log_path);
             let rec = run.state.record_mut(name);
@@ -243,6 +244,20 @@ impl<'a> Engine<'a> {
         let result = stage.fingerprint(&cx).and_then(|fp| stage.run(&mut cx).map(|outputs| (fp, outputs)));
         let log = cx.log;
         let elapsed = started.elapsed();
+        if let Err(err) = &result
+            && stage_class(err) == Class::Usage
+        {
+            // What was asked cannot be done: the stage did nothing, and its record stays
+            // as it was (a refused `publish --rollback` leaves the last publish usable).
+            match before {
+                Some(before) => *run.state.record_mut(name) = before,
+                None => drop(run.state.records.remove(&name)),
+            }
+            run.save()?;
+            log.line(&format!("error: {}", crate::ui::render_error(err)));
+            log.line(&format!("==== {name}: refused; its record is unchanged ===="));
+            return Err(self.report_failure(name, err, &log, rerun));
+        }
         let ended = now_rfc3339();
         let run_id = run.id().to_owned();
         let rec = run.state.record_mut(name);
@@ -308,6 +323,10 @@ impl<'a> Engine<'a> {
         }
         if let Some(path) = log.path() {
             self.ui.eprintln(&format!("  full log: {path}"));
+        }
+        if class == Class::Usage {
+            // The same command would be refused the same way; the run is as it was.
+            return Failure::reported(class).into();
         }
         match rerun {
             Rerun::Detached => self.ui.eprintln(&format!("  rerun it: {again}")),

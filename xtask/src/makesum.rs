@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::Makesum;
 use crate::config::{Loaded, Tool};
 use crate::failure;
-use crate::failure::Failure;
+use crate::failure::{Failure, ResultExt};
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::port::PortOutputs;
 use crate::proc::{CmdLine, StreamOpts};
@@ -227,6 +227,40 @@ impl Makesum {
         }
     }
 
+    /// A distinfo that cannot be read, with the way out. With `--port`, it is that
+    /// port's own. Otherwise the staged copy: when colibri's copy reads well, restaging
+    /// the port replaces the damaged one (a problem of this host, not the product);
+    /// when colibri's own is damaged too, the product's port is at fault.
+    fn damaged_distinfo(&self, cx: &Cx, e: anyhow::Error) -> anyhow::Error {
+        if let Some(port) = &self.port {
+            let again = cx.loaded.xtask(&format!("makesum --port {}", crate::config::shown_path(port)));
+            return Err::<(), _>(e)
+                .help(format!("fix that distinfo, or remove it (makesum writes a new one), then: {again}"))
+                .class(failure::Class::Usage)
+                .unwrap_err();
+        }
+        let (port, makesum) = (cx.loaded.xtask("port"), cx.loaded.xtask("makesum"));
+        let source = cx
+            .output::<PortOutputs>(StageName::Port)
+            .ok()
+            .map(|p| lexical(&cx.resolve(&p.checkout).join(&cx.config().port.source).join("distinfo")));
+        let source_damaged = source
+            .as_ref()
+            .filter(|s| fs::read_to_string(s).is_ok_and(|text| distinfo::parse(&text, s.as_str()).is_err()));
+        let (first, class) = match source_damaged {
+            Some(source) => (
+                format!(
+                    "colibri's own copy, {source}, is damaged too: fix it there (or remove it: makesum writes a new one), then stage the port again: {port}"
+                ),
+                failure::Class::Product,
+            ),
+            None => (format!("the staged copy is damaged; stage the port again from colibri: {port}"), {
+                failure::Class::Infrastructure
+            }),
+        };
+        Err::<(), _>(e).help(first).help(format!("then write its distinfo: {makesum}")).class(class).unwrap_err()
+    }
+
     /// The jobs for the native method, with the steps that show them.
     fn plan_native(&self, cx: &Cx, target: &Target, steps: &mut Plan) -> Result<Vec<Job>> {
         let cfg = &cx.config().makesum;
@@ -239,9 +273,11 @@ impl Makesum {
         // The distinfo the port has now (in a dry run before `port`: the checkout's copy).
         let distinfo_path = target.port_dir.join("distinfo");
         let listed: HashMap<String, Distfile> = match read_optional(&distinfo_path)? {
-            Some(text) => {
-                distinfo::parse(&text, distinfo_path.as_str())?.into_iter().map(|d| (d.name.clone(), d)).collect()
-            }
+            Some(text) => distinfo::parse(&text, distinfo_path.as_str())
+                .map_err(|e| self.damaged_distinfo(cx, e))?
+                .into_iter()
+                .map(|d| (d.name.clone(), d))
+                .collect(),
             None => HashMap::new(),
         };
         let (cache_root, caches) = fetch::cargo_caches();

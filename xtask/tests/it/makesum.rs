@@ -13,7 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
 
 use test_support::httpd::{Reply, Server};
-use test_support::{Project, data, repo_root, scratch, standins};
+use test_support::{Project, data, git, repo_root, scratch, standins};
 
 const RIPGREP_MAKEFILE: &str = "PORTNAME=\tripgrep\nDISTVERSION=\t15.1.0\nCATEGORIES=\ttextproc\n\nMAINTAINER=\tports@example.org\nCOMMENT=\tCommand line search tool\nWWW=\t\thttps://github.com/BurntSushi/ripgrep\n\nLICENSE=\tMIT UNLICENSE\n\nUSES=\t\tcargo\nUSE_GITHUB=\tyes\nGH_ACCOUNT=\tBurntSushi\n\nPLIST_FILES=\tbin/rg\n\n.include <bsd.port.mk>\n";
 
@@ -374,6 +374,50 @@ fn a_distfile_overwritten_at_the_same_size_makes_makesum_run_again() {
     assert!(!run.stderr().contains("every stage is up to date"), "{}", run.stderr());
     assert_eq!(fs::read(file).unwrap(), good, "the damaged distfile was not replaced");
     p.run(&["release", "--to", "makesum"]).success().stderr_has("every stage is up to date");
+}
+
+/// The `cargo xtask ...` command a report printed after `label`, run as printed (by sh,
+/// in the project, `cargo xtask` being the built binary).
+fn run_printed(p: &Project, stderr: &str, label: &str) -> test_support::Run {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.split_once(label).map(|(_, rest)| rest.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{stderr}"));
+    assert!(line.starts_with("cargo xtask "), "{line}");
+    let script = line.replacen("cargo xtask", test_support::xtask_bin().as_str(), 1);
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]).current_dir(&p.root).env("CI", "1").env("NO_COLOR", "1");
+    for (k, v) in &p.env {
+        cmd.env(k, v);
+    }
+    let output = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    test_support::Run { desc: line, dir: p.root.clone(), output }
+}
+
+#[test]
+fn garbage_in_the_staged_distinfo_names_the_commands_that_fix_it() {
+    let p = colibri_project("");
+    p.run(&["port"]).success();
+    let staged = p.root.join("ports/sysutils/colibri/distinfo");
+    let mut text = fs::read_to_string(&staged).unwrap();
+    text.push_str("SHA256 (x.crate) = not-a-digest\n");
+    fs::write(&staged, &text).unwrap();
+    let run = p.run(&["makesum"]);
+    run.code_is(2)
+        .stderr_has(&format!("{staged}:"))
+        .stderr_has("`not-a-digest` is not a SHA-256")
+        .stderr_has("the staged copy is damaged; stage the port again from colibri: cargo xtask --config");
+    // The commands work as printed, in their order.
+    run_printed(&p, &run.stderr(), "stage the port again from colibri:").success();
+    run_printed(&p, &run.stderr(), "then write its distinfo:").success().stderr_has("7 distfiles");
+
+    // colibri's own distinfo damaged: the product's port is at fault.
+    let source = p.colibri().join("packaging/freebsd/port/sysutils/colibri/distinfo");
+    fs::write(&source, "garbage\n").unwrap();
+    git(&p.colibri(), &["commit", "-qam", "a damaged distinfo"]);
+    git(&p.colibri(), &["tag", "-f", "v0.9.0"]);
+    p.run(&["port"]).success();
+    p.run(&["makesum"]).code_is(1).stderr_has(&format!("colibri's own copy, {source}, is damaged too"));
 }
 
 #[test]

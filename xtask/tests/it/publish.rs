@@ -127,7 +127,7 @@ fn publishes_through_nginx_and_switches_latest() {
         get(&format!("{}{ABI}/latest/data.pkg", site.nginx.url())).unwrap(),
         fs::read(a.join("data.pkg")).unwrap()
     );
-    p.run(&["publish", "--rollback"]).code_is(1).stderr_has("no version older than");
+    p.run(&["publish", "--rollback"]).code_is(2).stderr_has("no version older than");
     p.run(&["publish", "--rollback", &v2]).success();
     assert_eq!(latest(&site.dir), v2);
     // A version that no longer verifies is never switched to.
@@ -142,7 +142,34 @@ fn publishes_through_nginx_and_switches_latest() {
         .stderr_has("All/colibri-0.9.0.pkg: does not match");
     assert_eq!(latest(&site.dir), v2);
     fs::write(&damaged, &good).unwrap();
-    p.run(&["publish", "--rollback", "no-such"]).code_is(1).stderr_has(&format!("the versions kept are: {v1}, {v2}"));
+    let before = p.state()["records"]["publish"].clone();
+    p.run(&["publish", "--rollback", "no-such"]).code_is(2).stderr_has(&format!("the versions kept are: {v1}, {v2}"));
+    // A refused rollback leaves publish's record as it was.
+    assert_eq!(p.state()["records"]["publish"], before);
+}
+
+#[test]
+fn a_rollback_with_nothing_published_says_so_and_suggests_no_publishing() {
+    let s = scratch();
+    let site = s.path.join("site");
+    let p = project(&site, "http://127.0.0.1:9/", "");
+    let run = p.run(&["publish", "--rollback"]);
+    run.code_is(2).stderr_has(&format!(
+        "nothing is published for {ABI} at {}: there is no version to roll back to",
+        site.join(ABI)
+    ));
+    // Neither a publish nor a resume (which would publish) is offered.
+    for text in [run.stderr(), run.stdout()] {
+        assert!(!text.contains("--resume") && !text.contains("xtask publish\n"), "{text}");
+        assert!(!text.contains("rerun"), "{text}");
+    }
+    // The run records nothing about it: status offers nothing to continue.
+    let status = p.run(&["status"]);
+    assert!(!status.stdout().contains("continue with"), "{}", status.stdout());
+    assert!(!status.stdout().contains("failed"), "{}", status.stdout());
+    p.run(&["publish", "--rollback", "20260101T000000.000Z-0000"])
+        .code_is(2)
+        .stderr_has("there is no version to roll back to");
 }
 
 #[test]
