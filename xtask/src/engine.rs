@@ -610,12 +610,16 @@ fn started_by(state: &crate::run::State) -> String {
 }
 
 /// The class of a stage's failure: interrupted once a stop signal arrived; what the
-/// error says; otherwise the product's fault (exit 1).
+/// error says; otherwise infrastructure (exit 2). A failure is the product's (exit 1)
+/// only where a stage judged the product and marked it so (`.product()`: a port that
+/// does not build, a repository that does not verify, an image that does not boot):
+/// an error nobody judged says nothing against the release (docs/runbook.md, "Exit
+/// codes").
 fn stage_class(err: &anyhow::Error) -> Class {
     if crate::proc::interrupted().is_some() {
         return Class::Interrupted;
     }
-    failure::class_of(err).unwrap_or(Class::Product)
+    failure::class_of(err).unwrap_or(Class::Infrastructure)
 }
 
 fn rec_status_word(interrupted: bool) -> &'static str {
@@ -735,6 +739,15 @@ fn no_flags<T: clap::Args + clap::FromArgMatches>(name: StageName) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_nobody_judged_is_the_machinerys_and_a_judged_one_keeps_its_class() {
+        assert_eq!(stage_class(&anyhow::anyhow!("cannot read a file")), Class::Infrastructure);
+        let judged: anyhow::Error = Failure::new("the port lacks pkg-plist").product().into();
+        assert_eq!(stage_class(&judged), Class::Product);
+        let refused: anyhow::Error = Failure::new("no such version").usage().into();
+        assert_eq!(stage_class(&refused), Class::Usage);
+    }
 
     #[test]
     fn every_stage_parses_with_no_flags() {

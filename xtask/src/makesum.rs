@@ -499,6 +499,7 @@ impl Makesum {
                             None => "makesum".to_owned(),
                         })
                     ))
+                    .product()
                 );
             }
             cx.say(format!("{distinfo_path} is current"));
@@ -551,10 +552,17 @@ impl Makesum {
         // What the errors behind the reasons say to do, then what to do about the rest.
         let mut failure = missing.iter().flat_map(|(_, o)| &o.help).fold(Failure::new(msg), |f, l| f.help(l.clone()));
         if missing.iter().any(|(_, o)| o.mismatch) {
-            failure = failure.help(format!(
-                "a checksum mismatch means the file is not the one its checksum pins (damaged or tampered with); the bad copies are in {} for inspection, never use them",
-                target.distdir.join(fetch::QUARANTINE)
-            ));
+            // What the pins refuse is not the release's source: the product cannot be
+            // built as pinned (never retried). Files that could not be reached are the
+            // network's (exit 2).
+            failure = failure
+                .help(format!(
+                    "a checksum mismatch means the file is not the one its checksum pins (damaged or tampered with); the bad copies are in {} for inspection, never use them",
+                    target.distdir.join(fetch::QUARANTINE)
+                ))
+                .product();
+        } else {
+            failure = failure.infrastructure();
         }
         if missing.iter().any(|(j, _)| j.skipped.iter().any(|s| s.starts_with("--offline"))) {
             failure =

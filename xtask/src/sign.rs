@@ -368,8 +368,10 @@ fn verify_with_progress(repo: &Utf8Path, opts: &verify::Options, ui: &Ui) -> Res
     Ok(verify::verify(repo, &verify::Options { progress: &progress, ..*opts })?)
 }
 
-/// The problems as an error: the product's failure (exit 1).
-fn failure(repo: &Utf8Path, report: &Report, help: &str) -> anyhow::Error {
+/// The problems as an error of `class`: the product's (exit 1) when the packages do not
+/// match their catalogue; the machinery's (exit 2) when signing made a catalogue that
+/// does not verify.
+fn failure(repo: &Utf8Path, report: &Report, help: &str, class: crate::failure::Class) -> anyhow::Error {
     let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
     failure::Failure::new(format!(
         "the repository {repo} failed verification ({}):\n{}",
@@ -377,7 +379,7 @@ fn failure(repo: &Utf8Path, report: &Report, help: &str) -> anyhow::Error {
         lines.join("\n")
     ))
     .help(help)
-    .product()
+    .class(class)
     .into()
 }
 
@@ -697,7 +699,11 @@ impl Stage for Sign {
             return Err(failure(
                 &repo,
                 &report,
-                "the packages do not match the catalogue poudriere wrote; rebuild them (cargo xtask bulk) rather than signing this",
+                &format!(
+                    "the packages do not match the catalogue poudriere wrote; rebuild them ({}) rather than signing this",
+                    cx.loaded.xtask("bulk")
+                ),
+                crate::failure::Class::Product,
             ));
         }
         let mut signed = false;
@@ -728,6 +734,7 @@ impl Stage for Sign {
                     &repo,
                     &report,
                     "signing did not give a catalogue that verifies; check signing.key, signing.pubkey and the trust settings",
+                    crate::failure::Class::Infrastructure,
                 ));
             }
             if !report.signed_by(&keys.fingerprint) {

@@ -217,7 +217,7 @@ fn ripgrep_sample_offline_reproduces_every_crate_line() {
         let port = ripgrep_port(&p, with_lock, with_distinfo);
         let distdir = p.scratch.path.join("distfiles");
         let run = p.run(&["makesum", "--port", port.as_str(), "--distdir", distdir.as_str(), "--offline"]);
-        run.code_is(1)
+        run.code_is(2)
             .stderr_has("1 of 52 distfiles could not be had")
             .stderr_has("BurntSushi-ripgrep-15.1.0_GH0.tar.gz (the port's source, GitHub tag 15.1.0)")
             .stderr_has(
@@ -449,12 +449,12 @@ fn check_fails_with_a_diff_and_changes_nothing() {
 #[test]
 fn without_a_port_run_it_says_which_stage_comes_first() {
     let p = Project::new("");
-    p.run(&["makesum"]).code_is(1).stderr_has("run it first: cargo xtask --config pipeline.toml port");
+    p.run(&["makesum"]).code_is(2).stderr_has("run it first: cargo xtask --config pipeline.toml port");
     let p = colibri_project("");
     p.run(&["port"]).success();
     fs::remove_dir_all(p.root.join("ports/sysutils/colibri")).unwrap();
     p.run(&["makesum"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("is gone")
         .stderr_has("stage it again: cargo xtask --config pipeline.toml port");
 }
@@ -556,7 +556,7 @@ fn a_crate_missing_everywhere_is_listed_with_every_place_tried() {
     let beta = &f.crates[1];
     fs::write(f.cache.join(beta.file()), &beta.bytes).unwrap();
     let run = f.makesum(&["--offline"]);
-    run.code_is(1)
+    run.code_is(2)
         .stderr_has("2 of 3 distfiles could not be had")
         .stderr_has("rust/crates/alpha-1.0.0.crate (crate alpha 1.0.0)")
         .stderr_has("rust/crates/gamma-3.0.0.crate (crate gamma 3.0.0)")
@@ -650,7 +650,7 @@ fn download_failures_404_truncated_tampered_and_server_gone_are_listed() {
     let url = server.url();
     drop(server);
     let run = f.makesum(&[]);
-    run.code_is(1).stderr_has("3 of 4 distfiles could not be had").stderr_has(&format!("download {url}/alpha/1.0.0: "));
+    run.code_is(2).stderr_has("3 of 4 distfiles could not be had").stderr_has(&format!("download {url}/alpha/1.0.0: "));
     assert!(run.stderr().to_lowercase().contains("refused"), "{}", run.stderr());
     assert!(f.temps().is_empty(), "{:?}", f.temps());
 }
@@ -692,7 +692,7 @@ fn crates_nothing_pins_are_refused_until_a_lock_is_given() {
     let lock = f.p.scratch.path.join("elsewhere.lock");
     fs::rename(f.port.join("Cargo.lock"), &lock).unwrap();
     f.makesum(&["--offline"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("2 crate(s) cannot be verified")
         .stderr_has("rust/crates/alpha-1.0.0.crate")
         .stderr_has("--lock PATH");
@@ -711,7 +711,7 @@ fn an_unreadable_ca_file_is_named() {
     p.env = f.p.env.clone();
     p.env.push(("SSL_CERT_FILE".into(), pem.to_string()));
     let args = ["makesum", "--port", f.port.as_str(), "--distdir", f.distdir.as_str()];
-    p.run(&args).code_is(1).stderr_has(&format!("{pem} (SSL_CERT_FILE) holds no certificates"));
+    p.run(&args).code_is(2).stderr_has(&format!("{pem} (SSL_CERT_FILE) holds no certificates"));
     // Offline, no download needs it.
     let alpha = &f.crates[0];
     fs::write(f.cache.join(alpha.file()), &alpha.bytes).unwrap();
@@ -726,12 +726,12 @@ fn a_makefile_it_cannot_evaluate_names_the_variable_and_the_way_out() {
     fs::write(&makefile, text.replace("DISTVERSION=\t1.0", "PORTVERSION=\t1.0\nDISTVERSION=\t${PORTVERSION:S/./-/}"))
         .unwrap();
     f.makesum(&["--offline"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("cannot evaluate DISTVERSION")
         .stderr_has("${PORTVERSION:S/./-/}")
         .stderr_has("makesum.method = \"ports\"");
     fs::write(&makefile, text.replace("DISTFILES=\n", ".if defined(WITH_X)\nDISTFILES=\tx.tgz\n.endif\n")).unwrap();
-    f.makesum(&["--offline"]).code_is(1).stderr_has("cannot evaluate DISTFILES: it is set inside a .if block");
+    f.makesum(&["--offline"]).code_is(2).stderr_has("cannot evaluate DISTFILES: it is set inside a .if block");
 }
 
 #[test]
@@ -764,7 +764,7 @@ fn ports_method_runs_the_frameworks_makesum() {
     // make's failure shows with its own words.
     fs::remove_file(site.join("rust/crates/memchr-2.8.3.crate")).unwrap();
     fs::remove_file(distdir.join("rust/crates/memchr-2.8.3.crate")).unwrap();
-    p.run(&["makesum"]).code_is(1).stderr_has("exited with status 1").stderr_has("Couldn't fetch it");
+    p.run(&["makesum"]).code_is(2).stderr_has("exited with status 1").stderr_has("Couldn't fetch it");
 }
 
 #[test]

@@ -307,7 +307,7 @@ fn a_key_readable_by_others_is_refused_and_never_shown() {
     fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
     let run = p.run(&["sign", "--repo", repo.as_str()]);
-    run.code_is(1).stderr_has("mode 0644").stderr_has("refusing to use it").stderr_has("pipeline.toml:");
+    run.code_is(2).stderr_has("mode 0644").stderr_has("refusing to use it").stderr_has("pipeline.toml:");
     let key_text = fs::read_to_string(&key).unwrap();
     let secret_line = key_text.lines().nth(5).unwrap();
     let log =
@@ -378,7 +378,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         .stdout_has("bulk has not run in this run")
         .stdout_has("/usr/local/poudriere/data/packages/clawdie-amd64-clawdie/.latest");
     // Outside a dry run, the missing bulk record is an error saying what to do.
-    p.run(&["sign"]).code_is(1).stderr_has("cargo xtask --config pipeline.toml bulk").stderr_has("--repo DIR");
+    p.run(&["sign"]).code_is(2).stderr_has("cargo xtask --config pipeline.toml bulk").stderr_has("--repo DIR");
 }
 
 #[test]
@@ -639,7 +639,7 @@ fn sign_signs_with_an_ecdsa_key_natively_and_through_a_command() {
     let repo3 = copy_sample("unsigned", &p.scratch.path.join("repo3"));
     let before = fs::read(repo3.join("data.pkg")).unwrap();
     p.run(&["sign", "--repo", repo3.as_str()])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("does not verify for pubkey clients")
         .stderr_has("use fingerprints mode with the command");
     assert_eq!(fs::read(repo3.join("data.pkg")).unwrap(), before);
