@@ -12,8 +12,9 @@
 //! - a hostile console: 100 MB without a newline after the first marker, then it keeps
 //!   running, deaf to SIGTERM (`gate.timeout_secs = 5`, `grace_secs = 2`): the gate's
 //!   peak memory (the kernel's ru_maxrss of the xtask process, through wait4; goal
-//!   under 100 MB), how long after the timeout the verdict came (goal: within the grace
-//!   period plus 1 s) and xtask ended (its teardown waits out the grace; same goal), and
+//!   under 100 MB), how long after the timeout (counted from the boot's start) the
+//!   verdict came and xtask ended (its teardown waits out the grace; goal for both:
+//!   within the grace period plus 1 s), and
 //!   the largest of result.json, junit.xml and state.json (goal under 64 KiB).
 //!
 //! Each figure is printed on one line with its goal, `met` or `MISSED`, and its ratio to
@@ -181,7 +182,6 @@ fn endless_line(dir: &Path) -> bool {
     )
     .unwrap();
     let me = std::env::current_exe().unwrap();
-    let start = std::time::Instant::now();
     // Reaped by wait4 below, which also gives its resource usage.
     #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -205,13 +205,17 @@ fn endless_line(dir: &Path) -> bool {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid pointers; the Child is not waited on again.
     assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
-    let wall = start.elapsed().as_secs_f64();
+    let ended = now();
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1, "the gate did not fail the image: {status}");
     let id = std::fs::read_to_string(dir.join("endless-state/current")).unwrap();
     let run = dir.join("endless-state/runs").join(id.trim());
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("gate/result.json")).unwrap()).unwrap();
     let verdict = r["seconds"].as_f64().unwrap();
+    // From the boot's start, where gate.timeout_secs counts from (xtask's own start-up
+    // is not the gate's).
+    let boot = r["final_attempt"]["started_at_unix"].as_f64().unwrap();
+    let wall = ended - boot;
     let largest = ["gate/result.json", "gate/junit.xml", "state.json"]
         .iter()
         .map(|f| std::fs::metadata(run.join(f)).unwrap().len())

@@ -76,9 +76,11 @@ pub struct Console {
 const CONSOLE_PIPE_BYTES: i32 = 1 << 20;
 
 /// Console events buffered between the reader threads and the consumer (each read is at
-/// most [`READ_BYTES`]: 16 MiB in all); a full queue makes the reader wait, never drop.
-/// Bounded so a console that floods faster than the gate judges cannot grow it.
-const CONSOLE_QUEUE: usize = 256;
+/// most [`READ_BYTES`]: 4 MiB in all); a full queue makes the reader wait, never drop.
+/// Bounded so a console that floods faster than the gate judges cannot grow it, and
+/// small: a deadline is judged once every byte that arrived before it has been read, so
+/// the backlog is what a flood can add to the time of a verdict.
+const CONSOLE_QUEUE: usize = 64;
 
 /// The most one read of the console takes.
 const READ_BYTES: usize = 64 * 1024;

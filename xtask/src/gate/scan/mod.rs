@@ -142,8 +142,11 @@ impl<'c> Scanner<'c> {
         while let Some((&b, tail)) = rest.split_first() {
             // Plain text goes into the line a run at a time.
             if self.escapes.in_text() && !is_special(b) {
+                // Looked for within the room the line has left only: a read of plain
+                // text longer than a line is not searched again for each cut.
                 let room = MAX_LINE - self.line.len();
-                let run = tail.iter().position(|&c| is_special(c)).map_or(rest.len(), |i| i + 1).min(room);
+                let window = &tail[..tail.len().min(room.saturating_sub(1))];
+                let run = window.iter().position(|&c| is_special(c)).map_or(window.len() + 1, |i| i + 1);
                 self.line.extend_from_slice(&rest[..run]);
                 rest = &rest[run..];
                 if self.line.len() >= MAX_LINE {
