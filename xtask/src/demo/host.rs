@@ -204,7 +204,7 @@ impl Nginx {
         );
         crate::fsx::write_atomic(&conf, text.as_bytes())?;
         let cmd = CmdLine::new(nginx.as_str()).args(["-p", prefix.as_str(), "-c", conf.as_str()]);
-        let mut console = cmd.console(log, Duration::from_secs(5), false)?;
+        let mut console = cmd.console(log, Duration::from_secs(5), false, &mut |_| Ok(()))?;
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
             while console.try_recv().is_some() {}

@@ -15,6 +15,7 @@ use anyhow::{Result, anyhow};
 
 use super::cmdline::{CmdLine, Output};
 use super::signals::{Teardown, check_interrupted, interrupted, start_signal_thread, tell};
+use super::strays::{disown, spawn_owned};
 use crate::run::Log;
 use crate::ui::Ui;
 
@@ -37,16 +38,28 @@ pub(super) struct Sent {
 /// for it to be gone, SIGKILL, up to [`KILL_WAIT`] more. `gone(wait)` says whether it
 /// is gone and, when it is not, waits up to `wait` for news (it may reap what it can).
 /// A `grace` of zero goes straight on to SIGKILL.
-pub(super) fn stop_group(pgid: i32, grace: Duration, mut gone: impl FnMut(Duration) -> bool) -> Sent {
+pub(super) fn stop_group(pgid: i32, grace: Duration, gone: impl FnMut(Duration) -> bool) -> Sent {
+    stop_with(|sig| killpg(pgid, sig), grace, gone)
+}
+
+/// The routine behind [`stop_group`], for any set of processes: `signal(sig)` sends
+/// `sig` to them and says whether any received it. SIGTERM, up to `grace` for `gone`,
+/// SIGKILL, up to [`KILL_WAIT`] more. Processes that are not a group of ours (what a
+/// console left behind, a console an earlier xtask left running) are stopped here too.
+pub(super) fn stop_with(
+    mut signal: impl FnMut(i32) -> bool,
+    grace: Duration,
+    mut gone: impl FnMut(Duration) -> bool,
+) -> Sent {
     let mut sent = Sent::default();
-    if !killpg(pgid, libc::SIGTERM) {
+    if !signal(libc::SIGTERM) {
         return sent;
     }
     sent.term = true;
     if wait_until_gone(grace, &mut gone) {
         return sent;
     }
-    sent.kill = killpg(pgid, libc::SIGKILL);
+    sent.kill = signal(libc::SIGKILL);
     wait_until_gone(KILL_WAIT, &mut gone);
     sent
 }
@@ -284,7 +297,7 @@ impl CmdLine {
         check_interrupted()?;
         log.line(&format!("$ {self}"));
         let expr = expression(&self.command()?).stdin_null().stderr_to_stdout().unchecked();
-        let reader = expr.reader().map_err(|e| self.spawn_error(e))?;
+        let reader = spawn_owned(|| expr.reader(), |r| r.pids()).map_err(|e| self.spawn_error(e))?;
         let pgid = reader.pids().first().copied().unwrap_or(0) as i32;
         let mut group = Group::register(pgid, opts.grace, self.to_string());
         let watchdog = opts.timeout.map(|t| Watchdog::start(pgid, t, opts.grace));
@@ -314,8 +327,11 @@ impl CmdLine {
                 }
             }
         }
-        let status = reader.try_wait().map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?;
-        let status = status.map(|o| o.status);
+        let status = reader.try_wait().map_err(|e| anyhow!("cannot wait for `{self}`: {e}"));
+        if matches!(status, Ok(Some(_))) {
+            disown(pgid as u32);
+        }
+        let status = status?.map(|o| o.status);
         if status.is_some() {
             // The child is gone; anything it left behind in its group goes too. (Otherwise
             // dropping the group stops it without reaping: the leader is duct's to wait for.)
@@ -348,11 +364,13 @@ impl CmdLine {
         }
         let mut cmd = self.command()?;
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let child = spawn_owned(|| cmd.spawn(), |c| vec![c.id()]).map_err(|e| self.spawn_error(e))?;
         let pid = child.id() as i32;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
+            let out = child.wait_with_output();
+            disown(pid as u32);
+            let _ = tx.send(out);
         });
         let out = match rx.recv_timeout(timeout) {
             Ok(out) => out.map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?,

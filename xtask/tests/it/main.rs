@@ -12,6 +12,7 @@ mod config;
 mod display;
 mod engine;
 mod gate;
+mod gate_hostile;
 mod iso;
 mod makesum;
 mod port;
