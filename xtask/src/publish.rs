@@ -189,6 +189,24 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
 impl Publish {
     /// `cargo xtask publish`.
     pub fn invoke(self, engine: &crate::engine::Engine) -> Result<()> {
+        if self.rollback.as_deref().is_some_and(|v| !v.is_empty()) && engine.targets()?.len() > 1 {
+            let names: Vec<String> = engine.targets()?.into_iter().map(|t| t.target.name).collect();
+            bail!(
+                failure!(
+                    "--rollback {} names a version, and each target has its own",
+                    self.rollback.as_deref().unwrap_or_default()
+                )
+                .help(format!(
+                    "name the target: {}",
+                    engine.loaded.xtask(&format!(
+                        "publish --rollback {} --target {}",
+                        self.rollback.as_deref().unwrap_or_default(),
+                        names[0]
+                    ))
+                ))
+                .usage()
+            );
+        }
         engine.run_one(&self, self.dry_run)
     }
 
