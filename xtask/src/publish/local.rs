@@ -261,7 +261,15 @@ pub fn switch(
     let final_dir = dir.join(&r.version);
     client::write_files(cx, root, client)?;
     fsx::symlink_atomic(Utf8Path::new(&r.version), &dir.join("latest"))?;
-    record_served(&dir, &r.version)?;
+    if let Err(e) = record_served(&dir, &r.version) {
+        // A switch is whole or not at all: `latest` goes back before the error is told.
+        drop(_lock);
+        let back = switch_back(root, abi, &r.version, r.previous.as_deref())
+            .unwrap_or_else(|b| format!("and could not be switched back: {b:#}"));
+        return Err(
+            e.context(format!("`latest` was switched to {} but its history was not recorded; {back}", r.version))
+        );
+    }
     cx.say(format!(
         "latest -> {} (was {}): {url}",
         r.version,
@@ -321,8 +329,10 @@ pub fn switch_back(root: &Utf8Path, abi: &str, version: &str, previous: Option<&
     match previous.filter(|p| *p != version) {
         Some(p) => {
             fsx::symlink_atomic(Utf8Path::new(p), &dir.join("latest"))?;
-            record_served(&dir, p)?;
-            Ok(format!("latest -> {p} in {dir}, was {version}"))
+            match record_served(&dir, p) {
+                Ok(()) => Ok(format!("latest -> {p} in {dir}, was {version}")),
+                Err(e) => Ok(format!("latest -> {p} in {dir}, was {version} (its history not updated: {e:#})")),
+            }
         }
         None if previous.is_some() => Ok(format!("latest in {dir} still names {version}, which it named before")),
         None => {

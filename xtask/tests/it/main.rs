@@ -22,4 +22,5 @@ mod report;
 mod runbook;
 mod setup;
 mod sign;
+mod targets;
 mod tidy;
