@@ -514,7 +514,8 @@ impl<'a> Engine<'a> {
             for (i, p) in prepared.into_iter().enumerate() {
                 let Ok((fp, p)) = p else { unreachable!("every target prepared") };
                 if broken.is_some() {
-                    results.push(Err(anyhow::anyhow!("placeholder")));
+                    // Replaced below: not switched because of the broken one.
+                    results.push(Err(anyhow::anyhow!("not switched")));
                     continue;
                 }
                 match two.commit(&mut cxs[i], p) {
@@ -530,7 +531,7 @@ impl<'a> Engine<'a> {
             }
             if let Some(b) = broken {
                 let culprit = units[b].target.name.clone();
-                let class = stage_class(results[b].as_ref().err().expect("the broken commit failed"));
+                let class = results[b].as_ref().err().map_or(Class::Infrastructure, stage_class);
                 for (i, _, outputs) in committed.iter().rev() {
                     let undone = two.undo(&mut cxs[*i], outputs);
                     let said = match &undone {
