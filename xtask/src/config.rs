@@ -451,6 +451,17 @@ impl Loaded {
         Loaded { config, path, base, invocation: Invocation::default(), text, overrides: Vec::new(), file_state_dir }
     }
 
+    /// The pipeline's digest: SHA-256 of the settings the file holds (parsed, keys in
+    /// order, comments and layout left out; what the command line's `-o` changes is not
+    /// in it). Two machines with the same pipeline.toml agree on it, whatever state
+    /// directory or host-specific `-o` each passes: a bundle carries it
+    /// ([`crate::bundle`]).
+    pub fn digest(&self) -> String {
+        let value: toml::Value = toml::from_str(&self.text).unwrap_or(toml::Value::Table(toml::Table::new()));
+        let json = serde_json::to_vec(&value).unwrap_or_default();
+        crate::fingerprint::sha256_bytes(&json)
+    }
+
     /// Resolves a path from the file against its directory.
     pub fn resolve(&self, path: &Utf8Path) -> Utf8PathBuf {
         resolve_in(&self.base, path)

@@ -136,6 +136,13 @@ impl<'a> Engine<'a> {
         result
     }
 
+    /// Whether `outputs`, recorded by `stage` in `run`, are still in place (the stage's
+    /// own check, as before skipping it): `bundle` packs nothing that changed since.
+    pub fn outputs_intact(&self, run: &Run, stage: StageName, outputs: &serde_json::Value) -> bool {
+        let cx = self.cx(run.view(), Log::sink(), false);
+        default_stage(stage).intact(&cx, outputs)
+    }
+
     /// Stops, saying so, the process groups an xtask killed mid-stage left running in
     /// `run` (recorded before they ran; stopped only once that xtask is gone and if they
     /// are still the same processes), and forgets the records. Whether there were any.

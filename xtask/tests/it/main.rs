@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
 mod bulk;
+mod bundle;
 mod compat;
 mod config;
 mod display;
