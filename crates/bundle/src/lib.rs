@@ -36,6 +36,7 @@
 //! directory may hold some files: [`read`]'s caller stages into a directory it discards.
 //! It starts no process and prints nothing.
 
+mod pipe;
 mod read;
 mod write;
 

@@ -1,11 +1,11 @@
 //! Writing a bundle in one pass over its files (see the crate's documentation).
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use sha2::{Digest, Sha256};
 
+use crate::pipe::{CHUNK, HashPipe};
 use crate::{Error, FORMAT, FileEntry, MANIFEST, Manifest, Result, VERSION, check_path};
 
 const BLOCK: u64 = 512;
@@ -50,43 +50,53 @@ fn write_to(
     placeholder: &[u8],
     files: &[(String, Utf8PathBuf)],
 ) -> Result<()> {
-    let file = File::create(temp).map_err(Error::io(format!("cannot create {temp}")))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    // Unbuffered: the chunks are large, and a buffer would only copy them once more.
+    let mut out = File::create(temp).map_err(Error::io(format!("cannot create {temp}")))?;
     let io = || Error::io(format!("cannot write {temp}"));
     out.write_all(header(MANIFEST, placeholder.len() as u64)?.as_bytes()).map_err(io())?;
     out.write_all(placeholder).map_err(io())?;
     pad(&mut out, placeholder.len() as u64).map_err(io())?;
-    let mut buf = vec![0u8; 1 << 20];
-    for (entry, (_, source)) in manifest.files.iter_mut().zip(files) {
-        out.write_all(header(&entry.path, entry.size)?.as_bytes()).map_err(io())?;
-        let mut src = File::open(source).map_err(Error::io(format!("cannot open {source}")))?;
-        let mut hasher = Sha256::new();
-        let mut left = entry.size;
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = src.read(&mut buf[..want]).map_err(Error::io(format!("cannot read {source}")))?;
-            if n == 0 {
-                return Err(Error::refused(format!("{source} became shorter while it was bundled")));
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io())?;
-            left -= n as u64;
-        }
-        if src.read(&mut buf[..1]).map_err(Error::io(format!("cannot read {source}")))? != 0 {
-            return Err(Error::refused(format!("{source} grew while it was bundled")));
-        }
-        entry.sha256 = hex(&hasher.finalize());
-        pad(&mut out, entry.size).map_err(io())?;
-    }
+    crate::pipe::with_hasher(|pipe| write_files(&mut out, temp, &mut manifest.files, files, pipe))?;
     out.write_all(&[0u8; 2 * BLOCK as usize]).map_err(io())?;
-    let mut file =
-        out.into_inner().map_err(|e| Error::Io { what: format!("cannot write {temp}"), source: e.into_error() })?;
+    let mut file = out;
     let real =
         serde_json::to_vec(&*manifest).map_err(|e| Error::refused(format!("cannot encode the manifest: {e}")))?;
     assert_eq!(real.len(), placeholder.len(), "a digest changed the manifest's length");
     file.seek(SeekFrom::Start(BLOCK)).map_err(io())?;
     file.write_all(&real).map_err(io())?;
-    file.sync_all().map_err(io())?;
+    Ok(())
+}
+
+/// Writes each file's header and bytes, filling in its digest.
+fn write_files(
+    out: &mut impl Write,
+    temp: &Utf8Path,
+    entries: &mut [FileEntry],
+    files: &[(String, Utf8PathBuf)],
+    pipe: &mut HashPipe,
+) -> Result<()> {
+    let io = || Error::io(format!("cannot write {temp}"));
+    for (entry, (_, source)) in entries.iter_mut().zip(files) {
+        out.write_all(header(&entry.path, entry.size)?.as_bytes()).map_err(io())?;
+        let mut src = File::open(source).map_err(Error::io(format!("cannot open {source}")))?;
+        let mut left = entry.size;
+        while left > 0 {
+            let mut buf = pipe.buffer();
+            let want = CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = src.read(&mut buf[..want]).map_err(Error::io(format!("cannot read {source}")))?;
+            if n == 0 {
+                return Err(Error::refused(format!("{source} became shorter while it was bundled")));
+            }
+            out.write_all(&buf[..n]).map_err(io())?;
+            pipe.hash(buf, n);
+            left -= n as u64;
+        }
+        if src.read(&mut [0u8; 1]).map_err(Error::io(format!("cannot read {source}")))? != 0 {
+            return Err(Error::refused(format!("{source} grew while it was bundled")));
+        }
+        entry.sha256 = pipe.finish();
+        pad(out, entry.size).map_err(io())?;
+    }
     Ok(())
 }
 
