@@ -186,8 +186,10 @@ tools! {
     bhyvectl => "bhyvectl",
     /// bhyveload.
     bhyveload => "bhyveload",
-    /// qemu-system-x86_64, for the qemu gate backend.
+    /// qemu-system-x86_64, for the qemu gate backend (gate.qemu.arch = "x86_64").
     qemu => "qemu-system-x86_64",
+    /// qemu-system-aarch64, for the qemu gate backend (gate.qemu.arch = "aarch64").
+    qemu_aarch64 => "qemu-system-aarch64",
     /// ifconfig, for `gate --pf-allow`.
     ifconfig => "ifconfig",
     /// pfctl, for `gate --pf-allow`.

@@ -13,6 +13,7 @@ mod config;
 mod display;
 mod engine;
 mod gate;
+mod gate_aarch64;
 mod gate_hostile;
 mod iso;
 mod makesum;
