@@ -81,8 +81,12 @@ fn bulk_moves_to_another_state_directory_and_is_signed_there() {
     let repo = received["records"]["bulk"]["last_success"]["outputs"]["repo"].as_str().unwrap().to_owned();
     assert!(repo.starts_with(b.as_str()), "{repo}");
 
-    at(&h, &b, &["sign"]).success().stderr_has("wrote the release manifest");
+    let run = at(&h, &b, &["sign"]);
+    run.success().stderr_has("wrote the release manifest");
+    assert!(!run.stderr().contains("cannot write the report"), "{}", run.stderr());
     let signed = state(&b);
+    let dir = b.join("runs").join(signed["id"].as_str().unwrap());
+    assert!(dir.join("report.html").is_file() && !dir.join("logs/report.log").exists());
     let manifest = signed["records"]["sign"]["last_success"]["outputs"]["manifest"].as_str().unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&fs::read_to_string(b.join(manifest)).unwrap()).unwrap();
     assert_eq!(manifest["colibri"]["commit"], a["records"]["port"]["last_success"]["outputs"]["commit"]);
