@@ -237,21 +237,29 @@ fn walk(dir: &Utf8Path, rel: &Utf8Path, files: &mut Files, skipped: &mut Vec<Utf
     Ok(())
 }
 
-/// The outputs a received stage has in the receiving run, its files in `dir`.
-/// bulk: the repository is `dir/repo`, and `dir/latest` points at it as poudriere's
-/// `.latest` points at the build's repository; the package identities are this
-/// machine's.
-fn place(stage: StageName, outputs: &serde_json::Value, dir: &Utf8Path) -> Result<serde_json::Value> {
+/// The outputs a received stage has in the receiving run, its files moving from
+/// `staged` to `dir`. bulk: the repository is `dir/repo`, and `dir/latest` points at it
+/// as poudriere's `.latest` points at the build's repository; the package identities are
+/// this machine's (a rename keeps them); the builder's poudriere logs stay there, so
+/// `log_dir` names a directory of the run that holds none (no path the bundle names is
+/// ever read here). Nothing is written.
+fn place(
+    stage: StageName,
+    outputs: &serde_json::Value,
+    staged: &Utf8Path,
+    dir: &Utf8Path,
+) -> Result<serde_json::Value> {
     match stage {
         StageName::Bulk => {
             let mut bulk: BulkOutputs =
                 serde_json::from_value(outputs.clone()).context("the bundle's `bulk` outputs cannot be read")?;
             bulk.real = dir.join("repo");
             bulk.repo = dir.join("latest");
+            bulk.log_dir = dir.join("poudriere-logs");
             let mut produced = crate::fingerprint::Produced::default();
             for p in &bulk.packages {
                 crate::fsx::check_contained(&p.file)?;
-                produced.add(p.file.clone(), &bulk.real.join(&p.file)).with_context(|| {
+                produced.add(p.file.clone(), &staged.join("repo").join(&p.file)).with_context(|| {
                     format!("the bundle's `bulk` lists the package {}, which it does not hold", p.file)
                 })?;
             }
@@ -262,22 +270,29 @@ fn place(stage: StageName, outputs: &serde_json::Value, dir: &Utf8Path) -> Resul
     }
 }
 
+/// port's outputs in the receiving run: the builder's, with `port_dir` a directory of
+/// the run that holds nothing (the port was staged on the builder; no path the bundle
+/// names is ever read here), so a `port` here stages it again.
+fn place_port(outputs: &serde_json::Value, dir: &Utf8Path) -> Result<serde_json::Value> {
+    let mut port: PortOutputs =
+        serde_json::from_value(outputs.clone()).context("the bundle's `port` outputs cannot be read")?;
+    port.port_dir = dir.join("port");
+    Ok(serde_json::to_value(port)?)
+}
+
 /// The first 12 characters of a commit.
 fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
-/// A directory that is removed when dropped, unless kept.
+/// A directory that is removed when dropped, on every path.
 struct Staging {
     dir: Utf8PathBuf,
-    keep: bool,
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -297,9 +312,14 @@ impl crate::cli::Unbundle {
                 .context("the outputs `port` recorded in the current run cannot be read")?,
             None => None,
         };
-        let staging =
-            Staging { dir: engine.state.root().join(format!(".unbundle-{}", std::process::id())), keep: false };
-        let _ = fs::remove_dir_all(&staging.dir);
+        // An unbundle killed mid-way left its staging directory: nobody else uses one
+        // while the lock is held.
+        if let Ok(entries) = engine.state.root().read_dir_utf8() {
+            for e in entries.flatten().filter(|e| e.file_name().starts_with(".unbundle-")) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let staging = Staging { dir: engine.state.root().join(format!(".unbundle-{}", std::process::id())) };
         fs::create_dir_all(staging.dir.join("files")).with_context(|| format!("cannot create {}", staging.dir))?;
 
         let digest = loaded.digest();
@@ -364,11 +384,12 @@ impl crate::cli::Unbundle {
         if meta.stage == StageName::Bulk {
             std::os::unix::fs::symlink("repo", files.join("latest")).context("cannot link latest to repo")?;
         }
+        let outputs = place(meta.stage, &meta.record.outputs, &files, &dest)?;
+        let port = Carried { outputs: place_port(&meta.port.outputs, &dest)?, ..meta.port.clone() };
         crate::fsx::replace_dir(&files, &dest)?;
-        let outputs = place(meta.stage, &meta.record.outputs, &dest)?;
 
         if receiving_commit.is_none() {
-            received(record(&mut run, StageName::Port, &meta.target), &meta.port, &meta.identity.run);
+            received(record(&mut run, StageName::Port, &meta.target), &port, &meta.identity.run);
         }
         let rec = record(&mut run, meta.stage, &meta.target);
         let carried = Carried { outputs, ..meta.record.clone() };

@@ -66,12 +66,22 @@ fn bulk_moves_to_another_state_directory_and_is_signed_there() {
     let out = bundle(&h);
 
     let b = h.p.scratch.path.join("signing-host");
+    // What an unbundle killed mid-way left is cleared.
+    fs::create_dir_all(b.join(".unbundle-999999/files")).unwrap();
     at(&h, &b, &["unbundle", out.as_str()])
         .success()
         .stderr_has("files verified against the bundle's manifest")
         .stderr_has(&format!("next: cargo xtask --config pipeline.toml --state-dir {b} sign"));
+    assert!(!b.join(".unbundle-999999").exists());
     let received = state(&b);
     assert_eq!(received["command"], "unbundle");
+    // No path of the builder's is kept where this machine would read it.
+    let bulk = &received["records"]["bulk"]["last_success"]["outputs"];
+    for key in ["repo", "real", "log_dir"] {
+        assert!(bulk[key].as_str().unwrap().starts_with(b.as_str()), "{key}: {bulk}");
+    }
+    let port_dir = received["records"]["port"]["last_success"]["outputs"]["port_dir"].as_str().unwrap();
+    assert!(port_dir.starts_with(b.as_str()), "{port_dir}");
     assert_eq!(received["records"]["bulk"]["status"], "succeeded");
     assert_eq!(received["records"]["bulk"]["last_success"]["run"], a["id"]);
     assert_eq!(
