@@ -201,29 +201,27 @@ fn xml_safe(s: &str) -> impl Iterator<Item = char> + '_ {
         .map(|c| if (c < ' ' && c != '\t' && c != '\n') || c == '\u{fffe}' || c == '\u{ffff}' { '\u{fffd}' } else { c })
 }
 
+/// An attribute value: quotes, newlines and tabs escaped too (an XML parser would
+/// normalise them to spaces).
 fn attr(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in xml_safe(s) {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\n' => out.push_str("&#10;"),
-            '\t' => out.push_str("&#9;"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape(s, true)
 }
 
+/// Element text.
 fn text(s: &str) -> String {
+    escape(s, false)
+}
+
+fn escape(s: &str, attribute: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in xml_safe(s) {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '"' if attribute => out.push_str("&quot;"),
+            '\n' if attribute => out.push_str("&#10;"),
+            '\t' if attribute => out.push_str("&#9;"),
             c => out.push(c),
         }
     }
