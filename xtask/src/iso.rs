@@ -493,6 +493,7 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
         abi,
         sha256: false,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        listed: &|_, _| {},
         progress: &|_| {},
         known: None,
         files: true,

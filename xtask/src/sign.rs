@@ -261,6 +261,7 @@ impl Sign {
             abi,
             sha256: true,
             threads,
+            listed: &|_, _| {},
             progress: &|_| {},
             known: None,
             files: true,
@@ -355,12 +356,13 @@ fn check_steps(repo: &Utf8Path, trust: &Trust, abi: &str) -> Vec<Step> {
     ]
 }
 
-/// Runs verification with a byte progress bar.
+/// Runs verification with a byte progress bar, whose length is set once the catalogues
+/// are read.
 fn verify_with_progress(repo: &Utf8Path, opts: &verify::Options, ui: &Ui) -> Result<Report> {
-    let quick = verify::verify(repo, &verify::Options { files: false, ..*opts })?;
-    let bar = ui.progress("verify", quick.bytes, true);
+    let bar = ui.progress("verify", 0, true);
+    let listed = |_: usize, bytes: u64| bar.set_total(bytes);
     let progress = |n: u64| bar.inc(n, "hashing packages");
-    Ok(verify::verify(repo, &verify::Options { progress: &progress, ..*opts })?)
+    Ok(verify::verify(repo, &verify::Options { listed: &listed, progress: &progress, ..*opts })?)
 }
 
 /// The problems as an error: the product's failure (exit 1).
@@ -701,7 +703,7 @@ impl Stage for Sign {
             // Package files were not touched: reuse their digests; everything else is
             // checked again from scratch.
             let digests = std::mem::take(&mut report.digests);
-            let known = |path: &str| digests.get(path).cloned();
+            let known = |path: &str, _: &std::fs::Metadata| digests.get(path).cloned();
             report = verify::verify(&repo, &verify::Options { known: Some(&known), ..opts })?;
             if !report.ok() {
                 return Err(failure(
