@@ -11,6 +11,7 @@ pub mod failure;
 pub mod fingerprint;
 pub mod fsx;
 pub mod git;
+pub mod identity;
 pub mod makevars;
 pub mod proc;
 pub mod run;

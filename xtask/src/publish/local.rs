@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::check::{self, Served};
 use super::client::{self, ClientFiles};
 use super::release::{FileAction, Release, release_abi, release_trust};
-use super::verified::{INDEX, Index, verify_version};
+use super::verified::{Index, verify_version};
 use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
 use crate::failure;
@@ -136,7 +136,7 @@ pub fn publish(
     if let Some(version) = &r.already {
         let vdir = dir.join(version);
         let index = Index::read(&vdir);
-        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index, &vdir)?;
+        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index)?;
         client::write_files(cx, root, client)?;
         cx.say(format!("latest ({version}) already serves this release; verified it again"));
         outputs.version = version.clone();
@@ -187,25 +187,15 @@ pub fn publish(
     ));
 
     // The copy must verify before anyone can see it.
-    let known_dir = staging_path.clone();
-    let (_, mut index) = verify_version(
-        &release_abi(cx, &r.sign),
-        &staging_path,
-        &trust,
-        &r.sign.key_fingerprint,
-        &prev_index,
-        &known_dir,
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
-            r.previous.as_deref().unwrap_or("nothing")
-        )
-    })?;
-    index.schema = 1;
-    let mut text = serde_json::to_vec_pretty(&index)?;
-    text.push(b'\n');
-    fsx::write_atomic(&staging_path.join(INDEX), &text)?;
+    let (_, index) =
+        verify_version(&release_abi(cx, &r.sign), &staging_path, &trust, &r.sign.key_fingerprint, &prev_index)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
+                    r.previous.as_deref().unwrap_or("nothing")
+                )
+            })?;
+    index.write(&staging_path)?;
 
     let final_dir = dir.join(&r.version);
     fs::rename(&staging_path, &final_dir).with_context(|| format!("cannot rename {staging_path} to {final_dir}"))?;
@@ -255,7 +245,7 @@ pub fn rollback(
     let vdir = dir.join(to);
     let trust = release_trust(cx, None)?;
     let index = Index::read(&vdir);
-    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &index, &vdir)
+    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &index)
         .map_err(|e| anyhow::anyhow!("cannot roll back to {to}: {e:#}"))?;
     fsx::symlink_atomic(Utf8Path::new(to), &dir.join("latest"))?;
     cx.say(format!("rolled back: latest -> {to} (was {})", from.unwrap_or("nothing")));

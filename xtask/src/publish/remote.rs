@@ -324,7 +324,7 @@ pub fn rollback(
     run(cx, host, &fetch_version(cx, host, root, abi, to, &copy.dir))?;
     let vdir = copy.dir.join(to);
     let trust = release_trust(cx, None)?;
-    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &Index::default(), &vdir).map_err(|e| {
+    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &Index::default()).map_err(|e| {
         anyhow!(
             "cannot roll back to {to} on {host}: {e:#}\nnothing was switched; latest still serves {}",
             from.unwrap_or("nothing")
