@@ -58,7 +58,11 @@ pub enum Command {
     Release(Release),
     /// Show the current run: each stage's status, times and log
     Status(Status),
-    /// Show the whole pipeline on the example colibri (real where this host can, plans elsewhere)
+    /// Write a run's report (report.html in its run directory) and print its path
+    Report(Report),
+    /// What changed between two runs: packages, crates, failing ports, stage durations
+    Diff(Diff),
+    /// Run the whole pipeline on the example colibri, against a simulated FreeBSD host where Linux cannot do the work
     Demo(Demo),
     /// Regenerate docs/pipeline-toml.md and the man page docs/cargo-xtask.1 from the code
     Docs(Docs),
@@ -79,9 +83,13 @@ impl Command {
             Command::Sign(c) => !c.verify_only,
             Command::Publish(_) | Command::Iso(_) | Command::Gate(_) => true,
             Command::Release(r) => r.resume,
-            Command::Setup(_) | Command::Status(_) | Command::Demo(_) | Command::Docs(_) | Command::Completions(_) => {
-                false
-            }
+            Command::Setup(_)
+            | Command::Status(_)
+            | Command::Report(_)
+            | Command::Diff(_)
+            | Command::Demo(_)
+            | Command::Docs(_)
+            | Command::Completions(_) => false,
         }
     }
 }
@@ -248,12 +256,40 @@ pub struct Status {
     pub json: bool,
 }
 
+/// report
+#[derive(Debug, Clone, Default, Args)]
+pub struct Report {
+    /// The run (its id, or the start of it) [default: the current run]
+    #[arg(value_name = "RUN")]
+    pub run: Option<String>,
+    /// Open the report in the browser (xdg-open; open on macOS)
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// diff
+#[derive(Debug, Clone, Default, Args)]
+pub struct Diff {
+    /// The older run [default: the last successful release before the newer one]
+    #[arg(value_name = "A")]
+    pub a: Option<String>,
+    /// The newer run [default: the current run]
+    #[arg(value_name = "B")]
+    pub b: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// demo
 #[derive(Debug, Clone, Default, Args)]
 pub struct Demo {
     /// Working directory for the demo [default: target/mother-build-demo]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<Utf8PathBuf>,
+    /// Replay the recorded console in the gate even where QEMU could boot the image
+    #[arg(long)]
+    pub no_qemu: bool,
 }
 
 /// docs

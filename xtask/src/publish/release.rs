@@ -110,6 +110,7 @@ fn placeholder_sign(cx: &Cx) -> Result<SignOutputs> {
         catalogues: ["data.pkg", "packagesite.pkg"].iter().map(|a| (a.to_string(), "00000000".to_string())).collect(),
         signed: false,
         build_name: None,
+        produced: Default::default(),
     })
 }
 
