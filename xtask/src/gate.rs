@@ -329,7 +329,7 @@ pub struct GateOutputs {
     /// The identity of result.json, junit.xml and console.log (by their paths above)
     /// when the gate ended: one rewritten or replaced since makes the gate run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The gate's plan: what `--dry-run` prints, and everything the run needs.

@@ -8,6 +8,9 @@
 //! when a hard link to the file is made or removed, so an index of files that are
 //! linked elsewhere (publish's versions) compares without it ([`Strength`]).
 //!
+//! [`Produced`] holds the identities of the files a stage produced, recorded in its
+//! outputs and compared before the stage is skipped.
+//!
 //! An [`Index`] maps paths (relative to a directory) to an identity and a value (the
 //! digests found). It is a JSON file written atomically; one that is missing, damaged,
 //! of another schema or larger than its bound reads as empty, so it is rebuilt, never
@@ -17,8 +20,8 @@ use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 
-use anyhow::Result;
-use camino::Utf8Path;
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +64,12 @@ impl Identity {
         }
     }
 
+    /// The identity `path` has now (symlinks followed).
+    pub fn of_path(path: &Utf8Path) -> Result<Identity> {
+        let m = std::fs::metadata(path).with_context(|| format!("cannot stat {path}"))?;
+        Ok(Identity::of(&m))
+    }
+
     /// Whether `other` is this file, unchanged, compared as `strength` says.
     pub fn same(&self, other: &Identity, strength: Strength) -> bool {
         self.dev == other.dev
@@ -82,8 +91,36 @@ pub enum Strength {
     WithoutCtime,
 }
 
+/// The files a stage produced, by the name its outputs give each, with the identity
+/// each had when the stage ended. A file rewritten in place (even at the same size) or
+/// replaced has another. They are compared [`Strength::WithoutCtime`]: publish
+/// hard-links the packages sign and bulk produced, which moves their change time, and a
+/// no-op `release` must not redo those stages for it; only bytes changed with the
+/// modification time forged back go unseen (catching those would mean hashing every
+/// output on every release).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Produced(BTreeMap<Utf8PathBuf, Identity>);
+
+impl Produced {
+    /// Records the identity of the file at `path` under `name`.
+    pub fn add(&mut self, name: impl Into<Utf8PathBuf>, path: &Utf8Path) -> Result<()> {
+        self.0.insert(name.into(), Identity::of_path(path)?);
+        Ok(())
+    }
+
+    /// Whether every file recorded still has its identity; `path(name)` says where the
+    /// file named `name` is. (A stage recorded before identities were has none: its
+    /// other checks decide.)
+    pub fn intact(&self, path: impl Fn(&Utf8Path) -> Utf8PathBuf) -> bool {
+        self.0.iter().all(|(name, id)| {
+            Identity::of_path(&path(name)).is_ok_and(|now| now.same(id, Strength::WithoutCtime))
+        })
+    }
+}
+
 /// An index file: what was found out about each file, by path, while its identity holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Index<T> {
     schema: u32,
     strength: Strength,
@@ -199,6 +236,32 @@ mod tests {
         std::fs::write(&path, b"{\"schema\":3,\"files\":[[\"f\",[1,2]").unwrap();
         assert!(Index::<String>::read(&path, 3, Strength::Full, 1 << 20).is_empty(), "damaged");
         assert!(Index::<String>::read(&dir.join("absent"), 3, Strength::Full, 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn a_file_rewritten_at_the_same_size_is_no_longer_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(dir.join("a"), "one").unwrap();
+        let mut produced = Produced::default();
+        produced.add("a", &dir.join("a")).unwrap();
+        assert!(produced.intact(|n| dir.join(n)));
+        // The same bytes a tick later: another modification time.
+        let before = Identity::of_path(&dir.join("a")).unwrap();
+        while Identity::of_path(&dir.join("a")).unwrap() == before {
+            std::fs::write(dir.join("a"), "two").unwrap();
+        }
+        assert!(!produced.intact(|n| dir.join(n)));
+        // Replaced by another file whose time is set back: another inode.
+        let mut produced = Produced::default();
+        produced.add("a", &dir.join("a")).unwrap();
+        let times = std::fs::File::open(dir.join("a")).unwrap().metadata().unwrap().modified().unwrap();
+        std::fs::write(dir.join("b"), "two").unwrap();
+        std::fs::File::options().write(true).open(dir.join("b")).unwrap().set_modified(times).unwrap();
+        std::fs::rename(dir.join("b"), dir.join("a")).unwrap();
+        assert!(!produced.intact(|n| dir.join(n)));
+        std::fs::remove_file(dir.join("a")).unwrap();
+        assert!(!produced.intact(|n| dir.join(n)), "a missing file is not intact");
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub struct MakesumOutputs {
     /// Each distfile's identity when makesum ended, by its name in `distdir`: a file
     /// overwritten since (even at the same size) makes makesum run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The file in makesum's stage directory that holds [`Obtained`].
@@ -611,7 +611,7 @@ impl Makesum {
         text: &str,
         method: Method,
     ) -> Result<MakesumOutputs> {
-        let mut produced = crate::fingerprint::Produced::default();
+        let mut produced = crate::identity::Produced::default();
         for f in &files {
             produced.add(f.name.as_str(), &target.distdir.join(&f.name))?;
         }

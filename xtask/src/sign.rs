@@ -115,7 +115,7 @@ pub struct SignOutputs {
     /// package (by its path in `repo`) when sign ended: one rewritten or replaced since
     /// makes sign run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The release manifest: what was released, from what, signed by which key.
@@ -765,7 +765,7 @@ impl Stage for Sign {
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
 
         let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
-        let mut produced = crate::fingerprint::Produced::default();
+        let mut produced = crate::identity::Produced::default();
         produced.add(cx.run.rel(&path), &path)?;
         for p in &manifest.packages {
             produced.add(p.path.clone(), &repo.join(&p.path))?;
