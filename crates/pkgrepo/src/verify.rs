@@ -14,6 +14,7 @@ use crate::catalogue::{self, Catalogue, Package, abi_matches};
 use crate::error::{Error, Result};
 use crate::hashing::{Job, hash_jobs};
 use crate::meta::MetaConf;
+use crate::sign::MessageReader;
 use crate::signature::{Entry as SigEntry, Message, SignerType, check_entry_size};
 use crate::sum::{Digests, Sum, hash_file};
 use crate::trust::{Anchors, PublicKey, Trust};
@@ -428,19 +429,6 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
     out
 }
 
-/// Digests what it reads as the message a signature covers.
-struct MessageReader<'a> {
-    inner: &'a mut dyn std::io::Read,
-    hasher: crate::signature::MessageHasher,
-}
-
-impl std::io::Read for MessageReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
 
 /// pubkey mode: the `signature` entry, checked with the configured key
 /// (`libpkg/pkg_repo.c`, `pkg_repo_archive_extract_check_archive`). Stricter than pkg:
