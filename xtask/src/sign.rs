@@ -25,7 +25,6 @@ use crate::run::Log;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 use crate::ui::Ui;
-use pkgrepo::archive::Archive;
 use pkgrepo::meta::MetaConf;
 use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
 use pkgrepo::signature::Message;
@@ -549,10 +548,26 @@ fn repo_fingerprint(fp: &mut Fingerprint, repo: &Utf8Path) -> Result<()> {
     let meta = MetaConf::load(repo).unwrap_or_default();
     for kind in CATALOGUES {
         let (archive, inner) = meta.catalogue(kind);
-        match Archive::read(&repo.join(&archive)) {
-            Ok(a) => {
-                for e in a.find(&inner) {
-                    fp.str(&archive, &sha256_bytes(&e.data));
+        // Read as a stream: the catalogue of a whole ports tree is tens of megabytes.
+        let mut digests = Vec::new();
+        let read = pkgrepo::archive::scan(&repo.join(&archive), |entry, data| {
+            if entry.name == inner {
+                use sha2::Digest;
+                let (mut hasher, mut buf) = (sha2::Sha256::new(), vec![0u8; 1 << 16]);
+                loop {
+                    match data.read(&mut buf)? {
+                        0 => break,
+                        n => hasher.update(&buf[..n]),
+                    }
+                }
+                digests.push(crate::fingerprint::hex(&hasher.finalize()));
+            }
+            Ok(())
+        });
+        match read {
+            Ok(_) => {
+                for d in &digests {
+                    fp.str(&archive, d);
                 }
             }
             Err(_) => {
