@@ -744,6 +744,8 @@ impl Stage for Sign {
             // Package files were not touched: reuse their digests; everything else is
             // checked again from scratch.
             let digests = std::mem::take(&mut report.digests);
+            // The first report is not needed again: not held through the second.
+            drop(std::mem::take(&mut report));
             let known = |path: &str, _: &std::fs::Metadata| digests.get(path).cloned();
             report = verify::verify(&repo, &verify::Options { known: Some(&known), ..opts })?;
             if !report.ok() {
@@ -773,10 +775,13 @@ impl Stage for Sign {
         ));
 
         let manifest = self.manifest(cx, &report, &keys, &abi)?;
+        let catalogues = report.catalogues.iter().map(|c| (c.archive.clone(), c.archive_sha256.clone())).collect();
+        drop(report);
         let path = cx.stage_dir(StageName::Sign)?.join("manifest.json");
         let mut text = serde_json::to_vec_pretty(&manifest)?;
         text.push(b'\n');
         crate::fsx::write_atomic(&path, &text)?;
+        drop(text);
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
 
         let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
@@ -790,13 +795,13 @@ impl Stage for Sign {
             manifest: cx.run.rel(&path),
             trust: keys.trust.mode(),
             key_fingerprint: keys.fingerprint.clone(),
-            packages: manifest.packages.clone(),
+            packages: manifest.packages,
             pubkey: keys.pubkey.clone(),
             fingerprints,
             abi,
-            catalogues: report.catalogues.iter().map(|c| (c.archive.clone(), c.archive_sha256.clone())).collect(),
+            catalogues,
             signed,
-            build_name: manifest.build_name.clone(),
+            build_name: manifest.build_name,
             produced,
         })
     }
