@@ -338,7 +338,9 @@ fn make(dir: &Utf8Path, n: usize) {
     let config = test_support::repo::signing_config(&key, "pubkey");
     fs::write(
         dir.join("pipeline.toml"),
-        format!("[pipeline]\nstate_dir = \"{dir}/state\"\n\n{config}\n[publish]\ncheck = false\ntarget = \"{dir}/site\"\n"),
+        format!(
+            "[pipeline]\nstate_dir = \"{dir}/state\"\n\n{config}\n[publish]\ncheck = false\ntarget = \"{dir}/site\"\n"
+        ),
     )
     .unwrap();
     println!("{dir}: repo (signed), unsigned, pipeline.toml");

@@ -8,7 +8,6 @@
 //! What a stage produced is checked the same way before it is skipped: see
 //! [`identity::Produced`](crate::identity::Produced).
 
-
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 

@@ -385,7 +385,8 @@ mod tests {
             ));
         }
         entries.push(r#"{"name":"broken","pkgsize":"big"}"#.into());
-        let data = format!(r#"{{"groups":[{{"a":[1,2]}}], "packages" : [ {} ] , "after":12345678}}"#, entries.join(" ,\n"));
+        let data =
+            format!(r#"{{"groups":[{{"a":[1,2]}}], "packages" : [ {} ] , "after":12345678}}"#, entries.join(" ,\n"));
         let want = whole(data.as_bytes());
         let mut got = Vec::new();
         read(CatalogueKind::Data, Trickle(data.as_bytes()), |e| got.push(e)).unwrap();

@@ -222,7 +222,9 @@ impl fmt::Display for SignatureError {
                 "the signature is {got} bytes but the key makes {want}-byte signatures (truncated or not made by this key)"
             ),
             SignatureError::Encoding(why) => write!(f, "the signature cannot be read: {why}"),
-            SignatureError::Undigested => f.write_str("the catalogue's BLAKE2b, which this signature covers, was not computed"),
+            SignatureError::Undigested => {
+                f.write_str("the catalogue's BLAKE2b, which this signature covers, was not computed")
+            }
             SignatureError::Mismatch => f.write_str(
                 "the signature does not verify (the catalogue changed after signing, or another key signed it)",
             ),

@@ -429,7 +429,6 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
     out
 }
 
-
 /// pubkey mode: the `signature` entry, checked with the configured key
 /// (`libpkg/pkg_repo.c`, `pkg_repo_archive_extract_check_archive`). Stricter than pkg:
 /// one `signature` entry exactly (pkg concatenates several, which lets a doubled ecc

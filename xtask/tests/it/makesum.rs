@@ -577,7 +577,12 @@ fn a_distfile_verified_before_is_not_read_again_until_it_changes_even_with_its_m
     assert_eq!((now.len(), now.modified().unwrap()), (verified.len(), verified.modified().unwrap()));
     f.makesum(&["--offline"])
         .code_is(1)
-        .stderr_has(&format!("has SHA-256 {}, but {} says {}", sha256(&bad), f.port.join("Cargo.lock"), sha256(&alpha.bytes)))
+        .stderr_has(&format!(
+            "has SHA-256 {}, but {} says {}",
+            sha256(&bad),
+            f.port.join("Cargo.lock"),
+            sha256(&alpha.bytes)
+        ))
         .stderr_has("1 of 2 distfiles could not be had");
     assert!(!file.exists(), "the rewritten distfile was moved aside");
 
