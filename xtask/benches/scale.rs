@@ -96,6 +96,8 @@ fn run(cmd: &mut Command, log: &Utf8Path) -> Cost {
 fn measure_child(args: &[String]) {
     let [result, program, rest @ ..] = args else { panic!("{MEASURE} RESULT PROGRAM ARGS...") };
     let start = Instant::now();
+    // Reaped by wait4 below, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(program).args(rest).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;

@@ -493,7 +493,7 @@ impl Stage for Gate {
             fp.identity(path.as_str(), &cx.resolve(path))?;
         }
         if let Some(Ok(iso)) =
-            cx.run.outputs(StageName::Iso).map(|v| <crate::iso::IsoOutputs as serde::Deserialize>::deserialize(v))
+            cx.run.outputs(StageName::Iso).map(<crate::iso::IsoOutputs as serde::Deserialize>::deserialize)
             && let Some(image) = &iso.image
         {
             fp.identity("iso-image", image)?;
