@@ -15,6 +15,7 @@ mod gate;
 mod gate_hostile;
 mod iso;
 mod makesum;
+mod makesum_index;
 mod port;
 mod publish;
 mod release;

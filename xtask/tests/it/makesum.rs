@@ -17,7 +17,7 @@ use test_support::{Project, data, git, repo_root, scratch, simhost};
 
 const RIPGREP_MAKEFILE: &str = "PORTNAME=\tripgrep\nDISTVERSION=\t15.1.0\nCATEGORIES=\ttextproc\n\nMAINTAINER=\tports@example.org\nCOMMENT=\tCommand line search tool\nWWW=\t\thttps://github.com/BurntSushi/ripgrep\n\nLICENSE=\tMIT UNLICENSE\n\nUSES=\t\tcargo\nUSE_GITHUB=\tyes\nGH_ACCOUNT=\tBurntSushi\n\nPLIST_FILES=\tbin/rg\n\n.include <bsd.port.mk>\n";
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -83,10 +83,10 @@ fn colibri_cargo_home(at: &Utf8Path) -> Utf8PathBuf {
 
 /// A made-up crate with deterministic contents.
 #[derive(Clone)]
-struct FakeCrate {
+pub(crate) struct FakeCrate {
     name: String,
     version: String,
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl FakeCrate {
@@ -138,16 +138,16 @@ fn fake_port(dir: &Utf8Path, crates: &[FakeCrate]) {
 
 /// A project for `makesum --port` on made-up crates: its own empty cargo home, short
 /// retry delays and timeouts, crates downloaded from `crate_base`.
-struct Fake {
+pub(crate) struct Fake {
     p: Project,
-    port: Utf8PathBuf,
-    distdir: Utf8PathBuf,
+    pub(crate) port: Utf8PathBuf,
+    pub(crate) distdir: Utf8PathBuf,
     cache: Utf8PathBuf,
-    crates: Vec<FakeCrate>,
+    pub(crate) crates: Vec<FakeCrate>,
 }
 
 impl Fake {
-    fn new(crate_base: &str, crates: &[(&str, &str)]) -> Fake {
+    pub(crate) fn new(crate_base: &str, crates: &[(&str, &str)]) -> Fake {
         let mut p = Project::new(&format!(
             "[makesum]\ncrate_url = \"{crate_base}/{{name}}/{{version}}\"\nretries = 2\nretry_delay_ms = 10\ntimeout_secs = 5\n"
         ));
@@ -163,13 +163,13 @@ impl Fake {
         Fake { p, port, distdir, cache, crates }
     }
 
-    fn makesum(&self, extra: &[&str]) -> test_support::Run {
+    pub(crate) fn makesum(&self, extra: &[&str]) -> test_support::Run {
         let mut args = vec!["makesum", "--port", self.port.as_str(), "--distdir", self.distdir.as_str()];
         args.extend_from_slice(extra);
         self.p.run(&args)
     }
 
-    fn in_distdir(&self, c: &FakeCrate) -> Utf8PathBuf {
+    pub(crate) fn in_distdir(&self, c: &FakeCrate) -> Utf8PathBuf {
         self.distdir.join(c.distname())
     }
 
@@ -548,49 +548,6 @@ fn a_corrupted_crate_is_refused_and_quarantined() {
     assert!(!f.in_distdir(alpha).exists());
     assert!(f.distdir.join(format!(".quarantine/alpha-1.0.0.crate.{}", &sha256(&bad2)[..16])).exists());
     assert!(f.temps().is_empty(), "{:?}", f.temps());
-}
-
-#[test]
-fn a_distfile_verified_before_is_not_read_again_until_it_changes_even_with_its_mtime_set_back() {
-    let f = Fake::new("http://127.0.0.1:9", &[("alpha", "1.0.0"), ("beta", "2.0.0")]);
-    let [alpha, beta] = &f.crates[..] else { unreachable!() };
-    fs::create_dir_all(f.distdir.join("rust/crates")).unwrap();
-    for c in [alpha, beta] {
-        fs::write(f.in_distdir(c), &c.bytes).unwrap();
-    }
-    f.makesum(&["--offline"]).success().stderr_has("2 already in place (0 unchanged since verified, not read)");
-    let index = fs::read_to_string(f.distdir.join(".verified-distfiles.json")).unwrap();
-    assert!(index.contains(&sha256(&alpha.bytes)) && index.contains(&sha256(&beta.bytes)), "{index}");
-    f.makesum(&["--offline"]).success().stderr_has("2 already in place (2 unchanged since verified, not read)");
-
-    // alpha rewritten in place: same size, same inode, its modification time set back
-    // to what was verified. Only its change time tells.
-    let file = f.in_distdir(alpha);
-    let verified = fs::metadata(&file).unwrap();
-    let mut bad = alpha.bytes.clone();
-    bad[10] ^= 0xff;
-    let mut w = fs::OpenOptions::new().write(true).open(&file).unwrap();
-    w.write_all(&bad).unwrap();
-    w.set_modified(verified.modified().unwrap()).unwrap();
-    drop(w);
-    let now = fs::metadata(&file).unwrap();
-    assert_eq!((now.len(), now.modified().unwrap()), (verified.len(), verified.modified().unwrap()));
-    f.makesum(&["--offline"])
-        .code_is(1)
-        .stderr_has(&format!(
-            "has SHA-256 {}, but {} says {}",
-            sha256(&bad),
-            f.port.join("Cargo.lock"),
-            sha256(&alpha.bytes)
-        ))
-        .stderr_has("1 of 2 distfiles could not be had");
-    assert!(!file.exists(), "the rewritten distfile was moved aside");
-
-    // A damaged index is rebuilt, never trusted.
-    fs::write(&file, &alpha.bytes).unwrap();
-    fs::write(f.distdir.join(".verified-distfiles.json"), "{\"schema\":1,\"files\":[[").unwrap();
-    f.makesum(&["--offline"]).success().stderr_has("2 already in place (0 unchanged since verified, not read)");
-    f.makesum(&["--offline"]).success().stderr_has("2 already in place (2 unchanged since verified, not read)");
 }
 
 #[test]
