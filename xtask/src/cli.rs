@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// Run the per-target stages (bulk, sign, publish, iso, gate) for this target only
+    /// ([[targets]] in pipeline.toml) [default: every target, in order]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub target: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -19,6 +19,7 @@ pub mod proc;
 pub mod report;
 pub mod run;
 pub mod stage;
+pub mod targets;
 pub mod ui;
 
 pub mod bulk;
@@ -51,7 +52,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
     if cli.command.continues_the_run() {
         loaded = reuse_the_runs_invocation(loaded, ui)?;
     }
-    let engine = Engine::new(&loaded, ui);
+    let engine = Engine::new(&loaded, ui).only_target(cli.target.clone())?;
     match cli.command {
         Command::Setup(c) => c.invoke(&engine),
         Command::Port(c) => c.invoke(&engine),

@@ -23,4 +23,5 @@ mod report;
 mod runbook;
 mod setup;
 mod sign;
+mod targets;
 mod tidy;
