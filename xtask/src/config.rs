@@ -186,8 +186,10 @@ tools! {
     bhyvectl => "bhyvectl",
     /// bhyveload.
     bhyveload => "bhyveload",
-    /// qemu-system-x86_64, for the qemu gate backend.
+    /// qemu-system-x86_64, for the qemu gate backend (gate.qemu.arch = "x86_64").
     qemu => "qemu-system-x86_64",
+    /// qemu-system-aarch64, for the qemu gate backend (gate.qemu.arch = "aarch64").
+    qemu_aarch64 => "qemu-system-aarch64",
     /// ifconfig, for `gate --pf-allow`.
     ifconfig => "ifconfig",
     /// pfctl, for `gate --pf-allow`.
@@ -520,6 +522,17 @@ impl Loaded {
         }
         loaded.target = Some(target.clone());
         Ok(loaded)
+    }
+
+    /// The pipeline's digest: SHA-256 of the settings the file holds (parsed, keys in
+    /// order, comments and layout left out; what the command line's `-o` changes is not
+    /// in it). Two machines with the same pipeline.toml agree on it, whatever state
+    /// directory or host-specific `-o` each passes: a bundle carries it
+    /// ([`crate::bundle`]).
+    pub fn digest(&self) -> String {
+        let value: toml::Value = toml::from_str(&self.text).unwrap_or(toml::Value::Table(toml::Table::new()));
+        let json = serde_json::to_vec(&value).unwrap_or_default();
+        crate::fingerprint::sha256_bytes(&json)
     }
 
     /// Resolves a path from the file against its directory.

@@ -93,7 +93,7 @@ pub struct ForTarget {
 }
 
 impl ForTarget {
-    fn key(&self) -> Option<&str> {
+    pub fn key(&self) -> Option<&str> {
         self.target.key()
     }
 }
@@ -225,6 +225,13 @@ impl<'a> Engine<'a> {
         };
         crate::report::run_ended(self, &run, crate::report::Ending::Stage, result.is_ok());
         result
+    }
+
+    /// Whether `outputs`, recorded by `stage` in `run`, are still in place (the stage's
+    /// own check, as before skipping it): `bundle` packs nothing that changed since.
+    pub fn outputs_intact(&self, run: &Run, stage: StageName, unit: &ForTarget, outputs: &serde_json::Value) -> bool {
+        let cx = self.cx(&unit.loaded, run.view_for(unit.key()), Log::sink(), false);
+        default_stage(stage).intact(&cx, outputs)
     }
 
     /// Stops, saying so, the process groups an xtask killed mid-stage left running in

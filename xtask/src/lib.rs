@@ -1,6 +1,7 @@
 //! mother-build's `cargo xtask` as a library: the stage modules, the engine, and
 //! [`run`], which carries out a parsed command line. `main.rs` only parses and exits.
 
+pub mod bundle;
 pub mod cargo_crates;
 pub mod cli;
 pub mod config;
@@ -66,6 +67,8 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
             let opts = ReleaseOpts { from: r.from, to: r.to, resume: r.resume, force: r.force, dry_run: r.dry_run };
             engine.release(&opts, &engine::default_stage)
         }
+        Command::Bundle(b) => b.invoke(&engine),
+        Command::Unbundle(u) => u.invoke(&engine),
         Command::Status(s) => engine.status(s.json),
         Command::Report(r) => r.run(&engine),
         Command::Diff(d) => d.run(&engine),

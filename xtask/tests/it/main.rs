@@ -7,11 +7,13 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
 mod bulk;
+mod bundle;
 mod compat;
 mod config;
 mod display;
 mod engine;
 mod gate;
+mod gate_aarch64;
 mod gate_hostile;
 mod iso;
 mod makesum;
