@@ -114,7 +114,7 @@ pub struct BulkOutputs {
     /// Each package file's identity when bulk judged the build, by its path in `real`: a
     /// package replaced or rewritten since makes bulk run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The port bulk builds: from `port`'s outputs, or the configuration in a dry run.
@@ -308,7 +308,7 @@ impl Stage for Bulk {
                     cx.say(format!("{} -> {}", p.describe(), plan.packages.join(".latest").join(&p.file)));
                 }
                 cx.say(format!("build {}: {}", plan.build, build.counts()));
-                let mut produced = crate::fingerprint::Produced::default();
+                let mut produced = crate::identity::Produced::default();
                 for p in &packages {
                     produced.add(p.file.clone(), &real.join(&p.file))?;
                 }

@@ -250,7 +250,7 @@ fn place(
             bulk.real = dir.join("repo");
             bulk.repo = dir.join("latest");
             bulk.log_dir = dir.join("poudriere-logs");
-            let mut produced = crate::fingerprint::Produced::default();
+            let mut produced = crate::identity::Produced::default();
             for p in &bulk.packages {
                 crate::fsx::check_contained(&p.file)?;
                 produced.add(p.file.clone(), &staged.join("repo").join(&p.file)).with_context(|| {

@@ -47,7 +47,7 @@ impl<S: Stage> AnyStage for S {
     }
 
     fn intact(&self, cx: &Cx, outputs: &serde_json::Value) -> bool {
-        match serde_json::from_value::<S::Outputs>(outputs.clone()) {
+        match <S::Outputs as serde::Deserialize>::deserialize(outputs) {
             Ok(o) => self.outputs_intact(cx, &o),
             Err(_) => false,
         }

@@ -381,7 +381,7 @@ pub struct GateOutputs {
     /// The identity of result.json, junit.xml and console.log (by their paths above)
     /// when the gate ended: one rewritten or replaced since makes the gate run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The gate's plan: what `--dry-run` prints, and everything the run needs.
@@ -545,7 +545,7 @@ impl Stage for Gate {
             fp.identity(path.as_str(), &cx.resolve(path))?;
         }
         if let Some(Ok(iso)) =
-            cx.run.outputs(StageName::Iso).map(|v| serde_json::from_value::<crate::iso::IsoOutputs>(v.clone()))
+            cx.run.outputs(StageName::Iso).map(<crate::iso::IsoOutputs as serde::Deserialize>::deserialize)
             && let Some(image) = &iso.image
         {
             fp.identity("iso-image", image)?;

@@ -135,7 +135,7 @@ pub struct IsoOutputs {
     /// The identity of the image and of each file the profile requires, when iso ended,
     /// by absolute path: one replaced or rewritten since makes iso run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The iso stage's plan.
@@ -454,7 +454,7 @@ impl Stage for Iso {
             Some(cmd) => Some(build_image(cx, cmd, &plan.image)?),
             None => None,
         };
-        let mut produced = crate::fingerprint::Produced::default();
+        let mut produced = crate::identity::Produced::default();
         let prefix = plan.root.join(cfg.prefix.trim_start_matches('/'));
         let required = cfg.profiles.get(&plan.profile).map(|p| p.require.clone()).unwrap_or_default();
         for path in image.iter().cloned().chain(required.iter().map(|f| prefix.join(f))) {
@@ -506,6 +506,7 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
         abi,
         sha256: false,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        listed: &|_, _| {},
         progress: &|_| {},
         known: None,
         files: true,
@@ -736,9 +737,8 @@ fn enable_services(root: &Utf8Path, services: &[String]) -> Result<()> {
 }
 
 /// A file's identity: what changes when anything writes it.
-fn identity(path: &Utf8Path) -> Option<(u64, u64, i64, i64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+fn identity(path: &Utf8Path) -> Option<crate::identity::Identity> {
+    crate::identity::Identity::of_path(path).ok()
 }
 
 /// Runs the image build and checks that it wrote the image.

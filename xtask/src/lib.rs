@@ -13,6 +13,7 @@ pub mod failure;
 pub mod fingerprint;
 pub mod fsx;
 pub mod git;
+pub mod identity;
 pub mod makevars;
 pub mod notify;
 pub mod proc;

@@ -114,7 +114,7 @@ pub struct MakesumOutputs {
     /// Each distfile's identity when makesum ended, by its name in `distdir`: a file
     /// overwritten since (even at the same size) makes makesum run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The file in makesum's stage directory that holds [`Obtained`].
@@ -451,6 +451,7 @@ impl Makesum {
             retries: cfg.retries,
             retry_delay: Duration::from_millis(cfg.retry_delay_ms),
             jobs: cfg.jobs,
+            known: fetch::read_index(&target.distdir),
         };
         cx.say(format!("{} distfiles for {} into {}", jobs.len(), target.port_dir, target.distdir));
         let outcomes = {
@@ -487,8 +488,9 @@ impl Makesum {
         }
         let count = |from: From| outcomes.iter().filter(|o| o.got.as_ref().is_some_and(|g| g.from == from)).count();
         let total: u64 = files.iter().map(|f| f.size).sum();
+        let unread = outcomes.iter().filter(|o| o.got.as_ref().is_some_and(|g| g.unread)).count();
         cx.say(format!(
-            "{} distfiles, {}: {} already in place, {} from cargo's cache, {} downloaded, {} made from the checkout",
+            "{} distfiles, {}: {} already in place ({unread} unchanged since verified, not read), {} from cargo's cache, {} downloaded, {} made from the checkout",
             files.len(),
             crate::ui::bytes(total),
             count(From::Distdir),
@@ -611,7 +613,7 @@ impl Makesum {
         text: &str,
         method: Method,
     ) -> Result<MakesumOutputs> {
-        let mut produced = crate::fingerprint::Produced::default();
+        let mut produced = crate::identity::Produced::default();
         for f in &files {
             produced.add(f.name.as_str(), &target.distdir.join(&f.name))?;
         }

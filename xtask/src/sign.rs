@@ -25,13 +25,14 @@ use crate::run::Log;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 use crate::ui::Ui;
-use pkgrepo::archive::Archive;
 use pkgrepo::meta::MetaConf;
 use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
 use pkgrepo::signature::Message;
 use pkgrepo::trust::Trust;
 use pkgrepo::verify::{self, Report};
 use pkgrepo::{CATALOGUES, signing_command};
+
+mod verify_only;
 
 /// How a catalogue that needs a signature gets one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +116,7 @@ pub struct SignOutputs {
     /// package (by its path in `repo`) when sign ended: one rewritten or replaced since
     /// makes sign run again.
     #[serde(default)]
-    pub produced: crate::fingerprint::Produced,
+    pub produced: crate::identity::Produced,
 }
 
 /// The release manifest: what was released, from what, signed by which key.
@@ -266,71 +267,12 @@ impl Sign {
             abi,
             sha256: true,
             threads,
+            listed: &|_, _| {},
             progress: &|_| {},
             known: None,
             files: true,
             stop: &|| Ok(crate::proc::check_interrupted()?),
         }
-    }
-
-    /// `cargo xtask sign --verify-only`: checks a repository and prints the verdict;
-    /// no run state, nothing written.
-    fn verify_only(&self, engine: &crate::engine::Engine) -> Result<()> {
-        let loaded = engine.loaded;
-        let ui = engine.ui;
-        let repo = match &self.repo {
-            Some(r) => crate::config::absolute(r)?,
-            None => {
-                let name_one = "name one: cargo xtask sign --verify-only --repo DIR";
-                let run = engine
-                    .state
-                    .current()?
-                    .context("there is no run whose repository could be verified")
-                    .help(name_one)?;
-                let bulk = run
-                    .view()
-                    .outputs(StageName::Bulk)
-                    .cloned()
-                    .context("the current run has no repository from bulk")
-                    .help(name_one)?;
-                serde_json::from_value::<BulkOutputs>(bulk)?.repo
-            }
-        };
-        let keys = self.keys(loaded)?;
-        let abi = self.abi(loaded);
-        if self.dry_run {
-            ui.println(&ui.bold("sign:"));
-            for step in check_steps(&repo, &keys.trust, &abi) {
-                ui.println(&format!("  {step}"));
-            }
-            return Ok(());
-        }
-        if !repo.is_dir() {
-            ui.println(&format!("{repo}: is not a directory"));
-            ui.eprintln(&format!("{} {repo} failed verification: it does not exist", ui.red("error:")));
-            return Err(crate::failure::Failure::reported(crate::failure::Class::Product).into());
-        }
-        // The manifest's SHA-256s are not needed here: only the catalogue's sums.
-        let opts = verify::Options { sha256: false, ..self.options(loaded, &keys.trust, &abi) };
-        let report = verify_with_progress(&repo, &opts, ui)?;
-        if report.ok() {
-            ui.println(&format!(
-                "ok: {repo}: {} ({}) match their catalogue; data.pkg and packagesite.pkg verify with {}",
-                plural(report.packages.len(), "package"),
-                crate::ui::bytes(report.bytes),
-                keys.trust.describe()
-            ));
-            return Ok(());
-        }
-        for p in &report.problems {
-            ui.println(&p.to_string());
-        }
-        ui.eprintln(&format!(
-            "{} {repo} failed verification: {}",
-            ui.red("error:"),
-            plural(report.problems.len(), "problem")
-        ));
-        Err(crate::failure::Failure::reported(crate::failure::Class::Product).into())
     }
 
     /// `cargo xtask sign`.
@@ -360,12 +302,13 @@ fn check_steps(repo: &Utf8Path, trust: &Trust, abi: &str) -> Vec<Step> {
     ]
 }
 
-/// Runs verification with a byte progress bar.
+/// Runs verification with a byte progress bar, whose length is set once the catalogues
+/// are read.
 fn verify_with_progress(repo: &Utf8Path, opts: &verify::Options, ui: &Ui) -> Result<Report> {
-    let quick = verify::verify(repo, &verify::Options { files: false, ..*opts })?;
-    let bar = ui.progress("verify", quick.bytes, true);
+    let bar = ui.progress("verify", 0, true);
+    let listed = |_: usize, bytes: u64| bar.set_total(bytes);
     let progress = |n: u64| bar.inc(n, "hashing packages");
-    Ok(verify::verify(repo, &verify::Options { progress: &progress, ..*opts })?)
+    Ok(verify::verify(repo, &verify::Options { listed: &listed, progress: &progress, ..*opts })?)
 }
 
 /// The problems as an error of `class`: the product's (exit 1) when the packages do not
@@ -547,10 +490,26 @@ fn repo_fingerprint(fp: &mut Fingerprint, repo: &Utf8Path) -> Result<()> {
     let meta = MetaConf::load(repo).unwrap_or_default();
     for kind in CATALOGUES {
         let (archive, inner) = meta.catalogue(kind);
-        match Archive::read(&repo.join(&archive)) {
-            Ok(a) => {
-                for e in a.find(&inner) {
-                    fp.str(&archive, &sha256_bytes(&e.data));
+        // Read as a stream: the catalogue of a whole ports tree is tens of megabytes.
+        let mut digests = Vec::new();
+        let read = pkgrepo::archive::scan(&repo.join(&archive), |entry, data| {
+            if entry.name == inner {
+                use sha2::Digest;
+                let (mut hasher, mut buf) = (sha2::Sha256::new(), vec![0u8; 1 << 16]);
+                loop {
+                    match data.read(&mut buf)? {
+                        0 => break,
+                        n => hasher.update(&buf[..n]),
+                    }
+                }
+                digests.push(crate::fingerprint::hex(&hasher.finalize()));
+            }
+            Ok(())
+        });
+        match read {
+            Ok(_) => {
+                for d in &digests {
+                    fp.str(&archive, d);
                 }
             }
             Err(_) => {
@@ -727,7 +686,9 @@ impl Stage for Sign {
             // Package files were not touched: reuse their digests; everything else is
             // checked again from scratch.
             let digests = std::mem::take(&mut report.digests);
-            let known = |path: &str| digests.get(path).cloned();
+            // The first report is not needed again: not held through the second.
+            drop(std::mem::take(&mut report));
+            let known = |path: &str, _: &std::fs::Metadata| digests.get(path).cloned();
             report = verify::verify(&repo, &verify::Options { known: Some(&known), ..opts })?;
             if !report.ok() {
                 return Err(failure(
@@ -756,14 +717,17 @@ impl Stage for Sign {
         ));
 
         let manifest = self.manifest(cx, &report, &keys, &abi)?;
+        let catalogues = report.catalogues.iter().map(|c| (c.archive.clone(), c.archive_sha256.clone())).collect();
+        drop(report);
         let path = cx.stage_dir(StageName::Sign)?.join("manifest.json");
         let mut text = serde_json::to_vec_pretty(&manifest)?;
         text.push(b'\n');
         crate::fsx::write_atomic(&path, &text)?;
+        drop(text);
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
 
         let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
-        let mut produced = crate::fingerprint::Produced::default();
+        let mut produced = crate::identity::Produced::default();
         produced.add(cx.run.rel(&path), &path)?;
         for p in &manifest.packages {
             produced.add(p.path.clone(), &repo.join(&p.path))?;
@@ -773,13 +737,13 @@ impl Stage for Sign {
             manifest: cx.run.rel(&path),
             trust: keys.trust.mode(),
             key_fingerprint: keys.fingerprint.clone(),
-            packages: manifest.packages.clone(),
+            packages: manifest.packages,
             pubkey: keys.pubkey.clone(),
             fingerprints,
             abi,
-            catalogues: report.catalogues.iter().map(|c| (c.archive.clone(), c.archive_sha256.clone())).collect(),
+            catalogues,
             signed,
-            build_name: manifest.build_name.clone(),
+            build_name: manifest.build_name,
             produced,
         })
     }

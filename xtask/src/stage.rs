@@ -222,7 +222,7 @@ impl<'a> Cx<'a> {
     /// error says which stage produces them.
     pub fn output<T: DeserializeOwned>(&self, stage: StageName) -> Result<T> {
         match self.run.outputs(stage) {
-            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+            Some(value) => T::deserialize(value).map_err(|e| {
                 failure!("the outputs `{stage}` recorded in {} cannot be read: {e}", self.run.state_path())
                     .help(format!("rerun it: {}", self.loaded.xtask(stage.as_str())))
                     .into()

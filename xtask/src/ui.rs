@@ -6,6 +6,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -283,7 +284,7 @@ impl Ui {
             }
             Mode::Plain => None,
         };
-        Progress { ui: self, bar, label: label.to_owned(), total, done: Mutex::new(0), bytes }
+        Progress { ui: self, bar, label: label.to_owned(), total: AtomicU64::new(total), done: Mutex::new(0), bytes }
     }
 
     /// Prints an error: `error: ...` then the cause chain and hints.
@@ -297,16 +298,25 @@ pub struct Progress<'a> {
     ui: &'a Ui,
     bar: Option<ProgressBar>,
     label: String,
-    total: u64,
+    total: AtomicU64,
     done: Mutex<u64>,
     bytes: bool,
 }
 
 impl Progress<'_> {
+    /// Sets what the count goes up to, once it is known.
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+        }
+    }
+
     /// Adds `n` to the count, with a message naming the latest item.
     pub fn inc(&self, n: u64, msg: &str) {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         *done += n;
+        let total = self.total.load(Ordering::Relaxed);
         match &self.bar {
             Some(bar) => {
                 bar.inc(n);
@@ -314,13 +324,13 @@ impl Progress<'_> {
             }
             None => {
                 let mut last = self.ui.last_plain.lock().unwrap_or_else(|e| e.into_inner());
-                let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || *done >= self.total;
+                let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || *done >= total;
                 if due {
                     *last = Some(Instant::now());
                     let amount = if self.bytes {
-                        format!("{} / {}", bytes(*done), bytes(self.total))
+                        format!("{} / {}", bytes(*done), bytes(total))
                     } else {
-                        format!("{}/{}", *done, self.total)
+                        format!("{}/{}", *done, total)
                     };
                     self.ui.eprintln(&format!("[{}] {amount} {msg}", self.label));
                 }

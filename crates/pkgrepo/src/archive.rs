@@ -1,13 +1,19 @@
 //! Catalogue archives: a tar, compressed per meta.conf's `packing_format` (zstd by
 //! default; also xz, gzip, bzip2, or none), always named `*.pkg`. Clients detect the
-//! compression by magic, and so does this module. Archives are small (the catalogue
-//! only), so they are read and written whole.
+//! compression by magic, and so does this module.
+//!
+//! The catalogue of a full ports tree decompresses to tens of megabytes (and `files`
+//! to hundreds), so archives are read as a stream ([`read_entries`], [`scan`]): each
+//! entry is handed over as it is decompressed, and nothing holds the whole archive.
+//! [`Archive`] holds one whole, for the small ones and for writing.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
+use std::rc::Rc;
 
 use camino::Utf8Path;
 
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, Error, Result, bail};
 
 /// Decompressed archives larger than this are refused (a catalogue of thousands of
 /// packages is a few megabytes).
@@ -64,42 +70,219 @@ impl Compression {
             .find(|c| c.packing_format() == word)
     }
 
-    fn decompress(self, bytes: &[u8]) -> Result<Vec<u8>> {
-        let reader: Box<dyn Read + '_> = match self {
-            Compression::Zstd => Box::new(zstd::Decoder::new(bytes)?),
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new(bytes)),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
-            Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(bytes)),
-            Compression::None => return Ok(bytes.to_vec()),
-        };
-        let mut out = Vec::new();
-        reader.take(MAX_ARCHIVE + 1).read_to_end(&mut out)?;
-        if out.len() as u64 > MAX_ARCHIVE {
-            bail!("it decompresses to more than {MAX_ARCHIVE} bytes");
-        }
-        Ok(out)
+    fn compress(self, tar: &[u8]) -> Result<Vec<u8>> {
+        let mut e = self.encoder(Vec::new())?;
+        e.write_all(tar)?;
+        Ok(e.finish()?)
     }
 
-    fn compress(self, tar: &[u8]) -> Result<Vec<u8>> {
+    /// A writer that compresses into `out` (zstd level 10, xz 6, gzip and bzip2 at
+    /// their best).
+    pub(crate) fn encoder<W: Write>(self, out: W) -> Result<Encoder<W>> {
         Ok(match self {
-            Compression::Zstd => zstd::encode_all(tar, 10)?,
-            Compression::Xz => {
-                let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
-                e.write_all(tar)?;
-                e.finish()?
-            }
-            Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-                e.write_all(tar)?;
-                e.finish()?
-            }
-            Compression::Bzip2 => {
-                let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
-                e.write_all(tar)?;
-                e.finish()?
-            }
-            Compression::None => tar.to_vec(),
+            Compression::Zstd => Encoder::Zstd(zstd::Encoder::new(out, 10)?),
+            Compression::Xz => Encoder::Xz(liblzma::write::XzEncoder::new(out, 6)),
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::best())),
+            Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(out, bzip2::Compression::best())),
+            Compression::None => Encoder::None(out),
         })
+    }
+}
+
+/// A compressing writer of any [`Compression`].
+pub(crate) enum Encoder<W: Write> {
+    Zstd(zstd::Encoder<'static, W>),
+    Xz(liblzma::write::XzEncoder<W>),
+    Gzip(flate2::write::GzEncoder<W>),
+    Bzip2(bzip2::write::BzEncoder<W>),
+    None(W),
+}
+
+impl<W: Write> Encoder<W> {
+    /// Ends the compressed stream; gives back the writer.
+    pub(crate) fn finish(self) -> std::io::Result<W> {
+        match self {
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Bzip2(e) => e.finish(),
+            Encoder::None(w) => Ok(w),
+        }
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Encoder::Zstd(e) => e,
+            Encoder::Xz(e) => e,
+            Encoder::Gzip(e) => e,
+            Encoder::Bzip2(e) => e,
+            Encoder::None(w) => w,
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer().flush()
+    }
+}
+
+/// What went wrong below the tar reader, kept aside: the tar reader (and a caller's
+/// parser) sees only an I/O error, the report says what it was.
+#[derive(Default)]
+struct Trouble {
+    /// The decompressor failed with this.
+    decoder: Option<String>,
+    /// More than [`MAX_ARCHIVE`] bytes came out.
+    too_big: bool,
+}
+
+/// The decompressed bytes, counted against [`MAX_ARCHIVE`], the decompressor's errors
+/// noted in `trouble`.
+struct Decoded<'a> {
+    inner: Box<dyn Read + 'a>,
+    read: u64,
+    trouble: Rc<RefCell<Trouble>>,
+}
+
+impl Read for Decoded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                self.trouble.borrow_mut().decoder.get_or_insert_with(|| e.to_string());
+                return Err(e);
+            }
+        };
+        self.read += n as u64;
+        if self.read > MAX_ARCHIVE {
+            self.trouble.borrow_mut().too_big = true;
+            return Err(std::io::Error::other(format!("it decompresses to more than {MAX_ARCHIVE} bytes")));
+        }
+        Ok(n)
+    }
+}
+
+/// A regular-file entry of an archive, as [`read_entries`] meets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryHeader {
+    /// The name exactly as stored (invalid UTF-8 replaced).
+    pub name: String,
+    /// Its size in bytes, as the tar header says.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: u64,
+}
+
+/// Reads the archive `reader` holds in one pass: detects the compression, then calls
+/// `each` with every regular-file entry in archive order and a reader of its contents
+/// (what `each` leaves unread is skipped). Directories are passed over; any other kind
+/// of entry is refused. The decompressed stream is read to its end, so a damaged or
+/// oversized archive is refused whatever entry it ends in. An error of `each` is
+/// returned as it is, unless the decompressor failed under it (then that is the error).
+pub fn read_entries<R: Read>(
+    mut reader: R,
+    mut each: impl FnMut(&EntryHeader, &mut dyn Read) -> Result<()>,
+) -> Result<Compression> {
+    let mut head = Vec::with_capacity(262);
+    (&mut reader).take(262).read_to_end(&mut head)?;
+    let Some(compression) = Compression::detect(&head) else {
+        bail!("unknown format (not zstd, xz, gzip, bzip2 or tar)");
+    };
+    let whole = std::io::Cursor::new(head).chain(reader);
+    let inner: Box<dyn Read + '_> = match compression {
+        Compression::Zstd => Box::new(zstd::Decoder::new(whole)?),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new(whole)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
+        Compression::None => Box::new(whole),
+    };
+    let trouble = Rc::new(RefCell::new(Trouble::default()));
+    let decoded = Decoded { inner, read: 0, trouble: Rc::clone(&trouble) };
+    let explain = |e: Error| -> Error {
+        let t = trouble.borrow();
+        match (&t.decoder, t.too_big) {
+            (_, true) => Error::msg(format!("it decompresses to more than {MAX_ARCHIVE} bytes")),
+            (Some(cause), _) => Error::caused(format!("cannot decompress it ({compression:?})"), cause.clone()),
+            (None, false) => e,
+        }
+    };
+    let mut archive = tar::Archive::new(decoded);
+    let walked = (|| -> Result<()> {
+        for entry in archive.entries().context("cannot read the tar inside")? {
+            let mut entry = entry.context("cannot read the tar inside")?;
+            let kind = entry.header().entry_type();
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                bail!("entry `{name}` is not a regular file ({kind:?})");
+            }
+            let header = EntryHeader { name, size: entry.size(), mtime: entry.header().mtime().unwrap_or(0) };
+            each(&header, &mut entry)?;
+        }
+        Ok(())
+    })();
+    walked.map_err(explain)?;
+    // What follows the tar's end inside the compressed stream (padding) is read too.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
+        .map_err(|e| explain(Error::caused("cannot read the end of the archive", e)))?;
+    Ok(compression)
+}
+
+/// An archive file read by [`scan`]: its compression and the SHA-256 of the file as
+/// stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// How it is compressed.
+    pub compression: Compression,
+    /// SHA-256 hex of the file's bytes.
+    pub sha256: String,
+}
+
+/// Reads the archive file at `path` in one pass, as [`read_entries`] does, hashing the
+/// file's bytes on the way. Errors name the file.
+pub fn scan(path: &Utf8Path, each: impl FnMut(&EntryHeader, &mut dyn Read) -> Result<()>) -> Result<Scanned> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {path}"))?;
+    let mut hashing = HashingReader::new(file);
+    let compression =
+        read_entries(&mut hashing, each).with_context(|| format!("{path} is not a readable catalogue archive"))?;
+    // Anything after the compressed stream counts in the file's digest.
+    std::io::copy(&mut hashing, &mut std::io::sink()).with_context(|| format!("cannot read {path}"))?;
+    Ok(Scanned { compression, sha256: hashing.finish() })
+}
+
+/// A reader that hashes (SHA-256) what passes through it.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        use sha2::Digest;
+        HashingReader { inner, hasher: sha2::Sha256::new() }
+    }
+
+    /// The hex SHA-256 of everything read.
+    pub(crate) fn finish(self) -> String {
+        use sha2::Digest;
+        crate::hex(&self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -114,7 +297,7 @@ pub struct Entry {
     pub mtime: u64,
 }
 
-/// A catalogue archive read whole.
+/// A catalogue archive held whole.
 #[derive(Debug, Clone)]
 pub struct Archive {
     /// Kept when the archive is written again.
@@ -126,33 +309,24 @@ pub struct Archive {
 impl Archive {
     /// Reads an archive file.
     pub fn read(path: &Utf8Path) -> Result<Archive> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
-        Archive::parse(&bytes).with_context(|| format!("{path} is not a readable catalogue archive"))
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {path}"))?;
+        Archive::from_reader(std::io::BufReader::new(file))
+            .with_context(|| format!("{path} is not a readable catalogue archive"))
     }
 
     /// Parses archive bytes.
     pub fn parse(bytes: &[u8]) -> Result<Archive> {
-        let Some(compression) = Compression::detect(bytes) else {
-            bail!("unknown format (not zstd, xz, gzip, bzip2 or tar)");
-        };
-        let tar = compression.decompress(bytes).with_context(|| format!("cannot decompress it ({compression:?})"))?;
-        let mut archive = tar::Archive::new(&tar[..]);
+        Archive::from_reader(bytes)
+    }
+
+    fn from_reader(reader: impl Read) -> Result<Archive> {
         let mut entries = Vec::new();
-        for entry in archive.entries().context("cannot read the tar inside")? {
-            let mut entry = entry.context("cannot read the tar inside")?;
-            let kind = entry.header().entry_type();
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            if kind.is_dir() {
-                continue;
-            }
-            if !kind.is_file() {
-                bail!("entry `{name}` is not a regular file ({kind:?})");
-            }
-            let mtime = entry.header().mtime().unwrap_or(0);
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).with_context(|| format!("cannot read entry `{name}`"))?;
-            entries.push(Entry { name, data, mtime });
-        }
+        let compression = read_entries(reader, |header, data| {
+            let mut bytes = Vec::new();
+            data.read_to_end(&mut bytes).with_context(|| format!("cannot read entry `{}`", header.name))?;
+            entries.push(Entry { name: header.name.clone(), data: bytes, mtime: header.mtime });
+            Ok(())
+        })?;
         Ok(Archive { compression, entries })
     }
 
@@ -165,18 +339,7 @@ impl Archive {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut builder = tar::Builder::new(Vec::new());
         for e in &self.entries {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(&e.name).with_context(|| format!("cannot store entry `{}`", e.name))?;
-            h.set_size(e.data.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_username("root")?;
-            h.set_groupname("wheel")?;
-            h.set_mtime(e.mtime);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_cksum();
-            builder.append(&h, &e.data[..])?;
+            builder.append(&entry_header(&e.name, e.data.len() as u64, e.mtime)?, &e.data[..])?;
         }
         let tar = builder.into_inner()?;
         self.compression.compress(&tar)
@@ -187,6 +350,22 @@ impl Archive {
         let bytes = self.to_bytes().with_context(|| format!("cannot build {path}"))?;
         crate::fsx::write_atomic(path, &bytes)
     }
+}
+
+/// The tar header of an entry as this crate writes them: mode 0644, root:wheel.
+pub(crate) fn entry_header(name: &str, size: u64, mtime: u64) -> Result<tar::Header> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).with_context(|| format!("cannot store entry `{name}`"))?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_username("root")?;
+    h.set_groupname("wheel")?;
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    Ok(h)
 }
 
 #[cfg(test)]

@@ -4,6 +4,22 @@
 
 pub(crate) const ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 
+/// Which bytes are digits of [`ALPHABET`].
+const IS_DIGIT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Whether `b` is a digit of pkg's base32.
+pub(crate) fn is_digit(b: u8) -> bool {
+    IS_DIGIT[usize::from(b)]
+}
+
 /// Encodes bytes: each byte's bits are appended above the bits left over, 5-bit digits
 /// are taken from the bottom, and a final partial digit is emitted. 64 bytes give 103
 /// characters.
@@ -29,6 +45,13 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_are_the_alphabet() {
+        for b in 0..=255u8 {
+            assert_eq!(is_digit(b), ALPHABET.contains(&b), "{b}");
+        }
+    }
 
     #[test]
     fn lengths() {

@@ -1,10 +1,21 @@
 //! The package entries of a catalogue: `data` (one JSON object, packages in its
 //! `packages` array) and `packagesite.yaml` (one JSON object per line).
+//!
+//! Both are read as a stream ([`read`]): each entry is parsed into a [`Package`] (only
+//! the fields verification needs; the rest is checked for syntax and skipped) and
+//! handed over before the next is read, so a catalogue of a whole ports tree is never
+//! held, as text or as a tree of values. What is accepted is what a JSON parser of the
+//! whole document accepts (the document must be UTF-8 and JSON), with one refusal more:
+//! an entry naming one of [`Package`]'s fields twice, or a `data` with two `packages`
+//! arrays, which two readers could take differently.
+
+use std::io::{BufRead, Read};
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::CatalogueKind;
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, Error, Result, bail};
 
 /// One package as a catalogue lists it: the fields verification needs (pkg writes many
 /// more, which are ignored).
@@ -37,37 +48,257 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// Parses the inner file of a catalogue archive.
+    /// Parses the inner file of a catalogue archive, held whole.
     pub fn parse(kind: CatalogueKind, bytes: &[u8]) -> Result<Catalogue> {
-        let text = std::str::from_utf8(bytes).context("it is not UTF-8")?;
-        let objects: Vec<serde_json::Value> = match kind {
-            CatalogueKind::Data => {
-                let mut doc: serde_json::Value = serde_json::from_str(text).context("it is not JSON")?;
-                match doc.get_mut("packages").map(serde_json::Value::take) {
-                    Some(serde_json::Value::Array(list)) => list,
-                    _ => bail!("it has no `packages` array"),
-                }
-            }
-            CatalogueKind::Packagesite => text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("line {} is not JSON", i + 1)))
-                .collect::<Result<_>>()?,
-        };
-        let entries = objects
-            .into_iter()
-            .map(|v| {
-                let label = v.get("name").and_then(|n| n.as_str()).unwrap_or("(unnamed)").to_owned();
-                serde_json::from_value::<Package>(v).map_err(|e| format!("entry `{label}` is incomplete: {e}"))
-            })
-            .collect();
+        let mut entries = Vec::new();
+        read(kind, bytes, |e| entries.push(e))?;
         Ok(Catalogue { entries })
     }
 
     /// The entries that are complete packages.
     pub fn packages(&self) -> impl Iterator<Item = &Package> {
         self.entries.iter().filter_map(|e| e.as_ref().ok())
+    }
+}
+
+/// Reads the inner file of a catalogue archive from `reader`, calling `each` with every
+/// entry in catalogue order: a package, or why that entry is not one. Fails when the
+/// file as a whole cannot be read: not UTF-8, not JSON, no `packages` array.
+pub fn read(kind: CatalogueKind, reader: impl Read, each: impl FnMut(Result<Package, String>)) -> Result<()> {
+    match kind {
+        CatalogueKind::Data => read_data(reader, each),
+        CatalogueKind::Packagesite => read_lines(reader, each),
+    }
+}
+
+/// What reading one entry's JSON gave.
+enum Parsed {
+    /// A package, or why the (well-formed) entry is not one.
+    Entry(Result<Package, String>),
+    /// The bytes are not one JSON value.
+    NotJson(serde_json::Error),
+}
+
+/// One entry from exactly its bytes.
+fn entry(bytes: &[u8]) -> Parsed {
+    match serde_json::from_slice::<Package>(bytes) {
+        Ok(p) => Parsed::Entry(Ok(p)),
+        Err(e) if e.is_data() => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            // Well-formed but not a package: the entry's problem, named by its name.
+            Ok(v) => {
+                let label = v.get("name").and_then(|n| n.as_str()).unwrap_or("(unnamed)").to_owned();
+                Parsed::Entry(Err(format!("entry `{label}` is incomplete: {}", without_position(&e))))
+            }
+            Err(syntax) => Parsed::NotJson(syntax),
+        },
+        Err(e) => Parsed::NotJson(e),
+    }
+}
+
+/// A serde_json error's message without the ` at line L column C` it adds.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let at = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&at).map_or(text.clone(), str::to_owned)
+}
+
+/// packagesite.yaml: one object per line; blank lines are skipped.
+fn read_lines(reader: impl Read, mut each: impl FnMut(Result<Package, String>)) -> Result<()> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
+    let mut line = Vec::new();
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let text = std::str::from_utf8(&line).context("it is not UTF-8")?;
+        let text = text.strip_suffix('\n').map_or(text, |t| t.strip_suffix('\r').unwrap_or(t));
+        if text.trim().is_empty() {
+            continue;
+        }
+        match entry(text.as_bytes()) {
+            Parsed::Entry(e) => each(e),
+            Parsed::NotJson(e) => return Err(Error::caused(format!("line {number} is not JSON"), e)),
+        }
+    }
+}
+
+/// The bytes of `data` read so far and not yet consumed.
+struct Window<R> {
+    reader: R,
+    buf: Vec<u8>,
+    /// Where the unconsumed bytes start.
+    pos: usize,
+    /// The length of the value consumed last, which ends at `pos`.
+    last: usize,
+    eof: bool,
+}
+
+impl<R: Read> Window<R> {
+    /// Reads more: at least as much as is buffered, so that a long value is scanned a
+    /// bounded number of times.
+    fn fill(&mut self) -> Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let want = (self.buf.len()).max(1 << 16);
+        let before = self.buf.len();
+        (&mut self.reader).take(want as u64).read_to_end(&mut self.buf)?;
+        self.eof = self.buf.len() == before;
+        Ok(!self.eof)
+    }
+
+    /// The next byte that is not JSON whitespace, not consumed; `None` at the end.
+    fn peek(&mut self) -> Result<Option<u8>> {
+        loop {
+            while let Some(&b) = self.buf.get(self.pos) {
+                if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                    return Ok(Some(b));
+                }
+                self.pos += 1;
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Consumes `byte` (after whitespace) or fails.
+    fn expect(&mut self, byte: u8) -> Result<()> {
+        match self.peek()? {
+            Some(b) if b == byte => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b) => Err(not_json(format!("expected `{}`, found `{}`", byte as char, (b as char).escape_default()))),
+            None => Err(not_json(format!("expected `{}`, found the end", byte as char))),
+        }
+    }
+
+    /// Parses the next JSON value as `T` from exactly its bytes (which must be UTF-8)
+    /// and consumes them, reading further when the window ends inside the value. A
+    /// well-formed value that is not a `T` is left unconsumed: [`Next::Other`].
+    fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Next<T>> {
+        loop {
+            let rest = &self.buf[self.pos..];
+            let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+            let parsed = stream.next();
+            let end = stream.byte_offset();
+            match parsed {
+                Some(Err(e)) if e.is_data() => return Ok(Next::Other(e)),
+                Some(Err(e)) if !e.is_eof() || self.eof => return Err(Error::caused("it is not JSON", e)),
+                None if self.eof => return Err(not_json("expected a value, found the end".into())),
+                // A scalar the window ends with may go on past it.
+                Some(Ok(value)) if self.eof || end < rest.len() => {
+                    std::str::from_utf8(&rest[..end]).context("it is not UTF-8")?;
+                    self.pos += end;
+                    self.last = end;
+                    return Ok(Next::Value(value));
+                }
+                _ => {}
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Consumes the next JSON value, whatever it is; returns its bytes.
+    fn skip(&mut self) -> Result<&[u8]> {
+        match self.next::<IgnoredAny>()? {
+            Next::Value(_) => Ok(&self.buf[self.pos - self.last..self.pos]),
+            Next::Other(e) => Err(Error::caused("it is not JSON", e)),
+        }
+    }
+}
+
+/// What [`Window::next`] found.
+enum Next<T> {
+    Value(T),
+    /// A well-formed value of another type (not consumed).
+    Other(serde_json::Error),
+}
+
+fn not_json(message: String) -> Error {
+    Error::caused("it is not JSON", message)
+}
+
+/// data: `{"groups":...,"packages":[ENTRY,...],...}`; the entries are read one by one,
+/// every other member is checked and skipped.
+fn read_data(reader: impl Read, mut each: impl FnMut(Result<Package, String>)) -> Result<()> {
+    let mut w = Window { reader, buf: Vec::new(), pos: 0, last: 0, eof: false };
+    if w.peek()? != Some(b'{') {
+        // Not an object: JSON or not, it has no `packages` array.
+        w.skip()?;
+        if w.peek()?.is_some() {
+            return Err(not_json("trailing characters after the document".into()));
+        }
+        bail!("it has no `packages` array");
+    }
+    w.pos += 1;
+    let mut packages = false;
+    if w.peek()? == Some(b'}') {
+        w.pos += 1;
+    } else {
+        loop {
+            let key = match w.next::<String>()? {
+                Next::Value(key) => key,
+                Next::Other(e) => return Err(Error::caused("it is not JSON", e)),
+            };
+            w.expect(b':')?;
+            if key == "packages" && w.peek()? == Some(b'[') {
+                if packages {
+                    bail!("it has two `packages` arrays");
+                }
+                packages = true;
+                read_array(&mut w, &mut each)?;
+            } else {
+                w.skip()?;
+            }
+            match w.peek()? {
+                Some(b',') => w.pos += 1,
+                Some(b'}') => {
+                    w.pos += 1;
+                    break;
+                }
+                _ => return Err(not_json("expected `,` or `}` after a member of the document".into())),
+            }
+        }
+    }
+    if w.peek()?.is_some() {
+        return Err(not_json("trailing characters after the document".into()));
+    }
+    if !packages {
+        bail!("it has no `packages` array");
+    }
+    Ok(())
+}
+
+/// The entries of the `packages` array, `[` next in the window.
+fn read_array<R: Read>(w: &mut Window<R>, each: &mut impl FnMut(Result<Package, String>)) -> Result<()> {
+    w.pos += 1;
+    if w.peek()? == Some(b']') {
+        w.pos += 1;
+        return Ok(());
+    }
+    loop {
+        match w.next::<Package>()? {
+            Next::Value(p) => each(Ok(p)),
+            Next::Other(_) => match entry(w.skip()?) {
+                Parsed::Entry(e) => each(e),
+                Parsed::NotJson(e) => return Err(Error::caused("it is not JSON", e)),
+            },
+        }
+        match w.peek()? {
+            Some(b',') => w.pos += 1,
+            Some(b']') => {
+                w.pos += 1;
+                return Ok(());
+            }
+            _ => return Err(not_json("expected `,` or `]` after an entry of `packages`".into())),
+        }
     }
 }
 
@@ -80,9 +311,14 @@ impl Catalogue {
 /// `F` and even an empty ABI pass there. A release must name what it runs on, so this
 /// accepts only the forms above; every ABI accepted here pkg accepts too.
 pub fn abi_matches(package: &str, want: &str) -> bool {
-    let p: Vec<&str> = package.split(':').collect();
-    let w: Vec<&str> = want.split(':').collect();
-    p.len() == w.len() && p.iter().zip(&w).all(|(a, b)| *a == "*" || a.eq_ignore_ascii_case(b))
+    let (mut p, mut w) = (package.split(':'), want.split(':'));
+    loop {
+        match (p.next(), w.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == "*" || a.eq_ignore_ascii_case(b) => {}
+            _ => return false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +347,76 @@ mod tests {
         assert!(c.entries[1].as_ref().unwrap_err().contains("entry `b`"));
         let c = Catalogue::parse(CatalogueKind::Packagesite, format!("{obj}\n{obj}\n").as_bytes()).unwrap();
         assert_eq!(c.packages().count(), 2);
+    }
+
+    /// The entries as a parser of the whole document reads them.
+    fn whole(data: &[u8]) -> Vec<Result<Package, String>> {
+        let doc: serde_json::Value = serde_json::from_slice(data).unwrap();
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| serde_json::from_value::<Package>(v.clone()).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    /// A reader that hands out at most 7 bytes a call, as a pipe might.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(7).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_long_data_streams_across_its_windows_as_the_whole_document_reads() {
+        // Entries of many lengths (one far longer than a window), so that the window
+        // ends inside strings, numbers, keys and between entries.
+        let mut entries = Vec::new();
+        for i in 0..3000usize {
+            let desc = "d".repeat(if i == 1500 { 200_000 } else { i % 97 });
+            entries.push(format!(
+                r#"{{"name":"p{i}","origin":"x/p{i}","version":"1.{i}","abi":"FreeBSD:15:amd64","sum":"s{i}","pkgsize":{},"path":"All/p{i}.pkg","desc":"{desc}","n":[{i},1.5e3,true,null]}}"#,
+                i * 1_000_003
+            ));
+        }
+        entries.push(r#"{"name":"broken","pkgsize":"big"}"#.into());
+        let data =
+            format!(r#"{{"groups":[{{"a":[1,2]}}], "packages" : [ {} ] , "after":12345678}}"#, entries.join(" ,\n"));
+        let want = whole(data.as_bytes());
+        let mut got = Vec::new();
+        read(CatalogueKind::Data, Trickle(data.as_bytes()), |e| got.push(e)).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            match (g, w) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w),
+                (Err(g), Err(_)) => assert!(g.contains("entry `broken`"), "{g}"),
+                _ => panic!("{g:?} but the whole document gives {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_not_one_json_document_with_one_packages_array_is_refused() {
+        let refused = |data: &str, why: &str| {
+            let e = read(CatalogueKind::Data, data.as_bytes(), |_| {}).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{data}: {e:#}");
+        };
+        refused(r#"{"packages":[]} x"#, "not JSON");
+        refused(r#"{"packages":[],"packages":[]}"#, "two `packages` arrays");
+        refused(r#"{"groups":[]}"#, "no `packages` array");
+        refused(r#"[1,2]"#, "no `packages` array");
+        refused(r#"{"packages":[{"name":"a"}"#, "not JSON");
+        refused(r#"{"packages":[{"name":"a"},]}"#, "not JSON");
+        refused("{\"packages\":[],\"x\":\"\u{0}\"}", "not JSON");
+        let bad_utf8 = b"{\"packages\":[],\"x\":\"\xff\"}";
+        let e = read(CatalogueKind::Data, &bad_utf8[..], |_| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("UTF-8"), "{e:#}");
+        let e = read(CatalogueKind::Packagesite, &b"{}\n{\n"[..], |_| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("line 2 is not JSON"), "{e:#}");
     }
 }

@@ -12,6 +12,13 @@ use crate::error::{Context, Result};
 /// Writes `bytes` to `path` (mode 0644) atomically: readers see the old file or the new
 /// one, never a mix, even across a crash.
 pub(crate) fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| Ok(f.write_all(bytes)?))
+}
+
+/// Writes `path` (mode 0644) atomically with what `fill` writes into the new file: a
+/// temporary file beside it, synced, renamed over it, the directory synced. When `fill`
+/// fails, nothing changes.
+pub(crate) fn write_atomic_with(path: &Utf8Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
@@ -28,7 +35,7 @@ pub(crate) fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
             .mode(0o644)
             .open(&tmp)
             .with_context(|| format!("cannot create {tmp}"))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {tmp}"))?;
+        fill(&mut f).with_context(|| format!("cannot write {tmp}"))?;
         f.sync_all().with_context(|| format!("cannot sync {tmp}"))?;
         fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp} to {path}"))?;
         let d = File::open(dir).with_context(|| format!("cannot open directory {dir}"))?;

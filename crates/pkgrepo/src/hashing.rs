@@ -18,6 +18,8 @@ pub(crate) struct Job {
     pub(crate) path: String,
     pub(crate) size: u64,
     pub(crate) sum: Sum,
+    /// The sum as the catalogue wrote it.
+    pub(crate) sum_text: String,
 }
 
 /// Hashes the files in parallel. Each result is the digests, or what was wrong.
@@ -38,6 +40,8 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Resu
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
+                // Each thread reads into its own buffers, allocated once.
+                let mut bufs: Vec<Vec<u8>> = Vec::new();
                 loop {
                     let first = next.fetch_add(batch, Ordering::Relaxed);
                     if first >= order.len() {
@@ -66,7 +70,7 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Resu
                         }
                     }
                     let paths: Vec<&Utf8Path> = together.iter().map(|(_, p)| p.as_path()).collect();
-                    for ((index, _), outcome) in together.iter().zip(blake2b_many(&paths, opts.progress)) {
+                    for ((index, _), outcome) in together.iter().zip(blake2b_many(&paths, &mut bufs, opts.progress)) {
                         let outcome = outcome.and_then(|d| finish(jobs[*index], d));
                         *results[*index].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                     }
@@ -102,16 +106,18 @@ fn precheck(root: &Utf8Path, job: &Job, opts: &Options) -> Pre {
         }
         Err(e) => return Pre::Done(Err(format!("cannot be read: {e}"))),
     };
-    if meta.file_type().is_symlink() {
+    let meta = if meta.file_type().is_symlink() {
         match path.canonicalize_utf8() {
             Ok(real) if real.starts_with(root) => {}
             Ok(real) => return Pre::Done(Err(format!("is a symlink to {real}, outside the repository"))),
             Err(_) => return Pre::Done(Err("is a dangling symlink".into())),
         }
-    }
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) => m,
-        Err(e) => return Pre::Done(Err(format!("cannot be read: {e}"))),
+        match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => return Pre::Done(Err(format!("cannot be read: {e}"))),
+        }
+    } else {
+        meta
     };
     if !meta.is_file() {
         return Pre::Done(Err("is not a regular file".into()));
@@ -120,7 +126,7 @@ fn precheck(root: &Utf8Path, job: &Job, opts: &Options) -> Pre {
         return Pre::Done(Err(format!("is {} bytes but the catalogue says {} (pkgsize)", meta.len(), job.size)));
     }
     let want = job.sum.needs().or(Want { blake2b: false, sha256: opts.sha256 });
-    let known = opts.known.and_then(|k| k(&job.path)).filter(|d| {
+    let known = opts.known.and_then(|k| k(&job.path, &meta)).filter(|d| {
         d.size == job.size && (!want.blake2b || d.blake2b.is_some()) && (!want.sha256 || d.sha256.is_some())
     });
     match known {
@@ -146,8 +152,13 @@ fn finish(job: &Job, digests: Digests) -> Result<Digests, String> {
     Ok(digests)
 }
 
-/// BLAKE2b-512 of several files at once, a chunk of each per SIMD pass.
-fn blake2b_many(paths: &[&Utf8Path], progress: &(dyn Fn(u64) + Sync)) -> Vec<Result<Digests, String>> {
+/// BLAKE2b-512 of several files at once, a chunk of each per SIMD pass, read into
+/// `bufs` (grown to one chunk per file as needed).
+fn blake2b_many(
+    paths: &[&Utf8Path],
+    bufs: &mut Vec<Vec<u8>>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Vec<Result<Digests, String>> {
     use std::io::Read;
     const CHUNK: usize = 1 << 18;
     let mut files: Vec<Option<std::fs::File>> = Vec::with_capacity(paths.len());
@@ -167,7 +178,9 @@ fn blake2b_many(paths: &[&Utf8Path], progress: &(dyn Fn(u64) + Sync)) -> Vec<Res
     let mut states: Vec<blake2b_simd::State> =
         paths.iter().map(|_| blake2b_simd::Params::new().hash_length(64).to_state()).collect();
     let mut sizes = vec![0u64; paths.len()];
-    let mut bufs: Vec<Vec<u8>> = paths.iter().map(|_| vec![0u8; CHUNK]).collect();
+    while bufs.len() < paths.len() {
+        bufs.push(vec![0u8; CHUNK]);
+    }
     let mut lens = vec![0usize; paths.len()];
     loop {
         let mut any = false;
@@ -238,12 +251,12 @@ mod tests {
             })
             .collect();
         let refs: Vec<&Utf8Path> = paths.iter().map(|p| p.as_path()).collect();
-        let together = blake2b_many(&refs, &|_| {});
+        let together = blake2b_many(&refs, &mut Vec::new(), &|_| {});
         for (p, got) in paths.iter().zip(together) {
             let want = hash_file(p, Want { blake2b: true, sha256: false }, &|_| {}).unwrap();
             assert_eq!(got.unwrap(), want, "{p}");
         }
-        let missing = blake2b_many(&[dir.join("absent").as_path()], &|_| {});
+        let missing = blake2b_many(&[dir.join("absent").as_path()], &mut Vec::new(), &|_| {});
         assert!(missing[0].as_ref().unwrap_err().contains("cannot open"));
     }
 }

@@ -207,6 +207,9 @@ pub enum SignatureError {
     Encoding(String),
     /// Right form, wrong value: another key, or the file changed after signing.
     Mismatch,
+    /// The message was digested without the BLAKE2b this signature covers (see
+    /// [`Message::for_signer`]).
+    Undigested,
 }
 
 impl std::error::Error for SignatureError {}
@@ -219,6 +222,9 @@ impl fmt::Display for SignatureError {
                 "the signature is {got} bytes but the key makes {want}-byte signatures (truncated or not made by this key)"
             ),
             SignatureError::Encoding(why) => write!(f, "the signature cannot be read: {why}"),
+            SignatureError::Undigested => {
+                f.write_str("the catalogue's BLAKE2b, which this signature covers, was not computed")
+            }
             SignatureError::Mismatch => f.write_str(
                 "the signature does not verify (the catalogue changed after signing, or another key signed it)",
             ),
@@ -395,7 +401,7 @@ impl PublicKey {
         layout: TrustMode,
         signature: &[u8],
     ) -> Result<(), SignatureError> {
-        let signed = message.for_signer(signer, layout);
+        let signed = message.for_signer(signer, layout).ok_or(SignatureError::Undigested)?;
         match &self.key {
             Public::Rsa(key) => {
                 use rsa::signature::Verifier;
@@ -711,7 +717,9 @@ impl PrivateKey {
     /// payload pkg stores (rsa: the raw signature; ecc and ecdsa: pkg's DER), without
     /// header or trailing NUL.
     pub fn sign(&self, message: &Message, layout: TrustMode) -> Result<Vec<u8>> {
-        let signed = message.for_signer(self.algorithm().signer(), layout);
+        let signed = message
+            .for_signer(self.algorithm().signer(), layout)
+            .ok_or_else(|| Error::msg(SignatureError::Undigested.to_string()))?;
         match &self.secret {
             Secret::Rsa(key) => {
                 use rsa::signature::{SignatureEncoding, Signer};

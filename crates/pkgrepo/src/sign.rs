@@ -11,9 +11,11 @@
 //! rsa and ecc signatures are deterministic; ecdsa's use RFC 6979 nonces here (pkg's
 //! are random: both verify).
 
+use std::io::{Read, Write};
+
 use camino::Utf8Path;
 
-use crate::archive::{Archive, Entry};
+use crate::archive::{Entry, entry_header, read_entries};
 use crate::error::{Context, Error, Result, bail};
 use crate::key::SecretBytes;
 use crate::keys::{PrivateKey, PublicKey};
@@ -114,17 +116,32 @@ pub fn is_signature_entry(name: &str) -> bool {
 /// written beside the old one and renamed over it. Returns the hex SHA-256 of the
 /// inner file.
 pub fn sign_archive(path: &Utf8Path, inner: &str, mode: TrustMode, signer: &dyn Signer) -> Result<String> {
-    let archive = Archive::read(path)?;
-    let found: Vec<&Entry> = archive.find(inner).collect();
-    let [content] = found.as_slice() else {
-        bail!("{path} holds {} `{inner}` entries; it cannot be signed", found.len());
+    // The catalogue of a whole ports tree is tens of megabytes: the archive is read
+    // twice as a stream (once for the message, once to copy the inner file into the new
+    // archive), never held.
+    let open = || -> Result<std::io::BufReader<std::fs::File>> {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {path}"))?;
+        Ok(std::io::BufReader::with_capacity(1 << 16, file))
     };
-    let message = Message::of(&content.data);
+    let not_readable = || format!("{path} is not a readable catalogue archive");
+    let (mut count, mut first) = (0usize, None);
+    let compression = read_entries(open()?, |h, data| {
+        if h.name == inner {
+            count += 1;
+            if count == 1 {
+                first = Some((digest(data)?, h.mtime));
+            }
+        }
+        Ok(())
+    })
+    .with_context(not_readable)?;
+    let (1, Some((message, mtime))) = (count, first) else {
+        bail!("{path} holds {count} `{inner}` entries; it cannot be signed");
+    };
     let signed = signer.sign(&message, mode).with_context(|| format!("cannot sign {path}"))?;
     check_answer(&message, mode, &signed).with_context(|| format!("cannot sign {path}"))?;
-    let mtime = content.mtime;
     let header = signed.signer.header();
-    let mut entries = match mode {
+    let entries = match mode {
         TrustMode::Pubkey => {
             let data = match signed.signer {
                 SignerType::Rsa => [signed.signature.as_slice(), &[0]].concat(),
@@ -141,9 +158,52 @@ pub fn sign_archive(path: &Utf8Path, inner: &str, mode: TrustMode, signer: &dyn 
         crate::signature::check_entry_size(e.data.len())
             .with_context(|| format!("cannot sign {path}: `{}`", e.name))?;
     }
-    entries.push((*content).clone());
-    Archive { compression: archive.compression, entries }.write(path)?;
+    // The signature entries first, then the inner file as it is read again, in the
+    // archive's own compression.
+    crate::fsx::write_atomic_with(path, |file| {
+        let mut tar = tar::Builder::new(compression.encoder(std::io::BufWriter::with_capacity(1 << 16, &mut *file))?);
+        for e in &entries {
+            tar.append(&entry_header(&e.name, e.data.len() as u64, e.mtime)?, &e.data[..])?;
+        }
+        let mut again = None;
+        read_entries(open()?, |h, data| {
+            if h.name == inner {
+                let mut hashing = MessageReader { inner: data, hasher: Message::hasher() };
+                tar.append(&entry_header(inner, h.size, h.mtime)?, &mut hashing)?;
+                again = Some(hashing.hasher.finish());
+            }
+            Ok(())
+        })
+        .with_context(not_readable)?;
+        if again.as_ref() != Some(&message) {
+            bail!("{path} changed while it was being signed; sign it again");
+        }
+        let encoder = tar.into_inner()?;
+        encoder.finish()?.flush()?;
+        Ok(())
+    })?;
     Ok(message.hex().to_owned())
+}
+
+/// The message of what is left to read in `data`.
+fn digest(data: &mut dyn Read) -> Result<Message> {
+    let mut hashing = MessageReader { inner: data, hasher: Message::hasher() };
+    std::io::copy(&mut hashing, &mut std::io::sink())?;
+    Ok(hashing.hasher.finish())
+}
+
+/// Digests what passes through it as the message a signature covers.
+pub(crate) struct MessageReader<'a> {
+    pub(crate) inner: &'a mut dyn Read,
+    pub(crate) hasher: crate::signature::MessageHasher,
+}
+
+impl Read for MessageReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The signer's answer must verify as a client of `mode` verifies it.

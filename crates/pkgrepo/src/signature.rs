@@ -144,7 +144,8 @@ pub fn check_type_name(name: &str) -> Result<SignerType> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     hex: String,
-    blake2b: [u8; 64],
+    /// Left out when the message was digested for checks that never use it.
+    blake2b: Option<[u8; 64]>,
 }
 
 impl fmt::Debug for Message {
@@ -156,10 +157,25 @@ impl fmt::Debug for Message {
 impl Message {
     /// The message for an inner file's bytes.
     pub fn of(inner: &[u8]) -> Message {
-        let digest = blake2b_simd::Params::new().hash_length(64).hash(inner);
-        let mut blake2b = [0; 64];
-        blake2b.copy_from_slice(digest.as_bytes());
-        Message { hex: crate::sha256_hex(inner), blake2b }
+        let mut hasher = Message::hasher();
+        hasher.update(inner);
+        hasher.finish()
+    }
+
+    /// The message for an inner file read piece by piece.
+    pub fn hasher() -> MessageHasher {
+        use sha2::Digest;
+        MessageHasher {
+            sha256: sha2::Sha256::new(),
+            blake2b: Some(blake2b_simd::Params::new().hash_length(64).to_state()),
+        }
+    }
+
+    /// A hasher of the SHA-256 alone: for checks in which only the hex is signed (the
+    /// fingerprints layout, rsa), a catalogue of a whole ports tree is not digested twice.
+    pub(crate) fn hex_hasher() -> MessageHasher {
+        use sha2::Digest;
+        MessageHasher { sha256: sha2::Sha256::new(), blake2b: None }
     }
 
     /// The 64 lowercase hex digits of SHA-256 of the file: what rsa signs in both
@@ -170,19 +186,48 @@ impl Message {
     }
 
     /// The raw 64-byte BLAKE2b-512 of the file: what ecc and ecdsa sign in the pubkey
-    /// layout (a key file's `signature` entry).
-    pub fn blake2b(&self) -> &[u8; 64] {
-        &self.blake2b
+    /// layout (a key file's `signature` entry). Every message made by [`Message::of`]
+    /// or [`Message::hasher`] has it.
+    pub fn blake2b(&self) -> Option<&[u8; 64]> {
+        self.blake2b.as_ref()
     }
 
     /// The bytes a signer of `signer` signs in `layout` (`libpkg/pkgsign_ossl.c`,
     /// `ossl_sign`; `libpkg/pkgsign_ecc.c`, `ecc_sign`, `ecc_verify_cb`,
-    /// `ecc_verify_cert_cb`).
-    pub fn for_signer(&self, signer: SignerType, layout: TrustMode) -> &[u8] {
+    /// `ecc_verify_cert_cb`); `None` for the BLAKE2b of a message made without it.
+    pub fn for_signer(&self, signer: SignerType, layout: TrustMode) -> Option<&[u8]> {
         match (signer, layout) {
-            (SignerType::Rsa, _) | (_, TrustMode::Fingerprints) => self.hex.as_bytes(),
-            (_, TrustMode::Pubkey) => &self.blake2b,
+            (SignerType::Rsa, _) | (_, TrustMode::Fingerprints) => Some(self.hex.as_bytes()),
+            (_, TrustMode::Pubkey) => self.blake2b.as_ref().map(|b| &b[..]),
         }
+    }
+}
+
+/// Digests an inner file as it is read, for its [`Message`].
+pub struct MessageHasher {
+    sha256: sha2::Sha256,
+    blake2b: Option<blake2b_simd::State>,
+}
+
+impl MessageHasher {
+    /// Adds the next bytes of the file.
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.sha256.update(bytes);
+        if let Some(b) = &mut self.blake2b {
+            b.update(bytes);
+        }
+    }
+
+    /// The message for the bytes given.
+    pub fn finish(self) -> Message {
+        use sha2::Digest;
+        let blake2b = self.blake2b.map(|b| {
+            let mut out = [0; 64];
+            out.copy_from_slice(b.finalize().as_bytes());
+            out
+        });
+        Message { hex: crate::hex(&self.sha256.finalize()), blake2b }
     }
 }
 
@@ -282,9 +327,14 @@ mod tests {
     fn the_message_is_hex_or_blake2b_by_type_and_layout() {
         let m = Message::of(b"");
         assert_eq!(m.hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(m.for_signer(SignerType::Rsa, TrustMode::Pubkey), m.hex().as_bytes());
-        assert_eq!(m.for_signer(SignerType::Ecc, TrustMode::Fingerprints), m.hex().as_bytes());
-        assert_eq!(m.for_signer(SignerType::Ecdsa, TrustMode::Pubkey), m.blake2b());
-        assert_eq!(m.blake2b()[..4], [0x78, 0x6a, 0x02, 0xf7]);
+        assert_eq!(m.for_signer(SignerType::Rsa, TrustMode::Pubkey), Some(m.hex().as_bytes()));
+        assert_eq!(m.for_signer(SignerType::Ecc, TrustMode::Fingerprints), Some(m.hex().as_bytes()));
+        assert_eq!(m.for_signer(SignerType::Ecdsa, TrustMode::Pubkey), m.blake2b().map(|b| &b[..]));
+        assert_eq!(m.blake2b().unwrap()[..4], [0x78, 0x6a, 0x02, 0xf7]);
+        let mut hex_only = Message::hex_hasher();
+        hex_only.update(b"");
+        let hex_only = hex_only.finish();
+        assert_eq!(hex_only.hex(), m.hex());
+        assert_eq!(hex_only.for_signer(SignerType::Ecc, TrustMode::Pubkey), None);
     }
 }

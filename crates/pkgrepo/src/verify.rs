@@ -9,15 +9,16 @@ use std::fmt;
 
 use camino::Utf8Path;
 
-use crate::archive::Archive;
-use crate::catalogue::{Catalogue, Package, abi_matches};
+use crate::archive::{EntryHeader, HashingReader, read_entries};
+use crate::catalogue::{self, Catalogue, Package, abi_matches};
 use crate::error::{Error, Result};
 use crate::hashing::{Job, hash_jobs};
 use crate::meta::MetaConf;
+use crate::sign::MessageReader;
 use crate::signature::{Entry as SigEntry, Message, SignerType, check_entry_size};
 use crate::sum::{Digests, Sum, hash_file};
 use crate::trust::{Anchors, PublicKey, Trust};
-use crate::{BoxError, CATALOGUES, CatalogueKind, TrustMode, sha256_hex};
+use crate::{BoxError, CATALOGUES, CatalogueKind, TrustMode};
 
 pub use crate::signature::MAX_SIGNATURE_ENTRIES;
 
@@ -128,10 +129,10 @@ impl Report {
     }
 }
 
-/// Digests already known for a file (by path relative to the repository), to skip
-/// hashing it again: a caller that keeps an index of files it verified earlier, by
-/// their identity, answers from it.
-pub type Known<'a> = &'a (dyn Fn(&str) -> Option<Digests> + Sync);
+/// Digests already known for a file (by its path relative to the repository, and its
+/// metadata as just read, symlinks followed), to skip hashing it again: a caller that
+/// keeps an index of files it verified earlier, by their identity, answers from it.
+pub type Known<'a> = &'a (dyn Fn(&str, &std::fs::Metadata) -> Option<Digests> + Sync);
 
 /// How to verify. [`Options::new`] gives the usual choices; change fields with struct
 /// update syntax: `Options { files: false, ..Options::new(&trust, abi) }`.
@@ -144,6 +145,9 @@ pub struct Options<'a> {
     pub sha256: bool,
     /// Threads hashing packages.
     pub threads: usize,
+    /// Called once the catalogues are read, with the number of package files listed
+    /// and their total size: what `progress` will count up to.
+    pub listed: &'a (dyn Fn(usize, u64) + Sync),
     /// Called with the number of bytes hashed as hashing goes.
     pub progress: &'a (dyn Fn(u64) + Sync),
     /// Digests already known, to skip hashing files again.
@@ -165,6 +169,7 @@ impl<'a> Options<'a> {
             abi,
             sha256: false,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            listed: &|_, _| {},
             progress: &|_| {},
             known: None,
             files: true,
@@ -210,34 +215,39 @@ fn read_meta(dir: &Utf8Path, report: &mut Report) -> MetaConf {
 
 /// Verifies the repository in `dir`. Fails only when it cannot go on (the caller's
 /// `stop`); everything wrong with the repository is in the [`Report`].
+///
+/// The two catalogues are read at the same time, each as a stream; then the package
+/// files are checked on [`Options::threads`] threads.
 pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
     let mut report = Report::default();
     let meta = read_meta(dir, &mut report);
 
+    let read: Vec<Read> = std::thread::scope(|s| {
+        let threads: Vec<_> = CATALOGUES
+            .map(|kind| {
+                let (archive, inner) = meta.catalogue(kind);
+                s.spawn(move || read_archive(dir, &archive, &inner, Some(kind), opts.trust))
+            })
+            .into_iter()
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
     let mut catalogues: Vec<(CatalogueKind, Catalogue)> = Vec::new();
-    for kind in CATALOGUES {
-        let (archive, inner) = meta.catalogue(kind);
-        if let Some((info, bytes)) = check_archive(dir, &archive, &inner, opts.trust, &mut report) {
+    for (kind, r) in CATALOGUES.into_iter().zip(read) {
+        report.problems.extend(r.problems);
+        if let Some(info) = r.info {
             report.catalogues.push(info);
-            match Catalogue::parse(kind, &bytes) {
-                Ok(c) => {
-                    for e in &c.entries {
-                        if let Err(msg) = e {
-                            report.problem(ProblemKind::Content, archive.clone(), msg.clone());
-                        }
-                    }
-                    catalogues.push((kind, c));
-                }
-                Err(e) => report.problem(ProblemKind::Content, archive, format!("`{inner}` cannot be read: {e:#}")),
-            }
+        }
+        if let Some(c) = r.catalogue {
+            catalogues.push((kind, c));
         }
     }
     // files.pkg is optional (`pkg repo -l`); when present it must be signed too.
     let (files_archive, files_inner) = meta.files();
-    if dir.join(&files_archive).exists()
-        && let Some(info) = check_archive(dir, &files_archive, &files_inner, opts.trust, &mut report).map(|(i, _)| i)
-    {
-        report.catalogues.push(info);
+    if dir.join(&files_archive).exists() {
+        let r = read_archive(dir, &files_archive, &files_inner, None, opts.trust);
+        report.problems.extend(r.problems);
+        report.catalogues.extend(r.info);
     }
 
     compare_catalogues(&catalogues, &mut report);
@@ -245,84 +255,178 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
     Ok(report)
 }
 
-/// Reads one catalogue archive, checks its entries and signature; returns what it
-/// learnt and the inner file.
-fn check_archive(
-    dir: &Utf8Path,
-    archive_name: &str,
-    inner: &str,
-    trust: &Trust,
-    report: &mut Report,
-) -> Option<(CatalogueInfo, Vec<u8>)> {
-    let path = dir.join(archive_name);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            report.problem(ProblemKind::Content, archive_name, "is missing");
-            return None;
-        }
-        Err(e) => {
-            report.problem(ProblemKind::Content, archive_name, format!("cannot be read: {e}"));
-            return None;
-        }
-    };
-    let archive = match Archive::parse(&bytes) {
-        Ok(a) => a,
-        Err(e) => {
-            report.problem(ProblemKind::Content, archive_name, format!("is not a readable catalogue archive: {e:#}"));
-            return None;
-        }
-    };
-    for e in &archive.entries {
-        if e.name.is_empty() || e.name.contains('/') || e.name.starts_with('.') {
-            report.problem(ProblemKind::Content, archive_name, format!("holds an entry named `{}`", e.name));
-        } else if e.name != inner && !crate::sign::is_signature_entry(&e.name) {
-            // pkg ignores members it does not look for; a publication carries none.
-            report.problem(
-                ProblemKind::Content,
-                archive_name,
-                format!("holds an entry `{}` that is neither `{inner}` nor a signature (clients ignore it)", e.name),
-            );
-        }
+/// What reading one catalogue archive found.
+#[derive(Default)]
+struct Read {
+    problems: Vec<Problem>,
+    /// When the archive could be read and holds one inner file.
+    info: Option<CatalogueInfo>,
+    /// The inner file's entries, when it is a catalogue that could be read.
+    catalogue: Option<Catalogue>,
+}
+
+impl Read {
+    fn problem(&mut self, kind: ProblemKind, subject: &str, message: impl Into<String>) {
+        self.problems.push(Problem { kind, subject: subject.to_owned(), message: message.into() });
     }
-    let inner_entries: Vec<_> = archive.find(inner).collect();
-    let data = match inner_entries.as_slice() {
-        [one] => one.data.clone(),
-        [] => {
-            report.problem(ProblemKind::Content, archive_name, format!("has no `{inner}` entry"));
-            return None;
+}
+
+/// A signature entry of an archive: its name, its size, and its bytes when it is no
+/// larger than pkg allows.
+struct Member {
+    name: String,
+    size: usize,
+    data: Vec<u8>,
+}
+
+/// An archive's signature entries: how many of each layout, and the first ones (enough
+/// to decide: more than one `signature`, or more than [`MAX_SIGNATURE_ENTRIES`]
+/// `.sig`/`.pub`, is refused before any is read).
+#[derive(Default)]
+struct Signatures {
+    pubkey: Vec<Member>,
+    pubkey_count: usize,
+    fingerprints: Vec<Member>,
+    fingerprints_count: usize,
+}
+
+/// Reads one catalogue archive as a stream: checks its entries' names, parses the inner
+/// file when it is a catalogue (`kind`), digests it, and checks its signature.
+fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<CatalogueKind>, trust: &Trust) -> Read {
+    let mut out = Read::default();
+    let path = dir.join(archive_name);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.problem(ProblemKind::Content, archive_name, "is missing");
+            return out;
         }
-        many => {
-            report.problem(
+        Err(e) => {
+            out.problem(ProblemKind::Content, archive_name, format!("cannot be read: {e}"));
+            return out;
+        }
+    };
+    let mut file = HashingReader::new(file);
+    // Only a key file's ecc or ecdsa signature covers the BLAKE2b of the catalogue.
+    let blake2b = match &trust.anchors {
+        Anchors::Pubkey { key, .. } => key.algorithm().signer() != SignerType::Rsa,
+        Anchors::Fingerprints { .. } => false,
+    };
+    let mut inner_count = 0usize;
+    let mut message: Option<Message> = None;
+    let mut parsed: Option<Result<Catalogue>> = None;
+    let mut sigs = Signatures::default();
+    let each = |h: &EntryHeader, data: &mut dyn std::io::Read| -> Result<()> {
+        let name = &h.name;
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            out.problem(ProblemKind::Content, archive_name, format!("holds an entry named `{name}`"));
+        } else if name != inner && !crate::sign::is_signature_entry(name) {
+            // pkg ignores members it does not look for; a publication carries none.
+            out.problem(
                 ProblemKind::Content,
                 archive_name,
-                format!("has {} `{inner}` entries (pkg: duplicate repository archive entry: {inner})", many.len()),
+                format!("holds an entry `{name}` that is neither `{inner}` nor a signature (clients ignore it)"),
             );
-            return None;
+        }
+        let is_pubkey = name == "signature";
+        let is_fingerprint = name.ends_with(".sig") || name.ends_with(".pub");
+        let mut held = None;
+        if is_pubkey || is_fingerprint {
+            let size = usize::try_from(h.size).unwrap_or(usize::MAX);
+            let mut bytes = Vec::new();
+            if size <= crate::signature::MAX_SIGNATURE_SIZE {
+                data.read_to_end(&mut bytes)?;
+            }
+            let (kept, count, room) = match is_pubkey {
+                true => (&mut sigs.pubkey, &mut sigs.pubkey_count, 2),
+                false => (&mut sigs.fingerprints, &mut sigs.fingerprints_count, MAX_SIGNATURE_ENTRIES + 1),
+            };
+            *count += 1;
+            if kept.len() < room {
+                kept.push(Member { name: name.clone(), size, data: bytes.clone() });
+            }
+            held = Some(bytes);
+        }
+        if name == inner {
+            inner_count += 1;
+            if inner_count == 1 {
+                let mut held_reader;
+                let source: &mut dyn std::io::Read = match &held {
+                    Some(bytes) => {
+                        held_reader = &bytes[..];
+                        &mut held_reader
+                    }
+                    None => data,
+                };
+                let hasher = if blake2b { Message::hasher() } else { Message::hex_hasher() };
+                let mut hashing = MessageReader { inner: source, hasher };
+                if let Some(kind) = kind {
+                    let mut entries = Vec::new();
+                    let result = catalogue::read(kind, &mut hashing, |e| entries.push(e));
+                    parsed = Some(result.map(|()| Catalogue { entries }));
+                }
+                // The digest covers the whole file, whatever the parser left unread.
+                std::io::copy(&mut hashing, &mut std::io::sink())?;
+                message = Some(hashing.hasher.finish());
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = read_entries(&mut file, each) {
+        // What the entries' names showed is moot: the archive cannot be read.
+        out.problems.clear();
+        out.problem(ProblemKind::Content, archive_name, format!("is not a readable catalogue archive: {e:#}"));
+        return out;
+    }
+    if let Err(e) = std::io::copy(&mut file, &mut std::io::sink()) {
+        out.problem(ProblemKind::Content, archive_name, format!("cannot be read: {e}"));
+        return out;
+    }
+    let message = match (inner_count, message) {
+        (1, Some(m)) => m,
+        (0, _) => {
+            out.problem(ProblemKind::Content, archive_name, format!("has no `{inner}` entry"));
+            return out;
+        }
+        (many, _) => {
+            out.problem(
+                ProblemKind::Content,
+                archive_name,
+                format!("has {many} `{inner}` entries (pkg: duplicate repository archive entry: {inner})"),
+            );
+            return out;
         }
     };
     let mut info = CatalogueInfo {
         archive: archive_name.to_owned(),
-        archive_sha256: sha256_hex(&bytes),
+        archive_sha256: file.finish(),
         inner: inner.to_owned(),
-        inner_sha256: sha256_hex(&data),
+        inner_sha256: message.hex().to_owned(),
         verified_by: Vec::new(),
     };
-    check_signature(archive_name, &archive, &mut info, trust, report);
-    Some((info, data))
-}
-
-fn check_signature(name: &str, archive: &Archive, info: &mut CatalogueInfo, trust: &Trust, report: &mut Report) {
-    let message = Message::of(archive.find(&info.inner).next().map_or(&[][..], |e| &e.data));
     let problems = match &trust.anchors {
-        Anchors::Pubkey { path, key } => check_pubkey(archive, &message, path, key, info),
+        Anchors::Pubkey { path, key } => check_pubkey(&sigs, &message, path, key, &mut info),
         Anchors::Fingerprints { dir, trusted, revoked } => {
-            check_fingerprints(archive, &message, dir, trusted, revoked, info)
+            check_fingerprints(&sigs, &message, dir, trusted, revoked, &mut info)
         }
     };
     for p in problems {
-        report.problem(ProblemKind::Signature, name, p);
+        out.problem(ProblemKind::Signature, archive_name, p);
     }
+    out.info = Some(info);
+    match parsed {
+        Some(Ok(c)) => {
+            for e in &c.entries {
+                if let Err(msg) = e {
+                    out.problem(ProblemKind::Content, archive_name, msg.clone());
+                }
+            }
+            out.catalogue = Some(c);
+        }
+        Some(Err(e)) => out.problem(ProblemKind::Content, archive_name, format!("`{inner}` cannot be read: {e:#}")),
+        None => {}
+    }
+    out
 }
 
 /// pubkey mode: the `signature` entry, checked with the configured key
@@ -331,29 +435,27 @@ fn check_signature(name: &str, archive: &Archive, info: &mut CatalogueInfo, trus
 /// entry pass), its header naming the key's own type (pkg only fails later, in the
 /// signer), nothing after the DER signature.
 fn check_pubkey(
-    archive: &Archive,
+    sigs: &Signatures,
     message: &Message,
     path: &Utf8Path,
     key: &PublicKey,
     info: &mut CatalogueInfo,
 ) -> Vec<String> {
-    let sigs: Vec<_> = archive.find("signature").collect();
-    let one = match sigs.as_slice() {
-        [] if archive.entries.iter().any(|e| e.name.ends_with(".sig") || e.name.ends_with(".pub")) => {
+    let one = match (sigs.pubkey_count, sigs.pubkey.first()) {
+        (0, _) if sigs.fingerprints_count > 0 => {
             return vec![
                 "is not signed for pubkey clients: it has only fingerprints-mode signatures (.sig/.pub entries)".into(),
             ];
         }
-        [] => return vec!["is not signed (no `signature` entry)".into()],
-        [one] => one,
-        many => {
+        (1, Some(one)) => one,
+        (0, _) | (1, None) => return vec!["is not signed (no `signature` entry)".into()],
+        (many, _) => {
             return vec![format!(
-                "has {} `signature` entries; pkg would read them as one signature (their bytes concatenated), so only one is allowed",
-                many.len()
+                "has {many} `signature` entries; pkg would read them as one signature (their bytes concatenated), so only one is allowed"
             )];
         }
     };
-    if let Err(e) = check_entry_size(one.data.len()) {
+    if let Err(e) = check_entry_size(one.size) {
         return vec![format!("its `signature` entry: {e}")];
     }
     let entry = SigEntry::parse(&one.data);
@@ -388,34 +490,33 @@ fn check_pubkey(
 /// `.pub` is refused (pkg would look for meta.conf's legacy `cert`), and the two
 /// entries of a pair must name the same type.
 fn check_fingerprints(
-    archive: &Archive,
+    sigs: &Signatures,
     message: &Message,
     dir: &Utf8Path,
     trusted: &BTreeMap<String, String>,
     revoked: &BTreeMap<String, String>,
     info: &mut CatalogueInfo,
 ) -> Vec<String> {
-    let members: Vec<&crate::archive::Entry> =
-        archive.entries.iter().filter(|e| e.name.ends_with(".sig") || e.name.ends_with(".pub")).collect();
-    if members.is_empty() {
-        return vec![if archive.find("signature").next().is_some() {
+    let members = &sigs.fingerprints;
+    if sigs.fingerprints_count == 0 {
+        return vec![if sigs.pubkey_count > 0 {
             "is not signed for fingerprints clients: it has only a pubkey-mode `signature` entry".into()
         } else {
             "is not signed (no .sig/.pub entries)".into()
         }];
     }
-    if members.len() > MAX_SIGNATURE_ENTRIES {
+    if sigs.fingerprints_count > MAX_SIGNATURE_ENTRIES {
         return vec![format!(
             "has {} .sig/.pub entries; pkg reads at most {MAX_SIGNATURE_ENTRIES} (too many repository signature entries)",
-            members.len()
+            sigs.fingerprints_count
         )];
     }
     let mut problems = Vec::new();
     /// By name without `.sig`/`.pub`: the two entries' bytes.
     type Pairs<'a> = BTreeMap<&'a str, (Option<&'a [u8]>, Option<&'a [u8]>)>;
     let mut pairs: Pairs = BTreeMap::new();
-    for m in &members {
-        if let Err(e) = check_entry_size(m.data.len()) {
+    for m in members {
+        if let Err(e) = check_entry_size(m.size) {
             problems.push(format!("`{}`: {e}", m.name));
             continue;
         }
@@ -503,17 +604,17 @@ fn check_fingerprints(
 /// Both catalogues must describe the same packages: a client may read either.
 fn compare_catalogues(catalogues: &[(CatalogueKind, Catalogue)], report: &mut Report) {
     let [(_, a), (_, b)] = catalogues else { return };
-    type Key = (String, String, String, String, u64, String);
-    let key = |p: &Package| -> Key {
-        (p.name.clone(), p.version.clone(), p.path.clone(), p.sum.clone(), p.pkgsize, p.abi.clone())
-    };
+    type Key<'a> = (&'a str, &'a str, &'a str, &'a str, u64, &'a str);
+    fn key(p: &Package) -> Key<'_> {
+        (&p.name, &p.version, &p.path, &p.sum, p.pkgsize, &p.abi)
+    }
     let mut left: Vec<Key> = a.packages().map(key).collect();
     let mut right: Vec<Key> = b.packages().map(key).collect();
-    left.sort();
-    right.sort();
+    left.sort_unstable();
+    right.sort_unstable();
     if left != right {
         let only = |x: &[Key], y: &[Key]| -> Vec<String> {
-            x.iter().filter(|k| !y.contains(k)).map(|k| format!("{}-{}", k.0, k.1)).collect()
+            x.iter().filter(|k| y.binary_search(k).is_err()).map(|k| format!("{}-{}", k.0, k.1)).collect()
         };
         let (la, lb) = (only(&left, &right), only(&right, &left));
         report.problem(
@@ -536,7 +637,7 @@ fn check_packages(
     opts: &Options,
     report: &mut Report,
 ) -> Result<()> {
-    let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
+    let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
     let mut listed: Vec<&Package> = Vec::new();
     for (kind, cat) in catalogues {
         let archive = match kind {
@@ -544,16 +645,16 @@ fn check_packages(
             CatalogueKind::Packagesite => "packagesite.pkg",
         };
         for p in cat.packages() {
-            let subject = format!("{archive}: {}-{}", p.name, p.version);
+            let subject = || format!("{archive}: {}-{}", p.name, p.version);
             if !abi_matches(&p.abi, opts.abi) {
                 report.problem(
                     ProblemKind::Content,
-                    &subject,
+                    subject(),
                     format!("has ABI {} but the repository is for {}", p.abi, opts.abi),
                 );
             }
             if let Err(e) = check_path(&p.path) {
-                report.problem(ProblemKind::Content, &subject, format!("path `{}` {e}", p.path));
+                report.problem(ProblemKind::Content, subject(), format!("path `{}` {e}", p.path));
                 continue;
             }
             if let Some(rp) = &p.repopath
@@ -561,27 +662,34 @@ fn check_packages(
             {
                 report.problem(
                     ProblemKind::Content,
-                    &subject,
+                    subject(),
                     format!("repopath `{rp}` differs from path `{}`", p.path),
                 );
             }
-            let sum = match Sum::parse(&p.sum) {
+            // An entry for a path listed before is checked against it, its sum parsed
+            // only when written differently.
+            let earlier = jobs.get(p.path.as_str());
+            let sum = match earlier {
+                Some(job) if job.sum_text == p.sum => Ok(job.sum.clone()),
+                _ => Sum::parse(&p.sum),
+            };
+            let sum = match sum {
                 Ok(s) => s,
                 Err(e) => {
-                    report.problem(ProblemKind::Content, &subject, format!("{e:#}"));
+                    report.problem(ProblemKind::Content, subject(), format!("{e:#}"));
                     continue;
                 }
             };
-            if let Some(job) = jobs.get(&p.path) {
+            if let Some(job) = earlier {
                 if job.size != p.pkgsize || job.sum != sum {
                     report.problem(
                         ProblemKind::Content,
-                        &subject,
+                        subject(),
                         format!("lists {} with another size or sum than an earlier entry", p.path),
                     );
                 }
             } else {
-                jobs.insert(p.path.clone(), Job { path: p.path.clone(), size: p.pkgsize, sum });
+                jobs.insert(&p.path, Job { path: p.path.clone(), size: p.pkgsize, sum, sum_text: p.sum.clone() });
             }
             if *kind == catalogues[0].0 {
                 listed.push(p);
@@ -590,6 +698,7 @@ fn check_packages(
     }
     report.bytes = jobs.values().map(|j| j.size).sum();
     report.listed = jobs.len();
+    (opts.listed)(report.listed, report.bytes);
     if !opts.files {
         return Ok(());
     }
@@ -606,7 +715,6 @@ fn check_packages(
     }
     for p in listed {
         if let Some(d) = good.get(p.path.as_str()) {
-            report.digests.insert(p.path.clone(), d.clone());
             report.packages.push(Verified {
                 name: p.name.clone(),
                 version: p.version.clone(),
@@ -616,6 +724,7 @@ fn check_packages(
                 sum: p.sum.clone(),
                 sha256: d.sha256.clone(),
             });
+            report.digests.insert(p.path.clone(), d.clone());
         }
     }
     Ok(())

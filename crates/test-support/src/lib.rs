@@ -9,6 +9,7 @@
 //! - [`nginx`]: a real nginx on 127.0.0.1 for one test;
 //! - [`httpd`]: a small HTTP server on 127.0.0.1 that misbehaves on purpose;
 //! - [`initramfs`]: the tiny Linux guest the QEMU gate tests boot, and its kernel;
+//! - [`scale`]: repositories and poudriere builds the size of a full ports tree;
 //! - [`pipeline`]: the whole pipeline on one scratch host (the end-to-end test and the
 //!   no-op release benchmark);
 //! - [`terminal`]: commands run on a pseudo-terminal, and the screen they leave.
@@ -26,6 +27,7 @@ pub mod initramfs;
 pub mod nginx;
 pub mod pipeline;
 pub mod repo;
+pub mod scale;
 pub mod terminal;
 
 use std::fs;

@@ -8,6 +8,12 @@
 //! and renamed only then. A file that fails its check is moved to `DISTDIR/.quarantine/`,
 //! never kept as the distfile. Work runs on a bounded pool of threads (downloads wait on
 //! the network; hashing uses every core).
+//!
+//! No byte is read twice: `DISTDIR/.verified-distfiles.json` ([`INDEX`]) records each
+//! distfile's SHA-256 with the identity it had when it was verified (device, inode,
+//! size, modification and change time). A file whose identity is unchanged is taken
+//! from the index without being read; one rewritten in place, even with its
+//! modification time set back, has another change time and is hashed again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -22,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::distfiles::Wanted;
 use crate::fingerprint::hex;
+use crate::identity::{Identity, Index, Strength};
 use crate::proc::CmdLine;
 use crate::stage::Cx;
 
@@ -30,6 +37,23 @@ const CHUNK: usize = 1 << 20;
 
 /// The directory inside the distfiles directory that holds files which failed their check.
 pub const QUARANTINE: &str = ".quarantine";
+
+/// The index of verified distfiles, in the distfiles directory: their SHA-256 by name,
+/// while their identity holds.
+pub const INDEX: &str = ".verified-distfiles.json";
+
+/// [`INDEX`]'s schema.
+const INDEX_SCHEMA: u32 = 1;
+
+/// An index larger than this is not read (a distfiles directory of 100,000 files needs
+/// about 25 MB).
+const MAX_INDEX: u64 = 64 << 20;
+
+/// The index of the distfiles directory `distdir` (empty when there is none, or it
+/// cannot be trusted as it is: see [`Index::read`]).
+pub fn read_index(distdir: &Utf8Path) -> Index<String> {
+    Index::read(&distdir.join(INDEX), INDEX_SCHEMA, Strength::Full, MAX_INDEX)
+}
 
 /// A place a distfile can be had from.
 #[derive(Debug, Clone)]
@@ -113,6 +137,11 @@ pub struct Got {
     pub from: From,
     /// Accepted without a checksum to hold it to.
     pub first_seen: bool,
+    /// Its identity in the distfiles directory, as verified (none under --check for
+    /// what is not there).
+    pub identity: Option<Identity>,
+    /// Taken from the index, not read: verified before and unchanged since.
+    pub unread: bool,
 }
 
 /// What became of one job.
@@ -142,6 +171,8 @@ pub struct Fetcher<'a> {
     pub retry_delay: Duration,
     /// Downloads at a time.
     pub jobs: usize,
+    /// What earlier runs verified ([`read_index`]).
+    pub known: Index<String>,
 }
 
 /// One failed attempt.
@@ -220,6 +251,7 @@ impl Fetcher<'_> {
         }
         crate::proc::check_interrupted()?;
         if !self.check {
+            self.write_index(jobs, &outcomes)?;
             let mut dirs: Vec<Utf8PathBuf> = jobs
                 .iter()
                 .filter_map(|j| self.distdir.join(&j.wanted.name).parent().map(Utf8Path::to_owned))
@@ -233,6 +265,26 @@ impl Fetcher<'_> {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Writes [`INDEX`] (when it changes): the distfiles verified now, and those recorded
+    /// for other ports (a distfiles directory is shared) while they are unchanged.
+    fn write_index(&self, jobs: &[Job], outcomes: &[Outcome]) -> Result<()> {
+        let mut index = self.known.clone();
+        let names: std::collections::HashSet<&str> = jobs.iter().map(|j| j.wanted.name.as_str()).collect();
+        index.retain(|name, id, _| {
+            !names.contains(name)
+                && fs::metadata(self.distdir.join(name)).is_ok_and(|m| Identity::of(&m).same(id, Strength::Full))
+        });
+        for (job, o) in jobs.iter().zip(outcomes) {
+            if let Some(Got { identity: Some(id), sha256, .. }) = &o.got {
+                index.insert(job.wanted.name.clone(), *id, sha256.clone());
+            }
+        }
+        if index != self.known {
+            index.write(&self.distdir.join(INDEX))?;
+        }
+        Ok(())
     }
 
     /// Tries `job.sources[from..to]` in order until one gives a verified file.
@@ -265,9 +317,19 @@ impl Fetcher<'_> {
         let target = self.distdir.join(name);
         match source {
             Source::Distdir(path) => {
-                let (size, sha256) =
-                    hash_file(path, buf).map_err(|e| Miss::plain(format!("cannot read {path}: {e}")))?;
-                self.accept(job, path, size, sha256, From::Distdir, false)
+                let cannot = |e: std::io::Error| Miss::plain(format!("cannot read {path}: {e}"));
+                let file = File::open(path).map_err(cannot)?;
+                let meta = file.metadata().map_err(cannot)?;
+                // The identity before any byte is read: a file written while it is
+                // hashed is not recorded as what was hashed.
+                let identity = Identity::of(&meta);
+                let known = self.known.get(name, &meta);
+                let (size, sha256) = match known {
+                    Some(sha256) => (meta.len(), sha256.clone()),
+                    None => hash_open(file, buf).map_err(cannot)?,
+                };
+                let got = self.accept(job, path, size, sha256, From::Distdir, false)?;
+                Ok(Got { identity: Some(identity), unread: known.is_some(), ..got })
             }
             Source::Cache(path) if self.check => {
                 let (size, sha256) =
@@ -358,6 +420,7 @@ impl Fetcher<'_> {
             return Err(Miss { reason, mismatch: true, quarantined, help: Vec::new() });
         }
         let first_seen = job.expect == Expect::FirstSeen;
+        let mut identity = None;
         if owned {
             if self.check {
                 let _ = fs::remove_file(path);
@@ -367,9 +430,12 @@ impl Fetcher<'_> {
                     let _ = fs::remove_file(path);
                     Miss::plain(format!("cannot rename {path} to {target}: {e}"))
                 })?;
+                // Hashed as it was written; its identity once in place (a rename moves
+                // the change time).
+                identity = fs::metadata(&target).ok().map(|m| Identity::of(&m));
             }
         }
-        Ok(Got { size, sha256, from, first_seen })
+        Ok(Got { size, sha256, from, first_seen, identity, unread: false })
     }
 
     /// A temporary name for `target`'s bytes: beside it, or in the scratch directory
@@ -500,7 +566,11 @@ fn sleep_interruptibly(total: Duration) -> bool {
 
 /// SHA-256 and size of a file, read in large chunks.
 pub fn hash_file(path: &Utf8Path, buf: &mut [u8]) -> std::io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
+    hash_open(File::open(path)?, buf)
+}
+
+/// The size and SHA-256 of what is left to read of `file`.
+fn hash_open(mut file: File, buf: &mut [u8]) -> std::io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     loop {

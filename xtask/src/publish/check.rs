@@ -146,6 +146,7 @@ pub fn served(cx: &Cx, url: &str, s: &Served) -> Result<()> {
         abi: &abi,
         sha256: false,
         threads: 1,
+        listed: &|_, _| {},
         progress: &|_| {},
         known: None,
         files: false,

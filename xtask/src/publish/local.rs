@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::check::{self, Served};
 use super::client::{self, ClientFiles};
 use super::release::{FileAction, Release, release_abi, release_trust};
-use super::verified::{INDEX, Index, verify_version};
+use super::verified::{Index, verify_version};
 use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
 use crate::failure;
@@ -56,28 +56,63 @@ impl Drop for Staging {
     }
 }
 
+/// Copies `from` to the new file `to`, not yet synced ([`sync_files`] does).
 fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
     let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
     let mut dst =
         fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
     std::io::copy(&mut src, &mut dst).with_context(|| format!("cannot copy {from} to {to}"))?;
-    dst.sync_all().with_context(|| format!("cannot sync {to}"))?;
     Ok(())
 }
 
-fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>) -> Result<bool> {
+/// Places `to`: a hard link to `link_from` when given and possible, else a copy of
+/// `from` (then true is returned: it must be synced). `made` is the directory created
+/// last, so that a directory of thousands of packages is checked once.
+fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>, made: &mut Utf8PathBuf) -> Result<bool> {
     if let Some(dir) = to.parent()
-        && !dir.is_dir()
+        && dir != made.as_path()
     {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        }
+        *made = dir.to_owned();
     }
     if let Some(prev) = link_from
         && fs::hard_link(prev, to).is_ok()
     {
-        return Ok(true);
+        return Ok(false);
     }
     copy_file(from, to)?;
-    Ok(false)
+    Ok(true)
+}
+
+/// Syncs the files copied, many at a time: one `fsync` after another costs a journal
+/// commit each (most of a first publish of thousands of small packages); issued
+/// together, the file system commits them in a few.
+fn sync_files(files: &[Utf8PathBuf]) -> Result<()> {
+    const AT_ONCE: usize = 16;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..AT_ONCE.min(files.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { return };
+                    let synced = fs::File::open(path).and_then(|f| f.sync_all());
+                    if let Err(e) = synced {
+                        let e = anyhow::Error::new(e).context(format!("cannot sync {path}"));
+                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn sync_tree(dir: &Utf8Path) -> Result<()> {
@@ -147,7 +182,7 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     if let Some(version) = &r.already {
         let vdir = dir.join(version);
         let index = Index::read(&vdir);
-        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index, &vdir)?;
+        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index)?;
         let fetch = fetch_of(&[]);
         return Ok(Staged { r, trust, fetch, packages_copied: 0, linked: 0 });
     }
@@ -165,22 +200,27 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     fs::create_dir(&staging_path).with_context(|| format!("cannot create {staging_path}"))?;
     let mut staging = Staging { path: staging_path.clone(), armed: true };
     let bar = cx.ui.progress("publish", r.files.len() as u64 + 1, false);
-    let (mut copied, mut linked) = (Vec::new(), 0usize);
+    let (mut copied, mut linked, mut to_sync) = (Vec::new(), 0usize, Vec::new());
+    let mut made = staging_path.clone();
     for f in &r.files {
         crate::proc::check_interrupted()?;
         let from = r.sign.repo.join(&f.rel);
         let to = staging_path.join(&f.rel);
         let link_from = prev_dir.as_ref().filter(|_| f.link).map(|d| d.join(&f.rel));
-        if place(&from, &to, link_from.as_deref())? {
-            linked += 1;
-        } else {
+        if place(&from, &to, link_from.as_deref(), &mut made)? {
             copied.push(f);
+            to_sync.push(to);
+        } else {
+            linked += 1;
         }
         bar.inc(1, &f.rel);
     }
     copy_file(&r.manifest, &staging_path.join("manifest.json"))?;
+    to_sync.push(staging_path.join("manifest.json"));
     bar.inc(1, "manifest.json");
     drop(bar);
+    crate::proc::check_interrupted()?;
+    sync_files(&to_sync)?;
     sync_tree(&staging_path)?;
     let packages_copied = copied.iter().filter(|f| f.rel.ends_with(".pkg") && f.rel.contains('/')).count();
     cx.say(format!(
@@ -193,25 +233,15 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     ));
 
     // The copy must verify before anyone can see it.
-    let known_dir = staging_path.clone();
-    let (_, mut index) = verify_version(
-        &release_abi(cx, &r.sign),
-        &staging_path,
-        &trust,
-        &r.sign.key_fingerprint,
-        &prev_index,
-        &known_dir,
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
-            r.previous.as_deref().unwrap_or("nothing")
-        )
-    })?;
-    index.schema = 1;
-    let mut text = serde_json::to_vec_pretty(&index)?;
-    text.push(b'\n');
-    fsx::write_atomic(&staging_path.join(INDEX), &text)?;
+    let (_, index) =
+        verify_version(&release_abi(cx, &r.sign), &staging_path, &trust, &r.sign.key_fingerprint, &prev_index)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
+                    r.previous.as_deref().unwrap_or("nothing")
+                )
+            })?;
+    index.write(&staging_path)?;
 
     let final_dir = dir.join(&r.version);
     fs::rename(&staging_path, &final_dir).with_context(|| format!("cannot rename {staging_path} to {final_dir}"))?;
@@ -311,7 +341,7 @@ pub fn rollback(
     let vdir = dir.join(to);
     let trust = release_trust(cx, None)?;
     let index = Index::read(&vdir);
-    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &index, &vdir)
+    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &index)
         .map_err(|e| anyhow::anyhow!("cannot roll back to {to}: {e:#}"))?;
     fsx::symlink_atomic(Utf8Path::new(to), &dir.join("latest"))?;
     cx.say(format!("rolled back: latest -> {to} (was {})", from.unwrap_or("nothing")));

@@ -76,15 +76,13 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
             (latest, None, None)
         }
     };
+    let prev_dir = index.as_ref().zip(previous.as_ref()).map(|((dir, index), prev)| (dir.join(prev), index));
     for p in &sign.packages {
         let rel = p.path.to_string();
-        let link = match (&index, &previous) {
-            (Some((dir, index)), Some(prev)) => {
-                let prev_dir = dir.join(prev);
-                index.matches(&rel, p.size, &p.sum) && index.known(&prev_dir, &rel).is_some()
-            }
+        let link = match &prev_dir {
+            Some((dir, index)) => index.linkable(dir, &rel, p.size, &p.sum),
             // rsync decides by itself, with --link-dest.
-            _ => false,
+            None => false,
         };
         files.push(FileAction { rel, link });
     }

@@ -256,7 +256,7 @@ pub fn publish(
     // What the previous publish recorded tells the old release apart.
     let previous = r.previous.as_ref().and_then(|prev| {
         let last = cx.run.run()?.state.record(StageName::Publish)?.last_success.as_ref()?;
-        let out: PublishOutputs = serde_json::from_value(last.outputs.clone()).ok()?;
+        let out: PublishOutputs = serde::Deserialize::deserialize(&last.outputs).ok()?;
         (out.version == *prev && !out.data_sha256.is_empty()).then(|| (prev.clone(), out.data_sha256))
     });
     Ok(Served {
@@ -324,7 +324,7 @@ pub fn rollback(
     run(cx, host, &fetch_version(cx, host, root, abi, to, &copy.dir))?;
     let vdir = copy.dir.join(to);
     let trust = release_trust(cx, None)?;
-    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &Index::default(), &vdir).map_err(|e| {
+    verify_version(&cx.config().repository.abi, &vdir, &trust, "", &Index::default()).map_err(|e| {
         anyhow!(
             "cannot roll back to {to} on {host}: {e:#}\nnothing was switched; latest still serves {}",
             from.unwrap_or("nothing")

@@ -2,81 +2,90 @@
 //! a later release links a file listed there instead of copying it, and skips hashing
 //! it again while its identity is unchanged.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{self, Identity, Strength};
 use pkgrepo::sum::{Digests, Sum};
 use pkgrepo::trust::Trust;
 use pkgrepo::verify;
 
-/// What was found out when verifying a published file; kept in `.verified.json` so a
-/// later release can link the file instead of copying it, and skip hashing it again
-/// while its identity (device, inode, size, modification time) is unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Index {
-    pub schema: u32,
-    files: BTreeMap<String, IndexEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct IndexEntry {
-    size: u64,
-    dev: u64,
-    ino: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-    blake2b: Option<String>,
-    sha256: Option<String>,
-}
-
 pub const INDEX: &str = ".verified.json";
+
+/// The index's schema: 2 since it is an [`identity::Index`] (compact rows, change times).
+const SCHEMA: u32 = 2;
+
+/// An index larger than this is not read (a million packages need about 200 MB).
+const MAX_INDEX: u64 = 256 << 20;
+
+/// What was found out when verifying a published file: its digests, as
+/// `[BLAKE2B, SHA256]` (either may be null).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Found(Option<String>, Option<String>);
+
+/// A version's `.verified.json`: what verifying each of its files found, while the file's
+/// identity (device, inode, size, modification time) is unchanged. The change time is
+/// left out: linking a file into the next version moves it.
+#[derive(Debug, Clone)]
+pub struct Index(identity::Index<Found>);
+
+impl Default for Index {
+    fn default() -> Index {
+        Index(identity::Index::new(SCHEMA, Strength::WithoutCtime))
+    }
+}
 
 impl Index {
     pub fn read(version_dir: &Utf8Path) -> Index {
-        fs::read(version_dir.join(INDEX)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        Index(identity::Index::read(&version_dir.join(INDEX), SCHEMA, Strength::WithoutCtime, MAX_INDEX))
     }
 
-    /// The digests of `rel` under `dir`, if the file there is the one recorded.
-    pub fn known(&self, dir: &Utf8Path, rel: &str) -> Option<Digests> {
-        let e = self.files.get(rel)?;
-        let m = fs::metadata(dir.join(rel)).ok()?;
-        let same = m.dev() == e.dev
-            && m.ino() == e.ino
-            && m.len() == e.size
-            && m.mtime() == e.mtime
-            && m.mtime_nsec() == e.mtime_nsec;
-        same.then(|| Digests { size: e.size, blake2b: e.blake2b.clone(), sha256: e.sha256.clone() })
+    pub fn write(&self, version_dir: &Utf8Path) -> Result<()> {
+        self.0.write(&version_dir.join(INDEX))
     }
 
-    /// Whether the recorded file matches a catalogue entry.
-    pub fn matches(&self, rel: &str, size: u64, sum: &str) -> bool {
-        let Some(e) = self.files.get(rel) else { return false };
-        let digests = Digests { size: e.size, blake2b: e.blake2b.clone(), sha256: e.sha256.clone() };
-        e.size == size && Sum::parse(sum).is_ok_and(|s| s.matches(&digests))
+    /// The digests of `rel`, if the file (whose metadata is `now`) is the one recorded.
+    pub fn known(&self, rel: &str, now: &std::fs::Metadata) -> Option<Digests> {
+        let found = self.0.get(rel, now)?;
+        Some(Digests { size: now.len(), blake2b: found.0.clone(), sha256: found.1.clone() })
+    }
+
+    /// Whether `dir/rel` is the file recorded and that matches a catalogue entry: it can
+    /// be linked into a new version without being read.
+    pub fn linkable(&self, dir: &Utf8Path, rel: &str, size: u64, sum: &str) -> bool {
+        let Ok(now) = std::fs::metadata(dir.join(rel)) else { return false };
+        let Some(digests) = self.known(rel, &now) else { return false };
+        digests.size == size && Sum::parse(sum).is_ok_and(|s| s.matches(&digests))
     }
 }
 
-/// Verifies a version directory; returns the report and an index of its files.
+/// Verifies a version directory; returns the report and an index of its files. Files
+/// whose identity `known` vouches for are not hashed again.
 pub fn verify_version(
     abi: &str,
     dir: &Utf8Path,
     trust: &Trust,
     fingerprint: &str,
     known: &Index,
-    known_dir: &Utf8Path,
 ) -> Result<(verify::Report, Index)> {
-    let lookup = |rel: &str| known.known(known_dir, rel);
+    // Each file's identity as verification found it, before it was read: a file that
+    // changes while or after it is hashed is not recorded as what was hashed.
+    let seen: Mutex<Vec<(String, Identity)>> = Mutex::new(Vec::new());
+    let lookup = |rel: &str, now: &std::fs::Metadata| {
+        seen.lock().unwrap_or_else(|p| p.into_inner()).push((rel.to_owned(), Identity::of(now)));
+        known.known(rel, now)
+    };
     let opts = verify::Options {
         stop: &|| Ok(crate::proc::check_interrupted()?),
         trust,
         abi,
         sha256: false,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        listed: &|_, _| {},
         progress: &|_| {},
         known: Some(&lookup),
         files: true,
@@ -89,21 +98,12 @@ pub fn verify_version(
     if !fingerprint.is_empty() && !report.signed_by(fingerprint) {
         bail!("{dir} is not signed by the release key {fingerprint}");
     }
-    let mut index = Index { schema: 1, files: BTreeMap::new() };
+    let seen: HashMap<String, Identity> = seen.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().collect();
+    let mut index = Index::default();
     for (rel, d) in &report.digests {
-        let m = fs::metadata(dir.join(rel)).with_context(|| format!("cannot stat {}", dir.join(rel)))?;
-        index.files.insert(
-            rel.clone(),
-            IndexEntry {
-                size: m.len(),
-                dev: m.dev(),
-                ino: m.ino(),
-                mtime: m.mtime(),
-                mtime_nsec: m.mtime_nsec(),
-                blake2b: d.blake2b.clone(),
-                sha256: d.sha256.clone(),
-            },
-        );
+        if let Some(id) = seen.get(rel) {
+            index.0.insert(rel.clone(), *id, Found(d.blake2b.clone(), d.sha256.clone()));
+        }
     }
     Ok((report, index))
 }

@@ -263,7 +263,8 @@ fn verdict(run: &Run) -> Verdict {
 }
 
 fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Option<T> {
-    serde_json::from_value(value.clone()).ok()
+    // From the value in place: a full ports tree's outputs are tens of megabytes.
+    T::deserialize(value).ok()
 }
 
 fn port(s: &mut StageFacts, value: Option<serde_json::Value>) {

@@ -21,29 +21,50 @@ struct Measured {
     stderr: String,
 }
 
+/// Forks in a small process (python3), execs the command there and reports its
+/// ru_maxrss and exit status through wait4: a child forked from the test binary itself
+/// would count the test process's pages (other tests' included) until its exec.
+const MEASURE: &str = "import os, sys\n\
+pid = os.fork()\n\
+if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
+_, status, usage = os.wait4(pid, 0)\n\
+code = os.waitstatus_to_exitcode(status)\n\
+open(sys.argv[1], 'w').write(f'{usage.ru_maxrss} {code}')\n";
+
 /// Runs xtask with `args` in `p`, its output into files (never into the test's own
 /// output), and measures it.
 fn measured(p: &test_support::Project, args: &[&str]) -> Measured {
     let out = p.scratch.path.join("xtask.out");
     let err = p.scratch.path.join("xtask.err");
-    let mut cmd = p.command(args);
-    cmd.stdout(Stdio::from(fs::File::create(&out).unwrap())).stderr(Stdio::from(fs::File::create(&err).unwrap()));
+    let figures = p.scratch.path.join("xtask.rusage");
+    let xtask = p.command(args);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(MEASURE).arg(&figures).arg(xtask.get_program()).args(xtask.get_args());
+    for (k, v) in xtask.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    if let Some(dir) = xtask.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(fs::File::create(&err).unwrap()));
     let start = Instant::now();
-    // Reaped by wait4 below, which also gives its resource usage.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child, with valid pointers; the Child is not waited on
-    // again (dropping it does not wait).
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let status = cmd.status().unwrap();
     let wall = start.elapsed();
-    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
-    drop(child);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Measured { code, wall, max_rss_kib: usage.ru_maxrss, stderr: fs::read_to_string(&err).unwrap_or_default() }
+    assert!(status.success(), "the measuring python3 failed: {}", fs::read_to_string(&err).unwrap_or_default());
+    let text = fs::read_to_string(&figures).unwrap();
+    let (rss, code) = text.split_once(' ').unwrap();
+    let code: i32 = code.parse().unwrap();
+    Measured {
+        code: (code >= 0).then_some(code),
+        wall,
+        max_rss_kib: rss.parse().unwrap(),
+        stderr: fs::read_to_string(&err).unwrap_or_default(),
+    }
 }
 
 #[test]

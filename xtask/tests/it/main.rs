@@ -17,6 +17,7 @@ mod gate_aarch64;
 mod gate_hostile;
 mod iso;
 mod makesum;
+mod makesum_index;
 mod port;
 mod publish;
 mod release;

@@ -17,7 +17,7 @@ use test_support::{Project, data, git, repo_root, scratch, simhost};
 
 const RIPGREP_MAKEFILE: &str = "PORTNAME=\tripgrep\nDISTVERSION=\t15.1.0\nCATEGORIES=\ttextproc\n\nMAINTAINER=\tports@example.org\nCOMMENT=\tCommand line search tool\nWWW=\t\thttps://github.com/BurntSushi/ripgrep\n\nLICENSE=\tMIT UNLICENSE\n\nUSES=\t\tcargo\nUSE_GITHUB=\tyes\nGH_ACCOUNT=\tBurntSushi\n\nPLIST_FILES=\tbin/rg\n\n.include <bsd.port.mk>\n";
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -83,10 +83,10 @@ fn colibri_cargo_home(at: &Utf8Path) -> Utf8PathBuf {
 
 /// A made-up crate with deterministic contents.
 #[derive(Clone)]
-struct FakeCrate {
+pub(crate) struct FakeCrate {
     name: String,
     version: String,
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl FakeCrate {
@@ -138,16 +138,16 @@ fn fake_port(dir: &Utf8Path, crates: &[FakeCrate]) {
 
 /// A project for `makesum --port` on made-up crates: its own empty cargo home, short
 /// retry delays and timeouts, crates downloaded from `crate_base`.
-struct Fake {
+pub(crate) struct Fake {
     p: Project,
-    port: Utf8PathBuf,
-    distdir: Utf8PathBuf,
+    pub(crate) port: Utf8PathBuf,
+    pub(crate) distdir: Utf8PathBuf,
     cache: Utf8PathBuf,
-    crates: Vec<FakeCrate>,
+    pub(crate) crates: Vec<FakeCrate>,
 }
 
 impl Fake {
-    fn new(crate_base: &str, crates: &[(&str, &str)]) -> Fake {
+    pub(crate) fn new(crate_base: &str, crates: &[(&str, &str)]) -> Fake {
         let mut p = Project::new(&format!(
             "[makesum]\ncrate_url = \"{crate_base}/{{name}}/{{version}}\"\nretries = 2\nretry_delay_ms = 10\ntimeout_secs = 5\n"
         ));
@@ -163,13 +163,13 @@ impl Fake {
         Fake { p, port, distdir, cache, crates }
     }
 
-    fn makesum(&self, extra: &[&str]) -> test_support::Run {
+    pub(crate) fn makesum(&self, extra: &[&str]) -> test_support::Run {
         let mut args = vec!["makesum", "--port", self.port.as_str(), "--distdir", self.distdir.as_str()];
         args.extend_from_slice(extra);
         self.p.run(&args)
     }
 
-    fn in_distdir(&self, c: &FakeCrate) -> Utf8PathBuf {
+    pub(crate) fn in_distdir(&self, c: &FakeCrate) -> Utf8PathBuf {
         self.distdir.join(c.distname())
     }
 

@@ -46,7 +46,7 @@ pub fn run(cx: &mut Cx, plan: GatePlan) -> Result<GateOutputs> {
     match last.verdict {
         Verdict::Pass => {
             cx.say(format!("pass: {}", last.reason));
-            let mut produced = crate::fingerprint::Produced::default();
+            let mut produced = crate::identity::Produced::default();
             for file in [&json, &junit, &console] {
                 produced.add(cx.run.rel(file), file).map_err(super::infrastructure)?;
             }

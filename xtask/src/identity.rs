@@ -1,0 +1,276 @@
+//! File identities, and indexes of what was found out about files while their identity
+//! holds: a file verified once need not be read again until it changes.
+//!
+//! An [`Identity`] is what the file system says about a file without reading it:
+//! device, inode, size, modification time and change time. Rewriting a file in place
+//! changes its modification time; setting that back (`touch -r`, `utimensat`) changes
+//! its change time, which no unprivileged call can set. The change time also moves
+//! when a hard link to the file is made or removed, so an index of files that are
+//! linked elsewhere (publish's versions) compares without it ([`Strength`]).
+//!
+//! [`Produced`] holds the identities of the files a stage produced, recorded in its
+//! outputs and compared before the stage is skipped.
+//!
+//! An [`Index`] maps paths (relative to a directory) to an identity and a value (the
+//! digests found). It is a JSON file written atomically; one that is missing, damaged,
+//! of another schema or larger than its bound reads as empty, so it is rebuilt, never
+//! trusted.
+
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// What the file system says about a file, without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "IdentityRow", into = "IdentityRow")]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+/// An identity as the index stores it: `[dev, ino, size, mtime, mtime_nsec, ctime, ctime_nsec]`.
+#[derive(Serialize, Deserialize)]
+struct IdentityRow(u64, u64, u64, i64, i64, i64, i64);
+
+impl From<IdentityRow> for Identity {
+    fn from(r: IdentityRow) -> Identity {
+        Identity { dev: r.0, ino: r.1, size: r.2, mtime: (r.3, r.4), ctime: (r.5, r.6) }
+    }
+}
+
+impl From<Identity> for IdentityRow {
+    fn from(i: Identity) -> IdentityRow {
+        IdentityRow(i.dev, i.ino, i.size, i.mtime.0, i.mtime.1, i.ctime.0, i.ctime.1)
+    }
+}
+
+impl Identity {
+    /// The identity in `m` (from `stat`, symlinks followed).
+    pub fn of(m: &Metadata) -> Identity {
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// The identity `path` has now (symlinks followed).
+    pub fn of_path(path: &Utf8Path) -> Result<Identity> {
+        let m = std::fs::metadata(path).with_context(|| format!("cannot stat {path}"))?;
+        Ok(Identity::of(&m))
+    }
+
+    /// Whether `other` is this file, unchanged, compared as `strength` says.
+    pub fn same(&self, other: &Identity, strength: Strength) -> bool {
+        self.dev == other.dev
+            && self.ino == other.ino
+            && self.size == other.size
+            && self.mtime == other.mtime
+            && (strength == Strength::WithoutCtime || self.ctime == other.ctime)
+    }
+}
+
+/// How identities are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strength {
+    /// Every field: a file rewritten in place with its modification time set back is
+    /// still told apart.
+    Full,
+    /// Without the change time, for files hard-linked after they were recorded (a link
+    /// moves it): only a rewrite that sets the modification time back goes unseen.
+    WithoutCtime,
+}
+
+/// The files a stage produced, by the name its outputs give each, with the identity
+/// each had when the stage ended. A file rewritten in place (even at the same size) or
+/// replaced has another. They are compared [`Strength::WithoutCtime`]: publish
+/// hard-links the packages sign and bulk produced, which moves their change time, and a
+/// no-op `release` must not redo those stages for it; only bytes changed with the
+/// modification time forged back go unseen (catching those would mean hashing every
+/// output on every release).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Produced(BTreeMap<Utf8PathBuf, Identity>);
+
+impl Produced {
+    /// Records the identity of the file at `path` under `name`.
+    pub fn add(&mut self, name: impl Into<Utf8PathBuf>, path: &Utf8Path) -> Result<()> {
+        self.0.insert(name.into(), Identity::of_path(path)?);
+        Ok(())
+    }
+
+    /// Whether every file recorded still has its identity; `path(name)` says where the
+    /// file named `name` is. (A stage recorded before identities were has none: its
+    /// other checks decide.)
+    pub fn intact(&self, path: impl Fn(&Utf8Path) -> Utf8PathBuf) -> bool {
+        self.0
+            .iter()
+            .all(|(name, id)| Identity::of_path(&path(name)).is_ok_and(|now| now.same(id, Strength::WithoutCtime)))
+    }
+}
+
+/// An index file: what was found out about each file, by path, while its identity holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Index<T> {
+    schema: u32,
+    strength: Strength,
+    files: BTreeMap<String, (Identity, T)>,
+}
+
+/// The file: `{"schema": N, "files": [[PATH, IDENTITY, VALUE], ...]}`, sorted by path.
+#[derive(Serialize, Deserialize)]
+struct Stored<T> {
+    schema: u32,
+    files: Vec<(String, Identity, T)>,
+}
+
+impl<T: Serialize + DeserializeOwned> Index<T> {
+    /// An empty index of this schema.
+    pub fn new(schema: u32, strength: Strength) -> Index<T> {
+        Index { schema, strength, files: BTreeMap::new() }
+    }
+
+    /// Reads the index at `path`: empty when it is missing, larger than `max_bytes`,
+    /// damaged or of another schema.
+    pub fn read(path: &Utf8Path, schema: u32, strength: Strength, max_bytes: u64) -> Index<T> {
+        let mut index = Index::new(schema, strength);
+        let Ok(file) = std::fs::File::open(path) else { return index };
+        if file.metadata().map_or(true, |m| m.len() > max_bytes) {
+            return index;
+        }
+        let mut bytes = Vec::new();
+        if std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes), &mut bytes).is_err() {
+            return index;
+        }
+        if let Ok(stored) = serde_json::from_slice::<Stored<T>>(&bytes)
+            && stored.schema == schema
+        {
+            index.files = stored.files.into_iter().map(|(p, id, v)| (p, (id, v))).collect();
+        }
+        index
+    }
+
+    /// Writes the index to `path` atomically.
+    pub fn write(&self, path: &Utf8Path) -> Result<()>
+    where
+        T: Clone,
+    {
+        let files: Vec<(&String, &Identity, &T)> = self.files.iter().map(|(p, (id, v))| (p, id, v)).collect();
+        let mut text = serde_json::to_vec(&StoredRef { schema: self.schema, files })?;
+        text.push(b'\n');
+        crate::fsx::write_atomic(path, &text)
+    }
+
+    /// What was recorded for `rel`, when the file now has the recorded identity
+    /// (`now`: its metadata, just read).
+    pub fn get(&self, rel: &str, now: &Metadata) -> Option<&T> {
+        let (id, value) = self.files.get(rel)?;
+        id.same(&Identity::of(now), self.strength).then_some(value)
+    }
+
+    /// What was recorded for `rel`, whatever the file is now.
+    pub fn recorded(&self, rel: &str) -> Option<&(Identity, T)> {
+        self.files.get(rel)
+    }
+
+    /// Records `value` for the file `rel` of identity `id`.
+    pub fn insert(&mut self, rel: String, id: Identity, value: T) {
+        self.files.insert(rel, (id, value));
+    }
+
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Identity, &T) -> bool) {
+        self.files.retain(|p, (id, v)| keep(p, id, v));
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// [`Stored`], borrowed for writing.
+#[derive(Serialize)]
+struct StoredRef<'a, T> {
+    schema: u32,
+    files: Vec<(&'a String, &'a Identity, &'a T)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (tempfile::TempDir, camino::Utf8PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = camino::Utf8PathBuf::from_path_buf(d.path().to_owned()).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn an_index_round_trips_and_a_damaged_one_reads_as_empty() {
+        let (_d, dir) = scratch();
+        let file = dir.join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        let mut index: Index<String> = Index::new(3, Strength::Full);
+        index.insert("f".into(), Identity::of(&meta), "digest".into());
+        let path = dir.join("index.json");
+        index.write(&path).unwrap();
+        let back: Index<String> = Index::read(&path, 3, Strength::Full, 1 << 20);
+        assert_eq!(back.get("f", &meta).map(String::as_str), Some("digest"));
+        assert!(Index::<String>::read(&path, 4, Strength::Full, 1 << 20).is_empty(), "another schema");
+        assert!(Index::<String>::read(&path, 3, Strength::Full, 10).is_empty(), "over its bound");
+        std::fs::write(&path, b"{\"schema\":3,\"files\":[[\"f\",[1,2]").unwrap();
+        assert!(Index::<String>::read(&path, 3, Strength::Full, 1 << 20).is_empty(), "damaged");
+        assert!(Index::<String>::read(&dir.join("absent"), 3, Strength::Full, 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn a_file_rewritten_at_the_same_size_is_no_longer_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(dir.join("a"), "one").unwrap();
+        let mut produced = Produced::default();
+        produced.add("a", &dir.join("a")).unwrap();
+        assert!(produced.intact(|n| dir.join(n)));
+        // The same bytes a tick later: another modification time.
+        let before = Identity::of_path(&dir.join("a")).unwrap();
+        while Identity::of_path(&dir.join("a")).unwrap() == before {
+            std::fs::write(dir.join("a"), "two").unwrap();
+        }
+        assert!(!produced.intact(|n| dir.join(n)));
+        // Replaced by another file whose time is set back: another inode.
+        let mut produced = Produced::default();
+        produced.add("a", &dir.join("a")).unwrap();
+        let times = std::fs::File::open(dir.join("a")).unwrap().metadata().unwrap().modified().unwrap();
+        std::fs::write(dir.join("b"), "two").unwrap();
+        std::fs::File::options().write(true).open(dir.join("b")).unwrap().set_modified(times).unwrap();
+        std::fs::rename(dir.join("b"), dir.join("a")).unwrap();
+        assert!(!produced.intact(|n| dir.join(n)));
+        std::fs::remove_file(dir.join("a")).unwrap();
+        assert!(!produced.intact(|n| dir.join(n)), "a missing file is not intact");
+    }
+
+    #[test]
+    fn the_change_time_counts_only_at_full_strength() {
+        let a = Identity { dev: 1, ino: 2, size: 3, mtime: (4, 5), ctime: (6, 7) };
+        let linked = Identity { ctime: (8, 0), ..a };
+        assert!(!a.same(&linked, Strength::Full));
+        assert!(a.same(&linked, Strength::WithoutCtime));
+        assert!(!a.same(&Identity { mtime: (4, 6), ..a }, Strength::WithoutCtime));
+        assert!(!a.same(&Identity { ino: 9, ..a }, Strength::WithoutCtime));
+    }
+}
