@@ -116,9 +116,9 @@ impl Produced {
     /// file named `name` is. (A stage recorded before identities were has none: its
     /// other checks decide.)
     pub fn intact(&self, path: impl Fn(&Utf8Path) -> Utf8PathBuf) -> bool {
-        self.0
-            .iter()
-            .all(|(name, id)| Identity::of_path(&path(Utf8Path::new(name))).is_ok_and(|now| now.same(id, Strength::WithoutCtime)))
+        self.0.iter().all(|(name, id)| {
+            Identity::of_path(&path(Utf8Path::new(name))).is_ok_and(|now| now.same(id, Strength::WithoutCtime))
+        })
     }
 }
 
