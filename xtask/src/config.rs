@@ -533,6 +533,7 @@ impl Loaded {
         crate::poudriere::validate(self)?;
         crate::port::validate(self)?;
         crate::makesum::validate(self)?;
+        crate::sign::validate(self)?;
         crate::publish::validate(self)?;
         crate::iso::validate(self)?;
         crate::gate::validate(self)?;

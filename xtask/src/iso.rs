@@ -282,6 +282,8 @@ impl Iso {
                     catalogues: BTreeMap::new(),
                     signed: false,
                     build_name: None,
+                    sbom: None,
+                    provenance: None,
                 };
                 Ok((Source::Scratch { from: Box::new(placeholder), to }, None))
             }

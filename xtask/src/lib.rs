@@ -1,6 +1,7 @@
 //! mother-build's `cargo xtask` as a library: the stage modules, the engine, and
 //! [`run`], which carries out a parsed command line. `main.rs` only parses and exits.
 
+pub mod attest;
 pub mod cargo_crates;
 pub mod cli;
 pub mod config;

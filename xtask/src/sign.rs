@@ -33,6 +33,9 @@ use pkgrepo::trust::Trust;
 use pkgrepo::verify::{self, Report};
 use pkgrepo::{CATALOGUES, signing_command};
 
+mod attestations;
+pub use attestations::{ReleaseFile, port_lock};
+
 /// How a catalogue that needs a signature gets one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +58,27 @@ settings! {
         pub method: SignMethod = SignMethod::Native,
         /// Threads hashing packages; 0 means one per CPU.
         pub threads: usize = 0,
+        /// Write the release's SBOM (CycloneDX 1.6) and its provenance (in-toto statement,
+        /// SLSA v1 predicate) in a DSSE envelope signed with signing.key; publish serves
+        /// them beside the repository (docs/supply-chain.md). A signing command cannot sign
+        /// the envelope (pkg's protocol hands it a SHA-256 hex, not the bytes to sign): with
+        /// signing.command, set this to false.
+        pub provenance: bool = true,
     }
+}
+
+/// Checks `[sign]` against `[signing]` when pipeline.toml is loaded.
+pub fn validate(loaded: &Loaded) -> Result<()> {
+    if loaded.config.sign.provenance && !loaded.config.signing.command.is_empty() {
+        return Err(loaded
+            .failure_at(
+                "sign.provenance",
+                "the provenance's DSSE envelope cannot be signed by signing.command: pkg's signing-command protocol gives the command a SHA-256 hex, and DSSE signs the envelope's own bytes",
+            )
+            .help("sign with the key file (signing.key, without signing.command), or set sign.provenance = false to release without SBOM and provenance")
+            .into());
+    }
+    Ok(())
 }
 
 impl SignConfig {
@@ -111,6 +134,12 @@ pub struct SignOutputs {
     pub signed: bool,
     #[serde(default)]
     pub build_name: Option<String>,
+    /// The SBOM written into the repository (none with sign.provenance = false).
+    #[serde(default)]
+    pub sbom: Option<ReleaseFile>,
+    /// The provenance's DSSE envelope written into the repository.
+    #[serde(default)]
+    pub provenance: Option<ReleaseFile>,
 }
 
 /// The release manifest: what was released, from what, signed by which key.
@@ -436,7 +465,6 @@ impl Sign {
 
     /// Signs every catalogue archive natively.
     fn sign_native(&self, cx: &Cx, repo: &Utf8Path, mode: TrustMode) -> Result<()> {
-        let signing = &cx.config().signing;
         let command = self.signing_command(cx);
         let key_signer;
         let command_signer;
@@ -446,14 +474,7 @@ impl Sign {
                 &command_signer
             }
             None => {
-                let key_path = cx.resolve(&signing.key);
-                let pub_path = cx.resolve(&signing.pubkey);
-                let secret = pkgrepo::key::read_private_key(&key_path)
-                    .map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
-                let cert = std::fs::read(&pub_path).map_err(|e| {
-                    cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}"))
-                })?;
-                key_signer = KeySigner::new(&secret, &key_path, cert, &pub_path)?;
+                key_signer = key_signer_of(cx)?;
                 &key_signer
             }
         };
@@ -512,6 +533,18 @@ impl Sign {
             packages: records(report),
         })
     }
+}
+
+/// The release key as a signer: signing.key, checked against signing.pubkey.
+fn key_signer_of(cx: &Cx) -> Result<KeySigner> {
+    let signing = &cx.config().signing;
+    let key_path = cx.resolve(&signing.key);
+    let pub_path = cx.resolve(&signing.pubkey);
+    let secret =
+        pkgrepo::key::read_private_key(&key_path).map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
+    let cert = std::fs::read(&pub_path)
+        .map_err(|e| cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}")))?;
+    Ok(KeySigner::new(&secret, &key_path, cert, &pub_path)?)
 }
 
 fn records(report: &Report) -> Vec<PackageRecord> {
@@ -657,8 +690,23 @@ impl Stage for Sign {
             }
             steps.check(format!("{repo}: verify again, as above"));
         }
-        let manifest = cx.stage_dir(StageName::Sign)?.join("manifest.json");
-        steps.push(Step::Write { path: manifest, what: "release manifest".into() });
+        let stage = cx.stage_dir(StageName::Sign)?;
+        steps.push(Step::Write { path: stage.join("manifest.json"), what: "release manifest".into() });
+        if cx.config().sign.provenance {
+            for (name, what) in [
+                (crate::attest::SBOM_FILE, "SBOM, CycloneDX 1.6: the packages and the crates of Cargo.lock"),
+                (
+                    crate::attest::PROVENANCE_FILE,
+                    "provenance: in-toto statement, SLSA v1, in a DSSE envelope signed with signing.key",
+                ),
+            ] {
+                steps.push(Step::Write { path: stage.join(name), what: what.into() });
+                steps.push(Step::Write {
+                    path: repo.join(name),
+                    what: "the same, published with the repository".into(),
+                });
+            }
+        }
         Ok(SignPlan { steps, repo, action })
     }
 
@@ -734,6 +782,12 @@ impl Stage for Sign {
         text.push(b'\n');
         crate::fsx::write_atomic(&path, &text)?;
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
+        let attested = if cx.config().sign.provenance {
+            Some(attestations::write(cx, &repo, &manifest, &key_signer_of(cx)?)?)
+        } else {
+            cx.say("sign.provenance = false: no SBOM or provenance for this release");
+            None
+        };
 
         let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
         Ok(SignOutputs {
@@ -748,6 +802,8 @@ impl Stage for Sign {
             catalogues: report.catalogues.iter().map(|c| (c.archive.clone(), c.archive_sha256.clone())).collect(),
             signed,
             build_name: manifest.build_name.clone(),
+            sbom: attested.as_ref().map(|a| a.sbom.clone()),
+            provenance: attested.map(|a| a.provenance),
         })
     }
 }

@@ -109,7 +109,11 @@ impl Signer for KeySigner {
     }
 
     fn sign_data(&self, data: &[u8]) -> Result<Signed, BoxError> {
-        Ok(Signed { signer: self.key.algorithm().signer(), signature: self.key.sign_data(data)?, cert: self.cert.clone() })
+        Ok(Signed {
+            signer: self.key.algorithm().signer(),
+            signature: self.key.sign_data(data)?,
+            cert: self.cert.clone(),
+        })
     }
 }
 
