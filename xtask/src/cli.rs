@@ -58,6 +58,8 @@ pub enum Command {
     Release(Release),
     /// Show the current run: each stage's status, times and log
     Status(Status),
+    /// Check a published release: its signed provenance, every file it lists, the catalogue, the SBOM
+    VerifyRelease(VerifyRelease),
     /// Show the whole pipeline on the example colibri (real where this host can, plans elsewhere)
     Demo(Demo),
     /// Regenerate docs/pipeline-toml.md and the man page docs/cargo-xtask.1 from the code
@@ -79,9 +81,12 @@ impl Command {
             Command::Sign(c) => !c.verify_only,
             Command::Publish(_) | Command::Iso(_) | Command::Gate(_) => true,
             Command::Release(r) => r.resume,
-            Command::Setup(_) | Command::Status(_) | Command::Demo(_) | Command::Docs(_) | Command::Completions(_) => {
-                false
-            }
+            Command::Setup(_)
+            | Command::Status(_)
+            | Command::VerifyRelease(_)
+            | Command::Demo(_)
+            | Command::Docs(_)
+            | Command::Completions(_) => false,
         }
     }
 }
@@ -246,6 +251,27 @@ pub struct Status {
     /// Machine-readable output (schema documented in docs/runbook.md)
     #[arg(long)]
     pub json: bool,
+}
+
+/// verify-release
+#[derive(Debug, Clone, Args)]
+pub struct VerifyRelease {
+    /// The repository: its URL (the repo conf's url with ${ABI} expanded, e.g.
+    /// https://pkg.clawdie.si/FreeBSD:15:amd64/latest) or its directory
+    #[arg(value_name = "URL|DIR")]
+    pub location: String,
+    /// Trust this public key (pubkey mode) [default: signing.pubkey]
+    #[arg(long, value_name = "FILE", conflicts_with = "fingerprints")]
+    pub pubkey: Option<Utf8PathBuf>,
+    /// Trust this fingerprints directory, with trusted/ and revoked/ (fingerprints mode)
+    #[arg(long, value_name = "DIR")]
+    pub fingerprints: Option<Utf8PathBuf>,
+    /// ABI every package must carry [default: repository.abi]
+    #[arg(long, value_name = "ABI")]
+    pub abi: Option<String>,
+    /// Seconds to connect and to get each answer over HTTP (a whole download gets ten times as long)
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout_secs: u64,
 }
 
 /// demo

@@ -17,6 +17,7 @@ pub mod proc;
 pub mod run;
 pub mod stage;
 pub mod ui;
+pub mod verify_release;
 
 pub mod bulk;
 pub mod gate;
@@ -63,6 +64,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
             engine.release(&opts, &engine::default_stage)
         }
         Command::Status(s) => engine.status(s.json),
+        Command::VerifyRelease(v) => v.invoke(&loaded, ui),
         Command::Docs(_) | Command::Demo(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }
