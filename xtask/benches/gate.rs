@@ -8,7 +8,14 @@
 //!   and over) from its first byte to the verdict at the marker that follows it, every
 //!   byte scanned and recorded; median of 5 runs. Goal: under 1 s;
 //! - reaction time after that flood: the deciding bytes a second after 64 MiB; goal:
-//!   under 50 ms.
+//!   under 50 ms;
+//! - a hostile console: 100 MB without a newline after the first marker, then it keeps
+//!   running, deaf to SIGTERM (`gate.timeout_secs = 5`, `grace_secs = 2`): the gate's
+//!   peak memory (the kernel's ru_maxrss of the xtask process, through wait4; goal
+//!   under 100 MB), how long after the timeout (counted from the boot's start) the
+//!   verdict came and xtask ended (its teardown waits out the grace; goal for both:
+//!   within the grace period plus 1 s), and
+//!   the largest of result.json, junit.xml and state.json (goal under 64 KiB).
 //!
 //! Each figure is printed on one line with its goal, `met` or `MISSED`, and its ratio to
 //! a baseline measured in the same run: this program reading the same console through
@@ -18,7 +25,7 @@
 //! before it writes the bytes being timed; the gate's result.json has the verdict's time
 //! and when the console was gone.
 //!
-//! Run: `cargo bench -p xtask --bench gate`.
+//! Run: `cargo bench -p xtask --bench gate` (`-- endless`: the hostile console alone).
 
 // A benchmark may start processes and print: the product's boundaries (clippy.toml) are
 // not theirs.
@@ -103,6 +110,13 @@ fn main() {
         return console(&args[2], Path::new(&args[3]));
     }
     let dir = tempfile::tempdir().unwrap();
+    // `cargo bench -p xtask --bench gate -- endless`: the hostile console alone.
+    if args.iter().any(|a| a == "endless") {
+        if endless_line(dir.path()) {
+            println!("some figures MISSED their goal");
+        }
+        return;
+    }
     let config = dir.path().join("pipeline.toml");
     // The default markers, forbidden patterns and restart rule; no probes (the console
     // has no login).
@@ -146,9 +160,88 @@ fn main() {
         }
         missed |= report(what, FLOOD_RUNS, median(&mut gate), median(&mut base), goal);
     }
+    missed |= endless_line(dir.path());
     if missed {
         println!("some figures MISSED their goal");
     }
+}
+
+/// The timeout and grace period of the hostile-console run.
+const ENDLESS_TIMEOUT: u64 = 5;
+const ENDLESS_GRACE: u64 = 2;
+
+/// The 100 MB no-newline console, once: one line per figure against its bound. Returns
+/// whether any was missed.
+fn endless_line(dir: &Path) -> bool {
+    let config = dir.join("endless.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nstate_dir = \"endless-state\"\n\n[gate]\nbackend = \"command\"\nsettle_secs = 0\ngrace_secs = {ENDLESS_GRACE}\ntimeout_secs = {ENDLESS_TIMEOUT}\nretries = 0\nprobes = []\n"
+        ),
+    )
+    .unwrap();
+    let me = std::env::current_exe().unwrap();
+    // Reaped by wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--config")
+        .arg(&config)
+        .args(["gate", "--"])
+        .arg(&me)
+        .args(["--console", "endless"])
+        .arg(dir.join("unused-stamp"))
+        .env("CI", "1")
+        .env("NO_COLOR", "1")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid pointers; the Child is not waited on again.
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let ended = now();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1, "the gate did not fail the image: {status}");
+    let id = std::fs::read_to_string(dir.join("endless-state/current")).unwrap();
+    let run = dir.join("endless-state/runs").join(id.trim());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("gate/result.json")).unwrap()).unwrap();
+    let verdict = r["seconds"].as_f64().unwrap();
+    // From the boot's start, where gate.timeout_secs counts from (xtask's own start-up
+    // is not the gate's).
+    let boot = r["final_attempt"]["started_at_unix"].as_f64().unwrap();
+    let wall = ended - boot;
+    let largest = ["gate/result.json", "gate/junit.xml", "state.json"]
+        .iter()
+        .map(|f| std::fs::metadata(run.join(f)).unwrap().len())
+        .max()
+        .unwrap();
+    let console = std::fs::metadata(run.join("gate/console.log")).unwrap().len();
+    let _ = std::fs::remove_dir_all(dir.join("endless-state"));
+    let timeout = ENDLESS_TIMEOUT as f64;
+    let overrun_goal = (ENDLESS_GRACE + 1) as f64;
+    println!(
+        "hostile console: 100 MB on one line, then deaf to SIGTERM (timeout {ENDLESS_TIMEOUT} s, grace {ENDLESS_GRACE} s)"
+    );
+    let mut missed = false;
+    missed |= bound("peak memory", usage.ru_maxrss as f64 * 1024.0 / 1e6, "MB", 100.0);
+    missed |= bound("verdict after the timeout", verdict - timeout, "s", overrun_goal);
+    missed |= bound("exit after the timeout (teardown included)", wall - timeout, "s", overrun_goal);
+    missed |= bound("largest of result.json, junit.xml, state.json", largest as f64 / 1024.0, "KiB", 64.0);
+    missed |= bound("console.log (capped at 64 MiB, with its notes)", console as f64 / 1048576.0, "MiB", 64.01);
+    missed
+}
+
+/// One line: a figure against its upper bound. Returns whether it was missed.
+fn bound(what: &str, value: f64, unit: &str, goal: f64) -> bool {
+    let ok = if value < goal { "met" } else { "MISSED" };
+    println!("{what:<46} {value:>9.2} {unit:<3}               goal < {goal:>6.2} {unit:<3} {ok}");
+    value >= goal
 }
 
 /// One line: the figure, its goal, whether it is met, and its ratio to the baseline.
@@ -240,6 +333,9 @@ fn read_stamp(path: &Path) -> f64 {
 /// disk, so a fast gate cannot stop it before.
 fn console(mode: &str, stamp: &Path) {
     let mut out = std::io::stdout().lock();
+    if mode == "endless" {
+        return endless_console(&mut out);
+    }
     out.write_all(MOUNTED).unwrap();
     if mode.starts_with("flood") || mode == "scan" {
         let flood = flood(FLOOD);
@@ -279,4 +375,25 @@ fn console(mode: &str, stamp: &Path) {
     // SAFETY: as above; a pending SIGTERM is delivered now.
     unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// The hostile console: the first marker, 100 MB without a newline, then it runs on,
+/// ignoring SIGTERM (the gate must kill it after its grace period).
+fn endless_console(out: &mut impl Write) {
+    // SAFETY: ignoring a signal has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    out.write_all(MOUNTED).unwrap();
+    let block = vec![b'x'; 1 << 20];
+    let mut left = 100_000_000usize;
+    while left > 0 {
+        let n = left.min(block.len());
+        if out.write_all(&block[..n]).is_err() {
+            break;
+        }
+        left -= n;
+    }
+    let _ = out.flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

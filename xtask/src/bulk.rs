@@ -25,7 +25,7 @@ use crate::proc::{CmdLine, Interrupted, StreamOpts, TimedOut};
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 
-pub use status::{BuildStatus, Ending, Outcome, Stats};
+pub use status::{BuildStatus, Ending, Outcome, Stats, origin_of};
 
 settings! {
     /// bulk: building the port with `poudriere bulk` and judging the build.
@@ -111,6 +111,10 @@ pub struct BulkOutputs {
     /// The build's counts from `.poudriere.stats_*`.
     #[serde(default)]
     pub stats: Stats,
+    /// Each package file's identity when bulk judged the build, by its path in `real`: a
+    /// package replaced or rewritten since makes bulk run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// The port bulk builds: from `port`'s outputs, or the configuration in a dry run.
@@ -193,6 +197,7 @@ impl Stage for Bulk {
         // Still the repository this build committed, with its packages in it.
         link_target(&o.repo).as_deref() == Some(o.real.as_path())
             && o.packages.iter().all(|p| o.real.join(&p.file).is_file())
+            && o.produced.intact(|file| o.real.join(file))
     }
 
     fn plan(&self, cx: &Cx) -> Result<BulkPlan> {
@@ -303,6 +308,10 @@ impl Stage for Bulk {
                     cx.say(format!("{} -> {}", p.describe(), plan.packages.join(".latest").join(&p.file)));
                 }
                 cx.say(format!("build {}: {}", plan.build, build.counts()));
+                let mut produced = crate::fingerprint::Produced::default();
+                for p in &packages {
+                    produced.add(p.file.clone(), &real.join(&p.file))?;
+                }
                 Ok(BulkOutputs {
                     build_name: plan.build,
                     mastername: plan.mastername,
@@ -313,6 +322,7 @@ impl Stage for Bulk {
                     real,
                     poudriere_exit: out.status,
                     stats: build.stats,
+                    produced,
                 })
             }
             Verdict::Failure { class, mut message, help } => {

@@ -60,7 +60,11 @@ pub enum Command {
     Status(Status),
     /// Check a published release: its signed provenance, every file it lists, the catalogue, the SBOM
     VerifyRelease(VerifyRelease),
-    /// Show the whole pipeline on the example colibri (real where this host can, plans elsewhere)
+    /// Write a run's report (report.html in its run directory) and print its path
+    Report(Report),
+    /// What changed between two runs: packages, crates, failing ports, stage durations
+    Diff(Diff),
+    /// Run the whole pipeline on the example colibri, against a simulated FreeBSD host where Linux cannot do the work
     Demo(Demo),
     /// Regenerate docs/pipeline-toml.md and the man page docs/cargo-xtask.1 from the code
     Docs(Docs),
@@ -84,6 +88,8 @@ impl Command {
             Command::Setup(_)
             | Command::Status(_)
             | Command::VerifyRelease(_)
+            | Command::Report(_)
+            | Command::Diff(_)
             | Command::Demo(_)
             | Command::Docs(_)
             | Command::Completions(_) => false,
@@ -274,12 +280,40 @@ pub struct VerifyRelease {
     pub timeout_secs: u64,
 }
 
+/// report
+#[derive(Debug, Clone, Default, Args)]
+pub struct Report {
+    /// The run (its id, or the start of it) [default: the current run]
+    #[arg(value_name = "RUN")]
+    pub run: Option<String>,
+    /// Open the report in the browser (xdg-open; open on macOS)
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// diff
+#[derive(Debug, Clone, Default, Args)]
+pub struct Diff {
+    /// The older run [default: the last successful release before the newer one]
+    #[arg(value_name = "A")]
+    pub a: Option<String>,
+    /// The newer run [default: the current run]
+    #[arg(value_name = "B")]
+    pub b: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// demo
 #[derive(Debug, Clone, Default, Args)]
 pub struct Demo {
     /// Working directory for the demo [default: target/mother-build-demo]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<Utf8PathBuf>,
+    /// Replay the recorded console in the gate even where QEMU could boot the image
+    #[arg(long)]
+    pub no_qemu: bool,
 }
 
 /// docs

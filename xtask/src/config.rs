@@ -211,6 +211,8 @@ pub struct Config {
     pub publish: crate::publish::PublishConfig,
     pub iso: crate::iso::IsoConfig,
     pub gate: crate::gate::GateConfig,
+    pub report: crate::report::ReportConfig,
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Config {
@@ -255,6 +257,8 @@ pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)>
         table::<crate::gate::BhyveConfig>("gate.bhyve"),
         table::<crate::gate::QemuConfig>("gate.qemu"),
         table::<crate::gate::CommandConfig>("gate.command"),
+        table::<crate::report::ReportConfig>("report"),
+        table::<crate::notify::NotifyConfig>("notify"),
     ]
 }
 
@@ -537,6 +541,7 @@ impl Loaded {
         crate::publish::validate(self)?;
         crate::iso::validate(self)?;
         crate::gate::validate(self)?;
+        crate::notify::validate(self)?;
         Ok(())
     }
 

@@ -116,7 +116,9 @@ impl<'a> Engine<'a> {
         let lock = self.state.lock(&this_command(), &self.resume())?;
         let mut run = match self.state.current()? {
             Some(mut run) => {
-                if run.state.settle() {
+                let settled = run.state.settle();
+                let stopped = self.stop_left_running(&mut run);
+                if settled || stopped {
                     run.save()?;
                 }
                 run
@@ -129,7 +131,31 @@ impl<'a> Engine<'a> {
                 None,
             )?,
         };
-        self.execute(&mut run, stage, Rerun::ThisCommand)
+        let result = self.execute(&mut run, stage, Rerun::ThisCommand);
+        crate::report::run_ended(self, &run, crate::report::Ending::Stage, result.is_ok());
+        result
+    }
+
+    /// Stops, saying so, the process groups an xtask killed mid-stage left running in
+    /// `run` (recorded before they ran; stopped only once that xtask is gone and if they
+    /// are still the same processes), and forgets the records. Whether there were any.
+    fn stop_left_running(&self, run: &mut Run) -> bool {
+        let left = run.state.take_processes();
+        for (stage, group) in &left {
+            if let Some(stopped) = group.stop_if_left() {
+                self.ui.eprintln(&format!(
+                    "stopped `{}` (process group {}, {} process{}{}): the `{stage}` of run {} started it, and its xtask (pid {}) ended without stopping it",
+                    group.command,
+                    group.pgid,
+                    stopped.processes,
+                    if stopped.processes == 1 { "" } else { "es" },
+                    if stopped.killed { ", killed after SIGTERM was not enough" } else { "" },
+                    run.id(),
+                    group.owner,
+                ));
+            }
+        }
+        !left.is_empty()
     }
 
     /// The command that continues the current run.
@@ -197,6 +223,7 @@ impl<'a> Engine<'a> {
         let name = stage.name();
         let log_path = run.log_path(name);
         let started = Instant::now();
+        let before = run.state.record(name).cloned();
         {
             let rel_log = run.rel(&log_path);
             let rec = run.state.record_mut(name);
@@ -219,6 +246,20 @@ impl<'a> Engine<'a> {
         let result = stage.fingerprint(&cx).and_then(|fp| stage.run(&mut cx).map(|outputs| (fp, outputs)));
         let log = cx.log;
         let elapsed = started.elapsed();
+        if let Err(err) = &result
+            && stage_class(err) == Class::Usage
+        {
+            // What was asked cannot be done: the stage did nothing, and its record stays
+            // as it was (a refused `publish --rollback` leaves the last publish usable).
+            match before {
+                Some(before) => *run.state.record_mut(name) = before,
+                None => drop(run.state.records.remove(&name)),
+            }
+            run.save()?;
+            log.line(&format!("error: {}", crate::ui::render_error(err)));
+            log.line(&format!("==== {name}: refused; its record is unchanged ===="));
+            return Err(self.report_failure(name, err, &log, rerun));
+        }
         let ended = now_rfc3339();
         let run_id = run.id().to_owned();
         let rec = run.state.record_mut(name);
@@ -238,7 +279,7 @@ impl<'a> Engine<'a> {
             Err(err) => {
                 let interrupted = stage_class(&err) == Class::Interrupted;
                 rec.status = if interrupted { Status::Interrupted } else { Status::Failed };
-                rec.error = Some(crate::ui::render_error(&err));
+                rec.set_error(crate::ui::render_error(&err));
                 run.save()?;
                 log.line(&format!("error: {}", crate::ui::render_error(&err)));
                 log.line(&format!(
@@ -285,6 +326,10 @@ impl<'a> Engine<'a> {
         if let Some(path) = log.path() {
             self.ui.eprintln(&format!("  full log: {path}"));
         }
+        if class == Class::Usage {
+            // The same command would be refused the same way; the run is as it was.
+            return Failure::reported(class).into();
+        }
         match rerun {
             Rerun::Detached => self.ui.eprintln(&format!("  rerun it: {again}")),
             Rerun::Stage | Rerun::ThisCommand => {
@@ -305,8 +350,13 @@ impl<'a> Engine<'a> {
             return self.release_dry_run(&stages, opts, make);
         }
         let lock = self.state.lock(&this_command(), &self.resume())?;
-        let current = self.state.current()?;
-        let (mut run, todo, mut force_first) = if opts.resume {
+        let mut current = self.state.current()?;
+        if let Some(run) = &mut current
+            && self.stop_left_running(run)
+        {
+            run.save()?;
+        }
+        let (mut run, todo, force_first) = if opts.resume {
             let Some(mut run) = current else {
                 bail!(
                     failure!("there is no run to resume in {}", self.state.root())
@@ -343,27 +393,42 @@ impl<'a> Engine<'a> {
             (run, stages.clone(), false)
         };
 
+        let result = self.run_stages(&mut run, &todo, opts.force, force_first, make);
+        crate::report::run_ended(self, &run, crate::report::Ending::Release, result.is_ok());
+        result
+    }
+
+    /// Runs a release's stages in order, skipping those up to date (unless forced; the
+    /// first one always runs when `force_first`).
+    fn run_stages(
+        &self,
+        run: &mut Run,
+        todo: &[StageName],
+        force_all: bool,
+        mut force_first: bool,
+        make: &dyn Fn(StageName) -> Box<dyn AnyStage>,
+    ) -> Result<()> {
         self.ui.pipeline_start(todo.len());
-        for name in &todo {
+        for name in todo {
             if let Err(e) = crate::proc::check_interrupted() {
                 self.ui.pipeline_finish();
                 return Err(e);
             }
             let stage = make(*name);
-            let force = opts.force || force_first;
+            let force = force_all || force_first;
             force_first = false;
-            if !force && self.skip_if_up_to_date(&mut run, stage.as_ref())? {
+            if !force && self.skip_if_up_to_date(run, stage.as_ref())? {
                 self.ui.pipeline_advance();
                 continue;
             }
-            if let Err(e) = self.execute(&mut run, stage.as_ref(), Rerun::Stage) {
+            if let Err(e) = self.execute(run, stage.as_ref(), Rerun::Stage) {
                 self.ui.pipeline_finish();
                 return Err(e);
             }
             self.ui.pipeline_advance();
         }
         self.ui.pipeline_finish();
-        self.ui.eprintln(&format!("release: run {} finished: {}", run.id(), self.summary(&run)));
+        self.ui.eprintln(&format!("release: run {} finished: {}", run.id(), self.summary(run)));
         Ok(())
     }
 
@@ -484,6 +549,8 @@ impl<'a> Engine<'a> {
                 if holder.is_none() {
                     run.state.settle();
                 }
+                // Read-only: what was stopped is said, not recorded.
+                self.stop_left_running(&mut run);
                 StatusReport::from_run(&run, self.state.root(), holder)
             }
             None => StatusReport {
@@ -560,12 +627,16 @@ fn started_by(state: &crate::run::State) -> String {
 }
 
 /// The class of a stage's failure: interrupted once a stop signal arrived; what the
-/// error says; otherwise the product's fault (exit 1).
+/// error says; otherwise infrastructure (exit 2). A failure is the product's (exit 1)
+/// only where a stage judged the product and marked it so (`.product()`: a port that
+/// does not build, a repository that does not verify, an image that does not boot):
+/// an error nobody judged says nothing against the release (docs/runbook.md, "Exit
+/// codes").
 fn stage_class(err: &anyhow::Error) -> Class {
     if crate::proc::interrupted().is_some() {
         return Class::Interrupted;
     }
-    failure::class_of(err).unwrap_or(Class::Product)
+    failure::class_of(err).unwrap_or(Class::Infrastructure)
 }
 
 fn rec_status_word(interrupted: bool) -> &'static str {
@@ -685,6 +756,15 @@ fn no_flags<T: clap::Args + clap::FromArgMatches>(name: StageName) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_nobody_judged_is_the_machinerys_and_a_judged_one_keeps_its_class() {
+        assert_eq!(stage_class(&anyhow::anyhow!("cannot read a file")), Class::Infrastructure);
+        let judged: anyhow::Error = Failure::new("the port lacks pkg-plist").product().into();
+        assert_eq!(stage_class(&judged), Class::Product);
+        let refused: anyhow::Error = Failure::new("no such version").usage().into();
+        assert_eq!(stage_class(&refused), Class::Usage);
+    }
 
     #[test]
     fn every_stage_parses_with_no_flags() {

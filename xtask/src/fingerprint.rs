@@ -4,14 +4,59 @@
 //! Small files are hashed by content. Large ones (images, packages) by identity (size,
 //! modification time, inode): hashing a 2 GB ISO on every `release` would make a no-op
 //! release slow, and anything that rewrites the file changes its identity.
+//!
+//! What a stage produced is checked the same way before it is skipped: [`Produced`]
+//! holds each file's [`FileId`], recorded in the stage's outputs.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
-use camino::Utf8Path;
-use serde::Serialize;
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// A file's identity: its size, modification time and inode. One stat compares it, so
+/// a no-op `release` stays fast; a file rewritten in place (even at the same size) or
+/// replaced has another. Only bytes changed with the modification time forged back go
+/// unseen: catching those would mean hashing every output on every release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub inode: u64,
+}
+
+impl FileId {
+    /// The identity `path` has now.
+    pub fn of(path: &Utf8Path) -> Result<FileId> {
+        let m = std::fs::metadata(path).with_context(|| format!("cannot stat {path}"))?;
+        Ok(FileId { size: m.len(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec(), inode: m.ino() })
+    }
+}
+
+/// The files a stage produced, by the name its outputs give each, with the identity
+/// each had when the stage ended ([`FileId`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Produced(BTreeMap<Utf8PathBuf, FileId>);
+
+impl Produced {
+    /// Records the identity of the file at `path` under `name`.
+    pub fn add(&mut self, name: impl Into<Utf8PathBuf>, path: &Utf8Path) -> Result<()> {
+        self.0.insert(name.into(), FileId::of(path)?);
+        Ok(())
+    }
+
+    /// Whether every file recorded still has its identity; `path(name)` says where the
+    /// file named `name` is. (A stage recorded before identities were has none: its
+    /// other checks decide.)
+    pub fn intact(&self, path: impl Fn(&Utf8Path) -> Utf8PathBuf) -> bool {
+        self.0.iter().all(|(name, id)| FileId::of(&path(name)).is_ok_and(|now| now == *id))
+    }
+}
 
 /// Builds a fingerprint. Every `add_*` call is tagged with a label so that moving a
 /// value from one input to another changes the digest.
@@ -197,6 +242,32 @@ mod tests {
         let mut b = Fingerprint::new();
         b.str("x", "a").str("y", "b");
         assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn a_file_rewritten_at_the_same_size_is_no_longer_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(dir.join("a"), "one").unwrap();
+        let mut produced = Produced::default();
+        produced.add("a", &dir.join("a")).unwrap();
+        assert!(produced.intact(|n| dir.join(n)));
+        // The same bytes a tick later: another modification time.
+        let before = FileId::of(&dir.join("a")).unwrap();
+        while FileId::of(&dir.join("a")).unwrap() == before {
+            std::fs::write(dir.join("a"), "two").unwrap();
+        }
+        assert!(!produced.intact(|n| dir.join(n)));
+        // Replaced by another file whose time is set back: another inode.
+        let mut produced = Produced::default();
+        produced.add("a", &dir.join("a")).unwrap();
+        let times = std::fs::File::open(dir.join("a")).unwrap().metadata().unwrap().modified().unwrap();
+        std::fs::write(dir.join("b"), "two").unwrap();
+        std::fs::File::options().write(true).open(dir.join("b")).unwrap().set_modified(times).unwrap();
+        std::fs::rename(dir.join("b"), dir.join("a")).unwrap();
+        assert!(!produced.intact(|n| dir.join(n)));
+        std::fs::remove_file(dir.join("a")).unwrap();
+        assert!(!produced.intact(|n| dir.join(n)), "a missing file is not intact");
     }
 
     #[test]

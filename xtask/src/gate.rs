@@ -17,6 +17,8 @@ mod results;
 mod scan;
 mod session;
 
+pub use results::printable;
+
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -114,6 +116,10 @@ settings! {
         /// Retries after an infrastructure error (the VM could not start). A failure of
         /// the image is never retried.
         pub retries: u32 = 1,
+        /// The most console.log keeps, in MiB (1 to 65536, that is 64 GiB). A console that goes on past it
+        /// is still read and judged to the end; the file says where it was cut and how
+        /// much it left out, and the stage log's copy of the console stops there too.
+        pub console_log_max_mib: u64 = 64,
         /// Required markers, in order. Each is `{ text = "..." }` (literal) or
         /// `{ regex = "..." }`, with `within_secs`: its deadline, counted from the
         /// previous marker (the first: from the start).
@@ -244,9 +250,19 @@ settings! {
     }
 }
 
+/// The largest `gate.console_log_max_mib` (64 GiB).
+const MAX_CONSOLE_LOG_MIB: u64 = 1 << 16;
+
 /// Checks the gate settings when pipeline.toml is loaded, so a bad pattern stops every
 /// command at once, pointing at its line, not after an hour of building.
 pub fn validate(loaded: &Loaded) -> Result<()> {
+    let mib = loaded.config.gate.console_log_max_mib;
+    if !(1..=MAX_CONSOLE_LOG_MIB).contains(&mib) {
+        return Err(loaded.error_at(
+            "gate.console_log_max_mib",
+            format!("console_log_max_mib must be from 1 to {MAX_CONSOLE_LOG_MIB} (MiB), not {mib}"),
+        ));
+    }
     checks::Checks::validate(loaded)?;
     probe::Probes::validate(loaded)?;
     backend::validate(loaded)
@@ -310,6 +326,10 @@ pub struct GateOutputs {
     /// Attempts it took (more than one after infrastructure errors).
     #[serde(default)]
     pub attempts: u32,
+    /// The identity of result.json, junit.xml and console.log (by their paths above)
+    /// when the gate ended: one rewritten or replaced since makes the gate run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// The gate's plan: what `--dry-run` prints, and everything the run needs.
@@ -335,6 +355,8 @@ pub struct Timing {
     pub settle: Duration,
     pub grace: Duration,
     pub retries: u32,
+    /// The most console.log keeps, in bytes.
+    pub console_log_max: u64,
 }
 
 impl Timing {
@@ -344,6 +366,7 @@ impl Timing {
             settle: Duration::from_secs(cfg.settle_secs),
             grace: Duration::from_secs(cfg.grace_secs),
             retries: cfg.retries,
+            console_log_max: cfg.console_log_max_mib << 20,
         }
     }
 }
@@ -480,6 +503,7 @@ impl Stage for Gate {
 
     fn outputs_intact(&self, cx: &Cx, outputs: &GateOutputs) -> bool {
         [&outputs.result, &outputs.junit, &outputs.console].iter().all(|p| cx.run.abs(p).is_file())
+            && outputs.produced.intact(|p| cx.run.abs(p))
     }
 
     fn plan(&self, cx: &Cx) -> Result<GatePlan> {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::Iso;
 use crate::config::{Loaded, Tool, TrustMode};
 use crate::failure;
-use crate::failure::Failure;
+use crate::failure::{Class, Failure};
 use crate::fingerprint::Fingerprint;
 use crate::fsx;
 use crate::proc::{CmdLine, StreamOpts};
@@ -132,6 +132,10 @@ pub struct IsoOutputs {
     /// The packages installed.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// The identity of the image and of each file the profile requires, when iso ended,
+    /// by absolute path: one replaced or rewritten since makes iso run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// The iso stage's plan.
@@ -284,6 +288,7 @@ impl Iso {
                     build_name: None,
                     sbom: None,
                     provenance: None,
+                    produced: Default::default(),
                 };
                 Ok((Source::Scratch { from: Box::new(placeholder), to }, None))
             }
@@ -328,6 +333,7 @@ impl Stage for Iso {
         let profile = cx.config().iso.profiles.get(&outputs.profile).cloned().unwrap_or_default();
         outputs.image.as_ref().is_none_or(|i| i.is_file())
             && profile.require.iter().all(|f| outputs.root.join(prefix).join(f).is_file())
+            && outputs.produced.intact(|path| path.to_owned())
     }
 
     fn plan(&self, cx: &Cx) -> Result<IsoPlan> {
@@ -450,12 +456,19 @@ impl Stage for Iso {
             Some(cmd) => Some(build_image(cx, cmd, &plan.image)?),
             None => None,
         };
+        let mut produced = crate::fingerprint::Produced::default();
+        let prefix = plan.root.join(cfg.prefix.trim_start_matches('/'));
+        let required = cfg.profiles.get(&plan.profile).map(|p| p.require.clone()).unwrap_or_default();
+        for path in image.iter().cloned().chain(required.iter().map(|f| prefix.join(f))) {
+            produced.add(path.clone(), &path)?;
+        }
         Ok(IsoOutputs {
             root: plan.root.clone(),
             profile: plan.profile.clone(),
             image,
             source: url,
             packages: cfg.packages.clone(),
+            produced,
         })
     }
 }
@@ -505,7 +518,7 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
         let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
         bail!(
             failure!("the scratch copy {to} of {} failed verification:\n{}", from.repo, lines.join("\n"))
-                .help("the signed repository changed after sign; run `cargo xtask sign` again")
+                .help(format!("the signed repository changed after sign; sign it again: {}", cx.loaded.xtask("sign")))
         );
     }
     cx.say(format!("copied and verified {} in {to}", plural(report.packages.len(), "package")));
@@ -555,6 +568,17 @@ pub const REFUSALS: [&str; 34] = [
     "fetch exceeds configured size limit",
 ];
 
+/// The refusals of [`REFUSALS`] pkg also prints when it could not reach or read the
+/// repository at all (src/update.c, libpkg/repo/binary/update.c): alone, they blame no
+/// catalogue.
+const GENERIC_REFUSALS: [&str; 5] = [
+    "Unable to update repository",
+    "Error updating repositories!",
+    "cannot be opened",
+    "No active remote repositories configured",
+    "fetch exceeds configured size limit",
+];
+
 /// Judges `pkg update` from its words (pkg-client.md §4): any refusal fails it, and
 /// acceptance needs `NAME repository update completed.` as well; the exit status alone
 /// is never trusted.
@@ -562,11 +586,21 @@ fn judge_update(cx: &Cx, cmd: &CmdLine, out: &crate::proc::Output, url: &str) ->
     let text = String::from_utf8_lossy(&out.stdout);
     let name = &cx.config().repository.name;
     if let Some(refused) = refusal(&text) {
+        // Refusing the release's own catalogue (its signature, its ABI, its OS version)
+        // is the product failing its clients; a repository pkg could not reach at all
+        // (only pkg's generic words) is the machinery's.
+        let class = if refused.iter().any(|l| !GENERIC_REFUSALS.iter().any(|g| l.contains(g))) {
+            Class::Product
+        } else {
+            Class::Infrastructure
+        };
         bail!(
             failure!("pkg refused the repository {url}:\n  {}\n`{cmd}` {}", refused.join("\n  "), out.describe_status())
-                .help(
-                    "the repository's signature, trust settings, ABI or OS version do not match what the release trusts (run `cargo xtask sign --verify-only` on it), or its packages are for a newer FreeBSD than repository.osversion"
-                )
+                .help(format!(
+                    "the repository's signature, trust settings, ABI or OS version do not match what the release trusts (run `{}` on it), or its packages are for a newer FreeBSD than repository.osversion",
+                    cx.loaded.xtask("sign --verify-only")
+                ))
+                .class(class)
         );
     }
     if !out.success() {
@@ -612,9 +646,11 @@ fn check_profile(cx: &Cx, root: &Utf8Path, name: &str) -> Result<()> {
     }
     if !problems.is_empty() {
         bail!(
-            failure!("{root} does not match the {name} profile:\n  {}", problems.join("\n  ")).help(
-                "install the build made for this profile (the validation build carries colibri-test-agent; production must not), or choose the profile with --profile"
-            )
+            failure!("{root} does not match the {name} profile:\n  {}", problems.join("\n  "))
+                .help(
+                    "install the build made for this profile (the validation build carries colibri-test-agent; production must not), or choose the profile with --profile"
+                )
+                .product()
         );
     }
     cx.say(format!(

@@ -6,6 +6,7 @@ pub mod cargo_crates;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod diff;
 pub mod docs;
 pub mod engine;
 pub mod failure;
@@ -13,7 +14,9 @@ pub mod fingerprint;
 pub mod fsx;
 pub mod git;
 pub mod makevars;
+pub mod notify;
 pub mod proc;
+pub mod report;
 pub mod run;
 pub mod stage;
 pub mod ui;
@@ -65,6 +68,8 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
         }
         Command::Status(s) => engine.status(s.json),
         Command::VerifyRelease(v) => v.invoke(&loaded, ui),
+        Command::Report(r) => r.run(&engine),
+        Command::Diff(d) => d.run(&engine),
         Command::Docs(_) | Command::Demo(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }

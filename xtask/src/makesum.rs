@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::Makesum;
 use crate::config::{Loaded, Tool};
 use crate::failure;
-use crate::failure::Failure;
+use crate::failure::{Failure, ResultExt};
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::port::PortOutputs;
 use crate::proc::{CmdLine, StreamOpts};
@@ -111,6 +111,27 @@ pub struct MakesumOutputs {
     /// How it was made.
     #[serde(default)]
     pub method: Method,
+    /// Each distfile's identity when makesum ended, by its name in `distdir`: a file
+    /// overwritten since (even at the same size) makes makesum run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
+}
+
+/// The file in makesum's stage directory that holds [`Obtained`].
+pub const OBTAINED: &str = "obtained.json";
+
+/// How many distfiles makesum found in place and how many it fetched, by source:
+/// `STAGE_DIR/obtained.json`, for the run's report. (Not an output: later stages'
+/// fingerprints cover makesum's outputs, and where a file came from changes nothing.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Obtained {
+    /// Already in the distfiles directory (verified again).
+    pub in_place: usize,
+    /// Copied from cargo's cache.
+    pub cache: usize,
+    pub downloaded: usize,
+    /// The source archive made from the checkout.
+    pub checkout: usize,
 }
 
 /// makesum's plan: the steps `--dry-run` prints, and what execute needs.
@@ -223,6 +244,40 @@ impl Makesum {
         }
     }
 
+    /// A distinfo that cannot be read, with the way out. With `--port`, it is that
+    /// port's own. Otherwise the staged copy: when colibri's copy reads well, restaging
+    /// the port replaces the damaged one (a problem of this host, not the product);
+    /// when colibri's own is damaged too, the product's port is at fault.
+    fn damaged_distinfo(&self, cx: &Cx, e: anyhow::Error) -> anyhow::Error {
+        if let Some(port) = &self.port {
+            let again = cx.loaded.xtask(&format!("makesum --port {}", crate::config::shown_path(port)));
+            return Err::<(), _>(e)
+                .help(format!("fix that distinfo, or remove it (makesum writes a new one), then: {again}"))
+                .class(failure::Class::Usage)
+                .unwrap_err();
+        }
+        let (port, makesum) = (cx.loaded.xtask("port"), cx.loaded.xtask("makesum"));
+        let source = cx
+            .output::<PortOutputs>(StageName::Port)
+            .ok()
+            .map(|p| lexical(&cx.resolve(&p.checkout).join(&cx.config().port.source).join("distinfo")));
+        let source_damaged = source
+            .as_ref()
+            .filter(|s| fs::read_to_string(s).is_ok_and(|text| distinfo::parse(&text, s.as_str()).is_err()));
+        let (first, class) = match source_damaged {
+            Some(source) => (
+                format!(
+                    "colibri's own copy, {source}, is damaged too: fix it there (or remove it: makesum writes a new one), then stage the port again: {port}"
+                ),
+                failure::Class::Product,
+            ),
+            None => (format!("the staged copy is damaged; stage the port again from colibri: {port}"), {
+                failure::Class::Infrastructure
+            }),
+        };
+        Err::<(), _>(e).help(first).help(format!("then write its distinfo: {makesum}")).class(class).unwrap_err()
+    }
+
     /// The jobs for the native method, with the steps that show them.
     fn plan_native(&self, cx: &Cx, target: &Target, steps: &mut Plan) -> Result<Vec<Job>> {
         let cfg = &cx.config().makesum;
@@ -235,9 +290,11 @@ impl Makesum {
         // The distinfo the port has now (in a dry run before `port`: the checkout's copy).
         let distinfo_path = target.port_dir.join("distinfo");
         let listed: HashMap<String, Distfile> = match read_optional(&distinfo_path)? {
-            Some(text) => {
-                distinfo::parse(&text, distinfo_path.as_str())?.into_iter().map(|d| (d.name.clone(), d)).collect()
-            }
+            Some(text) => distinfo::parse(&text, distinfo_path.as_str())
+                .map_err(|e| self.damaged_distinfo(cx, e))?
+                .into_iter()
+                .map(|d| (d.name.clone(), d))
+                .collect(),
             None => HashMap::new(),
         };
         let (cache_root, caches) = fetch::cargo_caches();
@@ -459,6 +516,7 @@ impl Makesum {
                             None => "makesum".to_owned(),
                         })
                     ))
+                    .product()
                 );
             }
             cx.say(format!("{distinfo_path} is current"));
@@ -468,7 +526,17 @@ impl Makesum {
         } else {
             cx.say(format!("{distinfo_path} is unchanged (TIMESTAMP kept)"));
         }
-        Ok(self.outputs(cx, target, files, &text, Method::Native))
+        if !self.check {
+            let obtained = Obtained {
+                in_place: count(From::Distdir),
+                cache: count(From::Cache),
+                downloaded: count(From::Download),
+                checkout: count(From::Checkout),
+            };
+            let path = cx.stage_dir(StageName::Makesum)?.join(OBTAINED);
+            crate::fsx::write_atomic(&path, format!("{}\n", serde_json::to_string(&obtained)?).as_bytes())?;
+        }
+        self.outputs(cx, target, files, &text, Method::Native)
     }
 
     /// The error for distfiles that could not be had: every one of them, with every
@@ -511,10 +579,17 @@ impl Makesum {
         // What the errors behind the reasons say to do, then what to do about the rest.
         let mut failure = missing.iter().flat_map(|(_, o)| &o.help).fold(Failure::new(msg), |f, l| f.help(l.clone()));
         if missing.iter().any(|(_, o)| o.mismatch) {
-            failure = failure.help(format!(
-                "a checksum mismatch means the file is not the one its checksum pins (damaged or tampered with); the bad copies are in {} for inspection, never use them",
-                target.distdir.join(fetch::QUARANTINE)
-            ));
+            // What the pins refuse is not the release's source: the product cannot be
+            // built as pinned (never retried). Files that could not be reached are the
+            // network's (exit 2).
+            failure = failure
+                .help(format!(
+                    "a checksum mismatch means the file is not the one its checksum pins (damaged or tampered with); the bad copies are in {} for inspection, never use them",
+                    target.distdir.join(fetch::QUARANTINE)
+                ))
+                .product();
+        } else {
+            failure = failure.infrastructure();
         }
         if missing.iter().any(|(j, _)| j.skipped.iter().any(|s| s.starts_with("--offline"))) {
             failure =
@@ -528,14 +603,26 @@ impl Makesum {
         failure.into()
     }
 
-    fn outputs(&self, cx: &Cx, target: &Target, files: Vec<Distfile>, text: &str, method: Method) -> MakesumOutputs {
-        MakesumOutputs {
+    fn outputs(
+        &self,
+        cx: &Cx,
+        target: &Target,
+        files: Vec<Distfile>,
+        text: &str,
+        method: Method,
+    ) -> Result<MakesumOutputs> {
+        let mut produced = crate::fingerprint::Produced::default();
+        for f in &files {
+            produced.add(f.name.as_str(), &target.distdir.join(&f.name))?;
+        }
+        Ok(MakesumOutputs {
             distinfo: crate::fsx::relative_to(&target.distinfo, &cx.loaded.base),
             distdir: target.distdir.clone(),
             distfiles: files,
             distinfo_sha256: sha256_bytes(text.as_bytes()),
             method,
-        }
+            produced,
+        })
     }
 
     fn execute_ports(&self, cx: &mut Cx, target: &Target, cmd: &CmdLine) -> Result<MakesumOutputs> {
@@ -551,7 +638,7 @@ impl Makesum {
             .with_context(|| format!("`{cmd}` succeeded but left no readable distinfo at {path}"))?;
         let files = distinfo::parse(&text, path.as_str())?;
         cx.say(format!("{path}: {} distfiles", files.len()));
-        Ok(self.outputs(cx, target, files, &text, Method::Ports))
+        self.outputs(cx, target, files, &text, Method::Ports)
     }
 }
 
@@ -735,6 +822,7 @@ impl Stage for Makesum {
                 .distfiles
                 .iter()
                 .all(|f| fs::metadata(outputs.distdir.join(&f.name)).is_ok_and(|m| m.is_file() && m.len() == f.size))
+            && outputs.produced.intact(|name| outputs.distdir.join(name))
     }
 
     fn plan(&self, cx: &Cx) -> Result<MakesumPlan> {

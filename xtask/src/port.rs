@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::cargo_crates;
 use crate::cli::Port;
 use crate::failure;
-use crate::failure::ResultExt;
+use crate::failure::{Class, ResultExt};
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::fsx;
 use crate::git::{self, Checkout};
@@ -344,15 +344,18 @@ impl Stage for Port {
             .collect();
         missing.sort();
         if !missing.is_empty() {
-            bail!(failure!("the port {} lacks {}", w.source, missing.join(", ")).help(
-                "the port must ship Makefile, Makefile.crates, pkg-descr, pkg-plist and files/NAME.in for each of port.services"
-            ));
+            bail!(
+                failure!("the port {} lacks {}", w.source, missing.join(", "))
+                    .help("the port must ship Makefile, Makefile.crates, pkg-descr, pkg-plist and files/NAME.in for each of port.services")
+                    .product()
+            );
         }
         steps.check(format!("{} files in {}: regular files only, none escaping", files.len(), w.source));
 
         // CARGO_CRATES must be what the framework generates from the lock.
         let lock_text = fs::read_to_string(&w.lock).with_context(|| format!("cannot read {}", w.lock))?;
-        let crates = cargo_crates::parse(&lock_text, w.lock.as_str())?;
+        // A lock the ports framework cannot read is colibri's to fix.
+        let crates = cargo_crates::parse(&lock_text, w.lock.as_str()).class(Class::Product)?;
         let expected = crates.makefile();
         let committed_path = w.source.join("Makefile.crates");
         let committed = fs::read_to_string(&committed_path).with_context(|| format!("cannot read {committed_path}"))?;
@@ -369,6 +372,7 @@ impl Stage for Port {
                         "regenerate it in colibri and commit it:\n  cargo xtask port --print-crates --lock {} > {committed_path}",
                         w.lock
                     ))
+                    .product()
             );
         }
         steps.check(format!("CARGO_CRATES ({} entries) matches {}", crates.entries().len(), w.lock));
@@ -464,13 +468,14 @@ fn walk(root: &Utf8Path, dir: &Utf8Path, out: &mut Vec<Utf8PathBuf>) -> Result<(
             bail!(
                 failure!("the port contains a symlink, {path}; ports are copied as regular files only")
                     .help("replace it with the file it points to")
+                    .product()
             );
         } else if meta.is_dir() {
             walk(root, path, out)?;
         } else if meta.is_file() {
             out.push(rel);
         } else {
-            bail!("the port contains {path}, which is not a regular file");
+            bail!(failure!("the port contains {path}, which is not a regular file").product());
         }
     }
     Ok(())

@@ -23,17 +23,20 @@ mod template;
 mod verified;
 mod versions;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Publish;
 use crate::config::Loaded;
+use crate::failure;
+use crate::failure::{Class, ResultExt};
 use crate::fingerprint::Fingerprint;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 use client::ClientFiles;
 use release::Release;
+pub use versions::rollback_candidates;
 use versions::{local_latest, rollback_target};
 
 settings! {
@@ -245,7 +248,18 @@ impl Stage for Publish {
                     Target::Local(root) => local::rollback_choice(&root.join(&abi), wanted),
                     Target::Remote { host, root } => remote::rollback_choice(cx, host, root, &abi, &mut steps)?,
                 };
-                let to = rollback_target(&versions, current.as_deref(), wanted)?;
+                if versions.is_empty() && current.is_none() {
+                    let place = match &target {
+                        Target::Local(root) => root.join(&abi).to_string(),
+                        Target::Remote { host, root } => format!("{host}:{root}/{abi}"),
+                    };
+                    bail!(
+                        failure!("nothing is published for {abi} at {place}: there is no version to roll back to")
+                            .help("a rollback switches `latest` back to a version publish has published there before")
+                            .usage()
+                    );
+                }
+                let to = rollback_target(&versions, current.as_deref(), wanted).class(Class::Usage)?;
                 Work::Rollback { to, from: current }
             }
             None => Work::Publish(Box::new(release::plan(cx, &target, &abi, &mut steps)?)),

@@ -106,9 +106,24 @@ pub struct StageRecord {
     /// The last success, possibly from an earlier run; later stages read its outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<Success>,
+    /// Process groups the latest attempt started that must not outlive it (the gate's
+    /// consoles), each recorded before its program ran: the next command on this run
+    /// stops any that an xtask killed mid-stage left running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<crate::proc::GroupRecord>,
 }
 
+/// The most of a stage's error state.json keeps: what a failed command printed is
+/// quoted in it, and that can be anything.
+const ERROR_LIMIT: usize = 16 * 1024;
+
 impl StageRecord {
+    /// Records why the latest attempt failed: the whole message when it is short,
+    /// else its beginning and its end (the help lines), saying what was left out.
+    pub fn set_error(&mut self, message: String) {
+        self.error = Some(bounded(message, ERROR_LIMIT));
+    }
+
     fn pending(last_success: Option<Success>) -> StageRecord {
         StageRecord {
             status: Status::Pending,
@@ -121,6 +136,7 @@ impl StageRecord {
             pid: None,
             attempts: 0,
             last_success,
+            processes: Vec::new(),
         }
     }
 }
@@ -160,6 +176,15 @@ impl State {
             }
         }
         changed
+    }
+
+    /// Takes every process group the stages recorded, forgetting them.
+    pub fn take_processes(&mut self) -> Vec<(StageName, crate::proc::GroupRecord)> {
+        let mut taken = Vec::new();
+        for (stage, rec) in &mut self.records {
+            taken.extend(rec.processes.drain(..).map(|g| (*stage, g)));
+        }
+        taken
     }
 
     pub fn record(&self, stage: StageName) -> Option<&StageRecord> {
@@ -575,6 +600,16 @@ impl<'a> RunView<'a> {
             None => path.to_owned(),
         }
     }
+
+    /// Records in state.json (atomically) the process groups `stage` has started that
+    /// must not outlive it, so the next command can stop them if this process is
+    /// killed. The engine's own next save forgets them. Without a run, nothing.
+    pub fn record_processes(&self, stage: StageName, groups: &[crate::proc::GroupRecord]) -> Result<()> {
+        let Some(run) = self.run else { return Ok(()) };
+        let mut copy = run.clone();
+        copy.state.record_mut(stage).processes = groups.to_vec();
+        copy.save()
+    }
 }
 
 /// A stage's log file. Every command's full output lands here. Shared by reference:
@@ -657,6 +692,23 @@ fn tail_file_from(path: &Utf8Path, start: u64, n: usize) -> String {
     crate::proc::tail_lines(whole, n)
 }
 
+/// `text` if it holds at most `limit` bytes; else its first three quarters and last
+/// eighth of that, with a line saying how much is left out between them.
+fn bounded(text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let floor = |mut i: usize| {
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let head = floor(limit / 4 * 3);
+    let tail = floor(text.len() - limit / 8);
+    format!("{}\n[... {} bytes left out ...]\n{}", &text[..head], tail - head, &text[tail..])
+}
+
 /// A new run id: UTC time to the second plus a short suffix, sortable by time.
 fn new_run_id() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -707,6 +759,16 @@ pub fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_error_keeps_its_beginning_and_its_help() {
+        let long = format!("error: {}\n  then what to do", "é".repeat(20_000));
+        let kept = bounded(long.clone(), ERROR_LIMIT);
+        assert!(kept.len() <= ERROR_LIMIT + 64, "{}", kept.len());
+        assert!(kept.starts_with("error: éé") && kept.ends_with("é\n  then what to do"), "{kept}");
+        assert!(kept.contains(" bytes left out ...]\n"), "{kept}");
+        assert_eq!(bounded("short".into(), ERROR_LIMIT), "short");
+    }
 
     #[test]
     fn civil_dates() {

@@ -286,13 +286,14 @@ fn report_check(cx: &Cx, items: &[Item]) -> Result<SetupOutputs> {
     }
     let refused = not_ok.iter().filter(|i| i.refusal.is_some()).count();
     cx.ui.eprintln(&format!(
-        "setup --check: {} of {} items need attention ({} that `cargo xtask setup` fixes, {} that need you)",
+        "setup --check: {} of {} items need attention ({} that `{}` fixes, {} that need you)",
         not_ok.len(),
         items.len(),
         not_ok.len() - refused,
+        cx.loaded.xtask("setup"),
         refused
     ));
-    Err(Failure::reported(Class::Product).into())
+    Err(Failure::reported(Class::Infrastructure).into())
 }
 
 /// `HEADLINE`, then each item's line and its refusal, indented.

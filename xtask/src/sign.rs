@@ -140,6 +140,11 @@ pub struct SignOutputs {
     /// The provenance's DSSE envelope written into the repository.
     #[serde(default)]
     pub provenance: Option<ReleaseFile>,
+    /// The identity of the manifest (by its path in the state directory) and of each
+    /// package (by its path in `repo`) when sign ended: one rewritten or replaced since
+    /// makes sign run again.
+    #[serde(default)]
+    pub produced: crate::fingerprint::Produced,
 }
 
 /// The release manifest: what was released, from what, signed by which key.
@@ -392,8 +397,10 @@ fn verify_with_progress(repo: &Utf8Path, opts: &verify::Options, ui: &Ui) -> Res
     Ok(verify::verify(repo, &verify::Options { progress: &progress, ..*opts })?)
 }
 
-/// The problems as an error: the product's failure (exit 1).
-fn failure(repo: &Utf8Path, report: &Report, help: &str) -> anyhow::Error {
+/// The problems as an error of `class`: the product's (exit 1) when the packages do not
+/// match their catalogue; the machinery's (exit 2) when signing made a catalogue that
+/// does not verify.
+fn failure(repo: &Utf8Path, report: &Report, help: &str, class: crate::failure::Class) -> anyhow::Error {
     let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
     failure::Failure::new(format!(
         "the repository {repo} failed verification ({}):\n{}",
@@ -401,7 +408,7 @@ fn failure(repo: &Utf8Path, report: &Report, help: &str) -> anyhow::Error {
         lines.join("\n")
     ))
     .help(help)
-    .product()
+    .class(class)
     .into()
 }
 
@@ -463,10 +470,20 @@ impl Sign {
         }
     }
 
+    /// The key file signing reads: signing.key, unless a signing command signs (natively,
+    /// or through `pkg repo` in fingerprints mode).
+    fn key_used(&self, cx: &Cx) -> Option<Utf8PathBuf> {
+        let uses_key = match cx.config().sign.method {
+            SignMethod::Native => self.signing_command(cx).is_none(),
+            SignMethod::Pkg => cx.config().signing.trust == TrustMode::Pubkey,
+        };
+        uses_key.then(|| cx.resolve(&cx.config().signing.key))
+    }
+
     /// Signs every catalogue archive natively.
     fn sign_native(&self, cx: &Cx, repo: &Utf8Path, mode: TrustMode) -> Result<()> {
         let command = self.signing_command(cx);
-        let key_signer;
+        let by_key;
         let command_signer;
         let signer: &dyn Signer = match command {
             Some(cmd) => {
@@ -474,8 +491,8 @@ impl Sign {
                 &command_signer
             }
             None => {
-                key_signer = key_signer_of(cx)?;
-                &key_signer
+                by_key = key_signer(cx)?;
+                &by_key
             }
         };
         let meta = MetaConf::load(repo).unwrap_or_default();
@@ -533,18 +550,6 @@ impl Sign {
             packages: records(report),
         })
     }
-}
-
-/// The release key as a signer: signing.key, checked against signing.pubkey.
-fn key_signer_of(cx: &Cx) -> Result<KeySigner> {
-    let signing = &cx.config().signing;
-    let key_path = cx.resolve(&signing.key);
-    let pub_path = cx.resolve(&signing.pubkey);
-    let secret =
-        pkgrepo::key::read_private_key(&key_path).map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
-    let cert = std::fs::read(&pub_path)
-        .map_err(|e| cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}")))?;
-    Ok(KeySigner::new(&secret, &key_path, cert, &pub_path)?)
 }
 
 fn records(report: &Report) -> Vec<PackageRecord> {
@@ -617,6 +622,9 @@ impl Stage for Sign {
             && outputs.catalogues.iter().all(|(archive, sha)| {
                 std::fs::read(outputs.repo.join(archive)).map(|b| sha256_bytes(&b) == *sha).unwrap_or(false)
             })
+            && outputs
+                .produced
+                .intact(|name| if name == outputs.manifest { cx.run.abs(name) } else { outputs.repo.join(name) })
     }
 
     fn plan(&self, cx: &Cx) -> Result<SignPlan> {
@@ -673,6 +681,16 @@ impl Stage for Sign {
         };
         if action == Action::Sign {
             let mode = keys.trust.mode();
+            // The key is checked as signing will read it (a dry run finds a key sign
+            // would refuse); it is read and checked, never shown.
+            if let Some(key) = self.key_used(cx) {
+                let signer = key_signer(cx)?;
+                steps.check(format!(
+                    "the signing key {key}: mode 0600 or stricter, a {} key, the private half of {}",
+                    signer.algorithm(),
+                    cx.resolve(&cx.config().signing.pubkey)
+                ));
+            }
             match cx.config().sign.method {
                 SignMethod::Native => {
                     let by = match self.signing_command(cx) {
@@ -725,7 +743,11 @@ impl Stage for Sign {
             return Err(failure(
                 &repo,
                 &report,
-                "the packages do not match the catalogue poudriere wrote; rebuild them (cargo xtask bulk) rather than signing this",
+                &format!(
+                    "the packages do not match the catalogue poudriere wrote; rebuild them ({}) rather than signing this",
+                    cx.loaded.xtask("bulk")
+                ),
+                crate::failure::Class::Product,
             ));
         }
         let mut signed = false;
@@ -756,6 +778,7 @@ impl Stage for Sign {
                     &repo,
                     &report,
                     "signing did not give a catalogue that verifies; check signing.key, signing.pubkey and the trust settings",
+                    crate::failure::Class::Infrastructure,
                 ));
             }
             if !report.signed_by(&keys.fingerprint) {
@@ -783,13 +806,18 @@ impl Stage for Sign {
         crate::fsx::write_atomic(&path, &text)?;
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
         let attested = if cx.config().sign.provenance {
-            Some(attestations::write(cx, &repo, &manifest, &key_signer_of(cx)?)?)
+            Some(attestations::write(cx, &repo, &manifest, &key_signer(cx)?)?)
         } else {
             cx.say("sign.provenance = false: no SBOM or provenance for this release");
             None
         };
 
         let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
+        let mut produced = crate::fingerprint::Produced::default();
+        produced.add(cx.run.rel(&path), &path)?;
+        for p in &manifest.packages {
+            produced.add(p.path.clone(), &repo.join(&p.path))?;
+        }
         Ok(SignOutputs {
             repo: repo.clone(),
             manifest: cx.run.rel(&path),
@@ -804,6 +832,21 @@ impl Stage for Sign {
             build_name: manifest.build_name.clone(),
             sbom: attested.as_ref().map(|a| a.sbom.clone()),
             provenance: attested.map(|a| a.provenance),
+            produced,
         })
     }
+}
+
+/// The signing key, read as signing reads it: a file of mode 0600 or stricter that this
+/// process can read, a key of a type pkg signs with, the private half of signing.pubkey
+/// (what clients are given). Errors name the files, never the key.
+fn key_signer(cx: &Cx) -> Result<KeySigner> {
+    let signing = &cx.config().signing;
+    let key_path = cx.resolve(&signing.key);
+    let pub_path = cx.resolve(&signing.pubkey);
+    let secret =
+        pkgrepo::key::read_private_key(&key_path).map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
+    let cert = std::fs::read(&pub_path)
+        .map_err(|e| cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}")))?;
+    Ok(KeySigner::new(&secret, &key_path, cert, &pub_path)?)
 }

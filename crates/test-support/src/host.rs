@@ -1,4 +1,4 @@
-//! A stand-in FreeBSD host for `setup`, `bulk` and `publish` (xtask/tests/standins/poudriere
+//! A stand-in FreeBSD host for `setup`, `bulk` and `publish` (simhost/poudriere
 //! first on PATH): its state directory and root (`host/root/`, where packages install
 //! their files: nginx with its configuration, edk2-bhyve with the UEFI firmware),
 //! poudriere's configuration root, POUDRIERE_DATA, the signing key's directory, the TLS
@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::{Project, Run, base_config, data, path_with, standins};
+use crate::{Project, Run, base_config, data, path_with, simhost};
 
 /// A scratch project and a stand-in FreeBSD host: its state (`host/`: pools, release,
 /// installed packages and what they install into `host/root/`, kernel modules, rc.conf,
@@ -65,7 +65,7 @@ impl Host {
         fs::write(host.join("freebsd-version"), "15.0-RELEASE-p2\n").unwrap();
         fs::write(host.join("kmods-available"), "vmm\n").unwrap();
         package_files(&host);
-        p.env.push(("PATH".into(), path_with(&[&standins().join("poudriere")])));
+        p.env.push(("PATH".into(), path_with(&[&simhost().join("poudriere")])));
         p.env.push(("STANDIN_HOST".into(), host.to_string()));
         p.env.push(("STANDIN_LOG".into(), calls.to_string()));
         let h = Host {
@@ -197,7 +197,7 @@ impl Host {
 
     /// Runs the poudriere stand-in directly, as an operator would run poudriere.
     pub fn poudriere(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = std::process::Command::new(standins().join("poudriere/poudriere"));
+        let mut cmd = std::process::Command::new(simhost().join("poudriere/poudriere"));
         cmd.args(["-e", self.etc.as_str()]).args(args);
         for (k, v) in &self.p.env {
             cmd.env(k, v);

@@ -78,9 +78,9 @@ pub fn colibri_fixture() -> Utf8PathBuf {
     repo_root().join("xtask/tests/fixtures/colibri")
 }
 
-/// `xtask/tests/standins`: stand-ins for FreeBSD tools.
-pub fn standins() -> Utf8PathBuf {
-    repo_root().join("xtask/tests/standins")
+/// `simhost/`: the simulated FreeBSD host, stand-ins for the FreeBSD tools (shared with `cargo xtask demo`).
+pub fn simhost() -> Utf8PathBuf {
+    repo_root().join("simhost")
 }
 
 /// A temporary directory as a UTF-8 path (removed when dropped).

@@ -8,7 +8,7 @@ use std::fs;
 use crate::host::Host;
 use crate::initramfs;
 use crate::nginx::Nginx;
-use crate::{QEMU, Run, standins};
+use crate::{QEMU, Run, simhost};
 
 pub const STAGES: [&str; 7] = ["port", "makesum", "bulk", "sign", "publish", "iso", "gate"];
 
@@ -29,7 +29,7 @@ impl Release {
         fs::create_dir_all(&site).unwrap();
         let nginx = Nginx::serve(&site, &s.join("nginx"), "");
         let image = s.join("iso/clawdie.img");
-        let builder = crate::colibri_fixture().parent().unwrap().join("build-image");
+        let builder = simhost().join("gate/build-image");
         let settings = format!(
             "[repository]\nurl = \"{url}\"\n\n\
              [makesum]\noffline = true\nsource_from_checkout = true\n\n\
@@ -48,7 +48,7 @@ impl Release {
         // at the stand-in that installs packages into the ISO root.
         h.configure(&settings);
         h.provision();
-        h.configure(&format!("{settings}\n[tools]\npkg = \"{}\"\n", standins().join("iso/pkg")));
+        h.configure(&format!("{settings}\n[tools]\npkg = \"{}\"\n", simhost().join("iso/pkg")));
         Release { h, _nginx: nginx, image, builder }
     }
 

@@ -391,6 +391,13 @@ impl Vm {
                     ),
                     "its own message is above".into(),
                 ),
+                // It failed before the console said anything: it could not run (a file it
+                // reads is missing, it cannot reach what it connects to), so there was no
+                // image to judge.
+                _ if !status.success() && !console_seen => Ending::Infra(
+                    format!("the console program {how} before printing anything: it could not provide a console"),
+                    "its own message is above; check the program and what it needs (files, devices) before blaming the image".into(),
+                ),
                 _ => Ending::Failure("the console program ended".into(), format!("it {how}")),
             },
         }

@@ -133,7 +133,9 @@ impl CmdLine {
         if input.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let mut child =
+            super::strays::spawn_owned(|| cmd.spawn(), |c| vec![c.id()]).map_err(|e| self.spawn_error(e))?;
+        let pid = child.id();
         let stdin = child.stdin.take();
         let (out, written) = std::thread::scope(|s| {
             // Written from a thread: a command that prints much before it has read all its
@@ -142,6 +144,7 @@ impl CmdLine {
             let out = child.wait_with_output();
             (out, writer.map(|w| w.join()))
         });
+        super::strays::disown(pid);
         let out = out.map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?;
         match written {
             Some(Ok(Err(e))) => return Err(anyhow!("cannot write to the stdin of `{self}`: {e}")),

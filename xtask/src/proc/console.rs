@@ -14,7 +14,9 @@ use anyhow::{Context, Result};
 
 use super::cmdline::CmdLine;
 use super::group::{Group, KILL_WAIT, Sent, group_alive, reap_members};
+use super::leftover::GroupRecord;
 use super::signals::check_interrupted;
+use super::strays::{disown, spawn_owned, stop_strays};
 use crate::run::Log;
 
 /// What a console program did, in the order it happened (see [`CmdLine::console`]).
@@ -40,6 +42,9 @@ pub struct Stopped {
     pub terminated: bool,
     /// Whether SIGTERM was not enough and SIGKILL followed.
     pub killed: bool,
+    /// Processes the program left outside its group (a daemon started with `setsid`),
+    /// stopped as well: their pids.
+    pub strays: Vec<u32>,
     /// Output that arrived while it was being stopped.
     pub late: Vec<ConsoleEvent>,
     /// When the program was gone (reaped, and its process group empty).
@@ -52,7 +57,8 @@ pub struct Stopped {
 /// read there to the guest's serial port). A dedicated thread reads its stdout into a
 /// large pipe as fast as it comes (bhyve drops console bytes when the pipe is full),
 /// another reads its stderr, a third reaps it. Everything arrives as [`ConsoleEvent`]s.
-/// Dropping it stops the whole group.
+/// Stopping it (or dropping it) stops the whole group, then whatever the program left
+/// behind outside it (a daemon started with `setsid`: see `strays`).
 pub struct Console {
     pid: u32,
     /// The write end of its stdin, when it has one (non-blocking: a guest that stops
@@ -60,6 +66,7 @@ pub struct Console {
     input: Option<std::io::PipeWriter>,
     events: Receiver<ConsoleEvent>,
     group: Group,
+    grace: Duration,
     status: Option<ExitStatus>,
     closed: bool,
     ended: bool,
@@ -68,15 +75,32 @@ pub struct Console {
 /// Capacity of the console pipe where the kernel allows setting it (Linux).
 const CONSOLE_PIPE_BYTES: i32 = 1 << 20;
 
-/// Console events buffered between the reader threads and the consumer; a full queue
-/// makes the reader wait, never drop.
-const CONSOLE_QUEUE: usize = 1024;
+/// Console events buffered between the reader threads and the consumer (each read is at
+/// most [`READ_BYTES`]: 4 MiB in all); a full queue makes the reader wait, never drop.
+/// Bounded so a console that floods faster than the gate judges cannot grow it, and
+/// small: a deadline is judged once every byte that arrived before it has been read, so
+/// the backlog is what a flood can add to the time of a verdict.
+const CONSOLE_QUEUE: usize = 64;
+
+/// The most one read of the console takes.
+const READ_BYTES: usize = 64 * 1024;
 
 impl CmdLine {
     /// Starts a program whose stdout is a console (see [`Console`]). `grace` is the time
     /// between SIGTERM and SIGKILL when it is stopped; with `input` its stdin is a pipe
     /// that [`Console::send`] writes to, otherwise null.
-    pub fn console(&self, log: &Log, grace: Duration, input: bool) -> Result<Console> {
+    ///
+    /// `on_start` is given the program's process group before the program runs (the
+    /// child waits, in its own group, until `on_start` returns): the caller records it,
+    /// so a console that outlives a killed xtask can be found and stopped later. When
+    /// `on_start` fails, or this process dies meanwhile, the program never runs.
+    pub fn console(
+        &self,
+        log: &Log,
+        grace: Duration,
+        input: bool,
+        on_start: &mut dyn FnMut(&GroupRecord) -> Result<()>,
+    ) -> Result<Console> {
         check_interrupted()?;
         log.line(&format!("$ {self}"));
         let (mut out_r, out_w) = std::io::pipe().context("cannot create the console pipe")?;
@@ -93,11 +117,7 @@ impl CmdLine {
             None
         };
         become_subreaper();
-        let spawned = cmd.spawn();
-        // The command holds our copies of the write ends: without dropping it, the
-        // console would never reach end of file.
-        drop(cmd);
-        let mut child = spawned.map_err(|e| self.spawn_error(e))?;
+        let mut child = self.spawn_recorded(cmd, grace, on_start)?;
         let pid = child.id();
         let group = Group::register(pid as i32, grace, self.to_string());
         let (tx, events) = std::sync::mpsc::sync_channel(CONSOLE_QUEUE);
@@ -117,7 +137,7 @@ impl CmdLine {
         spawn_thread(
             "console-stdout",
             Box::new(move || {
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut buf = vec![0u8; READ_BYTES];
                 loop {
                     match out_r.read(&mut buf) {
                         Ok(0) => break,
@@ -159,13 +179,90 @@ impl CmdLine {
         spawn_thread(
             "console-wait",
             Box::new(move || {
-                if let Ok(status) = child.wait() {
+                let waited = child.wait();
+                disown(pid);
+                if let Ok(status) = waited {
                     let _ = tx.send(ConsoleEvent::Exited(status));
                 }
             }),
         )
         .context("cannot start the console's waiter")?;
-        Ok(Console { pid, input, events, group, status: None, closed: false, ended: false })
+        Ok(Console { pid, input, events, group, grace, status: None, closed: false, ended: false })
+    }
+
+    /// Spawns `cmd` so that it stops, in its own process group, just before its program
+    /// runs; hands that group to `on_start`; then lets it run. The child tells its pid
+    /// through one pipe and waits on another; a failing `on_start` (or this process
+    /// dying) closes the second, and the child ends without running anything.
+    fn spawn_recorded(
+        &self,
+        mut cmd: std::process::Command,
+        grace: Duration,
+        on_start: &mut dyn FnMut(&GroupRecord) -> Result<()>,
+    ) -> Result<std::process::Child> {
+        use std::os::fd::AsRawFd;
+        let (mut pid_r, pid_w) = std::io::pipe().context("cannot create a pipe")?;
+        let (go_r, go_w) = std::io::pipe().context("cannot create a pipe")?;
+        let (pid_w_fd, go_r_fd, go_w_fd) = (pid_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // async-signal-safe calls (close, getpid, write, read) on descriptors that are
+        // open in the child (the parent holds them until the spawn has returned).
+        unsafe {
+            cmd.pre_exec(move || {
+                // The child's copy of the parent's end: without closing it, the child
+                // would never see the parent go.
+                libc::close(go_w_fd);
+                let pid = libc::getpid().to_ne_bytes();
+                if libc::write(pid_w_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut go = 0u8;
+                loop {
+                    match libc::read(go_r_fd, (&mut go as *mut u8).cast(), 1) {
+                        1 => return Ok(()),
+                        n if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                        _ => return Err(std::io::Error::other("the program's start was called off")),
+                    }
+                }
+            });
+        }
+        // The spawn returns only once the program runs (or failed to): from a thread,
+        // while this one records the group. Our ends the child uses are closed once the
+        // spawn has returned, so reading the pid ends if no child ever writes it.
+        let spawner = std::thread::Builder::new()
+            .name("console-spawn".into())
+            .spawn(move || {
+                let spawned = spawn_owned(|| cmd.spawn(), |c| vec![c.id()]);
+                drop((cmd, pid_w, go_r));
+                spawned
+            })
+            .context("cannot start the console's spawner")?;
+        let mut pid = [0u8; 4];
+        let told = pid_r.read_exact(&mut pid);
+        let told_pid = told.is_ok();
+        let recorded = match told {
+            Ok(()) => GroupRecord::new(i32::from_ne_bytes(pid) as u32, grace, self.to_string())
+                .map_err(anyhow::Error::from)
+                .and_then(|record| on_start(&record).map(|()| record)),
+            Err(e) => Err(e.into()),
+        };
+        let mut go_w = go_w;
+        let go = recorded.is_ok() && go_w.write_all(b"g").is_ok();
+        drop(go_w);
+        let spawned = spawner.join().map_err(|_| anyhow::anyhow!("the console's spawner panicked"))?;
+        match (spawned, recorded) {
+            (Ok(child), Ok(_)) if go => Ok(child),
+            (Ok(mut child), recorded) => {
+                // Called off after all (the program cannot have run): reap it.
+                let _ = child.wait();
+                disown(child.id());
+                Err(recorded.err().unwrap_or_else(|| anyhow::anyhow!("cannot let `{self}` start")))
+            }
+            (Err(e), Ok(_)) => Err(self.spawn_error(e)),
+            // The child waited for us and was called off: why is our error, not the spawn's.
+            (Err(_), Err(recorded)) if told_pid => Err(recorded),
+            (Err(e), Err(_)) => Err(self.spawn_error(e)),
+        }
     }
 }
 
@@ -281,7 +378,7 @@ impl Console {
     pub fn stop(&mut self) -> Stopped {
         let running = self.status.is_none();
         let mut late = Vec::new();
-        let sent = self.end(&mut late);
+        let (sent, strays) = self.end(&mut late);
         let gone_at = Instant::now();
         // Take what is still in the pipe, briefly: a process outside the group may hold it.
         let until = Instant::now() + Duration::from_millis(200);
@@ -292,13 +389,21 @@ impl Console {
                 Err(_) => break,
             }
         }
-        Stopped { status: self.status, terminated: running && sent.term, killed: running && sent.kill, late, gone_at }
+        Stopped {
+            status: self.status,
+            terminated: running && sent.term,
+            killed: running && sent.kill,
+            strays,
+            late,
+            gone_at,
+        }
     }
 
     /// Stops the group with the one routine; it is gone once the program is reaped and
     /// the group is empty. Its orphans are our children (we are their subreaper): they
     /// are reaped here, or they would linger as zombies that still count as members.
-    fn end(&mut self, late: &mut Vec<ConsoleEvent>) -> Sent {
+    /// Then whatever it left outside its group is stopped too (the pids are returned).
+    fn end(&mut self, late: &mut Vec<ConsoleEvent>) -> (Sent, Vec<u32>) {
         self.ended = true;
         // Its keyboard goes first: nothing is typed into a console that is stopping.
         self.input = None;
@@ -313,6 +418,7 @@ impl Console {
                 // SAFETY: waitpid on our own child, without blocking.
                 if unsafe { libc::waitpid(pgid, &mut raw, libc::WNOHANG) } == pgid {
                     *status = Some(ExitStatus::from_raw(raw));
+                    disown(pgid as u32);
                 }
             }
             if status.is_some() {
@@ -338,7 +444,8 @@ impl Console {
                 Err(_) => break,
             }
         }
-        sent
+        let strays = stop_strays(self.pid, self.grace).iter().map(|p| p.pid as u32).collect();
+        (sent, strays)
     }
 }
 

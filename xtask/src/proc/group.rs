@@ -15,6 +15,7 @@ use anyhow::{Result, anyhow};
 
 use super::cmdline::{CmdLine, Output};
 use super::signals::{Teardown, check_interrupted, interrupted, start_signal_thread, tell};
+use super::strays::{disown, spawn_owned};
 use crate::run::Log;
 use crate::ui::Ui;
 
@@ -37,16 +38,28 @@ pub(super) struct Sent {
 /// for it to be gone, SIGKILL, up to [`KILL_WAIT`] more. `gone(wait)` says whether it
 /// is gone and, when it is not, waits up to `wait` for news (it may reap what it can).
 /// A `grace` of zero goes straight on to SIGKILL.
-pub(super) fn stop_group(pgid: i32, grace: Duration, mut gone: impl FnMut(Duration) -> bool) -> Sent {
+pub(super) fn stop_group(pgid: i32, grace: Duration, gone: impl FnMut(Duration) -> bool) -> Sent {
+    stop_with(|sig| killpg(pgid, sig), grace, gone)
+}
+
+/// The routine behind [`stop_group`], for any set of processes: `signal(sig)` sends
+/// `sig` to them and says whether any received it. SIGTERM, up to `grace` for `gone`,
+/// SIGKILL, up to [`KILL_WAIT`] more. Processes that are not a group of ours (what a
+/// console left behind, a console an earlier xtask left running) are stopped here too.
+pub(super) fn stop_with(
+    mut signal: impl FnMut(i32) -> bool,
+    grace: Duration,
+    mut gone: impl FnMut(Duration) -> bool,
+) -> Sent {
     let mut sent = Sent::default();
-    if !killpg(pgid, libc::SIGTERM) {
+    if !signal(libc::SIGTERM) {
         return sent;
     }
     sent.term = true;
     if wait_until_gone(grace, &mut gone) {
         return sent;
     }
-    sent.kill = killpg(pgid, libc::SIGKILL);
+    sent.kill = signal(libc::SIGKILL);
     wait_until_gone(KILL_WAIT, &mut gone);
     sent
 }
@@ -284,7 +297,7 @@ impl CmdLine {
         check_interrupted()?;
         log.line(&format!("$ {self}"));
         let expr = expression(&self.command()?).stdin_null().stderr_to_stdout().unchecked();
-        let reader = expr.reader().map_err(|e| self.spawn_error(e))?;
+        let reader = spawn_owned(|| expr.reader(), |r| r.pids()).map_err(|e| self.spawn_error(e))?;
         let pgid = reader.pids().first().copied().unwrap_or(0) as i32;
         let mut group = Group::register(pgid, opts.grace, self.to_string());
         let watchdog = opts.timeout.map(|t| Watchdog::start(pgid, t, opts.grace));
@@ -314,8 +327,11 @@ impl CmdLine {
                 }
             }
         }
-        let status = reader.try_wait().map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?;
-        let status = status.map(|o| o.status);
+        let status = reader.try_wait().map_err(|e| anyhow!("cannot wait for `{self}`: {e}"));
+        if matches!(status, Ok(Some(_))) {
+            disown(pgid as u32);
+        }
+        let status = status?.map(|o| o.status);
         if status.is_some() {
             // The child is gone; anything it left behind in its group goes too. (Otherwise
             // dropping the group stops it without reaping: the leader is duct's to wait for.)
@@ -348,11 +364,13 @@ impl CmdLine {
         }
         let mut cmd = self.command()?;
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let child = spawn_owned(|| cmd.spawn(), |c| vec![c.id()]).map_err(|e| self.spawn_error(e))?;
         let pid = child.id() as i32;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
+            let out = child.wait_with_output();
+            disown(pid as u32);
+            let _ = tx.send(out);
         });
         let out = match rx.recv_timeout(timeout) {
             Ok(out) => out.map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?,
@@ -366,6 +384,49 @@ impl CmdLine {
         let output = Output::from(out);
         output.log_to(log);
         Ok(output)
+    }
+}
+
+impl CmdLine {
+    /// Runs a short command with `input` on its stdin, in its own process group, never
+    /// longer than `timeout` (then the group is killed and this is an error). For
+    /// commands a program waits on but must not hang on (a mail command). Stderr and
+    /// the status go to the log, stdout is returned.
+    pub fn output_within(&self, log: &Log, input: &[u8], timeout: Duration) -> Result<Output> {
+        use std::io::Write as _;
+        log.line(&format!("$ {self}   (stdin: {} bytes)", input.len()));
+        let mut cmd = self.command()?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        let input = input.to_vec();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Written beside the wait: a command that answers before reading all of its
+            // input must not block us.
+            let writer = stdin.map(|mut s| std::thread::spawn(move || s.write_all(&input)));
+            let out = child.wait_with_output();
+            let written = writer.map(|w| w.join());
+            let _ = tx.send((out, written));
+        });
+        let (out, written) = match rx.recv_timeout(timeout) {
+            Ok(done) => done,
+            Err(_) => {
+                stop_group(pid, Duration::ZERO, empty(pid));
+                log.line(&format!("[did not finish within {}; killed]", crate::ui::duration(timeout)));
+                return Err(anyhow!("`{self}` did not finish within {} and was killed", crate::ui::duration(timeout)));
+            }
+        };
+        let out = Output::from(out.map_err(|e| anyhow!("cannot wait for `{self}`: {e}"))?);
+        log.bytes(&out.stderr);
+        log.line(&format!("[{}]", out.describe_status()));
+        if let Some(Ok(Err(e))) = written
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(anyhow!("cannot write to the stdin of `{self}`: {e}"));
+        }
+        Ok(out)
     }
 }
 

@@ -10,7 +10,14 @@
 //!   that outlive a Ctrl-C ([`CmdLine::cleanup`]); and the one routine that stops a
 //!   process group: SIGTERM, a grace period, SIGKILL.
 //! - `console`: programs whose stdout is a raw byte stream, a serial console
-//!   ([`Console`], [`ConsoleEvent`]); their orphans are reaped (xtask is their subreaper).
+//!   ([`Console`], [`ConsoleEvent`]); their orphans are reaped (xtask is their subreaper),
+//!   their group recorded before they run ([`GroupRecord`]).
+//! - `strays`: the children proc owns, and what a console left behind outside its group
+//!   (a `setsid` daemon), found by walking the process table down from us and stopped.
+//! - `leftover`: a console group an xtask killed with SIGKILL left running, stopped by
+//!   the next command once its owner is gone and its identity still matches.
+//! - `table`: the process table (Linux `/proc`, FreeBSD `kern.proc`), start times, the
+//!   boot, and signals sent only to the process that was meant.
 //! - `signals`: Ctrl-C, SIGTERM and SIGHUP are caught once for the whole program: every
 //!   running process group is stopped, and the engine records the stage as interrupted
 //!   (exit 130).
@@ -21,11 +28,15 @@
 mod cmdline;
 mod console;
 mod group;
+mod leftover;
 mod signals;
+mod strays;
+mod table;
 
 pub use cmdline::{CmdLine, Output, find_program, quote, tail_lines};
 pub use console::{Console, ConsoleEvent, Stopped};
 pub use group::{StreamOpts, TimedOut};
+pub use leftover::{GroupRecord, LeftStopped};
 pub use signals::{
     Interrupted, Teardown, check_interrupted, install_signal_handlers, interrupted, on_teardown, signal_name,
     start_signal_thread,

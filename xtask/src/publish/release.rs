@@ -118,6 +118,7 @@ fn placeholder_sign(cx: &Cx) -> Result<SignOutputs> {
         build_name: None,
         sbom: None,
         provenance: None,
+        produced: Default::default(),
     })
 }
 

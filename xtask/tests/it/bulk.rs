@@ -187,7 +187,7 @@ fn the_validation_set_builds_into_its_own_repository() {
         fs::read(real.join("All/colibri-0.9.0.pkg")).unwrap(),
         fs::read(data().join("pkg-repo/validation-pubkey/All/colibri-0.9.0.pkg")).unwrap()
     );
-    run_with(&h, &[], &["bulk", "--set", "no-dash"]).code_is(1).stderr_has("set name `no-dash`");
+    run_with(&h, &[], &["bulk", "--set", "no-dash"]).code_is(2).stderr_has("set name `no-dash`");
 }
 
 /// A port failed in `phase`: the phase, the error type poudriere's classifier gave, the
@@ -531,7 +531,7 @@ fn the_stand_in_answers_as_poudriere_3_4_8_does() {
     code(&["ports", "-c", "-p", "with:colon"], 1, "The ports name cannot contain a period (.). See jail(8)");
     code(&["ports", "-c", "-p", "clawdie"], 2, "The ports tree, clawdie, already exists");
     assert!(!h.data.join("logs").exists(), "a bulk that never started its jail made a log directory");
-    let out = std::process::Command::new(test_support::standins().join("poudriere/poudriere"))
+    let out = std::process::Command::new(test_support::simhost().join("poudriere/poudriere"))
         .args(["-s", "X=1", "version"])
         .output()
         .unwrap();
@@ -543,7 +543,7 @@ fn the_stand_in_answers_as_poudriere_3_4_8_does() {
 fn an_unprovisioned_host_is_told_to_run_setup() {
     let h = Host::with_colibri("");
     h.run(&["port"]).success();
-    bulk(&h, "built").code_is(1).stderr_has("poudriere has no configuration").stderr_has("cargo xtask setup");
+    bulk(&h, "built").code_is(2).stderr_has("poudriere has no configuration").stderr_has("cargo xtask setup");
     assert!(!h.calls().iter().any(|c| c.contains(" bulk ")), "poudriere ran: {:?}", h.calls());
 }
 
@@ -551,7 +551,7 @@ fn an_unprovisioned_host_is_told_to_run_setup() {
 fn bulk_needs_the_port_stage() {
     let h = Host::with_colibri("");
     h.provision();
-    bulk(&h, "built").code_is(1).stderr_has("run it first: cargo xtask --config pipeline.toml port");
+    bulk(&h, "built").code_is(2).stderr_has("run it first: cargo xtask --config pipeline.toml port");
 }
 
 #[test]
@@ -666,7 +666,7 @@ fn a_timeout_stops_poudriere_through_its_cleanup() {
     let (child, pids) = start_hanging(&h, "hang");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("timed out after 2.0s and was stopped"), "{stderr}");
     assert!(stderr.contains("was at `parallel_build:`"), "{stderr}");
     assert!(stderr.contains("its status is now `stopped:sigterm:`"), "{stderr}");
@@ -681,7 +681,7 @@ fn a_poudriere_deaf_to_sigterm_is_killed_after_the_grace_period() {
     let h = ready("[bulk]\ntimeout_secs = 1\ngrace_secs = 1\n");
     let (child, pids) = start_hanging(&h, "hang-stubborn");
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     all_gone(&pids);
 }
 

@@ -554,8 +554,12 @@ fn the_real_xtask_behind_a_shim_keeps_its_exit_status() {
     cmd.args(args).current_dir(&p.root).env("MOTHER_BUILD_XTASK", xtask_bin()).env("CI", "1");
     let out = cmd.env_remove("MOTHER_BUILD_CONFIG").stdin(Stdio::null()).output().unwrap();
     let report = describe("run-bhyve-test.sh", &args, &out);
-    assert_eq!(out.status.code(), Some(1), "{report}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("the console program ended before marker 1"), "{report}");
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the console program exited with status 1 before printing anything"),
+        "{report}"
+    );
     assert!(p.state_dir().join("current").exists(), "the run lives in the scratch project\n{report}");
 }
 

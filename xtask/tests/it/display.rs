@@ -44,7 +44,7 @@ fn with_ci_set_or_no_terminal_the_output_has_no_escape_sequence() {
         let text = String::from_utf8_lossy(&out);
         assert!(!out.contains(&ESC), "`xtask {}` with CI=true wrote an escape sequence:\n{text:?}", args.join(" "));
         if args != ["status"] {
-            assert_eq!(status.code(), Some(1), "{text}");
+            assert_eq!(status.code(), Some(2), "{text}");
             assert!(text.contains("fatal: not a repository"), "{text}");
         }
     }

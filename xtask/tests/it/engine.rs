@@ -454,7 +454,7 @@ fn a_run_started_with_flags_is_continued_with_them_and_the_hints_work_as_printed
     // A dirty checkout fails port; the report prints the commands with every flag.
     std::fs::write(&stray, "x").unwrap();
     let first = xtask_in(&p.root, &[started, &["release", "--to", "port"]].concat());
-    first.code_is(1).stderr_has(
+    first.code_is(2).stderr_has(
         "rerun this stage: cargo xtask --config conf/site.toml --state-dir elsewhere/state -o port.overlay=other-ports port",
     );
     let stderr = first.stderr();
@@ -467,7 +467,7 @@ fn a_run_started_with_flags_is_continued_with_them_and_the_hints_work_as_printed
     // The bare stage command on that run reuses the run's --config and -o, and says so.
     std::fs::write(&stray, "x").unwrap();
     let bare = xtask_in(&p.root, &["--state-dir", "elsewhere/state", "port"]);
-    bare.code_is(1).stderr_has(&format!(
+    bare.code_is(2).stderr_has(&format!(
         "run {id} was started with --config conf/site.toml -o port.overlay=other-ports: using them again"
     ));
     std::fs::remove_file(&stray).unwrap();
@@ -501,7 +501,7 @@ fn the_log_excerpt_is_the_failed_attempts_and_ends_with_its_error() {
     };
     std::fs::write(p.colibri().join("stray-one"), "x").unwrap();
     let first = p.run(&["-o", "pipeline.tail_lines=60", "port"]);
-    first.code_is(1);
+    first.code_is(2);
     let lines = excerpt(&first);
     assert!(lines.first().is_some_and(|l| l.contains("port: attempt 1")), "{lines:#?}");
     let error = lines.iter().position(|l| l.starts_with("  | error: ")).expect("the excerpt has the error");
@@ -509,7 +509,7 @@ fn the_log_excerpt_is_the_failed_attempts_and_ends_with_its_error() {
 
     std::fs::rename(p.colibri().join("stray-one"), p.colibri().join("stray-two")).unwrap();
     let second = p.run(&["-o", "pipeline.tail_lines=60", "port"]);
-    second.code_is(1);
+    second.code_is(2);
     let lines = excerpt(&second);
     let text = lines.join("\n");
     assert!(lines.first().is_some_and(|l| l.contains("port: attempt 2")), "{text}");

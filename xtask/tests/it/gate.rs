@@ -10,19 +10,19 @@ use std::time::{Duration, Instant};
 use camino::Utf8PathBuf;
 use serde_json::Value;
 
-use test_support::{Project, Run, initramfs, path_with, standins, write_script};
+use test_support::{Project, Run, initramfs, path_with, simhost, write_script};
 
 // ---------------------------------------------------------------------------------
 // Helpers
 
 /// The current run's gate directory.
-fn gate_dir(p: &Project) -> Utf8PathBuf {
+pub(crate) fn gate_dir(p: &Project) -> Utf8PathBuf {
     let id = fs::read_to_string(p.state_dir().join("current")).unwrap();
     p.state_dir().join("runs").join(id.trim()).join("gate")
 }
 
 /// The gate's result.json.
-fn result(p: &Project) -> Value {
+pub(crate) fn result(p: &Project) -> Value {
     let path = gate_dir(p).join("result.json");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     serde_json::from_str(&text).unwrap()
@@ -30,7 +30,7 @@ fn result(p: &Project) -> Value {
 
 /// Asserts the verdict and what decided it (`kind`, and `name` when given).
 #[track_caller]
-fn assert_decided(p: &Project, verdict: &str, kind: &str, name: Option<&str>) -> Value {
+pub(crate) fn assert_decided(p: &Project, verdict: &str, kind: &str, name: Option<&str>) -> Value {
     let r = result(p);
     assert_eq!(r["verdict"], verdict, "result.json:\n{r:#}");
     assert_eq!(r["decided_by"]["kind"], kind, "result.json:\n{r:#}");
@@ -41,7 +41,7 @@ fn assert_decided(p: &Project, verdict: &str, kind: &str, name: Option<&str>) ->
 }
 
 /// The processes of a process group (from /proc), zombies excepted.
-fn group_members(pgid: i64) -> Vec<String> {
+pub(crate) fn group_members(pgid: i64) -> Vec<String> {
     let mut members = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
@@ -58,7 +58,7 @@ fn group_members(pgid: i64) -> Vec<String> {
 /// Every console process the gate started (each led its own group) is gone, with
 /// everything in its group.
 #[track_caller]
-fn assert_no_process_left(p: &Project) {
+pub(crate) fn assert_no_process_left(p: &Project) {
     let r = result(p);
     let pids: Vec<i64> = r["final_attempt"]["pids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     assert!(!pids.is_empty(), "no console process recorded:\n{r:#}");
@@ -82,7 +82,7 @@ fn gate_table(defaults: &[(&str, &str)], extra: &str) -> String {
 }
 
 /// A project for the command backend, with `extra` in [gate].
-fn command_project(extra: &str) -> Project {
+pub(crate) fn command_project(extra: &str) -> Project {
     // No probes unless a test asks: these consoles have no login.
     let defaults =
         [("backend", "\"command\""), ("settle_secs", "0"), ("grace_secs", "2"), ("retries", "0"), ("probes", "[]")];
@@ -90,16 +90,16 @@ fn command_project(extra: &str) -> Project {
 }
 
 /// Writes a console script into the project's scratch directory.
-fn console(p: &Project, name: &str, body: &str) -> Utf8PathBuf {
+pub(crate) fn console(p: &Project, name: &str, body: &str) -> Utf8PathBuf {
     let path = p.scratch.path.join("consoles").join(name);
     write_script(&path, &format!("#!/bin/sh\n# A scripted console for the gate tests.\n{body}"));
     path
 }
 
 /// printf arguments that print the four default markers, one per line, then the prompt.
-const MARKERS: &str = "printf 'Trying to mount root from cd9660\\r\\n'\nprintf 'Starting colibri_daemon.\\r\\n'\nprintf 'colibri_daemon: started\\r\\n'\nprintf '\\r\\nFreeBSD/amd64 (clawdie) (ttyu0)\\r\\n\\r\\nlogin: '\n";
+pub(crate) const MARKERS: &str = "printf 'Trying to mount root from cd9660\\r\\n'\nprintf 'Starting colibri_daemon.\\r\\n'\nprintf 'colibri_daemon: started\\r\\n'\nprintf '\\r\\nFreeBSD/amd64 (clawdie) (ttyu0)\\r\\n\\r\\nlogin: '\n";
 
-fn gate(p: &Project, args: &[&str]) -> Run {
+pub(crate) fn gate(p: &Project, args: &[&str]) -> Run {
     let mut all = vec!["gate"];
     all.extend_from_slice(args);
     p.run(&all)
@@ -396,7 +396,7 @@ fn the_bhyve_stand_ins_fail_as_the_real_tools_do() {
     let s = test_support::scratch();
     let state = s.path.join("state");
     let run = |tool: &str, args: &[&str]| {
-        std::process::Command::new(standins().join("bhyve").join(tool))
+        std::process::Command::new(simhost().join("bhyve").join(tool))
             .args(args)
             .env("BHYVE_STANDIN_STATE", &state)
             .env("BHYVE_STANDIN_SCENARIO", "triple-fault")
@@ -545,7 +545,7 @@ fn bhyve_project(extra: &str, bhyve: &str) -> Bhyve {
     let image = p.scratch.path.join("clawdie.iso");
     fs::write(&image, "iso").unwrap();
     let state = p.scratch.path.join("bhyve-state");
-    p.env.push(("PATH".into(), path_with(&[&standins().join("bhyve")])));
+    p.env.push(("PATH".into(), path_with(&[&simhost().join("bhyve")])));
     p.env.push(("BHYVE_STANDIN_STATE".into(), state.to_string()));
     Bhyve { p, state, image }
 }
@@ -824,7 +824,7 @@ fn pf_allow_opens_the_guest_network_and_closes_it_on_every_path() {
 fn reference_the_anchor(b: &Bhyve) {
     let conf = b.p.scratch.path.join("pf.conf");
     fs::write(&conf, "block in on bridge0 all\nanchor \"mother-build/*\"\npass out all keep state\n").unwrap();
-    let out = std::process::Command::new(standins().join("bhyve/pfctl"))
+    let out = std::process::Command::new(simhost().join("bhyve/pfctl"))
         .args(["-f", conf.as_str()])
         .env("BHYVE_STANDIN_STATE", &b.state)
         .output()

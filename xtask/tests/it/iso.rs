@@ -9,10 +9,10 @@ use camino::Utf8PathBuf;
 use camino::Utf8Path;
 use test_support::nginx::Nginx;
 use test_support::repo::*;
-use test_support::{Project, standins, write_script};
+use test_support::{Project, simhost, write_script};
 
 fn pkg_standin() -> Utf8PathBuf {
-    standins().join("iso/pkg")
+    simhost().join("iso/pkg")
 }
 
 /// A project signing with the test key in `mode`, installing with the pkg stand-in into
@@ -95,7 +95,7 @@ fn validation_profile_passes_on_validation_and_fails_on_production() {
         root(&q)
     ));
     q.run(&["iso", "--profile", "staging"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("there is no profile `staging`")
         .stderr_has("production, validation");
 }
@@ -198,14 +198,14 @@ fn the_image_build_runs_and_its_image_is_recorded() {
     // A build that fails, or writes nothing, is an error.
     write_script(&script, "#!/bin/sh\necho 'mkisofs: no space left' >&2\nexit 3\n");
     p.run(&["iso"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("the image build failed")
         .stderr_has("exited with status 3")
         .stderr_has("no space left");
     write_script(&script, "#!/bin/sh\nexit 0\n");
-    p.run(&["iso"]).code_is(1).stderr_has("is unchanged by this build");
+    p.run(&["iso"]).code_is(2).stderr_has("is unchanged by this build");
     fs::remove_file(&image).unwrap();
-    p.run(&["iso"]).code_is(1).stderr_has(&format!("did not write {image}"));
+    p.run(&["iso"]).code_is(2).stderr_has(&format!("did not write {image}"));
 }
 
 #[test]
@@ -253,7 +253,7 @@ fn the_validation_profile_routes_kernel_and_daemon_messages_to_the_console() {
 
     // A file of that name the image brought itself is never replaced.
     fs::write(root(&q).join("etc/syslog.d/mother-build-console.conf"), "*.*\t/var/log/all\n").unwrap();
-    q.run(&["iso"]).code_is(1).stderr_has("was not written by `cargo xtask iso`; it is left alone");
+    q.run(&["iso"]).code_is(2).stderr_has("was not written by `cargo xtask iso`; it is left alone");
     assert_eq!(
         fs::read_to_string(root(&q).join("etc/syslog.d/mother-build-console.conf")).unwrap(),
         "*.*\t/var/log/all\n"
@@ -667,7 +667,7 @@ fn an_earlier_good_catalogue_survives_in_pkg_but_not_in_iso() {
     // A catalogue the verifier refuses: iso's scratch copy check stops first.
     fs::remove_dir_all(root(&p).join("usr")).unwrap();
     edit_archive(&p.scratch.path.join("repo/data.pkg"), |e| e[1].1.push(b' '));
-    p.run(&["iso"]).code_is(1).stderr_has("failed verification");
+    p.run(&["iso"]).code_is(2).stderr_has("failed verification");
     assert!(!root(&p).join("usr/local/bin/colibri").exists());
 }
 

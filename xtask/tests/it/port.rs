@@ -49,7 +49,7 @@ fn a_dirty_checkout_is_refused_unless_allowed_and_recorded() {
     let p = Project::with_colibri("");
     fs::write(p.colibri().join("crates/colibri/src/main.rs"), "fn main() {}\n").unwrap();
     p.run(&["port"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("local changes")
         .stderr_has("crates/colibri/src/main.rs")
         .stderr_has("--allow-dirty");
@@ -64,9 +64,9 @@ fn a_dirty_checkout_is_refused_unless_allowed_and_recorded() {
 fn head_must_be_the_tag() {
     let p = Project::with_colibri("");
     git(&p.colibri(), &["commit", "-q", "--allow-empty", "-m", "after the tag"]);
-    p.run(&["port"]).code_is(1).stderr_has("but the tag v0.9.0 is");
+    p.run(&["port"]).code_is(2).stderr_has("but the tag v0.9.0 is");
     git(&p.colibri(), &["tag", "-d", "v0.9.0"]);
-    p.run(&["port"]).code_is(1).stderr_has("the tag v0.9.0 does not exist");
+    p.run(&["port"]).code_is(2).stderr_has("the tag v0.9.0 does not exist");
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn print_crates_refuses_what_the_framework_mishandles() {
 #[test]
 fn a_missing_checkout_says_how_to_point_at_one() {
     let p = Project::new("");
-    p.run(&["port"]).code_is(1).stderr_has("does not exist").stderr_has("--colibri PATH");
+    p.run(&["port"]).code_is(2).stderr_has("does not exist").stderr_has("--colibri PATH");
     let elsewhere = p.scratch.path.join("elsewhere");
     test_support::make_colibri(&elsewhere);
     p.run(&["--colibri", elsewhere.as_str(), "port"]).success();

@@ -13,7 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use test_support::host::Host;
 use test_support::nginx::{Nginx, get};
 use test_support::repo::*;
-use test_support::{Project, Scratch, scratch, standins};
+use test_support::{Project, Scratch, scratch, simhost};
 
 const ABI: &str = "FreeBSD:15:amd64";
 
@@ -127,7 +127,7 @@ fn publishes_through_nginx_and_switches_latest() {
         get(&format!("{}{ABI}/latest/data.pkg", site.nginx.url())).unwrap(),
         fs::read(a.join("data.pkg")).unwrap()
     );
-    p.run(&["publish", "--rollback"]).code_is(1).stderr_has("no version older than");
+    p.run(&["publish", "--rollback"]).code_is(2).stderr_has("no version older than");
     p.run(&["publish", "--rollback", &v2]).success();
     assert_eq!(latest(&site.dir), v2);
     // A version that no longer verifies is never switched to.
@@ -137,12 +137,39 @@ fn publishes_through_nginx_and_switches_latest() {
     bytes[10] ^= 1;
     fs::write(&damaged, &bytes).unwrap();
     p.run(&["publish", "--rollback", &v1])
-        .code_is(1)
+        .code_is(2)
         .stderr_has(&format!("cannot roll back to {v1}: "))
         .stderr_has("All/colibri-0.9.0.pkg: does not match");
     assert_eq!(latest(&site.dir), v2);
     fs::write(&damaged, &good).unwrap();
-    p.run(&["publish", "--rollback", "no-such"]).code_is(1).stderr_has(&format!("the versions kept are: {v1}, {v2}"));
+    let before = p.state()["records"]["publish"].clone();
+    p.run(&["publish", "--rollback", "no-such"]).code_is(2).stderr_has(&format!("the versions kept are: {v1}, {v2}"));
+    // A refused rollback leaves publish's record as it was.
+    assert_eq!(p.state()["records"]["publish"], before);
+}
+
+#[test]
+fn a_rollback_with_nothing_published_says_so_and_suggests_no_publishing() {
+    let s = scratch();
+    let site = s.path.join("site");
+    let p = project(&site, "http://127.0.0.1:9/", "");
+    let run = p.run(&["publish", "--rollback"]);
+    run.code_is(2).stderr_has(&format!(
+        "nothing is published for {ABI} at {}: there is no version to roll back to",
+        site.join(ABI)
+    ));
+    // Neither a publish nor a resume (which would publish) is offered.
+    for text in [run.stderr(), run.stdout()] {
+        assert!(!text.contains("--resume") && !text.contains("xtask publish\n"), "{text}");
+        assert!(!text.contains("rerun"), "{text}");
+    }
+    // The run records nothing about it: status offers nothing to continue.
+    let status = p.run(&["status"]);
+    assert!(!status.stdout().contains("continue with"), "{}", status.stdout());
+    assert!(!status.stdout().contains("failed"), "{}", status.stdout());
+    p.run(&["publish", "--rollback", "20260101T000000.000Z-0000"])
+        .code_is(2)
+        .stderr_has("there is no version to roll back to");
 }
 
 #[test]
@@ -194,7 +221,7 @@ fn the_check_fails_when_nginx_serves_a_tampered_copy() {
     sign_repo(&p, &s.path.join("src"));
     let v = {
         let run = p.run(&["publish"]);
-        run.code_is(1)
+        run.code_is(2)
             .stderr_has(&format!(
                 "{}{ABI}/latest/All/colibri-0.9.0.pkg does not match the catalogue's sum",
                 site.nginx.url()
@@ -226,7 +253,7 @@ fn the_check_says_when_the_old_release_is_still_served() {
     p.write_raw_config(&fs::read_to_string(p.config_path()).unwrap().replace("check = false\n", ""));
     sign_repo(&p, &copy_sample("validation-pubkey", &p.scratch.path.join("b")));
     p.run(&["publish"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has(&format!("{}{ABI}/latest/data.pkg is the old release ({v1})", nginx.url()))
         .stderr_has("the old release is still being served");
 }
@@ -320,7 +347,7 @@ fn a_copy_that_fails_verification_is_never_switched_to() {
     bytes[10] ^= 1;
     fs::write(b.join("All/colibri-0.9.0.pkg"), bytes).unwrap();
     p.run(&["publish"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("the new copy failed verification; nothing was switched and latest still serves")
         .stderr_has("All/colibri-0.9.0.pkg: does not match");
     assert_eq!(latest(&site.dir), v1);
@@ -506,7 +533,7 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     let remote = s.path.join("remote-site");
     fs::create_dir_all(&remote).unwrap();
     let nginx = Nginx::serve(&remote, &s.path.join("nginx"), "");
-    let ssh = standins().join("publish/ssh");
+    let ssh = simhost().join("publish/ssh");
     let calls = s.path.join("ssh.log");
     let mut p = project(&remote, &nginx.url(), &format!("keep = 2\n\n[tools]\nssh = \"{ssh}\"\n"));
     p.write_raw_config(
@@ -552,7 +579,7 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
         .stdout_has(&format!("rsync -e {ssh} -r --checksum --delete mother-build:{}/{v1}/ ", abi_dir(&remote)))
         .stdout_has(&format!("/publish/rollback/{v1}: verify it, as sign does"));
     p.run(&["publish", "--rollback"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has(&format!("cannot roll back to {v1} on mother-build: "))
         .stderr_has("All/pkg000-1.0.pkg: does not match")
         .stderr_has(&format!("nothing was switched; latest still serves {v2}"));
@@ -603,7 +630,7 @@ fn a_remote_target_whose_host_looks_like_an_option_is_refused() {
 
 #[test]
 fn the_ssh_stand_in_fails_as_ssh_does() {
-    let ssh = standins().join("publish/ssh");
+    let ssh = simhost().join("publish/ssh");
     let out = std::process::Command::new(&ssh)
         .args(["-p", "22", "-o", "BatchMode=yes", "-4", "pkg.example", "--", "echo", "a", "b"])
         .output()
@@ -645,7 +672,7 @@ fn a_custom_repo_conf_template_is_filled_in_and_a_value_that_would_break_a_file_
     // A template in the old form is refused, saying what to write instead.
     fs::write(&template, "clawdie: { url: \"__PKG_URL__\", pubkey: \"__PUBKEY_PATH__\" }\n").unwrap();
     p.run(&["publish"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("has the old placeholders __PKG_URL__ and __PUBKEY_PATH__")
         .stderr_has("help: write {{NAME}}, {{PKG_URL}}, {{SIGNATURE_TYPE}} and {{TRUST_PATH}}");
     // A placeholder the code does not fill.
@@ -655,7 +682,7 @@ fn a_custom_repo_conf_template_is_filled_in_and_a_value_that_would_break_a_file_
     )
     .unwrap();
     p.run(&["publish"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has(&format!("{template}:1: {{{{MIRROR}}}} is not a placeholder of this file"));
 
     // A certificate path with a space would end nginx's word early: refused, naming the
@@ -670,7 +697,7 @@ fn a_custom_repo_conf_template_is_filled_in_and_a_value_that_would_break_a_file_
     let line =
         fs::read_to_string(p.config_path()).unwrap().lines().position(|l| l.starts_with("tls_certificate")).unwrap();
     p.run(&["publish"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has(&format!(
             "pipeline.toml:{}:19: publish.tls_certificate \"/etc/ssl/pkg cert.pem\" cannot go into the nginx server block: it holds a space; nothing was written",
             line + 1
@@ -705,7 +732,7 @@ fn hashed_names_are_published_and_linked_locally_and_through_rsync() {
         let dir = s.path.join("site");
         fs::create_dir_all(&dir).unwrap();
         let nginx = Nginx::serve(&dir, &s.path.join("nginx"), "");
-        let ssh = standins().join("publish/ssh");
+        let ssh = simhost().join("publish/ssh");
         let p = project(&dir, &nginx.url(), &format!("\n[tools]\nssh = \"{ssh}\"\n"));
         if remote {
             p.write_raw_config(

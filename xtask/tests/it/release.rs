@@ -4,7 +4,8 @@
 //! publish for real, served by a real nginx on 127.0.0.1; iso through the pkg stand-in
 //! with a real image build; the gate boots that image in QEMU. Then the image is broken,
 //! the gate fails, the image is fixed and `release --resume` reruns only the gate;
-//! `cargo xtask gate` alone works; a second `release` skips every unchanged stage.
+//! `cargo xtask gate` alone works; a release reruns iso, whose image was rebuilt by hand
+//! since, and the gate; a second `release` skips every unchanged stage.
 
 use std::fs;
 
@@ -77,7 +78,16 @@ fn the_whole_release_then_a_broken_image_then_resume() {
     // 4. The gate alone works too.
     r.run(&["gate"]).success().stderr_has("[gate] ok");
 
-    // 5. A second release skips every unchanged stage and starts no run.
+    // 5. The image was rebuilt by hand after iso made it: a release notices that what
+    // iso produced changed, and runs iso (and so the gate) again, in a new run.
+    let rebuilt = r.run(&["release"]);
+    rebuilt.success().stderr_has("[iso] ok").stderr_has("[gate] ok");
+    for stage in &STAGES[..5] {
+        rebuilt.stderr_has(&format!("[{stage}] up to date"));
+    }
+    let run_id = r.h.p.state()["id"].as_str().unwrap().to_owned();
+
+    // 6. A second release skips every unchanged stage and starts no run.
     let again = r.run(&["release"]);
     again.success().stderr_has("every stage is up to date");
     for stage in STAGES {

@@ -1,4 +1,4 @@
-//! setup on a stand-in FreeBSD host (tests/standins/poudriere first on PATH): a fresh
+//! setup on a stand-in FreeBSD host (simhost/poudriere first on PATH): a fresh
 //! host provisioned, a second run changing nothing, `--check` naming what is missing or
 //! different, a poudriere.conf replaced only with --write, and the refusals; vmm and the
 //! UEFI firmware for a bhyve gate; nginx with the repository's server block, its TLS
@@ -141,7 +141,7 @@ fn check_on_a_half_provisioned_host_names_what_is_missing_and_changes_nothing() 
     let before = h.snapshot();
     h.forget_calls();
     let check = h.run(&["setup", "--check"]);
-    check.code_is(1).stderr_has(&format!("3 of {} items need attention", if is_root() { 21 } else { 20 }));
+    check.code_is(2).stderr_has(&format!("3 of {} items need attention", if is_root() { 21 } else { 20 }));
     let out = check.stdout();
     assert!(out.contains("ok       jail clawdie-amd64: "), "{out}");
     assert!(
@@ -180,7 +180,7 @@ fn a_poudriere_conf_that_differs_is_shown_and_replaced_only_with_write() {
     fs::write(h.conf(), &edited).unwrap();
 
     let check = h.run(&["setup", "--check"]);
-    check.code_is(1);
+    check.code_is(2);
     assert!(
         check.stdout().contains(&format!(
             "differs  poudriere.conf {}: ZPOOL is tank, not zroot; ALLOW_MAKE_JOBS is set but pipeline.toml does not set it",
@@ -191,7 +191,7 @@ fn a_poudriere_conf_that_differs_is_shown_and_replaced_only_with_write() {
     );
 
     let refused = h.run(&["setup"]);
-    refused.code_is(1).stderr_has("-ZPOOL=tank").stderr_has("+ZPOOL=zroot").stderr_has("-ALLOW_MAKE_JOBS=yes");
+    refused.code_is(2).stderr_has("-ZPOOL=tank").stderr_has("+ZPOOL=zroot").stderr_has("-ALLOW_MAKE_JOBS=yes");
     refused.stderr_has("not overwritten without --write").stderr_has("cargo xtask setup --write");
     assert_eq!(fs::read_to_string(h.conf()).unwrap(), edited, "setup overwrote it without --write");
 
@@ -213,11 +213,11 @@ fn a_key_readable_by_others_is_refused_and_nothing_changes() {
     h.seed_key(0o644);
     let before = h.snapshot();
     let run = h.run(&["setup"]);
-    run.code_is(1).stderr_has("nothing was changed").stderr_has("mode 0644").stderr_has("chmod 0600");
+    run.code_is(2).stderr_has("nothing was changed").stderr_has("mode 0644").stderr_has("chmod 0600");
     assert_eq!(h.snapshot(), before);
     assert!(!h.conf().exists());
     let check = h.run(&["setup", "--check"]);
-    check.code_is(1);
+    check.code_is(2);
     assert!(check.stdout().contains("differs  signing key: the signing key"), "{}", check.stdout());
 }
 
@@ -226,7 +226,7 @@ fn a_public_key_without_its_private_key_is_refused() {
     let h = Host::fresh("");
     h.seed_key(0o600);
     fs::remove_file(h.key()).unwrap();
-    h.run(&["setup"]).code_is(1).stderr_has("exists but its private key").stderr_has("move");
+    h.run(&["setup"]).code_is(2).stderr_has("exists but its private key").stderr_has("move");
     assert!(!h.key().exists(), "setup made a key that does not match the published public key");
 }
 
@@ -235,7 +235,7 @@ fn a_public_key_that_does_not_match_is_refused() {
     let h = Host::fresh("");
     h.seed_key(0o600);
     fs::write(h.pubkey(), "-----BEGIN PUBLIC KEY-----\nnot this one\n-----END PUBLIC KEY-----\n").unwrap();
-    h.run(&["setup"]).code_is(1).stderr_has("is not the public half of");
+    h.run(&["setup"]).code_is(2).stderr_has("is not the public half of");
 }
 
 #[test]
@@ -290,18 +290,18 @@ fn later_configuration_files_that_change_what_setup_writes_are_named() {
     ));
     fs::write(&set_conf, "DISTFILES_CACHE=/elsewhere\n").unwrap();
     let check = h.run(&["setup", "--check"]);
-    check.code_is(1).stdout_has(&format!(
+    check.code_is(2).stdout_has(&format!(
         "differs  settings poudriere reads: {set_conf}:1 sets DISTFILES_CACHE=/elsewhere, not pipeline.toml's {}",
         h.distfiles
     ));
-    h.run(&["setup"]).code_is(1).stderr_has("setup does not edit files it did not write");
+    h.run(&["setup"]).code_is(2).stderr_has("setup does not edit files it did not write");
     assert_eq!(fs::read_to_string(&set_conf).unwrap(), "DISTFILES_CACHE=/elsewhere\n");
 }
 
 #[test]
 fn fingerprints_mode_without_a_command_names_the_key() {
     let h = Host::fresh("[signing]\ntrust = \"fingerprints\"\n");
-    h.run(&["setup", "--check"]).code_is(1).stderr_has("signing.trust = \"fingerprints\" needs signing.command");
+    h.run(&["setup", "--check"]).code_is(2).stderr_has("signing.trust = \"fingerprints\" needs signing.command");
 }
 
 #[test]
@@ -311,7 +311,7 @@ fn an_old_release_and_a_missing_pool_are_refused() {
     fs::write(h.host.join("pools"), "tank\n").unwrap();
     h.seed_key(0o600);
     let run = h.run(&["setup"]);
-    run.code_is(1)
+    run.code_is(2)
         .stderr_has("the host runs 14.3-RELEASE-p4, older than the jail's 15.0-RELEASE")
         .stderr_has("cannot open 'zroot': no such pool")
         .stderr_has("poudriere.no_zfs");
@@ -368,13 +368,13 @@ fn a_host_that_cannot_load_vmm_says_so() {
 fn vmm_and_the_firmware_follow_the_gate_backend() {
     // A gate that boots with QEMU needs no bhyve here.
     let h = Host::fresh("[gate]\nbackend = \"qemu\"\n");
-    h.run(&["setup", "--check"]).code_is(1).stdout_has(
+    h.run(&["setup", "--check"]).code_is(2).stdout_has(
         "ok       bhyve: not provisioned on this host (setup.vmm is unset and gate.backend is `qemu`): no vmm, no UEFI firmware\n",
     );
     // bhyve with bhyveload needs vmm but no firmware; setup.vmm = true forces bhyve.
     let h = Host::fresh("[gate]\nbackend = \"qemu\"\n\n[setup]\nvmm = true\n\n[gate.bhyve]\nboot = \"bhyveload\"\n");
     let check = h.run(&["setup", "--check"]);
-    check.code_is(1).stdout_has("missing  vmm: ");
+    check.code_is(2).stdout_has("missing  vmm: ");
     assert!(!check.stdout().contains("UEFI firmware"), "{}", check.stdout());
 }
 
@@ -382,7 +382,7 @@ fn vmm_and_the_firmware_follow_the_gate_backend() {
 fn the_uefi_firmware_is_installed_with_its_package() {
     let h = Host::fresh("");
     let firmware = h.root().join("usr/local/share/uefi-firmware/BHYVE_UEFI.fd");
-    h.run(&["setup", "--check"]).code_is(1).stdout_has(&format!(
+    h.run(&["setup", "--check"]).code_is(2).stdout_has(&format!(
         "missing  UEFI firmware: {firmware} does not exist; package edk2-bhyve is not installed; setup runs: pkg install -y edk2-bhyve\n"
     ));
     h.run(&["setup", "--dry-run"])
@@ -394,7 +394,7 @@ fn the_uefi_firmware_is_installed_with_its_package() {
 
     // The package is there but the file is not: setup says where to look.
     fs::remove_file(&firmware).unwrap();
-    h.run(&["setup"]).code_is(1).stderr_has("though edk2-bhyve is installed").stderr_has("pkg info -l edk2-bhyve");
+    h.run(&["setup"]).code_is(2).stderr_has("though edk2-bhyve is installed").stderr_has("pkg info -l edk2-bhyve");
 
     // gate.bhyve.firmware names a file the package does not install.
     let h = Host::fresh("");
@@ -408,7 +408,7 @@ fn the_uefi_firmware_is_installed_with_its_package() {
 fn check_lists_the_firmware_and_nginx_items() {
     let h = Host::fresh("");
     let check = h.run(&["setup", "--check"]);
-    check.code_is(1);
+    check.code_is(2);
     let out = check.stdout();
     for line in [
         "missing  UEFI firmware: ".to_owned(),
@@ -484,7 +484,7 @@ fn an_nginx_conf_without_an_http_block_is_left_to_the_operator() {
     fs::write(h.nginx_conf(), "events {}\nstream { server { listen 12345; } }\n").unwrap();
     let before = h.snapshot();
     h.run(&["setup"])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("setup cannot find its `http { ... }` block")
         .stderr_has(&format!("add `include {};` inside the http block yourself", h.nginx_block()));
     assert_eq!(h.snapshot(), before);

@@ -307,7 +307,7 @@ fn a_key_readable_by_others_is_refused_and_never_shown() {
     fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
     let run = p.run(&["sign", "--repo", repo.as_str()]);
-    run.code_is(1).stderr_has("mode 0644").stderr_has("refusing to use it").stderr_has("pipeline.toml:");
+    run.code_is(2).stderr_has("mode 0644").stderr_has("refusing to use it").stderr_has("pipeline.toml:");
     let key_text = fs::read_to_string(&key).unwrap();
     let secret_line = key_text.lines().nth(5).unwrap();
     let log =
@@ -378,7 +378,51 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         .stdout_has("bulk has not run in this run")
         .stdout_has("/usr/local/poudriere/data/packages/clawdie-amd64-clawdie/.latest");
     // Outside a dry run, the missing bulk record is an error saying what to do.
-    p.run(&["sign"]).code_is(1).stderr_has("cargo xtask --config pipeline.toml bulk").stderr_has("--repo DIR");
+    p.run(&["sign"]).code_is(2).stderr_has("cargo xtask --config pipeline.toml bulk").stderr_has("--repo DIR");
+}
+
+#[test]
+fn dry_run_checks_the_key_as_sign_would_without_showing_it() {
+    let p = signing_project("pubkey", "");
+    let repo = copy_sample("unsigned", &p.scratch.path.join("repo"));
+    let key = p.scratch.path.join("keys/test-repo.key");
+    let key_line = fs::read_to_string(&key).unwrap().lines().nth(5).unwrap().to_owned();
+    let dry = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["sign", "--dry-run", "--repo", repo.as_str()]);
+        let run = p.run(&args);
+        for text in [run.stdout(), run.stderr()] {
+            assert!(!text.contains(&key_line) && !text.contains("PRIVATE KEY-----\n"), "the key leaked:\n{text}");
+        }
+        run
+    };
+    dry(&[]).success().stdout_has(&format!(
+        "check   the signing key {key}: mode 0600 or stricter, a rsa key, the private half of {}",
+        pubkey()
+    ));
+
+    // Readable by others: refused, as sign refuses it.
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    dry(&[]).code_is(2).stderr_has("mode 0644").stderr_has("refusing to use it").stderr_has("pipeline.toml:");
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    // Not the private half of signing.pubkey.
+    let (other, _) = other_key(&p.scratch.path.join("other"));
+    let arg = format!("signing.key={other}");
+    dry(&["-o", &arg])
+        .code_is(2)
+        .stderr_has(&format!("the signing key {other} (rsa) does not belong to the public key"));
+
+    // Not a key at all.
+    let garbage = p.scratch.path.join("keys/garbage.key");
+    fs::write(&garbage, "not a key\n").unwrap();
+    fs::set_permissions(&garbage, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let arg = format!("signing.key={garbage}");
+    dry(&["-o", &arg]).code_is(2).stderr_has(&format!("the signing key {garbage} cannot be used"));
+
+    // Missing.
+    let arg = format!("signing.key={}", p.scratch.path.join("keys/missing.key"));
+    dry(&["-o", &arg]).code_is(2).stderr_has("missing.key");
 }
 
 #[test]
@@ -595,7 +639,7 @@ fn sign_signs_with_an_ecdsa_key_natively_and_through_a_command() {
     let repo3 = copy_sample("unsigned", &p.scratch.path.join("repo3"));
     let before = fs::read(repo3.join("data.pkg")).unwrap();
     p.run(&["sign", "--repo", repo3.as_str()])
-        .code_is(1)
+        .code_is(2)
         .stderr_has("does not verify for pubkey clients")
         .stderr_has("use fingerprints mode with the command");
     assert_eq!(fs::read(repo3.join("data.pkg")).unwrap(), before);

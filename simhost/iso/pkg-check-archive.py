@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Part of the pkg(8) stand-in (standins/iso/pkg): checks one catalogue archive's
+"""Part of the pkg(8) stand-in (simhost/iso/pkg): checks one catalogue archive's
 signature as pkg 2.8.4's client does, printing the client's words on stderr, with an
 implementation independent of mother-build's (Python's `cryptography`).
 
