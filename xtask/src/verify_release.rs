@@ -6,7 +6,7 @@
 //! their sums. One line per problem on stdout, exit 1; exit 0 when all hold. Over HTTP
 //! every download is bounded in size and time, into a temporary directory removed after.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::time::Duration;
 
@@ -185,17 +185,19 @@ struct Verdict {
 /// Checks the release at `source`, downloading into `scratch` when it is remote.
 fn check(source: &Source, scratch: &Utf8Path, trust: &Trust, abi: &str) -> Result<Verdict> {
     let mut v = Verdict { lines: Vec::new(), key: trust.describe(), packages: 0, bytes: 0 };
+    // Files refused for their size: already a problem line, not also "missing".
+    let mut oversize = BTreeSet::new();
     let dir = match source {
         Source::Dir(d) => d.clone(),
         Source::Http { .. } => {
-            download(source, scratch, &mut v.lines)?;
+            download(source, scratch, &mut v.lines, &mut oversize)?;
             scratch.to_owned()
         }
     };
 
     // The catalogue and its packages, as `sign --verify-only` checks them.
     let report = verify::verify(&dir, &verify::Options { sha256: true, ..verify::Options::new(trust, abi) })?;
-    v.lines.extend(report.problems.iter().map(ToString::to_string));
+    v.lines.extend(report.problems.iter().filter(|p| !oversize.contains(&p.subject)).map(ToString::to_string));
     let listed = listed_packages(&dir);
     v.packages = listed.len();
     v.bytes = listed.values().map(|p| p.pkgsize).sum();
@@ -211,6 +213,9 @@ fn check(source: &Source, scratch: &Utf8Path, trust: &Trust, abi: &str) -> Resul
     if let Some(statement) = &statement {
         let digests = statement.digests();
         for (name, want) in &digests {
+            if oversize.contains(*name) {
+                continue;
+            }
             let have = if *name == SBOM_FILE {
                 sbom_bytes.as_deref().map(sha256_bytes)
             } else if crate::fsx::check_contained(Utf8Path::new(name)).is_err() {
@@ -246,8 +251,8 @@ fn check(source: &Source, scratch: &Utf8Path, trust: &Trust, abi: &str) -> Resul
 
 /// Downloads meta.conf, the catalogues and every package they list into `to`; what is
 /// missing or too large becomes a problem line.
-fn download(source: &Source, to: &Utf8Path, lines: &mut Vec<String>) -> Result<()> {
-    let save = |rel: &str, limit: u64, lines: &mut Vec<String>| -> Result<()> {
+fn download(source: &Source, to: &Utf8Path, lines: &mut Vec<String>, oversize: &mut BTreeSet<String>) -> Result<()> {
+    let mut save = |rel: &str, limit: u64, lines: &mut Vec<String>| -> Result<()> {
         match source.get(rel, limit)? {
             Got::Bytes(bytes) => {
                 let path = to.join(rel);
@@ -258,7 +263,10 @@ fn download(source: &Source, to: &Utf8Path, lines: &mut Vec<String>) -> Result<(
             }
             // verify names what is missing.
             Got::Missing => {}
-            Got::TooLarge(limit) => lines.push(format!("{rel}: larger than the {limit} bytes allowed for it")),
+            Got::TooLarge(limit) => {
+                lines.push(format!("{rel}: served larger than the {limit} bytes allowed for it"));
+                oversize.insert(rel.to_owned());
+            }
         }
         Ok(())
     };

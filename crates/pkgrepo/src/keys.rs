@@ -199,13 +199,16 @@ impl Algorithm {
     }
 }
 
+/// A hash function over bytes.
+type DigestFn = fn(&[u8]) -> Vec<u8>;
+
 impl Curve {
     /// The hash ECDSA on this curve uses over arbitrary data: the one of the curve's
     /// size (name, digest).
-    fn data_hash(self) -> (&'static str, fn(&[u8]) -> Vec<u8>) {
+    fn data_hash(self) -> (&'static str, DigestFn) {
         match self.sizes().1 {
-            ..=32 => ("sha256", |d| Sha256::digest(d).to_vec()),
-            ..=48 => ("sha384", |d| sha2::Sha384::digest(d).to_vec()),
+            0..=32 => ("sha256", |d| Sha256::digest(d).to_vec()),
+            33..=48 => ("sha384", |d| sha2::Sha384::digest(d).to_vec()),
             _ => ("sha512", |d| sha2::Sha512::digest(d).to_vec()),
         }
     }

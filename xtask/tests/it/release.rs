@@ -97,7 +97,7 @@ fn the_whole_release_then_a_broken_image_then_resume() {
     assert_eq!(r.h.p.state()["id"].as_str().unwrap(), run_id);
 
     // 6. The release's SBOM and signed provenance, checked as a user would.
-    verify_the_published_release(&r, &out("publish")["url"].as_str().unwrap().to_owned());
+    verify_the_published_release(&r, out("publish")["url"].as_str().unwrap());
 }
 
 /// verify-release accepts what was published, over HTTP, and refuses it after each of:
@@ -142,7 +142,11 @@ fn verify_the_published_release(r: &Release, url: &str) {
     };
     let package = site.join("All/colibri-0.9.0.pkg");
     let other = fs::read(test_support::repo::sample("validation-pubkey/All/colibri-0.9.0.pkg")).unwrap();
-    tamper(&package, &other, "All/colibri-0.9.0.pkg: SHA-256 ");
+    tamper(&package, &other, "All/colibri-0.9.0.pkg: served larger than the ");
+    let mut same_size = fs::read(&package).unwrap();
+    let middle = same_size.len() / 2;
+    same_size[middle] ^= 0xff;
+    tamper(&package, &same_size, "All/colibri-0.9.0.pkg: SHA-256 ");
     let mut edited = fs::read(&sbom).unwrap();
     edited.extend_from_slice(b" ");
     tamper(&sbom, &edited, "sbom.cdx.json: SHA-256 ");
