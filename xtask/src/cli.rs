@@ -44,6 +44,8 @@ pub enum Command {
     Port(Port),
     /// Fetch and verify every distfile into the distfiles cache and write distinfo
     Makesum(Makesum),
+    /// Check Cargo.lock against the RustSec advisory database and the package against VuXML, under the policy in [audit]
+    Audit(Audit),
     /// Build the packages with poudriere bulk and judge the build from its status files
     Bulk(Bulk),
     /// Verify the repository, sign its catalogue with the release key, write the manifest
@@ -81,6 +83,7 @@ impl Command {
         match self {
             Command::Port(c) => !c.print_crates,
             Command::Makesum(c) => c.port.is_none(),
+            Command::Audit(c) => !c.json,
             Command::Bulk(c) => c.judge.is_none(),
             Command::Sign(c) => !c.verify_only,
             Command::Publish(_) | Command::Iso(_) | Command::Gate(_) => true,
@@ -149,6 +152,17 @@ pub struct Makesum {
     /// With --port: the Cargo.lock to verify crates against [default: DIR/Cargo.lock, else DIR/distinfo]
     #[arg(long, value_name = "PATH", requires = "port")]
     pub lock: Option<Utf8PathBuf>,
+}
+
+/// audit
+#[derive(Debug, Clone, Args)]
+pub struct Audit {
+    /// Print what would be checked against what; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Check now and print the report as JSON on stdout (records nothing in the run)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// bulk

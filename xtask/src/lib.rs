@@ -2,6 +2,7 @@
 //! [`run`], which carries out a parsed command line. `main.rs` only parses and exits.
 
 pub mod attest;
+pub mod audit;
 pub mod cargo_crates;
 pub mod cli;
 pub mod config;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::Setup(c) => c.invoke(&engine),
         Command::Port(c) => c.invoke(&engine),
         Command::Makesum(c) => c.invoke(&engine),
+        Command::Audit(c) => c.invoke(&engine),
         Command::Bulk(c) => c.invoke(&engine),
         Command::Sign(c) => c.invoke(&engine),
         Command::Publish(c) => c.invoke(&engine),

@@ -33,7 +33,7 @@ use pkgrepo::trust::Trust;
 use pkgrepo::verify::{self, Report};
 use pkgrepo::{CATALOGUES, signing_command};
 
-mod attestations;
+pub(crate) mod attestations;
 pub use attestations::{ReleaseFile, port_lock};
 
 /// How a catalogue that needs a signature gets one.
