@@ -75,7 +75,9 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
         }
     }
     if loaded.config.audit.fail_on == Severity::Unknown {
-        return Err(loaded.error_at("audit.fail_on", "\"unknown\" is not a threshold: none, low, medium, high or critical"));
+        return Err(
+            loaded.error_at("audit.fail_on", "\"unknown\" is not a threshold: none, low, medium, high or critical")
+        );
     }
     Ok(())
 }
@@ -153,7 +155,10 @@ impl Stage for Audit {
         let cfg = &cx.config().audit;
         let db = configured(cx, &cfg.advisory_db);
         match &db {
-            Some(d) => steps.check(format!("Cargo.lock against the RustSec advisory database {d} (at most {} days old)", cfg.max_age_days)),
+            Some(d) => steps.check(format!(
+                "Cargo.lock against the RustSec advisory database {d} (at most {} days old)",
+                cfg.max_age_days
+            )),
             None => steps.note("audit.advisory_db is not set: the crates are not audited"),
         }
         let vuxml = configured(cx, &cfg.vuxml);
@@ -168,7 +173,8 @@ impl Stage for Audit {
         let cfg = &cx.config().audit;
         let port: PortOutputs = cx.output(StageName::Port)?;
         let package = format!("{}-{}", port.portname, port.distversion);
-        let mut out = AuditOutputs { packages: vec![package.clone()], fail_on: Some(cfg.fail_on), ..Default::default() };
+        let mut out =
+            AuditOutputs { packages: vec![package.clone()], fail_on: Some(cfg.fail_on), ..Default::default() };
         let mut too_old = None;
         if let Some(dir) = &plan.db {
             let lock = crate::sign::attestations::port_lock(cx, &port)?.with_context(|| {
@@ -203,6 +209,7 @@ impl Stage for Audit {
             out.findings.extend(check::vuxml(&entries, &[(port.portname.clone(), port.distversion.clone())]));
             cx.say(format!("VuXML {path}: {} entries, checked {package}", entries.len()));
         }
+        out.findings.sort_by(|a, b| (a.id.as_str(), a.name.as_str()).cmp(&(b.id.as_str(), b.name.as_str())));
         check::judge(&mut out.findings, cfg.fail_on, &cfg.ignore, &today());
         for f in &out.findings {
             cx.say(f.line());
@@ -266,9 +273,11 @@ impl Audit {
 pub fn open_db(dir: &Utf8Path) -> Result<rustsec::Database> {
     if !dir.join("crates").is_dir() {
         bail!(
-            crate::failure!("audit.advisory_db = {dir} is not a RustSec advisory database (it has no crates/ directory)")
-                .help(format!("clone it: git clone https://github.com/rustsec/advisory-db {dir}"))
-                .infrastructure()
+            crate::failure!(
+                "audit.advisory_db = {dir} is not a RustSec advisory database (it has no crates/ directory)"
+            )
+            .help(format!("clone it: git clone https://github.com/rustsec/advisory-db {dir}"))
+            .infrastructure()
         );
     }
     rustsec::Database::open(dir.as_std_path())

@@ -203,7 +203,9 @@ pub fn judge(findings: &mut [Finding], fail_on: Severity, ignore: &[Ignore], tod
     for f in findings {
         let entry = ignore.iter().find(|i| i.id == f.id || f.aliases.contains(&i.id));
         f.verdict = match entry {
-            Some(i) if i.until.as_str() >= today => Verdict::Ignored { reason: i.reason.clone(), until: i.until.clone() },
+            Some(i) if i.until.as_str() >= today => {
+                Verdict::Ignored { reason: i.reason.clone(), until: i.until.clone() }
+            }
             Some(i) => Verdict::Expired { reason: i.reason.clone(), until: i.until.clone() },
             None if f.informational.is_some() => Verdict::Reported,
             None if f.severity >= fail_on => Verdict::Fails,
@@ -225,7 +227,8 @@ impl Finding {
     /// One line for the terminal and the log.
     pub fn line(&self) -> String {
         let fixed = if self.fixed.is_empty() { "no fixed version".to_owned() } else { self.fixed.join(", ") };
-        let inside = if self.packages.is_empty() { String::new() } else { format!(", in {}", self.packages.join(", ")) };
+        let inside =
+            if self.packages.is_empty() { String::new() } else { format!(", in {}", self.packages.join(", ")) };
         let kind = self.informational.as_deref().map_or(String::new(), |i| format!(" ({i})"));
         let verdict = match &self.verdict {
             Verdict::Fails => "FAILS".to_owned(),

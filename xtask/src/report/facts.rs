@@ -362,7 +362,12 @@ fn audit(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
     match (&o.advisory_db, o.db_age_secs) {
         (Some(db), Some(age)) => s.figure(
             "advisory database",
-            format!("{db}: {} advisories, updated {} days ago ({})", o.advisories, age / 86_400, o.db_age_from.as_deref().unwrap_or("")),
+            format!(
+                "{db}: {} advisories, updated {} days ago ({})",
+                o.advisories,
+                age / 86_400,
+                o.db_age_from.as_deref().unwrap_or("")
+            ),
         ),
         _ => s.figure("advisory database", "not configured: the crates were not audited (audit.advisory_db)"),
     }
@@ -379,7 +384,10 @@ fn audit(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
             o.fail_on.map_or("?", |f| f.as_str())
         ),
     );
-    let mut t = Table::new("advisories", &["advisory", "severity", "crate or package", "version", "fixed in", "contained in", "verdict"]);
+    let mut t = Table::new(
+        "advisories",
+        &["advisory", "severity", "crate or package", "version", "fixed in", "contained in", "verdict"],
+    );
     for f in &o.findings {
         let verdict = match &f.verdict {
             crate::audit::Verdict::Fails => "fails".to_owned(),

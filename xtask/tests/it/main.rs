@@ -6,6 +6,7 @@
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
+mod audit;
 mod bulk;
 mod compat;
 mod config;
