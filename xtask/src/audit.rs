@@ -281,7 +281,7 @@ pub fn open_db(dir: &Utf8Path) -> Result<rustsec::Database> {
         );
     }
     rustsec::Database::open(dir.as_std_path())
-        .map_err(|e| anyhow::anyhow!("cannot read the advisory database {dir}: {e}"))
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot read the advisory database {dir}")))
         .class(Class::Infrastructure)
 }
 
