@@ -176,8 +176,11 @@ pub struct Bulk {
     pub set: Option<String>,
     /// Judge an existing build from its status files and report it; build nothing
     /// (DIR: POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME)
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dry_run", "set"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dry_run", "set", "reproduce"])]
     pub judge: Option<Utf8PathBuf>,
+    /// Build a second time, fresh, and compare every package byte for byte (as bulk.reproduce = true)
+    #[arg(long)]
+    pub reproduce: bool,
 }
 
 /// sign

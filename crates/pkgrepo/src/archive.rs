@@ -189,9 +189,97 @@ impl Archive {
     }
 }
 
+/// One member of a package (or any archive), as `tar -tv` would list it: what the
+/// reproducibility check compares between two builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The name exactly as stored (`/usr/local/bin/colibri`, `+MANIFEST`).
+    pub name: String,
+    /// `file`, `dir`, `symlink`, `hardlink` or `other`.
+    pub kind: &'static str,
+    /// Size of the contents (files).
+    pub size: u64,
+    /// SHA-256 of the contents (files), hex; the link target for links.
+    pub digest: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner and group names.
+    pub owner: String,
+    /// Modification time.
+    pub mtime: u64,
+}
+
+/// Lists every member of a package file's archive, contents hashed (bounded as
+/// [`Archive::parse`] is).
+pub fn list_members(bytes: &[u8]) -> Result<Vec<Member>> {
+    use sha2::Digest;
+    let Some(compression) = Compression::detect(bytes) else {
+        bail!("unknown format (not zstd, xz, gzip, bzip2 or tar)");
+    };
+    let tar = compression.decompress(bytes).with_context(|| format!("cannot decompress it ({compression:?})"))?;
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut out = Vec::new();
+    for entry in archive.entries().context("cannot read the tar inside")? {
+        let mut entry = entry.context("cannot read the tar inside")?;
+        let header = entry.header().clone();
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let t = header.entry_type();
+        let kind = if t.is_file() {
+            "file"
+        } else if t.is_dir() {
+            "dir"
+        } else if t.is_symlink() {
+            "symlink"
+        } else if t.is_hard_link() {
+            "hardlink"
+        } else {
+            "other"
+        };
+        let digest = if t.is_file() {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).with_context(|| format!("cannot read entry `{name}`"))?;
+            sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect()
+        } else {
+            entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned()).unwrap_or_default()
+        };
+        let owner = format!(
+            "{}:{}",
+            header.username().ok().flatten().unwrap_or(""),
+            header.groupname().ok().flatten().unwrap_or("")
+        );
+        out.push(Member {
+            name,
+            kind,
+            size: header.size().unwrap_or(0),
+            digest,
+            mode: header.mode().unwrap_or(0) & 0o7777,
+            owner,
+            mtime: header.mtime().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_lists_every_member_with_its_digest() {
+        let pkg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../xtask/tests/data/pkg-repo/production-pubkey/All/colibri-0.9.0.pkg"
+        ))
+        .unwrap();
+        let members = list_members(&pkg).unwrap();
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names[..2], ["+COMPACT_MANIFEST", "+MANIFEST"]);
+        let daemon = members.iter().find(|m| m.name == "/usr/local/bin/colibri-daemon").unwrap();
+        assert_eq!((daemon.kind, daemon.size, daemon.mode), ("file", 190, 0o555));
+        assert_eq!(daemon.owner, "root:wheel");
+        assert_eq!(daemon.digest.len(), 64);
+        assert!(list_members(b"not an archive").is_err());
+    }
 
     #[test]
     fn every_compression_round_trips() {

@@ -20,6 +20,7 @@ mod port;
 mod publish;
 mod release;
 mod report;
+mod reproduce;
 mod runbook;
 mod setup;
 mod sign;
