@@ -320,6 +320,30 @@ fn bulk(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
         for p in &o.packages {
             s.figure("package", p.describe());
         }
+        if let Some(r) = &o.reproduce {
+            s.figure(
+                "reproduced",
+                format!(
+                    "built again in {} as {}: {} of {} packages identical",
+                    r.set,
+                    r.build_name,
+                    r.packages.len() - r.differing(),
+                    r.packages.len()
+                ),
+            );
+            for c in r.packages.iter().filter(|c| !c.identical) {
+                s.figure(
+                    "differs",
+                    format!(
+                        "{}: sha256 {} vs {}; {}",
+                        c.file,
+                        c.first_sha256,
+                        c.second_sha256.as_deref().unwrap_or("none"),
+                        c.members.join("; ")
+                    ),
+                );
+            }
+        }
     }
     let Some(b) = build_status(run) else { return };
     s.figure("poudriere", format!("{} ({})", b.status, b.counts()));
