@@ -248,11 +248,12 @@ impl Stage for Audit {
                 .product()
             );
         }
-        cx.say(format!(
-            "{} checked: {} apply, none fails the policy",
-            crate::sign::plural(out.crates, "crate"),
-            out.findings.len()
-        ));
+        let apply = match out.findings.len() {
+            0 => "no advisory applies".to_owned(),
+            1 => "1 advisory applies".to_owned(),
+            n => format!("{n} advisories apply"),
+        };
+        cx.say(format!("{} checked: {apply}, none fails the policy", crate::sign::plural(out.crates, "crate")));
         Ok(out)
     }
 }

@@ -100,7 +100,7 @@ fn a_known_advisory_fails_a_reasoned_ignore_passes_and_fails_again_once_expired(
         .stderr_has("FAILS: its ignore entry expired on 2001-01-01 (colibri never passes untrusted input to memchr)")
         .stderr_has("1 whose ignore entry expired");
     // Above a critical threshold nothing fails.
-    p.write_config(&format!("{base}").replace("medium", "critical"));
+    p.write_config(&base.replace("medium", "critical"));
     p.run(&["audit"]).success();
 }
 
