@@ -135,11 +135,13 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Error> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut state = State::Init;
     let mut text = String::new();
+    let mut depth = 0usize;
     loop {
         let at = reader.buffer_position();
         let event = reader.read_event().map_err(|e| Error { offset: at, message: e.to_string() })?;
         match event {
             Event::Start(e) => {
+                depth += 1;
                 let name = e.local_name().as_ref().to_ascii_lowercase();
                 text.clear();
                 state = match (state, name.as_str()) {
@@ -200,6 +202,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Error> {
                 }
             }
             Event::End(e) => {
+                depth = depth.saturating_sub(1);
                 let name = e.local_name().as_ref().to_ascii_lowercase();
                 state = match (state, name.as_str()) {
                     (State::Vuln, "vuln") => {
@@ -233,6 +236,11 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Error> {
                     (s, _) => s,
                 };
                 text.clear();
+            }
+            // pkg refuses a document that ends inside an element ("Invalid end of XML",
+            // pkg_audit.c's yxml_eof check after the parse loop).
+            Event::Eof if depth != 0 => {
+                return Err(Error { offset: at, message: "the document ends inside an element".to_owned() });
             }
             Event::Eof => break,
             _ => {}
@@ -439,6 +447,13 @@ mod tests {
         ] {
             assert_eq!(fnmatch(p.as_bytes(), n.as_bytes()), want, "{p} vs {n}");
         }
+    }
+
+    #[test]
+    fn a_document_cut_inside_an_entry_is_refused() {
+        let cut = &SAMPLE[..SAMPLE.find("<references>").unwrap()];
+        let e = parse(cut.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("ends inside an element"), "{e}");
     }
 
     #[test]

@@ -128,13 +128,21 @@ impl Envelope {
     }
 }
 
+/// The first 16 characters of a key id (any text: it comes from the envelope).
 fn short(id: &str) -> &str {
-    &id[..id.len().min(16)]
+    id.char_indices().nth(16).map_or(id, |(end, _)| &id[..end])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_id_of_any_text_is_shortened_on_a_character_boundary() {
+        assert_eq!(short("0123456789abcdef0123"), "0123456789abcdef");
+        assert_eq!(short("ϕϕϕϕϕϕϕϕϕϕϕϕϕϕϕϕϕϕ"), "ϕϕϕϕϕϕϕϕϕϕϕϕϕϕϕϕ");
+        assert_eq!(short("ab"), "ab");
+    }
 
     #[test]
     fn pae_is_as_the_dsse_spec_shows() {

@@ -236,8 +236,9 @@ fn compare(a: &Utf8Path, b: &Utf8Path, p: &BuiltPackage) -> Result<Compared> {
     Ok(c)
 }
 
-fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(12)]
+/// The first 12 characters (a digest, or a link's target: any text).
+fn short(text: &str) -> &str {
+    text.char_indices().nth(12).map_or(text, |(end, _)| &text[..end])
 }
 
 /// Seconds and grace for the second build (bulk's own).
