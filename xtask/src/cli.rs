@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// Run the per-target stages (bulk, sign, publish, iso, gate) for this target only
+    /// ([[targets]] in pipeline.toml) [default: every target, in order]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub target: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,6 +63,10 @@ pub enum Command {
     Gate(Gate),
     /// Run the pipeline's stages in order, skipping those whose inputs are unchanged
     Release(Release),
+    /// Pack what a stage produced in the current run (outputs, files, run identity) into one file for another machine
+    Bundle(Bundle),
+    /// Add a bundle to this machine's run after checking every file against its digest
+    Unbundle(Unbundle),
     /// Show the current run: each stage's status, times and log
     Status(Status),
     /// Check a published release: its signed provenance, every file it lists, the catalogue, the SBOM
@@ -88,7 +97,9 @@ impl Command {
             Command::Sign(c) => !c.verify_only,
             Command::Publish(_) | Command::Iso(_) | Command::Gate(_) => true,
             Command::Release(r) => r.resume,
+            Command::Bundle(_) => true,
             Command::Setup(_)
+            | Command::Unbundle(_)
             | Command::Status(_)
             | Command::VerifyRelease(_)
             | Command::Report(_)
@@ -266,6 +277,28 @@ pub struct Release {
     /// Print every stage's plan; perform nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// bundle
+#[derive(Debug, Clone, Args)]
+pub struct Bundle {
+    /// The stage whose work to pack (bulk)
+    #[arg(long, value_name = "STAGE")]
+    pub stage: StageName,
+    /// The bundle file to write (replaced atomically)
+    #[arg(long, value_name = "FILE")]
+    pub output: Utf8PathBuf,
+}
+
+/// unbundle
+#[derive(Debug, Clone, Args)]
+pub struct Unbundle {
+    /// The bundle `cargo xtask bundle` wrote
+    #[arg(value_name = "FILE")]
+    pub file: Utf8PathBuf,
+    /// Receive it in a new run, even when the current run is of another release
+    #[arg(long)]
+    pub new_run: bool,
 }
 
 /// status

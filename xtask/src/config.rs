@@ -186,8 +186,10 @@ tools! {
     bhyvectl => "bhyvectl",
     /// bhyveload.
     bhyveload => "bhyveload",
-    /// qemu-system-x86_64, for the qemu gate backend.
+    /// qemu-system-x86_64, for the qemu gate backend (gate.qemu.arch = "x86_64").
     qemu => "qemu-system-x86_64",
+    /// qemu-system-aarch64, for the qemu gate backend (gate.qemu.arch = "aarch64").
+    qemu_aarch64 => "qemu-system-aarch64",
     /// ifconfig, for `gate --pf-allow`.
     ifconfig => "ifconfig",
     /// pfctl, for `gate --pf-allow`.
@@ -214,6 +216,8 @@ pub struct Config {
     pub gate: crate::gate::GateConfig,
     pub report: crate::report::ReportConfig,
     pub notify: crate::notify::NotifyConfig,
+    /// `[[targets]]`: empty means one target made of `[repository]` and `[poudriere]`.
+    pub targets: Vec<crate::targets::TargetConfig>,
 }
 
 impl Config {
@@ -262,6 +266,7 @@ pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)>
         table::<crate::gate::CommandConfig>("gate.command"),
         table::<crate::report::ReportConfig>("report"),
         table::<crate::notify::NotifyConfig>("notify"),
+        table::<crate::targets::TargetConfig>("[targets]"),
     ]
 }
 
@@ -421,6 +426,10 @@ pub struct Loaded {
     overrides: Vec<Override>,
     /// The state directory the file itself names (before any override).
     file_state_dir: Utf8PathBuf,
+    /// The target this configuration is projected for ([`Loaded::for_target`]).
+    pub target: Option<crate::targets::Target>,
+    /// How many targets the pipeline has.
+    target_count: usize,
 }
 
 impl Loaded {
@@ -442,7 +451,18 @@ impl Loaded {
         let config = if overrides.is_empty() { file.clone() } else { apply_overrides(&file, &overrides)? };
         let base = absolute(path.parent().unwrap_or(Utf8Path::new(".")))?;
         let file_state_dir = resolve_in(&base, &file.pipeline.state_dir);
-        let loaded = Loaded { config, path, base, invocation: invocation.clone(), text, overrides, file_state_dir };
+        let target_count = config.targets.len().max(1);
+        let loaded = Loaded {
+            config,
+            path,
+            base,
+            invocation: invocation.clone(),
+            text,
+            overrides,
+            file_state_dir,
+            target: None,
+            target_count,
+        };
         loaded.validate()?;
         Ok(loaded)
     }
@@ -451,7 +471,71 @@ impl Loaded {
     pub fn from_parts(config: Config, path: Utf8PathBuf, base: Utf8PathBuf) -> Loaded {
         let text = toml::to_string(&config).unwrap_or_default();
         let file_state_dir = resolve_in(&base, &config.pipeline.state_dir);
-        Loaded { config, path, base, invocation: Invocation::default(), text, overrides: Vec::new(), file_state_dir }
+        let target_count = config.targets.len().max(1);
+        Loaded {
+            config,
+            path,
+            base,
+            invocation: Invocation::default(),
+            text,
+            overrides: Vec::new(),
+            file_state_dir,
+            target: None,
+            target_count,
+        }
+    }
+
+    /// The pipeline's targets, in file order (one when the file declares none).
+    pub fn targets(&self) -> Vec<crate::targets::Target> {
+        crate::targets::targets(self)
+    }
+
+    /// Whether the pipeline has more than one target (hints then name the target).
+    pub fn several_targets(&self) -> bool {
+        self.target_count > 1
+    }
+
+    /// The target called `name`, or a usage error listing them.
+    pub fn target_named(&self, name: &str) -> Result<crate::targets::Target> {
+        let all = self.targets();
+        all.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|t| t.name.as_str()).collect();
+            failure!("--target {name}: the pipeline has no target `{name}`")
+                .help(format!("its targets are: {}", names.join(", ")))
+                .usage()
+                .into()
+        })
+    }
+
+    /// This configuration as `target`'s stages see it: its ABI, OSVERSION, jail and
+    /// `[gate]` in place of the file's `[repository]`, `[poudriere]` and `[gate]` values.
+    /// Errors about those keys then point at the target's table.
+    pub fn for_target(&self, target: &crate::targets::Target) -> Result<Loaded> {
+        let mut loaded = self.clone();
+        if let Some(i) = target.index {
+            let t = &self.config.targets[i];
+            let cfg = &mut loaded.config;
+            cfg.repository.abi = t.abi.clone();
+            cfg.repository.osversion = t.osversion;
+            cfg.poudriere.jail = t.jail.clone();
+            cfg.poudriere.version = t.version.clone();
+            cfg.poudriere.arch = t.arch.clone();
+            cfg.gate = crate::targets::merged_gate(&self.config.gate, &t.gate)
+                .map_err(|e| self.error_at(&format!("targets.{i}.gate"), e))?;
+        }
+        loaded.target = Some(target.clone());
+        Ok(loaded)
+    }
+
+    /// The pipeline's digest: SHA-256 of the settings the file holds (parsed, keys in
+    /// order, comments and layout left out; what the command line's `-o` changes is not
+    /// in it). Two machines with the same pipeline.toml agree on it, whatever state
+    /// directory or host-specific `-o` each passes: a bundle carries it
+    /// ([`crate::bundle`]).
+    pub fn digest(&self) -> String {
+        let value: toml::Value = toml::from_str(&self.text).unwrap_or(toml::Value::Table(toml::Table::new()));
+        let json = serde_json::to_vec(&value).unwrap_or_default();
+        crate::fingerprint::sha256_bytes(&json)
     }
 
     /// Resolves a path from the file against its directory.
@@ -487,6 +571,19 @@ impl Loaded {
             line.extend(["-o".to_owned(), crate::proc::quote(o)]);
         }
         line.push(args.to_owned());
+        // A per-target stage's command runs every target unless told which.
+        let per_target = args
+            .split_whitespace()
+            .next()
+            .and_then(|w| <StageName as clap::ValueEnum>::from_str(w, false).ok())
+            .is_some_and(StageName::per_target);
+        if let Some(t) = &self.target
+            && per_target
+            && self.several_targets()
+            && !args.contains("--target")
+        {
+            line.extend(["--target".to_owned(), t.name.clone()]);
+        }
         line.join(" ")
     }
 
@@ -499,6 +596,16 @@ impl Loaded {
 
     /// [`Loaded::error_at`] as a [`Failure`], to add help lines to.
     pub fn failure_at(&self, key: &str, message: impl std::fmt::Display) -> Failure {
+        if let Some(i) = self.target.as_ref().and_then(|t| t.index) {
+            let own = crate::targets::PROJECTED
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, field)| format!("targets.{i}.{field}"))
+                .or_else(|| key.strip_prefix("gate.").map(|rest| format!("targets.{i}.gate.{rest}")));
+            if let Some(start) = own.and_then(|own| key_span(&self.text, &own)) {
+                return Failure::new(located(&self.path, line_col(&self.text, start), message));
+            }
+        }
         if let Some(o) = self.overrides.iter().rev().find(|o| covers(&o.key, key)) {
             return Failure::new(format!("{}: {message}", o.arg));
         }
@@ -536,17 +643,22 @@ impl Loaded {
                 ));
             }
         }
-        self.validate_osversion()?;
-        crate::poudriere::validate(self)?;
+        self.validate_target()?;
         crate::port::validate(self)?;
         crate::makesum::validate(self)?;
         crate::audit::validate(self)?;
         crate::sign::validate(self)?;
+        crate::notify::validate(self)?;
+        crate::targets::validate(self)
+    }
+
+    /// The checks of the settings a target changes ([`Loaded::for_target`]).
+    pub(crate) fn validate_target(&self) -> Result<()> {
+        self.validate_osversion()?;
+        crate::poudriere::validate(self)?;
         crate::publish::validate(self)?;
         crate::iso::validate(self)?;
-        crate::gate::validate(self)?;
-        crate::notify::validate(self)?;
-        Ok(())
+        crate::gate::validate(self)
     }
 
     /// pkg refuses a repository whose packages are for another major version than its

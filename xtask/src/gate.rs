@@ -78,6 +78,48 @@ pub enum QemuDrive {
     Disk,
 }
 
+/// The machine QEMU emulates (docs/reference/boot-gate.md, "QEMU for aarch64").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QemuArch {
+    /// A PC: `[tools] qemu` (qemu-system-x86_64), its default machine, the serial port
+    /// `ttyS0`.
+    #[default]
+    #[serde(rename = "x86_64")]
+    X86_64,
+    /// The `virt` board: `[tools] qemu_aarch64` (qemu-system-aarch64) `-M virt`, a
+    /// PL011 serial port (`ttyAMA0` to Linux, `uart0` to FreeBSD), UEFI firmware
+    /// (`gate.qemu.firmware`) to boot an image.
+    Aarch64,
+}
+
+impl QemuArch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QemuArch::X86_64 => "x86_64",
+            QemuArch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The QEMU arch of a FreeBSD `MACHINE_ARCH` / poudriere arch (`amd64`,
+    /// `aarch64`, `arm64.aarch64`), for a target's gate.
+    pub fn of_freebsd_arch(arch: &str) -> Option<QemuArch> {
+        match arch {
+            "amd64" | "x86_64" => Some(QemuArch::X86_64),
+            "aarch64" | "arm64" | "arm64.aarch64" => Some(QemuArch::Aarch64),
+            _ => None,
+        }
+    }
+
+    /// The kernel command line's console, with a direct kernel.
+    pub fn linux_console(self) -> &'static str {
+        match self {
+            QemuArch::X86_64 => "ttyS0",
+            QemuArch::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
 settings! {
     /// gate: boot the image and judge its serial console. The checks: `markers` must
     /// appear in order, each within its deadline; any of `forbidden` (and
@@ -218,17 +260,27 @@ settings! {
     /// gate.qemu: the QEMU backend. QEMU exits 0 for power-off, panic, triple fault and
     /// SIGTERM alike, so its verdict comes from the console; a non-zero exit is an
     /// infrastructure error. Boots `kernel` + `initrd` when `kernel` is set (a Linux
-    /// test guest), otherwise the image.
+    /// test guest), otherwise the image. `arch = "aarch64"` runs qemu-system-aarch64 on
+    /// the `virt` board (an image needs `firmware`).
     pub struct QemuConfig {
+        /// The machine to emulate: `x86_64` (a PC) or `aarch64` (the `virt` board). A
+        /// per-target gate sets it from the target's arch.
+        pub arch: QemuArch = QemuArch::X86_64,
         /// Accelerator (`-accel`): `tcg` is dependable everywhere; `kvm` where it is fast.
         pub accel: String = "tcg".into(),
+        /// The CPU model (`-cpu`). Empty: QEMU's default on x86_64, `cortex-a57` on
+        /// aarch64 (the virt board has no default CPU that boots a 64-bit guest).
+        pub cpu: String = String::new(),
         /// A kernel to boot directly (`-kernel`), relative to pipeline.toml.
         pub kernel: Option<Utf8PathBuf> = None,
         /// Its initrd (`-initrd`).
         pub initrd: Option<Utf8PathBuf> = None,
-        /// The kernel command line (`-append`), with a direct kernel.
-        pub append: String = "console=ttyS0 panic=-1 quiet".into(),
-        /// Firmware (`-bios`), e.g. OVMF for a UEFI image. Unset: QEMU's default BIOS.
+        /// The kernel command line (`-append`), with a direct kernel. Empty: `console=`
+        /// the arch's serial port (`ttyS0`, `ttyAMA0`) `panic=-1 quiet`.
+        pub append: String = String::new(),
+        /// Firmware (`-bios`). x86_64: unset is QEMU's BIOS; OVMF boots a UEFI image.
+        /// aarch64: required to boot an image: the UEFI firmware built for QEMU's virt
+        /// board (Debian's qemu-efi-aarch64: /usr/share/qemu-efi-aarch64/QEMU_EFI.fd).
         pub firmware: Option<Utf8PathBuf> = None,
         /// How the image is attached: `cdrom` or `disk`.
         pub drive: QemuDrive = QemuDrive::Cdrom,

@@ -3,6 +3,7 @@
 
 pub mod attest;
 pub mod audit;
+pub mod bundle;
 pub mod cargo_crates;
 pub mod cli;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod proc;
 pub mod report;
 pub mod run;
 pub mod stage;
+pub mod targets;
 pub mod ui;
 pub mod verify_release;
 
@@ -53,7 +55,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
     if cli.command.continues_the_run() {
         loaded = reuse_the_runs_invocation(loaded, ui)?;
     }
-    let engine = Engine::new(&loaded, ui);
+    let engine = Engine::new(&loaded, ui).only_target(cli.target.clone())?;
     match cli.command {
         Command::Setup(c) => c.invoke(&engine),
         Command::Port(c) => c.invoke(&engine),
@@ -68,6 +70,8 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
             let opts = ReleaseOpts { from: r.from, to: r.to, resume: r.resume, force: r.force, dry_run: r.dry_run };
             engine.release(&opts, &engine::default_stage)
         }
+        Command::Bundle(b) => b.invoke(&engine),
+        Command::Unbundle(u) => u.invoke(&engine),
         Command::Status(s) => engine.status(s.json),
         Command::VerifyRelease(v) => v.invoke(&loaded, ui),
         Command::Report(r) => r.run(&engine),

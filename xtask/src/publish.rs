@@ -33,7 +33,7 @@ use crate::failure;
 use crate::failure::{Class, ResultExt};
 use crate::fingerprint::Fingerprint;
 use crate::settings;
-use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
+use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step, TwoPhase};
 use client::ClientFiles;
 use release::Release;
 pub use versions::rollback_candidates;
@@ -189,6 +189,24 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
 impl Publish {
     /// `cargo xtask publish`.
     pub fn invoke(self, engine: &crate::engine::Engine) -> Result<()> {
+        if self.rollback.as_deref().is_some_and(|v| !v.is_empty()) && engine.targets()?.len() > 1 {
+            let names: Vec<String> = engine.targets()?.into_iter().map(|t| t.target.name).collect();
+            bail!(
+                failure!(
+                    "--rollback {} names a version, and each target has its own",
+                    self.rollback.as_deref().unwrap_or_default()
+                )
+                .help(format!(
+                    "name the target: {}",
+                    engine.loaded.xtask(&format!(
+                        "publish --rollback {} --target {}",
+                        self.rollback.as_deref().unwrap_or_default(),
+                        names[0]
+                    ))
+                ))
+                .usage()
+            );
+        }
         engine.run_one(&self, self.dry_run)
     }
 
@@ -301,14 +319,41 @@ impl Stage for Publish {
     }
 
     fn execute(&self, cx: &mut Cx, plan: PublishPlan) -> Result<PublishOutputs> {
+        let prepared = self.prepare_plan(cx, plan)?;
+        self.commit_prepared(cx, prepared)
+    }
+
+    fn two_phase(&self) -> Option<&dyn TwoPhase> {
+        Some(self)
+    }
+}
+
+/// What publish has done before the switch ([`TwoPhase::prepare`]).
+struct Prepared {
+    target: Target,
+    abi: String,
+    client: ClientFiles,
+    outputs: PublishOutputs,
+    work: Prepare,
+}
+
+enum Prepare {
+    /// A local publish: the new version verified and in place, `latest` not moved.
+    Staged(Box<local::Staged>),
+    /// A rollback or a remote publish: done whole at the switch (a remote copy is
+    /// verified there before its `latest` moves).
+    Whole(Work),
+}
+
+impl Publish {
+    fn prepare_plan(&self, cx: &mut Cx, plan: PublishPlan) -> Result<Prepared> {
         let stage = cx.stage_dir(StageName::Publish)?;
         let (repo_conf, nginx) = plan.client.write_copies(&stage)?;
         cx.note(format!("wrote {} and {}", cx.run.rel(&repo_conf), cx.run.rel(&nginx)));
         let abi = plan.abi.clone();
-        let url = Self::url(cx, &abi);
-        let mut outputs = PublishOutputs {
+        let outputs = PublishOutputs {
             version: String::new(),
-            url: url.clone(),
+            url: Self::url(cx, &abi),
             local: None,
             repo_conf: cx.run.rel(&repo_conf),
             previous: None,
@@ -322,17 +367,33 @@ impl Stage for Publish {
         if let Some(nginx) = &plan.nginx {
             nginx.apply(cx)?;
         }
-        let served = match (&plan.target, plan.work) {
-            (Target::Local(root), Work::Publish(r)) => local::publish(cx, root, &abi, *r, &plan.client, &mut outputs)?,
-            (Target::Local(root), Work::Rollback { to, from }) => {
+        let work = match (&plan.target, plan.work) {
+            (Target::Local(root), Work::Publish(r)) => Prepare::Staged(Box::new(local::stage(cx, root, &abi, *r)?)),
+            (_, work) => Prepare::Whole(work),
+        };
+        Ok(Prepared { target: plan.target, abi, client: plan.client, outputs, work })
+    }
+
+    fn commit_prepared(&self, cx: &mut Cx, p: Prepared) -> Result<PublishOutputs> {
+        let Prepared { target, abi, client, mut outputs, work } = p;
+        let url = outputs.url.clone();
+        let served = match (&target, work) {
+            (Target::Local(root), Prepare::Staged(staged)) => {
+                local::switch(cx, root, &abi, *staged, &client, &mut outputs)?
+            }
+            (Target::Local(root), Prepare::Whole(Work::Publish(r))) => {
+                local::publish(cx, root, &abi, *r, &client, &mut outputs)?
+            }
+            (Target::Local(root), Prepare::Whole(Work::Rollback { to, from })) => {
                 local::rollback(cx, root, &abi, &to, from.as_deref(), &mut outputs)?
             }
-            (Target::Remote { host, root }, Work::Publish(r)) => {
-                remote::publish(cx, host, root, &abi, *r, &plan.client, &mut outputs)?
+            (Target::Remote { host, root }, Prepare::Whole(Work::Publish(r))) => {
+                remote::publish(cx, host, root, &abi, *r, &client, &mut outputs)?
             }
-            (Target::Remote { host, root }, Work::Rollback { to, from }) => {
+            (Target::Remote { host, root }, Prepare::Whole(Work::Rollback { to, from })) => {
                 remote::rollback(cx, host, root, &abi, &to, from.as_deref(), &mut outputs)?
             }
+            (Target::Remote { .. }, Prepare::Staged(_)) => bail!("a remote publish is not staged locally"),
         };
         outputs.data_sha256 = served.catalogues.get("data.pkg").cloned().unwrap_or_default();
         if cx.config().publish.check {
@@ -341,5 +402,37 @@ impl Stage for Publish {
             cx.note("publish.check is off: what the public URL serves was not checked");
         }
         Ok(outputs)
+    }
+}
+
+impl TwoPhase for Publish {
+    fn prepare(&self, cx: &mut Cx) -> Result<Box<dyn std::any::Any>> {
+        let plan = self.plan(cx)?;
+        Ok(Box::new(self.prepare_plan(cx, plan)?))
+    }
+
+    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<serde_json::Value> {
+        let prepared =
+            prepared.downcast::<Prepared>().map_err(|_| anyhow::anyhow!("publish was handed another stage's work"))?;
+        Ok(serde_json::to_value(self.commit_prepared(cx, *prepared)?)?)
+    }
+
+    fn undo(&self, cx: &mut Cx, outputs: &serde_json::Value) -> Result<String> {
+        let outputs: PublishOutputs = serde_json::from_value(outputs.clone())?;
+        let abi = Self::abi(cx.loaded)?;
+        match Target::parse(&cx.config().publish.target, cx.loaded)? {
+            Target::Local(root) => local::switch_back(&root, &abi, &outputs.version, outputs.previous.as_deref()),
+            Target::Remote { host, root } => {
+                let Some(previous) = outputs.previous.clone().filter(|p| *p != outputs.version) else {
+                    bail!(
+                        "latest on {host}:{root}/{abi} names {}, and nothing was published there before to switch back to",
+                        outputs.version
+                    );
+                };
+                let mut back = outputs.clone();
+                remote::rollback(cx, &host, &root, &abi, &previous, Some(&outputs.version), &mut back)?;
+                Ok(format!("latest -> {previous} on {host}, was {}", outputs.version))
+            }
+        }
     }
 }

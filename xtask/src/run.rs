@@ -6,7 +6,10 @@
 //! STATE_DIR/runs/ID/state.json        per stage: status, times, fingerprint, outputs
 //! STATE_DIR/runs/ID/logs/STAGE.log    everything the stage and its commands printed
 //! STATE_DIR/runs/ID/STAGE/            files a stage produced (manifest, console, ...)
+//! STATE_DIR/runs/ID/targets/NAME/      a declared target's (`[[targets]]`) per-target
+//!                                      stages: STAGE/ and logs/STAGE.log
 //! ```
+//! A pipeline without `[[targets]]` has one target whose stages keep the layout above.
 //! Every path recorded inside is relative to STATE_DIR, so CI can carry the directory
 //! from job to job. state.json is replaced atomically; a run killed at any point leaves
 //! a state the next `status` reads and `release --resume` continues.
@@ -29,8 +32,71 @@ use crate::stage::StageName;
 /// Length the lock's holder note is padded to.
 const LOCK_NOTE_LEN: usize = 256;
 
-/// Version of the state.json layout.
-pub const STATE_VERSION: u32 = 1;
+/// Version of the state.json layout. 2: records are keyed by [`Slot`] (`bulk@NAME` for
+/// a declared target's stage) and `targets` lists the run's targets. Version 1 (no
+/// targets) is read as it is: its keys are the implicit target's.
+pub const STATE_VERSION: u32 = 2;
+
+/// The state.json layouts this mother-build reads.
+const READS: [u64; 2] = [1, 2];
+
+/// Where a stage's record is kept in a run: a shared stage, or a per-target stage for
+/// one declared target (none: the one target of a pipeline without `[[targets]]`).
+/// In state.json: `bulk`, `bulk@aarch64`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub stage: StageName,
+    pub target: Option<String>,
+}
+
+impl Slot {
+    /// `stage` for `target` (a target's key, [`crate::targets::Target::key`]); shared
+    /// stages ignore the target.
+    pub fn new(stage: StageName, target: Option<&str>) -> Slot {
+        Slot { stage, target: target.filter(|_| stage.per_target()).map(str::to_owned) }
+    }
+}
+
+impl From<StageName> for Slot {
+    fn from(stage: StageName) -> Slot {
+        Slot { stage, target: None }
+    }
+}
+
+impl From<&Slot> for Slot {
+    fn from(slot: &Slot) -> Slot {
+        slot.clone()
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Some(t) => f.pad(&format!("{}@{t}", self.stage)),
+            None => f.pad(self.stage.as_str()),
+        }
+    }
+}
+
+impl Serialize for Slot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Slot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Slot, D::Error> {
+        let text = String::deserialize(d)?;
+        let (stage, target) = match text.split_once('@') {
+            Some((stage, target)) if crate::targets::safe_name(target) => (stage, Some(target.to_owned())),
+            Some(_) => return Err(serde::de::Error::custom(format!("`{text}` is not STAGE@TARGET"))),
+            None => (text.as_str(), None),
+        };
+        let stage = <StageName as clap::ValueEnum>::from_str(stage, false)
+            .map_err(|_| serde::de::Error::custom(format!("unknown stage `{stage}`")))?;
+        Ok(Slot { stage, target })
+    }
+}
 
 /// Where a stage stands in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +217,10 @@ pub struct State {
     pub command: String,
     /// Stage order of this run.
     pub stages: Vec<StageName>,
-    pub records: BTreeMap<StageName, StageRecord>,
+    /// The declared targets of this run, in order (empty: the pipeline's one target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    pub records: BTreeMap<Slot, StageRecord>,
     /// How the command that started the run was given its configuration (`--config`,
     /// `--state-dir`, `--colibri`, `-o`): the commands that continue the run reuse it.
     /// Absent in runs recorded before it was (they reuse nothing).
@@ -179,26 +248,32 @@ impl State {
     }
 
     /// Takes every process group the stages recorded, forgetting them.
-    pub fn take_processes(&mut self) -> Vec<(StageName, crate::proc::GroupRecord)> {
+    pub fn take_processes(&mut self) -> Vec<(Slot, crate::proc::GroupRecord)> {
         let mut taken = Vec::new();
-        for (stage, rec) in &mut self.records {
-            taken.extend(rec.processes.drain(..).map(|g| (*stage, g)));
+        for (slot, rec) in &mut self.records {
+            taken.extend(rec.processes.drain(..).map(|g| (slot.clone(), g)));
         }
         taken
     }
 
-    pub fn record(&self, stage: StageName) -> Option<&StageRecord> {
-        self.records.get(&stage)
+    pub fn record(&self, slot: impl Into<Slot>) -> Option<&StageRecord> {
+        self.records.get(&slot.into())
     }
 
-    pub fn record_mut(&mut self, stage: StageName) -> &mut StageRecord {
-        self.records.entry(stage).or_insert_with(|| StageRecord::pending(None))
+    pub fn record_mut(&mut self, slot: impl Into<Slot>) -> &mut StageRecord {
+        self.records.entry(slot.into()).or_insert_with(|| StageRecord::pending(None))
+    }
+
+    /// The target keys of this run, in order: its declared targets, or the one
+    /// implicit target (`None`).
+    pub fn target_keys(&self) -> Vec<Option<String>> {
+        if self.targets.is_empty() { vec![None] } else { self.targets.iter().cloned().map(Some).collect() }
     }
 
     /// The outputs later stages may use: the last success, unless this run's own
     /// latest attempt failed (then the old outputs are stale).
-    pub fn usable_outputs(&self, stage: StageName) -> Option<&serde_json::Value> {
-        let rec = self.records.get(&stage)?;
+    pub fn usable_outputs(&self, slot: impl Into<Slot>) -> Option<&serde_json::Value> {
+        let rec = self.records.get(&slot.into())?;
         match rec.status {
             Status::Failed | Status::Interrupted | Status::Running => None,
             _ => rec.last_success.as_ref().map(|s| &s.outputs),
@@ -335,9 +410,9 @@ impl StateDir {
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("it is not JSON ({e})")))?;
         match value.get("version").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == u64::from(STATE_VERSION) => {}
+            Some(v) if READS.contains(&v) => {}
             Some(v) => bail!(
-                failure!("the state of run {id} ({path}) has version {v}, but this mother-build reads version {STATE_VERSION}")
+                failure!("the state of run {id} ({path}) has version {v}, but this mother-build reads versions up to {STATE_VERSION}")
                     .help(format!("finish the run with the mother-build that started it; or {}", aside()))
             ),
             None => bail!(corrupt("it has no state version".into())),
@@ -358,16 +433,30 @@ impl StateDir {
         command: &str,
         invocation: &Invocation,
         stages: &[StageName],
+        targets: &[crate::targets::Target],
         previous: Option<&Run>,
     ) -> Result<Run> {
         let id = new_run_id();
         let dir = self.run_dir(&id);
         fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {dir}"))?;
         let mut records = BTreeMap::new();
-        for stage in crate::stage::StageName::ALL {
-            let last = previous.and_then(|p| p.state.records.get(&stage)).and_then(|r| r.last_success.clone());
-            if last.is_some() || stages.contains(&stage) {
-                records.insert(stage, StageRecord::pending(last));
+        let keys: Vec<Option<&str>> = targets.iter().map(|t| t.key()).collect();
+        let mut slots: Vec<Slot> = previous.map(|p| p.state.records.keys().cloned().collect()).unwrap_or_default();
+        for stage in stages {
+            if stage.per_target() {
+                slots.extend(targets.iter().filter(|t| t.runs(*stage)).map(|t| Slot::new(*stage, t.key())));
+            } else {
+                slots.push(Slot::from(*stage));
+            }
+        }
+        for slot in slots {
+            let last = previous.and_then(|p| p.state.records.get(&slot)).and_then(|r| r.last_success.clone());
+            // A stage of this run, for a target it runs for.
+            let ours = stages.contains(&slot.stage)
+                && (!slot.stage.per_target()
+                    || targets.iter().any(|t| t.key() == slot.target.as_deref() && t.runs(slot.stage)));
+            if last.is_some() || ours {
+                records.insert(slot, StageRecord::pending(last));
             }
         }
         let state = State {
@@ -376,6 +465,7 @@ impl StateDir {
             created: now_rfc3339(),
             command: command.to_owned(),
             stages: stages.to_vec(),
+            targets: keys.iter().flatten().map(|k| k.to_string()).collect(),
             records,
             invocation: Some(invocation.clone()),
         };
@@ -523,8 +613,17 @@ impl Run {
     }
 
     /// Path of a stage's log.
-    pub fn log_path(&self, stage: StageName) -> Utf8PathBuf {
-        self.dir.join("logs").join(format!("{stage}.log"))
+    pub fn log_path(&self, slot: &Slot) -> Utf8PathBuf {
+        self.target_dir(slot.target.as_deref()).join("logs").join(format!("{}.log", slot.stage))
+    }
+
+    /// Where a target's per-target stages keep their files: the run directory for the
+    /// implicit target, `targets/NAME/` for a declared one.
+    pub fn target_dir(&self, key: Option<&str>) -> Utf8PathBuf {
+        match key {
+            Some(k) => self.dir.join("targets").join(k),
+            None => self.dir.clone(),
+        }
     }
 
     /// A path inside the state directory, as recorded in state.json.
@@ -538,7 +637,12 @@ impl Run {
     }
 
     pub fn view(&self) -> RunView<'_> {
-        RunView { run: Some(self), scratch: None }
+        RunView { run: Some(self), scratch: None, target: None }
+    }
+
+    /// The run as a target's stages see it: their own target's per-target outputs.
+    pub fn view_for<'a>(&'a self, target: Option<&'a str>) -> RunView<'a> {
+        RunView { run: Some(self), scratch: None, target }
     }
 }
 
@@ -548,12 +652,24 @@ impl Run {
 pub struct RunView<'a> {
     run: Option<&'a Run>,
     scratch: Option<&'a Utf8Path>,
+    /// The target key per-target stages are read and written for.
+    target: Option<&'a str>,
 }
 
 impl<'a> RunView<'a> {
     /// A view without a run: outputs are absent, files go under `scratch`.
     pub fn detached(scratch: &'a Utf8Path) -> RunView<'a> {
-        RunView { run: None, scratch: Some(scratch) }
+        RunView { run: None, scratch: Some(scratch), target: None }
+    }
+
+    /// The same view for another target.
+    pub fn for_target(self, target: Option<&'a str>) -> RunView<'a> {
+        RunView { target, ..self }
+    }
+
+    /// The slot of `stage` in this view (its target's, for a per-target stage).
+    pub fn slot(&self, stage: StageName) -> Slot {
+        Slot::new(stage, self.target)
     }
 
     pub fn run(&self) -> Option<&'a Run> {
@@ -561,7 +677,7 @@ impl<'a> RunView<'a> {
     }
 
     pub fn outputs(&self, stage: StageName) -> Option<&'a serde_json::Value> {
-        self.run.and_then(|r| r.state.usable_outputs(stage))
+        self.run.and_then(|r| r.state.usable_outputs(self.slot(stage)))
     }
 
     pub fn state_path(&self) -> String {
@@ -577,8 +693,9 @@ impl<'a> RunView<'a> {
 
     /// Where the run keeps a stage's files (not created here: see [`crate::stage::Cx::stage_dir`]).
     pub fn stage_path(&self, stage: StageName) -> Result<Utf8PathBuf> {
+        let slot = self.slot(stage);
         match (self.run, self.scratch) {
-            (Some(r), _) => Ok(r.dir.join(stage.as_str())),
+            (Some(r), _) => Ok(r.target_dir(slot.target.as_deref()).join(stage.as_str())),
             (None, Some(s)) => Ok(s.join(stage.as_str())),
             (None, None) => bail!("no run directory"),
         }
@@ -607,7 +724,7 @@ impl<'a> RunView<'a> {
     pub fn record_processes(&self, stage: StageName, groups: &[crate::proc::GroupRecord]) -> Result<()> {
         let Some(run) = self.run else { return Ok(()) };
         let mut copy = run.clone();
-        copy.state.record_mut(stage).processes = groups.to_vec();
+        copy.state.record_mut(self.slot(stage)).processes = groups.to_vec();
         copy.save()
     }
 }

@@ -59,6 +59,12 @@ impl StageName {
         StageName::Gate,
     ];
 
+    /// Whether the stage runs once per target (bulk, sign, publish, iso, gate) rather
+    /// than once for all of them (port, makesum, audit, setup).
+    pub fn per_target(self) -> bool {
+        matches!(self, StageName::Bulk | StageName::Sign | StageName::Publish | StageName::Iso | StageName::Gate)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StageName::Setup => "setup",
@@ -175,6 +181,24 @@ pub trait Stage {
 
     /// Carries out the plan and returns what was produced.
     fn execute(&self, cx: &mut Cx, plan: Self::Plan) -> Result<Self::Outputs>;
+
+    /// A stage whose effect must be all or nothing across targets (publish: no `latest`
+    /// moves before every target's new version is verified) runs in two phases.
+    fn two_phase(&self) -> Option<&dyn TwoPhase> {
+        None
+    }
+}
+
+/// The two phases of a stage that changes what every target serves at once: `prepare`
+/// does everything but the switch (and may be thrown away), `commit` switches, and
+/// `undo` takes a commit back when a later target's switch fails.
+pub trait TwoPhase {
+    /// Everything up to the switch; what it returns is handed to `commit`.
+    fn prepare(&self, cx: &mut Cx) -> Result<Box<dyn std::any::Any>>;
+    /// The switch; returns the stage's outputs.
+    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<serde_json::Value>;
+    /// Takes back a commit that returned `outputs`; says what it did.
+    fn undo(&self, cx: &mut Cx, outputs: &serde_json::Value) -> Result<String>;
 }
 
 /// Everything a stage runs with.

@@ -1,6 +1,7 @@
 //! A tiny Linux guest for the gate's QEMU tests: an initramfs (cpio newc, gzip) with
 //! static busybox and an `/init` that prints the console of a scenario picked on the
-//! kernel command line (`gate=NAME`), and the kernel `.ci/deps` puts in place.
+//! kernel command line (`gate=NAME`), and the kernel `.ci/deps` puts in place; for
+//! each [`Arch`] (amd64 under qemu-system-x86_64, aarch64 under qemu-system-aarch64).
 //!
 //! The `login-*` scenarios log in like a FreeBSD image: a real getty and login
 //! (busybox's) on the serial port, root with the password [`ROOT_PASSWORD`], a shell
@@ -38,7 +39,9 @@ login_setup() {
     hostname clawdie
 }
 # getty on the serial port, started again whenever the session ends (as init does).
-gettys() { while :; do setsid getty -L 115200 ttyS0 vt100; done; }
+# The serial port is the kernel's console (ttyS0 on a PC, ttyAMA0 on aarch64's virt).
+tty=$(busybox sed -n 's/.*console=\([a-zA-Z0-9]*\).*/\1/p' /proc/cmdline)
+gettys() { while :; do setsid getty -L 115200 "${tty:-ttyS0}" vt100; done; }
 # colibri-daemon as daemon(8) -p starts it: in the background, its pid in the pidfile.
 daemon_up() { colibri-daemon & started; }
 beats() { i=0; while [ "$i" -lt "$1" ]; do i=$((i + 1)); echo "colibri_daemon: heartbeat $i"; sleep 0.5; done; }
@@ -135,29 +138,79 @@ read -t 2 -s -d R size || echo "resizewin: timeout reading from terminal"
 PS1='root@clawdie:~ # '
 "#;
 
-/// The kernel: MOTHER_BUILD_TEST_KERNEL, or target/test-assets/vmlinuz (from `.ci/deps`).
+/// The guest's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// x86-64, booted by qemu-system-x86_64.
+    Amd64,
+    /// 64-bit ARM, booted by qemu-system-aarch64 on the virt board.
+    Aarch64,
+}
+
+impl Arch {
+    /// The kernel's serial console.
+    pub fn console(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
+/// The amd64 kernel: [`kernel_for`] amd64.
 pub fn kernel() -> Utf8PathBuf {
-    let path = match std::env::var("MOTHER_BUILD_TEST_KERNEL") {
+    kernel_for(Arch::Amd64)
+}
+
+/// The kernel for `arch`: MOTHER_BUILD_TEST_KERNEL (amd64) or
+/// MOTHER_BUILD_TEST_KERNEL_AARCH64, else what `.ci/deps` extracted (Debian's cloud
+/// kernel): target/test-assets/vmlinuz, target/test-assets/aarch64/vmlinuz.
+pub fn kernel_for(arch: Arch) -> Utf8PathBuf {
+    let (var, default) = match arch {
+        Arch::Amd64 => ("MOTHER_BUILD_TEST_KERNEL", "target/test-assets/vmlinuz"),
+        Arch::Aarch64 => ("MOTHER_BUILD_TEST_KERNEL_AARCH64", "target/test-assets/aarch64/vmlinuz"),
+    };
+    let path = match std::env::var(var) {
         Ok(p) if !p.is_empty() => Utf8PathBuf::from(p),
-        _ => crate::repo_root().join("target/test-assets/vmlinuz"),
+        _ => crate::repo_root().join(default),
     };
     assert!(
         path.is_file(),
-        "the QEMU gate tests need a Linux kernel at {path}: run `.ci/deps` (it extracts Debian's cloud kernel there), or point MOTHER_BUILD_TEST_KERNEL at one"
+        "the QEMU gate tests need a Linux kernel for {arch:?} at {path}: run `.ci/deps` (it extracts Debian's cloud kernel there), or point {var} at one"
     );
     path
 }
 
-/// Writes the initramfs to `path` (built once per test process).
-pub fn write(path: &Utf8Path) {
-    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
-    let bytes = IMAGE.get_or_init(build);
-    std::fs::write(path, bytes).unwrap();
+/// Static busybox for `arch`: the host's /bin/busybox (package busybox-static) on
+/// amd64; target/test-assets/aarch64/busybox (busybox-static:arm64, from `.ci/deps`).
+fn busybox(arch: Arch) -> Vec<u8> {
+    let path = match arch {
+        Arch::Amd64 => Utf8PathBuf::from("/bin/busybox"),
+        Arch::Aarch64 => crate::repo_root().join("target/test-assets/aarch64/busybox"),
+    };
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("the QEMU gate tests need static busybox for {arch:?} at {path} ({e}): run `.ci/deps` (package busybox-static)")
+    })
 }
 
-fn build() -> Vec<u8> {
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("the QEMU gate tests need static busybox at /bin/busybox: run `.ci/deps` (package busybox-static)");
+/// Writes the amd64 initramfs to `path` (built once per test process).
+pub fn write(path: &Utf8Path) {
+    write_for(path, Arch::Amd64);
+}
+
+/// Writes the initramfs for `arch` to `path` (built once per test process and arch).
+pub fn write_for(path: &Utf8Path, arch: Arch) {
+    static AMD64: OnceLock<Vec<u8>> = OnceLock::new();
+    static AARCH64: OnceLock<Vec<u8>> = OnceLock::new();
+    let image = match arch {
+        Arch::Amd64 => &AMD64,
+        Arch::Aarch64 => &AARCH64,
+    };
+    std::fs::write(path, image.get_or_init(|| build(arch))).unwrap();
+}
+
+fn build(arch: Arch) -> Vec<u8> {
+    let busybox = busybox(arch);
     let mut cpio = Cpio::default();
     for dir in [
         "bin",

@@ -17,6 +17,8 @@ pub struct Release {
     _nginx: Nginx,
     pub image: camino::Utf8PathBuf,
     builder: camino::Utf8PathBuf,
+    /// pipeline.toml's settings as `start` wrote them (after setup).
+    settings: String,
 }
 
 impl Release {
@@ -48,8 +50,14 @@ impl Release {
         // at the stand-in that installs packages into the ISO root.
         h.configure(&settings);
         h.provision();
-        h.configure(&format!("{settings}\n[tools]\npkg = \"{}\"\n", simhost().join("iso/pkg")));
-        Release { h, _nginx: nginx, image, builder }
+        let settings = format!("{settings}\n[tools]\npkg = \"{}\"\n", simhost().join("iso/pkg"));
+        h.configure(&settings);
+        Release { h, _nginx: nginx, image, builder, settings }
+    }
+
+    /// Writes pipeline.toml again: the settings of `start`, then `extra`.
+    pub fn configure(&self, extra: &str) {
+        self.h.configure(&format!("{}\n{extra}", self.settings));
     }
 
     pub fn run(&self, args: &[&str]) -> Run {

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
 
 use super::network::NetworkPlan;
-use super::{Backend, BhyveBoot, BhyveConfig, QemuConfig, QemuDrive};
+use super::{Backend, BhyveBoot, BhyveConfig, QemuArch, QemuConfig, QemuDrive};
 use crate::config::{Loaded, Tool, Tools};
 use crate::failure;
 use crate::proc::{CmdLine, Output, StreamOpts};
@@ -82,6 +82,18 @@ impl Vm {
             bail!(
                 failure!("the command backend needs a console program")
                     .help("cargo xtask gate --backend command -- PROGRAM ARGS..., or set gate.command.program")
+            );
+        }
+        if backend == Backend::Qemu
+            && qemu.arch == QemuArch::Aarch64
+            && qemu.kernel.is_none()
+            && qemu.firmware.is_none()
+        {
+            bail!(
+                cx.loaded
+                    .failure_at("gate.qemu.firmware", "QEMU's aarch64 virt board has no firmware of its own to boot the image with")
+                    .help("set gate.qemu.firmware to the UEFI firmware for it (Debian's qemu-efi-aarch64: /usr/share/qemu-efi-aarch64/QEMU_EFI.fd)")
+                    .usage()
             );
         }
         if backend == Backend::Qemu && qemu.kernel.is_none() && qemu.initrd.is_some() {
@@ -272,11 +284,25 @@ impl Vm {
     }
 
     /// `qemu-system-x86_64 -accel tcg -m 128M -smp 1 -nodefaults -display none -serial
-    /// stdio -monitor none -no-reboot -kernel K -initrd I -append '...'`
-    /// (docs/reference/boot-gate.md, "QEMU as the test hypervisor").
+    /// stdio -monitor none -no-reboot -kernel K -initrd I -append '...'`; for aarch64
+    /// `qemu-system-aarch64 -M virt -cpu cortex-a57 ...` the same way, the serial port
+    /// being the board's PL011 (docs/reference/boot-gate.md, "QEMU as the test
+    /// hypervisor", "QEMU for aarch64").
     fn qemu_cmd(&self) -> CmdLine {
         let q = &self.qemu;
-        let mut cmd = CmdLine::tool(&self.tools, Tool::qemu).args([
+        let (tool, machine, cpu) = match q.arch {
+            QemuArch::X86_64 => (Tool::qemu, None, None),
+            QemuArch::Aarch64 => (Tool::qemu_aarch64, Some("virt"), Some("cortex-a57")),
+        };
+        let mut cmd = CmdLine::tool(&self.tools, tool);
+        if let Some(machine) = machine {
+            cmd = cmd.args(["-M", machine]);
+        }
+        let cpu = if q.cpu.is_empty() { cpu } else { Some(q.cpu.as_str()) };
+        if let Some(cpu) = cpu {
+            cmd = cmd.args(["-cpu", cpu]);
+        }
+        cmd = cmd.args([
             "-accel",
             &q.accel,
             "-m",
@@ -300,18 +326,28 @@ impl Vm {
             if let Some(initrd) = &q.initrd {
                 cmd = cmd.args(["-initrd", initrd.as_str()]);
             }
-            cmd = cmd.args(["-append", &q.append]);
+            let append = if q.append.is_empty() {
+                format!("console={} panic=-1 quiet", q.arch.linux_console())
+            } else {
+                q.append.clone()
+            };
+            cmd = cmd.args(["-append", &append]);
         }
         if let Some(image) = &self.image {
-            cmd = match q.drive {
-                QemuDrive::Cdrom => cmd.args(["-cdrom", image.as_str()]),
-                QemuDrive::Disk => {
-                    // QEMU's option syntax doubles commas inside a value.
-                    cmd.args([
-                        "-drive".to_owned(),
-                        format!("file={},format=raw,if=virtio", image.as_str().replace(',', ",,")),
-                    ])
-                }
+            // QEMU's option syntax doubles commas inside a value.
+            let file = image.as_str().replace(',', ",,");
+            cmd = match (q.drive, q.arch) {
+                (QemuDrive::Cdrom, QemuArch::X86_64) => cmd.args(["-cdrom", image.as_str()]),
+                // The virt board has no IDE for -cdrom: a SCSI CD on virtio-scsi.
+                (QemuDrive::Cdrom, QemuArch::Aarch64) => cmd.args([
+                    "-device".to_owned(),
+                    "virtio-scsi-pci,id=scsi0".to_owned(),
+                    "-drive".to_owned(),
+                    format!("file={file},format=raw,if=none,id=cd0,media=cdrom,readonly=on"),
+                    "-device".to_owned(),
+                    "scsi-cd,bus=scsi0.0,drive=cd0".to_owned(),
+                ]),
+                (QemuDrive::Disk, _) => cmd.args(["-drive".to_owned(), format!("file={file},format=raw,if=virtio")]),
             };
         }
         cmd.args(q.extra_args.iter().cloned())

@@ -105,28 +105,39 @@ fn served_info(
     Served::from_dir(&dir.join(version), version, previous, fetch, trust)
 }
 
+/// A new version copied, verified and renamed into place beside `latest`, which does
+/// not name it yet ([`switch`] does).
+pub struct Staged {
+    r: Release,
+    trust: Trust,
+    /// The files copied rather than linked (the package `served` fetches is one of them).
+    fetch: Vec<PackageRecord>,
+    packages_copied: usize,
+    linked: usize,
+}
+
+/// Publishes `r`: [`stage`], then [`switch`].
 pub fn publish(
     cx: &Cx,
     root: &Utf8Path,
     abi: &str,
-    mut r: Release,
+    r: Release,
     client: &ClientFiles,
     outputs: &mut PublishOutputs,
 ) -> Result<Served> {
+    let staged = stage(cx, root, abi, r)?;
+    switch(cx, root, abi, staged, client, outputs)
+}
+
+/// Everything but the switch: the new version copied (unchanged packages hard-linked),
+/// synced, verified and renamed into place; or, when `latest` already serves this
+/// release, that version verified again.
+pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Staged> {
     let dir = root.join(abi);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let _lock = lock(&dir)?;
     fsx::remove_stale_temps(&dir);
-    let now = local_latest(&dir);
-    if now != r.previous {
-        bail!(
-            failure!(
-                "`latest` in {dir} changed while this publish was planned (now {})",
-                now.as_deref().unwrap_or("nothing")
-            )
-            .help(format!("run `{}` again", cx.loaded.xtask("publish")))
-        );
-    }
+    check_latest(cx, &dir, &r)?;
     let trust = release_trust(cx, Some(&r.sign))?;
     let fetch_of = |copied: &[&FileAction]| -> Vec<PackageRecord> {
         let first_copied = r.sign.packages.iter().find(|p| copied.iter().any(|f| f.rel == p.path.as_str()));
@@ -137,14 +148,9 @@ pub fn publish(
         let vdir = dir.join(version);
         let index = Index::read(&vdir);
         verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index, &vdir)?;
-        client::write_files(cx, root, client)?;
-        cx.say(format!("latest ({version}) already serves this release; verified it again"));
-        outputs.version = version.clone();
-        outputs.local = Some(vdir);
-        outputs.previous = Some(version.clone());
-        return served_info(&dir, version, None, fetch_of(&[]), trust);
+        let fetch = fetch_of(&[]);
+        return Ok(Staged { r, trust, fetch, packages_copied: 0, linked: 0 });
     }
-
     // A publish killed after its rename may have left a complete version of the
     // same name (same second, same catalogue): never write into it.
     let base = r.version.clone();
@@ -211,9 +217,59 @@ pub fn publish(
     fs::rename(&staging_path, &final_dir).with_context(|| format!("cannot rename {staging_path} to {final_dir}"))?;
     staging.armed = false;
     fsx::sync_dir(&dir)?;
+    let fetch = fetch_of(&copied);
+    Ok(Staged { r, trust, fetch, packages_copied, linked })
+}
+
+/// `latest` must still name what the plan saw.
+fn check_latest(cx: &Cx, dir: &Utf8Path, r: &Release) -> Result<()> {
+    let now = local_latest(dir);
+    if now != r.previous {
+        bail!(
+            failure!(
+                "`latest` in {dir} changed while this publish was planned (now {})",
+                now.as_deref().unwrap_or("nothing")
+            )
+            .help(format!("run `{}` again", cx.loaded.xtask("publish")))
+        );
+    }
+    Ok(())
+}
+
+/// Switches `latest` to a staged version (one rename), records it as served, writes
+/// the client files and prunes old versions.
+pub fn switch(
+    cx: &Cx,
+    root: &Utf8Path,
+    abi: &str,
+    staged: Staged,
+    client: &ClientFiles,
+    outputs: &mut PublishOutputs,
+) -> Result<Served> {
+    let Staged { r, trust, fetch, packages_copied, linked } = staged;
+    let dir = root.join(abi);
+    let _lock = lock(&dir)?;
+    check_latest(cx, &dir, &r)?;
+    if let Some(version) = &r.already {
+        client::write_files(cx, root, client)?;
+        cx.say(format!("latest ({version}) already serves this release; verified it again"));
+        outputs.version = version.clone();
+        outputs.local = Some(dir.join(version));
+        outputs.previous = Some(version.clone());
+        return served_info(&dir, version, None, fetch, trust);
+    }
+    let final_dir = dir.join(&r.version);
     client::write_files(cx, root, client)?;
     fsx::symlink_atomic(Utf8Path::new(&r.version), &dir.join("latest"))?;
-    record_served(&dir, &r.version)?;
+    if let Err(e) = record_served(&dir, &r.version) {
+        // A switch is whole or not at all: `latest` goes back before the error is told.
+        drop(_lock);
+        let back = switch_back(root, abi, &r.version, r.previous.as_deref())
+            .unwrap_or_else(|b| format!("and could not be switched back: {b:#}"));
+        return Err(
+            e.context(format!("`latest` was switched to {} but its history was not recorded; {back}", r.version))
+        );
+    }
     cx.say(format!(
         "latest -> {} (was {}): {url}",
         r.version,
@@ -227,7 +283,7 @@ pub fn publish(
     outputs.previous = r.previous.clone();
     outputs.copied = packages_copied;
     outputs.linked = linked;
-    served_info(&dir, &r.version, r.previous.as_deref(), fetch_of(&copied), trust)
+    served_info(&dir, &r.version, r.previous.as_deref(), fetch, trust)
 }
 
 fn prune(cx: &Cx, dir: &Utf8Path, latest: &str) -> Result<()> {
@@ -263,6 +319,29 @@ pub fn rollback(
     outputs.local = Some(vdir.clone());
     outputs.previous = from.map(str::to_owned);
     served_info(&dir, to, from, check::first_package(&vdir), trust)
+}
+
+/// Takes a switch back: `latest` names `previous` again (or nothing, when there was
+/// nothing before), with one rename. Says what it did.
+pub fn switch_back(root: &Utf8Path, abi: &str, version: &str, previous: Option<&str>) -> Result<String> {
+    let dir = root.join(abi);
+    let _lock = lock(&dir)?;
+    match previous.filter(|p| *p != version) {
+        Some(p) => {
+            fsx::symlink_atomic(Utf8Path::new(p), &dir.join("latest"))?;
+            match record_served(&dir, p) {
+                Ok(()) => Ok(format!("latest -> {p} in {dir}, was {version}")),
+                Err(e) => Ok(format!("latest -> {p} in {dir}, was {version} (its history not updated: {e:#})")),
+            }
+        }
+        None if previous.is_some() => Ok(format!("latest in {dir} still names {version}, which it named before")),
+        None => {
+            let latest = dir.join("latest");
+            fs::remove_file(&latest).with_context(|| format!("cannot remove {latest}"))?;
+            fsx::sync_dir(&dir)?;
+            Ok(format!("{latest} removed: nothing was published there before"))
+        }
+    }
 }
 
 /// The versions a rollback may choose from in `dir`, and the one `latest` names.

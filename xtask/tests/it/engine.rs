@@ -68,7 +68,7 @@ fn status_shows_each_stage_and_its_log() {
     let run = p.run(&["status"]);
     run.success().stdout_has("port").stdout_has("succeeded").stdout_has("logs/port.log");
     let json: serde_json::Value = serde_json::from_str(&p.run(&["status", "--json"]).success().stdout()).unwrap();
-    assert_eq!(json["schema"], 2);
+    assert_eq!(json["schema"], 3);
     assert_eq!(json["running"], serde_json::Value::Null, "nothing runs now: {json:#}");
     let port = json["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "port").unwrap();
     assert_eq!(port["status"], "succeeded");
@@ -396,10 +396,10 @@ fn a_corrupt_state_names_the_run_and_how_to_move_only_it_aside() {
     // A state written by another version says that, not that it is corrupt.
     let id = p.state()["id"].as_str().unwrap().to_owned();
     let state = p.state_dir().join("runs").join(&id).join("state.json");
-    let text = std::fs::read_to_string(&state).unwrap().replacen("\"version\": 1", "\"version\": 7", 1);
+    let text = std::fs::read_to_string(&state).unwrap().replacen("\"version\": 2", "\"version\": 7", 1);
     std::fs::write(&state, text).unwrap();
     let run = p.run(&["status"]);
-    run.code_is(2).stderr_has("has version 7, but this mother-build reads version 1").stderr_has("mv ");
+    run.code_is(2).stderr_has("has version 7, but this mother-build reads versions up to 2").stderr_has("mv ");
     assert!(!run.stderr().contains("corrupt:"), "{}", run.stderr());
 }
 

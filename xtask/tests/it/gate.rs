@@ -69,7 +69,7 @@ pub(crate) fn assert_no_process_left(p: &Project) {
 }
 
 /// A `[gate]` table: `defaults` (key, value), except the keys `extra` sets, then `extra`.
-fn gate_table(defaults: &[(&str, &str)], extra: &str) -> String {
+pub(crate) fn gate_table(defaults: &[(&str, &str)], extra: &str) -> String {
     let mut table = String::from("[gate]\n");
     for (key, value) in defaults {
         if !extra.lines().any(|l| l.split('=').next().is_some_and(|k| k.trim() == *key)) {

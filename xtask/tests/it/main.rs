@@ -8,11 +8,13 @@
 
 mod audit;
 mod bulk;
+mod bundle;
 mod compat;
 mod config;
 mod display;
 mod engine;
 mod gate;
+mod gate_aarch64;
 mod gate_hostile;
 mod iso;
 mod makesum;
@@ -24,4 +26,5 @@ mod reproduce;
 mod runbook;
 mod setup;
 mod sign;
+mod targets;
 mod tidy;

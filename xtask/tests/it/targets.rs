@@ -1,0 +1,161 @@
+//! Two targets (amd64, aarch64) through the whole release with the stand-ins: each
+//! bulk builds for its jail's arch (the aarch64 jail's packages are a synthetic set with
+//! its ABI), each ABI is signed and published with its own `latest`; a failure injected
+//! into one target's bulk leaves the other released and the release failed naming the
+//! target; `release --resume` finishes it; a publish whose second switch fails takes the
+//! first back. Also the configuration's refusals.
+
+use std::fs;
+
+use camino::Utf8Path;
+use test_support::Project;
+use test_support::pipeline::Release;
+use test_support::repo::{META_CONF, Pkg, catalogue_object, filler, write_catalogues};
+
+const TARGETS: &str = "\
+[[targets]]
+name = \"amd64\"
+jail = \"clawdie-amd64\"
+arch = \"amd64\"
+abi = \"FreeBSD:15:amd64\"
+runner = \"freebsd-amd64\"
+
+[[targets]]
+name = \"aarch64\"
+jail = \"clawdie-aarch64\"
+arch = \"arm64.aarch64\"
+abi = \"FreeBSD:15:aarch64\"
+runner = \"freebsd-aarch64\"
+image = false
+";
+
+/// What a jail of `arch` builds: colibri-0.9.0 with `abi`, unsigned (`seed` makes
+/// another build of it).
+fn samples(dir: &Utf8Path, arch: &str, abi: &str, seed: u64) {
+    let set = dir.join(arch).join("production-pubkey");
+    fs::create_dir_all(set.join("All")).unwrap();
+    let pkg = Pkg::new("colibri", "0.9.0", filler(seed, 4096));
+    fs::write(set.join(pkg.path()), &pkg.bytes).unwrap();
+    fs::write(set.join("meta.conf"), META_CONF).unwrap();
+    fs::write(set.join("meta"), META_CONF).unwrap();
+    write_catalogues(&set, &[catalogue_object(&pkg, abi)]);
+}
+
+fn latest(site: &Utf8Path, abi: &str) -> Option<String> {
+    fs::read_link(site.join(abi).join("latest")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+#[test]
+fn two_targets_released_one_failed_then_resumed_and_a_failed_switch_taken_back() {
+    let mut r = Release::start();
+    r.configure(TARGETS);
+    let samples_dir = r.h.p.scratch.path.join("samples");
+    samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 64);
+    r.h.p.env.push(("STANDIN_SAMPLES".into(), samples_dir.to_string()));
+    // The aarch64 builder's jail (`setup --target aarch64` makes it on that builder).
+    let jail = r.h.poudriere(&["jail", "-c", "-j", "clawdie-aarch64", "-v", "15.0-RELEASE", "-a", "arm64.aarch64"]);
+    assert!(jail.status.success(), "{}", String::from_utf8_lossy(&jail.stderr));
+    r.run(&["setup", "--target", "aarch64", "--dry-run"]).success().stdout_has("clawdie-aarch64");
+    let site = r.h.site();
+
+    // 1. aarch64's bulk fails: amd64 goes on to publish, iso and gate; the release fails
+    //    naming aarch64, with the command that reruns its bulk.
+    r.h.p.env.push(("STANDIN_BULK".into(), "failed:build".into()));
+    r.h.p.env.push(("STANDIN_BULK_JAIL".into(), "clawdie-aarch64".into()));
+    let run = r.run(&["release"]);
+    run.code_is(1).stderr_has("1 of 2 targets failed: aarch64 (at `bulk`)").stderr_has("--target aarch64");
+    for slot in ["bulk@amd64", "sign@amd64", "publish@amd64", "iso@amd64", "gate@amd64"] {
+        assert_eq!(r.status(slot), "succeeded", "{slot}\n{}", run.stderr());
+    }
+    assert_eq!(r.status("bulk@aarch64"), "failed");
+    assert_eq!(r.status("sign@aarch64"), "pending", "a failed target takes no further stage");
+    assert_eq!(r.status("iso@aarch64"), "absent", "image = false: no iso, no gate");
+    assert!(latest(&site, "FreeBSD:15:amd64").is_some());
+    assert!(latest(&site, "FreeBSD:15:aarch64").is_none());
+    // Per-target files live in the target's directory of the run.
+    let state = r.h.p.state();
+    let run_dir = r.h.p.state_dir().join("runs").join(state["id"].as_str().unwrap());
+    assert!(run_dir.join("targets/aarch64/logs/bulk.log").is_file());
+    assert!(run_dir.join("targets/amd64/gate").is_dir());
+    let status = r.run(&["status"]);
+    status.success().stdout_has("aarch64").stdout_has("failed");
+    let json: serde_json::Value = serde_json::from_str(&r.run(&["status", "--json"]).success().stdout()).unwrap();
+    let failed: Vec<_> = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .map(|s| (s["stage"].as_str().unwrap().to_owned(), s["target"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(failed, [("bulk".to_owned(), "aarch64".to_owned())]);
+
+    // 2. Fixed: --resume finishes aarch64 only.
+    r.h.p.env.retain(|(k, _)| k != "STANDIN_BULK");
+    let before = r.h.p.state()["records"]["gate@amd64"]["attempts"].clone();
+    let resume = r.run(&["release", "--resume"]);
+    resume.success().stderr_has("resuming run").stderr_has("bulk@aarch64");
+    for slot in ["bulk@aarch64", "sign@aarch64", "publish@aarch64"] {
+        assert_eq!(r.status(slot), "succeeded", "{slot}\n{}", resume.stderr());
+    }
+    assert_eq!(r.h.p.state()["records"]["gate@amd64"]["attempts"], before, "amd64 did not run again");
+    let amd64 = latest(&site, "FreeBSD:15:amd64").unwrap();
+    let aarch64 = latest(&site, "FreeBSD:15:aarch64").unwrap();
+    assert!(site.join("FreeBSD:15:aarch64/latest/data.pkg").is_file());
+
+    // 3. A new build for both; aarch64's switch fails (its served history cannot be
+    //    written): amd64, switched first, goes back, and both records say so.
+    samples(&samples_dir, "amd64", "FreeBSD:15:amd64", 65);
+    samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 66);
+    // A build from scratch (poudriere keeps an unchanged package otherwise).
+    for jail in ["clawdie-amd64", "clawdie-aarch64"] {
+        fs::remove_dir_all(r.h.p.scratch.path.join(format!("poudriere/data/packages/{jail}-clawdie"))).unwrap();
+    }
+    r.run(&["bulk"]).success();
+    r.run(&["sign"]).success();
+    let served = site.join("FreeBSD:15:aarch64/.served");
+    fs::rename(&served, site.join("kept-served")).unwrap();
+    fs::create_dir(&served).unwrap();
+    let publish = r.run(&["publish"]);
+    publish.code_is(2).stderr_has("switched back").stderr_has("because target aarch64's switch failed");
+    assert_eq!(latest(&site, "FreeBSD:15:amd64").unwrap(), amd64, "amd64 went back");
+    assert_eq!(latest(&site, "FreeBSD:15:aarch64").unwrap(), aarch64, "aarch64 went back");
+    assert_eq!(r.status("publish@amd64"), "failed");
+    assert_eq!(r.status("publish@aarch64"), "failed");
+    let error = r.h.p.state()["records"]["publish@amd64"]["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("switched back"), "{error}");
+
+    // 4. Fixed: publish switches both.
+    fs::remove_dir(&served).unwrap();
+    fs::rename(site.join("kept-served"), &served).unwrap();
+    r.run(&["publish"]).success();
+    assert_ne!(latest(&site, "FreeBSD:15:amd64").unwrap(), amd64);
+    assert_ne!(latest(&site, "FreeBSD:15:aarch64").unwrap(), aarch64);
+    // Each ABI rolls back on its own.
+    r.run(&["publish", "--rollback", "--target", "aarch64"]).success();
+    assert_eq!(latest(&site, "FreeBSD:15:aarch64").unwrap(), aarch64);
+    assert_ne!(latest(&site, "FreeBSD:15:amd64").unwrap(), amd64);
+}
+
+#[test]
+fn targets_are_refused_with_their_line() {
+    let p = Project::new("");
+    let two = |a: &str, b: &str| {
+        format!(
+            "[[targets]]\nname = \"{a}\"\njail = \"j1\"\narch = \"amd64\"\nabi = \"FreeBSD:15:amd64\"\n\n\
+             [[targets]]\nname = \"{b}\"\njail = \"j2\"\narch = \"arm64.aarch64\"\nabi = \"FreeBSD:15:aarch64\"\n"
+        )
+    };
+    p.write_config(&two("amd64", "amd64"));
+    p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:").stderr_has("target `amd64` is declared twice");
+    p.write_config(&two("amd64", "../x"));
+    p.run(&["status"]).code_is(2).stderr_has("target name `../x` cannot name a directory");
+    p.write_config(&two("amd64", "arm").replace("FreeBSD:15:aarch64", "FreeBSD:15:amd64"));
+    p.run(&["status"]).code_is(2).stderr_has("both build ABI `FreeBSD:15:amd64`");
+    p.write_config(&two("amd64", "arm").replace("jail = \"j2\"\n", ""));
+    p.run(&["status"]).code_is(2).stderr_has("target 2 has no `jail`");
+    p.write_config(&format!("{}gate = {{ backend = \"qemu\", nosuchkey = 1 }}\n", two("amd64", "arm")));
+    p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:18:8:").stderr_has("nosuchkey");
+    p.write_config(&two("amd64", "arm"));
+    p.run(&["status"]).success();
+    p.run(&["bulk", "--target", "riscv", "--dry-run"]).code_is(2).stderr_has("its targets are: amd64, arm");
+}
