@@ -67,12 +67,13 @@ fn the_whole_release_then_a_broken_image_then_resume() {
     r.build_image(false);
     let resume = r.run(&["release", "--resume"]);
     resume.success().stderr_has(&format!("resuming run {run_id} at `gate`")).stderr_has("[gate] ok");
-    for stage in &STAGES[..6] {
+    let gate_at = STAGES.len() - 1;
+    for stage in &STAGES[..gate_at] {
         assert!(!resume.stderr().contains(&format!("[{stage}] started")), "{stage} reran:\n{}", resume.stderr());
     }
     let after = r.attempts();
-    assert_eq!(&after[..6], &before[..6], "only the gate ran again");
-    assert_eq!(after[6], before[6] + 1);
+    assert_eq!(&after[..gate_at], &before[..gate_at], "only the gate ran again");
+    assert_eq!(after[gate_at], before[gate_at] + 1);
     assert_eq!(r.h.p.state()["id"].as_str().unwrap(), run_id);
 
     // 4. The gate alone works too.
