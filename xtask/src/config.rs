@@ -522,6 +522,8 @@ impl Loaded {
             cfg.poudriere.arch = t.arch.clone();
             cfg.gate = crate::targets::merged_gate(&self.config.gate, &t.gate)
                 .map_err(|e| self.error_at(&format!("targets.{i}.gate"), e))?;
+            cfg.iso = crate::targets::merged_iso(&self.config.iso, &t.iso)
+                .map_err(|e| self.error_at(&format!("targets.{i}.iso"), e))?;
         }
         loaded.target = Some(target.clone());
         Ok(loaded)

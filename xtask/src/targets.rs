@@ -51,6 +51,10 @@ settings! {
         /// the `[gate]` value of the same key (a nested table, e.g. `qemu`, replaces key
         /// by key).
         pub gate: toml::Table = toml::Table::new(),
+        /// `[iso]` settings that differ for this target, merged the same way
+        /// (`iso = { root = "target/iso/aarch64/root", image = "target/iso/clawdie-aarch64.iso" }`).
+        /// Two targets with `image = true` must not share `iso.root` or `iso.image`.
+        pub iso: toml::Table = toml::Table::new(),
     }
 }
 
@@ -116,6 +120,15 @@ pub fn safe_name(name: &str) -> bool {
 
 /// `[gate]` with a target's `gate` table laid over it, key by key (tables merged).
 pub fn merged_gate(base: &crate::gate::GateConfig, over: &toml::Table) -> Result<crate::gate::GateConfig, String> {
+    merged(base, over)
+}
+
+/// `[iso]` as a target sees it: the file's, with the target's `iso` table over it.
+pub fn merged_iso(base: &crate::iso::IsoConfig, over: &toml::Table) -> Result<crate::iso::IsoConfig, String> {
+    merged(base, over)
+}
+
+fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(base: &T, over: &toml::Table) -> Result<T, String> {
     let mut table = toml::Table::try_from(base).map_err(|e| e.to_string())?;
     merge(&mut table, over);
     table.try_into().map_err(|e: toml::de::Error| e.message().to_owned())
@@ -147,6 +160,7 @@ pub const PROJECTED: [(&str, &str); 5] = [
 pub fn validate(loaded: &Loaded) -> Result<()> {
     let mut names = BTreeMap::new();
     let mut abis = BTreeMap::new();
+    let mut images = BTreeMap::new();
     for (i, t) in loaded.config.targets.iter().enumerate() {
         let key = |k: &str| format!("targets.{i}.{k}");
         for (k, v) in [("name", &t.name), ("jail", &t.jail), ("arch", &t.arch), ("abi", &t.abi)] {
@@ -186,6 +200,30 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
         }
         if let Err(e) = merged_gate(&loaded.config.gate, &t.gate) {
             return Err(loaded.error_at(&key("gate"), format!("target `{}`'s gate settings: {e}", t.name)));
+        }
+        match merged_iso(&loaded.config.iso, &t.iso) {
+            Err(e) => return Err(loaded.error_at(&key("iso"), format!("target `{}`'s iso settings: {e}", t.name))),
+            Ok(iso) if t.image => {
+                for (what, path) in [("root", iso.root), ("image", iso.image)] {
+                    let path = loaded.resolve(&path);
+                    if let Some(first) = images.insert(path.clone(), i) {
+                        return Err(loaded
+                            .failure_at(
+                                &key("iso"),
+                                format!(
+                                    "targets `{}` and `{}` would both build their ISO in {path} (iso.{what})",
+                                    loaded.config.targets[first].name, t.name
+                                ),
+                            )
+                            .help(format!(
+                                "give each image target its own, e.g. iso = {{ {what} = \"target/iso/{}/...\" }} in its [[targets]] table",
+                                t.name
+                            ))
+                            .into());
+                    }
+                }
+            }
+            Ok(_) => {}
         }
     }
     if !loaded.config.targets.is_empty() {

@@ -155,7 +155,19 @@ fn targets_are_refused_with_their_line() {
     p.run(&["status"]).code_is(2).stderr_has("target 2 has no `jail`");
     p.write_config(&format!("{}gate = {{ backend = \"qemu\", nosuchkey = 1 }}\n", two("amd64", "arm")));
     p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:18:8:").stderr_has("nosuchkey");
+    // Two image targets building into one ISO root and image would overwrite each
+    // other's (and a gate would boot the other target's image).
     p.write_config(&two("amd64", "arm"));
+    p.run(&["status"])
+        .code_is(2)
+        .stderr_has("targets `amd64` and `arm` would both build their ISO in")
+        .stderr_has("iso = { root = \"target/iso/arm/...\" }");
+    p.write_config(&format!(
+        "{}iso = {{ root = \"target/iso/arm/root\", image = \"target/iso/arm/clawdie.iso\" }}\n",
+        two("amd64", "arm")
+    ));
+    p.run(&["status"]).success();
+    p.write_config(&format!("{}image = false\n", two("amd64", "arm")));
     p.run(&["status"]).success();
     p.run(&["bulk", "--target", "riscv", "--dry-run"]).code_is(2).stderr_has("its targets are: amd64, arm");
 }
