@@ -21,20 +21,20 @@ use crate::failure;
 use crate::failure::ResultExt;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::proc::CmdLine;
-use crate::run::Log;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 use crate::ui::Ui;
+use pkgrepo::CATALOGUES;
 use pkgrepo::archive::Archive;
 use pkgrepo::meta::MetaConf;
-use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
-use pkgrepo::signature::Message;
+use pkgrepo::sign::{Signer, sign_archive};
 use pkgrepo::trust::Trust;
 use pkgrepo::verify::{self, Report};
-use pkgrepo::{CATALOGUES, signing_command};
 
 pub(crate) mod attestations;
+mod signers;
 pub use attestations::{ReleaseFile, port_lock};
+use signers::{CommandSigner, key_signer};
 
 /// How a catalogue that needs a signature gets one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,35 +415,6 @@ fn failure(repo: &Utf8Path, report: &Report, help: &str, class: crate::failure::
 /// `1 package`, `2 packages`.
 pub fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
-}
-
-/// Signs by running `signing.command` with pkg's signing_command protocol.
-struct CommandSigner<'a> {
-    cmd: CmdLine,
-    log: &'a Log,
-}
-
-impl Signer for CommandSigner<'_> {
-    /// pkg's protocol gives the command the hex SHA-256 whatever the layout;
-    /// `sign_archive` checks that the answer verifies for the layout.
-    fn sign(&self, message: &Message, _layout: pkgrepo::TrustMode) -> Result<Signed, pkgrepo::BoxError> {
-        Ok(self.run(message.hex())?)
-    }
-}
-
-impl CommandSigner<'_> {
-    fn run(&self, hex_digest: &str) -> Result<Signed> {
-        let out = self.cmd.output_with_input(self.log, &signing_command::request(hex_digest))?;
-        if !out.success() {
-            bail!(
-                "the signing command `{}` {}:\n{}",
-                self.cmd,
-                out.describe_status(),
-                crate::proc::tail_lines(&out.stderr, 10)
-            );
-        }
-        signing_command::parse_response(&out.stdout).with_context(|| format!("the signing command `{}`", self.cmd))
-    }
 }
 
 impl Sign {
@@ -835,18 +806,4 @@ impl Stage for Sign {
             produced,
         })
     }
-}
-
-/// The signing key, read as signing reads it: a file of mode 0600 or stricter that this
-/// process can read, a key of a type pkg signs with, the private half of signing.pubkey
-/// (what clients are given). Errors name the files, never the key.
-fn key_signer(cx: &Cx) -> Result<KeySigner> {
-    let signing = &cx.config().signing;
-    let key_path = cx.resolve(&signing.key);
-    let pub_path = cx.resolve(&signing.pubkey);
-    let secret =
-        pkgrepo::key::read_private_key(&key_path).map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
-    let cert = std::fs::read(&pub_path)
-        .map_err(|e| cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}")))?;
-    Ok(KeySigner::new(&secret, &key_path, cert, &pub_path)?)
 }
