@@ -183,6 +183,37 @@ impl Algorithm {
     }
 }
 
+impl Algorithm {
+    /// The scheme [`PrivateKey::sign_data`] uses for keys of this algorithm: each key
+    /// type's usual signature over arbitrary bytes (for DSSE envelopes, not catalogues).
+    /// rsa: RSASSA-PKCS1-v1_5 with SHA-256 (`rsa-pkcs1v15-sha256`); ecc: pure Ed25519
+    /// (RFC 8032) giving the raw 64-byte signature (`ed25519`); ecdsa: ECDSA with the hash
+    /// of the curve's size (SHA-256 on the 256-bit curves, SHA-384 on the 384-bit ones,
+    /// SHA-512 on secp521r1), the signature DER `ECDSA-Sig-Value` (`ecdsa-sha2-CURVE`).
+    pub fn data_scheme(self) -> String {
+        match self {
+            Algorithm::Rsa => "rsa-pkcs1v15-sha256".into(),
+            Algorithm::Ed25519 => "ed25519".into(),
+            Algorithm::Ecdsa(c) => format!("ecdsa-{}-{}", c.data_hash().0, c.name()),
+        }
+    }
+}
+
+/// A hash function over bytes.
+type DigestFn = fn(&[u8]) -> Vec<u8>;
+
+impl Curve {
+    /// The hash ECDSA on this curve uses over arbitrary data: the one of the curve's
+    /// size (name, digest).
+    fn data_hash(self) -> (&'static str, DigestFn) {
+        match self.sizes().1 {
+            0..=32 => ("sha256", |d| Sha256::digest(d).to_vec()),
+            33..=48 => ("sha384", |d| sha2::Sha384::digest(d).to_vec()),
+            _ => ("sha512", |d| sha2::Sha512::digest(d).to_vec()),
+        }
+    }
+}
+
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -424,6 +455,37 @@ impl PublicKey {
                 let (r, s) = decode_halves(signature, half).map_err(|e| SignatureError::Encoding(e.to_string()))?;
                 let prehash = Sha256::digest(signed);
                 if key.verify(&prehash, &r, &s) { Ok(()) } else { Err(SignatureError::Mismatch) }
+            }
+        }
+    }
+}
+
+impl PublicKey {
+    /// Verifies a signature over arbitrary bytes made by [`PrivateKey::sign_data`] (the
+    /// scheme [`Algorithm::data_scheme`] names).
+    pub fn verify_data(&self, data: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+        match &self.key {
+            Public::Rsa(key) => {
+                use rsa::signature::Verifier;
+                use rsa::traits::PublicKeyParts;
+                if signature.len() != key.size() {
+                    return Err(SignatureError::Length { got: signature.len(), want: key.size() });
+                }
+                let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone());
+                let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Mismatch)?;
+                vk.verify(data, &sig).map_err(|_| SignatureError::Mismatch)
+            }
+            Public::Ed25519(key) => {
+                let bytes: [u8; 64] =
+                    signature.try_into().map_err(|_| SignatureError::Length { got: signature.len(), want: 64 })?;
+                key.verify_strict(data, &ed25519_dalek::Signature::from_bytes(&bytes))
+                    .map_err(|_| SignatureError::Mismatch)
+            }
+            Public::Ecdsa(key) => {
+                let curve = key.curve();
+                let (r, s) =
+                    decode_halves(signature, curve.sizes().1).map_err(|e| SignatureError::Encoding(e.to_string()))?;
+                if key.verify(&(curve.data_hash().1)(data), &r, &s) { Ok(()) } else { Err(SignatureError::Mismatch) }
             }
         }
     }
@@ -735,6 +797,31 @@ impl PrivateKey {
             }
             Secret::Ecdsa(key) => {
                 let (r, s) = key.sign(&Sha256::digest(signed))?;
+                Ok(encode_halves(&r, &s))
+            }
+        }
+    }
+}
+
+impl PrivateKey {
+    /// Signs arbitrary bytes with the key type's usual scheme ([`Algorithm::data_scheme`]):
+    /// what a DSSE envelope's signature is made with (over its PAE bytes).
+    pub fn sign_data(&self, data: &[u8]) -> Result<Vec<u8>> {
+        match &self.secret {
+            Secret::Rsa(key) => {
+                use rsa::signature::{SignatureEncoding, Signer};
+                let sig = key.try_sign(data).map_err(|e| Error::msg(format!("RSA signing failed: {e}")))?;
+                Ok(sig.to_vec())
+            }
+            Secret::Ed25519(esk) => {
+                let Public::Ed25519(vk) = &self.public.key else {
+                    unreachable!("an Ed25519 key has an Ed25519 public half")
+                };
+                Ok(ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(esk, data, vk).to_bytes().to_vec())
+            }
+            Secret::Ecdsa(key) => {
+                let Algorithm::Ecdsa(curve) = self.algorithm() else { unreachable!("an ECDSA key is on a curve") };
+                let (r, s) = key.sign(&(curve.data_hash().1)(data))?;
                 Ok(encode_halves(&r, &s))
             }
         }

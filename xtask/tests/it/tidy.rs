@@ -6,7 +6,7 @@ use camino::Utf8Path;
 
 use test_support::{Project, repo_root};
 
-const STAGES: [&str; 8] = ["setup", "port", "makesum", "bulk", "sign", "publish", "iso", "gate"];
+const STAGES: [&str; 9] = ["setup", "port", "makesum", "audit", "bulk", "sign", "publish", "iso", "gate"];
 
 fn rust_files(dir: &Utf8Path, out: &mut Vec<camino::Utf8PathBuf>) {
     for entry in dir.read_dir_utf8().unwrap() {
