@@ -79,6 +79,8 @@ pub enum Command {
     Demo(Demo),
     /// Regenerate docs/pipeline-toml.md and the man page docs/cargo-xtask.1 from the code
     Docs(Docs),
+    /// Write the Forgejo workflow (.forgejo/workflows/release.yml) from pipeline.toml: a build job per target, one signing job, iso and gate per image target
+    CiWorkflow(CiWorkflow),
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) to stdout
     Completions(Completions),
 }
@@ -106,6 +108,7 @@ impl Command {
             | Command::Diff(_)
             | Command::Demo(_)
             | Command::Docs(_)
+            | Command::CiWorkflow(_)
             | Command::Completions(_) => false,
         }
     }
@@ -372,6 +375,17 @@ pub struct Docs {
     /// Change nothing; fail when the file is stale
     #[arg(long)]
     pub check: bool,
+}
+
+/// ci-workflow
+#[derive(Debug, Clone, Args)]
+pub struct CiWorkflow {
+    /// Change nothing; fail when the file is stale
+    #[arg(long)]
+    pub check: bool,
+    /// Write it here instead [default: .forgejo/workflows/release.yml in this repository]
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<Utf8PathBuf>,
 }
 
 /// completions

@@ -25,6 +25,7 @@ pub mod stage;
 pub mod targets;
 pub mod ui;
 pub mod verify_release;
+pub mod workflow;
 
 pub mod bulk;
 pub mod gate;
@@ -77,6 +78,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::VerifyRelease(v) => v.invoke(&loaded, ui),
         Command::Report(r) => r.run(&engine),
         Command::Diff(d) => d.run(&engine),
+        Command::CiWorkflow(c) => workflow::run(&loaded, &c, ui),
         Command::Docs(_) | Command::Demo(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }
