@@ -286,7 +286,9 @@ impl Stage for Port {
 
     fn outputs_intact(&self, cx: &Cx, outputs: &PortOutputs) -> bool {
         staged_digest(&cx.resolve(&outputs.port_dir)).is_ok_and(|d| d == outputs.tree)
-            && outputs.lock.as_ref().is_none_or(|l| {
+            // A record without the copy (made before port kept one) is not enough for
+            // audit and sign's SBOM: port runs again.
+            && outputs.lock.as_ref().is_some_and(|l| {
                 crate::fingerprint::sha256_file(&cx.run.abs(l)).is_ok_and(|s| s == outputs.cargo_lock_sha256)
             })
     }

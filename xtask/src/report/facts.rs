@@ -402,9 +402,12 @@ fn audit(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
     s.figure(
         "verdict",
         format!(
-            "{} crates checked, {} advisories apply, {} fail the policy (fail on {} and above)",
+            "{} crates checked, {}, {} fail the policy (fail on {} and above)",
             o.crates,
-            o.findings.len(),
+            match o.findings.len() {
+                1 => "1 advisory applies".to_owned(),
+                n => format!("{n} advisories apply"),
+            },
             o.failing(),
             o.fail_on.map_or("?", |f| f.as_str())
         ),
