@@ -67,4 +67,3 @@ fn median<T>(rounds: usize, mut f: impl FnMut() -> T) -> Duration {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
-
