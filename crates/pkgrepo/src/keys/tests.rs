@@ -1,3 +1,5 @@
+//! Unit tests of the keys: each signer type signs and verifies, in both trust layouts.
+
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
