@@ -7,8 +7,6 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,7 +16,7 @@ const ROUNDS: usize = 15;
 fn main() {
     let scratch = tempfile::Builder::new().prefix("mb-bench-bulk-").tempdir().unwrap();
     let root = scratch.path();
-    let (build, files) = make_build(root);
+    let (build, files) = test_support::scale::poudriere_build(root, PORTS);
     let config = root.join("pipeline.toml");
     fs::write(&config, format!("[pipeline]\nstate_dir = \"{}\"\n", root.join("state").display())).unwrap();
 
@@ -68,69 +66,4 @@ fn median<T>(rounds: usize, mut f: impl FnMut() -> T) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// POUDRIERE_DATA/{logs/bulk/M/B, packages/M} for a full-tree build (`bulk -a`: every
-/// port listed) in which colibri was built: 1,000 failed (every tenth a crashed builder),
-/// 800 skipped, 200 ignored, the rest built; committed as poudriere 3.4.8 commits.
-fn make_build(root: &Path) -> (PathBuf, Vec<PathBuf>) {
-    let data = root.join("data");
-    let build = data.join("logs/bulk/clawdie-amd64-clawdie/bench");
-    fs::create_dir_all(build.join("logs/errors")).unwrap();
-    let (failed, skipped, ignored) = (1_000, 800, 200);
-    let built = PORTS - failed - skipped - ignored;
-    let mut files = Vec::new();
-    let mut write = |name: &str, lines: &mut dyn Iterator<Item = String>| {
-        let path = build.join(name);
-        let mut f = std::io::BufWriter::new(fs::File::create(&path).unwrap());
-        for line in lines {
-            writeln!(f, "{line}").unwrap();
-        }
-        files.push(path);
-    };
-    write(
-        ".poudriere.ports.queued",
-        &mut (0..PORTS - 1)
-            .map(|i| format!("category{}/port{i} port{i}-1.{i} listed", i % 60))
-            .chain(["sysutils/colibri colibri-0.9.0 listed".to_owned()]),
-    );
-    write(
-        ".poudriere.ports.built",
-        &mut (0..built - 1)
-            .map(|i| format!("category{}/port{i} port{i}-1.{i} {}", i % 60, i % 3600))
-            .chain(["sysutils/colibri colibri-0.9.0 298".to_owned()]),
-    );
-    write(
-        ".poudriere.ports.failed",
-        &mut (0..failed).map(|i| match i % 10 {
-            0 => format!("devel/broken{i} broken{i}-2.{i} build build"),
-            n => format!("devel/broken{i} broken{i}-2.{i} build {} {i}", ["???", "compiler_error"][n % 2]),
-        }),
-    );
-    write(
-        ".poudriere.ports.skipped",
-        &mut (0..skipped).map(|i| format!("www/needs{i} needs{i}-0.{i} broken{}-2.{}", i % failed, i % failed)),
-    );
-    write(
-        ".poudriere.ports.ignored",
-        &mut (0..ignored)
-            .map(|i| format!("games/old{i} old{i}-0.1 is marked as broken: does not build with clang {i}")),
-    );
-    fs::write(build.join(".poudriere.status"), "stopped:done:\n").unwrap();
-    for (name, n) in [
-        ("queued", PORTS),
-        ("built", built),
-        ("failed", failed),
-        ("skipped", skipped),
-        ("ignored", ignored),
-        ("fetched", 0),
-    ] {
-        fs::write(build.join(format!(".poudriere.stats_{name}")), format!("{n}\n")).unwrap();
-    }
-    let packages = data.join("packages/clawdie-amd64-clawdie");
-    fs::create_dir_all(packages.join(".real_1781913600/All")).unwrap();
-    fs::write(packages.join(".real_1781913600/All/colibri-0.9.0.pkg"), b"pkg").unwrap();
-    fs::write(packages.join(".real_1781913600/.buildname"), "bench\n").unwrap();
-    std::os::unix::fs::symlink(".real_1781913600", packages.join(".latest")).unwrap();
-    (build, files)
 }

@@ -4,6 +4,7 @@
 //! the package for the port's version is in the repository poudriere serves.
 
 mod judge;
+pub mod reproduce;
 mod status;
 
 pub use judge::{Judging, Verdict, judge, portversion};
@@ -40,6 +41,10 @@ settings! {
         pub grace_secs: u64 = 120,
         /// Lines of a failed port's build log shown with the error.
         pub log_lines: usize = 30,
+        /// Build the port a second time, fresh (its own set, `-c`), and compare every
+        /// package byte for byte: `true` reports each difference (package, both sums, the
+        /// files inside that differ), `"required"` also fails the stage on one.
+        pub reproduce: reproduce::Reproduce = reproduce::Reproduce::Off,
     }
 }
 
@@ -115,6 +120,9 @@ pub struct BulkOutputs {
     /// package replaced or rewritten since makes bulk run again.
     #[serde(default)]
     pub produced: crate::identity::Produced,
+    /// The second build and its comparison (bulk.reproduce).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduce: Option<reproduce::Reproduction>,
 }
 
 /// The port bulk builds: from `port`'s outputs, or the configuration in a dry run.
@@ -131,6 +139,10 @@ pub struct Target {
 pub struct BulkPlan {
     steps: Plan,
     cmd: CmdLine,
+    /// The command up to the set and build name (what the second build reuses).
+    base: CmdLine,
+    paths: Paths,
+    reproduce: reproduce::Reproduce,
     target: Target,
     set: Option<String>,
     mastername: String,
@@ -155,6 +167,14 @@ impl Bulk {
                 Ok(Some(set.clone()))
             }
             None => Ok(None),
+        }
+    }
+
+    /// bulk.reproduce, or `true` with --reproduce.
+    fn reproduce(&self, cx: &Cx) -> reproduce::Reproduce {
+        match cx.config().bulk.reproduce {
+            reproduce::Reproduce::Off if self.reproduce => reproduce::Reproduce::Report,
+            mode => mode,
         }
     }
 
@@ -183,6 +203,7 @@ impl Stage for Bulk {
         let p = &cx.config().poudriere;
         let mut fp = Fingerprint::new();
         fp.json("poudriere", p).json("signing", &cx.config().signing).json("set", &set);
+        fp.json("reproduce", &self.reproduce(cx));
         // Every file poudriere reads for this bulk, present or not.
         for file in conf::files(&paths.etc, Names { jail: Some(&p.jail), tree: Some(&p.tree), set: set.as_deref() }) {
             fp.file(file.as_str(), &file)?;
@@ -214,7 +235,8 @@ impl Stage for Bulk {
         let log_dir = paths.log_dir(&mastername, &build);
         let packages = paths.packages(&mastername);
 
-        let mut cmd = poudriere::command(cx.loaded).args(["bulk", "-j", &p.jail, "-p", &p.tree, "-O", &p.overlay]);
+        let base = poudriere::command(cx.loaded).args(["bulk", "-j", &p.jail, "-p", &p.tree, "-O", &p.overlay]);
+        let mut cmd = base.clone();
         if let Some(set) = &set {
             cmd = cmd.args(["-z", set]);
         }
@@ -240,7 +262,32 @@ impl Stage for Bulk {
             },
             packages.join(".latest/All")
         ));
-        Ok(BulkPlan { steps, cmd, target, set, mastername, build, log_dir, packages, data_note })
+        let mode = self.reproduce(cx);
+        if mode != reproduce::Reproduce::Off {
+            steps.note(format!(
+                "then build it again, fresh, in set {} (-c), and compare every package byte for byte ({})",
+                reproduce::second_set(set.as_deref()),
+                if mode == reproduce::Reproduce::Required {
+                    "a difference fails bulk"
+                } else {
+                    "differences are reported"
+                }
+            ));
+        }
+        Ok(BulkPlan {
+            steps,
+            cmd,
+            base,
+            paths,
+            reproduce: mode,
+            target,
+            set,
+            mastername,
+            build,
+            log_dir,
+            packages,
+            data_note,
+        })
     }
 
     fn execute(&self, cx: &mut Cx, plan: BulkPlan) -> Result<BulkOutputs> {
@@ -312,6 +359,7 @@ impl Stage for Bulk {
                 for p in &packages {
                     produced.add(p.file.clone(), &real.join(&p.file))?;
                 }
+                let reproduction = self.reproduce_build(cx, &plan, &real, &packages)?;
                 Ok(BulkOutputs {
                     build_name: plan.build,
                     mastername: plan.mastername,
@@ -323,6 +371,7 @@ impl Stage for Bulk {
                     poudriere_exit: out.status,
                     stats: build.stats,
                     produced,
+                    reproduce: reproduction,
                 })
             }
             Verdict::Failure { class, mut message, help } => {
@@ -334,6 +383,76 @@ impl Stage for Bulk {
                 Err(Failure::new(message).help(help).class(class).into())
             }
         }
+    }
+}
+
+impl Bulk {
+    /// The second build and its verdict, when bulk.reproduce asks for one.
+    fn reproduce_build(
+        &self,
+        cx: &Cx,
+        plan: &BulkPlan,
+        real: &camino::Utf8Path,
+        packages: &[BuiltPackage],
+    ) -> Result<Option<reproduce::Reproduction>> {
+        if plan.reproduce == reproduce::Reproduce::Off {
+            return Ok(None);
+        }
+        let p = &cx.config().poudriere;
+        let set2 = reproduce::second_set(plan.set.as_deref());
+        let build = fresh_build_name(cx, &plan.paths, &poudriere::mastername(&p.jail, &p.tree, Some(&set2)));
+        let first = reproduce::First {
+            cmd_base: plan.base.clone(),
+            target: &plan.target,
+            set: plan.set.as_deref(),
+            paths: &plan.paths,
+            jail: &p.jail,
+            tree: &p.tree,
+            real,
+            packages,
+        };
+        let r = reproduce::run(cx, &first, plan.reproduce, &build, &reproduce::opts(&cx.config().bulk))?;
+        let path = cx.stage_dir(StageName::Bulk)?.join("reproduce.json");
+        crate::fsx::write_atomic(&path, format!("{:#}\n", serde_json::to_value(&r)?).as_bytes())?;
+        for c in &r.packages {
+            if c.identical {
+                cx.say(format!("reproduced {}: identical (sha256 {})", c.file, c.first_sha256));
+                continue;
+            }
+            cx.say(format!(
+                "NOT reproduced {}: sha256 {} (build {}) vs {} (build {}); {} differ:",
+                c.file,
+                c.first_sha256,
+                plan.build,
+                c.second_sha256.as_deref().unwrap_or("none"),
+                r.build_name,
+                if c.members_differing == 1 {
+                    "1 member".to_owned()
+                } else {
+                    format!("{} members", c.members_differing)
+                }
+            ));
+            for m in &c.members {
+                cx.say(format!("  {m}"));
+            }
+        }
+        let differing = r.differing();
+        if differing > 0 && r.required {
+            bail!(
+                failure!(
+                    "{differing} of {} packages differ between two builds of the same sources (bulk.reproduce = \"required\"); both builds: {} and {}",
+                    r.packages.len(),
+                    plan.log_dir,
+                    r.log_dir
+                )
+                .help("make the build reproducible (poudriere.reproducible = true writes BUILDER_HOSTNAME and PRESERVE_TIMESTAMP; then cargo xtask setup), or set bulk.reproduce = true to report differences without failing")
+                .product()
+            );
+        }
+        if differing == 0 {
+            cx.say(format!("reproduce: all {} packages identical in both builds", r.packages.len()));
+        }
+        Ok(Some(r))
     }
 }
 

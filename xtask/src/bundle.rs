@@ -159,10 +159,14 @@ impl crate::cli::Bundle {
             )
             .help(format!("run it again: {}", loaded.xtask(self.stage.as_str()))));
         }
-        let commit = serde_json::from_value::<PortOutputs>(port.outputs.clone())
-            .context("the outputs `port` recorded cannot be read")?
-            .commit;
-        let (files, skipped) = files_of(self.stage, &carried.outputs)?;
+        let port_outputs = serde_json::from_value::<PortOutputs>(port.outputs.clone())
+            .context("the outputs `port` recorded cannot be read")?;
+        let commit = port_outputs.commit;
+        let (mut files, skipped) = files_of(self.stage, &carried.outputs)?;
+        // The Cargo.lock port kept: what sign's SBOM lists, on the signing host too.
+        if let Some(lock) = &port_outputs.lock {
+            files.push((PORT_LOCK.to_owned(), run.abs(lock)));
+        }
         let meta = Meta {
             identity: Identity {
                 colibri_commit: commit.clone(),
@@ -264,13 +268,19 @@ fn place(
     }
 }
 
+/// Where a bundle holds the Cargo.lock port kept.
+const PORT_LOCK: &str = "port-lock/Cargo.lock";
+
 /// port's outputs in the receiving run: the builder's, with `port_dir` a directory of
 /// the run that holds nothing (the port was staged on the builder; no path the bundle
-/// names is ever read here), so a `port` here stages it again.
-fn place_port(outputs: &serde_json::Value, dir: &Utf8Path) -> Result<serde_json::Value> {
+/// names is ever read here), so a `port` here stages it again; `lock` the Cargo.lock the
+/// bundle carried (`dir/port-lock/Cargo.lock`, as recorded: relative to the state
+/// directory), when it carried one (sign checks it against the SHA-256 port took).
+fn place_port(outputs: &serde_json::Value, staged: &Utf8Path, dir: &Utf8Path, run: &Run) -> Result<serde_json::Value> {
     let mut port: PortOutputs =
         serde_json::from_value(outputs.clone()).context("the bundle's `port` outputs cannot be read")?;
     port.port_dir = dir.join("port");
+    port.lock = staged.join(PORT_LOCK).is_file().then(|| run.rel(&dir.join(PORT_LOCK)));
     Ok(serde_json::to_value(port)?)
 }
 
@@ -389,7 +399,7 @@ impl crate::cli::Unbundle {
             std::os::unix::fs::symlink("repo", files.join("latest")).context("cannot link latest to repo")?;
         }
         let outputs = place(meta.stage, &meta.record.outputs, &files, &dest)?;
-        let port = Carried { outputs: place_port(&meta.port.outputs, &dest)?, ..meta.port.clone() };
+        let port = Carried { outputs: place_port(&meta.port.outputs, &files, &dest, &run)?, ..meta.port.clone() };
         crate::fsx::replace_dir(&files, &dest)?;
 
         if receiving_commit.is_none() {

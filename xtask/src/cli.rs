@@ -49,6 +49,8 @@ pub enum Command {
     Port(Port),
     /// Fetch and verify every distfile into the distfiles cache and write distinfo
     Makesum(Makesum),
+    /// Check Cargo.lock against the RustSec advisory database and the package against VuXML, under the policy in [audit]
+    Audit(Audit),
     /// Build the packages with poudriere bulk and judge the build from its status files
     Bulk(Bulk),
     /// Verify the repository, sign its catalogue with the release key, write the manifest
@@ -67,6 +69,8 @@ pub enum Command {
     Unbundle(Unbundle),
     /// Show the current run: each stage's status, times and log
     Status(Status),
+    /// Check a published release: its signed provenance, every file it lists, the catalogue, the SBOM
+    VerifyRelease(VerifyRelease),
     /// Write a run's report (report.html in its run directory) and print its path
     Report(Report),
     /// What changed between two runs: packages, crates, failing ports, stage durations
@@ -75,6 +79,8 @@ pub enum Command {
     Demo(Demo),
     /// Regenerate docs/pipeline-toml.md and the man page docs/cargo-xtask.1 from the code
     Docs(Docs),
+    /// Write the Forgejo workflow (.forgejo/workflows/release.yml) from pipeline.toml: a build job per target, one signing job, iso and gate per image target
+    CiWorkflow(CiWorkflow),
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) to stdout
     Completions(Completions),
 }
@@ -88,6 +94,7 @@ impl Command {
         match self {
             Command::Port(c) => !c.print_crates,
             Command::Makesum(c) => c.port.is_none(),
+            Command::Audit(c) => !c.json,
             Command::Bulk(c) => c.judge.is_none(),
             Command::Sign(c) => !c.verify_only,
             Command::Publish(_) | Command::Iso(_) | Command::Gate(_) => true,
@@ -96,10 +103,12 @@ impl Command {
             Command::Setup(_)
             | Command::Unbundle(_)
             | Command::Status(_)
+            | Command::VerifyRelease(_)
             | Command::Report(_)
             | Command::Diff(_)
             | Command::Demo(_)
             | Command::Docs(_)
+            | Command::CiWorkflow(_)
             | Command::Completions(_) => false,
         }
     }
@@ -159,6 +168,17 @@ pub struct Makesum {
     pub lock: Option<Utf8PathBuf>,
 }
 
+/// audit
+#[derive(Debug, Clone, Args)]
+pub struct Audit {
+    /// Print what would be checked against what; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Check now and print the report as JSON on stdout (records nothing in the run)
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// bulk
 #[derive(Debug, Clone, Args)]
 pub struct Bulk {
@@ -170,8 +190,11 @@ pub struct Bulk {
     pub set: Option<String>,
     /// Judge an existing build from its status files and report it; build nothing
     /// (DIR: POUDRIERE_DATA/logs/bulk/MASTERNAME/BUILDNAME)
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dry_run", "set"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dry_run", "set", "reproduce"])]
     pub judge: Option<Utf8PathBuf>,
+    /// Build a second time, fresh, and compare every package byte for byte (as bulk.reproduce = true)
+    #[arg(long)]
+    pub reproduce: bool,
 }
 
 /// sign
@@ -289,6 +312,27 @@ pub struct Status {
     pub json: bool,
 }
 
+/// verify-release
+#[derive(Debug, Clone, Args)]
+pub struct VerifyRelease {
+    /// The repository: its URL (the repo conf's url with ${ABI} expanded, e.g.
+    /// https://pkg.clawdie.si/FreeBSD:15:amd64/latest) or its directory
+    #[arg(value_name = "URL|DIR")]
+    pub location: String,
+    /// Trust this public key (pubkey mode) [default: signing.pubkey]
+    #[arg(long, value_name = "FILE", conflicts_with = "fingerprints")]
+    pub pubkey: Option<Utf8PathBuf>,
+    /// Trust this fingerprints directory, with trusted/ and revoked/ (fingerprints mode)
+    #[arg(long, value_name = "DIR")]
+    pub fingerprints: Option<Utf8PathBuf>,
+    /// ABI every package must carry [default: repository.abi]
+    #[arg(long, value_name = "ABI")]
+    pub abi: Option<String>,
+    /// Seconds to connect and to get each answer over HTTP (a whole download gets ten times as long)
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout_secs: u64,
+}
+
 /// report
 #[derive(Debug, Clone, Default, Args)]
 pub struct Report {
@@ -331,6 +375,17 @@ pub struct Docs {
     /// Change nothing; fail when the file is stale
     #[arg(long)]
     pub check: bool,
+}
+
+/// ci-workflow
+#[derive(Debug, Clone, Args)]
+pub struct CiWorkflow {
+    /// Change nothing; fail when the file is stale
+    #[arg(long)]
+    pub check: bool,
+    /// Write it here instead [default: .forgejo/workflows/release.yml in this repository]
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<Utf8PathBuf>,
 }
 
 /// completions

@@ -208,6 +208,7 @@ pub struct Config {
     pub setup: crate::setup::SetupConfig,
     pub port: crate::port::PortConfig,
     pub makesum: crate::makesum::MakesumConfig,
+    pub audit: crate::audit::AuditConfig,
     pub bulk: crate::bulk::BulkConfig,
     pub sign: crate::sign::SignConfig,
     pub publish: crate::publish::PublishConfig,
@@ -226,6 +227,7 @@ impl Config {
             StageName::Setup => serde_json::to_value(&self.setup),
             StageName::Port => serde_json::to_value(&self.port),
             StageName::Makesum => serde_json::to_value(&self.makesum),
+            StageName::Audit => serde_json::to_value(&self.audit),
             StageName::Bulk => serde_json::to_value(&self.bulk),
             StageName::Sign => serde_json::to_value(&self.sign),
             StageName::Publish => serde_json::to_value(&self.publish),
@@ -252,6 +254,7 @@ pub fn tables() -> Vec<(&'static str, &'static str, Vec<FieldDoc>, toml::Table)>
         table::<crate::setup::SetupConfig>("setup"),
         table::<crate::port::PortConfig>("port"),
         table::<crate::makesum::MakesumConfig>("makesum"),
+        table::<crate::audit::AuditConfig>("audit"),
         table::<crate::bulk::BulkConfig>("bulk"),
         table::<crate::sign::SignConfig>("sign"),
         table::<crate::publish::PublishConfig>("publish"),
@@ -645,6 +648,8 @@ impl Loaded {
         self.validate_target()?;
         crate::port::validate(self)?;
         crate::makesum::validate(self)?;
+        crate::audit::validate(self)?;
+        crate::sign::validate(self)?;
         crate::notify::validate(self)?;
         crate::targets::validate(self)
     }

@@ -35,6 +35,13 @@ impl Demo {
         let colibri = dir.join("colibri");
         prepare_colibri(&colibri, &log)?;
         let host = Host::look(&dir, self.no_qemu);
+        // The simulated host's advisory database, copied afresh: as current as an
+        // operator's `git pull` today (audit.max_age_days).
+        let db = dir.join("advisory-db");
+        if db.exists() {
+            std::fs::remove_dir_all(&db).with_context(|| format!("cannot remove {db}"))?;
+        }
+        copy_tree(&host.simhost.join("advisory-db"), &db)?;
 
         // The configuration once without a URL (to make the key and provision poudriere),
         // then with the URL nginx serves on.
@@ -164,6 +171,8 @@ fn write_config(root: &Utf8Path, host: &Host, colibri: &Utf8Path, cli: &Cli, url
     // colibri's are the xtask's own dependencies), its source archive from the checkout.
     set("makesum", "source_from_checkout", toml::Value::Boolean(true));
     set("makesum", "offline", toml::Value::Boolean(true));
+    // audit against the simulated host's small advisory database (copied by `run`).
+    set("audit", "advisory_db", path(dir.join("advisory-db")));
     // poudriere on the simulated host, as setup would configure it there.
     let pou = dir.join("poudriere");
     set("poudriere", "etc", path(pou.join("etc")));

@@ -143,7 +143,9 @@ mod tests {
     fn the_man_page_has_every_command_and_global_option() {
         let page = man_page();
         assert!(page.contains("\n.TH CARGO-XTASK 1 "), "{}", &page[..200]);
-        for command in ["setup", "port", "makesum", "bulk", "sign", "publish", "iso", "gate", "release", "status"] {
+        for command in
+            ["setup", "port", "makesum", "audit", "bulk", "sign", "publish", "iso", "gate", "release", "status"]
+        {
             assert!(page.contains(&format!(".SS \"cargo xtask {command}\"")), "no {command}");
         }
         for flag in ["config", "state\\-dir", "colibri", "option", "resume", "dry\\-run"] {

@@ -1150,6 +1150,7 @@ pub fn default_stage(name: StageName) -> Box<dyn AnyStage> {
         StageName::Setup => Box::new(no_flags::<cli::Setup>(name)),
         StageName::Port => Box::new(no_flags::<cli::Port>(name)),
         StageName::Makesum => Box::new(no_flags::<cli::Makesum>(name)),
+        StageName::Audit => Box::new(no_flags::<cli::Audit>(name)),
         StageName::Bulk => Box::new(no_flags::<cli::Bulk>(name)),
         StageName::Sign => Box::new(no_flags::<cli::Sign>(name)),
         StageName::Publish => Box::new(no_flags::<cli::Publish>(name)),

@@ -27,6 +27,24 @@ pub fn head_commit(checkout: &Utf8Path) -> Option<String> {
     }
 }
 
+/// The URL of the checkout's `origin` remote, read from its git configuration (no git
+/// process): the `url` of the `[remote "origin"]` section. `None` when there is none.
+pub fn origin_url(checkout: &Utf8Path) -> Option<String> {
+    let config = std::fs::read_to_string(common_dir(&git_dir(checkout)?).join("config")).ok()?;
+    let mut in_origin = false;
+    for line in config.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_origin = line.trim_end_matches(']').trim_start_matches('[').trim() == "remote \"origin\"";
+        } else if in_origin
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim().eq_ignore_ascii_case("url")
+        {
+            return Some(value.trim().trim_matches('"').to_owned()).filter(|u| !u.is_empty());
+        }
+    }
+    None
+}
+
 fn git_dir(checkout: &Utf8Path) -> Option<Utf8PathBuf> {
     let dotgit = checkout.join(".git");
     if dotgit.is_dir() {

@@ -286,6 +286,8 @@ impl Iso {
                     catalogues: BTreeMap::new(),
                     signed: false,
                     build_name: None,
+                    sbom: None,
+                    provenance: None,
                     produced: Default::default(),
                 };
                 Ok((Source::Scratch { from: Box::new(placeholder), to }, None))

@@ -1,6 +1,8 @@
 //! mother-build's `cargo xtask` as a library: the stage modules, the engine, and
 //! [`run`], which carries out a parsed command line. `main.rs` only parses and exits.
 
+pub mod attest;
+pub mod audit;
 pub mod bundle;
 pub mod cargo_crates;
 pub mod cli;
@@ -22,6 +24,8 @@ pub mod run;
 pub mod stage;
 pub mod targets;
 pub mod ui;
+pub mod verify_release;
+pub mod workflow;
 
 pub mod bulk;
 pub mod gate;
@@ -58,6 +62,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::Setup(c) => c.invoke(&engine),
         Command::Port(c) => c.invoke(&engine),
         Command::Makesum(c) => c.invoke(&engine),
+        Command::Audit(c) => c.invoke(&engine),
         Command::Bulk(c) => c.invoke(&engine),
         Command::Sign(c) => c.invoke(&engine),
         Command::Publish(c) => c.invoke(&engine),
@@ -70,8 +75,10 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::Bundle(b) => b.invoke(&engine),
         Command::Unbundle(u) => u.invoke(&engine),
         Command::Status(s) => engine.status(s.json),
+        Command::VerifyRelease(v) => v.invoke(&loaded, ui),
         Command::Report(r) => r.run(&engine),
         Command::Diff(d) => d.run(&engine),
+        Command::CiWorkflow(c) => workflow::run(&loaded, &c, ui),
         Command::Docs(_) | Command::Demo(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }

@@ -103,6 +103,11 @@ impl MakeVars {
         self.vars.contains_key(name)
     }
 
+    /// The names of every variable set, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vars.keys().map(String::as_str)
+    }
+
     /// The unexpanded value.
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(|a| a.value.as_str())

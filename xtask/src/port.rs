@@ -75,6 +75,57 @@ pub struct PortOutputs {
     /// What the port names its services and programs (the gate's patterns use them).
     #[serde(default)]
     pub names: PortNames,
+    /// The Cargo.lock as it was checked, copied into the run directory (relative to the
+    /// state directory): what audit checks and sign's SBOM lists, without the checkout.
+    #[serde(default)]
+    pub lock: Option<Utf8PathBuf>,
+    /// The workspace members the port builds (its CARGO_INSTALL_PATH).
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// The checkout's `origin` remote, when it has one (the provenance names it).
+    #[serde(default)]
+    pub repository: Option<String>,
+}
+
+/// A workspace member a port builds and installs (an entry of CARGO_INSTALL_PATH).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its directory in the workspace (`crates/colibri-daemon`).
+    pub path: String,
+    /// Its package name (its Cargo.toml's `[package] name`, else the directory's name).
+    pub name: String,
+    /// The port option that adds it (`TESTAGENT` for `TESTAGENT_VARS=CARGO_INSTALL_PATH+=...`);
+    /// none when every build has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option: Option<String>,
+}
+
+/// The members a port installs: CARGO_INSTALL_PATH (the ports framework's default is the
+/// workspace root, `.`), then those an option adds through `OPT_VARS`.
+fn members(vars: &MakeVars, checkout: &Utf8Path) -> Result<Vec<Member>> {
+    let name = |path: &str| -> String {
+        let toml = checkout.join(path).join("Cargo.toml");
+        let declared = fs::read_to_string(&toml).ok().and_then(|t| {
+            let doc: toml::Table = toml::from_str(&t).ok()?;
+            Some(doc.get("package")?.get("name")?.as_str()?.to_owned())
+        });
+        declared.unwrap_or_else(|| Utf8Path::new(path).file_name().unwrap_or(path).to_owned())
+    };
+    let mut out: Vec<Member> = Vec::new();
+    for path in vars.get_or("CARGO_INSTALL_PATH", ".")?.split_whitespace() {
+        out.push(Member { path: path.to_owned(), name: name(path), option: None });
+    }
+    for var in vars.names().filter(|n| n.ends_with("_VARS")) {
+        let option = var.trim_end_matches("_VARS");
+        for item in vars.raw(var).unwrap_or_default().split_whitespace() {
+            if let Some(path) = item.strip_prefix("CARGO_INSTALL_PATH+=")
+                && !out.iter().any(|m| m.path == path)
+            {
+                out.push(Member { path: path.to_owned(), name: name(path), option: Some(option.to_owned()) });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The names a port gives what it installs, as the console shows them: rc names a
@@ -152,6 +203,8 @@ pub struct PortPlan {
     target: Utf8PathBuf,
     files: Vec<Utf8PathBuf>,
     outputs: PortOutputs,
+    /// The Cargo.lock's text, copied into the run directory.
+    lock_text: String,
 }
 
 impl StagePlan for PortPlan {
@@ -233,6 +286,11 @@ impl Stage for Port {
 
     fn outputs_intact(&self, cx: &Cx, outputs: &PortOutputs) -> bool {
         staged_digest(&cx.resolve(&outputs.port_dir)).is_ok_and(|d| d == outputs.tree)
+            // A record without the copy (made before port kept one) is not enough for
+            // audit and sign's SBOM: port runs again.
+            && outputs.lock.as_ref().is_some_and(|l| {
+                crate::fingerprint::sha256_file(&cx.run.abs(l)).is_ok_and(|s| s == outputs.cargo_lock_sha256)
+            })
     }
 
     fn plan(&self, cx: &Cx) -> Result<PortPlan> {
@@ -340,8 +398,15 @@ impl Stage for Port {
             crates: crates.entries().len(),
             tree: String::new(), // digest of the staged copy, set once it exists
             names: PortNames::read(&w.source, &cfg.services)?,
+            lock: None, // the copy in the run directory, set once it is written
+            members: members(&vars, &w.checkout)?,
+            repository: git::origin_url(&w.checkout),
         };
-        Ok(PortPlan { steps, source: w.source, target: w.target, files, outputs })
+        steps.push(Step::Write {
+            path: cx.stage_dir(StageName::Port)?.join("Cargo.lock"),
+            what: format!("copy of {} for audit and the SBOM", w.lock),
+        });
+        Ok(PortPlan { steps, source: w.source, target: w.target, files, outputs, lock_text })
     }
 
     fn execute(&self, cx: &mut Cx, plan: PortPlan) -> Result<PortOutputs> {
@@ -357,6 +422,9 @@ impl Stage for Port {
         fsx::replace_dir(&staging, &plan.target)?;
         let mut outputs = plan.outputs;
         outputs.tree = staged_digest(&plan.target)?;
+        let lock = cx.stage_dir(StageName::Port)?.join("Cargo.lock");
+        fsx::write_atomic(&lock, plan.lock_text.as_bytes())?;
+        outputs.lock = Some(cx.run.rel(&lock));
         if outputs.dirty {
             cx.say(format!("staged {} from a checkout that is not a clean release tag (allowed)", outputs.origin));
         }

@@ -70,6 +70,14 @@ settings! {
         pub max_files: u32 = 2048,
         /// PARALLEL_JOBS: builders running at once (0: poudriere's default, the CPU count).
         pub parallel_jobs: u32 = 8,
+        /// Ask poudriere for reproducible packages: setup writes PKG_REPRODUCIBLE=yes (no
+        /// `build_timestamp` or `built_by` annotation in each package), BUILDER_HOSTNAME (the
+        /// build jails' hostname, which some ports record) and PRESERVE_TIMESTAMP=yes (the
+        /// ports tree keeps its commit times). docs/reference/poudriere.md section 14;
+        /// `bulk.reproduce` checks the result.
+        pub reproducible: bool = false,
+        /// BUILDER_HOSTNAME written when `reproducible` is true.
+        pub builder_hostname: String = "pkg.clawdie.si".into(),
         /// poudriere's DISTFILES_CACHE: where makesum puts distfiles and bulk finds them.
         pub distfiles: Utf8PathBuf = "/usr/local/poudriere/distfiles".into(),
         /// The set (`bulk --set NAME`, poudriere's `-z`) that builds the validation flavour
@@ -291,6 +299,11 @@ pub fn conf_values(loaded: &Loaded) -> Vec<(&'static str, String)> {
     v.push(("DISTFILES_CACHE", paths.distfiles.into_string()));
     if p.parallel_jobs > 0 {
         v.push(("PARALLEL_JOBS", p.parallel_jobs.to_string()));
+    }
+    if p.reproducible {
+        v.push(("PKG_REPRODUCIBLE", "yes".into()));
+        v.push(("BUILDER_HOSTNAME", p.builder_hostname.clone()));
+        v.push(("PRESERVE_TIMESTAMP", "yes".into()));
     }
     match s.trust {
         TrustMode::Pubkey => v.push(("PKG_REPO_SIGNING_KEY", signing_key_argument(loaded))),
@@ -520,6 +533,18 @@ mod tests {
         ] {
             assert!(text.contains(line), "lacks {line:?}:\n{text}");
         }
+    }
+
+    #[test]
+    fn reproducible_writes_what_poudriere_conf_sample_asks_for() {
+        let mut config = Config::default();
+        assert!(!render_conf(&loaded(config.clone())).contains("BUILDER_HOSTNAME"));
+        config.poudriere.reproducible = true;
+        let text = render_conf(&loaded(config));
+        assert!(
+            text.contains("PKG_REPRODUCIBLE=yes\nBUILDER_HOSTNAME=pkg.clawdie.si\nPRESERVE_TIMESTAMP=yes\n"),
+            "{text}"
+        );
     }
 
     #[test]

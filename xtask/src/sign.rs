@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
@@ -21,16 +21,20 @@ use crate::failure;
 use crate::failure::ResultExt;
 use crate::fingerprint::{Fingerprint, sha256_bytes};
 use crate::proc::CmdLine;
-use crate::run::Log;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step};
 use crate::ui::Ui;
+use pkgrepo::CATALOGUES;
+
 use pkgrepo::meta::MetaConf;
-use pkgrepo::sign::{KeySigner, Signed, Signer, sign_archive};
-use pkgrepo::signature::Message;
+use pkgrepo::sign::{Signer, sign_archive};
 use pkgrepo::trust::Trust;
 use pkgrepo::verify::{self, Report};
-use pkgrepo::{CATALOGUES, signing_command};
+
+pub(crate) mod attestations;
+mod signers;
+pub use attestations::{ReleaseFile, port_lock};
+use signers::{CommandSigner, key_signer};
 
 mod verify_only;
 
@@ -56,7 +60,27 @@ settings! {
         pub method: SignMethod = SignMethod::Native,
         /// Threads hashing packages; 0 means one per CPU.
         pub threads: usize = 0,
+        /// Write the release's SBOM (CycloneDX 1.6) and its provenance (in-toto statement,
+        /// SLSA v1 predicate) in a DSSE envelope signed with signing.key; publish serves
+        /// them beside the repository (docs/supply-chain.md). A signing command cannot sign
+        /// the envelope (pkg's protocol hands it a SHA-256 hex, not the bytes to sign): with
+        /// signing.command, set this to false.
+        pub provenance: bool = true,
     }
+}
+
+/// Checks `[sign]` against `[signing]` when pipeline.toml is loaded.
+pub fn validate(loaded: &Loaded) -> Result<()> {
+    if loaded.config.sign.provenance && !loaded.config.signing.command.is_empty() {
+        return Err(loaded
+            .failure_at(
+                "sign.provenance",
+                "the provenance's DSSE envelope cannot be signed by signing.command: pkg's signing-command protocol gives the command a SHA-256 hex, and DSSE signs the envelope's own bytes",
+            )
+            .help("sign with the key file (signing.key, without signing.command), or set sign.provenance = false to release without SBOM and provenance")
+            .into());
+    }
+    Ok(())
 }
 
 impl SignConfig {
@@ -112,6 +136,12 @@ pub struct SignOutputs {
     pub signed: bool,
     #[serde(default)]
     pub build_name: Option<String>,
+    /// The SBOM written into the repository (none with sign.provenance = false).
+    #[serde(default)]
+    pub sbom: Option<ReleaseFile>,
+    /// The provenance's DSSE envelope written into the repository.
+    #[serde(default)]
+    pub provenance: Option<ReleaseFile>,
     /// The identity of the manifest (by its path in the state directory) and of each
     /// package (by its path in `repo`) when sign ended: one rewritten or replaced since
     /// makes sign run again.
@@ -329,35 +359,6 @@ fn failure(repo: &Utf8Path, report: &Report, help: &str, class: crate::failure::
 /// `1 package`, `2 packages`.
 pub fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
-}
-
-/// Signs by running `signing.command` with pkg's signing_command protocol.
-struct CommandSigner<'a> {
-    cmd: CmdLine,
-    log: &'a Log,
-}
-
-impl Signer for CommandSigner<'_> {
-    /// pkg's protocol gives the command the hex SHA-256 whatever the layout;
-    /// `sign_archive` checks that the answer verifies for the layout.
-    fn sign(&self, message: &Message, _layout: pkgrepo::TrustMode) -> Result<Signed, pkgrepo::BoxError> {
-        Ok(self.run(message.hex())?)
-    }
-}
-
-impl CommandSigner<'_> {
-    fn run(&self, hex_digest: &str) -> Result<Signed> {
-        let out = self.cmd.output_with_input(self.log, &signing_command::request(hex_digest))?;
-        if !out.success() {
-            bail!(
-                "the signing command `{}` {}:\n{}",
-                self.cmd,
-                out.describe_status(),
-                crate::proc::tail_lines(&out.stderr, 10)
-            );
-        }
-        signing_command::parse_response(&out.stdout).with_context(|| format!("the signing command `{}`", self.cmd))
-    }
 }
 
 impl Sign {
@@ -638,8 +639,23 @@ impl Stage for Sign {
             }
             steps.check(format!("{repo}: verify again, as above"));
         }
-        let manifest = cx.stage_dir(StageName::Sign)?.join("manifest.json");
-        steps.push(Step::Write { path: manifest, what: "release manifest".into() });
+        let stage = cx.stage_dir(StageName::Sign)?;
+        steps.push(Step::Write { path: stage.join("manifest.json"), what: "release manifest".into() });
+        if cx.config().sign.provenance {
+            for (name, what) in [
+                (crate::attest::SBOM_FILE, "SBOM, CycloneDX 1.6: the packages and the crates of Cargo.lock"),
+                (
+                    crate::attest::PROVENANCE_FILE,
+                    "provenance: in-toto statement, SLSA v1, in a DSSE envelope signed with signing.key",
+                ),
+            ] {
+                steps.push(Step::Write { path: stage.join(name), what: what.into() });
+                steps.push(Step::Write {
+                    path: repo.join(name),
+                    what: "the same, published with the repository".into(),
+                });
+            }
+        }
         Ok(SignPlan { steps, repo, action })
     }
 
@@ -725,6 +741,12 @@ impl Stage for Sign {
         crate::fsx::write_atomic(&path, &text)?;
         drop(text);
         cx.say(format!("wrote the release manifest {}", cx.run.rel(&path)));
+        let attested = if cx.config().sign.provenance {
+            Some(attestations::write(cx, &repo, &manifest, &key_signer(cx)?)?)
+        } else {
+            cx.say("sign.provenance = false: no SBOM or provenance for this release");
+            None
+        };
 
         let fingerprints = keys.trust.fingerprints_dir().map(Utf8Path::to_owned);
         let mut produced = crate::identity::Produced::default();
@@ -743,22 +765,10 @@ impl Stage for Sign {
             abi,
             catalogues,
             signed,
-            build_name: manifest.build_name,
+            build_name: manifest.build_name.clone(),
+            sbom: attested.as_ref().map(|a| a.sbom.clone()),
+            provenance: attested.map(|a| a.provenance),
             produced,
         })
     }
-}
-
-/// The signing key, read as signing reads it: a file of mode 0600 or stricter that this
-/// process can read, a key of a type pkg signs with, the private half of signing.pubkey
-/// (what clients are given). Errors name the files, never the key.
-fn key_signer(cx: &Cx) -> Result<KeySigner> {
-    let signing = &cx.config().signing;
-    let key_path = cx.resolve(&signing.key);
-    let pub_path = cx.resolve(&signing.pubkey);
-    let secret =
-        pkgrepo::key::read_private_key(&key_path).map_err(|e| cx.loaded.error_at("signing.key", format!("{e:#}")))?;
-    let cert = std::fs::read(&pub_path)
-        .map_err(|e| cx.loaded.error_at("signing.pubkey", format!("cannot read the public key {pub_path}: {e}")))?;
-    Ok(KeySigner::new(&secret, &key_path, cert, &pub_path)?)
 }

@@ -26,6 +26,7 @@ pub enum StageName {
     Setup,
     Port,
     Makesum,
+    Audit,
     Bulk,
     Sign,
     Publish,
@@ -35,9 +36,10 @@ pub enum StageName {
 
 impl StageName {
     /// The default release order (docs/ARCHITECTURE.md, "Bird's-eye view").
-    pub const RELEASE: [StageName; 7] = [
+    pub const RELEASE: [StageName; 8] = [
         StageName::Port,
         StageName::Makesum,
+        StageName::Audit,
         StageName::Bulk,
         StageName::Sign,
         StageName::Publish,
@@ -45,10 +47,11 @@ impl StageName {
         StageName::Gate,
     ];
     /// Every stage, setup included.
-    pub const ALL: [StageName; 8] = [
+    pub const ALL: [StageName; 9] = [
         StageName::Setup,
         StageName::Port,
         StageName::Makesum,
+        StageName::Audit,
         StageName::Bulk,
         StageName::Sign,
         StageName::Publish,
@@ -57,7 +60,7 @@ impl StageName {
     ];
 
     /// Whether the stage runs once per target (bulk, sign, publish, iso, gate) rather
-    /// than once for all of them (port, makesum, setup).
+    /// than once for all of them (port, makesum, audit, setup).
     pub fn per_target(self) -> bool {
         matches!(self, StageName::Bulk | StageName::Sign | StageName::Publish | StageName::Iso | StageName::Gate)
     }
@@ -67,6 +70,7 @@ impl StageName {
             StageName::Setup => "setup",
             StageName::Port => "port",
             StageName::Makesum => "makesum",
+            StageName::Audit => "audit",
             StageName::Bulk => "bulk",
             StageName::Sign => "sign",
             StageName::Publish => "publish",

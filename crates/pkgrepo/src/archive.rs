@@ -179,6 +179,17 @@ pub struct EntryHeader {
     pub mtime: u64,
 }
 
+/// The decompressed stream of `whole`, compressed as `compression` says.
+fn decoder<'r>(compression: Compression, whole: impl Read + 'r) -> Result<Box<dyn Read + 'r>> {
+    Ok(match compression {
+        Compression::Zstd => Box::new(zstd::Decoder::new(whole)?),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new(whole)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
+        Compression::None => Box::new(whole),
+    })
+}
+
 /// Reads the archive `reader` holds in one pass: detects the compression, then calls
 /// `each` with every regular-file entry in archive order and a reader of its contents
 /// (what `each` leaves unread is skipped). Directories are passed over; any other kind
@@ -195,13 +206,7 @@ pub fn read_entries<R: Read>(
         bail!("unknown format (not zstd, xz, gzip, bzip2 or tar)");
     };
     let whole = std::io::Cursor::new(head).chain(reader);
-    let inner: Box<dyn Read + '_> = match compression {
-        Compression::Zstd => Box::new(zstd::Decoder::new(whole)?),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new(whole)),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
-        Compression::None => Box::new(whole),
-    };
+    let inner = decoder(compression, whole)?;
     let trouble = Rc::new(RefCell::new(Trouble::default()));
     let decoded = Decoded { inner, read: 0, trouble: Rc::clone(&trouble) };
     let explain = |e: Error| -> Error {
@@ -368,9 +373,104 @@ pub(crate) fn entry_header(name: &str, size: u64, mtime: u64) -> Result<tar::Hea
     Ok(h)
 }
 
+/// One member of a package (or any archive), as `tar -tv` would list it: what the
+/// reproducibility check compares between two builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The name exactly as stored (`/usr/local/bin/colibri`, `+MANIFEST`).
+    pub name: String,
+    /// `file`, `dir`, `symlink`, `hardlink` or `other`.
+    pub kind: &'static str,
+    /// Size of the contents (files).
+    pub size: u64,
+    /// SHA-256 of the contents (files), hex; the link target for links.
+    pub digest: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner and group names.
+    pub owner: String,
+    /// Modification time.
+    pub mtime: u64,
+}
+
+/// Lists every member of a package file's archive, contents hashed (bounded as
+/// [`Archive::parse`] is).
+pub fn list_members(bytes: &[u8]) -> Result<Vec<Member>> {
+    use sha2::Digest;
+    let Some(compression) = Compression::detect(bytes) else {
+        bail!("unknown format (not zstd, xz, gzip, bzip2 or tar)");
+    };
+    let mut tar = Vec::new();
+    decoder(compression, bytes)?
+        .take(MAX_ARCHIVE + 1)
+        .read_to_end(&mut tar)
+        .with_context(|| format!("cannot decompress it ({compression:?})"))?;
+    if tar.len() as u64 > MAX_ARCHIVE {
+        bail!("it decompresses to more than {MAX_ARCHIVE} bytes");
+    }
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut out = Vec::new();
+    for entry in archive.entries().context("cannot read the tar inside")? {
+        let mut entry = entry.context("cannot read the tar inside")?;
+        let header = entry.header().clone();
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let t = header.entry_type();
+        let kind = if t.is_file() {
+            "file"
+        } else if t.is_dir() {
+            "dir"
+        } else if t.is_symlink() {
+            "symlink"
+        } else if t.is_hard_link() {
+            "hardlink"
+        } else {
+            "other"
+        };
+        let digest = if t.is_file() {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).with_context(|| format!("cannot read entry `{name}`"))?;
+            sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect()
+        } else {
+            entry.link_name_bytes().map(|l| String::from_utf8_lossy(l.as_ref()).into_owned()).unwrap_or_default()
+        };
+        let owner = format!(
+            "{}:{}",
+            header.username().ok().flatten().unwrap_or(""),
+            header.groupname().ok().flatten().unwrap_or("")
+        );
+        out.push(Member {
+            name,
+            kind,
+            size: header.size().unwrap_or(0),
+            digest,
+            mode: header.mode().unwrap_or(0) & 0o7777,
+            owner,
+            mtime: header.mtime().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_lists_every_member_with_its_digest() {
+        let pkg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../xtask/tests/data/pkg-repo/production-pubkey/All/colibri-0.9.0.pkg"
+        ))
+        .unwrap();
+        let members = list_members(&pkg).unwrap();
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names[..2], ["+COMPACT_MANIFEST", "+MANIFEST"]);
+        let daemon = members.iter().find(|m| m.name == "/usr/local/bin/colibri-daemon").unwrap();
+        assert_eq!((daemon.kind, daemon.size, daemon.mode), ("file", 190, 0o555));
+        assert_eq!(daemon.owner, "root:wheel");
+        assert_eq!(daemon.digest.len(), 64);
+        assert!(list_members(b"not an archive").is_err());
+    }
 
     #[test]
     fn every_compression_round_trips() {

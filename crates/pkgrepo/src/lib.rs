@@ -114,6 +114,8 @@ pub mod sum;
 pub mod trust;
 mod ucl;
 pub mod verify;
+pub mod version;
+pub mod vuxml;
 
 use std::fmt;
 

@@ -42,6 +42,14 @@ pub trait Signer {
     /// Signs `message` for `layout`. The error is the implementation's own;
     /// [`sign_archive`] keeps it as the cause of its own.
     fn sign(&self, message: &Message, layout: TrustMode) -> Result<Signed, BoxError>;
+
+    /// Signs arbitrary bytes with the key type's usual scheme
+    /// ([`crate::keys::Algorithm::data_scheme`]), as a DSSE envelope is signed (over its
+    /// PAE bytes). A signer that can sign only catalogue digests (a signing command,
+    /// which pkg's protocol gives a SHA-256 hex) does not implement it.
+    fn sign_data(&self, _data: &[u8]) -> Result<Signed, BoxError> {
+        Err("this signer signs only catalogue digests (pkg's signing-command protocol gives it a SHA-256 hex), not arbitrary bytes".into())
+    }
 }
 
 /// Signs with a private key held in memory, of any type pkg has.
@@ -98,6 +106,14 @@ impl Signer for KeySigner {
         Ok(Signed {
             signer: self.key.algorithm().signer(),
             signature: self.key.sign(message, layout)?,
+            cert: self.cert.clone(),
+        })
+    }
+
+    fn sign_data(&self, data: &[u8]) -> Result<Signed, BoxError> {
+        Ok(Signed {
+            signer: self.key.algorithm().signer(),
+            signature: self.key.sign_data(data)?,
             cert: self.cert.clone(),
         })
     }

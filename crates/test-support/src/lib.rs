@@ -21,6 +21,7 @@
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod dsse;
 pub mod host;
 pub mod httpd;
 pub mod initramfs;

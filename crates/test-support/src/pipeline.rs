@@ -10,7 +10,7 @@ use crate::initramfs;
 use crate::nginx::Nginx;
 use crate::{QEMU, Run, simhost};
 
-pub const STAGES: [&str; 7] = ["port", "makesum", "bulk", "sign", "publish", "iso", "gate"];
+pub const STAGES: [&str; 8] = ["port", "makesum", "audit", "bulk", "sign", "publish", "iso", "gate"];
 
 pub struct Release {
     pub h: Host,

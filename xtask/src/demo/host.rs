@@ -89,6 +89,10 @@ impl Host {
             (StageName::Port, "real: stages sysutils/colibri from the example colibri checkout".into()),
             (StageName::Makesum, "real: every distfile from cargo's cache or the checkout, verified".into()),
             (
+                StageName::Audit,
+                format!("real: Cargo.lock against a two-advisory stand-in database ({})", sim("advisory-db")),
+            ),
+            (
                 StageName::Bulk,
                 format!(
                     "simulated: poudriere is {}, which commits the example colibri packages (real pkg packages) as poudriere lays them out",

@@ -239,9 +239,9 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     sync_tree(&staging_path)?;
     let packages_copied = copied.iter().filter(|f| f.rel.ends_with(".pkg") && f.rel.contains('/')).count();
     cx.say(format!(
-        "copied {} and {} into {}; {} hard-linked from {}",
+        "copied {} and {} (catalogues, meta.conf, SBOM, provenance) into {}; {} hard-linked from {}",
         plural(packages_copied, "package"),
-        plural(copied.len() - packages_copied, "catalogue file"),
+        plural(copied.len() - packages_copied, "repository file"),
         staging_path,
         plural(linked, "package"),
         r.previous.as_deref().unwrap_or("nothing")

@@ -68,6 +68,10 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
     for archive in sign.catalogues.keys() {
         files.push(FileAction { rel: archive.clone(), link: false });
     }
+    // The SBOM and the provenance, which sign wrote at the top of the repository.
+    for f in [&sign.sbom, &sign.provenance].into_iter().flatten() {
+        files.push(FileAction { rel: f.name.clone(), link: false });
+    }
     let (previous, index, already) = match target {
         Target::Local(root) => {
             let dir = root.join(abi);
@@ -122,6 +126,8 @@ fn placeholder_sign(cx: &Cx) -> Result<SignOutputs> {
         catalogues: ["data.pkg", "packagesite.pkg"].iter().map(|a| (a.to_string(), "00000000".to_string())).collect(),
         signed: false,
         build_name: None,
+        sbom: None,
+        provenance: None,
         produced: Default::default(),
     })
 }

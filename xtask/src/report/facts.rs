@@ -205,6 +205,7 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
                 let dir = rec.and_then(|r| r.last_success.as_ref()).and_then(|l| Some(run.dir.parent()?.join(&l.run)));
                 makesum(&mut s, value, dir.as_deref())
             }
+            StageName::Audit => audit(&mut s, run, value),
             StageName::Bulk => bulk(&mut s, run, value),
             StageName::Sign => sign(&mut s, value),
             StageName::Publish => publish(&mut s, value, config),
@@ -320,6 +321,30 @@ fn bulk(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
         for p in &o.packages {
             s.figure("package", p.describe());
         }
+        if let Some(r) = &o.reproduce {
+            s.figure(
+                "reproduced",
+                format!(
+                    "built again in {} as {}: {} of {} packages identical",
+                    r.set,
+                    r.build_name,
+                    r.packages.len() - r.differing(),
+                    r.packages.len()
+                ),
+            );
+            for c in r.packages.iter().filter(|c| !c.identical) {
+                s.figure(
+                    "differs",
+                    format!(
+                        "{}: sha256 {} vs {}; {}",
+                        c.file,
+                        c.first_sha256,
+                        c.second_sha256.as_deref().unwrap_or("none"),
+                        c.members.join("; ")
+                    ),
+                );
+            }
+        }
     }
     let Some(b) = build_status(run) else { return };
     s.figure("poudriere", format!("{} ({})", b.status, b.counts()));
@@ -350,6 +375,67 @@ fn bulk(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
         built.push(vec![p.originspec.clone(), p.pkgname.clone()]);
     }
     s.tables.extend([failed, skipped, ignored, built].into_iter().filter(|t| t.total > 0));
+}
+
+/// The audit's report: its outputs, or (for a failed audit) the audit.json it wrote.
+fn audit(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
+    let o = value.as_ref().and_then(parse::<crate::audit::AuditOutputs>).or_else(|| {
+        let text = std::fs::read_to_string(run.dir.join("audit").join(crate::audit::REPORT)).ok()?;
+        serde_json::from_str(&text).ok()
+    });
+    let Some(o) = o else { return };
+    match (&o.advisory_db, o.db_age_secs) {
+        (Some(db), Some(age)) => s.figure(
+            "advisory database",
+            format!(
+                "{db}: {} advisories, updated {} days ago ({})",
+                o.advisories,
+                age / 86_400,
+                o.db_age_from.as_deref().unwrap_or("")
+            ),
+        ),
+        _ => s.figure("advisory database", "not configured: the crates were not audited (audit.advisory_db)"),
+    }
+    if let Some(v) = &o.vuxml {
+        s.figure("VuXML", format!("{v}: {} entries, checked {}", o.vuxml_entries, o.packages.join(", ")));
+    }
+    s.figure(
+        "verdict",
+        format!(
+            "{} crates checked, {}, {} fail the policy (fail on {} and above)",
+            o.crates,
+            match o.findings.len() {
+                1 => "1 advisory applies".to_owned(),
+                n => format!("{n} advisories apply"),
+            },
+            o.failing(),
+            o.fail_on.map_or("?", |f| f.as_str())
+        ),
+    );
+    let mut t = Table::new(
+        "advisories",
+        &["advisory", "severity", "crate or package", "version", "fixed in", "contained in", "verdict"],
+    );
+    for f in &o.findings {
+        let verdict = match &f.verdict {
+            crate::audit::Verdict::Fails => "fails".to_owned(),
+            crate::audit::Verdict::Reported => f.informational.clone().unwrap_or_else(|| "reported".to_owned()),
+            crate::audit::Verdict::Ignored { reason, until } => format!("ignored until {until}: {reason}"),
+            crate::audit::Verdict::Expired { reason, until } => format!("fails: ignore expired {until} ({reason})"),
+        };
+        t.push(vec![
+            format!("{}: {}", f.id, f.title),
+            f.severity.as_str().to_owned(),
+            f.name.clone(),
+            f.version.clone(),
+            f.fixed.join(", "),
+            f.packages.join(", "),
+            verdict,
+        ]);
+    }
+    if t.total > 0 {
+        s.tables.push(t);
+    }
 }
 
 fn sign(s: &mut StageFacts, value: Option<serde_json::Value>) {

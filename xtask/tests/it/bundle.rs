@@ -102,6 +102,10 @@ fn bulk_moves_to_another_state_directory_and_is_signed_there() {
     assert_eq!(manifest["colibri"]["commit"], a["records"]["port"]["last_success"]["outputs"]["commit"]);
     assert_eq!(manifest["build_name"], a["records"]["bulk"]["last_success"]["outputs"]["build_name"]);
     at(&h, &b, &["sign", "--verify-only", "--pubkey", h.pubkey().as_str()]).success().stdout_has("ok: ");
+    // The SBOM signed there lists the crates of the Cargo.lock the bundle carried.
+    let sbom: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("sign/sbom.cdx.json")).unwrap()).unwrap();
+    assert_eq!(sbom["components"][0]["components"].as_array().map_or(0, Vec::len), 12, "{sbom}");
 
     // The same bundle again replaces what was received, in the same run.
     at(&h, &b, &["unbundle", out.as_str()]).success();

@@ -79,7 +79,7 @@ fn the_pipeline_clock_ticks_while_a_stage_runs_and_ctrl_c_clears_the_bars() {
     let (p, pids) = slow_port("30");
     let run = on_terminal(&p, &["release", "--to", "iso"], false);
     // The bar's elapsed time moves on while port is still running.
-    run.wait_for_output("0/6 stages  2s", Duration::from_secs(20));
+    run.wait_for_output("0/7 stages  2s", Duration::from_secs(20));
     assert!(!test_support::pids(&pids).is_empty(), "port is still running");
     // SAFETY: a terminal's Ctrl-C: SIGINT to the command's process group.
     unsafe { libc::killpg(run.child.id() as i32, libc::SIGINT) };

@@ -6,6 +6,7 @@
 // not theirs.
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros, clippy::print_stdout, clippy::print_stderr)]
 
+mod audit;
 mod bulk;
 mod bundle;
 mod compat;
@@ -22,6 +23,7 @@ mod port;
 mod publish;
 mod release;
 mod report;
+mod reproduce;
 mod runbook;
 mod setup;
 mod sign;

@@ -187,7 +187,7 @@ fn one_changed_package_is_copied_and_the_rest_linked() {
     sign_repo(&p, &b);
     p.run(&["publish"])
         .success()
-        .stderr_has("copied 1 package and 4 catalogue files")
+        .stderr_has("copied 1 package and 6 repository files (catalogues, meta.conf, SBOM, provenance)")
         .stderr_has("11 packages hard-linked");
     let v2 = latest(&site.dir);
     let out = published_output(&p);

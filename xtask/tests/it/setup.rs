@@ -241,7 +241,7 @@ fn a_public_key_that_does_not_match_is_refused() {
 #[test]
 fn fingerprints_mode_writes_the_signing_command_for_the_host() {
     let h = Host::fresh(
-        "[signing]\ntrust = \"fingerprints\"\ncommand = [\"/bin/echo\", \"--key=/etc/ssl/sign.key\", \"sign\"]\n",
+        "[signing]\ntrust = \"fingerprints\"\ncommand = [\"/bin/echo\", \"--key=/etc/ssl/sign.key\", \"sign\"]\n\n[sign]\nprovenance = false\n",
     );
     h.run(&["setup"]).success();
     let conf = fs::read_to_string(h.conf()).unwrap();
@@ -254,7 +254,9 @@ fn fingerprints_mode_writes_the_signing_command_for_the_host() {
 
 #[test]
 fn a_signing_command_word_poudriere_cannot_carry_is_refused() {
-    let h = Host::fresh("[signing]\ntrust = \"fingerprints\"\ncommand = [\"/bin/echo\", \"sign it\"]\n");
+    let h = Host::fresh(
+        "[signing]\ntrust = \"fingerprints\"\ncommand = [\"/bin/echo\", \"sign it\"]\n\n[sign]\nprovenance = false\n",
+    );
     h.run(&["setup"])
         .code_is(2)
         .stderr_has("signing.command's word `sign it` contains a blank: poudriere splits SIGNING_COMMAND at blanks")

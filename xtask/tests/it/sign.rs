@@ -257,7 +257,7 @@ fn fingerprints_mode_signs_with_the_key_or_a_signing_command() {
         ),
     );
     p.write_config(&format!(
-        "{}\ncommand = [\"{script}\"]\n",
+        "{}\ncommand = [\"{script}\"]\n\n[sign]\nprovenance = false\n",
         signing_config(&p.scratch.path.join("absent.key"), "fingerprints")
     ));
     let repo2 = copy_sample("unsigned", &p.scratch.path.join("repo2"));
@@ -619,7 +619,7 @@ fn sign_signs_with_an_ecdsa_key_natively_and_through_a_command() {
         ),
     );
     p.write_config(&format!(
-        "{}\ncommand = [\"{script}\"]\n",
+        "{}\ncommand = [\"{script}\"]\n\n[sign]\nprovenance = false\n",
         signing_config_for(&s.path.join("absent.key"), &ecdsa, "fingerprints", &fps)
     ));
     let repo2 = copy_sample("unsigned", &p.scratch.path.join("repo2"));
@@ -633,7 +633,7 @@ fn sign_signs_with_an_ecdsa_key_natively_and_through_a_command() {
     // The same command cannot sign for pubkey clients (they check the BLAKE2b): refused,
     // nothing written.
     p.write_config(&format!(
-        "{}\ncommand = [\"{script}\"]\n",
+        "{}\ncommand = [\"{script}\"]\n\n[sign]\nprovenance = false\n",
         signing_config_for(&s.path.join("absent.key"), &ecdsa, "pubkey", &fps)
     ));
     let repo3 = copy_sample("unsigned", &p.scratch.path.join("repo3"));
@@ -668,7 +668,7 @@ fn an_ecc_signing_command_signs_as_pkgs_did() {
     );
     let p = Project::new("");
     p.write_config(&format!(
-        "{}\ncommand = [\"{script}\"]\n",
+        "{}\ncommand = [\"{script}\"]\n\n[sign]\nprovenance = false\n",
         signing_config_for(
             &s.path.join("absent.key"),
             &sample2("keys/ecc-repo.pub"),

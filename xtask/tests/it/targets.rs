@@ -171,3 +171,74 @@ fn targets_are_refused_with_their_line() {
     p.run(&["status"]).success();
     p.run(&["bulk", "--target", "riscv", "--dry-run"]).code_is(2).stderr_has("its targets are: amd64, arm");
 }
+
+/// The workflow `ci-workflow` writes for `pipeline`, parsed by a YAML parser of its own
+/// (PyYAML), as JSON.
+fn workflow_of(p: &Project) -> serde_json::Value {
+    let out = p.scratch.path.join("release.yml");
+    p.run(&["ci-workflow", "--output", out.as_str()]).success().stderr_has("wrote");
+    let parsed = std::process::Command::new("python3")
+        .args(["-c", "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)", out.as_str()])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("python3 (with PyYAML: .ci/deps installs python3-yaml)");
+    assert!(parsed.status.success(), "the workflow is not YAML: {}", String::from_utf8_lossy(&parsed.stderr));
+    serde_json::from_slice(&parsed.stdout).unwrap()
+}
+
+#[test]
+fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
+    let p = Project::new("");
+    p.write_config(&TARGETS.replace("image = false\n", "image = false\n\n[gate]\nbackend = \"qemu\"\n"));
+    let w = workflow_of(&p);
+    let jobs = w["jobs"].as_object().unwrap();
+    let run_lines = |job: &str| -> Vec<String> {
+        w["jobs"][job]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["run"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // One build job per target, on its runner label, ending with its bundle.
+    for (name, label) in [("amd64", "freebsd-amd64"), ("aarch64", "freebsd-aarch64")] {
+        let id = format!("build-{name}");
+        assert_eq!(w["jobs"][&id]["runs-on"], label, "{id}");
+        let runs = run_lines(&id);
+        assert!(runs.contains(&format!("cargo xtask --target {name} bulk")), "{runs:?}");
+        assert!(
+            runs.contains(&format!("cargo xtask --target {name} bundle --stage bulk --output bulk-{name}.bundle")),
+            "{runs:?}"
+        );
+        assert!(runs.contains(&"cargo xtask audit".to_owned()), "audit runs on each builder: {runs:?}");
+    }
+    // A single signing job on the signing runner, needing every build job.
+    let signing: Vec<&String> = jobs.keys().filter(|k| run_lines(k).contains(&"cargo xtask sign".to_owned())).collect();
+    assert_eq!(signing, ["sign-publish"]);
+    assert_eq!(w["jobs"]["sign-publish"]["runs-on"], "signing");
+    let mut needs: Vec<&str> =
+        w["jobs"]["sign-publish"]["needs"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    needs.sort();
+    assert_eq!(needs, ["build-aarch64", "build-amd64"]);
+    let runs = run_lines("sign-publish");
+    assert_eq!(
+        runs.iter().filter(|r| r.starts_with("cargo xtask unbundle")).collect::<Vec<_>>(),
+        ["cargo xtask unbundle --new-run bulk-amd64.bundle", "cargo xtask unbundle bulk-aarch64.bundle"]
+    );
+    // iso and gate only for the image target, after signing.
+    assert!(jobs.contains_key("image-amd64"));
+    assert!(!jobs.contains_key("image-aarch64"), "aarch64 has image = false");
+    assert_eq!(w["jobs"]["image-amd64"]["needs"], "sign-publish");
+    assert_eq!(
+        run_lines("image-amd64"),
+        ["cargo xtask --target amd64 iso", "cargo xtask --target amd64 gate", "cargo xtask status --json"]
+    );
+
+    // --check fails on a stale file, naming the command that fixes it.
+    let out = p.scratch.path.join("release.yml");
+    fs::write(&out, "stale\n").unwrap();
+    p.run(&["ci-workflow", "--check", "--output", out.as_str()])
+        .code_is(2)
+        .stderr_has("is stale")
+        .stderr_has("cargo xtask --config pipeline.toml ci-workflow");
+}

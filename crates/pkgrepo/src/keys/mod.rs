@@ -183,6 +183,37 @@ impl Algorithm {
     }
 }
 
+impl Algorithm {
+    /// The scheme [`PrivateKey::sign_data`] uses for keys of this algorithm: each key
+    /// type's usual signature over arbitrary bytes (for DSSE envelopes, not catalogues).
+    /// rsa: RSASSA-PKCS1-v1_5 with SHA-256 (`rsa-pkcs1v15-sha256`); ecc: pure Ed25519
+    /// (RFC 8032) giving the raw 64-byte signature (`ed25519`); ecdsa: ECDSA with the hash
+    /// of the curve's size (SHA-256 on the 256-bit curves, SHA-384 on the 384-bit ones,
+    /// SHA-512 on secp521r1), the signature DER `ECDSA-Sig-Value` (`ecdsa-sha2-CURVE`).
+    pub fn data_scheme(self) -> String {
+        match self {
+            Algorithm::Rsa => "rsa-pkcs1v15-sha256".into(),
+            Algorithm::Ed25519 => "ed25519".into(),
+            Algorithm::Ecdsa(c) => format!("ecdsa-{}-{}", c.data_hash().0, c.name()),
+        }
+    }
+}
+
+/// A hash function over bytes.
+type DigestFn = fn(&[u8]) -> Vec<u8>;
+
+impl Curve {
+    /// The hash ECDSA on this curve uses over arbitrary data: the one of the curve's
+    /// size (name, digest).
+    fn data_hash(self) -> (&'static str, DigestFn) {
+        match self.sizes().1 {
+            0..=32 => ("sha256", |d| Sha256::digest(d).to_vec()),
+            33..=48 => ("sha384", |d| sha2::Sha384::digest(d).to_vec()),
+            _ => ("sha512", |d| sha2::Sha512::digest(d).to_vec()),
+        }
+    }
+}
+
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -403,16 +434,7 @@ impl PublicKey {
     ) -> Result<(), SignatureError> {
         let signed = message.for_signer(signer, layout).ok_or(SignatureError::Undigested)?;
         match &self.key {
-            Public::Rsa(key) => {
-                use rsa::signature::Verifier;
-                use rsa::traits::PublicKeyParts;
-                if signature.len() != key.size() {
-                    return Err(SignatureError::Length { got: signature.len(), want: key.size() });
-                }
-                let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone());
-                let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Mismatch)?;
-                vk.verify(signed, &sig).map_err(|_| SignatureError::Mismatch)
-            }
+            Public::Rsa(key) => verify_rsa(key, signed, signature),
             Public::Ed25519(key) => {
                 let (r, s) = decode_halves(signature, 32).map_err(|e| SignatureError::Encoding(e.to_string()))?;
                 let sig =
@@ -424,6 +446,28 @@ impl PublicKey {
                 let (r, s) = decode_halves(signature, half).map_err(|e| SignatureError::Encoding(e.to_string()))?;
                 let prehash = Sha256::digest(signed);
                 if key.verify(&prehash, &r, &s) { Ok(()) } else { Err(SignatureError::Mismatch) }
+            }
+        }
+    }
+}
+
+impl PublicKey {
+    /// Verifies a signature over arbitrary bytes made by [`PrivateKey::sign_data`] (the
+    /// scheme [`Algorithm::data_scheme`] names).
+    pub fn verify_data(&self, data: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+        match &self.key {
+            Public::Rsa(key) => verify_rsa(key, data, signature),
+            Public::Ed25519(key) => {
+                let bytes: [u8; 64] =
+                    signature.try_into().map_err(|_| SignatureError::Length { got: signature.len(), want: 64 })?;
+                key.verify_strict(data, &ed25519_dalek::Signature::from_bytes(&bytes))
+                    .map_err(|_| SignatureError::Mismatch)
+            }
+            Public::Ecdsa(key) => {
+                let curve = key.curve();
+                let (r, s) =
+                    decode_halves(signature, curve.sizes().1).map_err(|e| SignatureError::Encoding(e.to_string()))?;
+                if key.verify(&(curve.data_hash().1)(data), &r, &s) { Ok(()) } else { Err(SignatureError::Mismatch) }
             }
         }
     }
@@ -741,6 +785,31 @@ impl PrivateKey {
     }
 }
 
+impl PrivateKey {
+    /// Signs arbitrary bytes with the key type's usual scheme ([`Algorithm::data_scheme`]):
+    /// what a DSSE envelope's signature is made with (over its PAE bytes).
+    pub fn sign_data(&self, data: &[u8]) -> Result<Vec<u8>> {
+        match &self.secret {
+            Secret::Rsa(key) => {
+                use rsa::signature::{SignatureEncoding, Signer};
+                let sig = key.try_sign(data).map_err(|e| Error::msg(format!("RSA signing failed: {e}")))?;
+                Ok(sig.to_vec())
+            }
+            Secret::Ed25519(esk) => {
+                let Public::Ed25519(vk) = &self.public.key else {
+                    unreachable!("an Ed25519 key has an Ed25519 public half")
+                };
+                Ok(ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(esk, data, vk).to_bytes().to_vec())
+            }
+            Secret::Ecdsa(key) => {
+                let Algorithm::Ecdsa(curve) = self.algorithm() else { unreachable!("an ECDSA key is on a curve") };
+                let (r, s) = key.sign(&(curve.data_hash().1)(data))?;
+                Ok(encode_halves(&r, &s))
+            }
+        }
+    }
+}
+
 fn parse_private_pem(bytes: &[u8]) -> Result<PrivateKey> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::DecodePrivateKey;
@@ -807,61 +876,18 @@ fn parse_sec1(bytes: &[u8]) -> Result<PrivateKey> {
     Ok(PrivateKey::ecdsa(EcdsaSecret::from_scalar(curve, &scalar)?))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+/// RSA PKCS#1 v1.5 with SHA-256 over `data`: how pkg's rsa signer and our data scheme
+/// both sign.
+fn verify_rsa(key: &rsa::PublicKey, data: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+    use rsa::signature::Verifier;
+    use rsa::traits::PublicKeyParts;
+    if signature.len() != key.size() {
+        return Err(SignatureError::Length { got: signature.len(), want: key.size() });
     }
-
-    #[test]
-    fn the_wei25519_generator_is_the_ed25519_base_point() {
-        let g = [
-            hex("2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaad245a"),
-            hex("20ae19a1b8a086b4e01edd2c7748d14c923d4d7e6d7c61b229e9c5a27eced3d9"),
-        ]
-        .concat();
-        let ed = wei25519_to_ed25519(&g).unwrap();
-        assert_eq!(ed.to_bytes().to_vec(), hex("5866666666666666666666666666666666666666666666666666666666666666"));
-        // A point off the curve, and Y = 0, are refused.
-        let mut off = g.clone();
-        off[63] ^= 1;
-        assert!(wei25519_to_ed25519(&off).unwrap_err().to_string().contains("not on WEI25519"));
-        let outside = [vec![0xff; 32], g[32..].to_vec()].concat();
-        assert!(wei25519_to_ed25519(&outside).unwrap_err().to_string().contains("outside the field"));
-    }
-
-    #[test]
-    fn curves_pkg_refuses_or_that_cannot_be_computed_are_named() {
-        let p256 = Oid::new_unwrap("1.2.840.10045.3.1.7");
-        assert!(Curve::from_oid(&p256).unwrap_err().to_string().contains("NIST P-256 (prime256v1), which pkg refuses"));
-        let err = Curve::from_oid(&Curve::BrainpoolP512r1.oid()).unwrap_err().to_string();
-        assert!(
-            err.contains("brainpoolP512r1: pkg accepts it, but there is no well-kept Rust implementation"),
-            "{err}"
-        );
-        for c in Curve::ALL {
-            assert_eq!(Curve::ALL.into_iter().find(|x| x.oid() == c.oid()), Some(c));
-        }
-    }
-
-    #[test]
-    fn every_supported_curve_signs_and_verifies_over_sha256() {
-        let message = Message::of(b"data");
-        for curve in Curve::ALL.into_iter().filter(|c| c.supported().is_ok()) {
-            let n = curve.sizes().1;
-            let mut scalar = vec![0u8; n];
-            scalar[n - 1] = 7;
-            scalar[n - 2] = 1;
-            let key = PrivateKey::ecdsa(EcdsaSecret::from_scalar(curve, &scalar).unwrap());
-            assert_eq!(key.algorithm(), Algorithm::Ecdsa(curve));
-            for layout in [TrustMode::Pubkey, TrustMode::Fingerprints] {
-                let sig = key.sign(&message, layout).unwrap();
-                key.public.verify(&message, SignerType::Ecdsa, layout, &sig).unwrap_or_else(|e| panic!("{curve}: {e}"));
-                let other = if layout == TrustMode::Pubkey { TrustMode::Fingerprints } else { TrustMode::Pubkey };
-                assert_eq!(key.public.verify(&message, SignerType::Ecdsa, other, &sig), Err(SignatureError::Mismatch));
-            }
-        }
-    }
+    let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone());
+    let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Mismatch)?;
+    vk.verify(data, &sig).map_err(|_| SignatureError::Mismatch)
 }
+
+#[cfg(test)]
+mod tests;
