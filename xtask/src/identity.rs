@@ -100,7 +100,7 @@ pub enum Strength {
 /// output on every release).
 ///
 /// Keyed by the name as a string, not a path: a path compares component by component,
-/// and loading the record of 35,000 packages spent most of its time there.
+/// which showed in the profile of loading the record of 35,000 packages.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Produced(BTreeMap<String, Identity>);
