@@ -2,7 +2,8 @@
 //! packages (a full ports tree): small synthetic packages whose catalogue entries are
 //! as full as real ones, signed with the RSA test key. Run with
 //! `cargo bench -p xtask --bench scale` (not part of CI; `SCALE_SIZES=2000,10000` picks
-//! the sizes, `SCALE_ROUNDS=N` the rounds of each figure).
+//! the sizes, `SCALE_ROUNDS=N` the rounds of each figure, `SCALE_FIGURES=publish,judge`
+//! the figures: any of `verify`, `sign`, `publish` (both publish figures) and `judge`).
 //!
 //! Each figure times the built xtask binary (not `cargo xtask`) against a baseline
 //! measured in the same run, in turns within each round, and takes the medians:
@@ -159,6 +160,16 @@ impl Figure {
     }
 
     /// The goal on the ratio to the baseline, at the largest size.
+    /// The word of `SCALE_FIGURES` that picks this figure.
+    fn word(self) -> &'static str {
+        match self {
+            Figure::Verify => "verify",
+            Figure::Sign => "sign",
+            Figure::FirstPublish | Figure::NextPublish => "publish",
+            Figure::Judge => "judge",
+        }
+    }
+
     fn ratio_goal(self) -> Option<f64> {
         match self {
             Figure::Verify => Some(0.5),
@@ -174,6 +185,8 @@ struct Bench {
     config: String,
     root: Utf8PathBuf,
     rounds: usize,
+    /// The `SCALE_FIGURES` words; empty for every figure.
+    figures: Vec<String>,
 }
 
 impl Bench {
@@ -181,6 +194,10 @@ impl Bench {
         let mut cmd = Command::new(test_support::xtask_bin());
         cmd.arg("--config").arg(self.project.config_path()).args(args).env("NO_COLOR", "1");
         cmd
+    }
+
+    fn wants(&self, figure: Figure) -> bool {
+        self.figures.is_empty() || self.figures.iter().any(|w| w == figure.word())
     }
 
     fn log(&self) -> Utf8PathBuf {
@@ -219,11 +236,11 @@ impl Bench {
     }
 }
 
-fn measure(n: usize, rounds: usize) -> Figures {
+fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
     let project = signing_project("pubkey", "\n[publish]\ncheck = false\nkeep = 3\n");
     let config = fs::read_to_string(project.config_path()).unwrap();
     let root = project.scratch.path.clone();
-    let bench = Bench { project, config, root: root.clone(), rounds };
+    let bench = Bench { project, config, root: root.clone(), rounds, figures: figures.to_vec() };
     let key = private_key(&root.join("keys"));
 
     // Release a, release b (package CHANGED differs; the rest are a's files, linked),
@@ -255,75 +272,83 @@ fn measure(n: usize, rounds: usize) -> Figures {
     let mut rows = Vec::new();
 
     // sign --verify-only, against b2sum.
-    let (ours, theirs) = bench.pair(
-        |_| {},
-        |_| bench.xtask(&["sign", "--verify-only", "--repo", a.as_str()]),
-        |_| Some(b2sum(&a)),
-        |_| {},
-    );
-    rows.push((Figure::Verify, ours, theirs));
+    if bench.wants(Figure::Verify) {
+        let (ours, theirs) = bench.pair(
+            |_| {},
+            |_| bench.xtask(&["sign", "--verify-only", "--repo", a.as_str()]),
+            |_| Some(b2sum(&a)),
+            |_| {},
+        );
+        rows.push((Figure::Verify, ours, theirs));
+    }
 
     // sign on the unsigned catalogues, restored before each round.
-    let (ours, theirs) = bench.pair(
-        |_| {
-            for archive in ["data.pkg", "packagesite.pkg"] {
-                fs::copy(unsigned.join(archive), u.join(archive)).unwrap();
-            }
-        },
-        |_| bench.xtask(&["sign", "--repo", u.as_str()]),
-        |_| Some(b2sum(&u)),
-        |_| {},
-    );
-    rows.push((Figure::Sign, ours, theirs));
+    if bench.wants(Figure::Sign) {
+        let (ours, theirs) = bench.pair(
+            |_| {
+                for archive in ["data.pkg", "packagesite.pkg"] {
+                    fs::copy(unsigned.join(archive), u.join(archive)).unwrap();
+                }
+            },
+            |_| bench.xtask(&["sign", "--repo", u.as_str()]),
+            |_| Some(b2sum(&u)),
+            |_| {},
+        );
+        rows.push((Figure::Sign, ours, theirs));
+    }
 
     // The first publish of a to an empty site, against cp -al of a.
-    run(&mut bench.xtask(&["sign", "--repo", a.as_str()]), &bench.log());
-    let site = |round: usize| root.join(format!("site{round}"));
-    let copy = |round: usize| root.join(format!("copy{round}"));
-    let (ours, theirs) = bench.pair(
-        |round| bench.target(&site(round)),
-        |_| bench.xtask(&["publish"]),
-        |round| {
-            let mut cmd = Command::new("cp");
-            cmd.arg("-al").arg(a.as_str()).arg(copy(round).as_str());
-            Some(cmd)
-        },
-        |round| {
-            // Keep the last site for the next releases.
-            if round < rounds {
-                fs::remove_dir_all(site(round)).unwrap();
-            }
-            fs::remove_dir_all(copy(round)).unwrap();
-        },
-    );
-    rows.push((Figure::FirstPublish, ours, theirs));
-    let first = ours;
+    if bench.wants(Figure::FirstPublish) {
+        run(&mut bench.xtask(&["sign", "--repo", a.as_str()]), &bench.log());
+        let site = |round: usize| root.join(format!("site{round}"));
+        let copy = |round: usize| root.join(format!("copy{round}"));
+        let (ours, theirs) = bench.pair(
+            |round| bench.target(&site(round)),
+            |_| bench.xtask(&["publish"]),
+            |round| {
+                let mut cmd = Command::new("cp");
+                cmd.arg("-al").arg(a.as_str()).arg(copy(round).as_str());
+                Some(cmd)
+            },
+            |round| {
+                // Keep the last site for the next releases.
+                if round < rounds {
+                    fs::remove_dir_all(site(round)).unwrap();
+                }
+                fs::remove_dir_all(copy(round)).unwrap();
+            },
+        );
+        rows.push((Figure::FirstPublish, ours, theirs));
+        let first = ours;
 
-    // The next releases alternate between b and a: one package differs each time.
-    let (ours, _) = bench.pair(
-        |round| {
-            let repo = if round % 2 == 0 { &b } else { &a };
-            run(&mut bench.xtask(&["sign", "--repo", repo.as_str()]), &bench.log());
-        },
-        |_| bench.xtask(&["publish"]),
-        |_| None,
-        |_| {},
-    );
-    rows.push((Figure::NextPublish, ours, first));
+        // The next releases alternate between b and a: one package differs each time.
+        let (ours, _) = bench.pair(
+            |round| {
+                let repo = if round % 2 == 0 { &b } else { &a };
+                run(&mut bench.xtask(&["sign", "--repo", repo.as_str()]), &bench.log());
+            },
+            |_| bench.xtask(&["publish"]),
+            |_| None,
+            |_| {},
+        );
+        rows.push((Figure::NextPublish, ours, first));
+    }
 
     // bulk --judge of a build of n ports, against wc -l.
-    let (build, files) = scale::poudriere_build(root.as_std_path(), n);
-    let (ours, theirs) = bench.pair(
-        |_| {},
-        |_| bench.xtask(&["bulk", "--judge", build.to_str().unwrap()]),
-        |_| {
-            let mut cmd = Command::new("wc");
-            cmd.arg("-l").args(&files);
-            Some(cmd)
-        },
-        |_| {},
-    );
-    rows.push((Figure::Judge, ours, theirs));
+    if bench.wants(Figure::Judge) {
+        let (build, files) = scale::poudriere_build(root.as_std_path(), n);
+        let (ours, theirs) = bench.pair(
+            |_| {},
+            |_| bench.xtask(&["bulk", "--judge", build.to_str().unwrap()]),
+            |_| {
+                let mut cmd = Command::new("wc");
+                cmd.arg("-l").args(&files);
+                Some(cmd)
+            },
+            |_| {},
+        );
+        rows.push((Figure::Judge, ours, theirs));
+    }
     Figures { packages: n, bytes, rows }
 }
 
@@ -371,13 +396,22 @@ fn main() {
         Err(_) => SIZES.to_vec(),
     };
     let rounds: usize = std::env::var("SCALE_ROUNDS").map_or(3, |r| r.parse().expect("SCALE_ROUNDS: a number"));
+    let figures: Vec<String> = std::env::var("SCALE_FIGURES")
+        .map(|s| s.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect())
+        .unwrap_or_default();
+    for w in &figures {
+        assert!(
+            ["verify", "sign", "publish", "judge"].contains(&w.as_str()),
+            "SCALE_FIGURES: {w:?} is none of verify, sign, publish, judge"
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "scale benchmark on {cores} cores: the xtask binary, median of {rounds} rounds; peak memory is the xtask process's maximum RSS"
     );
     let mut all: Vec<Figures> = Vec::new();
     for &n in &sizes {
-        let figures = measure(n, rounds);
+        let figures = measure(n, rounds, &figures);
         let largest = n == *sizes.iter().max().unwrap();
         println!("{} packages ({:.0} MB of packages):", figures.packages, figures.bytes as f64 / 1e6);
         for &(figure, ours, theirs) in &figures.rows {

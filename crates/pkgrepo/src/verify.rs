@@ -217,8 +217,16 @@ fn read_meta(dir: &Utf8Path, report: &mut Report) -> MetaConf {
 /// `stop`); everything wrong with the repository is in the [`Report`].
 ///
 /// The two catalogues are read at the same time, each as a stream; then the package
-/// files are checked on [`Options::threads`] threads.
+/// files are checked on [`Options::threads`] threads. The two halves are
+/// [`read_catalogues`] and [`Catalogues::check_files`], for a caller that has other
+/// work to do while the catalogues are read.
 pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
+    read_catalogues(dir, opts.trust).check_files(opts)
+}
+
+/// The first half of [`verify`]: meta.conf and the catalogues of `dir`, read and
+/// checked (signatures in `trust`'s mode, the two catalogues against each other).
+pub fn read_catalogues(dir: &Utf8Path, trust: &Trust) -> Catalogues {
     let mut report = Report::default();
     let meta = read_meta(dir, &mut report);
 
@@ -226,7 +234,7 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
         let threads: Vec<_> = CATALOGUES
             .map(|kind| {
                 let (archive, inner) = meta.catalogue(kind);
-                s.spawn(move || read_archive(dir, &archive, &inner, Some(kind), opts.trust))
+                s.spawn(move || read_archive(dir, &archive, &inner, Some(kind), trust))
             })
             .into_iter()
             .collect();
@@ -245,14 +253,36 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
     // files.pkg is optional (`pkg repo -l`); when present it must be signed too.
     let (files_archive, files_inner) = meta.files();
     if dir.join(&files_archive).exists() {
-        let r = read_archive(dir, &files_archive, &files_inner, None, opts.trust);
+        let r = read_archive(dir, &files_archive, &files_inner, None, trust);
         report.problems.extend(r.problems);
         report.catalogues.extend(r.info);
     }
 
     compare_catalogues(&catalogues, &mut report);
-    check_packages(dir, &catalogues, opts, &mut report)?;
-    Ok(report)
+    Catalogues { dir: dir.to_owned(), report, catalogues }
+}
+
+/// What [`read_catalogues`] found: the report so far and the catalogues' entries.
+pub struct Catalogues {
+    dir: camino::Utf8PathBuf,
+    report: Report,
+    catalogues: Vec<(CatalogueKind, Catalogue)>,
+}
+
+impl Catalogues {
+    /// The directory they were read from.
+    pub fn dir(&self) -> &Utf8Path {
+        &self.dir
+    }
+
+    /// The second half of [`verify`]: every entry's ABI and path, then every package
+    /// file of the directory the catalogues were read from against its entry.
+    /// `opts.trust` is not used again: the signatures were checked when reading.
+    pub fn check_files(self, opts: &Options) -> Result<Report> {
+        let Catalogues { dir, mut report, catalogues } = self;
+        check_packages(&dir, &catalogues, opts, &mut report)?;
+        Ok(report)
+    }
 }
 
 /// What reading one catalogue archive found.

@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::check::{self, Served};
 use super::client::{self, ClientFiles};
 use super::release::{FileAction, Release, release_abi, release_trust};
-use super::verified::{Index, verify_version};
+use super::verified::{Index, verify_files, verify_version};
 use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
 use crate::failure;
@@ -19,6 +19,7 @@ use crate::fsx;
 use crate::sign::{PackageRecord, plural};
 use crate::stage::{Cx, Plan, Step};
 use pkgrepo::trust::Trust;
+use pkgrepo::verify;
 
 /// Holds `.publish.lock` in the ABI directory: one publish at a time per target.
 struct TargetLock {
@@ -69,8 +70,9 @@ fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
 /// `from` (then true is returned: it must be synced). `made` is the directory created
 /// last, so that a directory of thousands of packages is checked once.
 fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>, made: &mut Utf8PathBuf) -> Result<bool> {
+    // Compared as strings: a path compares component by component.
     if let Some(dir) = to.parent()
-        && dir != made.as_path()
+        && dir.as_str() != made.as_str()
     {
         if !dir.is_dir() {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
@@ -179,10 +181,11 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
         first_copied.or(r.sign.packages.first()).cloned().into_iter().collect()
     };
 
+    // The index of the version `latest` names, read by the plan.
+    let prev_index = std::mem::take(&mut r.index);
     if let Some(version) = &r.already {
         let vdir = dir.join(version);
-        let index = Index::read(&vdir);
-        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &index)?;
+        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &prev_index)?;
         let fetch = fetch_of(&[]);
         return Ok(Staged { r, trust, fetch, packages_copied: 0, linked: 0 });
     }
@@ -195,26 +198,38 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
         n += 1;
     }
     let prev_dir = r.previous.as_ref().map(|p| dir.join(p));
-    let prev_index = prev_dir.as_ref().map(|d| Index::read(d)).unwrap_or_default();
     let staging_path = fsx::temp_beside(&dir.join(&r.version));
     fs::create_dir(&staging_path).with_context(|| format!("cannot create {staging_path}"))?;
     let mut staging = Staging { path: staging_path.clone(), armed: true };
     let bar = cx.ui.progress("publish", r.files.len() as u64 + 1, false);
     let (mut copied, mut linked, mut to_sync) = (Vec::new(), 0usize, Vec::new());
     let mut made = staging_path.clone();
-    for f in &r.files {
-        crate::proc::check_interrupted()?;
-        let from = r.sign.repo.join(&f.rel);
-        let to = staging_path.join(&f.rel);
-        let link_from = prev_dir.as_ref().filter(|_| f.link).map(|d| d.join(&f.rel));
-        if place(&from, &to, link_from.as_deref(), &mut made)? {
-            copied.push(f);
-            to_sync.push(to);
-        } else {
-            linked += 1;
+    let mut place_all = |files: std::ops::Range<usize>| -> Result<()> {
+        for f in &r.files[files] {
+            crate::proc::check_interrupted()?;
+            let from = r.sign.repo.join(&f.rel);
+            let to = staging_path.join(&f.rel);
+            let link_from = prev_dir.as_ref().filter(|_| f.link).map(|d| d.join(&f.rel));
+            if place(&from, &to, link_from.as_deref(), &mut made)? {
+                copied.push(f);
+                to_sync.push(to);
+            } else {
+                linked += 1;
+            }
+            bar.inc(1, &f.rel);
         }
-        bar.inc(1, &f.rel);
-    }
+        Ok(())
+    };
+    // The catalogues are placed first and read (the CPU's work) while the packages are
+    // linked (the file system's); each is read from the staged copy, once placed.
+    let packages_from = r.packages_from();
+    place_all(0..packages_from)?;
+    let catalogues = std::thread::scope(|s| -> Result<_> {
+        let reading = s.spawn(|| verify::read_catalogues(&staging_path, &trust));
+        let placed = place_all(packages_from..r.files.len());
+        let catalogues = reading.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        placed.map(|()| catalogues)
+    })?;
     copy_file(&r.manifest, &staging_path.join("manifest.json"))?;
     to_sync.push(staging_path.join("manifest.json"));
     bar.inc(1, "manifest.json");
@@ -233,14 +248,13 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     ));
 
     // The copy must verify before anyone can see it.
-    let (_, index) =
-        verify_version(&release_abi(cx, &r.sign), &staging_path, &trust, &r.sign.key_fingerprint, &prev_index)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
-                    r.previous.as_deref().unwrap_or("nothing")
-                )
-            })?;
+    let (_, index) = verify_files(&release_abi(cx, &r.sign), catalogues, &trust, &r.sign.key_fingerprint, &prev_index)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
+                r.previous.as_deref().unwrap_or("nothing")
+            )
+        })?;
     index.write(&staging_path)?;
 
     let final_dir = dir.join(&r.version);

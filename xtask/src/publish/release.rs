@@ -31,9 +31,20 @@ pub struct Release {
     pub manifest: Utf8PathBuf,
     pub version: String,
     pub previous: Option<String>,
+    /// The files: first those that are not packages (meta.conf, meta, the catalogue
+    /// archives), then the packages, in the order of `sign.packages`.
     pub files: Vec<FileAction>,
+    /// The `.verified.json` index of `previous` as the plan read it (local targets).
+    pub index: Index,
     /// `latest` already serves exactly this release: nothing to copy or switch.
     pub already: Option<String>,
+}
+
+impl Release {
+    /// How many of `files` are not packages: where the packages start.
+    pub fn packages_from(&self) -> usize {
+        self.files.len().saturating_sub(self.sign.packages.len())
+    }
 }
 
 /// The release sign recorded (or, in a dry run before sign, the one it would record),
@@ -90,7 +101,8 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
         };
         files.push(FileAction { rel, link });
     }
-    Ok(Release { sign, manifest, version, previous, files, already })
+    let index = index.map(|(_, index)| index).unwrap_or_default();
+    Ok(Release { sign, manifest, version, previous, files, index, already })
 }
 
 /// What a dry run assumes sign will record when it has not run: the repository bulk

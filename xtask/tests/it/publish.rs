@@ -355,6 +355,31 @@ fn a_copy_that_fails_verification_is_never_switched_to() {
 }
 
 #[test]
+fn catalogues_the_served_version_has_over_a_changed_package_are_refused() {
+    // After sign, b's catalogues are replaced by a's: signed, and byte for byte those of
+    // the version `latest` serves, but one package under them is b's, another file.
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "");
+    let a = p.scratch.path.join("a");
+    make_repo(&a, &synthetic(12, 4096, 1, |_| false));
+    sign_repo(&p, &a);
+    p.run(&["publish"]).success();
+    let v1 = latest(&site.dir);
+    let b = p.scratch.path.join("b");
+    make_repo(&b, &synthetic(12, 4096, 2, |i| i == 5));
+    sign_repo(&p, &b);
+    for archive in ["data.pkg", "packagesite.pkg"] {
+        fs::copy(a.join(archive), b.join(archive)).unwrap();
+    }
+    p.run(&["publish"])
+        .code_is(2)
+        .stderr_has("the new copy failed verification; nothing was switched and latest still serves")
+        .stderr_has("All/pkg005-1.0.pkg: is listed in the catalogue but missing");
+    assert_eq!(latest(&site.dir), v1);
+    assert_eq!(versions(&site.dir), [v1]);
+}
+
+#[test]
 fn dry_run_shows_the_copies_and_the_switch_and_changes_nothing() {
     let site = site("");
     let p = project(&site.dir, &site.nginx.url(), "");
