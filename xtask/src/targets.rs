@@ -195,8 +195,23 @@ pub fn validate(loaded: &Loaded) -> Result<()> {
                 .help("give each target its own ABI (FreeBSD:15:amd64, FreeBSD:15:aarch64)")
                 .into());
         }
-        if t.runner.is_empty() || t.runner.contains(['\n', '\'', '"']) {
-            return Err(loaded.error_at(&key("runner"), format!("runner label `{}` is not a label", t.runner)));
+        // The label goes into the workflow as `runs-on`: kept to the characters a job
+        // id and a shell word take as they are, so no label can carry YAML or a
+        // `${{ }}` expression into it.
+        if !safe_name(&t.runner) {
+            return Err(loaded
+                .failure_at(&key("runner"), format!("runner label `{}` is not a label", t.runner.escape_debug()))
+                .help("a runner label is 1 to 64 letters, digits, `.`, `_`, `-`, not starting with `.` or `-`")
+                .into());
+        }
+        if t.runner == crate::workflow::SIGNING_RUNNER {
+            return Err(loaded
+                .failure_at(
+                    &key("runner"),
+                    format!("target `{}` is built on the `{}` runner, the machine holding the key", t.name, t.runner),
+                )
+                .help("build on a runner of its own (runner = \"freebsd-amd64\"): a build runs colibri's build scripts, which must never run where the key is")
+                .into());
         }
         if let Err(e) = merged_gate(&loaded.config.gate, &t.gate) {
             return Err(loaded.error_at(&key("gate"), format!("target `{}`'s gate settings: {e}", t.name)));

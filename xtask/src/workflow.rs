@@ -38,6 +38,8 @@ const CHECKOUT: &str = "https://code.forgejo.org/actions/checkout@v4";
 const UPLOAD: &str = "https://code.forgejo.org/actions/upload-artifact@v3";
 const DOWNLOAD: &str = "https://code.forgejo.org/actions/download-artifact@v3";
 const RUN_DIR: &str = "target/mother-build";
+/// colibri's repository when the `COLIBRI_REPO` variable is not set.
+const COLIBRI_REPO: &str = "https://forge.clawdie.si/clawdie/colibri.git";
 
 /// A YAML double-quoted scalar.
 fn q(s: &str) -> String {
@@ -80,12 +82,17 @@ impl Jobs {
         self.line(8, &format!("run: {run}"));
     }
 
+    /// The tag and the clone URL reach the shell as environment variables, never
+    /// pasted into the script: whoever starts a release types the tag, and a `${{ }}`
+    /// inside `run:` is substituted into the script text before the shell reads it.
     fn colibri_checkout(&mut self) {
         self.line(6, "- name: colibri checkout at the release tag");
+        self.line(8, "env:");
+        self.line(10, "COLIBRI_TAG: ${{ inputs.colibri_tag }}");
+        self.line(10, &format!("COLIBRI_REPO: ${{{{ vars.COLIBRI_REPO || '{COLIBRI_REPO}' }}}}"));
         self.line(8, "run: |");
         self.line(10, "rm -rf ../colibri");
-        self.line(10, "git clone --quiet --branch \"${{ inputs.colibri_tag }}\" --depth 1 \\");
-        self.line(12, "\"${{ vars.COLIBRI_REPO || 'https://forge.clawdie.si/clawdie/colibri.git' }}\" ../colibri");
+        self.line(10, "git clone --quiet --branch \"$COLIBRI_TAG\" --depth 1 -- \"$COLIBRI_REPO\" ../colibri");
     }
 
     fn download(&mut self, title: &str, artifact: &str, path: &str) {
@@ -149,16 +156,20 @@ pub fn render(loaded: &Loaded) -> Result<String> {
          #\n\
          # `test` runs the test suite on Linux. A release (workflow_dispatch with the colibri tag)\n\
          # builds each target on a runner labelled with its `runner` ([[targets]] in pipeline.toml):\n\
-         # the shared stages ({shared}) and its bulk, then bundles bulk's work. One job on the\n\
-         # `{SIGNING_RUNNER}` runner, the only machine holding the key, unbundles every target's work\n\
-         # (each file checked against the bundle's digests; another release's bundle is refused),\n\
+         # the shared stages ({shared}) and its bulk, then bundles bulk's work.\n\
+         # Each builder runs the shared stages itself rather than receiving them: they are\n\
+         # deterministic from the colibri tag and pipeline.toml, cheap next to bulk, and each\n\
+         # bundle names the colibri commit and pipeline digest they came from, so the signing job\n\
+         # refuses builders that disagree. One job on the `{SIGNING_RUNNER}` runner, the only\n\
+         # machine holding the key, unbundles every target's work (each file checked against the\n\
+         # bundle's digests; another release's bundle is refused),\n\
          # signs and publishes. Then iso and gate run per target with `image = true`. Each job keeps\n\
          # its run directory ({RUN_DIR}: state.json, logs, outputs) as an artifact, also when it\n\
          # fails. Setting up the runners: docs/runbook.md, \"Several targets\".\n\
          #\n\
          # Settings (repository or organisation variables):\n\
          #   LINUX_RUNS_ON    JSON list of runner labels for the test job   (default [\"docker\"])\n\
-         #   COLIBRI_REPO     clone URL of colibri      (default https://forge.clawdie.si/clawdie/colibri.git)\n\
+         #   COLIBRI_REPO     clone URL of colibri      (default {COLIBRI_REPO})\n\
          \n\
          name: release\n\
          \n\
