@@ -12,7 +12,8 @@
 //! - [`scale`]: repositories and poudriere builds the size of a full ports tree;
 //! - [`pipeline`]: the whole pipeline on one scratch host (the end-to-end test and the
 //!   no-op release benchmark);
-//! - [`terminal`]: commands run on a pseudo-terminal, and the screen they leave.
+//! - [`terminal`]: commands run on a pseudo-terminal, and the screen they leave;
+//! - [`workflow`]: actionlint on a generated Forgejo workflow.
 //!
 //! Paths are computed from this crate's place in the repository (`crates/test-support`),
 //! and the xtask binary from where cargo put the running test or benchmark.
@@ -30,6 +31,7 @@ pub mod pipeline;
 pub mod repo;
 pub mod scale;
 pub mod terminal;
+pub mod workflow;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

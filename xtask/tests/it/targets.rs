@@ -170,6 +170,17 @@ fn targets_are_refused_with_their_line() {
     p.write_config(&format!("{}image = false\n", two("amd64", "arm")));
     p.run(&["status"]).success();
     p.run(&["bulk", "--target", "riscv", "--dry-run"]).code_is(2).stderr_has("its targets are: amd64, arm");
+    // A runner label goes into the workflow: nothing that could carry YAML or an
+    // expression, and never the signing host's.
+    for bad in ["freebsd ${{ secrets.KEY }}", "a\\\"b", "-x", ""] {
+        p.write_config(&format!("{}image = false\nrunner = \"{bad}\"\n", two("amd64", "arm")));
+        p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:19:10:").stderr_has("is not a label");
+    }
+    p.write_config(&format!("{}image = false\nrunner = \"signing\"\n", two("amd64", "arm")));
+    p.run(&["status"])
+        .code_is(2)
+        .stderr_has("target `arm` is built on the `signing` runner, the machine holding the key")
+        .stderr_has("never run where the key is");
 }
 
 /// The workflow `ci-workflow` writes for `pipeline`, parsed by a YAML parser of its own
@@ -234,8 +245,15 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
         ["cargo xtask --target amd64 iso", "cargo xtask --target amd64 gate", "cargo xtask status --json"]
     );
 
-    // --check fails on a stale file, naming the command that fixes it.
+    // The colibri tag reaches git as a variable, not as script text.
+    let checkout = &w["jobs"]["build-amd64"]["steps"][1];
+    assert_eq!(checkout["env"]["COLIBRI_TAG"], "${{ inputs.colibri_tag }}");
+    assert!(!checkout["run"].as_str().unwrap().contains("${{"), "{checkout}");
+
     let out = p.scratch.path.join("release.yml");
+    test_support::workflow::actionlint(&out, &["freebsd-amd64", "freebsd-aarch64", "signing"]);
+
+    // --check fails on a stale file, naming the command that fixes it.
     fs::write(&out, "stale\n").unwrap();
     p.run(&["ci-workflow", "--check", "--output", out.as_str()])
         .code_is(2)

@@ -125,6 +125,21 @@ fn the_workflow_is_generated_from_the_pipeline_and_current() {
     assert!(workflow.contains("run: .ci/run"), "a Linux job runs the tests");
 }
 
+#[test]
+fn the_committed_workflow_passes_actionlint() {
+    // Its self-hosted runners: each target's `runner` (`freebsd` when pipeline.toml
+    // declares no targets) and the signing runner.
+    let pipeline: toml::Table =
+        toml::from_str(&fs::read_to_string(repo_root().join("pipeline.toml")).unwrap()).unwrap();
+    let mut labels: Vec<&str> = pipeline
+        .get("targets")
+        .and_then(|t| t.as_array())
+        .map(|targets| targets.iter().map(|t| t.get("runner").and_then(|r| r.as_str()).unwrap_or("freebsd")).collect())
+        .unwrap_or_else(|| vec!["freebsd"]);
+    labels.push("signing");
+    test_support::workflow::actionlint(&repo_root().join(".forgejo/workflows/release.yml"), &labels);
+}
+
 /// Where an error's help may be written as `help:` text: where errors are rendered.
 const RENDERERS: [&str; 2] = ["xtask/src/failure.rs", "xtask/src/ui.rs"];
 
