@@ -42,7 +42,8 @@ settings! {
         /// Its OSVERSION, as `repository.osversion`.
         pub osversion: u32 = 1500068,
         /// The Forgejo runner label that builds it (`runs-on` of its build job in the
-        /// workflow `cargo xtask ci-workflow` writes).
+        /// workflow `cargo xtask ci-workflow` writes): letters, digits, `.`, `_`, `-`;
+        /// never `signing`, the signing host's.
         pub runner: String = "freebsd".into(),
         /// Whether iso and gate run for it.
         pub image: bool = true,
