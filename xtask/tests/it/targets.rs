@@ -260,3 +260,59 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
         .stderr_has("is stale")
         .stderr_has("cargo xtask --config pipeline.toml ci-workflow");
 }
+
+/// The generated workflow's jobs run as written, each as its own machine: every
+/// `cargo xtask` line of a job with that job's state directory (a runner's
+/// `target/mother-build`), the bundles handed over as files (the artifacts), and the
+/// image job given the signing job's run directory moved to another path (downloaded
+/// on another runner). Only the colibri checkout, which the test's host already has, is
+/// not run.
+#[test]
+fn the_generated_workflow_runs_job_by_job_on_separate_state_directories() {
+    let mut r = Release::start();
+    r.configure(TARGETS);
+    let samples_dir = r.h.p.scratch.path.join("samples");
+    samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 64);
+    r.h.p.env.push(("STANDIN_SAMPLES".into(), samples_dir.to_string()));
+    let jail = r.h.poudriere(&["jail", "-c", "-j", "clawdie-aarch64", "-v", "15.0-RELEASE", "-a", "arm64.aarch64"]);
+    assert!(jail.status.success(), "{}", String::from_utf8_lossy(&jail.stderr));
+    let w = workflow_of(&r.h.p);
+    let machines = r.h.p.scratch.path.join("machines");
+
+    let run_job = |job: &str, state_dir: &Utf8Path| {
+        let steps = w["jobs"][job]["steps"].as_array().unwrap_or_else(|| panic!("no job {job}"));
+        let lines: Vec<&str> =
+            steps.iter().filter_map(|s| s["run"].as_str()).filter_map(|l| l.strip_prefix("cargo xtask ")).collect();
+        assert!(!lines.is_empty(), "{job} runs no cargo xtask line");
+        for line in lines {
+            let mut args = vec!["--state-dir", state_dir.as_str()];
+            // One pkg on a real host both keeps the host's packages (what setup checks)
+            // and installs into the ISO root (`pkg -r`); here those are two stand-ins,
+            // and the pipeline names the ISO's (Release::start).
+            if line.split_whitespace().any(|w| w == "setup") {
+                args.extend(["-o", "tools.pkg=pkg"]);
+            }
+            args.extend(line.split_whitespace());
+            r.run(&args).success();
+        }
+    };
+    for t in ["amd64", "aarch64"] {
+        run_job(&format!("build-{t}"), &machines.join(format!("build-{t}")));
+        assert!(r.h.p.root.join(format!("bulk-{t}.bundle")).is_file(), "build-{t} left no bundle");
+    }
+    let signing = machines.join("signing");
+    run_job("sign-publish", &signing);
+    let site = r.h.site();
+    assert!(latest(&site, "FreeBSD:15:amd64").is_some());
+    assert!(latest(&site, "FreeBSD:15:aarch64").is_some());
+    // The image runner gets the signing job's run directory somewhere else.
+    let image = machines.join("image-amd64");
+    fs::rename(&signing, &image).unwrap();
+    run_job("image-amd64", &image);
+    let state: serde_json::Value = {
+        let id = fs::read_to_string(image.join("current")).unwrap();
+        serde_json::from_str(&fs::read_to_string(image.join("runs").join(id.trim()).join("state.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(state["records"]["gate@amd64"]["last_success"]["outputs"]["verdict"], "pass");
+}
