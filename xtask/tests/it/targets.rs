@@ -176,6 +176,12 @@ fn targets_are_refused_with_their_line() {
         p.write_config(&format!("{}image = false\nrunner = \"{bad}\"\n", two("amd64", "arm")));
         p.run(&["status"]).code_is(2).stderr_has("pipeline.toml:19:10:").stderr_has("is not a label");
     }
+    // Names that differ only in `.` and `-` would make one job id of two.
+    p.write_config(&format!("{}image = false\n", two("arm.1", "arm-1")));
+    p.run(&["ci-workflow", "--check"])
+        .code_is(2)
+        .stderr_has("targets give two build jobs the id build-arm-1")
+        .stderr_has("rename one of them in [[targets]]");
     p.write_config(&format!("{}image = false\nrunner = \"signing\"\n", two("amd64", "arm")));
     p.run(&["status"])
         .code_is(2)
