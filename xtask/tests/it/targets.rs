@@ -41,20 +41,26 @@ fn samples(dir: &Utf8Path, arch: &str, abi: &str, seed: u64) {
     write_catalogues(&set, &[catalogue_object(&pkg, abi)]);
 }
 
+/// The end-to-end host with `TARGETS`: the aarch64 jail's builds come from a synthetic
+/// sample set, and its jail exists (`setup --target aarch64` makes it on that builder).
+fn two_targets() -> Release {
+    let mut r = Release::start();
+    r.configure(TARGETS);
+    let samples_dir = r.h.p.scratch.path.join("samples");
+    samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 64);
+    r.h.p.env.push(("STANDIN_SAMPLES".into(), samples_dir.to_string()));
+    let jail = r.h.poudriere(&["jail", "-c", "-j", "clawdie-aarch64", "-v", "15.0-RELEASE", "-a", "arm64.aarch64"]);
+    assert!(jail.status.success(), "{}", String::from_utf8_lossy(&jail.stderr));
+    r
+}
+
 fn latest(site: &Utf8Path, abi: &str) -> Option<String> {
     fs::read_link(site.join(abi).join("latest")).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
 #[test]
 fn two_targets_released_one_failed_then_resumed_and_a_failed_switch_taken_back() {
-    let mut r = Release::start();
-    r.configure(TARGETS);
-    let samples_dir = r.h.p.scratch.path.join("samples");
-    samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 64);
-    r.h.p.env.push(("STANDIN_SAMPLES".into(), samples_dir.to_string()));
-    // The aarch64 builder's jail (`setup --target aarch64` makes it on that builder).
-    let jail = r.h.poudriere(&["jail", "-c", "-j", "clawdie-aarch64", "-v", "15.0-RELEASE", "-a", "arm64.aarch64"]);
-    assert!(jail.status.success(), "{}", String::from_utf8_lossy(&jail.stderr));
+    let mut r = two_targets();
     r.run(&["setup", "--target", "aarch64", "--dry-run"]).success().stdout_has("clawdie-aarch64");
     let site = r.h.site();
 
@@ -104,6 +110,7 @@ fn two_targets_released_one_failed_then_resumed_and_a_failed_switch_taken_back()
 
     // 3. A new build for both; aarch64's switch fails (its served history cannot be
     //    written): amd64, switched first, goes back, and both records say so.
+    let samples_dir = r.h.p.scratch.path.join("samples");
     samples(&samples_dir, "amd64", "FreeBSD:15:amd64", 65);
     samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 66);
     // A build from scratch (poudriere keeps an unchanged package otherwise).
@@ -275,13 +282,7 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
 /// not run.
 #[test]
 fn the_generated_workflow_runs_job_by_job_on_separate_state_directories() {
-    let mut r = Release::start();
-    r.configure(TARGETS);
-    let samples_dir = r.h.p.scratch.path.join("samples");
-    samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 64);
-    r.h.p.env.push(("STANDIN_SAMPLES".into(), samples_dir.to_string()));
-    let jail = r.h.poudriere(&["jail", "-c", "-j", "clawdie-aarch64", "-v", "15.0-RELEASE", "-a", "arm64.aarch64"]);
-    assert!(jail.status.success(), "{}", String::from_utf8_lossy(&jail.stderr));
+    let r = two_targets();
     let w = workflow_of(&r.h.p);
     let machines = r.h.p.scratch.path.join("machines");
 
