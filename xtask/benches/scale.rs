@@ -352,25 +352,30 @@ fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
     Figures { packages: n, bytes, rows }
 }
 
-/// `--make DIR PACKAGES`: a signed repository of that many packages in `DIR/repo`, an
-/// unsigned copy in `DIR/unsigned`, the key in `DIR/keys` and a pipeline.toml signing
-/// with it, to profile one command by hand.
+/// `--make DIR PACKAGES`: a signed repository of that many packages in `DIR/repo`, the
+/// next release in `DIR/next` (package [`CHANGED`] differs, the rest hard-linked from
+/// `repo`), an unsigned copy in `DIR/unsigned`, the key in `DIR/keys` and a
+/// pipeline.toml signing with it, to profile one command by hand (an incremental
+/// publish: `sign --repo DIR/repo`, `publish`, `sign --repo DIR/next`, `publish`).
 fn make(dir: &Utf8Path, n: usize) {
     let key = private_key(&dir.join("keys"));
     for name in ["repo", "unsigned"] {
         let lines = scale::write_packages(&dir.join(name), n, 0, &|_| false, None);
         scale::write_catalogues(&dir.join(name), &lines);
     }
+    let lines = scale::write_packages(&dir.join("next"), n, 1, &|i| i == CHANGED, Some(&dir.join("repo")));
+    scale::write_catalogues(&dir.join("next"), &lines);
     scale::sign(&dir.join("repo"), &key, &pubkey());
+    scale::sign(&dir.join("next"), &key, &pubkey());
     let config = test_support::repo::signing_config(&key, "pubkey");
     fs::write(
         dir.join("pipeline.toml"),
         format!(
-            "[pipeline]\nstate_dir = \"{dir}/state\"\n\n{config}\n[publish]\ncheck = false\ntarget = \"{dir}/site\"\n"
+            "[pipeline]\nstate_dir = \"{dir}/state\"\n\n{config}\n[publish]\ncheck = false\nkeep = 3\ntarget = \"{dir}/site\"\n"
         ),
     )
     .unwrap();
-    println!("{dir}: repo (signed), unsigned, pipeline.toml");
+    println!("{dir}: repo and next (signed), unsigned, pipeline.toml");
 }
 
 fn secs(d: Duration) -> f64 {

@@ -191,6 +191,11 @@ impl<T: Serialize + DeserializeOwned> Index<T> {
         self.files.insert(rel, (id, value));
     }
 
+    /// Adds the entries of `other`, which win over this index's.
+    pub fn extend(&mut self, other: Index<T>) {
+        self.files.extend(other.files);
+    }
+
     /// Keeps only the entries `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Identity, &T) -> bool) {
         self.files.retain(|p, (id, v)| keep(p, id, v));

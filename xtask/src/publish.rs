@@ -17,6 +17,7 @@ mod check;
 mod client;
 mod local;
 pub mod nginx;
+mod pool;
 mod release;
 mod remote;
 mod template;
@@ -102,11 +103,16 @@ pub struct PublishOutputs {
     /// The nginx server block written (relative to the state directory).
     #[serde(default)]
     pub nginx: Option<Utf8PathBuf>,
-    /// How many package files were copied; the rest were linked to the previous version.
+    /// How many package files were copied; the rest were shared with the previous
+    /// version (in the pool generation, local) or linked to it (rsync).
     #[serde(default)]
     pub copied: usize,
     #[serde(default)]
     pub linked: usize,
+    /// The pool generation the version's packages are in (a local target; none for a
+    /// version published before the pool).
+    #[serde(default)]
+    pub generation: Option<String>,
     /// SHA-256 of the data.pkg `latest` serves (to recognise this release when it is the
     /// old one).
     #[serde(default)]
@@ -361,6 +367,7 @@ impl Publish {
             nginx: Some(cx.run.rel(&nginx)),
             copied: 0,
             linked: 0,
+            generation: None,
             data_sha256: String::new(),
         };
         // Before `latest` moves: a block nginx refuses is put back, and nothing switched.

@@ -9,8 +9,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::check::{self, Served};
 use super::client::{self, ClientFiles};
-use super::release::{FileAction, Release, release_abi, release_trust};
-use super::verified::{Index, verify_files, verify_version};
+use super::pool::{self, Generation, Place};
+use super::release::{Release, release_abi, release_trust};
+use super::verified::{verify_files, verify_version};
 use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
 use crate::failure;
@@ -57,76 +58,6 @@ impl Drop for Staging {
     }
 }
 
-/// Copies `from` to the new file `to`, not yet synced ([`sync_files`] does).
-fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
-    let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
-    let mut dst =
-        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
-    std::io::copy(&mut src, &mut dst).with_context(|| format!("cannot copy {from} to {to}"))?;
-    Ok(())
-}
-
-/// Places `to`: a hard link to `link_from` when given and possible, else a copy of
-/// `from` (then true is returned: it must be synced). `made` is the directory created
-/// last, so that a directory of thousands of packages is checked once.
-fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>, made: &mut Utf8PathBuf) -> Result<bool> {
-    // Compared as strings: a path compares component by component.
-    if let Some(dir) = to.parent()
-        && dir.as_str() != made.as_str()
-    {
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
-        }
-        *made = dir.to_owned();
-    }
-    if let Some(prev) = link_from
-        && fs::hard_link(prev, to).is_ok()
-    {
-        return Ok(false);
-    }
-    copy_file(from, to)?;
-    Ok(true)
-}
-
-/// Syncs the files copied, many at a time: one `fsync` after another costs a journal
-/// commit each (most of a first publish of thousands of small packages); issued
-/// together, the file system commits them in a few.
-fn sync_files(files: &[Utf8PathBuf]) -> Result<()> {
-    const AT_ONCE: usize = 16;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..AT_ONCE.min(files.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { return };
-                    let synced = fs::File::open(path).and_then(|f| f.sync_all());
-                    if let Err(e) = synced {
-                        let e = anyhow::Error::new(e).context(format!("cannot sync {path}"));
-                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-fn sync_tree(dir: &Utf8Path) -> Result<()> {
-    for entry in dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            sync_tree(entry.path())?;
-        }
-    }
-    fsx::sync_dir(dir)
-}
-
 /// What `latest` serves after switching to `version`, and the data.pkg digest of the
 /// version before it, to tell the two apart.
 fn served_info(
@@ -151,6 +82,8 @@ pub struct Staged {
     fetch: Vec<PackageRecord>,
     packages_copied: usize,
     linked: usize,
+    /// The pool generation the version's packages are in.
+    generation: Option<String>,
 }
 
 /// Publishes `r`: [`stage`], then [`switch`].
@@ -166,29 +99,32 @@ pub fn publish(
     switch(cx, root, abi, staged, client, outputs)
 }
 
-/// Everything but the switch: the new version copied (unchanged packages hard-linked),
-/// synced, verified and renamed into place; or, when `latest` already serves this
-/// release, that version verified again.
+/// Everything but the switch: the new version's packages put into the pool (those
+/// already there shared), its repository files copied, synced, verified and renamed
+/// into place; or, when `latest` already serves this release, that version verified
+/// again.
 pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Staged> {
     let dir = root.join(abi);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let _lock = lock(&dir)?;
     fsx::remove_stale_temps(&dir);
     check_latest(cx, &dir, &r)?;
+    // What interrupted publishes left in the pool, and generations nothing uses.
+    pool::collect(cx, &dir)?;
     let trust = release_trust(cx, Some(&r.sign))?;
-    let fetch_of = |copied: &[&FileAction]| -> Vec<PackageRecord> {
-        let first_copied = r.sign.packages.iter().find(|p| copied.iter().any(|f| f.rel == p.path.as_str()));
-        first_copied.or(r.sign.packages.first()).cloned().into_iter().collect()
+    let fetch_of = |copied: &[usize]| -> Vec<PackageRecord> {
+        copied.first().and_then(|&i| r.sign.packages.get(i)).or(r.sign.packages.first()).cloned().into_iter().collect()
     };
 
-    // The index of the version `latest` names, read by the plan.
-    let prev_index = std::mem::take(&mut r.index);
-    if let Some(version) = &r.already {
-        let vdir = dir.join(version);
-        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &prev_index)?;
+    // What is known of the files the new version shares or links, read by the plan.
+    let mut known = std::mem::take(&mut r.index);
+    let Some(placement) = r.placement.take() else {
+        let version = r.already.clone().unwrap_or_default();
+        let vdir = dir.join(&version);
+        verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &known)?;
         let fetch = fetch_of(&[]);
-        return Ok(Staged { r, trust, fetch, packages_copied: 0, linked: 0 });
-    }
+        return Ok(Staged { r, trust, fetch, packages_copied: 0, linked: 0, generation: pool::generation_of(&vdir) });
+    };
     // A publish killed after its rename may have left a complete version of the
     // same name (same second, same catalogue): never write into it.
     let base = r.version.clone();
@@ -197,72 +133,92 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
         r.version = format!("{base}-{n}");
         n += 1;
     }
-    let prev_dir = r.previous.as_ref().map(|p| dir.join(p));
+    let generation = match &placement.generation {
+        Generation::Join(g) => g.clone(),
+        Generation::Start { .. } => pool::new_name(&dir, &r.version),
+    };
     let staging_path = fsx::temp_beside(&dir.join(&r.version));
     fs::create_dir(&staging_path).with_context(|| format!("cannot create {staging_path}"))?;
     let mut staging = Staging { path: staging_path.clone(), armed: true };
     let bar = cx.ui.progress("publish", r.files.len() as u64 + 1, false);
-    let (mut copied, mut linked, mut to_sync) = (Vec::new(), 0usize, Vec::new());
-    let mut made = staging_path.clone();
-    let mut place_all = |files: std::ops::Range<usize>| -> Result<()> {
-        for f in &r.files[files] {
-            crate::proc::check_interrupted()?;
-            let from = r.sign.repo.join(&f.rel);
-            let to = staging_path.join(&f.rel);
-            let link_from = prev_dir.as_ref().filter(|_| f.link).map(|d| d.join(&f.rel));
-            if place(&from, &to, link_from.as_deref(), &mut made)? {
-                copied.push(f);
-                to_sync.push(to);
-            } else {
-                linked += 1;
-            }
-            bar.inc(1, &f.rel);
-        }
-        Ok(())
-    };
-    // The catalogues are placed first and read (the CPU's work) while the packages are
-    // linked (the file system's); each is read from the staged copy, once placed.
+    // The repository files (catalogues, meta.conf, ...) are copied first, and the
+    // catalogues read (the CPU's work) while the packages are placed (the file system's).
     let packages_from = r.packages_from();
-    place_all(0..packages_from)?;
-    let catalogues = std::thread::scope(|s| -> Result<_> {
+    let mut to_sync = Vec::new();
+    for f in &r.files[..packages_from] {
+        crate::proc::check_interrupted()?;
+        let to = staging_path.join(&f.rel);
+        pool::copy_file(&r.sign.repo.join(&f.rel), &to)?;
+        to_sync.push(to);
+        bar.inc(1, &f.rel);
+    }
+    let packages = &r.sign.packages;
+    let (catalogues, placed) = std::thread::scope(|s| -> Result<_> {
         let reading = s.spawn(|| verify::read_catalogues(&staging_path, &trust));
-        let placed = place_all(packages_from..r.files.len());
+        let placed = pool::fill(&dir, &generation, &placement, &r.sign.repo, packages, &|rel| bar.inc(1, rel));
         let catalogues = reading.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        placed.map(|()| catalogues)
+        placed.map(|placed| (catalogues, placed))
     })?;
-    copy_file(&r.manifest, &staging_path.join("manifest.json"))?;
+    pool::link_version(&staging_path, &generation, packages)?;
+    pool::copy_file(&r.manifest, &staging_path.join("manifest.json"))?;
     to_sync.push(staging_path.join("manifest.json"));
     bar.inc(1, "manifest.json");
     drop(bar);
     crate::proc::check_interrupted()?;
-    sync_files(&to_sync)?;
-    sync_tree(&staging_path)?;
-    let packages_copied = copied.iter().filter(|f| f.rel.ends_with(".pkg") && f.rel.contains('/')).count();
+    pool::sync_files(&to_sync)?;
+    pool::sync_tree(&staging_path)?;
+    let packages_copied = placed.copied.len();
+    let prev = r.previous.as_deref().unwrap_or("nothing");
+    let kept = match &placement.generation {
+        Generation::Join(g) => {
+            format!("{} shared with {prev} in the pool generation {g}", plural(placed.kept, "package"))
+        }
+        Generation::Start { reason, .. } => format!(
+            "{} hard-linked from {prev} into the new pool generation {generation} ({reason})",
+            plural(placed.kept, "package")
+        ),
+    };
     cx.say(format!(
-        "copied {} and {} (catalogues, meta.conf, SBOM, provenance) into {}; {} hard-linked from {}",
+        "copied {} and {} (catalogues, meta.conf, SBOM, provenance); {kept}",
         plural(packages_copied, "package"),
-        plural(copied.len() - packages_copied, "repository file"),
-        staging_path,
-        plural(linked, "package"),
-        r.previous.as_deref().unwrap_or("nothing")
+        plural(packages_from, "repository file"),
     ));
 
-    // The copy must verify before anyone can see it.
-    let (_, index) = verify_files(&release_abi(cx, &r.sign), catalogues, &trust, &r.sign.key_fingerprint, &prev_index)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
-                r.previous.as_deref().unwrap_or("nothing")
-            )
-        })?;
-    index.write(&staging_path)?;
+    // The copy must verify before anyone can see it, and its catalogues be those sign
+    // verified: a version sees every package of its generation, so a catalogue of
+    // another release could verify over it.
+    let refused = |e: anyhow::Error| {
+        anyhow::anyhow!(
+            "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
+            r.previous.as_deref().unwrap_or("nothing")
+        )
+    };
+    let (report, index) = verify_files(&release_abi(cx, &r.sign), catalogues, &trust, &r.sign.key_fingerprint, &known)
+        .map_err(refused)?;
+    for (archive, sha) in &r.sign.catalogues {
+        let got = report.catalogue(archive).map_or("nothing", |c| c.archive_sha256.as_str());
+        if got != sha {
+            return Err(refused(anyhow::anyhow!(
+                "  {archive}: is not the catalogue sign verified (SHA-256 {got}; sign recorded {sha})"
+            )));
+        }
+    }
+    // The generation vouches for every file of the version before the version is seen.
+    let index = match &placement.generation {
+        Generation::Join(_) => {
+            known.extend(index);
+            known
+        }
+        Generation::Start { .. } => index,
+    };
+    index.write(&pool::pool_dir(&dir).join(&generation))?;
 
     let final_dir = dir.join(&r.version);
     fs::rename(&staging_path, &final_dir).with_context(|| format!("cannot rename {staging_path} to {final_dir}"))?;
     staging.armed = false;
     fsx::sync_dir(&dir)?;
-    let fetch = fetch_of(&copied);
-    Ok(Staged { r, trust, fetch, packages_copied, linked })
+    let fetch = fetch_of(&placed.copied);
+    Ok(Staged { r, trust, fetch, packages_copied, linked: placed.kept, generation: Some(generation) })
 }
 
 /// `latest` must still name what the plan saw.
@@ -290,7 +246,7 @@ pub fn switch(
     client: &ClientFiles,
     outputs: &mut PublishOutputs,
 ) -> Result<Served> {
-    let Staged { r, trust, fetch, packages_copied, linked } = staged;
+    let Staged { r, trust, fetch, packages_copied, linked, generation } = staged;
     let dir = root.join(abi);
     let _lock = lock(&dir)?;
     check_latest(cx, &dir, &r)?;
@@ -300,6 +256,7 @@ pub fn switch(
         outputs.version = version.clone();
         outputs.local = Some(dir.join(version));
         outputs.previous = Some(version.clone());
+        outputs.generation = generation;
         return served_info(&dir, version, None, fetch, trust);
     }
     let final_dir = dir.join(&r.version);
@@ -327,19 +284,23 @@ pub fn switch(
     outputs.previous = r.previous.clone();
     outputs.copied = packages_copied;
     outputs.linked = linked;
+    outputs.generation = generation;
     served_info(&dir, &r.version, r.previous.as_deref(), fetch, trust)
 }
 
+/// Removes the versions beyond `publish.keep`, then the pool generations none of the
+/// versions left uses.
 fn prune(cx: &Cx, dir: &Utf8Path, latest: &str) -> Result<()> {
     for old in to_prune(&local_versions(dir), cx.config().publish.keep, latest) {
         let path = dir.join(&old);
-        // Out of sight first (a hidden name), then removed.
+        // Out of sight first (a hidden name), then removed. A version in the pool holds
+        // its repository files and symlinks; one from before the pool, its own tree.
         let aside = fsx::temp_beside(&path);
         fs::rename(&path, &aside).with_context(|| format!("cannot rename {path} to {aside}"))?;
         fs::remove_dir_all(&aside).with_context(|| format!("cannot remove {aside}"))?;
         cx.say(format!("removed the old version {old}"));
     }
-    Ok(())
+    pool::collect(cx, dir)
 }
 
 pub fn rollback(
@@ -354,7 +315,7 @@ pub fn rollback(
     let _lock = lock(&dir)?;
     let vdir = dir.join(to);
     let trust = release_trust(cx, None)?;
-    let index = Index::read(&vdir);
+    let index = pool::index_of(&vdir);
     verify_version(&cx.config().repository.abi, &vdir, &trust, "", &index)
         .map_err(|e| anyhow::anyhow!("cannot roll back to {to}: {e:#}"))?;
     fsx::symlink_atomic(Utf8Path::new(to), &dir.join("latest"))?;
@@ -362,6 +323,7 @@ pub fn rollback(
     outputs.version = to.to_owned();
     outputs.local = Some(vdir.clone());
     outputs.previous = from.map(str::to_owned);
+    outputs.generation = pool::generation_of(&vdir);
     served_info(&dir, to, from, check::first_package(&vdir), trust)
 }
 
@@ -405,14 +367,35 @@ pub fn plan_steps(cx: &Cx, root: &Utf8Path, abi: &str, work: &Work, steps: &mut 
             }
             steps.push(Step::Mkdir { path: dir.clone() });
             let staging = dir.join(format!(".{}.tmp.PID.N", r.version));
-            let linked = r.files.iter().filter(|f| f.link).count();
-            if let Some(prev) = &r.previous {
-                steps.note(format!("latest is {prev}; {} hard-linked from it, unchanged", plural(linked, "package")));
-            } else {
-                steps.note("nothing is published for this ABI yet");
-            }
-            for f in r.files.iter().filter(|f| !f.link) {
+            let Some(placement) = &r.placement else { return };
+            let count = |place: Place| r.files.iter().filter(|f| f.place == place).count();
+            let prev = r.previous.as_deref().unwrap_or("nothing");
+            let pool = pool::pool_dir(&dir);
+            let into = match &placement.generation {
+                Generation::Join(g) => {
+                    steps.note(format!(
+                        "latest is {prev}; {} shared with it in the pool generation {g}",
+                        plural(count(Place::Shared), "package")
+                    ));
+                    pool.join(g)
+                }
+                Generation::Start { reason, .. } => {
+                    steps.note(format!(
+                        "a new pool generation, as {reason}; {} hard-linked from {prev}",
+                        plural(count(Place::Link), "package")
+                    ));
+                    pool.join(format!(".{}.tmp.PID.N", r.version))
+                }
+            };
+            let (repository, packages) = r.files.split_at(r.packages_from());
+            for f in repository {
                 steps.push(Step::Copy { from: r.sign.repo.join(&f.rel), to: staging.join(&f.rel) });
+            }
+            for f in packages.iter().filter(|f| f.place == Place::Copy) {
+                steps.push(Step::Copy { from: r.sign.repo.join(&f.rel), to: into.join(&f.rel) });
+            }
+            if let Generation::Start { .. } = &placement.generation {
+                steps.push(Step::Rename { from: into, to: pool.join(&r.version) });
             }
             steps.push(Step::Copy { from: r.manifest.clone(), to: staging.join("manifest.json") });
             steps.check(format!("{staging}: signatures ({} mode), sizes and sums, as sign does", r.sign.trust));
@@ -424,6 +407,7 @@ pub fn plan_steps(cx: &Cx, root: &Utf8Path, abi: &str, work: &Work, steps: &mut 
             for old in to_prune(&versions, cx.config().publish.keep, &r.version) {
                 steps.push(Step::Remove { path: dir.join(old) });
             }
+            steps.note(format!("then the generations of {pool} that no version uses are removed"));
         }
         Work::Rollback { to, from } => {
             steps.check(format!("{}: verify it, as sign does", dir.join(to)));

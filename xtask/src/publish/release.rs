@@ -5,6 +5,7 @@ use anyhow::Result;
 use camino::Utf8PathBuf;
 
 use super::Target;
+use super::pool::{self, Place, Placement};
 use super::remote;
 use super::verified::Index;
 use super::versions::{local_latest, version_name};
@@ -19,8 +20,9 @@ use pkgrepo::trust::Trust;
 pub struct FileAction {
     /// Path relative to the repository.
     pub rel: String,
-    /// Hard-link it from the previous version (else copy it from the source).
-    pub link: bool,
+    /// Copied from the source, linked, or already in the pool (local packages only:
+    /// every other file is copied; rsync decides for itself).
+    pub place: Place,
 }
 
 /// A release to publish.
@@ -34,7 +36,11 @@ pub struct Release {
     /// The files: first those that are not packages (meta.conf, meta, the catalogue
     /// archives), then the packages, in the order of `sign.packages`.
     pub files: Vec<FileAction>,
-    /// The `.verified.json` index of `previous` as the plan read it (local targets).
+    /// Where the packages go in the local target's pool (none for a remote target, or
+    /// when `latest` already serves this release).
+    pub placement: Option<Placement>,
+    /// What is known of the files the new version shares or links (local targets): the
+    /// index its packages are verified with.
     pub index: Index,
     /// `latest` already serves exactly this release: nothing to copy or switch.
     pub already: Option<String>,
@@ -62,47 +68,48 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
     let mut files: Vec<FileAction> = Vec::new();
     for top in ["meta.conf", "meta"] {
         if sign.repo.join(top).exists() {
-            files.push(FileAction { rel: top.into(), link: false });
+            files.push(FileAction { rel: top.into(), place: Place::Copy });
         }
     }
     for archive in sign.catalogues.keys() {
-        files.push(FileAction { rel: archive.clone(), link: false });
+        files.push(FileAction { rel: archive.clone(), place: Place::Copy });
     }
     // The SBOM and the provenance, which sign wrote at the top of the repository.
     for f in [&sign.sbom, &sign.provenance].into_iter().flatten() {
-        files.push(FileAction { rel: f.name.clone(), link: false });
+        files.push(FileAction { rel: f.name.clone(), place: Place::Copy });
     }
-    let (previous, index, already) = match target {
+    let (previous, placement, index, already) = match target {
         Target::Local(root) => {
             let dir = root.join(abi);
             let previous = local_latest(&dir);
-            let index = previous.as_ref().map(|p| Index::read(&dir.join(p))).unwrap_or_default();
             let already = previous.clone().filter(|p| {
                 sign.catalogues
                     .iter()
                     .all(|(archive, sha)| sha256_file(&dir.join(p).join(archive)).is_ok_and(|s| s == *sha))
             });
-            (previous, Some((dir, index)), already)
+            let (placement, index) = match &already {
+                // Nothing is placed: the version is verified again with what is known of it.
+                Some(v) => (None, pool::index_of(&dir.join(v))),
+                None => {
+                    let (placement, index) = pool::plan(&dir, previous.as_deref(), &sign.packages);
+                    (Some(placement), index)
+                }
+            };
+            (previous, placement, index, already)
         }
         Target::Remote { host, root } => {
             let dir = format!("{root}/{abi}");
             steps.run(&remote::ssh(cx, host).args(["ls", "-1a", &crate::proc::quote(&dir)]));
             let (_, latest) = remote::state(cx, host, &dir)?;
-            (latest, None, None)
+            (latest, None, Index::default(), None)
         }
     };
-    let prev_dir = index.as_ref().zip(previous.as_ref()).map(|((dir, index), prev)| (dir.join(prev), index));
-    for p in &sign.packages {
-        let rel = p.path.to_string();
-        let link = match &prev_dir {
-            Some((dir, index)) => index.linkable(dir, &rel, p.size, &p.sum),
-            // rsync decides by itself, with --link-dest.
-            None => false,
-        };
-        files.push(FileAction { rel, link });
+    for (i, p) in sign.packages.iter().enumerate() {
+        // rsync decides by itself, with --link-dest.
+        let place = placement.as_ref().and_then(|pl| pl.places.get(i).copied()).unwrap_or(Place::Copy);
+        files.push(FileAction { rel: p.path.to_string(), place });
     }
-    let index = index.map(|(_, index)| index).unwrap_or_default();
-    Ok(Release { sign, manifest, version, previous, files, index, already })
+    Ok(Release { sign, manifest, version, previous, files, placement, index, already })
 }
 
 /// What a dry run assumes sign will record when it has not run: the repository bulk

@@ -40,6 +40,7 @@ impl Default for Index {
 }
 
 impl Index {
+    /// The index of a version directory, or of a pool generation's directory.
     pub fn read(version_dir: &Utf8Path) -> Index {
         Index(identity::Index::read(&version_dir.join(INDEX), SCHEMA, Strength::WithoutCtime, MAX_INDEX))
     }
@@ -57,10 +58,56 @@ impl Index {
     /// Whether `dir/rel` is the file recorded and that matches a catalogue entry: it can
     /// be linked into a new version without being read.
     pub fn linkable(&self, dir: &Utf8Path, rel: &str, size: u64, sum: &str) -> bool {
-        let Ok(now) = std::fs::metadata(dir.join(rel)) else { return false };
-        let Some(digests) = self.known(rel, &now) else { return false };
-        digests.size == size && Sum::parse(sum).is_ok_and(|s| s.matches(&digests))
+        self.vouch(dir, rel, size, sum) == Vouch::Same
     }
+
+    /// What the index says of `dir/rel` against a catalogue entry (`size`, `sum`).
+    pub fn vouch(&self, dir: &Utf8Path, rel: &str, size: u64, sum: &str) -> Vouch {
+        let now = match std::fs::symlink_metadata(dir.join(rel)) {
+            Ok(m) if m.is_file() => m,
+            // A symlink or a directory is not a package file.
+            Ok(_) => return Vouch::Differs,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vouch::Absent,
+            Err(_) => return Vouch::Unknown,
+        };
+        let Some(digests) = self.known(rel, &now) else { return Vouch::Unknown };
+        let Ok(sum) = Sum::parse(sum) else { return Vouch::Differs };
+        let comparable = match &sum {
+            Sum::Blake2b(_) => digests.blake2b.is_some(),
+            Sum::Sha256(_) => digests.sha256.is_some(),
+        };
+        match (digests.size == size, comparable) {
+            (false, _) => Vouch::Differs,
+            // A sum of another kind than the digests recorded says nothing either way.
+            (true, false) => Vouch::Unknown,
+            (true, true) if sum.matches(&digests) => Vouch::Same,
+            (true, true) => Vouch::Differs,
+        }
+    }
+
+    /// How many files it records.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds what `other` records (its entries win).
+    pub fn extend(&mut self, other: Index) {
+        self.0.extend(other.0);
+    }
+}
+
+/// What an [`Index`] says of a file against a catalogue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vouch {
+    /// There is no file at that path.
+    Absent,
+    /// The file is the one recorded, with the entry's size and sum.
+    Same,
+    /// The file is the one recorded, with another size or sum: other bytes.
+    Differs,
+    /// A file is there that the index does not vouch for (not recorded, changed since,
+    /// or recorded with digests that cannot be compared with the entry's sum).
+    Unknown,
 }
 
 /// Verifies a version directory; returns the report and an index of its files. Files

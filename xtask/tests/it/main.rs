@@ -21,6 +21,7 @@ mod makesum;
 mod makesum_index;
 mod port;
 mod publish;
+mod publish_pool;
 mod release;
 mod report;
 mod reproduce;

@@ -1,0 +1,426 @@
+//! The package pool of a local ABI directory: the versions share their package files
+//! through it, so that a new version costs work in proportion to what changed, not to
+//! the size of the repository.
+//!
+//! ```text
+//! ABI/.pool/GEN/All/...               one generation: hard links to package files
+//! ABI/.pool/GEN/.verified.json        what verifying them found (identities, digests)
+//! ABI/VERSION/.generation -> ../.pool/GEN
+//! ABI/VERSION/All -> ../.pool/GEN/All each top directory of the packages' paths
+//! ABI/VERSION/NAME.pkg                a package at the top, hard-linked from GEN
+//! ```
+//! A client asks for `latest/` + the catalogue's `repopath` (`All/x.pkg`), which
+//! resolves through the symlinks to the generation's file.
+//!
+//! The rules that keep every served byte still:
+//! - A path in a generation never changes its bytes. A new version joins the
+//!   generation of the version `latest` names when none of its packages is there with
+//!   other bytes: only the packages the generation lacks are added (copied to a hidden
+//!   directory, synced, then hard-linked to their name, which fails rather than
+//!   replace a file). A file there that the generation's index does not vouch for (one
+//!   an interrupted publish added) is read, and shared when it has the bytes wanted. A
+//!   package there with other bytes (a rebuild under the same name) starts a new
+//!   generation (named after the version): the packages with the same bytes are
+//!   hard-linked from the old one, the rest copied, all under a hidden name renamed into
+//!   place.
+//! - A generation also stops taking packages once more than a quarter of its files are
+//!   ones the new release does not name (the packages of old versions): the next
+//!   version starts a new one, and the old one goes with its last version. A
+//!   generation's growth is bounded, and what it costs (one link per package) is paid
+//!   once every that many changed packages.
+//! - A generation is removed, whole, once no version directory uses it; nothing else
+//!   of a generation is ever removed.
+//! - The generation's index is written before the version that needs it is renamed
+//!   into place: every file a visible version names is vouched for.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::verified::{Index, Vouch};
+use crate::fsx;
+use crate::sign::PackageRecord;
+use crate::stage::Cx;
+
+/// The pool's directory in an ABI directory.
+pub const POOL: &str = ".pool";
+
+/// The symlink in a version directory that names its generation.
+pub const GENERATION: &str = ".generation";
+
+/// The least number of stale files a generation may hold before a new one starts.
+const STALE_MIN: usize = 16;
+
+/// How a package file gets to the new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Copied from the signed repository.
+    Copy,
+    /// Hard-linked from the same path in the directory a new generation starts from.
+    Link,
+    /// Already in the generation the new version joins, with these bytes.
+    Shared,
+}
+
+/// The generation the new version's packages are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generation {
+    /// The generation of the version `latest` names, which the packages it lacks join.
+    Join(String),
+    /// A new generation, named after the version. Packages marked [`Place::Link`] are
+    /// hard-linked from `from`.
+    Start { reason: String, from: Option<Utf8PathBuf> },
+}
+
+/// Where the packages of a release go, decided when publish plans.
+#[derive(Debug)]
+pub struct Placement {
+    pub generation: Generation,
+    /// One per package of the release, in its order.
+    pub places: Vec<Place>,
+}
+
+/// The pool of the ABI directory `dir`.
+pub fn pool_dir(dir: &Utf8Path) -> Utf8PathBuf {
+    dir.join(POOL)
+}
+
+/// The generation a version directory's packages are in; none for a version with a
+/// package tree of its own (published before the pool).
+pub fn generation_of(vdir: &Utf8Path) -> Option<String> {
+    let target = fs::read_link(vdir.join(GENERATION)).ok()?;
+    let name = target.to_str()?.strip_prefix("../.pool/")?.trim_end_matches('/');
+    (!name.is_empty() && !name.contains('/') && !name.starts_with('.')).then(|| name.to_owned())
+}
+
+/// What verifying a version's packages found: its generation's index, or its own.
+pub fn index_of(vdir: &Utf8Path) -> Index {
+    match (generation_of(vdir), vdir.parent()) {
+        (Some(g), Some(dir)) => Index::read(&pool_dir(dir).join(g)),
+        _ => Index::read(vdir),
+    }
+}
+
+/// Decides where each package of a release goes, given the version `latest` names; and
+/// returns what is known of the files the new version will share or link: the index
+/// its packages are verified with.
+pub fn plan(dir: &Utf8Path, previous: Option<&str>, packages: &[PackageRecord]) -> (Placement, Index) {
+    let Some(prev) = previous else { return plan_start("nothing is published yet".into(), None, packages) };
+    let vdir = dir.join(prev);
+    let Some(g) = generation_of(&vdir) else {
+        // A version with its own tree: its files are linked as before the pool.
+        let known = Index::read(&vdir);
+        let places = packages
+            .iter()
+            .map(|p| if known.linkable(&vdir, p.path.as_str(), p.size, &p.sum) { Place::Link } else { Place::Copy })
+            .collect();
+        let reason = format!("{prev} has a package tree of its own (published before the pool)");
+        return (Placement { generation: Generation::Start { reason, from: Some(vdir) }, places }, known);
+    };
+    let gdir = pool_dir(dir).join(&g);
+    if !gdir.is_dir() {
+        return plan_start(format!("{g}, the generation of {prev}, is missing"), None, packages);
+    }
+    let known = Index::read(&gdir);
+    let mut conflict: Option<String> = None;
+    let mut places = Vec::with_capacity(packages.len());
+    for p in packages {
+        let rel = p.path.as_str();
+        let vouch = match known.vouch(&gdir, rel, p.size, &p.sum) {
+            // A file the index does not know (left by an interrupted publish, or the
+            // index lost) is read: the same bytes are shared, never replaced.
+            Vouch::Unknown => match pkgrepo::verify::check_download(&gdir.join(rel), p.size, &p.sum) {
+                Ok(()) => Vouch::Same,
+                Err(_) => Vouch::Differs,
+            },
+            vouch => vouch,
+        };
+        places.push(match vouch {
+            Vouch::Same => Place::Shared,
+            Vouch::Absent => Place::Copy,
+            _ => {
+                conflict
+                    .get_or_insert_with(|| format!("{rel} is in {g} with other bytes (rebuilt under the same name)"));
+                Place::Copy
+            }
+        });
+    }
+    let shared = places.iter().filter(|p| **p == Place::Shared).count();
+    let stale = known.len().saturating_sub(shared);
+    if conflict.is_none() && stale > (packages.len() / 4).max(STALE_MIN) {
+        conflict = Some(format!("{stale} files of {g} are not in this release (more than a quarter)"));
+    }
+    match conflict {
+        None => (Placement { generation: Generation::Join(g), places }, known),
+        Some(reason) => {
+            let places =
+                places.into_iter().map(|p| if p == Place::Shared { Place::Link } else { Place::Copy }).collect();
+            (Placement { generation: Generation::Start { reason, from: Some(gdir) }, places }, known)
+        }
+    }
+}
+
+/// A new generation of copies of every package.
+fn plan_start(reason: String, from: Option<Utf8PathBuf>, packages: &[PackageRecord]) -> (Placement, Index) {
+    let places = vec![Place::Copy; packages.len()];
+    (Placement { generation: Generation::Start { reason, from }, places }, Index::default())
+}
+
+/// Copies `from` to the new file `to`, not yet synced ([`sync_files`] does).
+pub fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
+    let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
+    let mut dst =
+        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
+    std::io::copy(&mut src, &mut dst).with_context(|| format!("cannot copy {from} to {to}"))?;
+    Ok(())
+}
+
+/// Creates the parent directory of `to` unless it is `made`, the one created last (so
+/// that a directory of thousands of packages is checked once).
+fn make_parent(to: &Utf8Path, made: &mut Utf8PathBuf) -> Result<()> {
+    // Compared as strings: a path compares component by component.
+    if let Some(dir) = to.parent()
+        && dir.as_str() != made.as_str()
+    {
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        }
+        *made = dir.to_owned();
+    }
+    Ok(())
+}
+
+/// Places `to`: a hard link to `link_from` when given and possible, else a copy of
+/// `from` (then true is returned: it must be synced).
+pub fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>, made: &mut Utf8PathBuf) -> Result<bool> {
+    make_parent(to, made)?;
+    if let Some(prev) = link_from
+        && fs::hard_link(prev, to).is_ok()
+    {
+        return Ok(false);
+    }
+    copy_file(from, to)?;
+    Ok(true)
+}
+
+/// Syncs the files copied, many at a time: one `fsync` after another costs a journal
+/// commit each (most of a first publish of thousands of small packages); issued
+/// together, the file system commits them in a few.
+pub fn sync_files(files: &[Utf8PathBuf]) -> Result<()> {
+    const AT_ONCE: usize = 16;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..AT_ONCE.min(files.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { return };
+                    let synced = fs::File::open(path).and_then(|f| f.sync_all());
+                    if let Err(e) = synced {
+                        let e = anyhow::Error::new(e).context(format!("cannot sync {path}"));
+                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Syncs `dir` and every directory under it (symlinks are not followed).
+pub fn sync_tree(dir: &Utf8Path) -> Result<()> {
+    for entry in dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(entry.path())?;
+        }
+    }
+    fsx::sync_dir(dir)
+}
+
+/// The packages placed in a generation: those copied from the signed repository (each
+/// to be synced, and fetched first by the check over HTTP) and how many were not.
+#[derive(Debug, Default)]
+pub struct Placed {
+    /// Indexes into the release's packages.
+    pub copied: Vec<usize>,
+    pub kept: usize,
+}
+
+/// The hidden directory where the packages that join a generation are copied and
+/// synced first; removed when dropped.
+struct Incoming {
+    dir: Utf8PathBuf,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Puts the packages of a release into the pool of `dir` as `placement` says: into the
+/// existing generation `name` (joining) or into a new one made under a hidden name
+/// and renamed to `name` once complete and synced. `each` is called once per package.
+pub fn fill(
+    dir: &Utf8Path,
+    name: &str,
+    placement: &Placement,
+    repo: &Utf8Path,
+    packages: &[PackageRecord],
+    each: &dyn Fn(&str),
+) -> Result<Placed> {
+    let pool = pool_dir(dir);
+    fs::create_dir_all(&pool).with_context(|| format!("cannot create {pool}"))?;
+    let mut placed = Placed::default();
+    let mut to_sync = Vec::new();
+    match &placement.generation {
+        Generation::Start { from, .. } => {
+            let building = fsx::temp_beside(&pool.join(name));
+            fs::create_dir(&building).with_context(|| format!("cannot create {building}"))?;
+            let mut made = building.clone();
+            for (i, (p, how)) in packages.iter().zip(&placement.places).enumerate() {
+                crate::proc::check_interrupted()?;
+                let rel = p.path.as_str();
+                let to = building.join(rel);
+                let link_from = from.as_ref().filter(|_| *how == Place::Link).map(|d| d.join(rel));
+                if place(&repo.join(rel), &to, link_from.as_deref(), &mut made)? {
+                    placed.copied.push(i);
+                    to_sync.push(to);
+                } else {
+                    placed.kept += 1;
+                }
+                each(rel);
+            }
+            sync_files(&to_sync)?;
+            sync_tree(&building)?;
+            let done = pool.join(name);
+            fs::rename(&building, &done).with_context(|| format!("cannot rename {building} to {done}"))?;
+            fsx::sync_dir(&pool)?;
+        }
+        Generation::Join(_) => {
+            let gdir = pool.join(name);
+            let incoming = Incoming { dir: fsx::temp_beside(&pool.join("incoming")) };
+            fs::create_dir(&incoming.dir).with_context(|| format!("cannot create {}", incoming.dir))?;
+            for (i, (p, how)) in packages.iter().zip(&placement.places).enumerate() {
+                crate::proc::check_interrupted()?;
+                if *how == Place::Shared {
+                    placed.kept += 1;
+                } else {
+                    let staged = incoming.dir.join(i.to_string());
+                    copy_file(&repo.join(&p.path), &staged)?;
+                    placed.copied.push(i);
+                    to_sync.push(staged);
+                }
+                each(p.path.as_str());
+            }
+            sync_files(&to_sync)?;
+            // Each copy, complete and synced, gets its name in the generation: a hard
+            // link, which fails rather than replace a file there.
+            let mut made = gdir.clone();
+            let mut dirs: BTreeSet<Utf8PathBuf> = BTreeSet::new();
+            for (&i, staged) in placed.copied.iter().zip(&to_sync) {
+                let to = gdir.join(&packages[i].path);
+                make_parent(&to, &mut made)?;
+                fs::hard_link(staged, &to).with_context(|| format!("cannot link {staged} to {to}"))?;
+                dirs.extend(to.parent().map(Utf8Path::to_owned));
+            }
+            // New directories are synced with their parents, up to the generation's.
+            let mut all: BTreeSet<Utf8PathBuf> = BTreeSet::new();
+            for d in dirs {
+                let mut at = Some(d.as_path());
+                while let Some(d) = at.filter(|d| d.starts_with(&gdir)) {
+                    all.insert(d.to_owned());
+                    at = d.parent();
+                }
+            }
+            for d in &all {
+                fsx::sync_dir(d)?;
+            }
+        }
+    }
+    Ok(placed)
+}
+
+/// Makes the version directory `vdir` (still under its staging name, beside the pool)
+/// use the generation `name`: `.generation` names it, each top directory of the
+/// packages' paths is a symlink into it, and each package at the top a hard link.
+pub fn link_version(vdir: &Utf8Path, name: &str, packages: &[PackageRecord]) -> Result<()> {
+    let target = Utf8PathBuf::from(format!("../{POOL}/{name}"));
+    let symlink = |target: &Utf8Path, link: &Utf8Path| {
+        std::os::unix::fs::symlink(target, link).with_context(|| format!("cannot create the symlink {link}"))
+    };
+    symlink(&target, &vdir.join(GENERATION))?;
+    let mut tops: BTreeSet<&str> = BTreeSet::new();
+    for p in packages {
+        match p.path.as_str().split_once('/') {
+            Some((top, _)) => {
+                tops.insert(top);
+            }
+            None => {
+                let from = vdir.join(&target).join(&p.path);
+                let to = vdir.join(&p.path);
+                fs::hard_link(&from, &to).with_context(|| format!("cannot link {from} to {to}"))?;
+            }
+        }
+    }
+    for top in tops {
+        if vdir.join(top).symlink_metadata().is_ok() {
+            bail!("the packages' directory {top} has the name of a repository file");
+        }
+        symlink(&target.join(top), &vdir.join(top))?;
+    }
+    Ok(())
+}
+
+/// A name for a new generation: the version's, with `-N` when a generation has it.
+pub fn new_name(dir: &Utf8Path, version: &str) -> String {
+    let pool = pool_dir(dir);
+    let mut name = version.to_owned();
+    let mut n = 2;
+    while pool.join(&name).symlink_metadata().is_ok() {
+        name = format!("{version}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// Removes the generations of `dir`'s pool that no directory of `dir` uses (a version,
+/// kept or not, or anything else), and what interrupted publishes left in the pool.
+/// Says what it removed.
+pub fn collect(cx: &Cx, dir: &Utf8Path) -> Result<()> {
+    let pool = pool_dir(dir);
+    if !pool.is_dir() {
+        return Ok(());
+    }
+    fsx::remove_stale_temps(&pool);
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    for entry in dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))? {
+        let entry = entry.with_context(|| format!("cannot read {dir}"))?;
+        if entry.file_name() != POOL && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            used.extend(generation_of(entry.path()));
+        }
+    }
+    for entry in pool.read_dir_utf8().with_context(|| format!("cannot read {pool}"))? {
+        let entry = entry.with_context(|| format!("cannot read {pool}"))?;
+        let name = entry.file_name();
+        if name.starts_with('.') || used.contains(name) {
+            continue;
+        }
+        // Out of sight first (a hidden name, which the next publish removes if this
+        // one is interrupted), then removed.
+        let path = entry.path();
+        let aside = fsx::temp_beside(path);
+        fs::rename(path, &aside).with_context(|| format!("cannot rename {path} to {aside}"))?;
+        fs::remove_dir_all(&aside).with_context(|| format!("cannot remove {aside}"))?;
+        cx.say(format!("removed the pool generation {name}: no version uses it"));
+    }
+    Ok(())
+}
