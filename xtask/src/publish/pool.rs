@@ -126,17 +126,8 @@ pub fn plan(dir: &Utf8Path, previous: Option<&str>, packages: &[PackageRecord]) 
     let known = Index::read(&gdir);
     let mut conflict: Option<String> = None;
     let mut places = Vec::with_capacity(packages.len());
-    for p in packages {
+    for (p, vouch) in packages.iter().zip(vouch_all(&known, &gdir, packages)) {
         let rel = p.path.as_str();
-        let vouch = match known.vouch(&gdir, rel, p.size, &p.sum) {
-            // A file the index does not know (left by an interrupted publish, or the
-            // index lost) is read: the same bytes are shared, never replaced.
-            Vouch::Unknown => match pkgrepo::verify::check_download(&gdir.join(rel), p.size, &p.sum) {
-                Ok(()) => Vouch::Same,
-                Err(_) => Vouch::Differs,
-            },
-            vouch => vouch,
-        };
         places.push(match vouch {
             Vouch::Same => Place::Shared,
             Vouch::Absent => Place::Copy,
@@ -160,6 +151,26 @@ pub fn plan(dir: &Utf8Path, previous: Option<&str>, packages: &[PackageRecord]) 
             (Placement { generation: Generation::Start { reason, from: Some(gdir) }, places }, known)
         }
     }
+}
+
+/// What `known` says of each package's file in the generation `gdir` (one `stat`
+/// each, on every core). A file the index does not know (left by an interrupted
+/// publish, or the index lost) is read: the same bytes are shared, never replaced.
+fn vouch_all(known: &Index, gdir: &Utf8Path, packages: &[PackageRecord]) -> Vec<Vouch> {
+    let one = |p: &PackageRecord| match known.vouch(gdir, p.path.as_str(), p.size, &p.sum) {
+        Vouch::Unknown => match pkgrepo::verify::check_download(&gdir.join(&p.path), p.size, &p.sum) {
+            Ok(()) => Vouch::Same,
+            Err(_) => Vouch::Differs,
+        },
+        vouch => vouch,
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = packages.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> =
+            packages.chunks(chunk).map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
 }
 
 /// A new generation of copies of every package.
