@@ -115,13 +115,11 @@ fn load(invocation: &Invocation) -> Result<Loaded> {
 /// said. A run that cannot be read is left to the command to report.
 fn reuse_the_runs_invocation(loaded: Loaded, ui: &Ui) -> Result<Loaded> {
     let state = run::StateDir::new(loaded.state_dir());
-    let Ok(Some(current)) = state.current() else { return Ok(loaded) };
-    let Some(recorded) = &current.state.invocation else { return Ok(loaded) };
-    let reuse = loaded.invocation.over(recorded);
+    let Ok(Some((id, recorded))) = state.current_invocation() else { return Ok(loaded) };
+    let reuse = loaded.invocation.over(&recorded);
     if reuse.reused.is_empty() && reuse.replaced.is_empty() {
         return Ok(loaded);
     }
-    let id = current.id();
     let mut invocation = reuse.invocation;
     let started = || format!("run {id} was started with {}", recorded.flags().join(" "));
     let mut again = load(&invocation).with_context(started)?;

@@ -388,6 +388,21 @@ impl StateDir {
         }
     }
 
+    /// The id of the current run and how it was invoked, when it records that; read
+    /// without building the run's records (a run that cannot be read gives none: the
+    /// command that loads it reports that).
+    pub fn current_invocation(&self) -> Result<Option<(String, Invocation)>> {
+        #[derive(Deserialize)]
+        struct Head {
+            id: String,
+            invocation: Option<Invocation>,
+        }
+        let Some(id) = self.current_id()? else { return Ok(None) };
+        let Ok(bytes) = fs::read(self.run_dir(&id).join("state.json")) else { return Ok(None) };
+        let Ok(head) = serde_json::from_slice::<Head>(&bytes) else { return Ok(None) };
+        Ok(head.invocation.filter(|_| head.id == id).map(|i| (id, i)))
+    }
+
     pub fn run_dir(&self, id: &str) -> Utf8PathBuf {
         self.root.join("runs").join(id)
     }
