@@ -544,7 +544,8 @@ impl Stage for Gate {
         for path in files.into_iter().flatten() {
             fp.identity(path.as_str(), &cx.resolve(path))?;
         }
-        if let Some(Ok(iso)) = cx.run.outputs(StageName::Iso).map(crate::run::Outputs::parse::<crate::iso::IsoOutputs>)
+        if let Some(Ok(iso)) =
+            cx.run.outputs(StageName::Iso).map(<crate::iso::IsoOutputs as serde::Deserialize>::deserialize)
             && let Some(image) = &iso.image
         {
             fp.identity("iso-image", image)?;

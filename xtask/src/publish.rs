@@ -33,7 +33,6 @@ use crate::config::Loaded;
 use crate::failure;
 use crate::failure::{Class, ResultExt};
 use crate::fingerprint::Fingerprint;
-use crate::run::Outputs;
 use crate::settings;
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, Step, TwoPhase};
 use client::ClientFiles;
@@ -419,14 +418,14 @@ impl TwoPhase for Publish {
         Ok(Box::new(self.prepare_plan(cx, plan)?))
     }
 
-    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<Outputs> {
+    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<serde_json::Value> {
         let prepared =
             prepared.downcast::<Prepared>().map_err(|_| anyhow::anyhow!("publish was handed another stage's work"))?;
-        Ok(Outputs::of(&self.commit_prepared(cx, *prepared)?)?)
+        Ok(serde_json::to_value(self.commit_prepared(cx, *prepared)?)?)
     }
 
-    fn undo(&self, cx: &mut Cx, outputs: &Outputs) -> Result<String> {
-        let outputs: PublishOutputs = outputs.parse()?;
+    fn undo(&self, cx: &mut Cx, outputs: &serde_json::Value) -> Result<String> {
+        let outputs: PublishOutputs = serde_json::from_value(outputs.clone())?;
         let abi = Self::abi(cx.loaded)?;
         match Target::parse(&cx.config().publish.target, cx.loaded)? {
             Target::Local(root) => local::switch_back(&root, &abi, &outputs.version, outputs.previous.as_deref()),

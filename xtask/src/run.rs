@@ -29,9 +29,6 @@ use crate::failure;
 use crate::fsx;
 use crate::stage::StageName;
 
-mod outputs;
-pub use outputs::Outputs;
-
 /// Length the lock's holder note is padded to.
 const LOCK_NOTE_LEN: usize = 256;
 
@@ -144,7 +141,7 @@ pub struct Success {
     pub run: String,
     pub ended: String,
     pub fingerprint: String,
-    pub outputs: Outputs,
+    pub outputs: serde_json::Value,
 }
 
 /// One stage in one run.
@@ -275,7 +272,7 @@ impl State {
 
     /// The outputs later stages may use: the last success, unless this run's own
     /// latest attempt failed (then the old outputs are stale).
-    pub fn usable_outputs(&self, slot: impl Into<Slot>) -> Option<&Outputs> {
+    pub fn usable_outputs(&self, slot: impl Into<Slot>) -> Option<&serde_json::Value> {
         let rec = self.records.get(&slot.into())?;
         match rec.status {
             Status::Failed | Status::Interrupted | Status::Running => None,
@@ -425,13 +422,9 @@ impl StateDir {
             std::io::ErrorKind::NotFound => corrupt("state.json is missing".into()),
             _ => failure!("cannot read the state of run {id} ({path}): {e}"),
         })?;
-        // The version first, to tell a state of another schema from a damaged one.
-        #[derive(Deserialize)]
-        struct Version {
-            version: Option<serde_json::Value>,
-        }
-        let version: Version = serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("it is not JSON ({e})")))?;
-        match version.version.as_ref().and_then(serde_json::Value::as_u64) {
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("it is not JSON ({e})")))?;
+        match value.get("version").and_then(serde_json::Value::as_u64) {
             Some(v) if READS.contains(&v) => {}
             Some(v) => bail!(
                 failure!("the state of run {id} ({path}) has version {v}, but this mother-build reads versions up to {STATE_VERSION}")
@@ -440,7 +433,7 @@ impl StateDir {
             None => bail!(corrupt("it has no state version".into())),
         }
         let state: State =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("it does not hold a run's state ({e})")))?;
+            serde_json::from_value(value).map_err(|e| corrupt(format!("it does not hold a run's state ({e})")))?;
         if state.id != id {
             bail!(corrupt(format!("it holds the state of run {}", state.id)));
         }
@@ -698,7 +691,7 @@ impl<'a> RunView<'a> {
         self.run
     }
 
-    pub fn outputs(&self, stage: StageName) -> Option<&'a Outputs> {
+    pub fn outputs(&self, stage: StageName) -> Option<&'a serde_json::Value> {
         self.run.and_then(|r| r.state.usable_outputs(self.slot(stage)))
     }
 

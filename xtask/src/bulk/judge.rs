@@ -452,7 +452,8 @@ pub(super) fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> R
         .current()
         .ok()
         .flatten()
-        .and_then(|run| run.state.usable_outputs(StageName::Port)?.parse::<crate::port::PortOutputs>().ok());
+        .and_then(|run| run.state.usable_outputs(StageName::Port).cloned())
+        .and_then(|v| serde_json::from_value::<crate::port::PortOutputs>(v).ok());
     let target = match port {
         Some(p) => Target { origin: p.origin, version: Some(portversion(&p.distversion)), portname: Some(p.portname) },
         None => Target { origin: loaded.config.port.origin.clone(), portname: None, version: None },

@@ -27,9 +27,10 @@ impl Sign {
                 let bulk = run
                     .view()
                     .outputs(StageName::Bulk)
+                    .cloned()
                     .context("the current run has no repository from bulk")
                     .help(name_one)?;
-                bulk.parse::<BulkOutputs>()?.repo
+                serde_json::from_value::<BulkOutputs>(bulk)?.repo
             }
         };
         let keys = self.keys(loaded)?;
