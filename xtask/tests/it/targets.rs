@@ -13,7 +13,7 @@ use std::fs;
 
 use camino::Utf8Path;
 use test_support::pipeline::Release;
-use test_support::repo::{META_CONF, catalogue_object, colibri_for, write_catalogues};
+use test_support::repo::{META_CONF, catalogue_object, colibri_for, read_archive, write_catalogues};
 use test_support::{Project, initramfs, simhost};
 
 /// The two targets; `aarch64` is the aarch64 table's further lines.
@@ -280,6 +280,7 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
             "{runs:?}"
         );
         assert!(runs.contains(&"cargo xtask audit".to_owned()), "audit runs on each builder: {runs:?}");
+        assert_eq!(runs[1], format!("cargo xtask --target {name} setup --check --role builder"), "{runs:?}");
     }
     // A single signing job on the signing runner, needing every build job.
     let signing: Vec<&String> = jobs.keys().filter(|k| run_lines(k).contains(&"cargo xtask sign".to_owned())).collect();
@@ -290,6 +291,7 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
     needs.sort();
     assert_eq!(needs, ["build-aarch64", "build-amd64"]);
     let runs = run_lines("sign-publish");
+    assert_eq!(runs[0], "cargo xtask setup --check --role signing");
     assert_eq!(
         runs.iter().filter(|r| r.starts_with("cargo xtask unbundle")).collect::<Vec<_>>(),
         ["cargo xtask unbundle --new-run bulk-amd64.bundle", "cargo xtask unbundle bulk-aarch64.bundle"]
@@ -323,21 +325,24 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
 /// `cargo xtask` line of a job with that job's state directory (a runner's
 /// `target/mother-build`), the bundles handed over as files (the artifacts), and each
 /// image job given a copy of the signing job's run directory at another path
-/// (downloaded on another runner). Only the colibri checkout, which the test's host already has, is
-/// not run.
+/// (downloaded on another runner). Only the colibri checkout, which the test's host
+/// already has, is not run. The builders hold no key at all: each is provisioned with
+/// `setup --role builder` on a poudriere of its own (the key file is not there while
+/// they run), bulk commits unsigned repositories, and the signing job signs them.
 #[test]
 fn the_generated_workflow_runs_job_by_job_on_separate_state_directories() {
     let r = two_targets();
     let w = workflow_of(&r.h.p);
     let machines = r.h.p.scratch.path.join("machines");
 
-    let run_job = |job: &str, state_dir: &Utf8Path| {
+    let run_job = |job: &str, state_dir: &Utf8Path, host: &[String]| {
         let steps = w["jobs"][job]["steps"].as_array().unwrap_or_else(|| panic!("no job {job}"));
         let lines: Vec<&str> =
             steps.iter().filter_map(|s| s["run"].as_str()).filter_map(|l| l.strip_prefix("cargo xtask ")).collect();
         assert!(!lines.is_empty(), "{job} runs no cargo xtask line");
         for line in lines {
             let mut args = vec!["--state-dir", state_dir.as_str()];
+            args.extend(host.iter().map(String::as_str));
             // One pkg on a real host both keeps the host's packages (what setup checks)
             // and installs into the ISO root (`pkg -r`); here those are two stand-ins,
             // and the pipeline names the ISO's (Release::start).
@@ -348,25 +353,60 @@ fn the_generated_workflow_runs_job_by_job_on_separate_state_directories() {
             r.run(&args).success();
         }
     };
+    // The key is on the signing host only: elsewhere while the other jobs run.
+    let key = r.h.key();
+    let away = r.h.p.scratch.path.join("on-the-signing-host.key");
+    fs::rename(&key, &away).unwrap();
+
     for t in ["amd64", "aarch64"] {
-        run_job(&format!("build-{t}"), &machines.join(format!("build-{t}")));
+        let m = machines.join(format!("build-{t}"));
+        // The builder's own poudriere (its configuration, jails, trees, packages), as
+        // its operator provisions it once: `setup --role builder --target NAME`.
+        let host: Vec<String> =
+            [("etc", m.join("etc")), ("basefs", m.join("poudriere")), ("data", m.join("poudriere/data"))]
+                .iter()
+                .flat_map(|(k, v)| ["-o".to_owned(), format!("poudriere.{k}={v}")])
+                .collect();
+        let mut provision = vec!["--state-dir", m.as_str(), "--target", t, "-o", "tools.pkg=pkg"];
+        provision.extend(host.iter().map(String::as_str));
+        provision.extend(["setup", "--role", "builder"]);
+        r.run(&provision).success();
+        let conf = fs::read_to_string(m.join("etc/poudriere.conf")).unwrap();
+        assert!(!conf.contains("PKG_REPO_SIGNING_KEY"), "{conf}");
+
+        run_job(&format!("build-{t}"), &m, &host);
         assert!(r.h.p.root.join(format!("bulk-{t}.bundle")).is_file(), "build-{t} left no bundle");
+        assert!(!key.exists(), "build-{t} made a key");
+        // poudriere committed the repository unsigned: its catalogues hold their inner
+        // file alone.
+        let repo = m.join(format!("poudriere/data/packages/clawdie-{t}-clawdie/.latest"));
+        for (archive, inner) in [("data.pkg", "data"), ("packagesite.pkg", "packagesite.yaml")] {
+            let entries: Vec<String> = read_archive(&repo.join(archive)).into_iter().map(|(name, _)| name).collect();
+            assert_eq!(entries, [inner], "build-{t}: {archive}");
+        }
     }
+
     let signing = machines.join("signing");
-    run_job("sign-publish", &signing);
+    fs::rename(&away, &key).unwrap();
+    run_job("sign-publish", &signing, &[]);
+    fs::rename(&key, &away).unwrap();
     let site = r.h.site();
     assert!(latest(&site, "FreeBSD:15:amd64").is_some());
     assert!(latest(&site, "FreeBSD:15:aarch64").is_some());
-    // Each image runner gets the signing job's run directory somewhere else.
+    let state = |dir: &Utf8Path| -> serde_json::Value {
+        let id = fs::read_to_string(dir.join("current")).unwrap();
+        serde_json::from_str(&fs::read_to_string(dir.join("runs").join(id.trim()).join("state.json")).unwrap()).unwrap()
+    };
+    for t in ["amd64", "aarch64"] {
+        let sign = &state(&signing)["records"][format!("sign@{t}")]["last_success"]["outputs"];
+        assert_eq!(sign["signed"], true, "the signing host signed {t}'s unsigned repository: {sign:#}");
+    }
+    // Each image runner (a builder, without the key) gets the signing job's run
+    // directory somewhere else.
     for t in ["amd64", "aarch64"] {
         let image = machines.join(format!("image-{t}"));
         test_support::copy_tree(&signing, &image);
-        run_job(&format!("image-{t}"), &image);
-        let state: serde_json::Value = {
-            let id = fs::read_to_string(image.join("current")).unwrap();
-            serde_json::from_str(&fs::read_to_string(image.join("runs").join(id.trim()).join("state.json")).unwrap())
-                .unwrap()
-        };
-        assert_eq!(state["records"][format!("gate@{t}")]["last_success"]["outputs"]["verdict"], "pass");
+        run_job(&format!("image-{t}"), &image, &[]);
+        assert_eq!(state(&image)["records"][format!("gate@{t}")]["last_success"]["outputs"]["verdict"], "pass");
     }
 }
