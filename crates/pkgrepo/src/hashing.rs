@@ -137,7 +137,6 @@ impl Root<'_> {
 /// (one the repository holds is checked, then opened through its target) and without
 /// blocking (a FIFO in a package's place is refused, not waited on).
 fn precheck(root: Root, job: &Job, opts: &Options) -> Pre {
-    let path = root.path.join(job.path);
     let open = |flags: i32| root.open(job.path, flags);
     let file = match open(libc::O_NOFOLLOW | libc::O_NONBLOCK) {
         Ok(f) => f,
@@ -146,7 +145,7 @@ fn precheck(root: Root, job: &Job, opts: &Options) -> Pre {
         }
         // O_NOFOLLOW on a symlink: ELOOP.
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            match path.canonicalize_utf8() {
+            match root.path.join(job.path).canonicalize_utf8() {
                 Ok(real) if real.starts_with(root.path) => {}
                 Ok(real) => return Pre::Done(Err(format!("is a symlink to {real}, outside the repository"))),
                 Err(_) => return Pre::Done(Err("is a dangling symlink".into())),
