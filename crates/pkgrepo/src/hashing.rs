@@ -62,7 +62,7 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: &[Job], opts: &Options) -> Result<
                     for &index in indexes {
                         match precheck(root, &jobs[index], opts) {
                             Pre::Hash(file, Want { blake2b: true, sha256: false }) => {
-                                together.push((index, file));
+                                together.push((index, (file, jobs[index].size)));
                             }
                             Pre::Hash(file, want) => {
                                 if buf.is_empty() {
@@ -78,7 +78,7 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: &[Job], opts: &Options) -> Result<
                             }
                         }
                     }
-                    let (indexes, files): (Vec<usize>, Vec<std::fs::File>) = together.into_iter().unzip();
+                    let (indexes, files): (Vec<usize>, Vec<(std::fs::File, u64)>) = together.into_iter().unzip();
                     for (index, outcome) in indexes.into_iter().zip(blake2b_many(files, &mut bufs, opts.progress)) {
                         let outcome = outcome.and_then(|d| finish(&jobs[index], d));
                         *results[index].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
@@ -198,15 +198,19 @@ fn finish(job: &Job, digests: Digests) -> Result<Digests, String> {
 const CHUNK: usize = 1 << 18;
 
 /// BLAKE2b-512 of several open files at once, a chunk of each per SIMD pass, read into
-/// `bufs` (grown to one chunk per file as needed).
+/// `bufs` (grown to one chunk per file as needed). Each file comes with the size it
+/// should have: asked for one byte more than that and given exactly that, a regular
+/// file has ended (it reads short only at its end), so a small file takes one read,
+/// not two; a file that holds more is read to its end and its digests say its size.
 fn blake2b_many(
-    files: Vec<std::fs::File>,
+    files: Vec<(std::fs::File, u64)>,
     bufs: &mut Vec<Vec<u8>>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Vec<Result<Digests, String>> {
     use std::io::Read;
     let count = files.len();
-    let mut files: Vec<Option<std::fs::File>> = files.into_iter().map(Some).collect();
+    let expected: Vec<u64> = files.iter().map(|(_, size)| *size).collect();
+    let mut files: Vec<Option<std::fs::File>> = files.into_iter().map(|(f, _)| Some(f)).collect();
     let mut out: Vec<Option<Result<Digests, String>>> = (0..count).map(|_| None).collect();
     let mut states: Vec<blake2b_simd::State> =
         (0..count).map(|_| blake2b_simd::Params::new().hash_length(64).to_state()).collect();
@@ -223,13 +227,24 @@ fn blake2b_many(
             // Fill the chunk (a short read is not the end of the file; a read of
             // nothing is, and the file is not read again).
             let mut end = false;
-            while lens[i] < CHUNK {
-                match f.read(&mut bufs[i][lens[i]..]) {
+            // Up to one byte past the expected end; past it (a file that grew), whole chunks.
+            let want = match expected[i].checked_sub(sizes[i]) {
+                Some(left) => usize::try_from(left.saturating_add(1)).map_or(CHUNK, |l| l.min(CHUNK)),
+                None => CHUNK,
+            };
+            while lens[i] < want {
+                match f.read(&mut bufs[i][lens[i]..want]) {
                     Ok(0) => {
                         end = true;
                         break;
                     }
-                    Ok(n) => lens[i] += n,
+                    Ok(n) => {
+                        lens[i] += n;
+                        if lens[i] < want && sizes[i] + lens[i] as u64 == expected[i] {
+                            end = true;
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         out[i] = Some(Err(format!("cannot read it: {e}")));
@@ -290,14 +305,21 @@ mod tests {
                 p
             })
             .collect();
-        let files = paths.iter().map(|p| std::fs::File::open(p).unwrap()).collect();
+        let open = |p: &Utf8PathBuf| std::fs::File::open(p).unwrap();
+        let files = paths.iter().zip(sizes).map(|(p, n)| (open(p), n as u64)).collect();
         let together = blake2b_many(files, &mut Vec::new(), &|_| {});
         for (p, got) in paths.iter().zip(together) {
             let want = hash_file(p, Want { blake2b: true, sha256: false }, &|_| {}).unwrap();
             assert_eq!(got.unwrap(), want, "{p}");
         }
+        // Files longer or shorter than they should be are read whole all the same.
+        let files = paths.iter().zip(sizes).map(|(p, n)| (open(p), (n as u64).abs_diff(3))).collect();
+        for (p, got) in paths.iter().zip(blake2b_many(files, &mut Vec::new(), &|_| {})) {
+            let want = hash_file(p, Want { blake2b: true, sha256: false }, &|_| {}).unwrap();
+            assert_eq!(got.unwrap(), want, "{p}");
+        }
         // A directory opens but cannot be read.
-        let unreadable = blake2b_many(vec![std::fs::File::open(dir).unwrap()], &mut Vec::new(), &|_| {});
+        let unreadable = blake2b_many(vec![(std::fs::File::open(dir).unwrap(), 0)], &mut Vec::new(), &|_| {});
         assert!(unreadable[0].as_ref().unwrap_err().contains("cannot read it"));
     }
 
