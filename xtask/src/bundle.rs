@@ -37,6 +37,7 @@ use crate::bulk::BulkOutputs;
 use crate::engine::{Engine, ForTarget};
 use crate::failure;
 use crate::failure::{Class, Failure};
+use crate::outputs::Outputs;
 use crate::port::PortOutputs;
 use crate::run::{Run, Slot, StageRecord, Status, Success, now_rfc3339};
 use crate::stage::StageName;
@@ -67,7 +68,7 @@ pub struct Carried {
     /// When it ended.
     pub ended: String,
     /// Its outputs, as the sending run recorded them (paths of the sending machine).
-    pub outputs: serde_json::Value,
+    pub outputs: Outputs,
 }
 
 /// The metadata in a bundle's manifest (`meta`).
@@ -159,8 +160,7 @@ impl crate::cli::Bundle {
             )
             .help(format!("run it again: {}", loaded.xtask(self.stage.as_str()))));
         }
-        let port_outputs = serde_json::from_value::<PortOutputs>(port.outputs.clone())
-            .context("the outputs `port` recorded cannot be read")?;
+        let port_outputs = port.outputs.parse::<PortOutputs>().context("the outputs `port` recorded cannot be read")?;
         let commit = port_outputs.commit;
         let (mut files, skipped) = files_of(self.stage, &carried.outputs)?;
         // The Cargo.lock port kept: what sign's SBOM lists, on the signing host too.
@@ -204,11 +204,10 @@ impl crate::cli::Bundle {
 /// Files to bundle, `(path in the bundle, file on disk)`.
 type Files = Vec<(String, Utf8PathBuf)>;
 
-fn files_of(stage: StageName, outputs: &serde_json::Value) -> Result<(Files, Vec<Utf8PathBuf>)> {
+fn files_of(stage: StageName, outputs: &Outputs) -> Result<(Files, Vec<Utf8PathBuf>)> {
     match stage {
         StageName::Bulk => {
-            let bulk: BulkOutputs =
-                serde_json::from_value(outputs.clone()).context("the outputs `bulk` recorded cannot be read")?;
+            let bulk: BulkOutputs = outputs.parse().context("the outputs `bulk` recorded cannot be read")?;
             let mut files = Vec::new();
             let mut skipped = Vec::new();
             walk(&bulk.real, Utf8Path::new(""), &mut files, &mut skipped)?;
@@ -241,16 +240,10 @@ fn walk(dir: &Utf8Path, rel: &Utf8Path, files: &mut Files, skipped: &mut Vec<Utf
 /// this machine's (a rename keeps them); the builder's poudriere logs stay there, so
 /// `log_dir` names a directory of the run that holds none (no path the bundle names is
 /// ever read here). Nothing is written.
-fn place(
-    stage: StageName,
-    outputs: &serde_json::Value,
-    staged: &Utf8Path,
-    dir: &Utf8Path,
-) -> Result<serde_json::Value> {
+fn place(stage: StageName, outputs: &Outputs, staged: &Utf8Path, dir: &Utf8Path) -> Result<Outputs> {
     match stage {
         StageName::Bulk => {
-            let mut bulk: BulkOutputs =
-                serde_json::from_value(outputs.clone()).context("the bundle's `bulk` outputs cannot be read")?;
+            let mut bulk: BulkOutputs = outputs.parse().context("the bundle's `bulk` outputs cannot be read")?;
             bulk.real = dir.join("repo");
             bulk.repo = dir.join("latest");
             bulk.log_dir = dir.join("poudriere-logs");
@@ -262,9 +255,9 @@ fn place(
                 })?;
             }
             bulk.produced = produced;
-            Ok(serde_json::to_value(bulk)?)
+            Outputs::new(&bulk)
         }
-        other => supported(other).map(|()| serde_json::Value::Null),
+        other => supported(other).map(|()| Outputs::null()),
     }
 }
 
@@ -276,12 +269,11 @@ const PORT_LOCK: &str = "port-lock/Cargo.lock";
 /// names is ever read here), so a `port` here stages it again; `lock` the Cargo.lock the
 /// bundle carried (`dir/port-lock/Cargo.lock`, as recorded: relative to the state
 /// directory), when it carried one (sign checks it against the SHA-256 port took).
-fn place_port(outputs: &serde_json::Value, staged: &Utf8Path, dir: &Utf8Path, run: &Run) -> Result<serde_json::Value> {
-    let mut port: PortOutputs =
-        serde_json::from_value(outputs.clone()).context("the bundle's `port` outputs cannot be read")?;
+fn place_port(outputs: &Outputs, staged: &Utf8Path, dir: &Utf8Path, run: &Run) -> Result<Outputs> {
+    let mut port: PortOutputs = outputs.parse().context("the bundle's `port` outputs cannot be read")?;
     port.port_dir = dir.join("port");
     port.lock = staged.join(PORT_LOCK).is_file().then(|| run.rel(&dir.join(PORT_LOCK)));
-    Ok(serde_json::to_value(port)?)
+    Outputs::new(&port)
 }
 
 /// The first 12 characters of a commit.
@@ -311,7 +303,7 @@ impl crate::cli::Unbundle {
             Some(run) => run
                 .state
                 .usable_outputs(StageName::Port)
-                .map(|o| serde_json::from_value::<PortOutputs>(o.clone()).map(|p| p.commit))
+                .map(|o| o.parse::<PortOutputs>().map(|p| p.commit))
                 .transpose()
                 .context("the outputs `port` recorded in the current run cannot be read")?,
             None => None,

@@ -126,6 +126,9 @@ pub struct Setup {
     /// Print the commands and file operations; perform none
     #[arg(long)]
     pub dry_run: bool,
+    /// Which machine this is, and so which items it gets (the key only where it signs)
+    #[arg(long, value_enum, default_value_t = crate::setup::Role::All)]
+    pub role: crate::setup::Role,
 }
 
 /// port

@@ -12,6 +12,7 @@ use crate::config::Loaded;
 use crate::failure;
 use crate::failure::{Class, Failure};
 use crate::fingerprint::Fingerprint;
+use crate::outputs::Outputs;
 use crate::run::{Holder, Log, Run, RunView, Slot, StageRecord, StateDir, Status, Success, now_rfc3339};
 use crate::stage::{Cx, Plan, Stage, StageName, StagePlan, TwoPhase};
 use crate::targets::Target;
@@ -21,9 +22,9 @@ use crate::ui::Ui;
 pub trait AnyStage {
     fn name(&self) -> StageName;
     fn fingerprint(&self, cx: &Cx) -> Result<String>;
-    fn intact(&self, cx: &Cx, outputs: &serde_json::Value) -> bool;
+    fn intact(&self, cx: &Cx, outputs: &Outputs) -> bool;
     fn plan_steps(&self, cx: &Cx) -> Result<Plan>;
-    fn run(&self, cx: &mut Cx) -> Result<serde_json::Value>;
+    fn run(&self, cx: &mut Cx) -> Result<Outputs>;
     fn two_phase(&self) -> Option<&dyn TwoPhase>;
 }
 
@@ -46,8 +47,8 @@ impl<S: Stage> AnyStage for S {
         Ok(fp.finish())
     }
 
-    fn intact(&self, cx: &Cx, outputs: &serde_json::Value) -> bool {
-        match <S::Outputs as serde::Deserialize>::deserialize(outputs) {
+    fn intact(&self, cx: &Cx, outputs: &Outputs) -> bool {
+        match outputs.parse::<S::Outputs>() {
             Ok(o) => self.outputs_intact(cx, &o),
             Err(_) => false,
         }
@@ -57,10 +58,10 @@ impl<S: Stage> AnyStage for S {
         Ok(self.plan(cx)?.steps().clone())
     }
 
-    fn run(&self, cx: &mut Cx) -> Result<serde_json::Value> {
+    fn run(&self, cx: &mut Cx) -> Result<Outputs> {
         let plan = self.plan(cx)?;
         let outputs = self.execute(cx, plan)?;
-        Ok(serde_json::to_value(outputs)?)
+        Outputs::new(&outputs)
     }
 
     fn two_phase(&self) -> Option<&dyn TwoPhase> {
@@ -229,7 +230,7 @@ impl<'a> Engine<'a> {
 
     /// Whether `outputs`, recorded by `stage` in `run`, are still in place (the stage's
     /// own check, as before skipping it): `bundle` packs nothing that changed since.
-    pub fn outputs_intact(&self, run: &Run, stage: StageName, unit: &ForTarget, outputs: &serde_json::Value) -> bool {
+    pub fn outputs_intact(&self, run: &Run, stage: StageName, unit: &ForTarget, outputs: &Outputs) -> bool {
         let cx = self.cx(&unit.loaded, run.view_for(unit.key()), Log::sink(), false);
         default_stage(stage).intact(&cx, outputs)
     }
@@ -264,7 +265,7 @@ impl<'a> Engine<'a> {
     /// Runs a stage without any run state: for checks and tools that work on
     /// arbitrary inputs (`sign --verify-only`, `makesum --port DIR`). Files go to a
     /// scratch directory; the log to `STATE_DIR/detached/STAGE.log`.
-    pub fn run_detached(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<serde_json::Value> {
+    pub fn run_detached(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<Outputs> {
         let scratch = self.state.root().join("detached");
         self.run_unrecorded_in(stage, RunView::detached(&scratch), &scratch, dry_run)
     }
@@ -272,7 +273,7 @@ impl<'a> Engine<'a> {
     /// Runs a stage against the current run's recorded outputs without recording
     /// anything in it: for checks that must change nothing (`makesum --check`). The log
     /// goes to `STATE_DIR/detached/STAGE.log`.
-    pub fn run_unrecorded(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<serde_json::Value> {
+    pub fn run_unrecorded(&self, stage: &dyn AnyStage, dry_run: bool) -> Result<Outputs> {
         let scratch = self.state.root().join("detached");
         let current = self.state.current()?;
         let view = match &current {
@@ -288,7 +289,7 @@ impl<'a> Engine<'a> {
         view: RunView,
         scratch: &camino::Utf8Path,
         dry_run: bool,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<Outputs> {
         let projected = self.loaded_for_target()?;
         let loaded = projected.as_ref().unwrap_or(self.loaded);
         let view = view.for_target(loaded.target.as_ref().and_then(Target::key));
@@ -302,7 +303,7 @@ impl<'a> Engine<'a> {
             for step in &plan.steps {
                 self.ui.println(&format!("  {step}"));
             }
-            return Ok(serde_json::Value::Null);
+            return Ok(Outputs::null());
         }
         let name = stage.name();
         let log = Log::open(&scratch.join(format!("{name}.log")))?;
@@ -367,7 +368,7 @@ impl<'a> Engine<'a> {
         &self,
         run: &mut Run,
         attempt: Attempt,
-        result: Result<(String, serde_json::Value)>,
+        result: Result<(String, Outputs)>,
         loaded: &Loaded,
         log: Log,
         rerun: Rerun,
@@ -500,7 +501,7 @@ impl<'a> Engine<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut results: Vec<Result<(String, serde_json::Value)>> = Vec::new();
+        let mut results: Vec<Result<(String, Outputs)>> = Vec::new();
         let unready = names(&|i| prepared[i].is_err());
         if !unready.is_empty() {
             for p in prepared {
@@ -516,7 +517,7 @@ impl<'a> Engine<'a> {
                 });
             }
         } else {
-            let mut committed: Vec<(usize, String, serde_json::Value)> = Vec::new();
+            let mut committed: Vec<(usize, String, Outputs)> = Vec::new();
             let mut broken = None;
             for (i, p) in prepared.into_iter().enumerate() {
                 let Ok((fp, p)) = p else { unreachable!("every target prepared") };

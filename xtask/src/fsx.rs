@@ -20,17 +20,30 @@ pub fn temp_beside(path: &Utf8Path) -> Utf8PathBuf {
 /// Writes `bytes` to `path` atomically with the given mode: readers see the old file or
 /// the new one, never a mix, even across a crash.
 pub fn write_atomic_mode(path: &Utf8Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_atomic_with(path, mode, |f, tmp| f.write_all(bytes).with_context(|| format!("cannot write {tmp}")))
+}
+
+/// [`write_atomic_mode`] of what `write` writes to the file (buffered, so that a large
+/// document goes to disk as it is made rather than into memory first); `write` gets
+/// the temporary file's name for its messages.
+pub fn write_atomic_with(
+    path: &Utf8Path,
+    mode: u32,
+    write: impl FnOnce(&mut dyn Write, &Utf8Path) -> Result<()>,
+) -> Result<()> {
     let dir = parent(path);
     fs::create_dir_all(dir).with_context(|| format!("cannot create directory {dir}"))?;
     let tmp = temp_beside(path);
     let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&tmp)
             .with_context(|| format!("cannot create {tmp}"))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {tmp}"))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        write(&mut w, &tmp)?;
+        let f = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {tmp}"))?;
         f.sync_all().with_context(|| format!("cannot sync {tmp}"))?;
         fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp} to {path}"))?;
         sync_dir(dir)

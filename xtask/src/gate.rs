@@ -544,8 +544,7 @@ impl Stage for Gate {
         for path in files.into_iter().flatten() {
             fp.identity(path.as_str(), &cx.resolve(path))?;
         }
-        if let Some(Ok(iso)) =
-            cx.run.outputs(StageName::Iso).map(<crate::iso::IsoOutputs as serde::Deserialize>::deserialize)
+        if let Some(Ok(iso)) = cx.run.outputs(StageName::Iso).map(|o| o.parse::<crate::iso::IsoOutputs>())
             && let Some(image) = &iso.image
         {
             fp.identity("iso-image", image)?;

@@ -18,6 +18,7 @@ pub mod git;
 pub mod identity;
 pub mod makevars;
 pub mod notify;
+pub mod outputs;
 pub mod proc;
 pub mod report;
 pub mod run;

@@ -276,7 +276,11 @@ pub fn sh_quote(value: &str) -> String {
 }
 
 /// The poudriere.conf this configuration asks for, as `(KEY, value)` pairs in file order.
-pub fn conf_values(loaded: &Loaded) -> Vec<(&'static str, String)> {
+/// Where the machine `signs` (it holds the key or runs the signing command), poudriere
+/// signs what it builds: PKG_REPO_SIGNING_KEY, or SIGNING_COMMAND from the host. A
+/// builder's names neither, and poudriere's `pkg repo` then writes unsigned catalogues
+/// (docs/reference/poudriere.md section 11), which sign verifies and signs.
+pub fn conf_values(loaded: &Loaded, signs: bool) -> Vec<(&'static str, String)> {
     let p = &loaded.config.poudriere;
     let s = &loaded.config.signing;
     let paths = Paths::new(loaded);
@@ -305,6 +309,9 @@ pub fn conf_values(loaded: &Loaded) -> Vec<(&'static str, String)> {
         v.push(("BUILDER_HOSTNAME", p.builder_hostname.clone()));
         v.push(("PRESERVE_TIMESTAMP", "yes".into()));
     }
+    if !signs {
+        return v;
+    }
     match s.trust {
         TrustMode::Pubkey => v.push(("PKG_REPO_SIGNING_KEY", signing_key_argument(loaded))),
         TrustMode::Fingerprints => {
@@ -317,14 +324,20 @@ pub fn conf_values(loaded: &Loaded) -> Vec<(&'static str, String)> {
     v
 }
 
-/// The text of poudriere.conf.
-pub fn render_conf(loaded: &Loaded) -> String {
-    let mut out = String::from(
+/// The text of poudriere.conf (`signs`: as [`conf_values`]).
+pub fn render_conf(loaded: &Loaded, signs: bool) -> String {
+    let mut out = String::from(if signs {
         "# poudriere.conf for mother-build, written by `cargo xtask setup` from pipeline.toml\n\
          # ([poudriere] and [signing]). Change pipeline.toml and rerun setup: a hand edit here\n\
-         # is reported by `cargo xtask setup --check` and replaced only by `setup --write`.\n",
-    );
-    for (key, value) in conf_values(loaded) {
+         # is reported by `cargo xtask setup --check` and replaced only by `setup --write`.\n"
+    } else {
+        "# poudriere.conf for mother-build, written by `cargo xtask setup --role builder` from\n\
+         # pipeline.toml ([poudriere]). A builder holds no key: poudriere commits unsigned\n\
+         # repositories, which the signing host verifies and signs. Change pipeline.toml and\n\
+         # rerun setup: a hand edit here is reported by `cargo xtask setup --check --role\n\
+         # builder` and replaced only by `setup --write --role builder`.\n"
+    });
+    for (key, value) in conf_values(loaded, signs) {
         out.push_str(&format!("{key}={}\n", sh_quote(&value)));
     }
     out
@@ -454,15 +467,35 @@ mod tests {
         config.signing.trust = TrustMode::Fingerprints;
         config.signing.command = vec!["/usr/local/bin/sign".into(), "--key".into(), "/etc/ssl/it.key".into()];
         let l = loaded(config);
-        let text = render_conf(&l);
+        let text = render_conf(&l, true);
         let parsed = parse_assignments(&text);
-        for (k, v) in conf_values(&l) {
+        for (k, v) in conf_values(&l, true) {
             assert_eq!(parsed.get(k), Some(&v), "{k} in\n{text}");
         }
         assert!(text.contains("PKG_REPO_FROM_HOST=yes\n"), "{text}");
         assert!(!text.contains("PKG_REPO_SIGNING_KEY"), "{text}");
         assert_eq!(parsed["SIGNING_COMMAND"], "/usr/local/bin/sign --key /etc/ssl/it.key");
         assert!(text.contains("SIGNING_COMMAND='/usr/local/bin/sign --key /etc/ssl/it.key'\n"), "{text}");
+    }
+
+    #[test]
+    fn a_builders_conf_names_no_key_and_no_signing_command() {
+        for trust in [TrustMode::Pubkey, TrustMode::Fingerprints] {
+            let mut config = Config::default();
+            config.signing.trust = trust;
+            config.signing.command = vec!["/usr/local/bin/sign".into()];
+            let l = loaded(config);
+            let text = render_conf(&l, false);
+            for key in ["PKG_REPO_SIGNING_KEY", "SIGNING_COMMAND", "PKG_REPO_FROM_HOST"] {
+                assert!(!text.contains(key), "{trust}: {key} in\n{text}");
+            }
+            let parsed = parse_assignments(&text);
+            for (k, v) in conf_values(&l, false) {
+                assert_eq!(parsed.get(k), Some(&v), "{k} in\n{text}");
+            }
+            assert!(text.contains("DISTFILES_CACHE=/usr/local/poudriere/distfiles\n"), "{text}");
+            assert!(text.contains("--role builder"), "{text}");
+        }
     }
 
     #[test]
@@ -511,14 +544,14 @@ mod tests {
             let mut config = Config::default();
             config.signing.key = data.join("x.key");
             config.signing.pubkey = data.join(public);
-            let text = render_conf(&loaded(config));
+            let text = render_conf(&loaded(config), true);
             assert!(text.contains(&format!("PKG_REPO_SIGNING_KEY={prefix}{}\n", data.join("x.key"))), "{text}");
         }
     }
 
     #[test]
     fn pubkey_mode_names_the_key_and_zfs() {
-        let text = render_conf(&loaded(Config::default()));
+        let text = render_conf(&loaded(Config::default()), true);
         for line in [
             "ZPOOL=zroot\n",
             "ZROOTFS=/poudriere\n",
@@ -538,9 +571,9 @@ mod tests {
     #[test]
     fn reproducible_writes_what_poudriere_conf_sample_asks_for() {
         let mut config = Config::default();
-        assert!(!render_conf(&loaded(config.clone())).contains("BUILDER_HOSTNAME"));
+        assert!(!render_conf(&loaded(config.clone()), true).contains("BUILDER_HOSTNAME"));
         config.poudriere.reproducible = true;
-        let text = render_conf(&loaded(config));
+        let text = render_conf(&loaded(config), true);
         assert!(
             text.contains("PKG_REPRODUCIBLE=yes\nBUILDER_HOSTNAME=pkg.clawdie.si\nPRESERVE_TIMESTAMP=yes\n"),
             "{text}"

@@ -418,14 +418,14 @@ impl TwoPhase for Publish {
         Ok(Box::new(self.prepare_plan(cx, plan)?))
     }
 
-    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<serde_json::Value> {
+    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<crate::outputs::Outputs> {
         let prepared =
             prepared.downcast::<Prepared>().map_err(|_| anyhow::anyhow!("publish was handed another stage's work"))?;
-        Ok(serde_json::to_value(self.commit_prepared(cx, *prepared)?)?)
+        crate::outputs::Outputs::new(&self.commit_prepared(cx, *prepared)?)
     }
 
-    fn undo(&self, cx: &mut Cx, outputs: &serde_json::Value) -> Result<String> {
-        let outputs: PublishOutputs = serde_json::from_value(outputs.clone())?;
+    fn undo(&self, cx: &mut Cx, outputs: &crate::outputs::Outputs) -> Result<String> {
+        let outputs: PublishOutputs = outputs.parse()?;
         let abi = Self::abi(cx.loaded)?;
         match Target::parse(&cx.config().publish.target, cx.loaded)? {
             Target::Local(root) => local::switch_back(&root, &abi, &outputs.version, outputs.previous.as_deref()),

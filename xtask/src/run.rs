@@ -141,7 +141,7 @@ pub struct Success {
     pub run: String,
     pub ended: String,
     pub fingerprint: String,
-    pub outputs: serde_json::Value,
+    pub outputs: crate::outputs::Outputs,
 }
 
 /// One stage in one run.
@@ -272,7 +272,7 @@ impl State {
 
     /// The outputs later stages may use: the last success, unless this run's own
     /// latest attempt failed (then the old outputs are stale).
-    pub fn usable_outputs(&self, slot: impl Into<Slot>) -> Option<&serde_json::Value> {
+    pub fn usable_outputs(&self, slot: impl Into<Slot>) -> Option<&crate::outputs::Outputs> {
         let rec = self.records.get(&slot.into())?;
         match rec.status {
             Status::Failed | Status::Interrupted | Status::Running => None,
@@ -422,9 +422,19 @@ impl StateDir {
             std::io::ErrorKind::NotFound => corrupt("state.json is missing".into()),
             _ => failure!("cannot read the state of run {id} ({path}): {e}"),
         })?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("it is not JSON ({e})")))?;
-        match value.get("version").and_then(serde_json::Value::as_u64) {
+        // The version first, without building the document: a full ports tree's
+        // outputs are tens of megabytes of it.
+        let top = serde_json::from_slice::<BTreeMap<String, Box<serde_json::value::RawValue>>>(&bytes);
+        let version = match &top {
+            Ok(top) => top.get("version").and_then(|v| v.get().parse::<u64>().ok()),
+            Err(e) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Err(e) => bail!(corrupt(format!("it is not JSON ({e})"))),
+                Ok(_) if e.is_data() => None,
+                Ok(_) => bail!(corrupt(format!("it is not JSON ({e})"))),
+            },
+        };
+        drop(top);
+        match version {
             Some(v) if READS.contains(&v) => {}
             Some(v) => bail!(
                 failure!("the state of run {id} ({path}) has version {v}, but this mother-build reads versions up to {STATE_VERSION}")
@@ -433,7 +443,7 @@ impl StateDir {
             None => bail!(corrupt("it has no state version".into())),
         }
         let state: State =
-            serde_json::from_value(value).map_err(|e| corrupt(format!("it does not hold a run's state ({e})")))?;
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("it does not hold a run's state ({e})")))?;
         if state.id != id {
             bail!(corrupt(format!("it holds the state of run {}", state.id)));
         }
@@ -691,7 +701,7 @@ impl<'a> RunView<'a> {
         self.run
     }
 
-    pub fn outputs(&self, stage: StageName) -> Option<&'a serde_json::Value> {
+    pub fn outputs(&self, stage: StageName) -> Option<&'a crate::outputs::Outputs> {
         self.run.and_then(|r| r.state.usable_outputs(self.slot(stage)))
     }
 

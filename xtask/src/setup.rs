@@ -5,6 +5,11 @@
 //! the bhyve gate (`setup/vm.rs`), and sets nginx up to serve the repository
 //! (`setup/nginx.rs`).
 //!
+//! `--role` says which machine this is ([`Role`]): one machine that does everything
+//! (`all`, the default), a builder (everything but the key and nginx, and a
+//! poudriere.conf that names no key: a builder never creates, checks or names one) or
+//! the signing host (the key and nginx only).
+//!
 //! Every item is first inspected (read-only), so `--check` and `--dry-run` show exactly
 //! what is ok, missing or different, and a second `setup` changes nothing. A file that
 //! differs from what pipeline.toml asks for is never silently overwritten.
@@ -26,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Setup;
 use crate::config::{Loaded, Tool, TrustMode};
-use crate::failure::{self, Class, Failure};
+use crate::failure::{self, Class, Failure, ResultExt as _};
 use crate::fingerprint::Fingerprint;
 use crate::fsx;
 use crate::poudriere::{self, Paths};
@@ -53,6 +58,41 @@ settings! {
         /// VPS without nested virtualisation) and boots the gate elsewhere or with
         /// another backend.
         pub vmm: Option<bool> = None,
+    }
+}
+
+/// Which machine setup provisions, by what its jobs do (docs/runbook.md, "The runners").
+/// The key is only ever on a machine that signs: a builder neither creates nor checks
+/// one, and the poudriere.conf it gets names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// One machine that builds, signs and publishes: every item
+    All,
+    /// Builds and boots images (poudriere, its jail and trees, bhyve); holds no key: its
+    /// poudriere.conf names none, so bulk's repository stays unsigned for the signing host
+    Builder,
+    /// Signs and publishes: the signing key (or command) and nginx; no poudriere, no bhyve
+    Signing,
+}
+
+impl Role {
+    /// Whether this machine runs poudriere (and the gate).
+    pub fn builds(self) -> bool {
+        self != Role::Signing
+    }
+
+    /// Whether this machine holds the key (or runs the signing command) and publishes.
+    pub fn signs(self) -> bool {
+        self != Role::Builder
+    }
+
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Builder => "builder",
+            Role::Signing => "signing",
+        }
     }
 }
 
@@ -196,7 +236,7 @@ impl Stage for Setup {
     }
 
     fn plan(&self, cx: &Cx) -> Result<SetupPlan> {
-        let items = inspect(cx, self.write)?;
+        let items = inspect(cx, self.write, self.role)?;
         let mut steps = Plan::default();
         for item in &items {
             steps.check(item.line());
@@ -212,15 +252,17 @@ impl Stage for Setup {
 
     fn execute(&self, cx: &mut Cx, plan: SetupPlan) -> Result<SetupOutputs> {
         if self.check {
-            return report_check(cx, &plan.items);
+            return report_check(cx, &plan.items, self.role);
         }
         let refused: Vec<&Item> = plan.items.iter().filter(|i| i.refusal.is_some() && i.blocks).collect();
         if !refused.is_empty() {
             let msg =
                 refusals("setup cannot provision this host as pipeline.toml asks; nothing was changed:", &refused);
-            bail!(Failure::new(msg).help(
-                "fix the items above (each says how), then rerun `cargo xtask setup`; `cargo xtask setup --check` lists every item"
-            ));
+            bail!(Failure::new(msg).help(format!(
+                "fix the items above (each says how), then rerun `{}`; `{}` lists every item",
+                command(cx.loaded, self.role, ""),
+                command(cx.loaded, self.role, "--check")
+            )));
         }
         let mut outputs = SetupOutputs { ok: Vec::new(), changed: Vec::new() };
         for item in &plan.items {
@@ -232,8 +274,9 @@ impl Stage for Setup {
             cx.say(format!("{}: {}", item.name, item.state.detail()));
             let mut changed = false;
             for action in &item.actions {
-                changed |=
-                    perform(cx, action).with_context(|| format!("setup could not put `{}` in place", item.name))?;
+                changed |= perform(cx, action)
+                    .with_context(|| format!("setup could not put `{}` in place", item.name))
+                    .with_help(|| format!("once that is fixed, rerun `{}`", command(cx.loaded, self.role, "")))?;
             }
             if changed {
                 outputs.changed.push(item.name.clone());
@@ -251,7 +294,11 @@ impl Stage for Setup {
                 ),
                 &later,
             );
-            bail!(Failure::new(msg).help("do what each item says, then rerun `cargo xtask setup`").infrastructure());
+            bail!(
+                Failure::new(msg)
+                    .help(format!("do what each item says, then rerun `{}`", command(cx.loaded, self.role, "")))
+                    .infrastructure()
+            );
         }
         if outputs.changed.is_empty() {
             cx.say(format!("all {} items were already in place; nothing changed", outputs.ok.len()));
@@ -275,7 +322,7 @@ impl Setup {
 }
 
 /// `setup --check`: one line per item on stdout; exit 0 only when every item is ok.
-fn report_check(cx: &Cx, items: &[Item]) -> Result<SetupOutputs> {
+fn report_check(cx: &Cx, items: &[Item], role: Role) -> Result<SetupOutputs> {
     for item in items {
         cx.note(item.line());
         cx.ui.println(&item.line());
@@ -290,10 +337,30 @@ fn report_check(cx: &Cx, items: &[Item]) -> Result<SetupOutputs> {
         not_ok.len(),
         items.len(),
         not_ok.len() - refused,
-        cx.loaded.xtask("setup"),
+        command(cx.loaded, role, ""),
         refused
     ));
     Err(Failure::reported(Class::Infrastructure).into())
+}
+
+/// `cargo xtask setup` for this host's role (`--role` unless `all`), then `args`, as it
+/// works when printed: the invocation's `--config`, `--state-dir`, `-o`, and its
+/// `--target` (which jail setup provisions).
+fn command(loaded: &Loaded, role: Role, args: &str) -> String {
+    let mut line = String::from("setup");
+    if role != Role::All {
+        line.push_str(&format!(" --role {}", role.as_str()));
+    }
+    if let Some(t) = &loaded.target
+        && loaded.several_targets()
+    {
+        line.push_str(&format!(" --target {}", crate::proc::quote(&t.name)));
+    }
+    if !args.is_empty() {
+        line.push(' ');
+        line.push_str(args);
+    }
+    loaded.xtask(&line)
 }
 
 /// `HEADLINE`, then each item's line and its refusal, indented.

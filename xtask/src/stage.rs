@@ -196,9 +196,9 @@ pub trait TwoPhase {
     /// Everything up to the switch; what it returns is handed to `commit`.
     fn prepare(&self, cx: &mut Cx) -> Result<Box<dyn std::any::Any>>;
     /// The switch; returns the stage's outputs.
-    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<serde_json::Value>;
+    fn commit(&self, cx: &mut Cx, prepared: Box<dyn std::any::Any>) -> Result<crate::outputs::Outputs>;
     /// Takes back a commit that returned `outputs`; says what it did.
-    fn undo(&self, cx: &mut Cx, outputs: &serde_json::Value) -> Result<String>;
+    fn undo(&self, cx: &mut Cx, outputs: &crate::outputs::Outputs) -> Result<String>;
 }
 
 /// Everything a stage runs with.
@@ -226,7 +226,7 @@ impl<'a> Cx<'a> {
     /// error says which stage produces them.
     pub fn output<T: DeserializeOwned>(&self, stage: StageName) -> Result<T> {
         match self.run.outputs(stage) {
-            Some(value) => T::deserialize(value).map_err(|e| {
+            Some(value) => value.parse::<T>().map_err(|e| {
                 failure!("the outputs `{stage}` recorded in {} cannot be read: {e}", self.run.state_path())
                     .help(format!("rerun it: {}", self.loaded.xtask(stage.as_str())))
                     .into()

@@ -4,13 +4,16 @@
 //!
 //! - `test`: the test suite on Linux (`.ci/run`).
 //! - `build-NAME`, one per target, on the runner labelled with the target's `runner`:
-//!   the shared stages before bulk (port, makesum, audit: each builder makes its own;
-//!   they are deterministic from the colibri tag and pipeline.toml), then that target's
-//!   bulk, then `bundle --stage bulk`, uploaded as an artifact. No key on a builder.
+//!   `setup --check --role builder` (a builder holds no key: its poudriere.conf names
+//!   none, so bulk commits an unsigned repository), the shared stages before bulk (port,
+//!   makesum, audit: each builder makes its own; they are deterministic from the colibri
+//!   tag and pipeline.toml), then that target's bulk, then `bundle --stage bulk`,
+//!   uploaded as an artifact.
 //! - `sign-publish`, on the runner labelled `signing` (the only machine with the key),
-//!   after every build job: each bundle downloaded and `unbundle`d (checked file by
-//!   file, refused when it is of another release), then sign and publish (every
-//!   target's `latest` switched together, or none).
+//!   after every build job: `setup --check --role signing`, each bundle downloaded and
+//!   `unbundle`d (checked file by file, refused when it is of another release), then sign
+//!   (verifying each repository and signing it) and publish (every target's `latest`
+//!   switched together, or none).
 //! - `image-NAME`, one per target with `image = true`, on the target's runner after
 //!   the signing job: iso and gate for that target from the run the signing job left.
 //!
@@ -156,16 +159,17 @@ pub fn render(loaded: &Loaded) -> Result<String> {
          #\n\
          # `test` runs the test suite on Linux. A release (workflow_dispatch with the colibri tag)\n\
          # builds each target on a runner labelled with its `runner` ([[targets]] in pipeline.toml):\n\
-         # the shared stages ({shared}) and its bulk, then bundles bulk's work.\n\
+         # the shared stages ({shared}) and its bulk, then bundles bulk's work. A builder holds\n\
+         # no key (`setup --role builder`): its bulk commits an unsigned repository.\n\
          # Each builder runs the shared stages itself rather than receiving them: they are\n\
          # deterministic from the colibri tag and pipeline.toml, cheap next to bulk, and each\n\
          # bundle names the colibri commit and pipeline digest they came from, so the signing job\n\
          # refuses builders that disagree. One job on the `{SIGNING_RUNNER}` runner, the only\n\
          # machine holding the key, unbundles every target's work (each file checked against the\n\
-         # bundle's digests; another release's bundle is refused),\n\
-         # signs and publishes. Then iso and gate run per target with `image = true`. Each job keeps\n\
-         # its run directory ({RUN_DIR}: state.json, logs, outputs) as an artifact, also when it\n\
-         # fails. Setting up the runners: docs/runbook.md, \"Several targets\".\n\
+         # bundle's digests; another release's bundle is refused), verifies and signs each\n\
+         # repository, and publishes. Then iso and gate run per target with `image = true`. Each\n\
+         # job keeps its run directory ({RUN_DIR}: state.json, logs, outputs) as an artifact, also\n\
+         # when it fails. Setting up the runners: docs/runbook.md, \"Several targets\".\n\
          #\n\
          # Settings (repository or organisation variables):\n\
          #   LINUX_RUNS_ON    JSON list of runner labels for the test job   (default [\"docker\"])\n\
@@ -205,7 +209,7 @@ pub fn render(loaded: &Loaded) -> Result<String> {
         }
         w.job(&id, &format!("build {}: {}", t.name, what.join(", ")), &["test".into()], &t.runner);
         w.colibri_checkout();
-        w.step_run("The host is provisioned", &for_target(t, "setup --check"));
+        w.step_run("The builder is provisioned (it holds no key)", &for_target(t, "setup --check --role builder"));
         for s in &before_bulk {
             w.step_run(&format!("cargo xtask {s}"), &format!("cargo xtask {s}"));
         }
@@ -229,6 +233,7 @@ pub fn render(loaded: &Loaded) -> Result<String> {
         let id = "sign-publish".to_owned();
         let what: Vec<&str> = signing.iter().map(|s| s.as_str()).collect();
         w.job(&id, &format!("{} (the signing host)", what.join(", ")), &build_jobs, SIGNING_RUNNER);
+        w.step_run("The signing host is provisioned (the key, nginx)", "cargo xtask setup --check --role signing");
         if has(StageName::Bulk) {
             for (i, t) in targets.iter().enumerate() {
                 let bundle = format!("bulk-{}.bundle", t.name);

@@ -5,21 +5,23 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 use crate::base32;
 use crate::error::{Error, Result};
-use crate::sum::{Digests, Sum, Want, hash_file};
+#[cfg(test)]
+use crate::sum::hash_file;
+use crate::sum::{Digests, Sum, Want, hash_open};
 use crate::verify::Options;
 
 /// One package file to check.
-pub(crate) struct Job {
+pub(crate) struct Job<'a> {
     /// Relative to the repository.
-    pub(crate) path: String,
+    pub(crate) path: &'a str,
     pub(crate) size: u64,
     pub(crate) sum: Sum,
     /// The sum as the catalogue wrote it.
-    pub(crate) sum_text: String,
+    pub(crate) sum_text: &'a str,
 }
 
 /// Hashes the files in parallel. Each result is the digests, or what was wrong.
@@ -27,8 +29,11 @@ pub(crate) struct Job {
 /// Threads take the files, largest first, a few at a time: files that need only
 /// BLAKE2b are hashed together with `blake2b_simd::many` (4 states per SIMD pass with
 /// AVX2), which is how one core outruns `b2sum`.
-pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Result<Vec<Result<Digests, String>>> {
+pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: &[Job], opts: &Options) -> Result<Vec<Result<Digests, String>>> {
     let root = dir.canonicalize_utf8().unwrap_or_else(|_| dir.to_owned());
+    // Files are opened relative to the repository: one path walk of a few names each.
+    let root_dir = std::fs::File::open(&root).ok();
+    let root = Root { path: &root, dir: root_dir.as_ref() };
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].size));
     let results: Vec<Mutex<Option<Result<Digests, String>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
@@ -42,6 +47,7 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Resu
             s.spawn(|| {
                 // Each thread reads into its own buffers, allocated once.
                 let mut bufs: Vec<Vec<u8>> = Vec::new();
+                let mut buf: Vec<u8> = Vec::new();
                 loop {
                     let first = next.fetch_add(batch, Ordering::Relaxed);
                     if first >= order.len() {
@@ -54,14 +60,17 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Resu
                     let indexes = &order[first..(first + batch).min(order.len())];
                     let mut together = Vec::new();
                     for &index in indexes {
-                        match precheck(&root, jobs[index], opts) {
-                            Pre::Hash(path, Want { blake2b: true, sha256: false }) => {
-                                together.push((index, path));
+                        match precheck(root, &jobs[index], opts) {
+                            Pre::Hash(file, Want { blake2b: true, sha256: false }) => {
+                                together.push((index, (file, jobs[index].size)));
                             }
-                            Pre::Hash(path, want) => {
-                                let outcome = hash_file(&path, want, opts.progress)
-                                    .map_err(|e| format!("{e:#}"))
-                                    .and_then(|d| finish(jobs[index], d));
+                            Pre::Hash(file, want) => {
+                                if buf.is_empty() {
+                                    buf = vec![0u8; CHUNK];
+                                }
+                                let outcome = hash_open(file, want, &mut buf, opts.progress)
+                                    .map_err(|e| format!("cannot read it: {e}"))
+                                    .and_then(|d| finish(&jobs[index], d));
                                 *results[index].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                             }
                             Pre::Done(outcome) => {
@@ -69,10 +78,10 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Resu
                             }
                         }
                     }
-                    let paths: Vec<&Utf8Path> = together.iter().map(|(_, p)| p.as_path()).collect();
-                    for ((index, _), outcome) in together.iter().zip(blake2b_many(&paths, &mut bufs, opts.progress)) {
-                        let outcome = outcome.and_then(|d| finish(jobs[*index], d));
-                        *results[*index].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                    let (indexes, files): (Vec<usize>, Vec<(std::fs::File, u64)>) = together.into_iter().unzip();
+                    for (index, outcome) in indexes.into_iter().zip(blake2b_many(files, &mut bufs, opts.progress)) {
+                        let outcome = outcome.and_then(|d| finish(&jobs[index], d));
+                        *results[index].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                     }
                 }
             });
@@ -91,33 +100,66 @@ pub(crate) fn hash_jobs(dir: &Utf8Path, jobs: Vec<&Job>, opts: &Options) -> Resu
 enum Pre {
     /// Decided without hashing (a problem, or digests known from an earlier check).
     Done(Result<Digests, String>),
-    /// Hash this file for these digests.
-    Hash(Utf8PathBuf, Want),
+    /// Hash this file, open, for these digests.
+    Hash(std::fs::File, Want),
+}
+
+/// The repository the files are in: its canonical path, and the directory open.
+#[derive(Clone, Copy)]
+struct Root<'a> {
+    path: &'a Utf8Path,
+    dir: Option<&'a std::fs::File>,
+}
+
+impl Root<'_> {
+    /// Opens `rel` for reading with `flags` (and close-on-exec), relative to the open
+    /// directory when there is one.
+    fn open(&self, rel: &str, flags: i32) -> std::io::Result<std::fs::File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(dir) = self.dir else {
+            return std::fs::OpenOptions::new().read(true).custom_flags(flags).open(self.path.join(rel));
+        };
+        let name = std::ffi::CString::new(rel).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: openat with an open directory descriptor and a NUL-terminated name;
+        // the descriptor it returns is owned by the File made from it, and by nothing else.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor this call owns.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
 }
 
 /// The checks that need no hashing: present, inside the repository, a regular file of
-/// the catalogue's size.
-fn precheck(root: &Utf8Path, job: &Job, opts: &Options) -> Pre {
-    let path = root.join(&job.path);
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
+/// the catalogue's size. The file is opened once, here: without following a symlink
+/// (one the repository holds is checked, then opened through its target) and without
+/// blocking (a FIFO in a package's place is refused, not waited on).
+fn precheck(root: Root, job: &Job, opts: &Options) -> Pre {
+    let open = |flags: i32| root.open(job.path, flags);
+    let file = match open(libc::O_NOFOLLOW | libc::O_NONBLOCK) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Pre::Done(Err("is listed in the catalogue but missing".into()));
         }
+        // O_NOFOLLOW on a symlink: ELOOP.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            match root.path.join(job.path).canonicalize_utf8() {
+                Ok(real) if real.starts_with(root.path) => {}
+                Ok(real) => return Pre::Done(Err(format!("is a symlink to {real}, outside the repository"))),
+                Err(_) => return Pre::Done(Err("is a dangling symlink".into())),
+            }
+            match open(libc::O_NONBLOCK) {
+                Ok(f) => f,
+                Err(e) => return Pre::Done(Err(format!("cannot be read: {e}"))),
+            }
+        }
         Err(e) => return Pre::Done(Err(format!("cannot be read: {e}"))),
     };
-    let meta = if meta.file_type().is_symlink() {
-        match path.canonicalize_utf8() {
-            Ok(real) if real.starts_with(root) => {}
-            Ok(real) => return Pre::Done(Err(format!("is a symlink to {real}, outside the repository"))),
-            Err(_) => return Pre::Done(Err("is a dangling symlink".into())),
-        }
-        match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) => return Pre::Done(Err(format!("cannot be read: {e}"))),
-        }
-    } else {
-        meta
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Pre::Done(Err(format!("cannot be read: {e}"))),
     };
     if !meta.is_file() {
         return Pre::Done(Err("is not a regular file".into()));
@@ -126,7 +168,7 @@ fn precheck(root: &Utf8Path, job: &Job, opts: &Options) -> Pre {
         return Pre::Done(Err(format!("is {} bytes but the catalogue says {} (pkgsize)", meta.len(), job.size)));
     }
     let want = job.sum.needs().or(Want { blake2b: false, sha256: opts.sha256 });
-    let known = opts.known.and_then(|k| k(&job.path, &meta)).filter(|d| {
+    let known = opts.known.and_then(|k| k(job.path, &meta)).filter(|d| {
         d.size == job.size && (!want.blake2b || d.blake2b.is_some()) && (!want.sha256 || d.sha256.is_some())
     });
     match known {
@@ -134,7 +176,7 @@ fn precheck(root: &Utf8Path, job: &Job, opts: &Options) -> Pre {
             (opts.progress)(job.size);
             Pre::Done(finish(job, d))
         }
-        None => Pre::Hash(path, want),
+        None => Pre::Hash(file, want),
     }
 }
 
@@ -152,58 +194,70 @@ fn finish(job: &Job, digests: Digests) -> Result<Digests, String> {
     Ok(digests)
 }
 
-/// BLAKE2b-512 of several files at once, a chunk of each per SIMD pass, read into
-/// `bufs` (grown to one chunk per file as needed).
+/// How much of each file one read takes.
+const CHUNK: usize = 1 << 18;
+
+/// BLAKE2b-512 of several open files at once, a chunk of each per SIMD pass, read into
+/// `bufs` (grown to one chunk per file as needed). Each file comes with the size it
+/// should have: asked for one byte more than that and given exactly that, a regular
+/// file has ended (it reads short only at its end), so a small file takes one read,
+/// not two; a file that holds more is read to its end and its digests say its size.
 fn blake2b_many(
-    paths: &[&Utf8Path],
+    files: Vec<(std::fs::File, u64)>,
     bufs: &mut Vec<Vec<u8>>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Vec<Result<Digests, String>> {
     use std::io::Read;
-    const CHUNK: usize = 1 << 18;
-    let mut files: Vec<Option<std::fs::File>> = Vec::with_capacity(paths.len());
-    let mut out: Vec<Option<Result<Digests, String>>> = Vec::with_capacity(paths.len());
-    for p in paths {
-        match std::fs::File::open(p) {
-            Ok(f) => {
-                files.push(Some(f));
-                out.push(None);
-            }
-            Err(e) => {
-                files.push(None);
-                out.push(Some(Err(format!("cannot open it: {e}"))));
-            }
-        }
-    }
+    let count = files.len();
+    let expected: Vec<u64> = files.iter().map(|(_, size)| *size).collect();
+    let mut files: Vec<Option<std::fs::File>> = files.into_iter().map(|(f, _)| Some(f)).collect();
+    let mut out: Vec<Option<Result<Digests, String>>> = (0..count).map(|_| None).collect();
     let mut states: Vec<blake2b_simd::State> =
-        paths.iter().map(|_| blake2b_simd::Params::new().hash_length(64).to_state()).collect();
-    let mut sizes = vec![0u64; paths.len()];
-    while bufs.len() < paths.len() {
+        (0..count).map(|_| blake2b_simd::Params::new().hash_length(64).to_state()).collect();
+    let mut sizes = vec![0u64; count];
+    while bufs.len() < count {
         bufs.push(vec![0u8; CHUNK]);
     }
-    let mut lens = vec![0usize; paths.len()];
+    let mut lens = vec![0usize; count];
     loop {
         let mut any = false;
-        for i in 0..paths.len() {
+        for i in 0..count {
             lens[i] = 0;
             let Some(f) = files[i].as_mut() else { continue };
-            // Fill the chunk (a short read is not the end of the file).
-            while lens[i] < CHUNK {
-                match f.read(&mut bufs[i][lens[i]..]) {
-                    Ok(0) => break,
-                    Ok(n) => lens[i] += n,
+            // Fill the chunk (a short read is not the end of the file; a read of
+            // nothing is, and the file is not read again).
+            let mut end = false;
+            // Up to one byte past the expected end; past it (a file that grew), whole chunks.
+            let want = match expected[i].checked_sub(sizes[i]) {
+                Some(left) => usize::try_from(left.saturating_add(1)).map_or(CHUNK, |l| l.min(CHUNK)),
+                None => CHUNK,
+            };
+            while lens[i] < want {
+                match f.read(&mut bufs[i][lens[i]..want]) {
+                    Ok(0) => {
+                        end = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        lens[i] += n;
+                        if lens[i] < want && sizes[i] + lens[i] as u64 == expected[i] {
+                            end = true;
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         out[i] = Some(Err(format!("cannot read it: {e}")));
-                        files[i] = None;
+                        end = true;
                         lens[i] = 0;
                         break;
                     }
                 }
             }
-            if lens[i] == 0 {
+            if end {
                 files[i] = None;
-            } else {
+            }
+            if lens[i] > 0 {
                 any = true;
                 sizes[i] += lens[i] as u64;
             }
@@ -235,6 +289,7 @@ fn blake2b_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use camino::Utf8PathBuf;
 
     #[test]
     fn hashing_many_files_at_once_equals_hashing_each() {
@@ -250,13 +305,42 @@ mod tests {
                 p
             })
             .collect();
-        let refs: Vec<&Utf8Path> = paths.iter().map(|p| p.as_path()).collect();
-        let together = blake2b_many(&refs, &mut Vec::new(), &|_| {});
+        let open = |p: &Utf8PathBuf| std::fs::File::open(p).unwrap();
+        let files = paths.iter().zip(sizes).map(|(p, n)| (open(p), n as u64)).collect();
+        let together = blake2b_many(files, &mut Vec::new(), &|_| {});
         for (p, got) in paths.iter().zip(together) {
             let want = hash_file(p, Want { blake2b: true, sha256: false }, &|_| {}).unwrap();
             assert_eq!(got.unwrap(), want, "{p}");
         }
-        let missing = blake2b_many(&[dir.join("absent").as_path()], &mut Vec::new(), &|_| {});
-        assert!(missing[0].as_ref().unwrap_err().contains("cannot open"));
+        // Files longer or shorter than they should be are read whole all the same.
+        let files = paths.iter().zip(sizes).map(|(p, n)| (open(p), (n as u64).abs_diff(3))).collect();
+        for (p, got) in paths.iter().zip(blake2b_many(files, &mut Vec::new(), &|_| {})) {
+            let want = hash_file(p, Want { blake2b: true, sha256: false }, &|_| {}).unwrap();
+            assert_eq!(got.unwrap(), want, "{p}");
+        }
+        // A directory opens but cannot be read.
+        let unreadable = blake2b_many(vec![(std::fs::File::open(dir).unwrap(), 0)], &mut Vec::new(), &|_| {});
+        assert!(unreadable[0].as_ref().unwrap_err().contains("cannot read it"));
+    }
+
+    #[test]
+    fn a_fifo_or_a_directory_in_a_packages_place_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("fifo.pkg").as_str()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::fs::create_dir(dir.join("dir.pkg")).unwrap();
+        let sum = Sum::parse(&format!("2${}", "y".repeat(103))).unwrap();
+        let jobs: Vec<Job> = ["fifo.pkg", "dir.pkg"]
+            .into_iter()
+            .map(|path| Job { path, size: 0, sum: sum.clone(), sum_text: "" })
+            .collect();
+        let key = Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pkg-repo/keys/test-repo.pub");
+        let trust = crate::trust::Trust::pubkey(&key).unwrap();
+        let opts = Options::new(&trust, "FreeBSD:15:amd64");
+        for outcome in hash_jobs(dir, &jobs, &opts).unwrap() {
+            assert_eq!(outcome.unwrap_err(), "is not a regular file");
+        }
     }
 }

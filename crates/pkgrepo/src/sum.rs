@@ -144,15 +144,25 @@ impl Hasher {
 
 /// Hashes a file in one pass. Calls `progress` with each chunk's length.
 pub(crate) fn hash_file(path: &Utf8Path, want: Want, progress: &dyn Fn(u64)) -> Result<Digests> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+    hash_open(f, want, &mut vec![0u8; 1 << 20], progress).with_context(|| format!("cannot read {path}"))
+}
+
+/// The digests `want` of the open file `f` from where it is to its end, read through
+/// `buf` (not empty).
+pub(crate) fn hash_open(
+    mut f: std::fs::File,
+    want: Want,
+    buf: &mut [u8],
+    progress: &dyn Fn(u64),
+) -> std::io::Result<Digests> {
     let mut hasher = Hasher::new(want);
-    let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = match f.read(&mut buf) {
+        let n = match f.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
+            Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
         progress(n as u64);

@@ -4,7 +4,7 @@
 //! every listed package's presence, size and sum. Problems are collected, not thrown:
 //! the report lists every one, each saying what failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use camino::Utf8Path;
@@ -280,7 +280,7 @@ impl Catalogues {
     /// `opts.trust` is not used again: the signatures were checked when reading.
     pub fn check_files(self, opts: &Options) -> Result<Report> {
         let Catalogues { dir, mut report, catalogues } = self;
-        check_packages(&dir, &catalogues, opts, &mut report)?;
+        check_packages(&dir, catalogues, opts, &mut report)?;
         Ok(report)
     }
 }
@@ -640,6 +640,10 @@ fn compare_catalogues(catalogues: &[(CatalogueKind, Catalogue)], report: &mut Re
     }
     let mut left: Vec<Key> = a.packages().map(key).collect();
     let mut right: Vec<Key> = b.packages().map(key).collect();
+    // pkg writes both in the same order: then no sorting is needed to see they agree.
+    if left == right {
+        return;
+    }
     left.sort_unstable();
     right.sort_unstable();
     if left != right {
@@ -660,104 +664,130 @@ fn compare_catalogues(catalogues: &[(CatalogueKind, Catalogue)], report: &mut Re
 }
 
 /// Checks every entry's ABI and path, then every file's size and sum (hashed in
-/// parallel, largest first).
+/// parallel, largest first). The verified packages are moved out of the first
+/// catalogue's entries.
 fn check_packages(
     dir: &Utf8Path,
-    catalogues: &[(CatalogueKind, Catalogue)],
+    mut catalogues: Vec<(CatalogueKind, Catalogue)>,
     opts: &Options,
     report: &mut Report,
 ) -> Result<()> {
-    let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
-    let mut listed: Vec<&Package> = Vec::new();
-    for (kind, cat) in catalogues {
+    let count: usize = catalogues.first().map_or(0, |(_, c)| c.entries.len());
+    // The files to check, in the order first listed, and where each path is.
+    let mut jobs: Vec<Job> = Vec::with_capacity(count);
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(count);
+    // For each entry of the first catalogue: its file's job, when the entry is checked.
+    let mut listed: Vec<Option<usize>> = Vec::with_capacity(count);
+    for (n, (kind, cat)) in catalogues.iter().enumerate() {
         let archive = match kind {
             CatalogueKind::Data => "data.pkg",
             CatalogueKind::Packagesite => "packagesite.pkg",
         };
-        for p in cat.packages() {
-            let subject = || format!("{archive}: {}-{}", p.name, p.version);
-            if !abi_matches(&p.abi, opts.abi) {
-                report.problem(
-                    ProblemKind::Content,
-                    subject(),
-                    format!("has ABI {} but the repository is for {}", p.abi, opts.abi),
-                );
-            }
-            if let Err(e) = check_path(&p.path) {
-                report.problem(ProblemKind::Content, subject(), format!("path `{}` {e}", p.path));
-                continue;
-            }
-            if let Some(rp) = &p.repopath
-                && rp != &p.path
-            {
-                report.problem(
-                    ProblemKind::Content,
-                    subject(),
-                    format!("repopath `{rp}` differs from path `{}`", p.path),
-                );
-            }
-            // An entry for a path listed before is checked against it, its sum parsed
-            // only when written differently.
-            let earlier = jobs.get(p.path.as_str());
-            let sum = match earlier {
-                Some(job) if job.sum_text == p.sum => Ok(job.sum.clone()),
-                _ => Sum::parse(&p.sum),
-            };
-            let sum = match sum {
-                Ok(s) => s,
-                Err(e) => {
-                    report.problem(ProblemKind::Content, subject(), format!("{e:#}"));
-                    continue;
-                }
-            };
-            if let Some(job) = earlier {
-                if job.size != p.pkgsize || job.sum != sum {
-                    report.problem(
-                        ProblemKind::Content,
-                        subject(),
-                        format!("lists {} with another size or sum than an earlier entry", p.path),
-                    );
-                }
-            } else {
-                jobs.insert(&p.path, Job { path: p.path.clone(), size: p.pkgsize, sum, sum_text: p.sum.clone() });
-            }
-            if *kind == catalogues[0].0 {
-                listed.push(p);
+        for entry in &cat.entries {
+            let job = entry.as_ref().ok().and_then(|p| check_entry(archive, p, opts, &mut jobs, &mut index, report));
+            if n == 0 {
+                listed.push(job);
             }
         }
     }
-    report.bytes = jobs.values().map(|j| j.size).sum();
+    report.bytes = jobs.iter().map(|j| j.size).sum();
     report.listed = jobs.len();
     (opts.listed)(report.listed, report.bytes);
     if !opts.files {
         return Ok(());
     }
 
-    let results = hash_jobs(dir, jobs.values().collect(), opts)?;
-    let mut good: BTreeMap<&str, Digests> = BTreeMap::new();
-    for (job, outcome) in jobs.values().zip(results) {
+    let results = hash_jobs(dir, &jobs, opts)?;
+    // Problems in path order, whatever order the catalogue lists the files in.
+    let mut failed: Vec<(&str, String)> = Vec::new();
+    let mut good: Vec<Option<Digests>> = Vec::with_capacity(results.len());
+    for (job, outcome) in jobs.iter().zip(results) {
         match outcome {
-            Ok(d) => {
-                good.insert(&job.path, d);
+            Ok(d) => good.push(Some(d)),
+            Err(msg) => {
+                failed.push((job.path, msg));
+                good.push(None);
             }
-            Err(msg) => report.problem(ProblemKind::Content, &job.path, msg),
         }
     }
-    for p in listed {
-        if let Some(d) = good.get(p.path.as_str()) {
-            report.packages.push(Verified {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                origin: p.origin.clone(),
-                path: p.path.clone(),
-                size: p.pkgsize,
-                sum: p.sum.clone(),
-                sha256: d.sha256.clone(),
-            });
-            report.digests.insert(p.path.clone(), d.clone());
-        }
+    failed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (path, msg) in failed {
+        report.problem(ProblemKind::Content, path, msg);
     }
+    drop((jobs, index));
+
+    let Some((_, first)) = catalogues.drain(..).next() else { return Ok(()) };
+    let mut digests: Vec<(String, Digests)> = Vec::with_capacity(good.len());
+    report.packages.reserve(first.entries.len());
+    for (entry, job) in first.entries.into_iter().zip(listed) {
+        let (Ok(p), Some(job)) = (entry, job) else { continue };
+        let Some(d) = good[job].as_ref() else { continue };
+        let Package { name, origin, version, sum, pkgsize, path, .. } = p;
+        digests.push((path.clone(), d.clone()));
+        report.packages.push(Verified { name, version, origin, path, size: pkgsize, sum, sha256: d.sha256.clone() });
+    }
+    report.digests = digests.into_iter().collect();
     Ok(())
+}
+
+/// Checks one catalogue entry's ABI, path and sum, and adds its file to `jobs` (or
+/// checks it against the job of an earlier entry for the same path). Returns the job.
+fn check_entry<'a>(
+    archive: &str,
+    p: &'a Package,
+    opts: &Options,
+    jobs: &mut Vec<Job<'a>>,
+    index: &mut HashMap<&'a str, usize>,
+    report: &mut Report,
+) -> Option<usize> {
+    let subject = || format!("{archive}: {}-{}", p.name, p.version);
+    if !abi_matches(&p.abi, opts.abi) {
+        report.problem(
+            ProblemKind::Content,
+            subject(),
+            format!("has ABI {} but the repository is for {}", p.abi, opts.abi),
+        );
+    }
+    if let Err(e) = check_path(&p.path) {
+        report.problem(ProblemKind::Content, subject(), format!("path `{}` {e}", p.path));
+        return None;
+    }
+    if let Some(rp) = &p.repopath
+        && rp != &p.path
+    {
+        report.problem(ProblemKind::Content, subject(), format!("repopath `{rp}` differs from path `{}`", p.path));
+    }
+    // An entry for a path listed before is checked against it, its sum parsed only
+    // when written differently.
+    let earlier = index.get(p.path.as_str()).copied();
+    let sum = match earlier {
+        Some(j) if jobs[j].sum_text == p.sum => Ok(jobs[j].sum.clone()),
+        _ => Sum::parse(&p.sum),
+    };
+    let sum = match sum {
+        Ok(s) => s,
+        Err(e) => {
+            report.problem(ProblemKind::Content, subject(), format!("{e:#}"));
+            return None;
+        }
+    };
+    match earlier {
+        Some(j) => {
+            if jobs[j].size != p.pkgsize || jobs[j].sum != sum {
+                report.problem(
+                    ProblemKind::Content,
+                    subject(),
+                    format!("lists {} with another size or sum than an earlier entry", p.path),
+                );
+            }
+            Some(j)
+        }
+        None => {
+            index.insert(&p.path, jobs.len());
+            jobs.push(Job { path: &p.path, size: p.pkgsize, sum, sum_text: &p.sum });
+            Some(jobs.len() - 1)
+        }
+    }
 }
 
 /// Checks one file (a download) against a catalogue entry's `pkgsize` and `sum`: size

@@ -208,6 +208,57 @@ impl Pkg {
     }
 }
 
+/// The real colibri-0.9.0 package (`pkg-repo/production-pubkey`) as a build for `abi`
+/// makes it: both manifests name `abi` and its arch (pkg stamps the build jail's, from
+/// its /bin/sh), and carry the `build_timestamp` annotation poudriere adds without
+/// PKG_REPRODUCIBLE (docs/reference/poudriere.md, section 14), so two builds (two
+/// `build_timestamp`s) are two different packages. The files, colibri-daemon among
+/// them, are the sample's.
+pub fn colibri_for(abi: &str, build_timestamp: u64) -> Pkg {
+    let sample = fs::read(sample("production-pubkey/All/colibri-0.9.0.pkg")).unwrap();
+    let tar = zstd::decode_all(&sample[..]).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut out = tar::Builder::new(Vec::new());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let manifest = matches!(&entry.path_bytes()[..], b"+COMPACT_MANIFEST" | b"+MANIFEST");
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if manifest {
+            let text = String::from_utf8(bytes).unwrap();
+            let rebuilt = text
+                .replace("\"abi\":\"FreeBSD:15:amd64\"", &format!("\"abi\":\"{abi}\""))
+                .replace("\"arch\":\"freebsd:15:x86:64\"", &format!("\"arch\":\"{}\"", legacy_arch(abi)))
+                .replace("\"annotations\":{", &format!("\"annotations\":{{\"build_timestamp\":\"{build_timestamp}\","));
+            assert_ne!(rebuilt, text, "the sample's manifest changed shape");
+            bytes = rebuilt.into_bytes();
+        }
+        // The header as the sample has it (absolute member paths, modes), resized.
+        header.set_size(bytes.len() as u64);
+        header.set_cksum();
+        out.append(&header, &bytes[..]).unwrap();
+    }
+    let tar = out.into_inner().unwrap();
+    Pkg::new("colibri", "0.9.0", zstd::encode_all(&tar[..], 3).unwrap())
+}
+
+/// pkg's old-style arch for an ABI (`FreeBSD:15:amd64` is `freebsd:15:x86:64`,
+/// `FreeBSD:15:aarch64` is `freebsd:15:aarch64:64`), which catalogues and manifests
+/// carry beside the ABI (pkg's libpkg/pkg_abi.c).
+pub fn legacy_arch(abi: &str) -> String {
+    let mut parts = abi.split(':');
+    let (os, version, arch) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let arch = match arch {
+        "amd64" => "x86:64",
+        "i386" => "x86:32",
+        "aarch64" => "aarch64:64",
+        "armv7" => "armv7:32:el:eabi:hardfp",
+        other => other,
+    };
+    format!("{}:{version}:{arch}", os.to_lowercase())
+}
+
 /// Deterministic filler bytes.
 pub fn filler(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
@@ -226,7 +277,7 @@ pub fn catalogue_object(p: &Pkg, abi: &str) -> serde_json::Value {
     serde_json::json!({
         "name": p.name, "origin": format!("sysutils/{}", p.name), "version": p.version,
         "comment": "synthetic", "maintainer": "ports@clawdie.si", "www": "https://clawdie.si/",
-        "abi": abi, "arch": "freebsd:15:x86:64", "prefix": "/usr/local",
+        "abi": abi, "arch": legacy_arch(abi), "prefix": "/usr/local",
         "sum": Sum::of(&p.bytes).text(), "flatsize": p.bytes.len(), "path": p.path(), "repopath": p.path(),
         "licenselogic": "single", "licenses": ["MIT"], "pkgsize": p.bytes.len(), "desc": "synthetic"
     })
@@ -234,16 +285,51 @@ pub fn catalogue_object(p: &Pkg, abi: &str) -> serde_json::Value {
 
 pub const META_CONF: &str = "version = 2;\npacking_format = \"tzst\";\nmanifests = \"packagesite.yaml\";\ndata = \"data\";\nfilesite = \"files\";\nmanifests_archive = \"packagesite\";\nfilesite_archive = \"files\";\n";
 
-/// Writes catalogues (unsigned) for `objects` into `dir`.
+/// Writes catalogues (unsigned) for `objects` into `dir`, laid out as `pkg repo` writes
+/// them (`data`: `groups`, `expired_packages`, then `packages`; each object's fields in
+/// pkg's order, `name` first, which the pkg stand-in's reader relies on).
 pub fn write_catalogues(dir: &Utf8Path, objects: &[serde_json::Value]) {
-    let data = serde_json::json!({"groups": [], "expired_packages": [], "packages": objects});
+    let objects: Vec<String> = objects.iter().map(in_pkg_order).collect();
+    let data = format!("{{\"groups\":[],\"expired_packages\":[],\"packages\":[{}]}}", objects.join(","));
     let mut site = String::new();
-    for o in objects {
-        site.push_str(&serde_json::to_string(o).unwrap());
+    for o in &objects {
+        site.push_str(o);
         site.push('\n');
     }
-    write_archive(&dir.join("data.pkg"), &[("data".into(), serde_json::to_vec(&data).unwrap())]);
+    write_archive(&dir.join("data.pkg"), &[("data".into(), data.into_bytes())]);
     write_archive(&dir.join("packagesite.pkg"), &[("packagesite.yaml".into(), site.into_bytes())]);
+}
+
+/// A catalogue object as JSON with its fields in the order pkg writes them (the real
+/// samples' order); any other field after those, by name.
+fn in_pkg_order(object: &serde_json::Value) -> String {
+    const ORDER: [&str; 17] = [
+        "name",
+        "origin",
+        "version",
+        "comment",
+        "maintainer",
+        "www",
+        "abi",
+        "arch",
+        "prefix",
+        "sum",
+        "flatsize",
+        "path",
+        "repopath",
+        "licenselogic",
+        "licenses",
+        "pkgsize",
+        "desc",
+    ];
+    let map = object.as_object().expect("a catalogue object");
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_by_key(|k| (ORDER.iter().position(|o| o == k).unwrap_or(ORDER.len()), k.as_str()));
+    let fields: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), serde_json::to_string(&map[*k]).unwrap()))
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 /// An unsigned repository of `pkgs` in `dir`, laid out as poudriere publishes it.

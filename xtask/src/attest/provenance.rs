@@ -34,7 +34,16 @@ pub struct Statement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subject {
     pub name: String,
-    pub digest: BTreeMap<String, String>,
+    pub digest: SubjectDigest,
+}
+
+/// A subject's digest set. Ours is SHA-256 alone; reading, other algorithms a
+/// statement may list beside it are passed over. (A struct, not a map: a release has a
+/// subject per package.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectDigest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A SLSA ResourceDescriptor: an input, named or located, with digests.
@@ -105,8 +114,11 @@ fn poudriere_resource(kind: &str, p: &Poudriere) -> Resource {
 
 /// Builds the statement.
 pub fn build(input: &Input) -> Statement {
-    let subject =
-        input.subjects.iter().map(|(name, sha)| Subject { name: name.clone(), digest: sha256(sha) }).collect();
+    let subject = input
+        .subjects
+        .iter()
+        .map(|(name, sha)| Subject { name: name.clone(), digest: SubjectDigest { sha256: Some(sha.clone()) } })
+        .collect();
     let mut resolved = Vec::new();
     if let Some(c) = &input.colibri {
         let uri = c.repository.map(|r| {
@@ -166,10 +178,29 @@ pub fn build(input: &Input) -> Statement {
     Statement { statement_type: STATEMENT_TYPE.into(), subject, predicate_type: PREDICATE_TYPE.into(), predicate }
 }
 
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Statement {
     /// The statement as the envelope's payload (compact JSON).
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a statement serializes")
+        // Its size known first: one allocation of the right size for a large release.
+        let mut counter = Counter(0);
+        serde_json::to_writer(&mut counter, self).expect("a statement serializes");
+        let mut out = Vec::with_capacity(counter.0);
+        serde_json::to_writer(&mut out, self).expect("a statement serializes");
+        out
     }
 
     /// Reads a statement from an envelope's (verified) payload: an in-toto v1 Statement
@@ -187,8 +218,11 @@ impl Statement {
             bail!("the statement has {} subjects; at most {MAX_SUBJECTS} are read", s.subject.len());
         }
         for subject in &s.subject {
-            let ok =
-                subject.digest.get("sha256").is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+            let ok = subject
+                .digest
+                .sha256
+                .as_ref()
+                .is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()));
             if !ok {
                 bail!("the subject `{}` has no SHA-256 digest", subject.name);
             }
@@ -198,6 +232,6 @@ impl Statement {
 
     /// Subject name -> SHA-256.
     pub fn digests(&self) -> BTreeMap<&str, &str> {
-        self.subject.iter().filter_map(|s| Some((s.name.as_str(), s.digest.get("sha256")?.as_str()))).collect()
+        self.subject.iter().filter_map(|s| Some((s.name.as_str(), s.digest.sha256.as_deref()?))).collect()
     }
 }

@@ -356,9 +356,15 @@ fn serial_number(bom: &Bom) -> String {
 impl Bom {
     /// The SBOM's file: pretty JSON and a newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).expect("a BOM serializes");
-        out.push(b'\n');
+        let mut out = Vec::new();
+        self.write_to(&mut out).expect("a BOM serializes into memory");
         out
+    }
+
+    /// Writes [`Bom::to_bytes`] to `w` as it is made.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *w, self)?;
+        w.write_all(b"\n")
     }
 
     /// Reads an SBOM from untrusted bytes (size-limited; serde_json bounds nesting).

@@ -447,13 +447,9 @@ pub(super) fn judge_command(engine: &crate::engine::Engine, dir: &Utf8Path) -> R
     let data = data.map(Utf8Path::to_owned).unwrap_or_else(|| Paths::new(loaded).data);
     let packages = data.join("packages").join(&mastername);
 
-    let port = engine
-        .state
-        .current()
-        .ok()
-        .flatten()
-        .and_then(|run| run.state.usable_outputs(StageName::Port).cloned())
-        .and_then(|v| serde_json::from_value::<crate::port::PortOutputs>(v).ok());
+    let port = engine.state.current().ok().flatten().and_then(|run| {
+        run.state.usable_outputs(StageName::Port).and_then(|o| o.parse::<crate::port::PortOutputs>().ok())
+    });
     let target = match port {
         Some(p) => Target { origin: p.origin, version: Some(portversion(&p.distversion)), portname: Some(p.portname) },
         None => Target { origin: loaded.config.port.origin.clone(), portname: None, version: None },

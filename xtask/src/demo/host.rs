@@ -147,7 +147,10 @@ impl Host {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
         }
         let conf = loaded.resolve(&p.etc).join("poudriere.conf");
-        crate::fsx::write_atomic(&conf, crate::poudriere::render_conf(loaded).as_bytes())?;
+        crate::fsx::write_atomic(
+            &conf,
+            crate::poudriere::render_conf(loaded, crate::setup::Role::All.signs()).as_bytes(),
+        )?;
         let base = crate::poudriere::command(loaded);
         let listed = |what: &str, name: &str| -> Result<bool> {
             let out = base.clone().args([what, "-l", "-q", "-n"]).read(log)?;

@@ -313,14 +313,16 @@ const SMALL: u64 = 20_000;
 /// because every command validates pipeline.toml. A pattern heavy enough to approach
 /// the size limit (a counted repetition of a counted repetition) is compiled anyway,
 /// so one that can never be built is refused when the file is loaded.
-pub fn compile(pattern: &str, build: bool) -> Result<Option<Regex>, BadPattern> {
+/// When only validating, also gives the pattern's weight (for the set's).
+pub fn compile(pattern: &str, build: bool) -> Result<(Option<Regex>, u64), BadPattern> {
     if build {
-        return Ok(Some(RegexBuilder::new(pattern).unicode(false).build()?));
+        return Ok((Some(RegexBuilder::new(pattern).unicode(false).build()?), 0));
     }
-    if parse(pattern).map(|hir| weight(&hir))? >= SMALL {
+    let weight = parse(pattern).map(|hir| weight(&hir))?;
+    if weight >= SMALL {
         RegexBuilder::new(pattern).unicode(false).build()?;
     }
-    Ok(None)
+    Ok((None, weight))
 }
 
 fn parse(pattern: &str) -> Result<regex_syntax::hir::Hir, BadPattern> {
@@ -382,10 +384,10 @@ fn pattern(
     what: &str,
     pattern: &str,
     build: bool,
-) -> Result<(String, Option<Regex>)> {
+) -> Result<(String, Option<Regex>, u64)> {
     let expanded = expand(pattern, names).map_err(|e| loaded.error_at(key, format!("{what}: {e}")))?;
-    let regex = compile(&expanded, build).map_err(|e| bad_regex(loaded, key, what, pattern, &e))?;
-    Ok((expanded, regex))
+    let (regex, weight) = compile(&expanded, build).map_err(|e| bad_regex(loaded, key, what, pattern, &e))?;
+    Ok((expanded, regex, weight))
 }
 
 impl Checks {
@@ -423,7 +425,7 @@ impl Checks {
             if name.is_empty() || source.is_empty() {
                 return Err(loaded.error_at(&key, format!("marker {} is empty", i + 1)));
             }
-            let (_, regex) =
+            let (_, regex, _) =
                 pattern(loaded, names, &format!("{key}.regex"), &format!("marker {}", i + 1), &source, build)?;
             if m.within_secs == 0 {
                 return Err(loaded.error_at(
@@ -439,6 +441,8 @@ impl Checks {
         let mut forbidden = Vec::new();
         // Every forbidden pattern, expanded: they are also compiled into one set.
         let mut set_patterns: Vec<String> = Vec::new();
+        // What they weigh together, when only validating.
+        let mut set_weight = 0u64;
         let lists = [("gate.forbidden", &cfg.forbidden), ("gate.forbidden_extra", &cfg.forbidden_extra)];
         for (table, list) in lists {
             for (i, f) in list.iter().enumerate() {
@@ -460,7 +464,9 @@ impl Checks {
                     ));
                 }
                 let what = format!("forbidden pattern `{}`", f.name);
-                let (expanded, regex) = pattern(loaded, names, &format!("{key}.regex"), &what, &f.regex, build)?;
+                let (expanded, regex, weight) =
+                    pattern(loaded, names, &format!("{key}.regex"), &what, &f.regex, build)?;
+                set_weight = set_weight.saturating_add(weight);
                 set_patterns.push(expanded.clone());
                 let except = match &f.except {
                     None => None,
@@ -513,7 +519,7 @@ impl Checks {
             if r.regex.is_empty() {
                 return Err(loaded.error_at("gate.restart_loop.regex", "the restart-loop pattern is empty"));
             }
-            let (_, regex) =
+            let (_, regex, _) =
                 pattern(loaded, names, "gate.restart_loop.regex", "the restart-loop pattern", &r.regex, build)?;
             regex.map(|regex| RestartCheck {
                 pattern: r.regex.clone(),
@@ -545,7 +551,7 @@ impl Checks {
                         .help("raise gate.settle_secs to at least the gap, or shorten the gap")
                         .into());
                 }
-                let (_, regex) =
+                let (_, regex, _) =
                     pattern(loaded, names, "gate.heartbeat.regex", "the heartbeat pattern", &h.regex, build)?;
                 regex.map(|regex| HeartbeatCheck {
                     pattern: h.regex.clone(),
@@ -567,9 +573,7 @@ impl Checks {
             })
         };
         if !build {
-            let total =
-                set_patterns.iter().map(|p| parse(p).map_or(0, |hir| weight(&hir))).fold(0, u64::saturating_add);
-            if total >= SMALL {
+            if set_weight >= SMALL {
                 set(set_patterns.iter().collect())?;
             }
             return Ok(None);

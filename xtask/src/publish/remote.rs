@@ -256,7 +256,7 @@ pub fn publish(
     // What the previous publish recorded tells the old release apart.
     let previous = r.previous.as_ref().and_then(|prev| {
         let last = cx.run.run()?.state.record(StageName::Publish)?.last_success.as_ref()?;
-        let out: PublishOutputs = serde::Deserialize::deserialize(&last.outputs).ok()?;
+        let out: PublishOutputs = last.outputs.parse().ok()?;
         (out.version == *prev && !out.data_sha256.is_empty()).then(|| (prev.clone(), out.data_sha256))
     });
     Ok(Served {

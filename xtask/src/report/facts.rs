@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::gate::GateOutputs;
 use crate::iso::IsoOutputs;
 use crate::makesum::MakesumOutputs;
+use crate::outputs::Outputs;
 use crate::port::PortOutputs;
 use crate::publish::PublishOutputs;
 use crate::run::{Run, StateDir, Status};
@@ -177,7 +178,6 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
     let state = &run.state;
     let verdict = verdict(run);
     let outputs = |stage: StageName| state.usable_outputs(stage);
-    let typed = |stage: StageName| -> Option<serde_json::Value> { outputs(stage).cloned() };
     let mut stages = Vec::new();
     for name in &state.stages {
         let rec = state.record(*name);
@@ -198,7 +198,7 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
             figures: Vec::new(),
             tables: Vec::new(),
         };
-        let value = typed(*name);
+        let value = outputs(*name);
         match name {
             StageName::Port => port(&mut s, value),
             StageName::Makesum => {
@@ -263,13 +263,14 @@ fn verdict(run: &Run) -> Verdict {
     }
 }
 
-fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Option<T> {
-    // From the value in place: a full ports tree's outputs are tens of megabytes.
-    T::deserialize(value).ok()
+fn parse<T: DeserializeOwned>(value: &Outputs) -> Option<T> {
+    // Straight from the text into the type: a full ports tree's outputs are tens of
+    // megabytes of JSON.
+    value.parse().ok()
 }
 
-fn port(s: &mut StageFacts, value: Option<serde_json::Value>) {
-    let Some(o) = value.as_ref().and_then(parse::<PortOutputs>) else { return };
+fn port(s: &mut StageFacts, value: Option<&Outputs>) {
+    let Some(o) = value.and_then(parse::<PortOutputs>) else { return };
     s.figure("port", format!("{} {}", o.origin, o.distversion));
     let commit: String = o.commit.chars().take(12).collect();
     s.figure("colibri", format!("{} at {commit}{}", o.tag, if o.dirty { " (with local changes)" } else { "" }));
@@ -277,8 +278,8 @@ fn port(s: &mut StageFacts, value: Option<serde_json::Value>) {
 }
 
 /// `succeeded_in`: the directory of the run whose success these outputs are.
-fn makesum(s: &mut StageFacts, value: Option<serde_json::Value>, succeeded_in: Option<&Utf8Path>) {
-    let Some(o) = value.as_ref().and_then(parse::<MakesumOutputs>) else { return };
+fn makesum(s: &mut StageFacts, value: Option<&Outputs>, succeeded_in: Option<&Utf8Path>) {
+    let Some(o) = value.and_then(parse::<MakesumOutputs>) else { return };
     let total: u64 = o.distfiles.iter().map(|d| d.size).sum();
     s.figure("distfiles", format!("{} ({}), every one verified", o.distfiles.len(), crate::ui::bytes(total)));
     let obtained = succeeded_in
@@ -314,8 +315,8 @@ fn build_status(run: &Run) -> Option<BuildStatus> {
     BuildStatus::read(&log_dir).ok().flatten()
 }
 
-fn bulk(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
-    let outputs = value.as_ref().and_then(parse::<BulkOutputs>);
+fn bulk(s: &mut StageFacts, run: &Run, value: Option<&Outputs>) {
+    let outputs = value.and_then(parse::<BulkOutputs>);
     if let Some(o) = &outputs {
         s.figure("build", format!("{} of {}", o.build_name, o.mastername));
         for p in &o.packages {
@@ -378,8 +379,8 @@ fn bulk(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
 }
 
 /// The audit's report: its outputs, or (for a failed audit) the audit.json it wrote.
-fn audit(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
-    let o = value.as_ref().and_then(parse::<crate::audit::AuditOutputs>).or_else(|| {
+fn audit(s: &mut StageFacts, run: &Run, value: Option<&Outputs>) {
+    let o = value.and_then(parse::<crate::audit::AuditOutputs>).or_else(|| {
         let text = std::fs::read_to_string(run.dir.join("audit").join(crate::audit::REPORT)).ok()?;
         serde_json::from_str(&text).ok()
     });
@@ -438,8 +439,8 @@ fn audit(s: &mut StageFacts, run: &Run, value: Option<serde_json::Value>) {
     }
 }
 
-fn sign(s: &mut StageFacts, value: Option<serde_json::Value>) {
-    let Some(o) = value.as_ref().and_then(parse::<SignOutputs>) else { return };
+fn sign(s: &mut StageFacts, value: Option<&Outputs>) {
+    let Some(o) = value.and_then(parse::<SignOutputs>) else { return };
     s.figure("key fingerprint", format!("SHA-256 {}", o.key_fingerprint));
     s.figure("trust mode", o.trust.to_string());
     s.figure(
@@ -454,8 +455,8 @@ fn sign(s: &mut StageFacts, value: Option<serde_json::Value>) {
     s.tables.push(t);
 }
 
-fn publish(s: &mut StageFacts, value: Option<serde_json::Value>, config: &Config) {
-    let Some(o) = value.as_ref().and_then(parse::<PublishOutputs>) else { return };
+fn publish(s: &mut StageFacts, value: Option<&Outputs>, config: &Config) {
+    let Some(o) = value.and_then(parse::<PublishOutputs>) else { return };
     s.figure("version", o.version.clone());
     s.figure("URL", o.url.clone());
     s.figure("files", format!("{} copied, {} linked to the previous version", o.copied, o.linked));
@@ -479,8 +480,8 @@ fn publish(s: &mut StageFacts, value: Option<serde_json::Value>, config: &Config
     );
 }
 
-fn iso(s: &mut StageFacts, value: Option<serde_json::Value>) {
-    let Some(o) = value.as_ref().and_then(parse::<IsoOutputs>) else { return };
+fn iso(s: &mut StageFacts, value: Option<&Outputs>) {
+    let Some(o) = value.and_then(parse::<IsoOutputs>) else { return };
     s.figure("profile", format!("{}: the ISO root passed its checks", o.profile));
     s.figure("installed", o.packages.join(", "));
     s.figure("from", o.source.clone());

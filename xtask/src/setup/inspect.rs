@@ -4,12 +4,11 @@
 
 use super::*;
 
-/// Inspects every item, in the order setup puts them in place.
-pub(super) fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
+/// Inspects every item `role` needs, in the order setup puts them in place.
+pub(super) fn inspect(cx: &Cx, write: bool, role: Role) -> Result<Vec<Item>> {
     let loaded = cx.loaded;
     let cfg = &loaded.config;
     let log = &cx.log;
-    let paths = Paths::new(loaded);
     let mut items = Vec::new();
 
     // The host.
@@ -26,6 +25,46 @@ pub(super) fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
             )
         });
     }
+    let poudriere_ready = if role.builds() {
+        Some(inspect_build_host(loaded, log, &mut items))
+    } else {
+        items.push(Item::ok(
+            "poudriere",
+            "not on the signing host (--role signing): the builders build and hand their work over as bundles",
+        ));
+        None
+    };
+    if role.signs() {
+        items.push(inspect_signing(loaded, log)?);
+    } else {
+        let name = match cfg.signing.trust {
+            TrustMode::Pubkey => "signing key",
+            TrustMode::Fingerprints => "signing command",
+        };
+        items.push(Item::ok(
+            name,
+            "not on a builder (--role builder): poudriere.conf names none, so bulk commits an unsigned repository that the signing host verifies and signs",
+        ));
+    }
+    if let Some(poudriere_ready) = poudriere_ready {
+        inspect_poudriere_files(cx, write, role, poudriere_ready, &mut items)?;
+        items.extend(vm::inspect(loaded, log));
+    } else {
+        items.push(Item::ok("bhyve", "not on the signing host (--role signing): the gate boots on the builders"));
+    }
+    if role.signs() {
+        items.extend(nginx::inspect(loaded, log)?);
+    } else {
+        items.push(Item::ok("nginx", "not on a builder (--role builder): the signing host publishes the repository"));
+    }
+    Ok(items)
+}
+
+/// The release, the pool, poudriere itself and the distfiles cache; returns whether
+/// poudriere is installed.
+fn inspect_build_host(loaded: &Loaded, log: &Log, items: &mut Vec<Item>) -> bool {
+    let cfg = &loaded.config;
+    let paths = Paths::new(loaded);
     items.push(inspect_release(cfg, log));
     if !cfg.poudriere.no_zfs {
         items.push(inspect_pool(cfg, log));
@@ -33,8 +72,6 @@ pub(super) fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
     let installed = inspect_poudriere(cfg, log);
     let poudriere_ready = matches!(installed.state, State::Ok(_));
     items.push(installed);
-
-    // Files.
     items.push(if paths.distfiles.is_dir() {
         Item::ok("distfiles cache", format!("{} exists", paths.distfiles))
     } else {
@@ -44,14 +81,35 @@ pub(super) fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
             vec![Action::Mkdir(paths.distfiles.clone())],
         )
     });
-    items.push(inspect_signing(loaded, log)?);
+    poudriere_ready
+}
+
+/// poudriere's files (poudriere.conf naming the key or signing command only where this
+/// machine signs), the jail and the trees.
+fn inspect_poudriere_files(
+    cx: &Cx,
+    write: bool,
+    role: Role,
+    poudriere_ready: bool,
+    items: &mut Vec<Item>,
+) -> Result<()> {
+    let loaded = cx.loaded;
+    let cfg = &loaded.config;
+    let paths = Paths::new(loaded);
+    let signs = role.signs();
+    let replace = super::command(loaded, role, "--write");
     let conf_exists = paths.conf().is_file();
     items.push(managed_file(
         "poudriere.conf",
         &paths.conf(),
-        poudriere::render_conf(loaded),
-        "from pipeline.toml [poudriere] and [signing]",
+        poudriere::render_conf(loaded, signs),
+        if signs {
+            "from pipeline.toml [poudriere] and [signing]"
+        } else {
+            "from pipeline.toml [poudriere]; on a builder it names no key"
+        },
         write,
+        &replace,
     )?);
     let set = &cfg.poudriere.validation_set;
     items.push(managed_file(
@@ -60,8 +118,9 @@ pub(super) fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
         poudriere::render_set_make_conf(set, &cfg.port.origin, &cfg.poudriere.validation_options),
         &format!("{} for `bulk --set {set}`", poudriere::options_set_var(&cfg.port.origin)),
         write,
+        &replace,
     )?);
-    items.push(inspect_later_confs(loaded, &paths)?);
+    items.push(inspect_later_confs(loaded, &paths, signs)?);
 
     // poudriere's jail and trees: listed when poudriere can answer, else created after
     // the steps above (listing again first).
@@ -94,21 +153,18 @@ pub(super) fn inspect(cx: &Cx, write: bool) -> Result<Vec<Item>> {
         detail.push_str(&format!(" (bulk -O {}; registered for {overlay_dir})", p.overlay));
     }
     items.push(overlay);
-
-    items.extend(vm::inspect(loaded, log));
-    items.extend(nginx::inspect(loaded, log)?);
-    Ok(items)
+    Ok(())
 }
 
 /// The files poudriere reads after poudriere.conf for bulk's jail and tree (and the
 /// validation set): what they change of the settings setup writes. POUDRIERE_DATA may
 /// differ (bulk follows poudriere); any other such change is the operator's to settle,
 /// since setup edits only the files it writes.
-fn inspect_later_confs(loaded: &Loaded, paths: &Paths) -> Result<Item> {
+fn inspect_later_confs(loaded: &Loaded, paths: &Paths, signs: bool) -> Result<Item> {
     use poudriere::conf::{Conf, Lookup, Names};
     let p = &loaded.config.poudriere;
     let name = "settings poudriere reads";
-    let want = poudriere::render_conf(loaded);
+    let want = poudriere::render_conf(loaded, signs);
     let mut later: Vec<Utf8PathBuf> = Vec::new();
     let mut data_note = None;
     let mut problems: Vec<String> = Vec::new();
@@ -120,7 +176,7 @@ fn inspect_later_confs(loaded: &Loaded, paths: &Paths) -> Result<Item> {
                 later.push(file.clone());
             }
         }
-        for (key, value) in poudriere::conf_values(loaded) {
+        for (key, value) in poudriere::conf_values(loaded, signs) {
             let problem = match conf.lookup(key) {
                 Lookup::Known { value: have, .. } if have == value => continue,
                 Lookup::Known { value: have, at } if key == "POUDRIERE_DATA" => {
@@ -330,7 +386,8 @@ fn inspect_signing(loaded: &Loaded, log: &Log) -> Result<Item> {
 
 /// A file setup owns: written when missing; when it differs, shown as a diff and
 /// replaced (keeping a backup) only with `--write`.
-fn managed_file(name: &str, path: &Utf8Path, want: String, what: &str, write: bool) -> Result<Item> {
+/// `replace`: the command that replaces it (`setup --write` for this host's role).
+fn managed_file(name: &str, path: &Utf8Path, want: String, what: &str, write: bool, replace: &str) -> Result<Item> {
     let name = format!("{name} {path}");
     let have = match fs::read_to_string(path) {
         Ok(text) => text,
@@ -373,7 +430,7 @@ fn managed_file(name: &str, path: &Utf8Path, want: String, what: &str, write: bo
             name,
             State::Differs(summary),
             format!(
-                "it is not overwritten without --write:\n{}\nreview the diff; `cargo xtask setup --write` replaces it and keeps the old one as {backup}",
+                "it is not overwritten without --write:\n{}\nreview the diff; `{replace}` replaces it and keeps the old one as {backup}",
                 diff.trim_end()
             ),
         ))

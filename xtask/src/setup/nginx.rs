@@ -208,7 +208,7 @@ impl Custom for ConfigTest {
         if !out.success() {
             bail!(
                 failure!("nginx refuses its configuration:\n{}", self.test.failure(&out))
-                    .help("nginx's message names the file and line; fix it (or the [publish] setting behind it) and rerun `cargo xtask setup`")
+                    .help("nginx's message names the file and line; fix it (or the [publish] setting behind it)")
                     .infrastructure()
             );
         }

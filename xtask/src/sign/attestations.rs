@@ -59,6 +59,8 @@ pub fn write(cx: &Cx, repo: &Utf8Path, manifest: &Manifest, signer: &dyn Signer)
     };
     let stage = cx.stage_dir(StageName::Sign)?;
 
+    // Each document is dropped once it is bytes: for a full ports tree, the SBOM and
+    // the statement each take tens of megabytes as structures.
     let bom = sbom::build(&sbom::Input {
         name: &manifest.repository.name,
         version: port.as_ref().map(|p| p.tag.as_str()),
@@ -70,9 +72,8 @@ pub fn write(cx: &Cx, repo: &Utf8Path, manifest: &Manifest, signer: &dyn Signer)
             _ => None,
         },
     });
-    let sbom_bytes = bom.to_bytes();
-    let sbom_sha = sha256_bytes(&sbom_bytes);
-    put(&stage, repo, SBOM_FILE, &sbom_bytes)?;
+    let sbom_sha = put_with(&stage, repo, SBOM_FILE, |w| bom.write_to(w))?;
+    drop(bom);
     let crates = lock.as_ref().map_or(0, |l| l.packages.len());
     cx.say(format!(
         "wrote the SBOM {SBOM_FILE} (CycloneDX {}: {}, {})",
@@ -86,15 +87,17 @@ pub fn write(cx: &Cx, repo: &Utf8Path, manifest: &Manifest, signer: &dyn Signer)
     subjects.push((SBOM_FILE.to_owned(), sbom_sha.clone()));
     let owned = inputs(cx, port.as_ref(), subjects, &manifest.created)?;
     let statement = provenance::build(&as_input(&owned));
-    let envelope = dsse::Envelope::sign(dsse::IN_TOTO, &statement.to_bytes(), signer).with_context(|| {
+    drop(owned);
+    let subjects = statement.subject.len();
+    let statement = statement.to_bytes();
+    let envelope = dsse::Envelope::sign(dsse::IN_TOTO, &statement, signer).with_context(|| {
         "cannot sign the provenance (a DSSE envelope, signed over its PAE bytes with the release key)".to_string()
     })?;
     let line = envelope.to_line();
     put(&stage, repo, PROVENANCE_FILE, &line)?;
     cx.say(format!(
         "wrote the provenance {PROVENANCE_FILE} (in-toto statement, SLSA v1 predicate, {} subjects; DSSE signed by {})",
-        statement.subject.len(),
-        envelope.signatures[0].keyid
+        subjects, envelope.signatures[0].keyid
     ));
     Ok(Attested {
         sbom: ReleaseFile { name: SBOM_FILE.into(), sha256: sbom_sha },
@@ -106,6 +109,48 @@ pub fn write(cx: &Cx, repo: &Utf8Path, manifest: &Manifest, signer: &dyn Signer)
 fn put(stage: &Utf8Path, repo: &Utf8Path, name: &str, bytes: &[u8]) -> Result<()> {
     crate::fsx::write_atomic(&stage.join(name), bytes)?;
     crate::fsx::write_atomic(&repo.join(name), bytes)
+}
+
+/// [`put`] of what `write` writes, streamed to the stage directory's file and copied
+/// from there; returns its SHA-256.
+fn put_with(
+    stage: &Utf8Path,
+    repo: &Utf8Path,
+    name: &str,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<String> {
+    use sha2::Digest;
+    let mut sha = sha2::Sha256::new();
+    let made = stage.join(name);
+    crate::fsx::write_atomic_with(&made, 0o644, |f, tmp| {
+        let mut tee = Tee { out: f, sha: &mut sha };
+        write(&mut tee).with_context(|| format!("cannot write {tmp}"))
+    })?;
+    crate::fsx::write_atomic_with(&repo.join(name), 0o644, |f, tmp| {
+        let mut from = std::fs::File::open(&made).with_context(|| format!("cannot read {made}"))?;
+        std::io::copy(&mut from, f).with_context(|| format!("cannot copy {made} to {tmp}"))?;
+        Ok(())
+    })?;
+    Ok(crate::fingerprint::hex(&sha.finalize()))
+}
+
+/// Writes to `out` and feeds the same bytes to `sha`.
+struct Tee<'a> {
+    out: &'a mut dyn std::io::Write,
+    sha: &'a mut sha2::Sha256,
+}
+
+impl std::io::Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.out.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// What the provenance says about the build, from the run's records and poudriere's

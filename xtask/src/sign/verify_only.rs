@@ -27,10 +27,9 @@ impl Sign {
                 let bulk = run
                     .view()
                     .outputs(StageName::Bulk)
-                    .cloned()
                     .context("the current run has no repository from bulk")
                     .help(name_one)?;
-                serde_json::from_value::<BulkOutputs>(bulk)?.repo
+                bulk.parse::<BulkOutputs>()?.repo
             }
         };
         let keys = self.keys(loaded)?;

@@ -192,7 +192,7 @@ fn a_poudriere_conf_that_differs_is_shown_and_replaced_only_with_write() {
 
     let refused = h.run(&["setup"]);
     refused.code_is(2).stderr_has("-ZPOOL=tank").stderr_has("+ZPOOL=zroot").stderr_has("-ALLOW_MAKE_JOBS=yes");
-    refused.stderr_has("not overwritten without --write").stderr_has("cargo xtask setup --write");
+    refused.stderr_has("not overwritten without --write").stderr_has("setup --write`");
     assert_eq!(fs::read_to_string(h.conf()).unwrap(), edited, "setup overwrote it without --write");
 
     h.run(&["setup", "--write"]).success().stderr_has("kept the old");
@@ -556,4 +556,70 @@ fn the_default_pipeline_prints_the_real_command_lines() {
             || out.contains("ok       jail clawdie-amd64"),
         "{out}"
     );
+}
+
+/// A builder holds no key: setup neither creates nor checks one, and the poudriere.conf
+/// it writes names none (nor a signing command), so bulk commits an unsigned repository.
+/// It gets poudriere, the jail and trees and bhyve, and no nginx.
+#[test]
+fn a_builder_gets_poudriere_and_no_key() {
+    for trust in ["pubkey", "fingerprints"] {
+        let h = Host::fresh(&format!(
+            "[signing]\ntrust = \"{trust}\"\ncommand = [\"/usr/local/bin/sign-remotely\"]\n\n[sign]\nprovenance = false\n"
+        ));
+        let run = h.run(&["setup", "--role", "builder"]);
+        run.success();
+        assert!(!run.stderr().contains("created the RSA"), "{}", run.stderr());
+        assert!(!h.ssl.exists(), "{trust}: a builder made {}", h.ssl);
+        let conf = fs::read_to_string(h.conf()).unwrap();
+        for key in ["PKG_REPO_SIGNING_KEY", "SIGNING_COMMAND", "PKG_REPO_FROM_HOST"] {
+            assert!(!conf.contains(key), "{trust}: {key} in\n{conf}");
+        }
+        assert!(conf.contains(&format!("POUDRIERE_DATA={}\n", h.data)), "{conf}");
+        let calls = h.calls();
+        assert!(calls.contains(&"pkg install -y poudriere".to_owned()), "{calls:?}");
+        assert!(calls.iter().any(|c| c.contains("jail -c -j clawdie-amd64")), "{calls:?}");
+        assert!(calls.contains(&"kldload -n vmm".to_owned()), "the gate boots on the builder: {calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("nginx")), "a builder serves nothing: {calls:?}");
+
+        let name = if trust == "pubkey" { "signing key" } else { "signing command" };
+        h.run(&["setup", "--check", "--role", "builder"])
+            .success()
+            .stdout_has(&format!("ok       {name}: not on a builder (--role builder)"))
+            .stdout_has("ok       nginx: not on a builder");
+        // The same host checked as one that signs: no key, and a poudriere.conf that
+        // does not sign; the fix names the role it is checked for.
+        let all = h.run(&["setup", "--check"]);
+        all.code_is(2).stdout_has("differs  poudriere.conf").stderr_has("pipeline.toml setup` fixes");
+        if trust == "pubkey" {
+            all.stdout_has("missing  signing key");
+        }
+        h.run(&["setup", "--role", "builder"]).success().stderr_has("nothing changed");
+    }
+}
+
+/// The signing host gets the key (created 0600, or checked as on any host) and nginx,
+/// and nothing of poudriere or bhyve.
+#[test]
+fn the_signing_host_gets_the_key_and_nginx_and_no_poudriere() {
+    let h = Host::fresh("");
+    h.run(&["setup", "--role", "signing"]).success().stderr_has("created the RSA 4096 signing key");
+    assert_eq!(fs::metadata(h.key()).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!h.conf().exists(), "no poudriere.conf on the signing host");
+    let calls = h.calls();
+    assert!(calls.contains(&"pkg install -y nginx".to_owned()), "{calls:?}");
+    assert!(calls.contains(&"service nginx start".to_owned()), "{calls:?}");
+    for never in ["poudriere", "kldload", "edk2-bhyve"] {
+        assert!(!calls.iter().any(|c| c.contains(never)), "`{never}` on the signing host: {calls:?}");
+    }
+    h.run(&["setup", "--check", "--role", "signing"])
+        .success()
+        .stdout_has("ok       poudriere: not on the signing host")
+        .stdout_has("ok       signing key: ");
+    // Today's permission rule: a key readable by others is refused.
+    fs::set_permissions(h.key(), fs::Permissions::from_mode(0o644)).unwrap();
+    h.run(&["setup", "--check", "--role", "signing"])
+        .code_is(2)
+        .stdout_has("differs  signing key")
+        .stderr_has("pipeline.toml setup --role signing` fixes");
 }

@@ -1,51 +1,75 @@
 //! Two targets (amd64, aarch64) through the whole release with the stand-ins: each
-//! bulk builds for its jail's arch (the aarch64 jail's packages are a synthetic set with
-//! its ABI), each ABI is signed and published with its own `latest`; a failure injected
-//! into one target's bulk leaves the other released and the release failed naming the
-//! target; `release --resume` finishes it; a publish whose second switch fails takes the
-//! first back. Also the configuration's refusals.
+//! bulk builds for its jail's arch (the aarch64 jail's package is the sample colibri
+//! rebuilt with its ABI), each ABI is signed and published with its own `latest`, and
+//! each gets its own ISO root (pkg installing with the target's ABI), image (an amd64 and
+//! an arm64 initramfs) and QEMU gate (qemu-system-x86_64 and qemu-system-aarch64 under
+//! TCG); a failure injected into one target's bulk leaves the other released and gated
+//! and the release failed naming the target; `release --resume` finishes it; a publish
+//! whose second switch fails takes the first back. Also the configuration's refusals,
+//! the generated workflow, and that workflow run job by job with builders that hold no
+//! key.
 
 use std::fs;
 
 use camino::Utf8Path;
-use test_support::Project;
 use test_support::pipeline::Release;
-use test_support::repo::{META_CONF, Pkg, catalogue_object, filler, write_catalogues};
+use test_support::repo::{META_CONF, catalogue_object, colibri_for, read_archive, write_catalogues};
+use test_support::{Project, initramfs, simhost};
 
-const TARGETS: &str = "\
-[[targets]]
-name = \"amd64\"
-jail = \"clawdie-amd64\"
-arch = \"amd64\"
-abi = \"FreeBSD:15:amd64\"
-runner = \"freebsd-amd64\"
+/// The two targets; `aarch64` is the aarch64 table's further lines.
+fn targets(aarch64: &str) -> String {
+    format!(
+        "[[targets]]\n\
+         name = \"amd64\"\n\
+         jail = \"clawdie-amd64\"\n\
+         arch = \"amd64\"\n\
+         abi = \"FreeBSD:15:amd64\"\n\
+         runner = \"freebsd-amd64\"\n\
+         \n\
+         [[targets]]\n\
+         name = \"aarch64\"\n\
+         jail = \"clawdie-aarch64\"\n\
+         arch = \"arm64.aarch64\"\n\
+         abi = \"FreeBSD:15:aarch64\"\n\
+         runner = \"freebsd-aarch64\"\n\
+         {aarch64}"
+    )
+}
 
-[[targets]]
-name = \"aarch64\"
-jail = \"clawdie-aarch64\"
-arch = \"arm64.aarch64\"
-abi = \"FreeBSD:15:aarch64\"
-runner = \"freebsd-aarch64\"
-image = false
-";
+/// aarch64 as an image target of `r`'s host: its own ISO root and image, built by the
+/// image builder for arm64 (its static busybox, its console banner), booted by the
+/// gate's QEMU for aarch64 with the arm64 kernel; `[iso]` and `[gate]` as the amd64
+/// target has them otherwise (Release::start).
+fn aarch64_image(r: &Release) -> String {
+    let s = &r.h.p.scratch.path;
+    let image = s.join("iso/aarch64/clawdie.img");
+    format!(
+        "iso = {{ root = \"{root}\", image = \"{image}\", build_command = [\"{builder}\", \"--arch\", \"arm64\", \"{{root}}\", \"{{image}}\"] }}\n\
+         gate = {{ memory = \"256M\", qemu = {{ arch = \"aarch64\", kernel = \"{kernel}\", initrd = \"{image}\" }} }}\n",
+        root = s.join("iso/aarch64/root"),
+        builder = simhost().join("gate/build-image"),
+        kernel = initramfs::kernel_for(initramfs::Arch::Aarch64),
+    )
+}
 
-/// What a jail of `arch` builds: colibri-0.9.0 with `abi`, unsigned (`seed` makes
+/// What a jail of `arch` builds: colibri-0.9.0 for `abi`, unsigned (`build` makes
 /// another build of it).
-fn samples(dir: &Utf8Path, arch: &str, abi: &str, seed: u64) {
+fn samples(dir: &Utf8Path, arch: &str, abi: &str, build: u64) {
     let set = dir.join(arch).join("production-pubkey");
     fs::create_dir_all(set.join("All")).unwrap();
-    let pkg = Pkg::new("colibri", "0.9.0", filler(seed, 4096));
+    let pkg = colibri_for(abi, build);
     fs::write(set.join(pkg.path()), &pkg.bytes).unwrap();
     fs::write(set.join("meta.conf"), META_CONF).unwrap();
     fs::write(set.join("meta"), META_CONF).unwrap();
     write_catalogues(&set, &[catalogue_object(&pkg, abi)]);
 }
 
-/// The end-to-end host with `TARGETS`: the aarch64 jail's builds come from a synthetic
-/// sample set, and its jail exists (`setup --target aarch64` makes it on that builder).
+/// The end-to-end host with both targets building images: the aarch64 jail's builds
+/// come from a sample set of its own, and its jail exists (`setup --target aarch64`
+/// makes it on that builder).
 fn two_targets() -> Release {
     let mut r = Release::start();
-    r.configure(TARGETS);
+    r.configure(&targets(&aarch64_image(&r)));
     let samples_dir = r.h.p.scratch.path.join("samples");
     samples(&samples_dir, "arm64.aarch64", "FreeBSD:15:aarch64", 64);
     r.h.p.env.push(("STANDIN_SAMPLES".into(), samples_dir.to_string()));
@@ -74,8 +98,9 @@ fn two_targets_released_one_failed_then_resumed_and_a_failed_switch_taken_back()
         assert_eq!(r.status(slot), "succeeded", "{slot}\n{}", run.stderr());
     }
     assert_eq!(r.status("bulk@aarch64"), "failed");
-    assert_eq!(r.status("sign@aarch64"), "pending", "a failed target takes no further stage");
-    assert_eq!(r.status("iso@aarch64"), "absent", "image = false: no iso, no gate");
+    for slot in ["sign@aarch64", "publish@aarch64", "iso@aarch64", "gate@aarch64"] {
+        assert_eq!(r.status(slot), "pending", "{slot}: a failed target takes no further stage");
+    }
     assert!(latest(&site, "FreeBSD:15:amd64").is_some());
     assert!(latest(&site, "FreeBSD:15:aarch64").is_none());
     // Per-target files live in the target's directory of the run.
@@ -100,10 +125,30 @@ fn two_targets_released_one_failed_then_resumed_and_a_failed_switch_taken_back()
     let before = r.h.p.state()["records"]["gate@amd64"]["attempts"].clone();
     let resume = r.run(&["release", "--resume"]);
     resume.success().stderr_has("resuming run").stderr_has("bulk@aarch64");
-    for slot in ["bulk@aarch64", "sign@aarch64", "publish@aarch64"] {
+    for slot in ["bulk@aarch64", "sign@aarch64", "publish@aarch64", "iso@aarch64", "gate@aarch64"] {
         assert_eq!(r.status(slot), "succeeded", "{slot}\n{}", resume.stderr());
     }
     assert_eq!(r.h.p.state()["records"]["gate@amd64"]["attempts"], before, "amd64 did not run again");
+    // Each target's image: its ISO root installed by pkg with its ABI, its image booted
+    // by its QEMU, the gate's results in its directory.
+    let aarch64_root = r.h.p.scratch.path.join("iso/aarch64/root");
+    assert!(aarch64_root.join("usr/local/bin/colibri-daemon").is_file());
+    let iso_log = fs::read_to_string(run_dir.join("targets/aarch64/logs/iso.log")).unwrap();
+    assert!(iso_log.contains(&format!("-r {aarch64_root} -o ABI=FreeBSD:15:aarch64")), "{iso_log}");
+    for (target, qemu, banner) in [
+        ("amd64", "qemu-system-x86_64", "FreeBSD/amd64 (clawdie)"),
+        ("aarch64", "qemu-system-aarch64", "FreeBSD/arm64 (clawdie)"),
+    ] {
+        let gate = run_dir.join("targets").join(target).join("gate");
+        let result: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(gate.join("result.json")).unwrap()).unwrap();
+        assert_eq!(result["verdict"], "pass", "{target}: {result:#}");
+        assert_eq!(result["decided_by"]["name"], "login: ", "{target}: {result:#}");
+        assert_eq!(result["final_attempt"]["commands"][0]["program"], qemu, "{target}: {result:#}");
+        let console = fs::read_to_string(gate.join("console.log")).unwrap();
+        assert!(console.contains(banner), "{target}: {console}");
+        assert!(console.contains("colibri_daemon: started"), "{target}: {console}");
+    }
     let amd64 = latest(&site, "FreeBSD:15:amd64").unwrap();
     let aarch64 = latest(&site, "FreeBSD:15:aarch64").unwrap();
     assert!(site.join("FreeBSD:15:aarch64/latest/data.pkg").is_file());
@@ -213,7 +258,7 @@ fn workflow_of(p: &Project) -> serde_json::Value {
 #[test]
 fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
     let p = Project::new("");
-    p.write_config(&TARGETS.replace("image = false\n", "image = false\n\n[gate]\nbackend = \"qemu\"\n"));
+    p.write_config(&targets("image = false\n\n[gate]\nbackend = \"qemu\"\n"));
     let w = workflow_of(&p);
     let jobs = w["jobs"].as_object().unwrap();
     let run_lines = |job: &str| -> Vec<String> {
@@ -235,6 +280,7 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
             "{runs:?}"
         );
         assert!(runs.contains(&"cargo xtask audit".to_owned()), "audit runs on each builder: {runs:?}");
+        assert_eq!(runs[1], format!("cargo xtask --target {name} setup --check --role builder"), "{runs:?}");
     }
     // A single signing job on the signing runner, needing every build job.
     let signing: Vec<&String> = jobs.keys().filter(|k| run_lines(k).contains(&"cargo xtask sign".to_owned())).collect();
@@ -245,6 +291,7 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
     needs.sort();
     assert_eq!(needs, ["build-aarch64", "build-amd64"]);
     let runs = run_lines("sign-publish");
+    assert_eq!(runs[0], "cargo xtask setup --check --role signing");
     assert_eq!(
         runs.iter().filter(|r| r.starts_with("cargo xtask unbundle")).collect::<Vec<_>>(),
         ["cargo xtask unbundle --new-run bulk-amd64.bundle", "cargo xtask unbundle bulk-aarch64.bundle"]
@@ -276,23 +323,26 @@ fn the_generated_workflow_builds_each_target_on_its_runner_and_signs_once() {
 
 /// The generated workflow's jobs run as written, each as its own machine: every
 /// `cargo xtask` line of a job with that job's state directory (a runner's
-/// `target/mother-build`), the bundles handed over as files (the artifacts), and the
-/// image job given the signing job's run directory moved to another path (downloaded
-/// on another runner). Only the colibri checkout, which the test's host already has, is
-/// not run.
+/// `target/mother-build`), the bundles handed over as files (the artifacts), and each
+/// image job given a copy of the signing job's run directory at another path
+/// (downloaded on another runner). Only the colibri checkout, which the test's host
+/// already has, is not run. The builders hold no key at all: each is provisioned with
+/// `setup --role builder` on a poudriere of its own (the key file is not there while
+/// they run), bulk commits unsigned repositories, and the signing job signs them.
 #[test]
 fn the_generated_workflow_runs_job_by_job_on_separate_state_directories() {
     let r = two_targets();
     let w = workflow_of(&r.h.p);
     let machines = r.h.p.scratch.path.join("machines");
 
-    let run_job = |job: &str, state_dir: &Utf8Path| {
+    let run_job = |job: &str, state_dir: &Utf8Path, host: &[String]| {
         let steps = w["jobs"][job]["steps"].as_array().unwrap_or_else(|| panic!("no job {job}"));
         let lines: Vec<&str> =
             steps.iter().filter_map(|s| s["run"].as_str()).filter_map(|l| l.strip_prefix("cargo xtask ")).collect();
         assert!(!lines.is_empty(), "{job} runs no cargo xtask line");
         for line in lines {
             let mut args = vec!["--state-dir", state_dir.as_str()];
+            args.extend(host.iter().map(String::as_str));
             // One pkg on a real host both keeps the host's packages (what setup checks)
             // and installs into the ISO root (`pkg -r`); here those are two stand-ins,
             // and the pipeline names the ISO's (Release::start).
@@ -303,23 +353,60 @@ fn the_generated_workflow_runs_job_by_job_on_separate_state_directories() {
             r.run(&args).success();
         }
     };
+    // The key is on the signing host only: elsewhere while the other jobs run.
+    let key = r.h.key();
+    let away = r.h.p.scratch.path.join("on-the-signing-host.key");
+    fs::rename(&key, &away).unwrap();
+
     for t in ["amd64", "aarch64"] {
-        run_job(&format!("build-{t}"), &machines.join(format!("build-{t}")));
+        let m = machines.join(format!("build-{t}"));
+        // The builder's own poudriere (its configuration, jails, trees, packages), as
+        // its operator provisions it once: `setup --role builder --target NAME`.
+        let host: Vec<String> =
+            [("etc", m.join("etc")), ("basefs", m.join("poudriere")), ("data", m.join("poudriere/data"))]
+                .iter()
+                .flat_map(|(k, v)| ["-o".to_owned(), format!("poudriere.{k}={v}")])
+                .collect();
+        let mut provision = vec!["--state-dir", m.as_str(), "--target", t, "-o", "tools.pkg=pkg"];
+        provision.extend(host.iter().map(String::as_str));
+        provision.extend(["setup", "--role", "builder"]);
+        r.run(&provision).success();
+        let conf = fs::read_to_string(m.join("etc/poudriere.conf")).unwrap();
+        assert!(!conf.contains("PKG_REPO_SIGNING_KEY"), "{conf}");
+
+        run_job(&format!("build-{t}"), &m, &host);
         assert!(r.h.p.root.join(format!("bulk-{t}.bundle")).is_file(), "build-{t} left no bundle");
+        assert!(!key.exists(), "build-{t} made a key");
+        // poudriere committed the repository unsigned: its catalogues hold their inner
+        // file alone.
+        let repo = m.join(format!("poudriere/data/packages/clawdie-{t}-clawdie/.latest"));
+        for (archive, inner) in [("data.pkg", "data"), ("packagesite.pkg", "packagesite.yaml")] {
+            let entries: Vec<String> = read_archive(&repo.join(archive)).into_iter().map(|(name, _)| name).collect();
+            assert_eq!(entries, [inner], "build-{t}: {archive}");
+        }
     }
+
     let signing = machines.join("signing");
-    run_job("sign-publish", &signing);
+    fs::rename(&away, &key).unwrap();
+    run_job("sign-publish", &signing, &[]);
+    fs::rename(&key, &away).unwrap();
     let site = r.h.site();
     assert!(latest(&site, "FreeBSD:15:amd64").is_some());
     assert!(latest(&site, "FreeBSD:15:aarch64").is_some());
-    // The image runner gets the signing job's run directory somewhere else.
-    let image = machines.join("image-amd64");
-    fs::rename(&signing, &image).unwrap();
-    run_job("image-amd64", &image);
-    let state: serde_json::Value = {
-        let id = fs::read_to_string(image.join("current")).unwrap();
-        serde_json::from_str(&fs::read_to_string(image.join("runs").join(id.trim()).join("state.json")).unwrap())
-            .unwrap()
+    let state = |dir: &Utf8Path| -> serde_json::Value {
+        let id = fs::read_to_string(dir.join("current")).unwrap();
+        serde_json::from_str(&fs::read_to_string(dir.join("runs").join(id.trim()).join("state.json")).unwrap()).unwrap()
     };
-    assert_eq!(state["records"]["gate@amd64"]["last_success"]["outputs"]["verdict"], "pass");
+    for t in ["amd64", "aarch64"] {
+        let sign = &state(&signing)["records"][format!("sign@{t}")]["last_success"]["outputs"];
+        assert_eq!(sign["signed"], true, "the signing host signed {t}'s unsigned repository: {sign:#}");
+    }
+    // Each image runner (a builder, without the key) gets the signing job's run
+    // directory somewhere else.
+    for t in ["amd64", "aarch64"] {
+        let image = machines.join(format!("image-{t}"));
+        test_support::copy_tree(&signing, &image);
+        run_job(&format!("image-{t}"), &image, &[]);
+        assert_eq!(state(&image)["records"][format!("gate@{t}")]["last_success"]["outputs"]["verdict"], "pass");
+    }
 }

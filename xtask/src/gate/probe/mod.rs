@@ -138,7 +138,7 @@ impl Probes {
             if pattern.is_empty() {
                 return Err(loaded.error_at(key, format!("{what} is empty (it would match everything)")));
             }
-            compile(pattern, build).map_err(|e| bad_regex(loaded, key, what, pattern, &e))
+            compile(pattern, build).map(|(regex, _)| regex).map_err(|e| bad_regex(loaded, key, what, pattern, &e))
         };
         let login_prompt = regex("gate.login.login_prompt", "the login prompt", &login.login_prompt)?;
         let prompt = regex("gate.login.prompt", "the shell prompt", &login.prompt)?;
