@@ -333,6 +333,13 @@ pub fn switch_back(root: &Utf8Path, abi: &str, version: &str, previous: Option<&
     let dir = root.join(abi);
     let _lock = lock(&dir)?;
     match previous.filter(|p| *p != version) {
+        // Never a `latest` that names nothing: the version it switched to stays.
+        Some(p) if !dir.join(p).is_dir() => bail!(
+            failure!(
+                "latest in {dir} still names {version}: {p}, which it named before, is gone (pruned: publish.keep)"
+            )
+            .help("it was not among the publish.keep newest versions; publish again once the other targets are fixed")
+        ),
         Some(p) => {
             fsx::symlink_atomic(Utf8Path::new(p), &dir.join("latest"))?;
             match record_served(&dir, p) {
@@ -414,5 +421,25 @@ pub fn plan_steps(cx: &Cx, root: &Utf8Path, abi: &str, work: &Work, steps: &mut 
             steps.push(Step::Rename { from: dir.join(".latest.tmp.PID.N"), to: dir.join("latest") });
             steps.note(format!("latest -> {to} (was {})", from.as_deref().unwrap_or("nothing")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switch_back_never_leaves_latest_naming_a_version_that_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Utf8Path::from_path(tmp.path()).unwrap();
+        let dir = root.join("ABI");
+        fs::create_dir_all(dir.join("v2")).unwrap();
+        std::os::unix::fs::symlink("v2", dir.join("latest")).unwrap();
+        let err = switch_back(root, "ABI", "v2", Some("v1")).unwrap_err();
+        assert!(format!("{err:#}").contains("still names v2: v1, which it named before, is gone"), "{err:#}");
+        assert_eq!(local_latest(&dir).as_deref(), Some("v2"));
+        fs::create_dir(dir.join("v1")).unwrap();
+        assert_eq!(switch_back(root, "ABI", "v2", Some("v1")).unwrap(), format!("latest -> v1 in {dir}, was v2"));
+        assert_eq!(local_latest(&dir).as_deref(), Some("v1"));
     }
 }

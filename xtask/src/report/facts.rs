@@ -459,7 +459,16 @@ fn publish(s: &mut StageFacts, value: Option<&Outputs>, config: &Config) {
     let Some(o) = value.and_then(parse::<PublishOutputs>) else { return };
     s.figure("version", o.version.clone());
     s.figure("URL", o.url.clone());
-    s.figure("files", format!("{} copied, {} linked to the previous version", o.copied, o.linked));
+    s.figure(
+        "files",
+        match &o.generation {
+            Some(g) => format!(
+                "{} copied, {} kept from the previous version (package pool generation {g})",
+                o.copied, o.linked
+            ),
+            None => format!("{} copied, {} linked to the previous version", o.copied, o.linked),
+        },
+    );
     s.figure(
         "HTTP check",
         if config.publish.check { format!("what {} serves was verified", o.url) } else { "off (publish.check)".into() },

@@ -378,6 +378,7 @@ fn the_nginx_server_block_is_valid_nginx() {
         "server_name pkg.example;",
         &format!("root {site};"),
         "autoindex on;",
+        "disable_symlinks off;",
         &format!("ssl_certificate {cert};"),
         "return 301 https://$host$request_uri;",
     ] {

@@ -189,6 +189,46 @@ fn a_package_rebuilt_under_its_name_starts_a_new_generation_and_old_versions_kee
     verifies_as(&p, &site.dir, &v3, &c, &["All/pkg005-1.0.pkg", "All/pkg006-1.0.pkg"]);
 }
 
+#[test]
+fn a_generation_whose_files_are_mostly_old_gives_way_to_a_new_one() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "keep = 2\n");
+    let a = p.scratch.path.join("a");
+    make_repo(&a, &synthetic(20, 2048, 1, |_| false));
+    sign_repo(&p, &a);
+    p.run(&["publish"]).success();
+    let v1 = latest(&site.dir);
+
+    // Every package under a new name: the first generation would hold 20 files this
+    // release does not name, more than a quarter of it.
+    let b = p.scratch.path.join("b");
+    make_repo(&b, &synthetic(20, 2048, 2, |_| true));
+    sign_repo(&p, &b);
+    p.run(&["publish"])
+        .success()
+        .stderr_has(&format!("(20 files of {v1} are not in this release (more than a quarter))"));
+    let v2 = latest(&site.dir);
+    assert_eq!(generations(&site.dir), [v1.clone(), v2.clone()]);
+    assert_eq!(files_in(&site.dir, &v2).len(), 20);
+
+    // A few new names: the release joins the new generation.
+    let c = p.scratch.path.join("c");
+    let mut c_pkgs = synthetic(20, 2048, 2, |_| true);
+    for (i, pkg) in c_pkgs.iter_mut().enumerate().take(3) {
+        *pkg = Pkg::new(&pkg.name, "3.0", filler(i as u64 + 5_000_000, 2048));
+    }
+    make_repo(&c, &c_pkgs);
+    sign_repo(&p, &c);
+    p.run(&["publish"]).success().stderr_has(&format!("17 packages shared with {v2} in the pool generation {v2}"));
+    // keep = 2: the first version goes, and the first generation with it.
+    assert_eq!(generations(&site.dir), [v2.as_str()]);
+    assert_eq!(files_in(&site.dir, &v2).len(), 23);
+    // The run's report says where the files came from.
+    let id = p.state()["id"].as_str().unwrap().to_owned();
+    let report = fs::read_to_string(p.state_dir().join("runs").join(id).join("report.html")).unwrap();
+    assert!(report.contains(&format!("3 copied, 17 kept from the previous version (package pool generation {v2})")));
+}
+
 /// Turns a published version into what publish made before the pool: its own `All`, the
 /// generation's files hard-linked (as the previous version's were), its own index; the
 /// pool removed.
