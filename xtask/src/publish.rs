@@ -5,13 +5,18 @@
 //! ```text
 //! TARGET/clawdie.conf                 client repo conf (from publish/templates/repo.conf.in)
 //! TARGET/clawdie.pub                  the release public key
-//! TARGET/ABI/VERSION/                 one release: meta.conf, data.pkg, packagesite.pkg, All/, manifest.json
-//! TARGET/ABI/VERSION/.verified.json   what verifying it found (sizes, sums, file identities)
+//! TARGET/ABI/VERSION/                 one release: meta.conf, data.pkg, packagesite.pkg, manifest.json, ...
+//! TARGET/ABI/VERSION/All -> ../.pool/GEN/All    its packages, in a generation of the pool (local)
+//! TARGET/ABI/.pool/GEN/               hard links to package files, shared by versions (pool.rs)
+//! TARGET/ABI/.pool/GEN/.verified.json what verifying them found (sizes, sums, file identities)
 //! TARGET/ABI/latest -> VERSION        what clients get: https://pkg.clawdie.si/${ABI}/latest
 //! ```
-//! Unchanged packages are hard links to the previous version (local) or `--link-dest`
-//! copies (rsync), so a release with one changed package moves one package. A publish
-//! killed at any point leaves `latest` naming a complete version, old or new.
+//! Locally, a release with one changed package adds that package to the pool generation
+//! `latest` uses, and its version directory holds only the repository files and a
+//! symlink. Over rsync each version has its own `All/`, unchanged packages `--link-dest`
+//! links. A version published before the pool has its own `All/` (and `.verified.json`)
+//! locally too: it is served, rolled back to, linked from and pruned like the others. A
+//! publish killed at any point leaves `latest` naming a complete version, old or new.
 
 mod check;
 mod client;
@@ -47,10 +52,12 @@ settings! {
     pub struct PublishConfig {
         /// The site: a local directory that nginx serves, or `HOST:/path` (`USER@HOST:/path`)
         /// reached with rsync and ssh. Each ABI's repository is TARGET/ABI/: one directory
-        /// per version and the symlink `latest` naming the one clients get.
+        /// per version and the symlink `latest` naming the one clients get; locally, the
+        /// versions share their package files through TARGET/ABI/.pool/.
         pub target: String = "/usr/local/www/pkg.clawdie.si".into(),
         /// Versions kept per ABI, the one `latest` names included (at least 1; 2 or more
-        /// keeps something to roll back to).
+        /// keeps something to roll back to). A generation of the package pool goes with
+        /// the last version that uses it.
         pub keep: usize = 5,
         /// After switching, fetch data.pkg, packagesite.pkg, meta.conf and a package from
         /// repository.url and verify them.
