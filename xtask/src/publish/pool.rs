@@ -422,7 +422,12 @@ pub fn collect(cx: &Cx, dir: &Utf8Path) -> Result<()> {
     for entry in pool.read_dir_utf8().with_context(|| format!("cannot read {pool}"))? {
         let entry = entry.with_context(|| format!("cannot read {pool}"))?;
         let name = entry.file_name();
-        if name.starts_with('.') || used.contains(name) {
+        if name.starts_with('.') {
+            continue;
+        }
+        if used.contains(name) {
+            // An index write an interrupted publish left half done.
+            fsx::remove_stale_temps(entry.path());
             continue;
         }
         // Out of sight first (a hidden name, which the next publish removes if this

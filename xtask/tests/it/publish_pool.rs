@@ -404,7 +404,8 @@ fn sigkill_at_any_point_leaves_latest_serving_a_whole_release() {
 
     // The finished runs cleaned up what the killed ones left, and every generation left
     // is one a version uses.
-    for dir in [abi_dir(&site.dir), pool(&site.dir)] {
+    let generation_dirs = generations(&site.dir).into_iter().map(|g| pool(&site.dir).join(g));
+    for dir in [abi_dir(&site.dir), pool(&site.dir)].into_iter().chain(generation_dirs) {
         let leftovers: Vec<String> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
