@@ -178,6 +178,9 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
     let state = &run.state;
     let verdict = verdict(run);
     let outputs = |stage: StageName| state.usable_outputs(stage);
+    // Read once for its stage's facts and the release's packages: a full ports tree's
+    // record is tens of megabytes.
+    let signed = outputs(StageName::Sign).and_then(parse::<SignOutputs>);
     let mut stages = Vec::new();
     for name in &state.stages {
         let rec = state.record(*name);
@@ -207,7 +210,7 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
             }
             StageName::Audit => audit(&mut s, run, value),
             StageName::Bulk => bulk(&mut s, run, value),
-            StageName::Sign => sign(&mut s, value),
+            StageName::Sign => sign(&mut s, signed.as_ref()),
             StageName::Publish => publish(&mut s, value, config),
             StageName::Iso => iso(&mut s, value),
             StageName::Gate => gate(&mut s, run),
@@ -215,7 +218,7 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
         }
         stages.push(s);
     }
-    let packages = outputs(StageName::Sign).and_then(parse::<SignOutputs>).map(|o| {
+    let packages = signed.map(|o| {
         o.packages
             .into_iter()
             .map(|p| PackageFact { name: p.name, version: p.version, size: p.size, sum: p.sum })
@@ -439,8 +442,8 @@ fn audit(s: &mut StageFacts, run: &Run, value: Option<&Outputs>) {
     }
 }
 
-fn sign(s: &mut StageFacts, value: Option<&Outputs>) {
-    let Some(o) = value.and_then(parse::<SignOutputs>) else { return };
+fn sign(s: &mut StageFacts, outputs: Option<&SignOutputs>) {
+    let Some(o) = outputs else { return };
     s.figure("key fingerprint", format!("SHA-256 {}", o.key_fingerprint));
     s.figure("trust mode", o.trust.to_string());
     s.figure(
