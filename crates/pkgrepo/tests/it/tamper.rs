@@ -117,3 +117,42 @@ fn a_download_is_checked_against_its_catalogue_entry() {
     assert!(check_download(&path, 1769, &other).unwrap_err().starts_with("does not match the catalogue's sum"));
     assert!(check_download(&path, 1769, "1$abc").unwrap_err().contains("hash type 1"));
 }
+
+#[test]
+fn digests_the_caller_knows_stand_only_for_a_regular_file_of_the_listed_size() {
+    let trust = pubkey_trust();
+    let (_s, repo) = copy_sample("pkg-repo/production-pubkey");
+    let good = verify::verify(&repo, &Options { threads: 1, ..Options::new(&trust, "FreeBSD:15:amd64") }).unwrap();
+    let digests = good.digests[PKG].clone();
+    let asked = std::sync::Mutex::new(0usize);
+    let known = |path: &str, meta: &std::fs::Metadata| {
+        *asked.lock().unwrap() += 1;
+        (path == PKG && meta.is_file()).then(|| digests.clone())
+    };
+    let with_known = |repo: &camino::Utf8Path| {
+        verify::verify(repo, &Options { known: Some(&known), threads: 1, ..Options::new(&trust, "FreeBSD:15:amd64") })
+            .unwrap()
+    };
+    // What the caller knows (from the file's identity, its business) is taken as is:
+    // the file is not read again.
+    let mut bytes = fs::read(repo.join(PKG)).unwrap();
+    bytes[1000] ^= 1;
+    fs::write(repo.join(PKG), &bytes).unwrap();
+    assert!(with_known(&repo).ok());
+    assert!(*asked.lock().unwrap() > 0);
+    // Never for something that is not a regular file of the listed size: a FIFO is
+    // refused (not waited on), a symlink out of the repository too, a short file read.
+    fs::remove_file(repo.join(PKG)).unwrap();
+    let fifo = std::ffi::CString::new(repo.join(PKG).as_str()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert_eq!(lines(&with_known(&repo)), [format!("{PKG}: is not a regular file")]);
+    fs::remove_file(repo.join(PKG)).unwrap();
+    let outside = repo.parent().unwrap().join("outside.pkg");
+    fs::write(&outside, &bytes).unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join(PKG)).unwrap();
+    assert!(lines(&with_known(&repo))[0].starts_with(&format!("{PKG}: is a symlink to ")), "outside the repository");
+    fs::remove_file(repo.join(PKG)).unwrap();
+    fs::write(repo.join(PKG), &bytes[..1700]).unwrap();
+    assert_eq!(lines(&with_known(&repo)), [format!("{PKG}: is 1700 bytes but the catalogue says 1769 (pkgsize)")]);
+}
