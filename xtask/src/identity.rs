@@ -191,9 +191,27 @@ impl<T: Serialize + DeserializeOwned> Index<T> {
         self.files.insert(rel, (id, value));
     }
 
-    /// Adds the entries of `other`, which win over this index's.
-    pub fn extend(&mut self, other: Index<T>) {
-        self.files.extend(other.files);
+    /// Adds the entries of `other`, which win over this index's; whether that changed
+    /// anything.
+    pub fn extend(&mut self, other: Index<T>) -> bool
+    where
+        T: PartialEq,
+    {
+        let mut changed = false;
+        for (path, entry) in other.files {
+            match self.files.get_mut(&path) {
+                Some(had) if *had == entry => {}
+                Some(had) => {
+                    *had = entry;
+                    changed = true;
+                }
+                None => {
+                    self.files.insert(path, entry);
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     /// Keeps only the entries `keep` accepts.

@@ -203,15 +203,15 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
             )));
         }
     }
-    // The generation vouches for every file of the version before the version is seen.
+    // The generation vouches for every file of the version before the version is seen
+    // (a generation whose index already does is not written again).
     let index = match &placement.generation {
-        Generation::Join(_) => {
-            known.extend(index);
-            known
-        }
-        Generation::Start { .. } => index,
+        Generation::Join(_) => known.extend(index).then_some(known),
+        Generation::Start { .. } => Some(index),
     };
-    index.write(&pool::pool_dir(&dir).join(&generation))?;
+    if let Some(index) = index {
+        index.write(&pool::pool_dir(&dir).join(&generation))?;
+    }
 
     let final_dir = dir.join(&r.version);
     fs::rename(&staging_path, &final_dir).with_context(|| format!("cannot rename {staging_path} to {final_dir}"))?;

@@ -90,9 +90,9 @@ impl Index {
         self.0.len()
     }
 
-    /// Adds what `other` records (its entries win).
-    pub fn extend(&mut self, other: Index) {
-        self.0.extend(other.0);
+    /// Adds what `other` records (its entries win); whether that changed anything.
+    pub fn extend(&mut self, other: Index) -> bool {
+        self.0.extend(other.0)
     }
 }
 

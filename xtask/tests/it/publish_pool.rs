@@ -136,6 +136,16 @@ fn an_incremental_publish_adds_only_the_changed_packages_to_the_pool() {
     assert_eq!(generations(&site.dir), [v1.as_str()]);
     assert_eq!(files_in(&site.dir, &v1).len(), 15);
     verifies_as(&p, &site.dir, &v3, &c, &["All/pkg005-1.3.pkg", "All/pkg007-1.3.pkg"]);
+
+    // A release whose packages are all in the generation adds nothing to it, and its
+    // index, which vouches for them already, is not written again.
+    let index = pool(&site.dir).join(&v1).join(".verified.json");
+    let before = fs::metadata(&index).unwrap().ino();
+    sign_repo(&p, &b);
+    p.run(&["publish"]).success().stderr_has("copied 0 packages and").stderr_has("12 packages shared with");
+    assert_eq!(fs::metadata(&index).unwrap().ino(), before);
+    assert_eq!(files_in(&site.dir, &v1).len(), 15);
+    verifies_as(&p, &site.dir, &latest(&site.dir), &b, &["All/pkg005-1.2.pkg"]);
 }
 
 #[test]
