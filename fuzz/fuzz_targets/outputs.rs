@@ -1,0 +1,18 @@
+//! Stage outputs as state.json and a bundle's manifest carry them: any bytes read as
+//! `Outputs`. What is accepted is compact JSON text of the same value, and reads back as
+//! itself.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use xtask::outputs::Outputs;
+
+fuzz_target!(|bytes: &[u8]| {
+    let Ok(outputs) = serde_json::from_slice::<Outputs>(bytes) else { return };
+    let value: serde_json::Value = serde_json::from_slice(bytes).expect("accepted bytes are JSON");
+    let text = outputs.as_str();
+    assert!(text.len() <= bytes.len(), "compacting never adds");
+    let same: serde_json::Value = serde_json::from_str(text).expect("the compact text is JSON");
+    assert_eq!(same, value, "the compact text is the same value");
+    let again: Outputs = serde_json::from_str(text).expect("the compact text reads back");
+    assert_eq!(again, outputs, "compact text reads back as itself");
+});
