@@ -307,6 +307,10 @@ impl std::fmt::Display for BadPattern {
 /// validation only parses. At or above it, validation compiles to find out.
 const SMALL: u64 = 20_000;
 
+/// What a built-in forbidden pattern (or its exception) weighs at the most, with no
+/// port names: validation counts this for one instead of parsing it.
+const BUILTIN_WEIGHT: u64 = 128;
+
 /// Patterns match bytes (a console is not always valid UTF-8), so `.` is any byte.
 /// A pattern compiled, or (when only validating) just parsed: parsing finds every
 /// syntax error at a fraction of the cost of building the matcher, which matters
@@ -439,6 +443,9 @@ impl Checks {
         }
 
         let mut forbidden = Vec::new();
+        // The built-in patterns are known to parse and to be light (a test holds both),
+        // so validating does not parse them again on every command.
+        let builtin = if build { Vec::new() } else { default_forbidden() };
         // Every forbidden pattern, expanded: they are also compiled into one set.
         let mut set_patterns: Vec<String> = Vec::new();
         // What they weigh together, when only validating.
@@ -464,6 +471,13 @@ impl Checks {
                     ));
                 }
                 let what = format!("forbidden pattern `{}`", f.name);
+                if builtin.iter().any(|b| b.regex == f.regex && b.except == f.except) {
+                    let expanded =
+                        expand(&f.regex, names).map_err(|e| loaded.error_at(&key, format!("{what}: {e}")))?;
+                    set_weight = set_weight.saturating_add(BUILTIN_WEIGHT);
+                    set_patterns.push(expanded);
+                    continue;
+                }
                 let (expanded, regex, weight) =
                     pattern(loaded, names, &format!("{key}.regex"), &what, &f.regex, build)?;
                 set_weight = set_weight.saturating_add(weight);
@@ -635,6 +649,29 @@ impl Checks {
 
 #[cfg(test)]
 mod tests {
+    /// What lets validation skip parsing the built-in patterns: each parses, and each
+    /// (and each exception) weighs no more than [`BUILTIN_WEIGHT`] without port names.
+    #[test]
+    fn the_builtin_patterns_parse_and_are_light() {
+        let none = PortNames::default();
+        for f in default_forbidden() {
+            for regex in std::iter::once(&f.regex).chain(f.except.as_ref()) {
+                let hir = parse(&expand(regex, &none).unwrap()).unwrap();
+                assert!(weight(&hir) <= BUILTIN_WEIGHT, "{}: weighs {}", f.name, weight(&hir));
+            }
+        }
+        assert!(default_forbidden().len() as u64 * BUILTIN_WEIGHT < SMALL);
+    }
+
+    #[test]
+    fn a_changed_builtin_pattern_is_validated_like_any_other() {
+        let mut config: crate::config::Config = toml::from_str("").unwrap();
+        config.gate.forbidden[0].regex.push_str("(unclosed");
+        let err = Checks::validate(&Loaded::from_parts(config, "pipeline.toml".into(), ".".into())).unwrap_err();
+        let text = crate::ui::render_error(&err);
+        assert!(text.contains("`uefi-no-bootable`") && text.contains("is not a valid regular expression"), "{text}");
+    }
+
     use super::*;
 
     fn loaded(extra: &str) -> Result<Checks> {
