@@ -212,7 +212,15 @@ pub struct Sign {
     /// Only verify; exit 0 when good, 1 with one line per problem when not
     #[arg(long)]
     pub verify_only: bool,
-    /// Trust this PEM public key (pubkey mode)
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// Whom a repository's signatures are checked against, and the ABI its packages carry:
+/// `sign` and `verify-release` take the same flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TrustArgs {
+    /// Trust this public key (pubkey mode) [default: signing.pubkey]
     #[arg(long, value_name = "FILE", conflicts_with = "fingerprints")]
     pub pubkey: Option<Utf8PathBuf>,
     /// Trust this fingerprints directory, with trusted/ and revoked/ (fingerprints mode)
@@ -221,6 +229,13 @@ pub struct Sign {
     /// ABI every package must carry [default: repository.abi]
     #[arg(long, value_name = "ABI")]
     pub abi: Option<String>,
+}
+
+impl TrustArgs {
+    /// --abi, else repository.abi.
+    pub fn abi(&self, loaded: &crate::config::Loaded) -> String {
+        self.abi.clone().unwrap_or_else(|| loaded.config.repository.abi.clone())
+    }
 }
 
 /// publish
@@ -322,15 +337,8 @@ pub struct VerifyRelease {
     /// https://pkg.clawdie.si/FreeBSD:15:amd64/latest) or its directory
     #[arg(value_name = "URL|DIR")]
     pub location: String,
-    /// Trust this public key (pubkey mode) [default: signing.pubkey]
-    #[arg(long, value_name = "FILE", conflicts_with = "fingerprints")]
-    pub pubkey: Option<Utf8PathBuf>,
-    /// Trust this fingerprints directory, with trusted/ and revoked/ (fingerprints mode)
-    #[arg(long, value_name = "DIR")]
-    pub fingerprints: Option<Utf8PathBuf>,
-    /// ABI every package must carry [default: repository.abi]
-    #[arg(long, value_name = "ABI")]
-    pub abi: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Seconds to connect and to get each answer over HTTP (a whole download gets ten times as long)
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout_secs: u64,

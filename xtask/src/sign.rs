@@ -235,10 +235,6 @@ struct Keys {
 }
 
 impl Sign {
-    fn abi(&self, loaded: &Loaded) -> String {
-        self.abi.clone().unwrap_or_else(|| loaded.config.repository.abi.clone())
-    }
-
     /// The repository: --repo, or what bulk recorded.
     fn locate(&self, cx: &Cx) -> Result<(Utf8PathBuf, Option<String>)> {
         if let Some(repo) = &self.repo {
@@ -256,13 +252,13 @@ impl Sign {
     /// Trust from --pubkey/--fingerprints, or from [signing].
     fn keys(&self, loaded: &Loaded) -> Result<Keys> {
         let signing = &loaded.config.signing;
-        if let Some(path) = &self.pubkey {
+        if let Some(path) = &self.trust.pubkey {
             let path = crate::config::absolute(path)?;
             let trust = Trust::pubkey(&path)?;
             let fingerprint = pubkey_fingerprint(&trust);
             return Ok(Keys { trust, pubkey: Some(path), fingerprint });
         }
-        if let Some(dir) = &self.fingerprints {
+        if let Some(dir) = &self.trust.fingerprints {
             let trust = Trust::fingerprints(&crate::config::absolute(dir)?)?;
             let pubkey = loaded.resolve(&signing.pubkey);
             let fingerprint = std::fs::read(&pubkey).map(|b| sha256_bytes(&b)).unwrap_or_default();
@@ -538,7 +534,7 @@ impl Stage for Sign {
         let mut fp = Fingerprint::new();
         let cfg = cx.config();
         fp.json("signing", &cfg.signing).json("repository", &cfg.repository);
-        fp.json("flags", &(&self.repo, &self.pubkey, &self.fingerprints, &self.abi));
+        fp.json("flags", &(&self.repo, &self.trust.pubkey, &self.trust.fingerprints, &self.trust.abi));
         fp.file("pubkey", &cx.resolve(&cfg.signing.pubkey))?;
         fp.tree("fingerprints", &cx.resolve(&cfg.signing.fingerprints))?;
         fp.identity("key", &cx.resolve(&cfg.signing.key))?;
@@ -560,7 +556,7 @@ impl Stage for Sign {
 
     fn plan(&self, cx: &Cx) -> Result<SignPlan> {
         let (repo, note) = self.locate(cx)?;
-        let abi = self.abi(cx.loaded);
+        let abi = self.trust.abi(cx.loaded);
         let mut steps = Plan::default();
         if let Some(note) = note {
             steps.note(note);
@@ -662,7 +658,7 @@ impl Stage for Sign {
     fn execute(&self, cx: &mut Cx, plan: SignPlan) -> Result<SignOutputs> {
         let repo = plan.repo;
         let keys = self.keys(cx.loaded)?;
-        let abi = self.abi(cx.loaded);
+        let abi = self.trust.abi(cx.loaded);
         let opts = self.options(cx.loaded, &keys.trust, &abi);
         cx.say(format!("verifying {repo} for {} clients ({})", keys.trust.mode(), keys.trust.describe()));
         let mut report = verify_with_progress(&repo, &opts, cx.ui)?;

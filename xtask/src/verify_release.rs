@@ -102,7 +102,7 @@ impl VerifyRelease {
     /// `cargo xtask verify-release`.
     pub fn invoke(self, loaded: &Loaded, ui: &Ui) -> Result<()> {
         let trust = self.trust(loaded)?;
-        let abi = self.abi.clone().unwrap_or_else(|| loaded.config.repository.abi.clone());
+        let abi = self.trust.abi(loaded);
         let (source, shown) = self.source()?;
         let scratch = tempfile::Builder::new()
             .prefix("mother-build-verify-release.")
@@ -159,7 +159,7 @@ impl VerifyRelease {
     /// Trust from --pubkey / --fingerprints, else from [signing].
     fn trust(&self, loaded: &Loaded) -> Result<Trust> {
         let signing = &loaded.config.signing;
-        Ok(match (&self.pubkey, &self.fingerprints) {
+        Ok(match (&self.trust.pubkey, &self.trust.fingerprints) {
             (Some(p), _) => Trust::pubkey(&crate::config::absolute(p)?)?,
             (None, Some(d)) => Trust::fingerprints(&crate::config::absolute(d)?)?,
             (None, None) => match signing.trust {

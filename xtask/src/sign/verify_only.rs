@@ -33,7 +33,7 @@ impl Sign {
             }
         };
         let keys = self.keys(loaded)?;
-        let abi = self.abi(loaded);
+        let abi = self.trust.abi(loaded);
         if self.dry_run {
             ui.println(&ui.bold("sign:"));
             for step in check_steps(&repo, &keys.trust, &abi) {
