@@ -75,6 +75,14 @@ pub(crate) fn sign_repo(p: &Project, repo: &Utf8Path) {
     p.run(&["sign", "--repo", repo.as_str()]).success();
 }
 
+/// The repository of `pkgs` in the project's scratch directory `name`, signed.
+pub(crate) fn signed_repo(p: &Project, name: &str, pkgs: &[Pkg]) -> Utf8PathBuf {
+    let dir = p.scratch.path.join(name);
+    make_repo(&dir, pkgs);
+    sign_repo(p, &dir);
+    dir
+}
+
 pub(crate) fn published_output(p: &Project) -> serde_json::Value {
     p.state()["records"]["publish"]["last_success"]["outputs"].clone()
 }
@@ -174,15 +182,11 @@ fn a_rollback_with_nothing_published_says_so_and_suggests_no_publishing() {
 fn one_changed_package_is_copied_and_the_rest_linked() {
     let site = site("");
     let p = project(&site.dir, &site.nginx.url(), "keep = 2\n");
-    let a = p.scratch.path.join("a");
-    make_repo(&a, &synthetic(12, 4096, 1, |_| false));
-    sign_repo(&p, &a);
+    signed_repo(&p, "a", &synthetic(12, 4096, 1, |_| false));
     p.run(&["publish"]).success().stderr_has("copied 12 packages");
     let v1 = latest(&site.dir);
 
-    let b = p.scratch.path.join("b");
-    make_repo(&b, &synthetic(12, 4096, 2, |i| i == 5));
-    sign_repo(&p, &b);
+    signed_repo(&p, "b", &synthetic(12, 4096, 2, |i| i == 5));
     p.run(&["publish"])
         .success()
         .stderr_has("copied 1 package and 6 repository files (catalogues, meta.conf, SBOM, provenance)")
@@ -195,9 +199,7 @@ fn one_changed_package_is_copied_and_the_rest_linked() {
     assert!(abi_dir(&site.dir).join(&v2).join("All/pkg005-1.2.pkg").exists());
 
     // keep = 2: a third release removes the first.
-    let c = p.scratch.path.join("c");
-    make_repo(&c, &synthetic(12, 4096, 3, |i| i == 7));
-    sign_repo(&p, &c);
+    signed_repo(&p, "c", &synthetic(12, 4096, 3, |i| i == 7));
     p.run(&["publish"]).success().stderr_has(&format!("removed the old version {v1}"));
     assert_eq!(versions(&site.dir).len(), 2);
     assert!(!versions(&site.dir).contains(&v1));
@@ -283,14 +285,10 @@ fn catalogues_the_served_version_has_over_a_changed_package_are_refused() {
     // the version `latest` serves, but one package under them is b's, another file.
     let site = site("");
     let p = project(&site.dir, &site.nginx.url(), "");
-    let a = p.scratch.path.join("a");
-    make_repo(&a, &synthetic(12, 4096, 1, |_| false));
-    sign_repo(&p, &a);
+    let a = signed_repo(&p, "a", &synthetic(12, 4096, 1, |_| false));
     p.run(&["publish"]).success();
     let v1 = latest(&site.dir);
-    let b = p.scratch.path.join("b");
-    make_repo(&b, &synthetic(12, 4096, 2, |i| i == 5));
-    sign_repo(&p, &b);
+    let b = signed_repo(&p, "b", &synthetic(12, 4096, 2, |i| i == 5));
     for archive in ["data.pkg", "packagesite.pkg"] {
         fs::copy(a.join(archive), b.join(archive)).unwrap();
     }
@@ -492,9 +490,7 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     );
     p.env.push(("SSH_STANDIN_LOG".into(), calls.to_string()));
 
-    let a = p.scratch.path.join("a");
-    make_repo(&a, &synthetic(6, 2048, 1, |_| false));
-    sign_repo(&p, &a);
+    signed_repo(&p, "a", &synthetic(6, 2048, 1, |_| false));
     p.run(&["publish", "--dry-run"])
         .success()
         .stdout_has(&format!("rsync -e {ssh} -rlp --checksum --files-from"))
@@ -505,9 +501,7 @@ fn a_remote_target_goes_through_rsync_and_ssh() {
     assert!(fs::read_to_string(&calls).unwrap().contains("mother-build "));
     assert_eq!(fs::read(remote.join("clawdie.pub")).unwrap(), fs::read(pubkey()).unwrap());
 
-    let b = p.scratch.path.join("b");
-    make_repo(&b, &synthetic(6, 2048, 2, |i| i == 0));
-    sign_repo(&p, &b);
+    signed_repo(&p, "b", &synthetic(6, 2048, 2, |i| i == 0));
     p.run(&["publish", "--dry-run"]).success().stdout_has(&format!("--link-dest={}/{v1}", abi_dir(&remote)));
     p.run(&["publish"]).success();
     let v2 = latest(&remote);

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::publish::{ABI, abi_dir, latest, project, published_output, sign_repo, site, versions};
+use crate::publish::{ABI, abi_dir, latest, project, published_output, sign_repo, signed_repo, site, versions};
 use test_support::Project;
 use test_support::nginx::get;
 use test_support::repo::*;
@@ -75,9 +75,7 @@ fn rebuilt(pkgs: &[Pkg], which: impl Fn(usize) -> bool) -> Vec<Pkg> {
 fn an_incremental_publish_adds_only_the_changed_packages_to_the_pool() {
     let site = site("");
     let p = project(&site.dir, &site.nginx.url(), "keep = 2\n");
-    let a = p.scratch.path.join("a");
-    make_repo(&a, &synthetic(12, 4096, 1, |_| false));
-    sign_repo(&p, &a);
+    let a = signed_repo(&p, "a", &synthetic(12, 4096, 1, |_| false));
     p.run(&["publish"]).success().stderr_has("into the new pool generation").stderr_has("(nothing is published yet)");
     let v1 = latest(&site.dir);
     // The version's package tree is its generation's, named after it.
@@ -89,9 +87,7 @@ fn an_incremental_publish_adds_only_the_changed_packages_to_the_pool() {
 
     // One package changed (a new name): the generation gains that one file, and no
     // other file gains a link: the versions reach them through their symlink.
-    let b = p.scratch.path.join("b");
-    make_repo(&b, &synthetic(12, 4096, 2, |i| i == 5));
-    sign_repo(&p, &b);
+    let b = signed_repo(&p, "b", &synthetic(12, 4096, 2, |i| i == 5));
     p.run(&["publish", "--dry-run"])
         .success()
         .stdout_has(&format!("11 packages shared with it in the pool generation {v1}"))
@@ -160,9 +156,7 @@ fn a_package_rebuilt_under_its_name_starts_a_new_generation_and_old_versions_kee
     let v1 = latest(&site.dir);
 
     // poudriere rebuilds pkg005 when a dependency changed: same name, other bytes.
-    let b = p.scratch.path.join("b");
-    make_repo(&b, &rebuilt(&a_pkgs, |i| i == 5));
-    sign_repo(&p, &b);
+    let b = signed_repo(&p, "b", &rebuilt(&a_pkgs, |i| i == 5));
     p.run(&["publish", "--dry-run"]).success().stdout_has(&format!(
         "a new pool generation, as All/pkg005-1.0.pkg is in {v1} with other bytes (rebuilt under the same name); 11 packages hard-linked from {v1}"
     ));
@@ -185,9 +179,7 @@ fn a_package_rebuilt_under_its_name_starts_a_new_generation_and_old_versions_kee
 
     // The rebuilt release again, over the first version: another new generation. keep =
     // 2 removes the first version, and with it the first generation, which nothing uses.
-    let c = p.scratch.path.join("c");
-    make_repo(&c, &rebuilt(&a_pkgs, |i| i == 5 || i == 6));
-    sign_repo(&p, &c);
+    let c = signed_repo(&p, "c", &rebuilt(&a_pkgs, |i| i == 5 || i == 6));
     p.run(&["publish"])
         .success()
         .stderr_has(&format!("removed the old version {v1}"))
@@ -203,17 +195,13 @@ fn a_package_rebuilt_under_its_name_starts_a_new_generation_and_old_versions_kee
 fn a_generation_whose_files_are_mostly_old_gives_way_to_a_new_one() {
     let site = site("");
     let p = project(&site.dir, &site.nginx.url(), "keep = 2\n");
-    let a = p.scratch.path.join("a");
-    make_repo(&a, &synthetic(20, 2048, 1, |_| false));
-    sign_repo(&p, &a);
+    signed_repo(&p, "a", &synthetic(20, 2048, 1, |_| false));
     p.run(&["publish"]).success();
     let v1 = latest(&site.dir);
 
     // Every package under a new name: the first generation would hold 20 files this
     // release does not name, more than a quarter of it.
-    let b = p.scratch.path.join("b");
-    make_repo(&b, &synthetic(20, 2048, 2, |_| true));
-    sign_repo(&p, &b);
+    signed_repo(&p, "b", &synthetic(20, 2048, 2, |_| true));
     p.run(&["publish"])
         .success()
         .stderr_has(&format!("(20 files of {v1} are not in this release (more than a quarter))"));
@@ -257,9 +245,7 @@ fn without_pool(site: &Utf8Path, version: &str) {
 fn versions_from_before_the_pool_are_linked_from_rolled_back_to_and_pruned() {
     let site = site("");
     let p = project(&site.dir, &site.nginx.url(), "keep = 2\n");
-    let a = p.scratch.path.join("a");
-    make_repo(&a, &synthetic(12, 4096, 1, |_| false));
-    sign_repo(&p, &a);
+    let a = signed_repo(&p, "a", &synthetic(12, 4096, 1, |_| false));
     p.run(&["publish"]).success();
     let v1 = latest(&site.dir);
     without_pool(&site.dir, &v1);
@@ -267,9 +253,7 @@ fn versions_from_before_the_pool_are_linked_from_rolled_back_to_and_pruned() {
     verifies_as(&p, &site.dir, &v1, &a, &["All/pkg005-1.0.pkg"]);
 
     // The next version moves to the pool, linking the old version's files.
-    let b = p.scratch.path.join("b");
-    make_repo(&b, &synthetic(12, 4096, 2, |i| i == 5));
-    sign_repo(&p, &b);
+    let b = signed_repo(&p, "b", &synthetic(12, 4096, 2, |i| i == 5));
     p.run(&["publish"])
         .success()
         .stderr_has(&format!("11 packages hard-linked from {v1} into the new pool generation"))
@@ -285,9 +269,7 @@ fn versions_from_before_the_pool_are_linked_from_rolled_back_to_and_pruned() {
         get(&format!("{}{ABI}/latest/data.pkg", site.nginx.url())).unwrap(),
         fs::read(a.join("data.pkg")).unwrap()
     );
-    let c = p.scratch.path.join("c");
-    make_repo(&c, &synthetic(12, 4096, 3, |i| i == 7));
-    sign_repo(&p, &c);
+    let c = signed_repo(&p, "c", &synthetic(12, 4096, 3, |i| i == 7));
     p.run(&["publish"]).success().stderr_has(&format!("11 packages hard-linked from {v1}"));
     let v3 = latest(&site.dir);
     // keep = 2: the old version is removed, its own tree with it; both generations stay.
