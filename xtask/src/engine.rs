@@ -40,7 +40,7 @@ impl<S: Stage> AnyStage for S {
         // upstream reruns everything after it.
         fp.json("settings", &cx.config().stage_table(S::NAME));
         for earlier in cx.config().pipeline.stages.iter().take_while(|s| **s != S::NAME) {
-            fp.json(earlier.as_str(), &cx.run.outputs(*earlier));
+            fp.outputs(earlier.as_str(), cx.run.outputs(*earlier));
         }
         let own = self.fingerprint(cx)?;
         fp.str("inputs", &own.finish());

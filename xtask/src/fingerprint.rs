@@ -63,6 +63,20 @@ impl Fingerprint {
         self
     }
 
+    /// An earlier stage's outputs (none: `null`): their text, or for outputs kept in a
+    /// file of their own (large ones: see [`crate::outputs`]) their digest, so that a
+    /// fingerprint never reads tens of megabytes.
+    pub fn outputs(&mut self, label: &str, outputs: Option<&crate::outputs::Outputs>) -> &mut Self {
+        match outputs {
+            Some(o) if o.kept_apart() => {
+                self.tag("outputs-sha256", label);
+                self.bytes(o.sha256().as_bytes());
+                self
+            }
+            _ => self.json(label, &outputs),
+        }
+    }
+
     /// A file's contents; a missing file counts as its own distinct value.
     pub fn file(&mut self, label: &str, path: &Utf8Path) -> Result<&mut Self> {
         self.tag("file", label);

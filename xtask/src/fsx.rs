@@ -59,6 +59,19 @@ pub fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
     write_atomic_mode(path, bytes, 0o644)
 }
 
+/// The whole of the file at `path`, refused when it is larger than `limit` bytes (the
+/// error says which file, and how large it is).
+pub fn read_bounded(path: &Utf8Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = File::open(path).with_context(|| format!("cannot open {path}"))?;
+    let mut bytes = Vec::new();
+    f.take(limit + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {path}"))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!("{path} is larger than {limit} bytes");
+    }
+    Ok(bytes)
+}
+
 /// Flushes a directory's entries (a rename is durable only after this).
 pub fn sync_dir(dir: &Utf8Path) -> Result<()> {
     let d = File::open(dir).with_context(|| format!("cannot open directory {dir}"))?;

@@ -34,11 +34,13 @@ const LOCK_NOTE_LEN: usize = 256;
 
 /// Version of the state.json layout. 2: records are keyed by [`Slot`] (`bulk@NAME` for
 /// a declared target's stage) and `targets` lists the run's targets. Version 1 (no
-/// targets) is read as it is: its keys are the implicit target's.
-pub const STATE_VERSION: u32 = 2;
+/// targets) is read as it is: its keys are the implicit target's. 3: a last success
+/// whose outputs are large names them by digest (`outputs_file`, see
+/// [`crate::outputs`]) instead of holding them; versions 1 and 2 hold them all.
+pub const STATE_VERSION: u32 = 3;
 
 /// The state.json layouts this mother-build reads.
-const READS: [u64; 2] = [1, 2];
+const READS: [u64; 3] = [1, 2, 3];
 
 /// Where a stage's record is kept in a run: a shared stage, or a per-target stage for
 /// one declared target (none: the one target of a pipeline without `[[targets]]`).
@@ -135,13 +137,66 @@ impl Status {
 }
 
 /// The last time a stage succeeded, and what it produced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "SuccessOnDisk")]
 pub struct Success {
     /// Run in which it succeeded.
     pub run: String,
     pub ended: String,
     pub fingerprint: String,
     pub outputs: crate::outputs::Outputs,
+}
+
+/// [`Success`] as state.json holds it: its outputs, or (when they are large, and were
+/// written to their own file by [`Run::save`]) their digest.
+#[derive(Deserialize)]
+struct SuccessOnDisk {
+    run: String,
+    ended: String,
+    fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outputs: Option<crate::outputs::Outputs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outputs_file: Option<crate::outputs::StoredRef>,
+}
+
+impl TryFrom<SuccessOnDisk> for Success {
+    type Error = String;
+    fn try_from(d: SuccessOnDisk) -> Result<Success, String> {
+        let outputs = match (d.outputs, d.outputs_file) {
+            (Some(o), None) => o,
+            (None, Some(r)) => crate::outputs::Outputs::stored(r),
+            (None, None) => return Err("a last success names no outputs".into()),
+            (Some(_), Some(_)) => return Err("a last success has both `outputs` and `outputs_file`".into()),
+        };
+        Ok(Success { run: d.run, ended: d.ended, fingerprint: d.fingerprint, outputs })
+    }
+}
+
+impl Serialize for Success {
+    /// Outputs kept apart are named by digest (their file is written before: see
+    /// [`Run::save`]).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct OnDisk<'a> {
+            run: &'a str,
+            ended: &'a str,
+            fingerprint: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            outputs: Option<&'a crate::outputs::Outputs>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            outputs_file: Option<crate::outputs::StoredRef>,
+        }
+        let apart = self.outputs.kept_apart();
+        OnDisk {
+            run: &self.run,
+            ended: &self.ended,
+            fingerprint: &self.fingerprint,
+            outputs: (!apart).then_some(&self.outputs),
+            outputs_file: self.outputs.stored_ref(),
+        }
+        .serialize(s)
+    }
 }
 
 /// One stage in one run.
@@ -245,6 +300,15 @@ impl State {
             }
         }
         changed
+    }
+
+    /// Tells the outputs kept in files of their own which state directory holds them.
+    pub fn attach_outputs(&self, root: &Utf8Path) {
+        for rec in self.records.values() {
+            if let Some(s) = &rec.last_success {
+                s.outputs.attach(root);
+            }
+        }
     }
 
     /// Takes every process group the stages recorded, forgetting them.
@@ -447,6 +511,7 @@ impl StateDir {
         if state.id != id {
             bail!(corrupt(format!("it holds the state of run {}", state.id)));
         }
+        state.attach_outputs(&self.root);
         Ok(Run { root: self.root.clone(), dir, state })
     }
 
@@ -630,11 +695,25 @@ impl Run {
         self.dir.join("state.json")
     }
 
-    /// Writes state.json atomically.
+    /// Writes state.json atomically, after the files of the outputs it names by digest.
+    ///
+    /// When it wrote such a file, the files no run names any more are removed after
+    /// (a stage's outputs replaced by newer ones).
     pub fn save(&self) -> Result<()> {
+        let mut wrote = false;
+        for rec in self.state.records.values() {
+            if let Some(s) = &rec.last_success {
+                wrote |= s.outputs.store(&self.root)?;
+            }
+        }
         let mut text = serde_json::to_vec_pretty(&self.state).context("cannot serialize the run state")?;
         text.push(b'\n');
-        fsx::write_atomic(&self.state_path(), &text)
+        fsx::write_atomic(&self.state_path(), &text)?;
+        if wrote {
+            // Best effort: what is left is only disk space, collected by a later save.
+            let _ = crate::outputs::collect_garbage(&self.root);
+        }
+        Ok(())
     }
 
     /// Path of a stage's log.
@@ -910,6 +989,71 @@ mod tests {
         assert!(kept.starts_with("error: éé") && kept.ends_with("é\n  then what to do"), "{kept}");
         assert!(kept.contains(" bytes left out ...]\n"), "{kept}");
         assert_eq!(bounded("short".into(), ERROR_LIMIT), "short");
+    }
+
+    /// A run of one stage whose last success has `outputs`, in a state directory `root`.
+    fn run_with(root: &Utf8Path, id: &str, outputs: crate::outputs::Outputs) -> Run {
+        let mut records = BTreeMap::new();
+        let mut rec = StageRecord::pending(None);
+        rec.status = Status::Succeeded;
+        rec.last_success = Some(Success { run: id.into(), ended: "e".into(), fingerprint: "f".into(), outputs });
+        records.insert(Slot::new(StageName::Sign, None), rec);
+        let state = State {
+            version: STATE_VERSION,
+            id: id.into(),
+            created: "c".into(),
+            command: "sign".into(),
+            stages: vec![StageName::Sign],
+            targets: Vec::new(),
+            records,
+            invocation: None,
+        };
+        Run { root: root.to_owned(), dir: root.join("runs").join(id), state }
+    }
+
+    #[test]
+    fn large_outputs_are_kept_apart_read_when_used_and_collected_when_no_run_names_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Utf8Path::from_path(tmp.path()).unwrap().to_owned();
+        let dirs = StateDir::new(root.clone());
+        let packages: Vec<String> = (0..5000).map(|i| format!("All/port{i:05}-1.0.pkg")).collect();
+        let big = crate::outputs::Outputs::new(&serde_json::json!({ "packages": packages })).unwrap();
+        assert!(big.kept_apart(), "{} bytes", big.bytes());
+        let small = crate::outputs::Outputs::new(&serde_json::json!({ "repo": "/r" })).unwrap();
+
+        let a = run_with(&root, "a", big.clone());
+        a.save().unwrap();
+        let stored = crate::outputs::stored_path(&root, big.sha256());
+        assert_eq!(fs::read_to_string(&stored).unwrap(), big.text().unwrap());
+        let text = fs::read_to_string(a.state_path()).unwrap();
+        assert!(text.len() < 2048 && text.contains("\"outputs_file\"") && !text.contains("port00001"), "{text}");
+
+        // Read back: the same outputs, read from their file when parsed.
+        let loaded = dirs.load("a").unwrap();
+        let outputs = &loaded.state.record(StageName::Sign).unwrap().last_success.as_ref().unwrap().outputs;
+        assert_eq!(*outputs, big);
+        let value: serde_json::Value = outputs.parse().unwrap();
+        assert_eq!(value["packages"][4999], "All/port04999-1.0.pkg");
+        // Saved again: state.json names the same file, which is not written again.
+        loaded.save().unwrap();
+        assert_eq!(fs::read_to_string(loaded.state_path()).unwrap(), text);
+
+        // A damaged file is refused when read, naming it and both digests.
+        fs::write(&stored, big.text().unwrap().replace("port00001", "port00002")).unwrap();
+        let again = dirs.load("a").unwrap();
+        let err = again.state.usable_outputs(StageName::Sign).unwrap().parse::<serde_json::Value>().unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(stored.as_str()) && msg.contains("is damaged") && msg.contains(big.sha256()), "{msg}");
+
+        // Another run names the file too; once neither does, the next file written
+        // takes its place and it is removed.
+        run_with(&root, "b", big.clone()).save().unwrap();
+        run_with(&root, "a", small).save().unwrap();
+        assert!(stored.exists(), "run b still names it");
+        let newer = crate::outputs::Outputs::new(&serde_json::json!({ "packages": packages, "n": 2 })).unwrap();
+        run_with(&root, "b", newer.clone()).save().unwrap();
+        assert!(!stored.exists(), "no run names it");
+        assert!(crate::outputs::stored_path(&root, newer.sha256()).exists());
     }
 
     #[test]

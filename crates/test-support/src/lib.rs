@@ -228,11 +228,22 @@ impl Project {
         Run { desc: format!("xtask {}", args.join(" ")), dir: self.root.clone(), output }
     }
 
-    /// The current run's state.json.
+    /// The current run's state.json, with the outputs it names by digest (large ones,
+    /// kept in `STATE_DIR/outputs/SHA256.json`) read into their records' `outputs`.
     pub fn state(&self) -> serde_json::Value {
         let id = fs::read_to_string(self.state_dir().join("current")).unwrap();
         let text = fs::read_to_string(self.state_dir().join("runs").join(id.trim()).join("state.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        let mut state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if let Some(records) = state["records"].as_object_mut() {
+            for rec in records.values_mut() {
+                let Some(success) = rec.get_mut("last_success").and_then(|s| s.as_object_mut()) else { continue };
+                let Some(file) = success.remove("outputs_file") else { continue };
+                let path = self.state_dir().join("outputs").join(format!("{}.json", file["sha256"].as_str().unwrap()));
+                let outputs = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+                success.insert("outputs".into(), outputs);
+            }
+        }
+        state
     }
 
     /// A stage's status in the current run.

@@ -396,10 +396,10 @@ fn a_corrupt_state_names_the_run_and_how_to_move_only_it_aside() {
     // A state written by another version says that, not that it is corrupt.
     let id = p.state()["id"].as_str().unwrap().to_owned();
     let state = p.state_dir().join("runs").join(&id).join("state.json");
-    let text = std::fs::read_to_string(&state).unwrap().replacen("\"version\": 2", "\"version\": 7", 1);
+    let text = std::fs::read_to_string(&state).unwrap().replacen("\"version\": 3", "\"version\": 7", 1);
     std::fs::write(&state, text).unwrap();
     let run = p.run(&["status"]);
-    run.code_is(2).stderr_has("has version 7, but this mother-build reads versions up to 2").stderr_has("mv ");
+    run.code_is(2).stderr_has("has version 7, but this mother-build reads versions up to 3").stderr_has("mv ");
     assert!(!run.stderr().contains("corrupt:"), "{}", run.stderr());
 }
 
