@@ -91,6 +91,18 @@ impl Trust {
         }
     }
 
+    /// Whether a signature by the key whose fingerprint (SHA-256 of its PEM) is
+    /// `fingerprint` is one this trust accepts: the public key itself, or a trusted
+    /// fingerprint that is not revoked.
+    pub fn accepts(&self, fingerprint: &str) -> bool {
+        match &self.anchors {
+            Anchors::Pubkey { key, .. } => key.fingerprint() == fingerprint,
+            Anchors::Fingerprints { trusted, revoked, .. } => {
+                trusted.contains_key(fingerprint) && !revoked.contains_key(fingerprint)
+            }
+        }
+    }
+
     /// For messages: `the public key /path/key.pub` or `the fingerprints in /dir`.
     pub fn describe(&self) -> String {
         match &self.anchors {

@@ -213,6 +213,15 @@ fn read_meta(dir: &Utf8Path, report: &mut Report) -> MetaConf {
     meta.unwrap_or_default()
 }
 
+/// meta.conf of the repository in `dir`, checked as [`verify`] checks it (usable, and
+/// `meta` its exact copy), and what is wrong with it; pkg's defaults when it cannot be
+/// used.
+pub fn check_meta(dir: &Utf8Path) -> (MetaConf, Vec<Problem>) {
+    let mut report = Report::default();
+    let meta = read_meta(dir, &mut report);
+    (meta, report.problems)
+}
+
 /// Verifies the repository in `dir`. Fails only when it cannot go on (the caller's
 /// `stop`); everything wrong with the repository is in the [`Report`].
 ///
@@ -793,6 +802,11 @@ fn check_entry<'a>(
 /// Checks one file (a download) against a catalogue entry's `pkgsize` and `sum`: size
 /// first, then sum. The error says what differs.
 pub fn check_download(path: &Utf8Path, size: u64, sum: &str) -> Result<(), String> {
+    check_file(path, size, sum).map(|_| ())
+}
+
+/// [`check_download`], giving what hashing the file found.
+pub fn check_file(path: &Utf8Path, size: u64, sum: &str) -> Result<Digests, String> {
     let sum = Sum::parse(sum).map_err(|e| format!("{e:#}"))?;
     let len = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?.len();
     if len != size {
@@ -802,7 +816,7 @@ pub fn check_download(path: &Utf8Path, size: u64, sum: &str) -> Result<(), Strin
     if !sum.matches(&digests) {
         return Err(format!("does not match the catalogue's sum {sum} (same size, different bytes)"));
     }
-    Ok(())
+    Ok(digests)
 }
 
 /// A catalogue path must be relative and stay inside the repository.

@@ -2,6 +2,7 @@
 //! unchanged packages, synced to disk, verified, renamed into place, and `latest`
 //! switched to it with one atomic rename.
 
+use std::collections::BTreeMap;
 use std::fs;
 
 use anyhow::{Context, Result, bail};
@@ -11,13 +12,13 @@ use super::check::{self, Served};
 use super::client::{self, ClientFiles};
 use super::pool::{self, Generation, Place};
 use super::release::{Release, release_abi, release_trust};
-use super::verified::{verify_files, verify_version};
+use super::verified::verify_version;
 use super::versions::{self, local_latest, local_versions, record_served, rollback_candidates, to_prune};
 use super::{Publish, PublishOutputs, Work};
 use crate::failure;
 use crate::fingerprint::sha256_file;
 use crate::fsx;
-use crate::sign::{PackageRecord, plural};
+use crate::sign::{PackageRecord, SignOutputs, plural};
 use crate::stage::{Cx, Plan, Step};
 use pkgrepo::trust::Trust;
 use pkgrepo::verify;
@@ -141,24 +142,39 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     fs::create_dir(&staging_path).with_context(|| format!("cannot create {staging_path}"))?;
     let mut staging = Staging { path: staging_path.clone(), armed: true };
     let bar = cx.ui.progress("publish", r.files.len() as u64 + 1, false);
-    // The repository files (catalogues, meta.conf, ...) are copied first, and the
-    // catalogues read (the CPU's work) while the packages are placed (the file system's).
+    // Nothing is seen before it is what sign verified: the catalogues byte for byte
+    // (a version sees every package of its generation, so a catalogue of another
+    // release could verify over it), meta.conf naming them, the key trusted, and each
+    // package copied checked against its entry before it gets its name in the pool.
+    // A package shared or linked is one the pool's index vouches for.
+    let refused = |e: String| {
+        anyhow::Error::new(
+            failure!(
+                "the new copy failed verification; nothing was switched and latest still serves {}:\n{e}",
+                r.previous.as_deref().unwrap_or("nothing")
+            )
+            .help(format!(
+                "{} changed after sign verified it: run `{}`, then publish again",
+                r.sign.repo,
+                cx.loaded.xtask(&format!("sign --repo {}", crate::proc::quote(r.sign.repo.as_str())))
+            )),
+        )
+    };
     let packages_from = r.packages_from();
     let mut to_sync = Vec::new();
+    let mut copied: BTreeMap<String, String> = BTreeMap::new();
     for f in &r.files[..packages_from] {
         crate::proc::check_interrupted()?;
         let to = staging_path.join(&f.rel);
-        pool::copy_file(&r.sign.repo.join(&f.rel), &to)?;
+        copied.insert(f.rel.clone(), pool::copy_hashed(&r.sign.repo.join(&f.rel), &to)?);
         to_sync.push(to);
         bar.inc(1, &f.rel);
     }
+    check_repository(&staging_path, &r.sign, &trust, &copied).map_err(refused)?;
     let packages = &r.sign.packages;
-    let (catalogues, placed) = std::thread::scope(|s| -> Result<_> {
-        let reading = s.spawn(|| verify::read_catalogues(&staging_path, &trust));
-        let placed = pool::fill(&dir, &generation, &placement, &r.sign.repo, packages, &|rel| bar.inc(1, rel));
-        let catalogues = reading.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        placed.map(|placed| (catalogues, placed))
-    })?;
+    let source = pool::Source { repo: &r.sign.repo, packages, known: &known };
+    let placed =
+        pool::fill(&dir, &generation, &placement, &source, &|rel| bar.inc(1, rel), &|e| refused(format!("  {e}")))?;
     pool::link_version(&staging_path, &generation, packages)?;
     pool::copy_file(&r.manifest, &staging_path.join("manifest.json"))?;
     to_sync.push(staging_path.join("manifest.json"));
@@ -184,30 +200,11 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
         plural(packages_from, "repository file"),
     ));
 
-    // The copy must verify before anyone can see it, and its catalogues be those sign
-    // verified: a version sees every package of its generation, so a catalogue of
-    // another release could verify over it.
-    let refused = |e: anyhow::Error| {
-        anyhow::anyhow!(
-            "the new copy failed verification; nothing was switched and latest still serves {}:\n{e:#}",
-            r.previous.as_deref().unwrap_or("nothing")
-        )
-    };
-    let (report, index) = verify_files(&release_abi(cx, &r.sign), catalogues, &trust, &r.sign.key_fingerprint, &known)
-        .map_err(refused)?;
-    for (archive, sha) in &r.sign.catalogues {
-        let got = report.catalogue(archive).map_or("nothing", |c| c.archive_sha256.as_str());
-        if got != sha {
-            return Err(refused(anyhow::anyhow!(
-                "  {archive}: is not the catalogue sign verified (SHA-256 {got}; sign recorded {sha})"
-            )));
-        }
-    }
     // The generation vouches for every file of the version before the version is seen
     // (a generation whose index already does is not written again).
     let index = match &placement.generation {
-        Generation::Join(_) => known.extend(index).then_some(known),
-        Generation::Start { .. } => Some(index),
+        Generation::Join(_) => known.extend(placed.index).then_some(known),
+        Generation::Start { .. } => Some(placed.index),
     };
     if let Some(index) = index {
         index.write(&pool::pool_dir(&dir).join(&generation))?;
@@ -219,6 +216,55 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     fsx::sync_dir(&dir)?;
     let fetch = fetch_of(&placed.copied);
     Ok(Staged { r, trust, fetch, packages_copied, linked: placed.kept, generation: Some(generation) })
+}
+
+/// The repository files of a staged version against what sign verified: meta.conf
+/// usable and naming the catalogues sign verified, each catalogue archive (`copied`:
+/// SHA-256 of each file copied) byte for byte the one sign verified, the SBOM and the
+/// provenance the ones sign wrote, and the key that signed the catalogues one the
+/// release's trust accepts. What is wrong, a line each.
+fn check_repository(
+    staged: &Utf8Path,
+    sign: &SignOutputs,
+    trust: &Trust,
+    copied: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    let (meta, problems) = verify::check_meta(staged);
+    let mut lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    if sign.catalogues.is_empty() {
+        lines.push("  sign recorded no catalogue digests (a record from an older mother-build)".into());
+    }
+    for kind in pkgrepo::CATALOGUES {
+        let (archive, _) = meta.catalogue(kind);
+        if !sign.catalogues.contains_key(&archive) {
+            lines.push(format!("  {archive}: meta.conf names it, but it is not a catalogue sign verified"));
+        }
+    }
+    for (archive, sha) in &sign.catalogues {
+        let got = copied.get(archive).map_or("nothing", String::as_str);
+        if got != sha {
+            lines.push(format!("  {archive}: is not the catalogue sign verified (SHA-256 {got}; sign recorded {sha})"));
+        }
+    }
+    for (what, f) in [("SBOM", &sign.sbom), ("provenance", &sign.provenance)] {
+        if let Some(f) = f {
+            let got = copied.get(&f.name).map_or("nothing", String::as_str);
+            if got != f.sha256 {
+                lines.push(format!(
+                    "  {}: is not the {what} sign wrote (SHA-256 {got}; sign recorded {})",
+                    f.name, f.sha256
+                ));
+            }
+        }
+    }
+    if !sign.key_fingerprint.is_empty() && !trust.accepts(&sign.key_fingerprint) {
+        lines.push(format!(
+            "  the catalogues are signed by the key {}, which {} does not trust (it changed after sign)",
+            sign.key_fingerprint,
+            trust.describe()
+        ));
+    }
+    if lines.is_empty() { Ok(()) } else { Err(lines.join("\n")) }
 }
 
 /// `latest` must still name what the plan saw.

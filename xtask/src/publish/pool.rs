@@ -180,6 +180,31 @@ fn plan_start(reason: String, from: Option<Utf8PathBuf>, packages: &[PackageReco
 }
 
 /// Copies `from` to the new file `to`, not yet synced ([`sync_files`] does).
+/// [`copy_file`], giving the SHA-256 (hex) of what was copied.
+pub fn copy_hashed(from: &Utf8Path, to: &Utf8Path) -> Result<String> {
+    use sha2::Digest;
+    struct Tee<W> {
+        out: W,
+        hasher: sha2::Sha256,
+    }
+    impl<W: std::io::Write> std::io::Write for Tee<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
+    let dst =
+        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
+    let mut tee = Tee { out: dst, hasher: sha2::Sha256::new() };
+    std::io::copy(&mut src, &mut tee).with_context(|| format!("cannot copy {from} to {to}"))?;
+    Ok(crate::fingerprint::hex(&tee.hasher.finalize()))
+}
+
 pub fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
     let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
     let mut dst =
@@ -263,39 +288,68 @@ pub struct Placed {
     /// Indexes into the release's packages.
     pub copied: Vec<usize>,
     pub kept: usize,
+    /// What the generation's index is to record of the packages placed: each copy's
+    /// identity (before it was read) and digests, checked against its catalogue entry;
+    /// in a new generation also each package linked, as the index it came from had it.
+    pub index: Index,
 }
 
-/// The hidden directory where the packages that join a generation are copied and
-/// synced first; removed when dropped.
+/// A hidden directory packages are copied into first (those that join a generation, or
+/// a whole new generation); removed when dropped unless it was renamed into place.
 struct Incoming {
     dir: Utf8PathBuf,
+    armed: bool,
+}
+
+impl Incoming {
+    fn new(dir: Utf8PathBuf) -> Result<Incoming> {
+        fs::create_dir(&dir).with_context(|| format!("cannot create {dir}"))?;
+        Ok(Incoming { dir, armed: true })
+    }
 }
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        if self.armed {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// Where the packages [`fill`] places come from: the repository sign verified, its
+/// packages, and the index of the files the plan would link them from.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub repo: &'a Utf8Path,
+    pub packages: &'a [PackageRecord],
+    pub known: &'a Index,
 }
 
 /// Puts the packages of a release into the pool of `dir` as `placement` says: into the
 /// existing generation `name` (joining) or into a new one made under a hidden name
 /// and renamed to `name` once complete and synced. `each` is called once per package.
+///
+/// Each copy is checked against its catalogue entry (size and sum) before it gets its
+/// name in the pool; one that does not match is `refuse`d (the repository changed
+/// after sign verified it). A package linked rather than copied is one `known` (the
+/// index of where it is linked from) vouches for.
 pub fn fill(
     dir: &Utf8Path,
     name: &str,
     placement: &Placement,
-    repo: &Utf8Path,
-    packages: &[PackageRecord],
+    source: &Source,
     each: &dyn Fn(&str),
+    refuse: &dyn Fn(String) -> anyhow::Error,
 ) -> Result<Placed> {
+    let Source { repo, packages, known } = *source;
     let pool = pool_dir(dir);
     fs::create_dir_all(&pool).with_context(|| format!("cannot create {pool}"))?;
     let mut placed = Placed::default();
     let mut to_sync = Vec::new();
     match &placement.generation {
         Generation::Start { from, .. } => {
-            let building = fsx::temp_beside(&pool.join(name));
-            fs::create_dir(&building).with_context(|| format!("cannot create {building}"))?;
+            let mut guard = Incoming::new(fsx::temp_beside(&pool.join(name)))?;
+            let building = guard.dir.clone();
             let mut made = building.clone();
             for (i, (p, how)) in packages.iter().zip(&placement.places).enumerate() {
                 crate::proc::check_interrupted()?;
@@ -307,19 +361,29 @@ pub fn fill(
                     to_sync.push(to);
                 } else {
                     placed.kept += 1;
+                    match known.recorded(rel) {
+                        Some(entry) => placed.index.insert(rel, entry),
+                        // Linked from a file the plan vouched for, whose index has since
+                        // lost it: it is checked like a copy.
+                        None => {
+                            placed.copied.push(i);
+                            to_sync.push(to);
+                        }
+                    }
                 }
                 each(rel);
             }
             sync_files(&to_sync)?;
+            check_copies(&placed.copied, &to_sync, packages, &mut placed.index).map_err(refuse)?;
             sync_tree(&building)?;
             let done = pool.join(name);
             fs::rename(&building, &done).with_context(|| format!("cannot rename {building} to {done}"))?;
+            guard.armed = false;
             fsx::sync_dir(&pool)?;
         }
         Generation::Join(_) => {
             let gdir = pool.join(name);
-            let incoming = Incoming { dir: fsx::temp_beside(&pool.join("incoming")) };
-            fs::create_dir(&incoming.dir).with_context(|| format!("cannot create {}", incoming.dir))?;
+            let incoming = Incoming::new(fsx::temp_beside(&pool.join("incoming")))?;
             for (i, (p, how)) in packages.iter().zip(&placement.places).enumerate() {
                 crate::proc::check_interrupted()?;
                 if *how == Place::Shared {
@@ -333,8 +397,9 @@ pub fn fill(
                 each(p.path.as_str());
             }
             sync_files(&to_sync)?;
-            // Each copy, complete and synced, gets its name in the generation: a hard
-            // link, which fails rather than replace a file there.
+            check_copies(&placed.copied, &to_sync, packages, &mut placed.index).map_err(refuse)?;
+            // Each copy, complete, synced and checked, gets its name in the generation:
+            // a hard link, which fails rather than replace a file there.
             let mut made = gdir.clone();
             let mut dirs: BTreeSet<Utf8PathBuf> = BTreeSet::new();
             for (&i, staged) in placed.copied.iter().zip(&to_sync) {
@@ -358,6 +423,39 @@ pub fn fill(
         }
     }
     Ok(placed)
+}
+
+/// Checks each copied package (`copied[k]` of `packages`, at `paths[k]`) against its
+/// catalogue entry, on one thread per core, and records in `index` its identity as it
+/// was before it was read and what hashing found. The first package that does not match
+/// fails it, naming the package and what differs.
+fn check_copies(
+    copied: &[usize],
+    paths: &[Utf8PathBuf],
+    packages: &[PackageRecord],
+    index: &mut Index,
+) -> std::result::Result<(), String> {
+    let one = |(&i, path): (&usize, &Utf8PathBuf)| -> std::result::Result<_, String> {
+        let p = &packages[i];
+        let before = fs::symlink_metadata(path).map_err(|e| format!("{}: cannot be read: {e}", p.path))?;
+        let digests = pkgrepo::verify::check_file(path, p.size, &p.sum).map_err(|m| format!("{}: {m}", p.path))?;
+        Ok((i, crate::identity::Identity::of(&before), digests))
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = copied.len().div_ceil(threads).max(1);
+    let checked: Vec<_> = std::thread::scope(|s| {
+        let parts: Vec<_> = copied
+            .chunks(chunk)
+            .zip(paths.chunks(chunk))
+            .map(|(c, p)| s.spawn(move || c.iter().zip(p).map(one).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    for result in checked {
+        let (i, id, digests) = result?;
+        index.record(packages[i].path.as_str(), id, &digests);
+    }
+    Ok(())
 }
 
 /// Makes the version directory `vdir` (still under its staging name, beside the pool)

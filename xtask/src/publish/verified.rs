@@ -85,6 +85,21 @@ impl Index {
         }
     }
 
+    /// What it records of `rel`, whatever the file is now.
+    pub fn recorded(&self, rel: &str) -> Option<&(Identity, Found)> {
+        self.0.recorded(rel)
+    }
+
+    /// Records an entry [`Index::recorded`] gave (of another index).
+    pub fn insert(&mut self, rel: &str, entry: &(Identity, Found)) {
+        self.0.insert(rel.to_owned(), entry.0, entry.1.clone());
+    }
+
+    /// Records what hashing the file `rel`, of identity `id` before it was read, found.
+    pub fn record(&mut self, rel: &str, id: Identity, d: &Digests) {
+        self.0.insert(rel.to_owned(), id, Found(d.blake2b.clone(), d.sha256.clone()));
+    }
+
     /// How many files it records.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -268,15 +268,47 @@ fn a_copy_that_fails_verification_is_never_switched_to() {
     let b = copy_sample("validation-pubkey", &p.scratch.path.join("b"));
     sign_repo(&p, &b);
     // The source changes after sign verified it.
-    let mut bytes = fs::read(b.join("All/colibri-0.9.0.pkg")).unwrap();
+    let original = fs::read(b.join("All/colibri-0.9.0.pkg")).unwrap();
+    let mut bytes = original.clone();
     bytes[10] ^= 1;
     fs::write(b.join("All/colibri-0.9.0.pkg"), bytes).unwrap();
     p.run(&["publish"])
         .code_is(2)
         .stderr_has("the new copy failed verification; nothing was switched and latest still serves")
-        .stderr_has("All/colibri-0.9.0.pkg: does not match");
+        .stderr_has("All/colibri-0.9.0.pkg: does not match")
+        .stderr_has(&format!(
+            "changed after sign verified it: run `cargo xtask --config pipeline.toml sign --repo {b}`"
+        ));
     assert_eq!(latest(&site.dir), v1);
-    assert_eq!(versions(&site.dir), [v1]);
+    assert_eq!(versions(&site.dir), std::slice::from_ref(&v1));
+    // Nothing of the refused copy is left in the pool.
+    let pool = site.dir.join("FreeBSD:15:amd64/.pool");
+    let names = |dir: &camino::Utf8Path| -> Vec<String> {
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+    };
+    assert_eq!(names(&pool).len(), 1, "{:?}", names(&pool));
+    // The repository made whole again, the hint as printed, and publish again.
+    fs::write(b.join("All/colibri-0.9.0.pkg"), original).unwrap();
+    p.run(&["sign", "--repo", b.as_str()]).success();
+    p.run(&["publish"]).success();
+    assert_ne!(latest(&site.dir), v1);
+}
+
+#[test]
+fn an_sbom_changed_after_sign_wrote_it_is_refused() {
+    let site = site("");
+    let p = project(&site.dir, &site.nginx.url(), "");
+    let a = signed_repo(&p, "a", &synthetic(4, 4096, 1, |_| false));
+    let sbom = p.state()["records"]["sign"]["last_success"]["outputs"]["sbom"]["name"].as_str().unwrap().to_owned();
+    let mut text = fs::read_to_string(a.join(&sbom)).unwrap();
+    text.push('\n');
+    fs::write(a.join(&sbom), text).unwrap();
+    p.run(&["publish"])
+        .code_is(2)
+        .stderr_has("the new copy failed verification; nothing was switched and latest still serves nothing")
+        .stderr_has(&format!("{sbom}: is not the SBOM sign wrote"));
+    assert!(versions(&site.dir).is_empty());
+    assert!(!abi_dir(&site.dir).join("latest").exists());
 }
 
 #[test]

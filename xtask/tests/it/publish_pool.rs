@@ -290,11 +290,9 @@ fn kill_at_every_point(
     old: &Utf8Path,
     kept: &[(&str, &Utf8Path)],
 ) -> (usize, usize) {
-    sign_repo(p, repo);
-    let old_data = fs::read(old.join("data.pkg")).unwrap();
-    let new_data = fs::read(repo.join("data.pkg")).unwrap();
-    let (mut killed_old, mut killed_new) = (0, 0);
-    // A publish of the same kind, timed: the kills spread over it.
+    // A publish of the same kind, timed: the kills spread over it. (Signing writes the
+    // SBOM and the provenance into the repository: `p` signs last, so that they are
+    // the ones it recorded.)
     let full = {
         let scratch = test_support::scratch();
         let q = project(&scratch.path.join("site"), "http://127.0.0.1:9/", "check = false\n");
@@ -305,6 +303,10 @@ fn kill_at_every_point(
         q.run(&["publish"]).success();
         started.elapsed()
     };
+    sign_repo(p, repo);
+    let old_data = fs::read(old.join("data.pkg")).unwrap();
+    let new_data = fs::read(repo.join("data.pkg")).unwrap();
+    let (mut killed_old, mut killed_new) = (0, 0);
     for step in 0..60u32 {
         let delay = full * step / 20;
         let mut child = p
@@ -355,7 +357,11 @@ fn kill_at_every_point(
             killed_new += 1;
         }
     }
-    panic!("publish never finished ({killed_old} kills before the switch, {killed_new} after)");
+    let last = p.run(&["publish"]);
+    panic!(
+        "publish never finished ({killed_old} kills before the switch, {killed_new} after); once more:\n{}",
+        last.stderr()
+    );
 }
 
 #[test]
