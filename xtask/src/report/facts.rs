@@ -17,7 +17,6 @@ use crate::outputs::Outputs;
 use crate::port::PortOutputs;
 use crate::publish::PublishOutputs;
 use crate::run::{Run, StateDir, Status};
-use crate::sign::SignOutputs;
 use crate::stage::StageName;
 
 /// Rows a list of the report keeps (ports, packages, crates); the rest is counted.
@@ -74,9 +73,14 @@ impl Table {
     }
 
     fn push(&mut self, row: Vec<String>) {
+        self.push_with(|| row);
+    }
+
+    /// Counts a row, made only when it is kept.
+    fn push_with(&mut self, row: impl FnOnce() -> Vec<String>) {
         self.total += 1;
         if self.rows.len() < LIST_ROWS {
-            self.rows.push(row);
+            self.rows.push(row());
         }
     }
 }
@@ -107,13 +111,28 @@ impl StageFacts {
     }
 }
 
-/// A package of the signed repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A package of the signed repository (read from sign's outputs: the fields of
+/// [`crate::sign::PackageRecord`] the report shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PackageFact {
     pub name: String,
     pub version: String,
     pub size: u64,
     pub sum: String,
+}
+
+/// What the report shows of sign's outputs: read as this rather than as
+/// [`crate::sign::SignOutputs`], a full ports tree's record is one pass over its text
+/// without the files' identities or a string per field the report does not show.
+#[derive(serde::Deserialize)]
+struct SignFacts {
+    key_fingerprint: String,
+    trust: crate::config::TrustMode,
+    #[serde(default)]
+    signed: bool,
+    #[serde(default)]
+    abi: String,
+    packages: Vec<PackageFact>,
 }
 
 /// A crate of distinfo (`rust/crates/NAME-VERSION.crate`).
@@ -180,7 +199,7 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
     let outputs = |stage: StageName| state.usable_outputs(stage);
     // Read once for its stage's facts and the release's packages: a full ports tree's
     // record is tens of megabytes.
-    let signed = outputs(StageName::Sign).and_then(parse::<SignOutputs>);
+    let signed = outputs(StageName::Sign).and_then(parse::<SignFacts>);
     let mut stages = Vec::new();
     for name in &state.stages {
         let rec = state.record(*name);
@@ -218,12 +237,7 @@ pub fn read(run: &Run, config: &Config) -> RunFacts {
         }
         stages.push(s);
     }
-    let packages = signed.map(|o| {
-        o.packages
-            .into_iter()
-            .map(|p| PackageFact { name: p.name, version: p.version, size: p.size, sum: p.sum })
-            .collect()
-    });
+    let packages = signed.map(|o| o.packages);
     let crates = outputs(StageName::Makesum).and_then(parse::<MakesumOutputs>).map(|o| crates_of(&o));
     let failing = build_status(run).map(|b| {
         b.failed
@@ -442,7 +456,7 @@ fn audit(s: &mut StageFacts, run: &Run, value: Option<&Outputs>) {
     }
 }
 
-fn sign(s: &mut StageFacts, outputs: Option<&SignOutputs>) {
+fn sign(s: &mut StageFacts, outputs: Option<&SignFacts>) {
     let Some(o) = outputs else { return };
     s.figure("key fingerprint", format!("SHA-256 {}", o.key_fingerprint));
     s.figure("trust mode", o.trust.to_string());
@@ -453,7 +467,7 @@ fn sign(s: &mut StageFacts, outputs: Option<&SignOutputs>) {
     s.figure("packages", format!("{} verified (ABI {})", o.packages.len(), o.abi));
     let mut t = Table::new("packages", &["name", "version", "size", "sum"]);
     for p in &o.packages {
-        t.push(vec![p.name.clone(), p.version.clone(), crate::ui::bytes(p.size), p.sum.clone()]);
+        t.push_with(|| vec![p.name.clone(), p.version.clone(), crate::ui::bytes(p.size), p.sum.clone()]);
     }
     s.tables.push(t);
 }
