@@ -112,9 +112,10 @@ pub fn plan(dir: &Utf8Path, previous: Option<&str>, packages: &[PackageRecord]) 
     let Some(g) = generation_of(&vdir) else {
         // A version with its own tree: its files are linked as before the pool.
         let known = Index::read(&vdir);
+        let at = crate::identity::Dir::open(&vdir);
         let places = packages
             .iter()
-            .map(|p| if known.linkable(&vdir, p.path.as_str(), p.size, &p.sum) { Place::Link } else { Place::Copy })
+            .map(|p| if known.linkable(&at, p.path.as_str(), p.size, &p.sum) { Place::Link } else { Place::Copy })
             .collect();
         let reason = format!("{prev} has a package tree of its own (published before the pool)");
         return (Placement { generation: Generation::Start { reason, from: Some(vdir) }, places }, known);
@@ -157,7 +158,8 @@ pub fn plan(dir: &Utf8Path, previous: Option<&str>, packages: &[PackageRecord]) 
 /// each, on every core). A file the index does not know (left by an interrupted
 /// publish, or the index lost) is read: the same bytes are shared, never replaced.
 fn vouch_all(known: &Index, gdir: &Utf8Path, packages: &[PackageRecord]) -> Vec<Vouch> {
-    let one = |p: &PackageRecord| match known.vouch(gdir, p.path.as_str(), p.size, &p.sum) {
+    let at = crate::identity::Dir::open(gdir);
+    let one = |p: &PackageRecord| match known.vouch(&at, p.path.as_str(), p.size, &p.sum) {
         Vouch::Unknown => match pkgrepo::verify::check_download(&gdir.join(&p.path), p.size, &p.sum) {
             Ok(()) => Vouch::Same,
             Err(_) => Vouch::Differs,

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{self, Identity, Strength};
+use crate::identity::{self, Dir, Identity, Strength};
 use pkgrepo::sum::{Digests, Sum};
 use pkgrepo::trust::Trust;
 use pkgrepo::verify;
@@ -57,20 +57,21 @@ impl Index {
 
     /// Whether `dir/rel` is the file recorded and that matches a catalogue entry: it can
     /// be linked into a new version without being read.
-    pub fn linkable(&self, dir: &Utf8Path, rel: &str, size: u64, sum: &str) -> bool {
+    pub fn linkable(&self, dir: &Dir, rel: &str, size: u64, sum: &str) -> bool {
         self.vouch(dir, rel, size, sum) == Vouch::Same
     }
 
     /// What the index says of `dir/rel` against a catalogue entry (`size`, `sum`).
-    pub fn vouch(&self, dir: &Utf8Path, rel: &str, size: u64, sum: &str) -> Vouch {
-        let now = match std::fs::symlink_metadata(dir.join(rel)) {
-            Ok(m) if m.is_file() => m,
+    pub fn vouch(&self, dir: &Dir, rel: &str, size: u64, sum: &str) -> Vouch {
+        let now = match dir.lstat(rel) {
+            Ok(identity::Found::File(id)) => id,
             // A symlink or a directory is not a package file.
-            Ok(_) => return Vouch::Differs,
+            Ok(identity::Found::Other) => return Vouch::Differs,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vouch::Absent,
             Err(_) => return Vouch::Unknown,
         };
-        let Some(digests) = self.known(rel, &now) else { return Vouch::Unknown };
+        let Some(found) = self.0.get_by_identity(rel, &now) else { return Vouch::Unknown };
+        let digests = Digests { size: now.size, blake2b: found.0.clone(), sha256: found.1.clone() };
         let Ok(sum) = Sum::parse(sum) else { return Vouch::Differs };
         let comparable = match &sum {
             Sum::Blake2b(_) => digests.blake2b.is_some(),
