@@ -3,6 +3,7 @@
 //! ```text
 //! STATE_DIR/lock                      flock(2)ed by the run in progress; names its holder
 //! STATE_DIR/current                   id of the current run
+//! STATE_DIR/outputs/SHA256.json       a stage's outputs too large for state.json
 //! STATE_DIR/runs/ID/state.json        per stage: status, times, fingerprint, outputs
 //! STATE_DIR/runs/ID/logs/STAGE.log    everything the stage and its commands printed
 //! STATE_DIR/runs/ID/STAGE/            files a stage produced (manifest, console, ...)
@@ -13,24 +14,29 @@
 //! Every path recorded inside is relative to STATE_DIR, so CI can carry the directory
 //! from job to job. state.json is replaced atomically; a run killed at any point leaves
 //! a state the next `status` reads and `release --resume` continues.
+//!
+//! The lock is in `lock.rs`, the stage logs in `log.rs`, run ids and times in `time.rs`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::fs;
 
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+mod lock;
+mod log;
+mod time;
+
+pub use lock::{Holder, Lock};
+pub use log::{Log, tail_file};
+use time::new_run_id;
+pub use time::{hostname, now_rfc3339, rfc3339};
+
 use crate::config::Invocation;
 use crate::failure;
 use crate::fsx;
 use crate::stage::StageName;
-
-/// Length the lock's holder note is padded to.
-const LOCK_NOTE_LEN: usize = 256;
 
 /// Version of the state.json layout. 2: records are keyed by [`Slot`] (`bulk@NAME` for
 /// a declared target's stage) and `targets` lists the run's targets. Version 1 (no
@@ -360,70 +366,6 @@ impl StateDir {
         &self.root
     }
 
-    fn lock_path(&self) -> Utf8PathBuf {
-        self.root.join("lock")
-    }
-
-    fn guard_path(&self) -> Utf8PathBuf {
-        self.root.join("lock.guard")
-    }
-
-    /// Takes the state directory for this process. A second run is refused with a
-    /// message naming the holder.
-    ///
-    /// The holder's note must never be stale: the lock is only ever tried, and the note
-    /// only ever written or read, while holding `lock.guard` (see [`Guard`]). So whoever
-    /// finds the lock taken reads the note of the process that holds it now, never the
-    /// note of the one before. A holder that has just died (killed, its lock not yet
-    /// released by the last of its forked children) is waited for, briefly, rather than
-    /// named.
-    ///
-    /// `resume` is the command that continues a killed run, for the message.
-    pub fn lock(&self, command: &str, resume: &str) -> Result<Lock> {
-        fs::create_dir_all(&self.root).with_context(|| format!("cannot create the state directory {}", self.root))?;
-        let path = self.lock_path();
-        let until = std::time::Instant::now() + DYING_HOLDER_WAIT;
-        loop {
-            let guard = Guard::take(&self.guard_path(), true)?;
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .with_context(|| format!("cannot open {path}"))?;
-            if try_flock(&file)? {
-                write_note(&mut file, command).with_context(|| format!("cannot write {path}"))?;
-                drop(guard);
-                return Ok(Lock { _file: file });
-            }
-            let holder = read_holder(&mut file);
-            drop(guard);
-            if holder.as_ref().is_some_and(Holder::is_gone) && std::time::Instant::now() < until {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
-            }
-            let holder = holder.map_or_else(|| "another process".to_owned(), |h| h.to_string());
-            bail!(
-                failure!("another mother-build run holds {path}: {holder}")
-                    .help(format!("wait for it to finish, or stop it (a killed run can be continued with `{resume}`)"))
-            );
-        }
-    }
-
-    /// Who holds the lock right now, if anyone (for `status`). Creates nothing.
-    pub fn lock_holder(&self) -> Option<Holder> {
-        let path = self.lock_path();
-        let mut file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
-        // Trying the lock takes it for a moment when it is free: under the guard, so a
-        // run starting meanwhile is not refused in its name.
-        let _guard = Guard::take(&self.guard_path(), false).ok();
-        match try_flock(&file) {
-            Ok(true) => None, // free; dropping the file releases it
-            _ => Some(read_holder(&mut file).unwrap_or_default()),
-        }
-    }
-
     fn current_path(&self) -> Utf8PathBuf {
         self.root.join("current")
     }
@@ -563,118 +505,6 @@ impl StateDir {
         run.save()?;
         fsx::write_atomic(&self.current_path(), format!("{id}\n").as_bytes())?;
         Ok(run)
-    }
-}
-
-/// Holds the state directory for this process until dropped (or the process dies:
-/// flock locks vanish with their holder, so a SIGKILL leaves no stale lock).
-pub struct Lock {
-    _file: File,
-}
-
-/// Who holds the state directory: the note in `STATE_DIR/lock`, as `status --json`
-/// shows it. A note that cannot be read leaves every field empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Holder {
-    pub pid: u32,
-    pub host: String,
-    /// The command it runs (`cargo xtask release`).
-    pub command: String,
-    /// When it took the lock (RFC 3339).
-    pub since: String,
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.pid == 0 {
-            return f.write_str("another process (its note cannot be read)");
-        }
-        write!(f, "pid {} on {}, `{}`, since {}", self.pid, self.host, self.command, self.since)
-    }
-}
-
-/// How long a run waits for the lock of a holder that has ended (see [`StateDir::lock`]).
-const DYING_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-impl Holder {
-    /// The holder's process has ended (known only for a holder on this host).
-    fn is_gone(&self) -> bool {
-        if self.pid == 0 || self.host != hostname() {
-            return false;
-        }
-        let Ok(pid) = libc::pid_t::try_from(self.pid) else { return false };
-        // SAFETY: kill with signal 0 only asks whether the process exists.
-        let rc = unsafe { libc::kill(pid, 0) };
-        rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-    }
-}
-
-/// Writes this process's note into the lock file (held). Advisory text for whoever finds
-/// the lock taken; not worth an fsync. Padded to a fixed length and written in place, so
-/// no truncation (a slow journal write) is needed; readers trim it.
-fn write_note(file: &mut File, command: &str) -> Result<()> {
-    let holder =
-        Holder { pid: std::process::id(), host: hostname(), command: command.to_owned(), since: now_rfc3339() };
-    let mut note = serde_json::to_string(&holder)?;
-    let len = note.len().max(LOCK_NOTE_LEN);
-    note.extend(std::iter::repeat_n(' ', len - note.len()));
-    file.rewind()?;
-    file.write_all(note.as_bytes())?;
-    if file.metadata()?.len() > len as u64 {
-        file.set_len(len as u64)?;
-    }
-    Ok(())
-}
-
-/// The note of the lock's holder, if it can be read.
-fn read_holder(file: &mut File) -> Option<Holder> {
-    let mut text = String::new();
-    file.rewind().ok()?;
-    file.take(64 * 1024).read_to_string(&mut text).ok()?;
-    serde_json::from_str(text.trim()).ok()
-}
-
-/// `STATE_DIR/lock.guard`, held for the moment it takes to try the lock and write or
-/// read its note. Waiting for it is bounded: a process stopped while holding it (a
-/// SIGSTOP) delays others by [`GUARD_WAIT`] at most, and then they go on without it.
-struct Guard {
-    _file: Option<File>,
-}
-
-/// The longest anyone waits for [`Guard`].
-const GUARD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl Guard {
-    /// Takes the guard; `create` makes its file when missing (else a missing file is
-    /// no guard: nobody has ever locked this state directory).
-    fn take(path: &Utf8Path, create: bool) -> Result<Guard> {
-        let file = match OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path) {
-            Ok(f) => f,
-            Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(Guard { _file: None }),
-            Err(e) => return Err(e).with_context(|| format!("cannot open {path}")),
-        };
-        let until = std::time::Instant::now() + GUARD_WAIT;
-        while !try_flock(&file)? {
-            if std::time::Instant::now() >= until {
-                return Ok(Guard { _file: None });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        Ok(Guard { _file: Some(file) })
-    }
-}
-
-fn try_flock(file: &File) -> Result<bool> {
-    // SAFETY: flock on a valid, open descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err).context("cannot lock the state directory")
     }
 }
 
@@ -833,86 +663,6 @@ impl<'a> RunView<'a> {
     }
 }
 
-/// A stage's log file. Every command's full output lands here. Shared by reference:
-/// worker threads and read-only planning write to it too. A stage's log holds every
-/// attempt, one after the other; a `Log` knows where its own attempt began.
-pub struct Log {
-    file: Option<std::sync::Mutex<File>>,
-    path: Option<Utf8PathBuf>,
-    /// Length of the file when opened: where what this `Log` writes begins.
-    start: u64,
-}
-
-impl Log {
-    /// Opens (appends to) a log file.
-    pub fn open(path: &Utf8Path) -> Result<Log> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open the log {path}"))?;
-        let start = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Log { file: Some(std::sync::Mutex::new(file)), path: Some(path.to_owned()), start })
-    }
-
-    /// A log that keeps nothing (dry runs, standalone checks).
-    pub fn sink() -> Log {
-        Log { file: None, path: None, start: 0 }
-    }
-
-    pub fn path(&self) -> Option<&Utf8Path> {
-        self.path.as_deref()
-    }
-
-    pub fn line(&self, line: &str) {
-        if let Some(f) = &self.file {
-            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{line}");
-        }
-    }
-
-    pub fn bytes(&self, bytes: &[u8]) {
-        if let Some(f) = &self.file {
-            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = f.write_all(bytes);
-            if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-                let _ = f.write_all(b"\n");
-            }
-        }
-    }
-
-    /// The last `n` lines written through this `Log` (this attempt's, never an earlier
-    /// attempt's), indented for display.
-    pub fn tail(&self, n: usize) -> String {
-        match &self.path {
-            Some(p) => tail_file_from(p, self.start, n),
-            None => String::new(),
-        }
-    }
-}
-
-/// The last `n` lines of a file, indented for display.
-pub fn tail_file(path: &Utf8Path, n: usize) -> String {
-    tail_file_from(path, 0, n)
-}
-
-/// The last `n` lines of a file from byte `start` on (at most its last 64 KiB).
-fn tail_file_from(path: &Utf8Path, start: u64, n: usize) -> String {
-    let Ok(mut f) = File::open(path) else { return String::new() };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let from = len.saturating_sub(64 * 1024).max(start);
-    let _ = f.seek(std::io::SeekFrom::Start(from));
-    let mut buf = Vec::new();
-    let _ = f.take(len - from.min(len)).read_to_end(&mut buf);
-    // Cut into a line: it begins at the next one.
-    let whole =
-        if from > start { buf.iter().position(|b| *b == b'\n').map_or(&buf[..0], |i| &buf[i + 1..]) } else { &buf[..] };
-    crate::proc::tail_lines(whole, n)
-}
-
 /// `text` if it holds at most `limit` bytes; else its first three quarters and last
 /// eighth of that, with a line saying how much is left out between them.
 fn bounded(text: String, limit: usize) -> String {
@@ -928,53 +678,6 @@ fn bounded(text: String, limit: usize) -> String {
     let head = floor(limit / 4 * 3);
     let tail = floor(text.len() - limit / 8);
     format!("{}\n[... {} bytes left out ...]\n{}", &text[..head], tail - head, &text[tail..])
-}
-
-/// A new run id: UTC time to the second plus a short suffix, sortable by time.
-fn new_run_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (y, mo, d, h, mi, s) = civil(now.as_secs() as i64);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{:04x}", (now.subsec_nanos() ^ std::process::id()) & 0xffff)
-}
-
-/// The current time as RFC 3339 UTC.
-pub fn now_rfc3339() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    rfc3339(now.as_secs() as i64, now.subsec_millis())
-}
-
-/// Seconds since the epoch as RFC 3339 UTC with milliseconds.
-pub fn rfc3339(secs: i64, millis: u32) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
-}
-
-/// (year, month, day, hour, minute, second) of a Unix time, UTC.
-fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, (rem / 3600) as u32, ((rem % 3600) / 60) as u32, (rem % 60) as u32)
-}
-
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown host".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 #[cfg(test)]
@@ -1054,11 +757,5 @@ mod tests {
         run_with(&root, "b", newer.clone()).save().unwrap();
         assert!(!stored.exists(), "no run names it");
         assert!(crate::outputs::stored_path(&root, newer.sha256()).exists());
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1781913600, 5), "2026-06-20T00:00:00.005Z");
     }
 }
