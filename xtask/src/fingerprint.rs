@@ -202,6 +202,35 @@ pub fn sha256_file(path: &Utf8Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// A writer that passes what it writes on to `out` and hashes those bytes (SHA-256).
+pub struct Sha256Writer<W> {
+    out: W,
+    hasher: Sha256,
+}
+
+impl<W: std::io::Write> Sha256Writer<W> {
+    pub fn new(out: W) -> Sha256Writer<W> {
+        Sha256Writer { out, hasher: Sha256::new() }
+    }
+
+    /// SHA-256 (hex) of everything written.
+    pub fn hex(self) -> String {
+        hex(&self.hasher.finalize())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// SHA-256 of bytes, as lowercase hex.
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

@@ -184,27 +184,12 @@ fn plan_start(reason: String, from: Option<Utf8PathBuf>, packages: &[PackageReco
 /// Copies `from` to the new file `to`, not yet synced ([`sync_files`] does).
 /// [`copy_file`], giving the SHA-256 (hex) of what was copied.
 pub fn copy_hashed(from: &Utf8Path, to: &Utf8Path) -> Result<String> {
-    use sha2::Digest;
-    struct Tee<W> {
-        out: W,
-        hasher: sha2::Sha256,
-    }
-    impl<W: std::io::Write> std::io::Write for Tee<W> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.out.write(buf)?;
-            self.hasher.update(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.out.flush()
-        }
-    }
     let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
     let dst =
         fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
-    let mut tee = Tee { out: dst, hasher: sha2::Sha256::new() };
-    std::io::copy(&mut src, &mut tee).with_context(|| format!("cannot copy {from} to {to}"))?;
-    Ok(crate::fingerprint::hex(&tee.hasher.finalize()))
+    let mut out = crate::fingerprint::Sha256Writer::new(dst);
+    std::io::copy(&mut src, &mut out).with_context(|| format!("cannot copy {from} to {to}"))?;
+    Ok(out.hex())
 }
 
 pub fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {

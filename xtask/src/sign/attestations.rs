@@ -119,38 +119,20 @@ fn put_with(
     name: &str,
     write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
 ) -> Result<String> {
-    use sha2::Digest;
-    let mut sha = sha2::Sha256::new();
     let made = stage.join(name);
+    let mut sha256 = String::new();
     crate::fsx::write_atomic_with(&made, 0o644, |f, tmp| {
-        let mut tee = Tee { out: f, sha: &mut sha };
-        write(&mut tee).with_context(|| format!("cannot write {tmp}"))
+        let mut out = crate::fingerprint::Sha256Writer::new(f);
+        write(&mut out).with_context(|| format!("cannot write {tmp}"))?;
+        sha256 = out.hex();
+        Ok(())
     })?;
     crate::fsx::write_atomic_with(&repo.join(name), 0o644, |f, tmp| {
         let mut from = std::fs::File::open(&made).with_context(|| format!("cannot read {made}"))?;
         std::io::copy(&mut from, f).with_context(|| format!("cannot copy {made} to {tmp}"))?;
         Ok(())
     })?;
-    Ok(crate::fingerprint::hex(&sha.finalize()))
-}
-
-/// Writes to `out` and feeds the same bytes to `sha`.
-struct Tee<'a> {
-    out: &'a mut dyn std::io::Write,
-    sha: &'a mut sha2::Sha256,
-}
-
-impl std::io::Write for Tee<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        let n = self.out.write(buf)?;
-        self.sha.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
+    Ok(sha256)
 }
 
 /// What the provenance says about the build, from the run's records and poudriere's
