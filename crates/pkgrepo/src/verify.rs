@@ -225,17 +225,11 @@ pub fn check_meta(dir: &Utf8Path) -> (MetaConf, Vec<Problem>) {
 /// Verifies the repository in `dir`. Fails only when it cannot go on (the caller's
 /// `stop`); everything wrong with the repository is in the [`Report`].
 ///
-/// The two catalogues are read at the same time, each as a stream; then the package
-/// files are checked on [`Options::threads`] threads. The two halves are
-/// [`read_catalogues`] and [`Catalogues::check_files`], for a caller that has other
-/// work to do while the catalogues are read.
+/// The two catalogues are read at the same time, each as a stream, and checked
+/// (signatures in the trust's mode, the two against each other); then the package files
+/// are checked on [`Options::threads`] threads.
 pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
-    read_catalogues(dir, opts.trust).check_files(opts)
-}
-
-/// The first half of [`verify`]: meta.conf and the catalogues of `dir`, read and
-/// checked (signatures in `trust`'s mode, the two catalogues against each other).
-pub fn read_catalogues(dir: &Utf8Path, trust: &Trust) -> Catalogues {
+    let trust = opts.trust;
     let mut report = Report::default();
     let meta = read_meta(dir, &mut report);
 
@@ -268,30 +262,8 @@ pub fn read_catalogues(dir: &Utf8Path, trust: &Trust) -> Catalogues {
     }
 
     compare_catalogues(&catalogues, &mut report);
-    Catalogues { dir: dir.to_owned(), report, catalogues }
-}
-
-/// What [`read_catalogues`] found: the report so far and the catalogues' entries.
-pub struct Catalogues {
-    dir: camino::Utf8PathBuf,
-    report: Report,
-    catalogues: Vec<(CatalogueKind, Catalogue)>,
-}
-
-impl Catalogues {
-    /// The directory they were read from.
-    pub fn dir(&self) -> &Utf8Path {
-        &self.dir
-    }
-
-    /// The second half of [`verify`]: every entry's ABI and path, then every package
-    /// file of the directory the catalogues were read from against its entry.
-    /// `opts.trust` is not used again: the signatures were checked when reading.
-    pub fn check_files(self, opts: &Options) -> Result<Report> {
-        let Catalogues { dir, mut report, catalogues } = self;
-        check_packages(&dir, catalogues, opts, &mut report)?;
-        Ok(report)
-    }
+    check_packages(dir, catalogues, opts, &mut report)?;
+    Ok(report)
 }
 
 /// What reading one catalogue archive found.

@@ -135,18 +135,6 @@ pub fn verify_version(
     fingerprint: &str,
     known: &Index,
 ) -> Result<(verify::Report, Index)> {
-    verify_files(abi, verify::read_catalogues(dir, trust), trust, fingerprint, known)
-}
-
-/// The rest of [`verify_version`] once its catalogues are read (by
-/// [`verify::read_catalogues`], in the version directory, with `trust`).
-pub fn verify_files(
-    abi: &str,
-    catalogues: verify::Catalogues,
-    trust: &Trust,
-    fingerprint: &str,
-    known: &Index,
-) -> Result<(verify::Report, Index)> {
     // Each file's identity as verification found it, before it was read: a file that
     // changes while or after it is hashed is not recorded as what was hashed.
     let seen: Mutex<Vec<(String, Identity)>> = Mutex::new(Vec::new());
@@ -165,8 +153,7 @@ pub fn verify_files(
         known: Some(&lookup),
         files: true,
     };
-    let dir = catalogues.dir().to_owned();
-    let report = catalogues.check_files(&opts)?;
+    let report = verify::verify(dir, &opts)?;
     if !report.ok() {
         let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();
         bail!("{dir} failed verification:\n{}", lines.join("\n"));
