@@ -11,10 +11,10 @@ fuzz_target!(|bytes: &[u8]| {
     for kind in [CatalogueKind::Data, CatalogueKind::Packagesite] {
         let Ok(c) = Catalogue::parse(kind, bytes) else { continue };
         for p in c.packages() {
-            if let Ok(sum) = Sum::parse(&p.sum) {
+            if let Ok(sum) = Sum::parse(p.sum) {
                 assert_eq!(Sum::parse(&sum.text()).ok(), Some(sum));
             }
-            let _ = abi_matches(&p.abi, "FreeBSD:15:amd64");
+            let _ = abi_matches(p.abi, "FreeBSD:15:amd64");
         }
     }
 });

@@ -522,7 +522,7 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
                 .help(format!("the signed repository changed after sign; sign it again: {}", cx.loaded.xtask("sign")))
         );
     }
-    cx.say(format!("copied and verified {} in {to}", plural(report.packages.len(), "package")));
+    cx.say(format!("copied and verified {} in {to}", plural(report.packages().len(), "package")));
     Ok(())
 }
 

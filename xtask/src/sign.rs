@@ -465,16 +465,15 @@ impl Sign {
 
 fn records(report: &Report) -> Vec<PackageRecord> {
     report
-        .packages
-        .iter()
+        .packages()
         .map(|p| PackageRecord {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            origin: p.origin.clone(),
-            path: p.path.clone().into(),
+            name: p.name.to_owned(),
+            version: p.version.to_owned(),
+            origin: p.origin.to_owned(),
+            path: p.path.into(),
             size: p.size,
-            sum: p.sum.clone(),
-            sha256: p.sha256.clone().unwrap_or_default(),
+            sum: p.sum.to_owned(),
+            sha256: p.sha256.unwrap_or_default().to_owned(),
         })
         .collect()
 }
@@ -697,9 +696,8 @@ impl Stage for Sign {
             signed = true;
             // Package files were not touched: reuse their digests; everything else is
             // checked again from scratch.
-            let digests = std::mem::take(&mut report.digests);
             // The first report is not needed again: not held through the second.
-            drop(std::mem::take(&mut report));
+            let digests = std::mem::take(&mut report).into_digests();
             let known = |path: &str, _: &std::fs::Metadata| digests.get(path).cloned();
             report = verify::verify(&repo, &verify::Options { known: Some(&known), ..opts })?;
             if !report.ok() {
@@ -722,7 +720,7 @@ impl Stage for Sign {
         }
         cx.say(format!(
             "{repo}: {} ({}) verified; catalogue {} the release key {}",
-            plural(report.packages.len(), "package"),
+            plural(report.packages().len(), "package"),
             crate::ui::bytes(report.bytes),
             if signed { "signed with" } else { "already signed by" },
             keys.fingerprint

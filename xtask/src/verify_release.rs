@@ -22,7 +22,7 @@ use crate::failure::{Class, Failure, ResultExt};
 use crate::fingerprint::sha256_bytes;
 use crate::ui::Ui;
 use pkgrepo::archive::Archive;
-use pkgrepo::catalogue::Catalogue;
+use pkgrepo::catalogue::{Catalogue, Package};
 use pkgrepo::keys::PublicKey;
 use pkgrepo::meta::MetaConf;
 use pkgrepo::trust::Trust;
@@ -198,7 +198,8 @@ fn check(source: &Source, scratch: &Utf8Path, trust: &Trust, abi: &str) -> Resul
     // The catalogue and its packages, as `sign --verify-only` checks them.
     let report = verify::verify(&dir, &verify::Options { sha256: true, ..verify::Options::new(trust, abi) })?;
     v.lines.extend(report.problems.iter().filter(|p| !oversize.contains(&p.subject)).map(ToString::to_string));
-    let listed = listed_packages(&dir);
+    let catalogue = listed_catalogue(&dir);
+    let listed = by_path(&catalogue);
     v.packages = listed.len();
     v.bytes = listed.values().map(|p| p.pkgsize).sum();
 
@@ -233,7 +234,7 @@ fn check(source: &Source, scratch: &Utf8Path, trust: &Trust, abi: &str) -> Resul
             }
         }
         for path in listed.keys() {
-            if !digests.contains_key(path.as_str()) {
+            if !digests.contains_key(path) {
                 v.lines.push(format!("{path}: in the catalogue, but not a subject of the provenance"));
             }
         }
@@ -276,23 +277,28 @@ fn download(source: &Source, to: &Utf8Path, lines: &mut Vec<String>, oversize: &
     for kind in pkgrepo::CATALOGUES {
         save(&meta.catalogue(kind).0, MAX_CATALOGUE, lines)?;
     }
-    for (path, p) in listed_packages(to) {
-        if crate::fsx::check_contained(Utf8Path::new(&path)).is_err() {
+    let catalogue = listed_catalogue(to);
+    for (path, p) in by_path(&catalogue) {
+        if crate::fsx::check_contained(Utf8Path::new(path)).is_err() {
             continue; // verify names it
         }
-        save(&path, p.pkgsize, lines)?;
+        save(path, p.pkgsize, lines)?;
     }
     Ok(())
 }
 
-/// The packages data.pkg lists (unverified: verify checks it), by path.
-fn listed_packages(dir: &Utf8Path) -> BTreeMap<String, pkgrepo::catalogue::Package> {
+/// The entries of data.pkg (unverified: verify checks it); none when it cannot be read.
+fn listed_catalogue(dir: &Utf8Path) -> Catalogue {
     let meta = MetaConf::load(dir).unwrap_or_default();
     let (archive, inner) = meta.catalogue(CatalogueKind::Data);
-    let Ok(archive) = Archive::read(&dir.join(archive)) else { return BTreeMap::new() };
-    let Some(entry) = archive.find(&inner).next() else { return BTreeMap::new() };
-    let Ok(catalogue) = Catalogue::parse(CatalogueKind::Data, &entry.data) else { return BTreeMap::new() };
-    catalogue.packages().map(|p| (p.path.clone(), p.clone())).collect()
+    let Ok(archive) = Archive::read(&dir.join(archive)) else { return Catalogue::default() };
+    let Some(entry) = archive.find(&inner).next() else { return Catalogue::default() };
+    Catalogue::parse(CatalogueKind::Data, &entry.data).unwrap_or_default()
+}
+
+/// A catalogue's packages by path.
+fn by_path(catalogue: &Catalogue) -> BTreeMap<&str, Package<'_>> {
+    catalogue.packages().map(|p| (p.path, p)).collect()
 }
 
 /// Checks the envelope's signature and reads its statement (even when the signature
@@ -368,12 +374,7 @@ fn release_keys(dir: &Utf8Path, trust: &Trust, report: &verify::Report) -> Vec<P
 
 /// The SBOM against the catalogue: the same packages, each with the catalogue's name,
 /// version and sum and the served file's SHA-256.
-fn sbom_matches(
-    bytes: &[u8],
-    dir: &Utf8Path,
-    listed: &BTreeMap<String, pkgrepo::catalogue::Package>,
-    lines: &mut Vec<String>,
-) {
+fn sbom_matches(bytes: &[u8], dir: &Utf8Path, listed: &BTreeMap<&str, Package>, lines: &mut Vec<String>) {
     let bom = match Bom::parse(bytes) {
         Ok(b) => b,
         Err(e) => {
@@ -386,7 +387,7 @@ fn sbom_matches(
     }
     let components = bom.packages();
     for (path, p) in listed {
-        let Some(c) = components.get(path.as_str()) else {
+        let Some(c) = components.get(path) else {
             lines.push(format!("{SBOM_FILE}: does not list the package {path}"));
             continue;
         };
@@ -394,10 +395,10 @@ fn sbom_matches(
         if c.name != p.name {
             differs.push(format!("name {} (catalogue: {})", c.name, p.name));
         }
-        if c.version.as_deref() != Some(p.version.as_str()) {
+        if c.version.as_deref() != Some(p.version) {
             differs.push(format!("version {} (catalogue: {})", c.version.as_deref().unwrap_or("none"), p.version));
         }
-        if c.property(sbom::PKG_SUM) != Some(p.sum.as_str()) {
+        if c.property(sbom::PKG_SUM) != Some(p.sum) {
             differs.push(format!("sum {} (catalogue: {})", c.property(sbom::PKG_SUM).unwrap_or("none"), p.sum));
         }
         if let Ok(served) = crate::fingerprint::sha256_file(&dir.join(path))

@@ -1,14 +1,15 @@
 //! The package entries of a catalogue: `data` (one JSON object, packages in its
 //! `packages` array) and `packagesite.yaml` (one JSON object per line).
 //!
-//! Both are read as a stream ([`read`]): each entry is parsed into a [`Package`] (only
-//! the fields verification needs; the rest is checked for syntax and skipped) and
-//! handed over before the next is read, so a catalogue of a whole ports tree is never
-//! held, as text or as a tree of values. What is accepted is what a JSON parser of the
+//! Both are read as a stream ([`Catalogue::read`]): of each entry only the fields
+//! verification needs are kept (the rest is checked for syntax and skipped), all of them
+//! in one string, so a catalogue of a whole ports tree is never held whole, as text or as
+//! a tree of values, nor as a string per field. What is accepted is what a JSON parser of the
 //! whole document accepts (the document must be UTF-8 and JSON), with one refusal more:
 //! an entry naming one of [`Package`]'s fields twice, or a `data` with two `packages`
 //! arrays, which two readers could take differently.
 
+use std::borrow::Cow;
 use std::io::{BufRead, Read};
 
 use serde::Deserialize;
@@ -18,70 +19,181 @@ use crate::CatalogueKind;
 use crate::error::{Context, Error, Result, bail};
 
 /// One package as a catalogue lists it: the fields verification needs (pkg writes many
-/// more, which are ignored).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Package {
+/// more, which are ignored), borrowed from the [`Catalogue`] that holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Package<'a> {
     /// `colibri`.
-    pub name: String,
+    pub name: &'a str,
     /// The port it was built from: `sysutils/colibri`.
-    pub origin: String,
+    pub origin: &'a str,
     /// `0.9.0`.
-    pub version: String,
+    pub version: &'a str,
     /// What it runs on: `FreeBSD:15:amd64`, or with `*` parts for any.
-    pub abi: String,
+    pub abi: &'a str,
     /// The whole file's checksum, as written (see [`Sum`](crate::sum::Sum)).
-    pub sum: String,
+    pub sum: &'a str,
     /// The file's size in bytes.
     pub pkgsize: u64,
     /// The file, relative to the repository: `All/colibri-0.9.0.pkg`.
-    pub path: String,
+    pub path: &'a str,
     /// The same path again in the catalogues pkg writes (it must equal `path`).
-    #[serde(default)]
-    pub repopath: Option<String>,
+    pub repopath: Option<&'a str>,
 }
 
-/// A catalogue's entries: each either a package or the reason it could not be read.
+/// An entry as it is parsed: each string borrowed from the catalogue's bytes unless it
+/// has escapes.
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    origin: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    abi: Cow<'a, str>,
+    #[serde(borrow)]
+    sum: Cow<'a, str>,
+    pkgsize: u64,
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+    #[serde(borrow, default)]
+    repopath: Option<Cow<'a, str>>,
+}
+
+/// Where one package's fields are in [`Catalogue`]'s text: each field ends where the
+/// next starts.
 #[derive(Debug, Clone)]
+struct Spans {
+    start: u32,
+    /// The ends of name, origin, version, abi, sum, path and repopath.
+    ends: [u32; 7],
+    pkgsize: u64,
+    repopath: bool,
+}
+
+/// A catalogue's entries, held compactly: the fields of every package one after
+/// another in one string, and where each is (a catalogue of a whole ports tree is tens
+/// of thousands of entries; a string of its own for every field would be hundreds of
+/// thousands of allocations to make, scatter and free).
+#[derive(Debug, Clone, Default)]
 pub struct Catalogue {
-    /// In catalogue order.
-    pub entries: Vec<Result<Package, String>>,
+    text: String,
+    /// In catalogue order: a package, or why that entry is not one.
+    entries: Vec<Result<Spans, String>>,
 }
 
 impl Catalogue {
     /// Parses the inner file of a catalogue archive, held whole.
     pub fn parse(kind: CatalogueKind, bytes: &[u8]) -> Result<Catalogue> {
-        let mut entries = Vec::new();
-        read(kind, bytes, |e| entries.push(e))?;
-        Ok(Catalogue { entries })
+        Catalogue::read(kind, bytes)
+    }
+
+    /// Reads the inner file of a catalogue archive from `reader` as a stream: only
+    /// the entries' fields are kept. Fails when the file as a whole cannot be read: not
+    /// UTF-8, not JSON, no `packages` array.
+    pub fn read(kind: CatalogueKind, reader: impl Read) -> Result<Catalogue> {
+        let mut c = Catalogue::default();
+        match kind {
+            CatalogueKind::Data => read_data(reader, &mut c)?,
+            CatalogueKind::Packagesite => read_lines(reader, &mut c)?,
+        }
+        c.text.shrink_to_fit();
+        c.entries.shrink_to_fit();
+        Ok(c)
+    }
+
+    /// How many entries it has (packages or not).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entry `i`: a package, or why that entry is not one. Panics past the end.
+    pub fn entry(&self, i: usize) -> Result<Package<'_>, &str> {
+        match &self.entries[i] {
+            Ok(s) => Ok(self.package(s)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The entries, in catalogue order.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = Result<Package<'_>, &str>> + '_ {
+        self.entries.iter().map(|e| match e {
+            Ok(s) => Ok(self.package(s)),
+            Err(e) => Err(e.as_str()),
+        })
     }
 
     /// The entries that are complete packages.
-    pub fn packages(&self) -> impl Iterator<Item = &Package> {
-        self.entries.iter().filter_map(|e| e.as_ref().ok())
+    pub fn packages(&self) -> impl Iterator<Item = Package<'_>> + '_ {
+        self.entries().filter_map(Result::ok)
     }
-}
 
-/// Reads the inner file of a catalogue archive from `reader`, calling `each` with every
-/// entry in catalogue order: a package, or why that entry is not one. Fails when the
-/// file as a whole cannot be read: not UTF-8, not JSON, no `packages` array.
-pub fn read(kind: CatalogueKind, reader: impl Read, each: impl FnMut(Result<Package, String>)) -> Result<()> {
-    match kind {
-        CatalogueKind::Data => read_data(reader, each),
-        CatalogueKind::Packagesite => read_lines(reader, each),
+    fn package(&self, s: &Spans) -> Package<'_> {
+        let field = |i: usize| {
+            let from = if i == 0 { s.start } else { s.ends[i - 1] };
+            &self.text[from as usize..s.ends[i] as usize]
+        };
+        Package {
+            name: field(0),
+            origin: field(1),
+            version: field(2),
+            abi: field(3),
+            sum: field(4),
+            pkgsize: s.pkgsize,
+            path: field(5),
+            repopath: s.repopath.then(|| field(6)),
+        }
+    }
+
+    /// Adds a package entry.
+    fn push(&mut self, raw: Raw) -> Result<()> {
+        let start = self.offset()?;
+        let mut ends = [0u32; 7];
+        let repopath = raw.repopath.as_deref();
+        let fields =
+            [&*raw.name, &*raw.origin, &*raw.version, &*raw.abi, &*raw.sum, &*raw.path, repopath.unwrap_or("")];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            self.text.push_str(field);
+            *end = self.offset()?;
+        }
+        self.entries.push(Ok(Spans { start, ends, pkgsize: raw.pkgsize, repopath: repopath.is_some() }));
+        Ok(())
+    }
+
+    /// The length of the text so far, which entries' spans count in 32 bits.
+    fn offset(&self) -> Result<u32> {
+        u32::try_from(self.text.len()).map_err(|_| Error::msg("its entries hold more than 4 GiB of text"))
+    }
+
+    /// Adds an entry: a package, or why it is not one.
+    fn add(&mut self, entry: Result<Raw, String>) -> Result<()> {
+        match entry {
+            Ok(raw) => self.push(raw),
+            Err(why) => {
+                self.entries.push(Err(why));
+                Ok(())
+            }
+        }
     }
 }
 
 /// What reading one entry's JSON gave.
-enum Parsed {
+enum Parsed<'a> {
     /// A package, or why the (well-formed) entry is not one.
-    Entry(Result<Package, String>),
+    Entry(Result<Raw<'a>, String>),
     /// The bytes are not one JSON value.
     NotJson(serde_json::Error),
 }
 
 /// One entry from exactly its bytes.
-fn entry(bytes: &[u8]) -> Parsed {
-    match serde_json::from_slice::<Package>(bytes) {
+fn entry(bytes: &[u8]) -> Parsed<'_> {
+    match serde_json::from_slice::<Raw>(bytes) {
         Ok(p) => Parsed::Entry(Ok(p)),
         Err(e) if e.is_data() => match serde_json::from_slice::<serde_json::Value>(bytes) {
             // Well-formed but not a package: the entry's problem, named by its name.
@@ -103,7 +215,7 @@ fn without_position(e: &serde_json::Error) -> String {
 }
 
 /// packagesite.yaml: one object per line; blank lines are skipped.
-fn read_lines(reader: impl Read, mut each: impl FnMut(Result<Package, String>)) -> Result<()> {
+fn read_lines(reader: impl Read, c: &mut Catalogue) -> Result<()> {
     let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
     let mut line = Vec::new();
     let mut number = 0usize;
@@ -119,7 +231,7 @@ fn read_lines(reader: impl Read, mut each: impl FnMut(Result<Package, String>)) 
             continue;
         }
         match entry(text.as_bytes()) {
-            Parsed::Entry(e) => each(e),
+            Parsed::Entry(e) => c.add(e)?,
             Parsed::NotJson(e) => return Err(Error::caused(format!("line {number} is not JSON"), e)),
         }
     }
@@ -183,17 +295,35 @@ impl<R: Read> Window<R> {
     /// and consumes them, reading further when the window ends inside the value. A
     /// well-formed value that is not a `T` is left unconsumed: [`Next::Other`].
     fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Next<T>> {
+        self.next_with(|rest| {
+            let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+            (stream.next(), stream.byte_offset())
+        })
+    }
+
+    /// [`Window::next`] with the parsing done by `parse`: given the unconsumed bytes, it
+    /// returns what serde_json's stream deserializer gave for the first value and where
+    /// that value ends. What it gives must not borrow the window (it may convert a
+    /// borrowing value); it is called again for the same value only when that value is
+    /// a number or a literal the window ends with.
+    fn next_with<U>(
+        &mut self,
+        mut parse: impl FnMut(&[u8]) -> (Option<serde_json::Result<U>>, usize),
+    ) -> Result<Next<U>> {
         loop {
             let rest = &self.buf[self.pos..];
-            let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
-            let parsed = stream.next();
-            let end = stream.byte_offset();
+            let (parsed, end) = parse(rest);
             match parsed {
                 Some(Err(e)) if e.is_data() => return Ok(Next::Other(e)),
                 Some(Err(e)) if !e.is_eof() || self.eof => return Err(Error::caused("it is not JSON", e)),
                 None if self.eof => return Err(not_json("expected a value, found the end".into())),
-                // A scalar the window ends with may go on past it.
-                Some(Ok(value)) if self.eof || end < rest.len() => {
+                // A number or literal the window ends with may go on past it; a string,
+                // an object or an array ends with its closing character.
+                Some(Ok(value))
+                    if self.eof
+                        || end < rest.len()
+                        || matches!(rest.get(end.wrapping_sub(1)), Some(b'"' | b'}' | b']')) =>
+                {
                     std::str::from_utf8(&rest[..end]).context("it is not UTF-8")?;
                     self.pos += end;
                     self.last = end;
@@ -227,7 +357,7 @@ fn not_json(message: String) -> Error {
 
 /// data: `{"groups":...,"packages":[ENTRY,...],...}`; the entries are read one by one,
 /// every other member is checked and skipped.
-fn read_data(reader: impl Read, mut each: impl FnMut(Result<Package, String>)) -> Result<()> {
+fn read_data(reader: impl Read, c: &mut Catalogue) -> Result<()> {
     let mut w = Window { reader, buf: Vec::new(), pos: 0, last: 0, eof: false };
     if w.peek()? != Some(b'{') {
         // Not an object: JSON or not, it has no `packages` array.
@@ -253,7 +383,7 @@ fn read_data(reader: impl Read, mut each: impl FnMut(Result<Package, String>)) -
                     bail!("it has two `packages` arrays");
                 }
                 packages = true;
-                read_array(&mut w, &mut each)?;
+                read_array(&mut w, c)?;
             } else {
                 w.skip()?;
             }
@@ -277,17 +407,23 @@ fn read_data(reader: impl Read, mut each: impl FnMut(Result<Package, String>)) -
 }
 
 /// The entries of the `packages` array, `[` next in the window.
-fn read_array<R: Read>(w: &mut Window<R>, each: &mut impl FnMut(Result<Package, String>)) -> Result<()> {
+fn read_array<R: Read>(w: &mut Window<R>, c: &mut Catalogue) -> Result<()> {
     w.pos += 1;
     if w.peek()? == Some(b']') {
         w.pos += 1;
         return Ok(());
     }
     loop {
-        match w.next::<Package>()? {
-            Next::Value(p) => each(Ok(p)),
+        // Each package is kept as it is parsed, its strings copied from the window.
+        let parsed = w.next_with(|rest| {
+            let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<Raw>();
+            let parsed = stream.next().map(|r| r.map(|raw| c.push(raw)));
+            (parsed, stream.byte_offset())
+        })?;
+        match parsed {
+            Next::Value(pushed) => pushed?,
             Next::Other(_) => match entry(w.skip()?) {
-                Parsed::Entry(e) => each(e),
+                Parsed::Entry(e) => c.add(e)?,
                 Parsed::NotJson(e) => return Err(Error::caused("it is not JSON", e)),
             },
         }
@@ -344,19 +480,28 @@ mod tests {
         let data = format!(r#"{{"groups":[],"expired_packages":[],"packages":[{obj},{{"name":"b"}}]}}"#);
         let c = Catalogue::parse(CatalogueKind::Data, data.as_bytes()).unwrap();
         assert_eq!(c.packages().count(), 1);
-        assert!(c.entries[1].as_ref().unwrap_err().contains("entry `b`"));
+        assert!(c.entry(1).unwrap_err().contains("entry `b`"));
+        assert_eq!(c.entry(0).unwrap().repopath, None);
+        let p = c.entry(0).unwrap();
+        assert_eq!((p.name, p.origin, p.version, p.path, p.pkgsize), ("a", "x/a", "1", "All/a-1.pkg", 3));
         let c = Catalogue::parse(CatalogueKind::Packagesite, format!("{obj}\n{obj}\n").as_bytes()).unwrap();
         assert_eq!(c.packages().count(), 2);
     }
 
-    /// The entries as a parser of the whole document reads them.
-    fn whole(data: &[u8]) -> Vec<Result<Package, String>> {
+    /// The entries as a parser of the whole document reads them: name, origin,
+    /// version, abi, sum, path and pkgsize, or `None` when one is missing.
+    fn whole(data: &[u8]) -> Vec<Option<(Vec<String>, u64)>> {
         let doc: serde_json::Value = serde_json::from_slice(data).unwrap();
         doc["packages"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| serde_json::from_value::<Package>(v.clone()).map_err(|e| e.to_string()))
+            .map(|v| {
+                let fields = ["name", "origin", "version", "abi", "sum", "path"]
+                    .map(|k| v.get(k).and_then(|s| s.as_str()).map(str::to_owned));
+                let fields: Option<Vec<String>> = fields.into_iter().collect();
+                Some((fields?, v.get("pkgsize")?.as_u64()?))
+            })
             .collect()
     }
 
@@ -388,13 +533,15 @@ mod tests {
         let data =
             format!(r#"{{"groups":[{{"a":[1,2]}}], "packages" : [ {} ] , "after":12345678}}"#, entries.join(" ,\n"));
         let want = whole(data.as_bytes());
-        let mut got = Vec::new();
-        read(CatalogueKind::Data, Trickle(data.as_bytes()), |e| got.push(e)).unwrap();
+        let got = Catalogue::read(CatalogueKind::Data, Trickle(data.as_bytes())).unwrap();
         assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(&want) {
+        for (g, w) in got.entries().zip(&want) {
             match (g, w) {
-                (Ok(g), Ok(w)) => assert_eq!(g, w),
-                (Err(g), Err(_)) => assert!(g.contains("entry `broken`"), "{g}"),
+                (Ok(g), Some((w, size))) => {
+                    assert_eq!([g.name, g.origin, g.version, g.abi, g.sum, g.path].as_slice(), w.as_slice());
+                    assert_eq!(g.pkgsize, *size);
+                }
+                (Err(g), None) => assert!(g.contains("entry `broken`"), "{g}"),
                 _ => panic!("{g:?} but the whole document gives {w:?}"),
             }
         }
@@ -403,7 +550,7 @@ mod tests {
     #[test]
     fn what_is_not_one_json_document_with_one_packages_array_is_refused() {
         let refused = |data: &str, why: &str| {
-            let e = read(CatalogueKind::Data, data.as_bytes(), |_| {}).unwrap_err();
+            let e = Catalogue::parse(CatalogueKind::Data, data.as_bytes()).unwrap_err();
             assert!(format!("{e:#}").contains(why), "{data}: {e:#}");
         };
         refused(r#"{"packages":[]} x"#, "not JSON");
@@ -414,9 +561,9 @@ mod tests {
         refused(r#"{"packages":[{"name":"a"},]}"#, "not JSON");
         refused("{\"packages\":[],\"x\":\"\u{0}\"}", "not JSON");
         let bad_utf8 = b"{\"packages\":[],\"x\":\"\xff\"}";
-        let e = read(CatalogueKind::Data, &bad_utf8[..], |_| {}).unwrap_err();
+        let e = Catalogue::parse(CatalogueKind::Data, &bad_utf8[..]).unwrap_err();
         assert!(format!("{e:#}").contains("UTF-8"), "{e:#}");
-        let e = read(CatalogueKind::Packagesite, &b"{}\n{\n"[..], |_| {}).unwrap_err();
+        let e = Catalogue::parse(CatalogueKind::Packagesite, &b"{}\n{\n"[..]).unwrap_err();
         assert!(format!("{e:#}").contains("line 2 is not JSON"), "{e:#}");
     }
 }

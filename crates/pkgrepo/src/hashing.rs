@@ -20,8 +20,6 @@ pub(crate) struct Job<'a> {
     pub(crate) path: &'a str,
     pub(crate) size: u64,
     pub(crate) sum: Sum,
-    /// The sum as the catalogue wrote it.
-    pub(crate) sum_text: &'a str,
 }
 
 /// Hashes the files in parallel. Each result is the digests, or what was wrong.
@@ -346,10 +344,8 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::fs::create_dir(dir.join("dir.pkg")).unwrap();
         let sum = Sum::parse(&format!("2${}", "y".repeat(103))).unwrap();
-        let jobs: Vec<Job> = ["fifo.pkg", "dir.pkg"]
-            .into_iter()
-            .map(|path| Job { path, size: 0, sum: sum.clone(), sum_text: "" })
-            .collect();
+        let jobs: Vec<Job> =
+            ["fifo.pkg", "dir.pkg"].into_iter().map(|path| Job { path, size: 0, sum: sum.clone() }).collect();
         let key = Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pkg-repo/keys/test-repo.pub");
         let trust = crate::trust::Trust::pubkey(&key).unwrap();
         let opts = Options::new(&trust, "FreeBSD:15:amd64");

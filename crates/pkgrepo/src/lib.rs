@@ -44,7 +44,7 @@
 //!     eprintln!("{problem}"); // `data.pkg: signature checked with ...: ...`
 //! }
 //! assert!(report.ok(), "{} problems", report.problems.len());
-//! println!("{} packages, {} bytes, all match their catalogue", report.packages.len(), report.bytes);
+//! println!("{} packages, {} bytes, all match their catalogue", report.packages().len(), report.bytes);
 //! # Ok(())
 //! # }
 //! ```

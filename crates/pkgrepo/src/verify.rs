@@ -10,7 +10,7 @@ use std::fmt;
 use camino::Utf8Path;
 
 use crate::archive::{EntryHeader, HashingReader, read_entries};
-use crate::catalogue::{self, Catalogue, Package, abi_matches};
+use crate::catalogue::{Catalogue, Package, abi_matches};
 use crate::error::{Error, Result};
 use crate::hashing::{Job, hash_jobs};
 use crate::meta::MetaConf;
@@ -51,23 +51,23 @@ impl fmt::Display for Problem {
     }
 }
 
-/// A package whose file matched its catalogue entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
+/// A package whose file matched its catalogue entry, borrowed from the [`Report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified<'a> {
     /// `colibri`.
-    pub name: String,
+    pub name: &'a str,
     /// `0.9.0`.
-    pub version: String,
+    pub version: &'a str,
     /// `sysutils/colibri`.
-    pub origin: String,
+    pub origin: &'a str,
     /// The file, relative to the repository.
-    pub path: String,
+    pub path: &'a str,
     /// Its size in bytes.
     pub size: u64,
     /// Its catalogue `sum`, as written.
-    pub sum: String,
+    pub sum: &'a str,
     /// SHA-256 hex, when asked for ([`Options::sha256`]) or when the sum is SHA-256.
-    pub sha256: Option<String>,
+    pub sha256: Option<&'a str>,
 }
 
 /// What was found out about one catalogue archive.
@@ -92,15 +92,19 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// The catalogue archives that could be read (`files.pkg` too when present).
     pub catalogues: Vec<CatalogueInfo>,
-    /// The packages of data.pkg (or packagesite.pkg when data.pkg is unreadable) that
-    /// verified, in catalogue order.
-    pub packages: Vec<Verified>,
     /// Number of the package files listed.
     pub listed: usize,
     /// Total bytes of the package files listed.
     pub bytes: u64,
-    /// What hashing each package file gave, by path.
-    pub digests: BTreeMap<String, Digests>,
+    /// The entries of data.pkg (or of packagesite.pkg when data.pkg is unreadable),
+    /// when the package files were checked.
+    listing: Catalogue,
+    /// The entries of `listing` whose files verified, in catalogue order, each with its
+    /// file's place in `digests`.
+    verified: Vec<(u32, u32)>,
+    /// What hashing each verified file gave, with the first entry listing it, in
+    /// catalogue order: a path listed twice is here once.
+    digests: Vec<(u32, Digests)>,
 }
 
 impl Report {
@@ -122,6 +126,57 @@ impl Report {
     /// What was found about the catalogue archive named `archive` (`data.pkg`).
     pub fn catalogue(&self, archive: &str) -> Option<&CatalogueInfo> {
         self.catalogues.iter().find(|c| c.archive == archive)
+    }
+
+    /// The packages of data.pkg (or packagesite.pkg when data.pkg is unreadable) that
+    /// verified, in catalogue order.
+    pub fn packages(&self) -> impl ExactSizeIterator<Item = Verified<'_>> + '_ {
+        self.verified.iter().map(|&(entry, file)| {
+            let p = self.listed_entry(entry);
+            Verified {
+                name: p.name,
+                version: p.version,
+                origin: p.origin,
+                path: p.path,
+                size: p.pkgsize,
+                sum: p.sum,
+                sha256: self.digests[file as usize].1.sha256.as_deref(),
+            }
+        })
+    }
+
+    /// What hashing each verified package file gave, by its path (each path once), in
+    /// catalogue order.
+    pub fn digests(&self) -> impl ExactSizeIterator<Item = (&str, &Digests)> + '_ {
+        self.digests.iter().map(|(entry, d)| (self.listed_entry(*entry).path, d))
+    }
+
+    /// [`Report::digests`], by path, for answering [`Options::known`] after the
+    /// report is dropped.
+    pub fn into_digests(self) -> HashMap<String, Digests> {
+        let Report { listing, digests, .. } = self;
+        digests
+            .into_iter()
+            .filter_map(|(entry, d)| Some((listing.entry(entry as usize).ok()?.path.to_owned(), d)))
+            .collect()
+    }
+
+    /// An entry of the listing that verified (so a package).
+    fn listed_entry(&self, entry: u32) -> crate::catalogue::Package<'_> {
+        self.listing.entry(entry as usize).expect("a verified entry is a package")
+    }
+
+    /// Keeps the digests of the files of the first catalogue (by the entry first
+    /// listing each, in catalogue order) and which of its entries verified: those whose
+    /// file (`first` has, for each entry, the first entry listing it) has digests.
+    fn keep(&mut self, first: &[Option<u32>], digests: Vec<(u32, Digests)>) {
+        let mut place: Vec<Option<u32>> = vec![None; first.len()];
+        for (k, (entry, _)) in digests.iter().enumerate() {
+            place[*entry as usize] = u32::try_from(k).ok();
+        }
+        self.verified =
+            (0..first.len()).filter_map(|i| Some((u32::try_from(i).ok()?, place[first[i]? as usize]?))).collect();
+        self.digests = digests;
     }
 
     fn problem(&mut self, kind: ProblemKind, subject: impl Into<String>, message: impl Into<String>) {
@@ -226,10 +281,9 @@ pub fn check_meta(dir: &Utf8Path) -> (MetaConf, Vec<Problem>) {
 /// `stop`); everything wrong with the repository is in the [`Report`].
 ///
 /// The two catalogues are read at the same time, each as a stream, and checked
-/// (signatures in the trust's mode, the two against each other); then the package files
-/// are checked on [`Options::threads`] threads.
+/// (signatures in the trust's mode, each entry on its own, the two against each
+/// other); then the package files are checked on [`Options::threads`] threads.
 pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
-    let trust = opts.trust;
     let mut report = Report::default();
     let meta = read_meta(dir, &mut report);
 
@@ -237,33 +291,131 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
         let threads: Vec<_> = CATALOGUES
             .map(|kind| {
                 let (archive, inner) = meta.catalogue(kind);
-                s.spawn(move || read_archive(dir, &archive, &inner, Some(kind), trust))
+                s.spawn(move || read_archive(dir, &archive, &inner, Some(kind), opts))
             })
             .into_iter()
             .collect();
         threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     });
-    let mut catalogues: Vec<(CatalogueKind, Catalogue)> = Vec::new();
-    for (kind, r) in CATALOGUES.into_iter().zip(read) {
+    let mut listings: Vec<Listing> = Vec::new();
+    for r in read {
         report.problems.extend(r.problems);
-        if let Some(info) = r.info {
-            report.catalogues.push(info);
-        }
-        if let Some(c) = r.catalogue {
-            catalogues.push((kind, c));
-        }
+        report.catalogues.extend(r.info);
+        listings.extend(r.listing);
     }
     // files.pkg is optional (`pkg repo -l`); when present it must be signed too.
     let (files_archive, files_inner) = meta.files();
     if dir.join(&files_archive).exists() {
-        let r = read_archive(dir, &files_archive, &files_inner, None, trust);
+        let r = read_archive(dir, &files_archive, &files_inner, None, opts);
         report.problems.extend(r.problems);
         report.catalogues.extend(r.info);
     }
 
-    compare_catalogues(&catalogues, &mut report);
-    check_packages(dir, catalogues, opts, &mut report)?;
+    let same = compare_catalogues(&listings, &mut report);
+    for l in &mut listings {
+        report.problems.append(&mut l.problems);
+    }
+    let mut listings = listings.into_iter();
+    let Some(Listing { catalogue: lead, checks, .. }) = listings.next() else {
+        (opts.listed)(0, 0);
+        return Ok(report);
+    };
+    // Catalogues that list the same packages in the same order add no file to check
+    // and no disagreement.
+    let others: Vec<Listing> = if same { Vec::new() } else { listings.collect() };
+    let plan = plan_files(&lead, checks, &others, &mut report);
+    (opts.listed)(report.listed, report.bytes);
+    if !opts.files {
+        return Ok(report);
+    }
+    let results = hash_jobs(dir, &plan.jobs, opts)?;
+    let outcomes = plan.jobs.iter().zip(&plan.entries).zip(results).map(|((job, entry), r)| (job.path, *entry, r));
+    let (digests, failed) = sort_outcomes(outcomes);
+    for (path, msg) in failed {
+        report.problem(ProblemKind::Content, path, msg);
+    }
+    report.keep(&plan.first, digests);
+    drop(plan);
+    report.listing = lead;
     Ok(report)
+}
+
+/// The files to check.
+struct Plan<'a> {
+    jobs: Vec<Job<'a>>,
+    /// For each job: the entry of the first catalogue it is the file of (none for a
+    /// file only another catalogue lists).
+    entries: Vec<Option<u32>>,
+    /// For each entry of the first catalogue: the first entry listing its file, when
+    /// the file is checked.
+    first: Vec<Option<u32>>,
+}
+
+/// The files to check: each file of the first catalogue (`lead`, whose entries'
+/// `checks` these are), and each file only another lists (which must agree with the
+/// first on the files both list). Counts them in the report.
+fn plan_files<'a>(lead: &'a Catalogue, checks: Vec<Check>, others: &'a [Listing], report: &mut Report) -> Plan<'a> {
+    let count = checks.len();
+    let mut plan =
+        Plan { jobs: Vec::with_capacity(count), entries: Vec::with_capacity(count), first: Vec::with_capacity(count) };
+    for (i, (check, entry)) in checks.into_iter().zip(lead.entries()).enumerate() {
+        let first = match (check, entry) {
+            (Check::File(sum), Ok(p)) => {
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                plan.jobs.push(Job { path: p.path, size: p.pkgsize, sum });
+                plan.entries.push(Some(i));
+                Some(i)
+            }
+            (Check::Same(j), _) => plan.first[j],
+            _ => None,
+        };
+        plan.first.push(first);
+    }
+    if !others.is_empty() {
+        let mut index: HashMap<&str, usize> = plan.jobs.iter().enumerate().map(|(j, job)| (job.path, j)).collect();
+        for other in others {
+            for (check, entry) in other.checks.iter().zip(other.catalogue.entries()) {
+                let (Check::File(sum), Ok(p)) = (check, entry) else { continue };
+                match index.get(p.path) {
+                    Some(&j) if plan.jobs[j].size != p.pkgsize || plan.jobs[j].sum != *sum => report.problem(
+                        ProblemKind::Content,
+                        format!("{}: {}-{}", archive_name(other.kind), p.name, p.version),
+                        format!("lists {} with another size or sum than an earlier entry", p.path),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        index.insert(p.path, plan.jobs.len());
+                        plan.jobs.push(Job { path: p.path, size: p.pkgsize, sum: sum.clone() });
+                        plan.entries.push(None);
+                    }
+                }
+            }
+        }
+    }
+    report.listed = plan.jobs.len();
+    report.bytes = plan.jobs.iter().map(|j| j.size).sum();
+    plan
+}
+
+/// What checking the files gave: the digests of those of the first catalogue, by the
+/// entry first listing each, in catalogue order; and what failed, in path order
+/// (whatever order the catalogue lists the files in).
+#[allow(clippy::type_complexity)]
+fn sort_outcomes<'a>(
+    outcomes: impl Iterator<Item = (&'a str, Option<u32>, Result<Digests, String>)>,
+) -> (Vec<(u32, Digests)>, Vec<(&'a str, String)>) {
+    let mut digests = Vec::new();
+    let mut failed = Vec::new();
+    for (path, entry, outcome) in outcomes {
+        match (outcome, entry) {
+            (Ok(d), Some(entry)) => digests.push((entry, d)),
+            (Ok(_), None) => {}
+            (Err(msg), _) => failed.push((path, msg)),
+        }
+    }
+    digests.sort_unstable_by_key(|d| d.0);
+    failed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    (digests, failed)
 }
 
 /// What reading one catalogue archive found.
@@ -273,7 +425,7 @@ struct Read {
     /// When the archive could be read and holds one inner file.
     info: Option<CatalogueInfo>,
     /// The inner file's entries, when it is a catalogue that could be read.
-    catalogue: Option<Catalogue>,
+    listing: Option<Listing>,
 }
 
 impl Read {
@@ -302,8 +454,10 @@ struct Signatures {
 }
 
 /// Reads one catalogue archive as a stream: checks its entries' names, parses the inner
-/// file when it is a catalogue (`kind`), digests it, and checks its signature.
-fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<CatalogueKind>, trust: &Trust) -> Read {
+/// file when it is a catalogue (`kind`) and checks each of its entries, digests it, and
+/// checks its signature.
+fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<CatalogueKind>, opts: &Options) -> Read {
+    let trust = opts.trust;
     let mut out = Read::default();
     let path = dir.join(archive_name);
     let file = match std::fs::File::open(&path) {
@@ -325,7 +479,7 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
     };
     let mut inner_count = 0usize;
     let mut message: Option<Message> = None;
-    let mut parsed: Option<Result<Catalogue>> = None;
+    let mut parsed: Option<Result<(CatalogueKind, Catalogue)>> = None;
     let mut sigs = Signatures::default();
     let each = |h: &EntryHeader, data: &mut dyn std::io::Read| -> Result<()> {
         let name = &h.name;
@@ -372,9 +526,7 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
                 let hasher = if blake2b { Message::hasher() } else { Message::hex_hasher() };
                 let mut hashing = MessageReader { inner: source, hasher };
                 if let Some(kind) = kind {
-                    let mut entries = Vec::new();
-                    let result = catalogue::read(kind, &mut hashing, |e| entries.push(e));
-                    parsed = Some(result.map(|()| Catalogue { entries }));
+                    parsed = Some(Catalogue::read(kind, &mut hashing).map(|c| (kind, c)));
                 }
                 // The digest covers the whole file, whatever the parser left unread.
                 std::io::copy(&mut hashing, &mut std::io::sink())?;
@@ -426,13 +578,13 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
     }
     out.info = Some(info);
     match parsed {
-        Some(Ok(c)) => {
-            for e in &c.entries {
+        Some(Ok((kind, catalogue))) => {
+            for e in catalogue.entries() {
                 if let Err(msg) = e {
-                    out.problem(ProblemKind::Content, archive_name, msg.clone());
+                    out.problem(ProblemKind::Content, archive_name, msg);
                 }
             }
-            out.catalogue = Some(c);
+            out.listing = Some(Listing::check(kind, catalogue, opts.abi));
         }
         Some(Err(e)) => out.problem(ProblemKind::Content, archive_name, format!("`{inner}` cannot be read: {e:#}")),
         None => {}
@@ -612,19 +764,133 @@ fn check_fingerprints(
     problems
 }
 
-/// Both catalogues must describe the same packages: a client may read either.
-fn compare_catalogues(catalogues: &[(CatalogueKind, Catalogue)], report: &mut Report) {
-    let [(_, a), (_, b)] = catalogues else { return };
+/// What a catalogue's entries say of the package files each on its own: how each
+/// entry's file is to be checked.
+#[derive(Debug)]
+enum Check {
+    /// It is not: the entry is not a package, or its path or sum is unusable.
+    Not,
+    /// Against this sum: the entry is the first listing the file.
+    File(Sum),
+    /// As the file of this earlier entry (which lists the same path).
+    Same(usize),
+}
+
+/// A catalogue as its thread read it, with what checking each entry on its own found.
+struct Listing {
+    kind: CatalogueKind,
+    catalogue: Catalogue,
+    /// For each entry, how its file is checked.
+    checks: Vec<Check>,
+    /// What the checks of the entries found, in entry order.
+    problems: Vec<Problem>,
+}
+
+impl Listing {
+    /// Checks each entry's ABI, path, repopath and sum, and each path listed again
+    /// against its first entry: in the catalogue's own thread.
+    fn check(kind: CatalogueKind, catalogue: Catalogue, abi: &str) -> Listing {
+        let archive = archive_name(kind);
+        let mut checks: Vec<Check> = Vec::with_capacity(catalogue.len());
+        let mut problems = Vec::new();
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(catalogue.len());
+        for (i, entry) in catalogue.entries().enumerate() {
+            let check = match entry {
+                Ok(p) => check_entry(archive, i, &p, abi, &catalogue, &checks, &mut first, &mut problems),
+                Err(_) => Check::Not,
+            };
+            checks.push(check);
+        }
+        drop(first);
+        Listing { kind, catalogue, checks, problems }
+    }
+}
+
+/// Checks entry `i` of `catalogue`, `p`: its ABI, path and sum, and, when an earlier
+/// entry (`first` has the first one for each path) lists the same path, that it agrees.
+#[allow(clippy::too_many_arguments)]
+fn check_entry<'a>(
+    archive: &str,
+    i: usize,
+    p: &Package<'a>,
+    abi: &str,
+    catalogue: &'a Catalogue,
+    checks: &[Check],
+    first: &mut HashMap<&'a str, usize>,
+    problems: &mut Vec<Problem>,
+) -> Check {
+    let mut problem = |message: String| {
+        problems.push(Problem {
+            kind: ProblemKind::Content,
+            subject: format!("{archive}: {}-{}", p.name, p.version),
+            message,
+        })
+    };
+    if !abi_matches(p.abi, abi) {
+        problem(format!("has ABI {} but the repository is for {abi}", p.abi));
+    }
+    if let Err(e) = check_path(p.path) {
+        problem(format!("path `{}` {e}", p.path));
+        return Check::Not;
+    }
+    if let Some(rp) = p.repopath
+        && rp != p.path
+    {
+        problem(format!("repopath `{rp}` differs from path `{}`", p.path));
+    }
+    // An entry for a path listed before is checked against it, its sum parsed only
+    // when written differently.
+    let earlier = first.get(p.path).and_then(|&j| match (&checks[j], catalogue.entry(j)) {
+        (Check::File(sum), Ok(e)) => Some((j, sum, e)),
+        _ => None,
+    });
+    let sum = match earlier {
+        Some((_, sum, e)) if e.sum == p.sum => Ok(sum.clone()),
+        _ => Sum::parse(p.sum),
+    };
+    let sum = match sum {
+        Ok(s) => s,
+        Err(e) => {
+            problem(format!("{e:#}"));
+            return Check::Not;
+        }
+    };
+    match earlier {
+        Some((j, earlier_sum, e)) => {
+            if e.pkgsize != p.pkgsize || *earlier_sum != sum {
+                problem(format!("lists {} with another size or sum than an earlier entry", p.path));
+            }
+            Check::Same(j)
+        }
+        None => {
+            first.insert(p.path, i);
+            Check::File(sum)
+        }
+    }
+}
+
+/// The archive each catalogue is named for in problems.
+fn archive_name(kind: CatalogueKind) -> &'static str {
+    match kind {
+        CatalogueKind::Data => "data.pkg",
+        CatalogueKind::Packagesite => "packagesite.pkg",
+    }
+}
+
+/// Both catalogues must describe the same packages: a client may read either. Whether
+/// they list the same packages in the same order (as pkg writes them).
+fn compare_catalogues(listings: &[Listing], report: &mut Report) -> bool {
+    let [a, b] = listings else { return false };
     type Key<'a> = (&'a str, &'a str, &'a str, &'a str, u64, &'a str);
-    fn key(p: &Package) -> Key<'_> {
-        (&p.name, &p.version, &p.path, &p.sum, p.pkgsize, &p.abi)
+    fn key(p: Package<'_>) -> Key<'_> {
+        (p.name, p.version, p.path, p.sum, p.pkgsize, p.abi)
     }
-    let mut left: Vec<Key> = a.packages().map(key).collect();
-    let mut right: Vec<Key> = b.packages().map(key).collect();
     // pkg writes both in the same order: then no sorting is needed to see they agree.
-    if left == right {
-        return;
+    if a.catalogue.packages().map(key).eq(b.catalogue.packages().map(key)) {
+        return true;
     }
+    let mut left: Vec<Key> = a.catalogue.packages().map(key).collect();
+    let mut right: Vec<Key> = b.catalogue.packages().map(key).collect();
     left.sort_unstable();
     right.sort_unstable();
     if left != right {
@@ -642,133 +908,7 @@ fn compare_catalogues(catalogues: &[(CatalogueKind, Catalogue)], report: &mut Re
             ),
         );
     }
-}
-
-/// Checks every entry's ABI and path, then every file's size and sum (hashed in
-/// parallel, largest first). The verified packages are moved out of the first
-/// catalogue's entries.
-fn check_packages(
-    dir: &Utf8Path,
-    mut catalogues: Vec<(CatalogueKind, Catalogue)>,
-    opts: &Options,
-    report: &mut Report,
-) -> Result<()> {
-    let count: usize = catalogues.first().map_or(0, |(_, c)| c.entries.len());
-    // The files to check, in the order first listed, and where each path is.
-    let mut jobs: Vec<Job> = Vec::with_capacity(count);
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(count);
-    // For each entry of the first catalogue: its file's job, when the entry is checked.
-    let mut listed: Vec<Option<usize>> = Vec::with_capacity(count);
-    for (n, (kind, cat)) in catalogues.iter().enumerate() {
-        let archive = match kind {
-            CatalogueKind::Data => "data.pkg",
-            CatalogueKind::Packagesite => "packagesite.pkg",
-        };
-        for entry in &cat.entries {
-            let job = entry.as_ref().ok().and_then(|p| check_entry(archive, p, opts, &mut jobs, &mut index, report));
-            if n == 0 {
-                listed.push(job);
-            }
-        }
-    }
-    report.bytes = jobs.iter().map(|j| j.size).sum();
-    report.listed = jobs.len();
-    (opts.listed)(report.listed, report.bytes);
-    if !opts.files {
-        return Ok(());
-    }
-
-    let results = hash_jobs(dir, &jobs, opts)?;
-    // Problems in path order, whatever order the catalogue lists the files in.
-    let mut failed: Vec<(&str, String)> = Vec::new();
-    let mut good: Vec<Option<Digests>> = Vec::with_capacity(results.len());
-    for (job, outcome) in jobs.iter().zip(results) {
-        match outcome {
-            Ok(d) => good.push(Some(d)),
-            Err(msg) => {
-                failed.push((job.path, msg));
-                good.push(None);
-            }
-        }
-    }
-    failed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (path, msg) in failed {
-        report.problem(ProblemKind::Content, path, msg);
-    }
-    drop((jobs, index));
-
-    let Some((_, first)) = catalogues.drain(..).next() else { return Ok(()) };
-    let mut digests: Vec<(String, Digests)> = Vec::with_capacity(good.len());
-    report.packages.reserve(first.entries.len());
-    for (entry, job) in first.entries.into_iter().zip(listed) {
-        let (Ok(p), Some(job)) = (entry, job) else { continue };
-        let Some(d) = good[job].as_ref() else { continue };
-        let Package { name, origin, version, sum, pkgsize, path, .. } = p;
-        digests.push((path.clone(), d.clone()));
-        report.packages.push(Verified { name, version, origin, path, size: pkgsize, sum, sha256: d.sha256.clone() });
-    }
-    report.digests = digests.into_iter().collect();
-    Ok(())
-}
-
-/// Checks one catalogue entry's ABI, path and sum, and adds its file to `jobs` (or
-/// checks it against the job of an earlier entry for the same path). Returns the job.
-fn check_entry<'a>(
-    archive: &str,
-    p: &'a Package,
-    opts: &Options,
-    jobs: &mut Vec<Job<'a>>,
-    index: &mut HashMap<&'a str, usize>,
-    report: &mut Report,
-) -> Option<usize> {
-    let subject = || format!("{archive}: {}-{}", p.name, p.version);
-    if !abi_matches(&p.abi, opts.abi) {
-        report.problem(
-            ProblemKind::Content,
-            subject(),
-            format!("has ABI {} but the repository is for {}", p.abi, opts.abi),
-        );
-    }
-    if let Err(e) = check_path(&p.path) {
-        report.problem(ProblemKind::Content, subject(), format!("path `{}` {e}", p.path));
-        return None;
-    }
-    if let Some(rp) = &p.repopath
-        && rp != &p.path
-    {
-        report.problem(ProblemKind::Content, subject(), format!("repopath `{rp}` differs from path `{}`", p.path));
-    }
-    // An entry for a path listed before is checked against it, its sum parsed only
-    // when written differently.
-    let earlier = index.get(p.path.as_str()).copied();
-    let sum = match earlier {
-        Some(j) if jobs[j].sum_text == p.sum => Ok(jobs[j].sum.clone()),
-        _ => Sum::parse(&p.sum),
-    };
-    let sum = match sum {
-        Ok(s) => s,
-        Err(e) => {
-            report.problem(ProblemKind::Content, subject(), format!("{e:#}"));
-            return None;
-        }
-    };
-    match earlier {
-        Some(j) => {
-            if jobs[j].size != p.pkgsize || jobs[j].sum != sum {
-                report.problem(
-                    ProblemKind::Content,
-                    subject(),
-                    format!("lists {} with another size or sum than an earlier entry", p.path),
-                );
-            }
-            Some(j)
-        }
-        None => {
-            index.insert(&p.path, jobs.len());
-            jobs.push(Job { path: &p.path, size: p.pkgsize, sum, sum_text: &p.sum });
-            Some(jobs.len() - 1)
-        }
-    }
+    false
 }
 
 /// Checks one file (a download) against a catalogue entry's `pkgsize` and `sum`: size

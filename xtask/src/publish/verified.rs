@@ -163,9 +163,9 @@ pub fn verify_version(
     }
     let seen: HashMap<String, Identity> = seen.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().collect();
     let mut index = Index::default();
-    for (rel, d) in &report.digests {
+    for (rel, d) in report.digests() {
         if let Some(id) = seen.get(rel) {
-            index.0.insert(rel.clone(), *id, Found(d.blake2b.clone(), d.sha256.clone()));
+            index.0.insert(rel.to_owned(), *id, Found(d.blake2b.clone(), d.sha256.clone()));
         }
     }
     Ok((report, index))

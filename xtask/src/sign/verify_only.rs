@@ -52,7 +52,7 @@ impl Sign {
         if report.ok() {
             ui.println(&format!(
                 "ok: {repo}: {} ({}) match their catalogue; data.pkg and packagesite.pkg verify with {}",
-                plural(report.packages.len(), "package"),
+                plural(report.packages().len(), "package"),
                 crate::ui::bytes(report.bytes),
                 keys.trust.describe()
             ));

@@ -18,17 +18,17 @@ fn the_samples_verify_with_the_trust_their_readme_names() {
     for repo in ["production-pubkey", "validation-pubkey"] {
         let r = check(&data("pkg-repo").join(repo), &pubkey);
         assert!(r.ok(), "{repo}: {:?}", lines(&r));
-        assert_eq!((r.packages.len(), r.listed), (1, 1));
+        assert_eq!((r.packages().len(), r.listed), (1, 1));
         assert!(r.signed_by(TEST_FP), "{repo}");
         assert!(!r.signed_by(&"0".repeat(64)));
     }
     let r = check(&data("pkg-repo/production-fingerprints"), &fps);
     assert!(r.ok(), "{:?}", lines(&r));
     assert!(r.signed_by(TEST_FP));
-    let p = &r.packages[0];
-    assert_eq!((p.name.as_str(), p.version.as_str(), p.origin.as_str()), ("colibri", "0.9.0", "sysutils/colibri"));
-    assert_eq!((p.path.as_str(), p.size, r.bytes), ("All/colibri-0.9.0.pkg", 1769, 1769));
-    assert_eq!(p.sha256.as_deref(), Some("3f0080a2f497472d8974f5647b3f154d76834cc4636949bcbd3f64b3278bff32"));
+    let p = r.packages().next().unwrap();
+    assert_eq!((p.name, p.version, p.origin), ("colibri", "0.9.0", "sysutils/colibri"));
+    assert_eq!((p.path, p.size, r.bytes), ("All/colibri-0.9.0.pkg", 1769, 1769));
+    assert_eq!(p.sha256, Some("3f0080a2f497472d8974f5647b3f154d76834cc4636949bcbd3f64b3278bff32"));
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn the_wrong_mode_and_no_signature_are_refused_as_signature_problems() {
         assert!(r.only_signature_problems());
         assert!(r.problems.iter().all(|p| p.kind == ProblemKind::Signature));
         // The packages still match their catalogue.
-        assert_eq!(r.packages.len(), 1, "{repo}");
+        assert_eq!(r.packages().len(), 1, "{repo}");
     }
 }
 
@@ -80,10 +80,10 @@ fn hashed_names_a_symlink_and_a_signed_file_list_verify() {
     for repo in ["hashed", "hashed-symlink", "files"] {
         let r = check(&data("pkg-repo-2").join(repo), &pubkey);
         assert!(r.ok(), "{repo}: {:?}", lines(&r));
-        assert_eq!(r.packages.len(), 1);
+        assert_eq!(r.packages().len(), 1);
     }
     let hashed = check(&data("pkg-repo-2/hashed"), &pubkey);
-    assert_eq!(hashed.packages[0].path, "All/Hashed/colibri-0.9.0~2$f56x1t1g.pkg");
+    assert_eq!(hashed.packages().next().unwrap().path, "All/Hashed/colibri-0.9.0~2$f56x1t1g.pkg");
     // files.pkg is signed like the catalogues, and checked.
     let files = check(&data("pkg-repo-2/files"), &pubkey);
     let archives: Vec<&str> = files.catalogues.iter().map(|c| c.archive.as_str()).collect();
@@ -104,9 +104,9 @@ fn package_sums_are_the_ones_pkg_wrote() {
             let catalogue = Catalogue::parse(kind, &a.find(inner).next().unwrap().data).unwrap();
             let packages: Vec<_> = catalogue.packages().collect();
             assert_eq!(packages.len(), 1);
-            let bytes = std::fs::read(dir.join(&packages[0].path)).unwrap();
+            let bytes = std::fs::read(dir.join(packages[0].path)).unwrap();
             assert_eq!(Sum::of(&bytes).text(), packages[0].sum, "{repo}/{archive}");
-            assert_eq!(Sum::parse(&packages[0].sum).unwrap(), Sum::of(&bytes));
+            assert_eq!(Sum::parse(packages[0].sum).unwrap(), Sum::of(&bytes));
         }
     }
 }

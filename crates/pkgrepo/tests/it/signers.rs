@@ -80,7 +80,7 @@ fn the_samples_verify_in_their_trust_mode_and_no_other() {
         let r = check(&data(repo), &trust);
         assert!(r.ok(), "{repo}: {:?}", lines(&r));
         assert!(r.signed_by(fp), "{repo}");
-        assert_eq!(r.packages.len(), 1);
+        assert_eq!(r.packages().len(), 1);
     }
     // The real client's verdicts in the other mode (pkg-repo-2 README): refused.
     for (repo, trust, says) in [
