@@ -4,23 +4,29 @@
 //! every listed package's presence, size and sum. Problems are collected, not thrown:
 //! the report lists every one, each saying what failed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
 use camino::Utf8Path;
 
 use crate::archive::{EntryHeader, HashingReader, read_entries};
-use crate::catalogue::{Catalogue, Package, abi_matches};
+use crate::catalogue::Catalogue;
 use crate::error::{Error, Result};
-use crate::hashing::{Job, hash_jobs};
+use crate::hashing::hash_jobs;
 use crate::meta::MetaConf;
 use crate::sign::MessageReader;
-use crate::signature::{Entry as SigEntry, Message, SignerType, check_entry_size};
+use crate::signature::{Message, SignerType};
 use crate::sum::{Digests, Sum, hash_file};
-use crate::trust::{Anchors, PublicKey, Trust};
-use crate::{BoxError, CATALOGUES, CatalogueKind, TrustMode};
+use crate::trust::{Anchors, Trust};
+use crate::{BoxError, CATALOGUES, CatalogueKind};
 
 pub use crate::signature::MAX_SIGNATURE_ENTRIES;
+
+mod entries;
+mod signatures;
+
+use entries::{Listing, compare_catalogues, plan_files, sort_outcomes};
+use signatures::{Member, Signatures, check_fingerprints, check_pubkey};
 
 /// What kind of thing failed: a signature (which signing can fix) or anything else
 /// (which it must not paper over).
@@ -340,84 +346,6 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
     Ok(report)
 }
 
-/// The files to check.
-struct Plan<'a> {
-    jobs: Vec<Job<'a>>,
-    /// For each job: the entry of the first catalogue it is the file of (none for a
-    /// file only another catalogue lists).
-    entries: Vec<Option<u32>>,
-    /// For each entry of the first catalogue: the first entry listing its file, when
-    /// the file is checked.
-    first: Vec<Option<u32>>,
-}
-
-/// The files to check: each file of the first catalogue (`lead`, whose entries'
-/// `checks` these are), and each file only another lists (which must agree with the
-/// first on the files both list). Counts them in the report.
-fn plan_files<'a>(lead: &'a Catalogue, checks: Vec<Check>, others: &'a [Listing], report: &mut Report) -> Plan<'a> {
-    let count = checks.len();
-    let mut plan =
-        Plan { jobs: Vec::with_capacity(count), entries: Vec::with_capacity(count), first: Vec::with_capacity(count) };
-    for (i, (check, entry)) in checks.into_iter().zip(lead.entries()).enumerate() {
-        let first = match (check, entry) {
-            (Check::File(sum), Ok(p)) => {
-                let i = u32::try_from(i).unwrap_or(u32::MAX);
-                plan.jobs.push(Job { path: p.path, size: p.pkgsize, sum });
-                plan.entries.push(Some(i));
-                Some(i)
-            }
-            (Check::Same(j), _) => plan.first[j],
-            _ => None,
-        };
-        plan.first.push(first);
-    }
-    if !others.is_empty() {
-        let mut index: HashMap<&str, usize> = plan.jobs.iter().enumerate().map(|(j, job)| (job.path, j)).collect();
-        for other in others {
-            for (check, entry) in other.checks.iter().zip(other.catalogue.entries()) {
-                let (Check::File(sum), Ok(p)) = (check, entry) else { continue };
-                match index.get(p.path) {
-                    Some(&j) if plan.jobs[j].size != p.pkgsize || plan.jobs[j].sum != *sum => report.problem(
-                        ProblemKind::Content,
-                        format!("{}: {}-{}", archive_name(other.kind), p.name, p.version),
-                        format!("lists {} with another size or sum than an earlier entry", p.path),
-                    ),
-                    Some(_) => {}
-                    None => {
-                        index.insert(p.path, plan.jobs.len());
-                        plan.jobs.push(Job { path: p.path, size: p.pkgsize, sum: sum.clone() });
-                        plan.entries.push(None);
-                    }
-                }
-            }
-        }
-    }
-    report.listed = plan.jobs.len();
-    report.bytes = plan.jobs.iter().map(|j| j.size).sum();
-    plan
-}
-
-/// What checking the files gave: the digests of those of the first catalogue, by the
-/// entry first listing each, in catalogue order; and what failed, in path order
-/// (whatever order the catalogue lists the files in).
-#[allow(clippy::type_complexity)]
-fn sort_outcomes<'a>(
-    outcomes: impl Iterator<Item = (&'a str, Option<u32>, Result<Digests, String>)>,
-) -> (Vec<(u32, Digests)>, Vec<(&'a str, String)>) {
-    let mut digests = Vec::new();
-    let mut failed = Vec::new();
-    for (path, entry, outcome) in outcomes {
-        match (outcome, entry) {
-            (Ok(d), Some(entry)) => digests.push((entry, d)),
-            (Ok(_), None) => {}
-            (Err(msg), _) => failed.push((path, msg)),
-        }
-    }
-    digests.sort_unstable_by_key(|d| d.0);
-    failed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    (digests, failed)
-}
-
 /// What reading one catalogue archive found.
 #[derive(Default)]
 struct Read {
@@ -432,25 +360,6 @@ impl Read {
     fn problem(&mut self, kind: ProblemKind, subject: &str, message: impl Into<String>) {
         self.problems.push(Problem { kind, subject: subject.to_owned(), message: message.into() });
     }
-}
-
-/// A signature entry of an archive: its name, its size, and its bytes when it is no
-/// larger than pkg allows.
-struct Member {
-    name: String,
-    size: usize,
-    data: Vec<u8>,
-}
-
-/// An archive's signature entries: how many of each layout, and the first ones (enough
-/// to decide: more than one `signature`, or more than [`MAX_SIGNATURE_ENTRIES`]
-/// `.sig`/`.pub`, is refused before any is read).
-#[derive(Default)]
-struct Signatures {
-    pubkey: Vec<Member>,
-    pubkey_count: usize,
-    fingerprints: Vec<Member>,
-    fingerprints_count: usize,
 }
 
 /// Reads one catalogue archive as a stream: checks its entries' names, parses the inner
@@ -592,325 +501,6 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
     out
 }
 
-/// pubkey mode: the `signature` entry, checked with the configured key
-/// (`libpkg/pkg_repo.c`, `pkg_repo_archive_extract_check_archive`). Stricter than pkg:
-/// one `signature` entry exactly (pkg concatenates several, which lets a doubled ecc
-/// entry pass), its header naming the key's own type (pkg only fails later, in the
-/// signer), nothing after the DER signature.
-fn check_pubkey(
-    sigs: &Signatures,
-    message: &Message,
-    path: &Utf8Path,
-    key: &PublicKey,
-    info: &mut CatalogueInfo,
-) -> Vec<String> {
-    let one = match (sigs.pubkey_count, sigs.pubkey.first()) {
-        (0, _) if sigs.fingerprints_count > 0 => {
-            return vec![
-                "is not signed for pubkey clients: it has only fingerprints-mode signatures (.sig/.pub entries)".into(),
-            ];
-        }
-        (1, Some(one)) => one,
-        (0, _) | (1, None) => return vec!["is not signed (no `signature` entry)".into()],
-        (many, _) => {
-            return vec![format!(
-                "has {many} `signature` entries; pkg would read them as one signature (their bytes concatenated), so only one is allowed"
-            )];
-        }
-    };
-    if let Err(e) = check_entry_size(one.size) {
-        return vec![format!("its `signature` entry: {e}")];
-    }
-    let entry = SigEntry::parse(&one.data);
-    let signer = match entry.signer() {
-        Ok(s) => s,
-        Err(e) => return vec![format!("its `signature` entry: {e}")],
-    };
-    if !key.algorithm().signs_as(signer) {
-        return vec![format!(
-            "is signed as {signer}, but the public key {path} is {} (pkg fails to verify it)",
-            key.algorithm()
-        )];
-    }
-    // A key file's rsa signature carries one NUL after it; the client strips it.
-    let payload = match signer {
-        SignerType::Rsa => entry.payload.strip_suffix(&[0]).unwrap_or(entry.payload),
-        _ => entry.payload,
-    };
-    match key.verify(message, signer, TrustMode::Pubkey, payload) {
-        Ok(()) => {
-            info.verified_by.push(key.fingerprint().to_owned());
-            Vec::new()
-        }
-        Err(e) => vec![format!("signature checked with {path}: {e}")],
-    }
-}
-
-/// fingerprints mode: `.sig`/`.pub` pairs whose `.pub` is trusted and not revoked
-/// (`libpkg/pkg_repo.c`, `pkg_repo_meta_extract_signature_fingerprints`,
-/// `pkg_repo_parse_sigkeys`, `pkg_repo_check_fingerprint`), in pkg's order. Stricter
-/// than pkg: a repeated entry is refused (pkg keeps the last), a `.sig` without its
-/// `.pub` is refused (pkg would look for meta.conf's legacy `cert`), and the two
-/// entries of a pair must name the same type.
-fn check_fingerprints(
-    sigs: &Signatures,
-    message: &Message,
-    dir: &Utf8Path,
-    trusted: &BTreeMap<String, String>,
-    revoked: &BTreeMap<String, String>,
-    info: &mut CatalogueInfo,
-) -> Vec<String> {
-    let members = &sigs.fingerprints;
-    if sigs.fingerprints_count == 0 {
-        return vec![if sigs.pubkey_count > 0 {
-            "is not signed for fingerprints clients: it has only a pubkey-mode `signature` entry".into()
-        } else {
-            "is not signed (no .sig/.pub entries)".into()
-        }];
-    }
-    if sigs.fingerprints_count > MAX_SIGNATURE_ENTRIES {
-        return vec![format!(
-            "has {} .sig/.pub entries; pkg reads at most {MAX_SIGNATURE_ENTRIES} (too many repository signature entries)",
-            sigs.fingerprints_count
-        )];
-    }
-    let mut problems = Vec::new();
-    /// By name without `.sig`/`.pub`: the two entries' bytes.
-    type Pairs<'a> = BTreeMap<&'a str, (Option<&'a [u8]>, Option<&'a [u8]>)>;
-    let mut pairs: Pairs = BTreeMap::new();
-    for m in members {
-        if let Err(e) = check_entry_size(m.size) {
-            problems.push(format!("`{}`: {e}", m.name));
-            continue;
-        }
-        let (stem, is_sig) = match m.name.strip_suffix(".sig") {
-            Some(stem) => (stem, true),
-            None => (&m.name[..m.name.len() - 4], false),
-        };
-        let pair = pairs.entry(stem).or_default();
-        let slot = if is_sig { &mut pair.0 } else { &mut pair.1 };
-        if slot.is_some() {
-            problems.push(format!("`{}` appears twice (pkg would use the last one)", m.name));
-        }
-        *slot = Some(&m.data);
-    }
-    if !problems.is_empty() {
-        return problems;
-    }
-    // Pairs whose .pub is trusted, checked after every pair's trust is known.
-    let mut candidates = Vec::new();
-    let mut untrusted = Vec::new();
-    for (stem, (sig, public)) in &pairs {
-        let (Some(sig), Some(public)) = (sig, public) else {
-            let missing = if sig.is_none() { "sig" } else { "pub" };
-            problems.push(format!("`{stem}.{missing}` is missing (each .sig needs its .pub)"));
-            continue;
-        };
-        let (sig, public) = (SigEntry::parse(sig), SigEntry::parse(public));
-        if sig.type_name != public.type_name {
-            problems.push(format!(
-                "`{stem}.sig` says {} but `{stem}.pub` says {} (pkg goes by the .pub)",
-                sig.type_name.escape_default(),
-                public.type_name.escape_default()
-            ));
-            continue;
-        }
-        let fp = crate::sha256_hex(public.payload);
-        if let Some(file) = revoked.get(&fp) {
-            problems.push(format!(
-                "`{stem}.pub` has fingerprint {fp}, which is revoked ({file}; pkg: At least one of the certificates has been revoked)"
-            ));
-            continue;
-        }
-        if trusted.contains_key(&fp) {
-            candidates.push((*stem, sig, public, fp));
-        } else {
-            untrusted.push(fp);
-        }
-    }
-    if !problems.is_empty() {
-        return problems;
-    }
-    if candidates.is_empty() {
-        return vec![format!(
-            "no trusted certificate: fingerprint {} is not in {dir}/trusted (pkg: No trusted public keys found)",
-            untrusted.join(", ")
-        )];
-    }
-    for (stem, sig, public, fp) in candidates {
-        let signer = match public.signer() {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(format!("`{stem}.pub`: {e}"));
-                continue;
-            }
-        };
-        let key = match PublicKey::parse(public.payload) {
-            Ok(k) if k.algorithm().signs_as(signer) => k,
-            Ok(k) => {
-                problems.push(format!("`{stem}.pub` is typed {signer} but holds {} key", k.algorithm()));
-                continue;
-            }
-            Err(e) => {
-                problems.push(format!("`{stem}.pub` is trusted but not a usable key: {e:#}"));
-                continue;
-            }
-        };
-        match key.verify(message, signer, TrustMode::Fingerprints, sig.payload) {
-            Ok(()) => info.verified_by.push(fp),
-            Err(e) => problems.push(format!("`{stem}.sig` (key {fp}): {e}")),
-        }
-    }
-    problems
-}
-
-/// What a catalogue's entries say of the package files each on its own: how each
-/// entry's file is to be checked.
-#[derive(Debug)]
-enum Check {
-    /// It is not: the entry is not a package, or its path or sum is unusable.
-    Not,
-    /// Against this sum: the entry is the first listing the file.
-    File(Sum),
-    /// As the file of this earlier entry (which lists the same path).
-    Same(usize),
-}
-
-/// A catalogue as its thread read it, with what checking each entry on its own found.
-struct Listing {
-    kind: CatalogueKind,
-    catalogue: Catalogue,
-    /// For each entry, how its file is checked.
-    checks: Vec<Check>,
-    /// What the checks of the entries found, in entry order.
-    problems: Vec<Problem>,
-}
-
-impl Listing {
-    /// Checks each entry's ABI, path, repopath and sum, and each path listed again
-    /// against its first entry: in the catalogue's own thread.
-    fn check(kind: CatalogueKind, catalogue: Catalogue, abi: &str) -> Listing {
-        let archive = archive_name(kind);
-        let mut checks: Vec<Check> = Vec::with_capacity(catalogue.len());
-        let mut problems = Vec::new();
-        let mut first: HashMap<&str, usize> = HashMap::with_capacity(catalogue.len());
-        for (i, entry) in catalogue.entries().enumerate() {
-            let check = match entry {
-                Ok(p) => check_entry(archive, i, &p, abi, &catalogue, &checks, &mut first, &mut problems),
-                Err(_) => Check::Not,
-            };
-            checks.push(check);
-        }
-        drop(first);
-        Listing { kind, catalogue, checks, problems }
-    }
-}
-
-/// Checks entry `i` of `catalogue`, `p`: its ABI, path and sum, and, when an earlier
-/// entry (`first` has the first one for each path) lists the same path, that it agrees.
-#[allow(clippy::too_many_arguments)]
-fn check_entry<'a>(
-    archive: &str,
-    i: usize,
-    p: &Package<'a>,
-    abi: &str,
-    catalogue: &'a Catalogue,
-    checks: &[Check],
-    first: &mut HashMap<&'a str, usize>,
-    problems: &mut Vec<Problem>,
-) -> Check {
-    let mut problem = |message: String| {
-        problems.push(Problem {
-            kind: ProblemKind::Content,
-            subject: format!("{archive}: {}-{}", p.name, p.version),
-            message,
-        })
-    };
-    if !abi_matches(p.abi, abi) {
-        problem(format!("has ABI {} but the repository is for {abi}", p.abi));
-    }
-    if let Err(e) = check_path(p.path) {
-        problem(format!("path `{}` {e}", p.path));
-        return Check::Not;
-    }
-    if let Some(rp) = p.repopath
-        && rp != p.path
-    {
-        problem(format!("repopath `{rp}` differs from path `{}`", p.path));
-    }
-    // An entry for a path listed before is checked against it, its sum parsed only
-    // when written differently.
-    let earlier = first.get(p.path).and_then(|&j| match (&checks[j], catalogue.entry(j)) {
-        (Check::File(sum), Ok(e)) => Some((j, sum, e)),
-        _ => None,
-    });
-    let sum = match earlier {
-        Some((_, sum, e)) if e.sum == p.sum => Ok(sum.clone()),
-        _ => Sum::parse(p.sum),
-    };
-    let sum = match sum {
-        Ok(s) => s,
-        Err(e) => {
-            problem(format!("{e:#}"));
-            return Check::Not;
-        }
-    };
-    match earlier {
-        Some((j, earlier_sum, e)) => {
-            if e.pkgsize != p.pkgsize || *earlier_sum != sum {
-                problem(format!("lists {} with another size or sum than an earlier entry", p.path));
-            }
-            Check::Same(j)
-        }
-        None => {
-            first.insert(p.path, i);
-            Check::File(sum)
-        }
-    }
-}
-
-/// The archive each catalogue is named for in problems.
-fn archive_name(kind: CatalogueKind) -> &'static str {
-    match kind {
-        CatalogueKind::Data => "data.pkg",
-        CatalogueKind::Packagesite => "packagesite.pkg",
-    }
-}
-
-/// Both catalogues must describe the same packages: a client may read either. Whether
-/// they list the same packages in the same order (as pkg writes them).
-fn compare_catalogues(listings: &[Listing], report: &mut Report) -> bool {
-    let [a, b] = listings else { return false };
-    type Key<'a> = (&'a str, &'a str, &'a str, &'a str, u64, &'a str);
-    fn key(p: Package<'_>) -> Key<'_> {
-        (p.name, p.version, p.path, p.sum, p.pkgsize, p.abi)
-    }
-    // pkg writes both in the same order: then no sorting is needed to see they agree.
-    if a.catalogue.packages().map(key).eq(b.catalogue.packages().map(key)) {
-        return true;
-    }
-    let mut left: Vec<Key> = a.catalogue.packages().map(key).collect();
-    let mut right: Vec<Key> = b.catalogue.packages().map(key).collect();
-    left.sort_unstable();
-    right.sort_unstable();
-    if left != right {
-        let only = |x: &[Key], y: &[Key]| -> Vec<String> {
-            x.iter().filter(|k| y.binary_search(k).is_err()).map(|k| format!("{}-{}", k.0, k.1)).collect()
-        };
-        let (la, lb) = (only(&left, &right), only(&right, &left));
-        report.problem(
-            ProblemKind::Content,
-            "packagesite.pkg",
-            format!(
-                "lists other packages than data.pkg (only in data: {}; only in packagesite: {})",
-                if la.is_empty() { "none".into() } else { la.join(", ") },
-                if lb.is_empty() { "none".into() } else { lb.join(", ") }
-            ),
-        );
-    }
-    false
-}
-
 /// Checks one file (a download) against a catalogue entry's `pkgsize` and `sum`: size
 /// first, then sum. The error says what differs.
 pub fn check_download(path: &Utf8Path, size: u64, sum: &str) -> Result<(), String> {
@@ -929,18 +519,4 @@ pub fn check_file(path: &Utf8Path, size: u64, sum: &str) -> Result<Digests, Stri
         return Err(format!("does not match the catalogue's sum {sum} (same size, different bytes)"));
     }
     Ok(digests)
-}
-
-/// A catalogue path must be relative and stay inside the repository.
-fn check_path(path: &str) -> Result<(), &'static str> {
-    if path.is_empty() {
-        return Err("is empty");
-    }
-    if path.contains('\\') || path.contains('\0') {
-        return Err("has characters pkg paths never have");
-    }
-    if !crate::fsx::is_contained(Utf8Path::new(path)) {
-        return Err("escapes the repository");
-    }
-    Ok(())
 }
