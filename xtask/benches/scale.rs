@@ -263,6 +263,11 @@ fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
     let paths = scale::package_paths(n, 0, &|_| false);
     let bytes: u64 = (0..n).map(|i| scale::package_size(i) as u64).sum();
     eprintln!("{n} packages ({:.0} MB) made in {:.1} s", bytes as f64 / 1e6, start.elapsed().as_secs_f64());
+    // Written out before anything is timed: the kernel's writeback of hundreds of
+    // megabytes would otherwise share the cores with whatever runs first, and with a
+    // command using both cores more than with a baseline using one.
+    let synced = Command::new("sync").status().is_ok_and(|s| s.success());
+    assert!(synced, "sync failed");
 
     let b2sum = |dir: &Utf8Path| {
         let mut cmd = Command::new("b2sum");
