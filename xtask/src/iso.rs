@@ -503,17 +503,7 @@ fn scratch_copy(cx: &Cx, from: &SignOutputs, to: &Utf8Path, mode: TrustMode, tru
         TrustMode::Fingerprints => Trust::fingerprints(trust_path)?,
     };
     let abi = &cx.config().repository.abi;
-    let opts = verify::Options {
-        trust: &trust,
-        abi,
-        sha256: false,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        listed: &|_, _| {},
-        progress: &|_| {},
-        known: None,
-        files: true,
-        stop: &|| Ok(crate::proc::check_interrupted()?),
-    };
+    let opts = verify::Options { stop: &|| Ok(crate::proc::check_interrupted()?), ..verify::Options::new(&trust, abi) };
     let report = verify::verify(to, &opts)?;
     if !report.ok() {
         let lines: Vec<String> = report.problems.iter().map(|p| format!("  {p}")).collect();

@@ -144,14 +144,8 @@ pub fn verify_version(
     };
     let opts = verify::Options {
         stop: &|| Ok(crate::proc::check_interrupted()?),
-        trust,
-        abi,
-        sha256: false,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        listed: &|_, _| {},
-        progress: &|_| {},
         known: Some(&lookup),
-        files: true,
+        ..verify::Options::new(trust, abi)
     };
     let report = verify::verify(dir, &opts)?;
     if !report.ok() {
