@@ -114,88 +114,109 @@ pub(super) struct Listing {
     pub(super) checks: Vec<Check>,
     /// What the checks of the entries found, in entry order.
     pub(super) problems: Vec<Problem>,
+    /// It lists the same entries as the first catalogue (whose entries, not held
+    /// again, the checks and problems are of).
+    pub(super) twin: bool,
+}
+
+/// What checking one entry on its own found: its ABI, path, repopath and sum.
+#[derive(Debug, Default)]
+pub(super) struct Solo {
+    /// What is wrong with it, in the order checked.
+    problems: Vec<String>,
+    /// Its sum, when its path and sum are usable.
+    sum: Option<Sum>,
+}
+
+/// Checks each entry of `catalogue` on its own (each that is a package).
+pub(super) fn solo(catalogue: &Catalogue, abi: &str) -> Vec<Solo> {
+    catalogue.entries().map(|e| e.map_or_else(|_| Solo::default(), |p| solo_entry(&p, abi))).collect()
+}
+
+fn solo_entry(p: &Package<'_>, abi: &str) -> Solo {
+    let mut problems = Vec::new();
+    if !abi_matches(p.abi, abi) {
+        problems.push(format!("has ABI {} but the repository is for {abi}", p.abi));
+    }
+    if let Err(e) = check_path(p.path) {
+        problems.push(format!("path `{}` {e}", p.path));
+        return Solo { problems, sum: None };
+    }
+    if let Some(rp) = p.repopath
+        && rp != p.path
+    {
+        problems.push(format!("repopath `{rp}` differs from path `{}`", p.path));
+    }
+    let sum = Sum::parse(p.sum).map_err(|e| problems.push(format!("{e:#}"))).ok();
+    Solo { problems, sum }
 }
 
 impl Listing {
     /// Checks each entry's ABI, path, repopath and sum, and each path listed again
     /// against its first entry: in the catalogue's own thread.
     pub(super) fn check(kind: CatalogueKind, catalogue: Catalogue, abi: &str) -> Listing {
+        let solos = solo(&catalogue, abi);
+        Listing::finish(kind, catalogue, solos)
+    }
+
+    /// [`Listing::check`] with each entry checked on its own already (`solos`, one for
+    /// each entry): checks each path listed again against its first entry.
+    pub(super) fn finish(kind: CatalogueKind, catalogue: Catalogue, solos: Vec<Solo>) -> Listing {
         let archive = archive_name(kind);
         let mut checks: Vec<Check> = Vec::with_capacity(catalogue.len());
         let mut problems = Vec::new();
         let mut first: HashMap<&str, usize> = HashMap::with_capacity(catalogue.len());
-        for (i, entry) in catalogue.entries().enumerate() {
-            let check = match entry {
-                Ok(p) => check_entry(archive, i, &p, abi, &catalogue, &checks, &mut first, &mut problems),
-                Err(_) => Check::Not,
+        for (i, (entry, solo)) in catalogue.entries().zip(solos).enumerate() {
+            let Ok(p) = entry else {
+                checks.push(Check::Not);
+                continue;
+            };
+            let subject = || format!("{archive}: {}-{}", p.name, p.version);
+            for message in solo.problems {
+                problems.push(Problem { kind: ProblemKind::Content, subject: subject(), message });
+            }
+            let Some(sum) = solo.sum else {
+                checks.push(Check::Not);
+                continue;
+            };
+            // An entry for a path listed before is checked against it.
+            let check = match first.get(p.path) {
+                Some(&j) => {
+                    if let (Check::File(earlier), Ok(e)) = (&checks[j], catalogue.entry(j))
+                        && (e.pkgsize != p.pkgsize || *earlier != sum)
+                    {
+                        problems.push(Problem {
+                            kind: ProblemKind::Content,
+                            subject: subject(),
+                            message: format!("lists {} with another size or sum than an earlier entry", p.path),
+                        });
+                    }
+                    Check::Same(j)
+                }
+                None => {
+                    first.insert(p.path, i);
+                    Check::File(sum)
+                }
             };
             checks.push(check);
         }
         drop(first);
-        Listing { kind, catalogue, checks, problems }
+        Listing { kind, catalogue, checks, problems, twin: false }
     }
-}
 
-/// Checks entry `i` of `catalogue`, `p`: its ABI, path and sum, and, when an earlier
-/// entry (`first` has the first one for each path) lists the same path, that it agrees.
-#[allow(clippy::too_many_arguments)]
-fn check_entry<'a>(
-    archive: &str,
-    i: usize,
-    p: &Package<'a>,
-    abi: &str,
-    catalogue: &'a Catalogue,
-    checks: &[Check],
-    first: &mut HashMap<&'a str, usize>,
-    problems: &mut Vec<Problem>,
-) -> Check {
-    let mut problem = |message: String| {
-        problems.push(Problem {
-            kind: ProblemKind::Content,
-            subject: format!("{archive}: {}-{}", p.name, p.version),
-            message,
-        })
-    };
-    if !abi_matches(p.abi, abi) {
-        problem(format!("has ABI {} but the repository is for {abi}", p.abi));
-    }
-    if let Err(e) = check_path(p.path) {
-        problem(format!("path `{}` {e}", p.path));
-        return Check::Not;
-    }
-    if let Some(rp) = p.repopath
-        && rp != p.path
-    {
-        problem(format!("repopath `{rp}` differs from path `{}`", p.path));
-    }
-    // An entry for a path listed before is checked against it, its sum parsed only
-    // when written differently.
-    let earlier = first.get(p.path).and_then(|&j| match (&checks[j], catalogue.entry(j)) {
-        (Check::File(sum), Ok(e)) => Some((j, sum, e)),
-        _ => None,
-    });
-    let sum = match earlier {
-        Some((_, sum, e)) if e.sum == p.sum => Ok(sum.clone()),
-        _ => Sum::parse(p.sum),
-    };
-    let sum = match sum {
-        Ok(s) => s,
-        Err(e) => {
-            problem(format!("{e:#}"));
-            return Check::Not;
-        }
-    };
-    match earlier {
-        Some((j, earlier_sum, e)) => {
-            if e.pkgsize != p.pkgsize || *earlier_sum != sum {
-                problem(format!("lists {} with another size or sum than an earlier entry", p.path));
-            }
-            Check::Same(j)
-        }
-        None => {
-            first.insert(p.path, i);
-            Check::File(sum)
-        }
+    /// The listing of a catalogue of `kind` that lists exactly this one's entries: what
+    /// checking them found, said of it.
+    pub(super) fn twin(&self, kind: CatalogueKind) -> Listing {
+        let (mine, its) = (archive_name(self.kind), archive_name(kind));
+        let problems = self
+            .problems
+            .iter()
+            .map(|p| Problem {
+                subject: p.subject.strip_prefix(mine).map_or_else(|| p.subject.clone(), |rest| format!("{its}{rest}")),
+                ..p.clone()
+            })
+            .collect();
+        Listing { kind, catalogue: Catalogue::default(), checks: Vec::new(), problems, twin: true }
     }
 }
 
@@ -211,6 +232,9 @@ pub(super) fn archive_name(kind: CatalogueKind) -> &'static str {
 /// they list the same packages in the same order (as pkg writes them).
 pub(super) fn compare_catalogues(listings: &[Listing], report: &mut Report) -> bool {
     let [a, b] = listings else { return false };
+    if b.twin {
+        return true;
+    }
     type Key<'a> = (&'a str, &'a str, &'a str, &'a str, u64, &'a str);
     fn key(p: Package<'_>) -> Key<'_> {
         (p.name, p.version, p.path, p.sum, p.pkgsize, p.abi)

@@ -10,7 +10,7 @@ use std::fmt;
 use camino::Utf8Path;
 
 use crate::archive::{EntryHeader, HashingReader, read_entries};
-use crate::catalogue::Catalogue;
+use crate::catalogue::{Catalogue, twin};
 use crate::error::{Error, Result};
 use crate::hashing::hash_jobs;
 use crate::meta::MetaConf;
@@ -25,7 +25,7 @@ pub use crate::signature::MAX_SIGNATURE_ENTRIES;
 mod entries;
 mod signatures;
 
-use entries::{Listing, compare_catalogues, plan_files, sort_outcomes};
+use entries::{Listing, Solo, compare_catalogues, plan_files, solo, sort_outcomes};
 use signatures::{Member, Signatures, check_fingerprints, check_pubkey};
 
 /// What kind of thing failed: a signature (which signing can fix) or anything else
@@ -293,16 +293,7 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
     let mut report = Report::default();
     let meta = read_meta(dir, &mut report);
 
-    let read: Vec<Read> = std::thread::scope(|s| {
-        let threads: Vec<_> = CATALOGUES
-            .map(|kind| {
-                let (archive, inner) = meta.catalogue(kind);
-                s.spawn(move || read_archive(dir, &archive, &inner, Some(kind), opts))
-            })
-            .into_iter()
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
+    let read = read_catalogues(dir, &meta, opts);
     let mut listings: Vec<Listing> = Vec::new();
     for r in read {
         report.problems.extend(r.problems);
@@ -312,7 +303,7 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
     // files.pkg is optional (`pkg repo -l`); when present it must be signed too.
     let (files_archive, files_inner) = meta.files();
     if dir.join(&files_archive).exists() {
-        let r = read_archive(dir, &files_archive, &files_inner, None, opts);
+        let r = read_archive(dir, &files_archive, &files_inner, Parse::Not, opts);
         report.problems.extend(r.problems);
         report.catalogues.extend(r.info);
     }
@@ -354,6 +345,68 @@ struct Read {
     info: Option<CatalogueInfo>,
     /// The inner file's entries, when it is a catalogue that could be read.
     listing: Option<Listing>,
+    /// The entries this side parsed, when the catalogues are read together and this
+    /// side found no difference, each checked on its own.
+    part: Option<(twin::Part, Vec<Solo>)>,
+}
+
+/// What to make of a catalogue archive's inner file.
+enum Parse {
+    /// Nothing: it is not a catalogue (files.pkg); it is only digested.
+    Not,
+    /// Read it on its own.
+    Whole(CatalogueKind),
+    /// Read it together with the other catalogue, on the data side.
+    Data(twin::FromLines),
+    /// Read it together with the other catalogue, on the packagesite side.
+    Lines(twin::ToData),
+}
+
+/// Both catalogues, each read in its own thread: together when pkg wrote them alike
+/// (each entry parsed once, by one thread or the other), else each on its own.
+fn read_catalogues(dir: &Utf8Path, meta: &MetaConf, opts: &Options) -> Vec<Read> {
+    let (to_data, from_lines) = twin::channel();
+    let mut together = read_both(dir, meta, opts, [Parse::Data(from_lines), Parse::Lines(to_data)]);
+    if let [data, lines] = &mut together[..]
+        && let (Some((a, a_solos)), Some((b, b_solos))) = (data.part.take(), lines.part.take())
+    {
+        let mut solos = Vec::with_capacity(a_solos.len() + b_solos.len());
+        let (mut a_solos, mut b_solos) = (a_solos.into_iter(), b_solos.into_iter());
+        for (from_data, range) in twin::order(&a, &b) {
+            let from = if from_data { &mut a_solos } else { &mut b_solos };
+            solos.extend(from.take(range.len()));
+        }
+        let Ok(catalogue) = twin::join(a, b) else {
+            return read_both(dir, meta, opts, CATALOGUES.map(Parse::Whole));
+        };
+        // What reading each on its own would have found of its entries, for each.
+        for r in [&mut *data, &mut *lines] {
+            let archive = r.info.as_ref().map_or("", |i| i.archive.as_str()).to_owned();
+            for why in catalogue.entries().filter_map(Result::err) {
+                r.problem(ProblemKind::Content, &archive, why);
+            }
+        }
+        let first = Listing::finish(CatalogueKind::Data, catalogue, solos);
+        lines.listing = Some(first.twin(CatalogueKind::Packagesite));
+        data.listing = Some(first);
+        return together;
+    }
+    read_both(dir, meta, opts, CATALOGUES.map(Parse::Whole))
+}
+
+/// Reads data.pkg and packagesite.pkg, each in its own thread, as `parse` says.
+fn read_both(dir: &Utf8Path, meta: &MetaConf, opts: &Options, parse: [Parse; 2]) -> Vec<Read> {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = CATALOGUES
+            .into_iter()
+            .zip(parse)
+            .map(|(kind, parse)| {
+                let (archive, inner) = meta.catalogue(kind);
+                s.spawn(move || read_archive(dir, &archive, &inner, parse, opts))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
 }
 
 impl Read {
@@ -365,7 +418,7 @@ impl Read {
 /// Reads one catalogue archive as a stream: checks its entries' names, parses the inner
 /// file when it is a catalogue (`kind`) and checks each of its entries, digests it, and
 /// checks its signature.
-fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<CatalogueKind>, opts: &Options) -> Read {
+fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, parse: Parse, opts: &Options) -> Read {
     let trust = opts.trust;
     let mut out = Read::default();
     let path = dir.join(archive_name);
@@ -389,6 +442,8 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
     let mut inner_count = 0usize;
     let mut message: Option<Message> = None;
     let mut parsed: Option<Result<(CatalogueKind, Catalogue)>> = None;
+    let mut part: Option<Result<twin::Part, twin::Apart>> = None;
+    let mut parse = Some(parse);
     let mut sigs = Signatures::default();
     let each = |h: &EntryHeader, data: &mut dyn std::io::Read| -> Result<()> {
         let name = &h.name;
@@ -434,8 +489,11 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
                 };
                 let hasher = if blake2b { Message::hasher() } else { Message::hex_hasher() };
                 let mut hashing = MessageReader { inner: source, hasher };
-                if let Some(kind) = kind {
-                    parsed = Some(Catalogue::read(kind, &mut hashing).map(|c| (kind, c)));
+                match parse.take() {
+                    Some(Parse::Whole(kind)) => parsed = Some(Catalogue::read(kind, &mut hashing).map(|c| (kind, c))),
+                    Some(Parse::Data(from)) => part = Some(twin::read_data(&mut hashing, from)),
+                    Some(Parse::Lines(to)) => part = Some(twin::read_lines(&mut hashing, to)),
+                    Some(Parse::Not) | None => {}
                 }
                 // The digest covers the whole file, whatever the parser left unread.
                 std::io::copy(&mut hashing, &mut std::io::sink())?;
@@ -486,6 +544,11 @@ fn read_archive(dir: &Utf8Path, archive_name: &str, inner: &str, kind: Option<Ca
         out.problem(ProblemKind::Signature, archive_name, p);
     }
     out.info = Some(info);
+    // Each entry this side parsed is checked on its own here, in its thread.
+    out.part = part.and_then(Result::ok).map(|p| {
+        let solos = solo(p.catalogue(), opts.abi);
+        (p, solos)
+    });
     match parsed {
         Some(Ok((kind, catalogue))) => {
             for e in catalogue.entries() {
@@ -519,4 +582,84 @@ pub fn check_file(path: &Utf8Path, size: u64, sum: &str) -> Result<Digests, Stri
         return Err(format!("does not match the catalogue's sum {sum} (same size, different bytes)"));
     }
     Ok(digests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Archive;
+
+    /// A copy of the unsigned sample whose two catalogues both list `entries`, as pkg
+    /// writes them.
+    fn repo_listing(entries: &[String]) -> (tempfile::TempDir, camino::Utf8PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8Path::from_path(dir.path()).unwrap().to_owned();
+        let sample = Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pkg-repo/unsigned");
+        for name in ["meta.conf", "meta", "data.pkg", "packagesite.pkg"] {
+            std::fs::copy(sample.join(name), root.join(name)).unwrap();
+        }
+        let data = format!(r#"{{"groups":[],"expired_packages":[],"packages":[{}]}}"#, entries.join(","));
+        let lines: String = entries.iter().map(|e| format!("{e}\n")).collect();
+        for (archive, inner, text) in [("data.pkg", "data", data), ("packagesite.pkg", "packagesite.yaml", lines)] {
+            let path = root.join(archive);
+            let mut a = Archive::read(&path).unwrap();
+            a.entries.iter_mut().find(|e| e.name == inner).unwrap().data = text.into_bytes();
+            a.write(&path).unwrap();
+        }
+        (dir, root)
+    }
+
+    #[test]
+    fn catalogues_read_together_give_what_reading_each_alone_gives() {
+        // Entries with every kind of problem an entry can have on its own or with an
+        // earlier one, over several blocks of the files.
+        let desc = "d".repeat(1500);
+        let entries: Vec<String> = (0..600)
+            .map(|i| {
+                let (mut abi, mut path, mut repopath, mut sum, mut size) =
+                    ("FreeBSD:15:amd64", format!("All/p{i}.pkg"), format!("All/p{i}.pkg"), format!("{i:064x}"), i);
+                match i % 50 {
+                    1 => abi = "FreeBSD:14:amd64",
+                    2 => path = "../../etc/passwd".into(),
+                    3 => repopath = "All/other.pkg".into(),
+                    4 => sum = "not a sum".into(),
+                    5 => (path, repopath) = ("All/p4.pkg".into(), "All/p4.pkg".into()),
+                    6 => (path, repopath, size) = ("All/p0.pkg".into(), "All/p0.pkg".into(), 1),
+                    7 => return r#"{"name":"incomplete"}"#.to_owned(),
+                    _ => {}
+                }
+                format!(
+                    r#"{{"name":"p{i}","origin":"x/p{i}","version":"1.{i}","abi":"{abi}","sum":"{sum}","pkgsize":{size},"path":"{path}","repopath":"{repopath}","desc":"{desc}"}}"#
+                )
+            })
+            .collect();
+        let (_dir, repo) = repo_listing(&entries);
+        let (meta, _) = check_meta(&repo);
+        let trust =
+            Trust::pubkey(&Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pkg-repo/keys/test-repo.pub"))
+                .unwrap();
+        let opts = Options::new(&trust, "FreeBSD:15:amd64");
+        let together = read_catalogues(&repo, &meta, &opts);
+        let alone = read_both(&repo, &meta, &opts, CATALOGUES.map(Parse::Whole));
+        assert!(together[1].listing.as_ref().unwrap().twin, "read together");
+        for (t, a) in together.iter().zip(&alone) {
+            assert_eq!(t.problems, a.problems);
+            let (t, a) = (t.listing.as_ref().unwrap(), a.listing.as_ref().unwrap());
+            assert_eq!(t.problems, a.problems);
+            assert!(!t.problems.is_empty());
+            if !t.twin {
+                assert!(t.catalogue.entries().eq(a.catalogue.entries()));
+                assert_eq!(format!("{:?}", t.checks), format!("{:?}", a.checks));
+            }
+        }
+        // What verify() reports then is what it reported reading them alone.
+        let report = verify(&repo, &Options { files: false, ..opts }).unwrap();
+        let mut listings: Vec<Listing> = alone.into_iter().filter_map(|r| r.listing).collect();
+        let mut scratch = Report::default();
+        assert!(compare_catalogues(&listings, &mut scratch));
+        let lead = listings.remove(0);
+        let plan = plan_files(&lead.catalogue, lead.checks, &[], &mut scratch);
+        assert_eq!((report.listed, report.bytes), (scratch.listed, scratch.bytes));
+        assert!(plan.jobs.len() > 500);
+    }
 }

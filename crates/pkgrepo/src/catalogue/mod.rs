@@ -18,6 +18,8 @@ use serde::de::IgnoredAny;
 use crate::CatalogueKind;
 use crate::error::{Context, Error, Result, bail};
 
+pub mod twin;
+
 /// One package as a catalogue lists it: the fields verification needs (pkg writes many
 /// more, which are ignored), borrowed from the [`Catalogue`] that holds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +251,21 @@ struct Window<R> {
 }
 
 impl<R: Read> Window<R> {
+    fn new(reader: R) -> Window<R> {
+        Window { reader, buf: Vec::new(), pos: 0, last: 0, eof: false }
+    }
+
+    /// Reads until `n` unconsumed bytes are in the window; false when the stream ends
+    /// before.
+    fn ensure(&mut self, n: usize) -> Result<bool> {
+        while self.buf.len() - self.pos < n {
+            if !self.fill()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Reads more: at least as much as is buffered, so that a long value is scanned a
     /// bounded number of times.
     fn fill(&mut self) -> Result<bool> {
@@ -358,7 +375,12 @@ fn not_json(message: String) -> Error {
 /// data: `{"groups":...,"packages":[ENTRY,...],...}`; the entries are read one by one,
 /// every other member is checked and skipped.
 fn read_data(reader: impl Read, c: &mut Catalogue) -> Result<()> {
-    let mut w = Window { reader, buf: Vec::new(), pos: 0, last: 0, eof: false };
+    read_document(&mut Window::new(reader), |w| read_array(w, c))
+}
+
+/// The `data` document in `w`, its `packages` array read by `array` (given the window
+/// with the array's `[` next), every other member checked and skipped.
+fn read_document<R: Read>(w: &mut Window<R>, mut array: impl FnMut(&mut Window<R>) -> Result<()>) -> Result<()> {
     if w.peek()? != Some(b'{') {
         // Not an object: JSON or not, it has no `packages` array.
         w.skip()?;
@@ -383,7 +405,7 @@ fn read_data(reader: impl Read, c: &mut Catalogue) -> Result<()> {
                     bail!("it has two `packages` arrays");
                 }
                 packages = true;
-                read_array(&mut w, c)?;
+                array(w)?;
             } else {
                 w.skip()?;
             }
