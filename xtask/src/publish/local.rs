@@ -163,11 +163,23 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     let packages_from = r.packages_from();
     let mut to_sync = Vec::new();
     let mut copied: BTreeMap<String, String> = BTreeMap::new();
-    for f in &r.files[..packages_from] {
-        crate::proc::check_interrupted()?;
-        let to = staging_path.join(&f.rel);
-        copied.insert(f.rel.clone(), pool::copy_hashed(&r.sign.repo.join(&f.rel), &to)?);
-        to_sync.push(to);
+    crate::proc::check_interrupted()?;
+    // The repository files (the SBOM and the provenance of a ports tree are tens of
+    // megabytes) are copied and hashed at the same time, one thread each.
+    let repo_files = &r.files[..packages_from];
+    let hashed: Vec<Result<String>> = std::thread::scope(|s| {
+        let threads: Vec<_> = repo_files
+            .iter()
+            .map(|f| {
+                let (from, to) = (r.sign.repo.join(&f.rel), staging_path.join(&f.rel));
+                s.spawn(move || pool::copy_hashed(&from, &to))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    for (f, sha) in repo_files.iter().zip(hashed) {
+        copied.insert(f.rel.clone(), sha?);
+        to_sync.push(staging_path.join(&f.rel));
         bar.inc(1, &f.rel);
     }
     check_repository(&staging_path, &r.sign, &trust, &copied).map_err(refused)?;

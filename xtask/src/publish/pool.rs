@@ -103,15 +103,14 @@ pub fn index_of(vdir: &Utf8Path) -> Index {
     }
 }
 
-/// Decides where each package of a release goes, given the version `latest` names; and
-/// returns what is known of the files the new version will share or link: the index
-/// its packages are verified with.
-pub fn plan(dir: &Utf8Path, previous: Option<&str>, packages: &[PackageRecord]) -> (Placement, Index) {
+/// Decides where each package of a release goes, given the version `latest` names and
+/// what is known of its files (its [`index_of`]); and returns what is known of the
+/// files the new version will share or link: the index its packages are verified with.
+pub fn plan(dir: &Utf8Path, previous: Option<&str>, known: Index, packages: &[PackageRecord]) -> (Placement, Index) {
     let Some(prev) = previous else { return plan_start("nothing is published yet".into(), None, packages) };
     let vdir = dir.join(prev);
     let Some(g) = generation_of(&vdir) else {
         // A version with its own tree: its files are linked as before the pool.
-        let known = Index::read(&vdir);
         let at = crate::identity::Dir::open(&vdir);
         let places = packages
             .iter()
@@ -124,7 +123,6 @@ pub fn plan(dir: &Utf8Path, previous: Option<&str>, packages: &[PackageRecord]) 
     if !gdir.is_dir() {
         return plan_start(format!("{g}, the generation of {prev}, is missing"), None, packages);
     }
-    let known = Index::read(&gdir);
     let mut conflict: Option<String> = None;
     let mut places = Vec::with_capacity(packages.len());
     for (p, vouch) in packages.iter().zip(vouch_all(&known, &gdir, packages)) {
@@ -184,10 +182,13 @@ fn plan_start(reason: String, from: Option<Utf8PathBuf>, packages: &[PackageReco
 /// Copies `from` to the new file `to`, not yet synced ([`sync_files`] does).
 /// [`copy_file`], giving the SHA-256 (hex) of what was copied.
 pub fn copy_hashed(from: &Utf8Path, to: &Utf8Path) -> Result<String> {
-    let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
+    let src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
     let dst =
         fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
     let mut out = crate::fingerprint::Sha256Writer::new(dst);
+    // In large pieces: an SBOM of a ports tree is tens of megabytes, and io::copy's own
+    // buffer is 8 KiB (two system calls each).
+    let mut src = std::io::BufReader::with_capacity(1 << 20, src);
     std::io::copy(&mut src, &mut out).with_context(|| format!("cannot copy {from} to {to}"))?;
     Ok(out.hex())
 }

@@ -56,12 +56,29 @@ impl Release {
 /// The release sign recorded (or, in a dry run before sign, the one it would record),
 /// and what `latest` serves now.
 pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Release> {
-    let sign: SignOutputs = if !cx.has_output(StageName::Sign) && cx.dry_run {
-        steps.note("sign has not run in this run; publishing the repository it would sign");
-        placeholder_sign(cx)?
-    } else {
-        cx.output(StageName::Sign)?
+    let local = match target {
+        Target::Local(root) => Some(root.join(abi)),
+        Target::Remote { .. } => None,
     };
+    // What `latest` serves, and the index of its files, are read while sign's record
+    // is (each is tens of megabytes of JSON at tens of thousands of packages).
+    let (sign, seen) = std::thread::scope(|s| {
+        let seen = local.as_deref().map(|dir| {
+            s.spawn(move || {
+                let previous = local_latest(dir);
+                let known = previous.as_ref().map(|p| pool::index_of(&dir.join(p))).unwrap_or_default();
+                (previous, known)
+            })
+        });
+        let sign = if !cx.has_output(StageName::Sign) && cx.dry_run {
+            steps.note("sign has not run in this run; publishing the repository it would sign");
+            placeholder_sign(cx)
+        } else {
+            cx.output::<SignOutputs>(StageName::Sign)
+        };
+        (sign, seen.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+    });
+    let sign = sign?;
     let manifest = cx.run.abs(&sign.manifest);
     let data_sha = sign.catalogues.get("data.pkg").cloned().unwrap_or_default();
     let version = version_name(&data_sha);
@@ -78,10 +95,8 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
     for f in [&sign.sbom, &sign.provenance].into_iter().flatten() {
         files.push(FileAction { rel: f.name.clone(), place: Place::Copy });
     }
-    let (previous, placement, index, already) = match target {
-        Target::Local(root) => {
-            let dir = root.join(abi);
-            let previous = local_latest(&dir);
+    let (previous, placement, index, already) = match (target, local, seen) {
+        (Target::Local(_), Some(dir), Some((previous, known))) => {
             let already = previous.clone().filter(|p| {
                 sign.catalogues
                     .iter()
@@ -89,15 +104,16 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
             });
             let (placement, index) = match &already {
                 // Nothing is placed: the version is verified again with what is known of it.
-                Some(v) => (None, pool::index_of(&dir.join(v))),
+                Some(_) => (None, known),
                 None => {
-                    let (placement, index) = pool::plan(&dir, previous.as_deref(), &sign.packages);
+                    let (placement, index) = pool::plan(&dir, previous.as_deref(), known, &sign.packages);
                     (Some(placement), index)
                 }
             };
             (previous, placement, index, already)
         }
-        Target::Remote { host, root } => {
+        (Target::Local(_), ..) => unreachable!("a local target's directory and `latest` are read above"),
+        (Target::Remote { host, root }, ..) => {
             let dir = format!("{root}/{abi}");
             steps.run(&remote::ssh(cx, host).args(["ls", "-1a", &crate::proc::quote(&dir)]));
             let (_, latest) = remote::state(cx, host, &dir)?;
