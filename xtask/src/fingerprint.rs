@@ -202,27 +202,59 @@ pub fn sha256_file(path: &Utf8Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// A writer that passes what it writes on to `out` and hashes those bytes (SHA-256).
+/// A writer that passes what it writes on to `out` and hashes those bytes (SHA-256) in
+/// a thread of its own, a megabyte at a time: writing a large file (an SBOM of a ports
+/// tree is tens of megabytes) and hashing it take about as long each, and go on side by
+/// side.
 pub struct Sha256Writer<W> {
     out: W,
-    hasher: Sha256,
+    piece: Vec<u8>,
+    hashing: Option<(std::sync::mpsc::SyncSender<Vec<u8>>, std::thread::JoinHandle<String>)>,
 }
+
+/// How much is handed to the hashing thread at once.
+const PIECE: usize = 1 << 20;
 
 impl<W: std::io::Write> Sha256Writer<W> {
     pub fn new(out: W) -> Sha256Writer<W> {
-        Sha256Writer { out, hasher: Sha256::new() }
+        Sha256Writer { out, piece: Vec::new(), hashing: None }
     }
 
     /// SHA-256 (hex) of everything written.
-    pub fn hex(self) -> String {
-        hex(&self.hasher.finalize())
+    pub fn hex(mut self) -> String {
+        let piece = std::mem::take(&mut self.piece);
+        let Some((to, thread)) = self.hashing.take() else { return hex(&Sha256::digest(&piece)) };
+        // The thread ends when the channel closes; a send fails only if it is gone.
+        let _ = to.send(piece);
+        drop(to);
+        thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
+    /// Hands the piece written so far to the hashing thread (started by the first).
+    fn hand_over(&mut self) {
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(PIECE));
+        let (to, _) = self.hashing.get_or_insert_with(|| {
+            let (to, pieces) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let thread = std::thread::spawn(move || {
+                let mut hasher = Sha256::new();
+                for piece in pieces {
+                    hasher.update(&piece);
+                }
+                hex(&hasher.finalize())
+            });
+            (to, thread)
+        });
+        let _ = to.send(piece);
     }
 }
 
 impl<W: std::io::Write> std::io::Write for Sha256Writer<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.piece.extend_from_slice(&buf[..n]);
+        if self.piece.len() >= PIECE {
+            self.hand_over();
+        }
         Ok(n)
     }
 
@@ -239,6 +271,22 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_hashes_what_it_writes_whatever_the_pieces() {
+        use std::io::Write;
+        for len in [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + PIECE / 2] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut w = Sha256Writer::new(Vec::new());
+            // Written in uneven slices, as a serializer writes.
+            for part in bytes.chunks(70_001) {
+                w.write_all(part).unwrap();
+            }
+            let copy = w.out.clone();
+            assert_eq!(copy, bytes);
+            assert_eq!(w.hex(), sha256_bytes(&bytes), "{len} bytes");
+        }
+    }
 
     #[test]
     fn labels_separate_values() {
