@@ -145,7 +145,11 @@ impl Hasher {
 /// Hashes a file in one pass. Calls `progress` with each chunk's length.
 pub(crate) fn hash_file(path: &Utf8Path, want: Want, progress: &dyn Fn(u64)) -> Result<Digests> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
-    hash_open(f, want, &mut vec![0u8; 1 << 20], progress).with_context(|| format!("cannot read {path}"))
+    // A buffer the size of the file, up to a megabyte: a package is often a few
+    // kilobytes, and zeroing a megabyte for each of thousands costs more than reading it.
+    let len = f.metadata().map_or(u64::MAX, |m| m.len());
+    let size = usize::try_from(len.saturating_add(1)).unwrap_or(usize::MAX).clamp(1, 1 << 20);
+    hash_open(f, want, &mut vec![0u8; size], progress).with_context(|| format!("cannot read {path}"))
 }
 
 /// The digests `want` of the open file `f` from where it is to its end, read through
