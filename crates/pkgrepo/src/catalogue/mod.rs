@@ -480,7 +480,7 @@ pub fn abi_matches(package: &str, want: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -527,12 +527,13 @@ mod tests {
             .collect()
     }
 
-    /// A reader that hands out at most 7 bytes a call, as a pipe might.
-    struct Trickle<'a>(&'a [u8]);
+    /// A reader that hands out at most `.1` bytes a call, as a pipe or a decompressor
+    /// might.
+    pub(crate) struct Trickle<'a>(pub(crate) &'a [u8], pub(crate) usize);
 
     impl Read for Trickle<'_> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(7).min(self.0.len());
+            let n = buf.len().min(self.1).min(self.0.len());
             buf[..n].copy_from_slice(&self.0[..n]);
             self.0 = &self.0[n..];
             Ok(n)
@@ -555,7 +556,7 @@ mod tests {
         let data =
             format!(r#"{{"groups":[{{"a":[1,2]}}], "packages" : [ {} ] , "after":12345678}}"#, entries.join(" ,\n"));
         let want = whole(data.as_bytes());
-        let got = Catalogue::read(CatalogueKind::Data, Trickle(data.as_bytes())).unwrap();
+        let got = Catalogue::read(CatalogueKind::Data, Trickle(data.as_bytes(), 7)).unwrap();
         assert_eq!(got.len(), want.len());
         for (g, w) in got.entries().zip(&want) {
             match (g, w) {

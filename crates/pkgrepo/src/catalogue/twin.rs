@@ -333,18 +333,7 @@ pub fn read_pair(data: impl Read + Send, lines: impl Read + Send, block: u64) ->
 mod tests {
     use super::*;
     use crate::CatalogueKind;
-
-    /// A reader handing out at most `n` bytes a call, as a pipe or a decompressor might.
-    struct Trickle<'a>(&'a [u8], usize);
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(self.1).min(self.0.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
-    }
+    use crate::catalogue::tests::Trickle;
 
     /// Entries of many lengths: one far longer than a block, one with escapes, one that
     /// is JSON but not a package.
