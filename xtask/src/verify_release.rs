@@ -198,8 +198,18 @@ fn check(source: &Source, scratch: &Utf8Path, trust: &Trust, abi: &str) -> Resul
     // The catalogue and its packages, as `sign --verify-only` checks them.
     let report = verify::verify(&dir, &verify::Options { sha256: true, ..verify::Options::new(trust, abi) })?;
     v.lines.extend(report.problems.iter().filter(|p| !oversize.contains(&p.subject)).map(ToString::to_string));
-    let catalogue = listed_catalogue(&dir);
-    let listed = by_path(&catalogue);
+    // data.pkg's entries, as verify read them (read again only when it could not).
+    let read_again;
+    let catalogue = match report.listing() {
+        Some((CatalogueKind::Data, c)) => c,
+        _ => {
+            read_again = listed_catalogue(&dir);
+            &read_again
+        }
+    };
+    let listed = by_path(catalogue);
+    // The SHA-256 of each package that verified, which verify computed as it read it.
+    let hashed: BTreeMap<&str, &str> = report.packages().filter_map(|p| Some((p.path, p.sha256?))).collect();
     v.packages = listed.len();
     v.bytes = listed.values().map(|p| p.pkgsize).sum();
 
@@ -222,6 +232,8 @@ fn check(source: &Source, scratch: &Utf8Path, trust: &Trust, abi: &str) -> Resul
             } else if crate::fsx::check_contained(Utf8Path::new(name)).is_err() {
                 v.lines.push(format!("{PROVENANCE_FILE}: subject `{name}` is not a path inside the repository"));
                 continue;
+            } else if let Some(sha) = hashed.get(*name) {
+                Some((*sha).to_owned())
             } else {
                 crate::fingerprint::sha256_file(&dir.join(name)).ok()
             };

@@ -105,6 +105,8 @@ pub struct Report {
     /// The entries of data.pkg (or of packagesite.pkg when data.pkg is unreadable),
     /// when the package files were checked.
     listing: Catalogue,
+    /// Which catalogue `listing` is, when there is one.
+    listing_kind: Option<CatalogueKind>,
     /// The entries of `listing` whose files verified, in catalogue order, each with its
     /// file's place in `digests`.
     verified: Vec<(u32, u32)>,
@@ -155,6 +157,13 @@ impl Report {
     /// catalogue order.
     pub fn digests(&self) -> impl ExactSizeIterator<Item = (&str, &Digests)> + '_ {
         self.digests.iter().map(|(entry, d)| (self.listed_entry(*entry).path, d))
+    }
+
+    /// The entries of the catalogue the package files were checked against (data.pkg's,
+    /// or packagesite.pkg's when data.pkg is unreadable), and which it is; `None` when
+    /// the files were not checked or no catalogue could be read.
+    pub fn listing(&self) -> Option<(CatalogueKind, &Catalogue)> {
+        self.listing_kind.map(|kind| (kind, &self.listing))
     }
 
     /// [`Report::digests`], by path, for answering [`Options::known`] after the
@@ -313,7 +322,7 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
         report.problems.append(&mut l.problems);
     }
     let mut listings = listings.into_iter();
-    let Some(Listing { catalogue: lead, checks, .. }) = listings.next() else {
+    let Some(Listing { kind, catalogue: lead, checks, .. }) = listings.next() else {
         (opts.listed)(0, 0);
         return Ok(report);
     };
@@ -334,6 +343,7 @@ pub fn verify(dir: &Utf8Path, opts: &Options) -> Result<Report> {
     report.keep(&plan.first, digests);
     drop(plan);
     report.listing = lead;
+    report.listing_kind = Some(kind);
     Ok(report)
 }
 
