@@ -228,7 +228,7 @@ impl<'a> Cx<'a> {
         match self.run.outputs(stage) {
             Some(value) => value.parse::<T>().map_err(|e| {
                 failure!("the outputs `{stage}` recorded in {} cannot be read: {e}", self.run.state_path())
-                    .help(format!("rerun it: {}", self.loaded.xtask(stage.as_str())))
+                    .help(format!("rerun it: {}", self.record_again(stage, value)))
                     .into()
             }),
             None => bail!(
@@ -238,6 +238,21 @@ impl<'a> Cx<'a> {
                 )
                 .help(format!("run it first: {}", self.loaded.xtask(stage.as_str())))
             ),
+        }
+    }
+
+    /// The command that records `stage`'s outputs again. sign signs any repository
+    /// (`--repo`): the one its unreadable record still names, when it names one.
+    fn record_again(&self, stage: StageName, recorded: &crate::outputs::Outputs) -> String {
+        let repo = match stage {
+            StageName::Sign => {
+                recorded.parse::<serde_json::Value>().ok().and_then(|v| v.get("repo")?.as_str().map(str::to_owned))
+            }
+            _ => None,
+        };
+        match repo {
+            Some(repo) => self.loaded.xtask(&format!("sign --repo {}", crate::proc::quote(&repo))),
+            None => self.loaded.xtask(stage.as_str()),
         }
     }
 

@@ -702,3 +702,29 @@ fn hashed_and_files_layouts_are_signed_whole() {
         }
     }
 }
+
+/// Outputs of sign that cannot be read (here a field gone, as a record from another
+/// version might be) are reported by the stage that needs them, with the command that
+/// records them again: sign on the repository the record names, which works as printed.
+#[test]
+fn an_unreadable_record_of_sign_says_how_to_sign_its_repository_again() {
+    let site = scratch();
+    let p = signing_project("pubkey", &format!("[publish]\ncheck = false\ntarget = \"{}\"\n", site.path));
+    let repo = copy_sample("unsigned", &p.scratch.path.join("elsewhere/repo"));
+    p.run(&["sign", "--repo", repo.as_str()]).success();
+    let id = fs::read_to_string(p.state_dir().join("current")).unwrap();
+    let path = p.state_dir().join("runs").join(id.trim()).join("state.json");
+    let mut state: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let outputs = &mut state["records"]["sign"]["last_success"]["outputs"];
+    assert_eq!(outputs["repo"], repo.as_str(), "a record this small stays in state.json");
+    outputs.as_object_mut().unwrap().remove("manifest");
+    fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+
+    let run = p.run(&["publish"]);
+    run.code_is(2).stderr_has("the outputs `sign` recorded in ").stderr_has("missing field `manifest`");
+    let hint = run.stderr().lines().find_map(|l| l.split_once("help: rerun it: ")).unwrap().1.to_owned();
+    let args = hint.split_once(" sign ").map(|(_, rest)| rest).unwrap();
+    assert_eq!(args, format!("--repo {repo}"), "{hint}");
+    p.run(&["sign", "--repo", repo.as_str()]).success();
+    p.run(&["publish"]).success();
+}
