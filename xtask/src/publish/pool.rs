@@ -216,45 +216,152 @@ fn make_parent(to: &Utf8Path, made: &mut Utf8PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// Places `to`: a hard link to `link_from` when given and possible, else a copy of
-/// `from` (then true is returned: it must be synced).
-pub fn place(from: &Utf8Path, to: &Utf8Path, link_from: Option<&Utf8Path>, made: &mut Utf8PathBuf) -> Result<bool> {
+/// Makes `to` a hard link to `link_from` when given and possible (its parent created
+/// as needed); whether it did.
+fn link(to: &Utf8Path, link_from: Option<&Utf8Path>, made: &mut Utf8PathBuf) -> Result<bool> {
     make_parent(to, made)?;
-    if let Some(prev) = link_from
-        && fs::hard_link(prev, to).is_ok()
-    {
-        return Ok(false);
-    }
-    copy_file(from, to)?;
-    Ok(true)
+    Ok(link_from.is_some_and(|prev| fs::hard_link(prev, to).is_ok()))
 }
 
-/// Syncs the files copied, many at a time: one `fsync` after another costs a journal
-/// commit each (most of a first publish of thousands of small packages); issued
+/// How many files are copied or synced at once: one `fsync` after another costs a
+/// journal commit each (most of a first publish of thousands of small packages); issued
 /// together, the file system commits them in a few.
-pub fn sync_files(files: &[Utf8PathBuf]) -> Result<()> {
-    const AT_ONCE: usize = 16;
+const AT_ONCE: usize = 16;
+
+/// `work` for each of `0..count`, on up to [`AT_ONCE`] threads, the results in order.
+/// The first error fails it (the threads then take no more work).
+fn at_once<T: Send>(count: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    let results: Vec<std::sync::Mutex<Option<T>>> = (0..count).map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
-        for _ in 0..AT_ONCE.min(files.len()) {
+        for _ in 0..AT_ONCE.min(count) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { return };
-                    let synced = fs::File::open(path).and_then(|f| f.sync_all());
-                    if let Err(e) = synced {
-                        let e = anyhow::Error::new(e).context(format!("cannot sync {path}"));
-                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    if i >= count || failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                         return;
+                    }
+                    match work(i) {
+                        Ok(r) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r),
+                        Err(e) => {
+                            failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                            return;
+                        }
                     }
                 }
             });
         }
     });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(results.into_iter().filter_map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner())).collect())
+}
+
+/// Syncs the files copied, [`AT_ONCE`] at a time.
+pub fn sync_files(files: &[Utf8PathBuf]) -> Result<()> {
+    at_once(files.len(), |i| {
+        let path = &files[i];
+        fs::File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {path}"))
+    })?;
+    Ok(())
+}
+
+/// Copies each package of `copies` (an index into `packages`, and the new file to copy
+/// it to) from `repo`, each checked against its catalogue entry as it is copied
+/// ([`pkgrepo::verify::copy_checked`]: no copy is read again), then syncs them
+/// [`AT_ONCE`] at a time; records each copy's identity and digests in `index`. What
+/// does not match is `Ok(Err)`, naming the first such package.
+///
+/// The copies are made one after another: files created side by side in one directory
+/// wait for each other in the file system (ext4 took twice the system time with 16).
+fn copy_packages(
+    repo: &Utf8Path,
+    packages: &[PackageRecord],
+    copies: &[(usize, Utf8PathBuf)],
+    index: &mut Index,
+) -> Result<std::result::Result<(), String>> {
+    for (i, to) in copies {
+        let p = &packages[*i];
+        match copy_package(&repo.join(&p.path), to, p)? {
+            Ok((id, digests)) => index.record(p.path.as_str(), id, &digests),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let paths: Vec<Utf8PathBuf> = copies.iter().map(|(_, to)| to.clone()).collect();
+    sync_files(&paths)?;
+    Ok(Ok(()))
+}
+
+/// Copies the package `p` from `from` to the new file `to`, checked as it is copied
+/// (not synced): its identity and digests, or `Ok(Err)` saying how it does not match
+/// its entry. Failing to read or write is an error.
+fn copy_package(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    p: &PackageRecord,
+) -> Result<std::result::Result<(crate::identity::Identity, pkgrepo::sum::Digests), String>> {
+    crate::proc::check_interrupted()?;
+    let src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
+    let mut dst =
+        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
+    let (mut reading, mut writing) = (Watched::new(src), Watched::new(&mut dst));
+    let checked = pkgrepo::verify::copy_checked(&mut reading, &mut writing, p.size, &p.sum);
+    if let Some(e) = reading.error {
+        return Err(anyhow::Error::new(e).context(format!("cannot copy {from} to {to}")));
+    }
+    if let Some(e) = writing.error {
+        return Err(anyhow::Error::new(e).context(format!("cannot copy {from} to {to}")));
+    }
+    let digests = match checked {
+        Ok(d) => d,
+        Err(m) => return Ok(Err(format!("{}: {m}", p.path))),
+    };
+    let meta = dst.metadata().with_context(|| format!("cannot read {to}"))?;
+    Ok(Ok((crate::identity::Identity::of(&meta), digests)))
+}
+
+/// A reader or writer that keeps the error it failed with (an interrupted call is
+/// retried by its caller, not kept).
+struct Watched<T> {
+    inner: T,
+    error: Option<std::io::Error>,
+}
+
+impl<T> Watched<T> {
+    fn new(inner: T) -> Watched<T> {
+        Watched { inner, error: None }
+    }
+
+    fn keep<U>(&mut self, r: std::io::Result<U>) -> std::io::Result<U> {
+        r.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return e;
+            }
+            let told = std::io::Error::new(e.kind(), e.to_string());
+            self.error.get_or_insert(e);
+            told
+        })
+    }
+}
+
+impl<T: std::io::Read> std::io::Read for Watched<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.inner.read(buf);
+        self.keep(r)
+    }
+}
+
+impl<T: std::io::Write> std::io::Write for Watched<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.keep(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.keep(r)
     }
 }
 
@@ -277,7 +384,7 @@ pub struct Placed {
     pub copied: Vec<usize>,
     pub kept: usize,
     /// What the generation's index is to record of the packages placed: each copy's
-    /// identity (before it was read) and digests, checked against its catalogue entry;
+    /// identity (as synced) and digests, checked against its catalogue entry as it was copied;
     /// in a new generation also each package linked, as the index it came from had it.
     pub index: Index,
 }
@@ -333,36 +440,39 @@ pub fn fill(
     let pool = pool_dir(dir);
     fs::create_dir_all(&pool).with_context(|| format!("cannot create {pool}"))?;
     let mut placed = Placed::default();
-    let mut to_sync = Vec::new();
     match &placement.generation {
         Generation::Start { from, .. } => {
             let mut guard = Incoming::new(fsx::temp_beside(&pool.join(name)))?;
             let building = guard.dir.clone();
             let mut made = building.clone();
+            let mut copies: Vec<(usize, Utf8PathBuf)> = Vec::new();
+            // Linked from a file the plan vouched for, whose index has since lost it:
+            // checked like a copy.
+            let mut unknown: (Vec<usize>, Vec<Utf8PathBuf>) = (Vec::new(), Vec::new());
             for (i, (p, how)) in packages.iter().zip(&placement.places).enumerate() {
                 crate::proc::check_interrupted()?;
                 let rel = p.path.as_str();
                 let to = building.join(rel);
                 let link_from = from.as_ref().filter(|_| *how == Place::Link).map(|d| d.join(rel));
-                if place(&repo.join(rel), &to, link_from.as_deref(), &mut made)? {
+                if !link(&to, link_from.as_deref(), &mut made)? {
                     placed.copied.push(i);
-                    to_sync.push(to);
+                    copies.push((i, to));
                 } else {
                     placed.kept += 1;
                     match known.recorded(rel) {
                         Some(entry) => placed.index.insert(rel, entry),
-                        // Linked from a file the plan vouched for, whose index has since
-                        // lost it: it is checked like a copy.
                         None => {
                             placed.copied.push(i);
-                            to_sync.push(to);
+                            unknown.0.push(i);
+                            unknown.1.push(to);
                         }
                     }
                 }
                 each(rel);
             }
-            sync_files(&to_sync)?;
-            check_copies(&placed.copied, &to_sync, packages, &mut placed.index).map_err(refuse)?;
+            copy_packages(repo, packages, &copies, &mut placed.index)?.map_err(refuse)?;
+            sync_files(&unknown.1)?;
+            check_copies(&unknown.0, &unknown.1, packages, &mut placed.index).map_err(refuse)?;
             sync_tree(&building)?;
             let done = pool.join(name);
             fs::rename(&building, &done).with_context(|| format!("cannot rename {building} to {done}"))?;
@@ -372,25 +482,24 @@ pub fn fill(
         Generation::Join(_) => {
             let gdir = pool.join(name);
             let incoming = Incoming::new(fsx::temp_beside(&pool.join("incoming")))?;
+            let mut copies: Vec<(usize, Utf8PathBuf)> = Vec::new();
             for (i, (p, how)) in packages.iter().zip(&placement.places).enumerate() {
                 crate::proc::check_interrupted()?;
                 if *how == Place::Shared {
                     placed.kept += 1;
                 } else {
-                    let staged = incoming.dir.join(i.to_string());
-                    copy_file(&repo.join(&p.path), &staged)?;
                     placed.copied.push(i);
-                    to_sync.push(staged);
+                    copies.push((i, incoming.dir.join(i.to_string())));
                 }
                 each(p.path.as_str());
             }
-            sync_files(&to_sync)?;
-            check_copies(&placed.copied, &to_sync, packages, &mut placed.index).map_err(refuse)?;
+            copy_packages(repo, packages, &copies, &mut placed.index)?.map_err(refuse)?;
             // Each copy, complete, synced and checked, gets its name in the generation:
             // a hard link, which fails rather than replace a file there.
             let mut made = gdir.clone();
             let mut dirs: BTreeSet<Utf8PathBuf> = BTreeSet::new();
-            for (&i, staged) in placed.copied.iter().zip(&to_sync) {
+            for (i, staged) in &copies {
+                let i = *i;
                 let to = gdir.join(&packages[i].path);
                 make_parent(&to, &mut made)?;
                 fs::hard_link(staged, &to).with_context(|| format!("cannot link {staged} to {to}"))?;

@@ -585,9 +585,50 @@ pub fn check_file(path: &Utf8Path, size: u64, sum: &str) -> Result<Digests, Stri
     let sum = Sum::parse(sum).map_err(|e| format!("{e:#}"))?;
     let len = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?.len();
     if len != size {
-        return Err(format!("is {len} bytes but the catalogue says {size} (pkgsize)"));
+        return Err(wrong_size(len, size));
     }
     let digests = hash_file(path, sum.needs(), &|_| {}).map_err(|e| format!("{e:#}"))?;
+    verdict(&sum, digests)
+}
+
+/// Copies `from` to `to` (read and written a piece at a time) and checks what was
+/// copied against a catalogue entry's `pkgsize` and `sum`, as [`check_file`] would check
+/// the copy, without reading it again: size, then sum. The error says what differs, or
+/// what could not be read or written (`to` then holds what was copied).
+pub fn copy_checked(
+    from: &mut impl std::io::Read,
+    to: &mut impl std::io::Write,
+    size: u64,
+    sum: &str,
+) -> Result<Digests, String> {
+    let sum = Sum::parse(sum).map_err(|e| format!("{e:#}"))?;
+    let mut hasher = crate::sum::Hasher::new(sum.needs());
+    // One read for a file the size it should be (a short read then says it ended).
+    let piece = usize::try_from(size.saturating_add(1)).unwrap_or(usize::MAX).clamp(1, 1 << 20);
+    let mut buf = vec![0u8; piece];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot be read: {e}")),
+        };
+        to.write_all(&buf[..n]).map_err(|e| format!("cannot be copied: {e}"))?;
+        hasher.update(&buf[..n]);
+    }
+    let digests = hasher.finish();
+    if digests.size != size {
+        return Err(wrong_size(digests.size, size));
+    }
+    verdict(&sum, digests)
+}
+
+fn wrong_size(len: u64, size: u64) -> String {
+    format!("is {len} bytes but the catalogue says {size} (pkgsize)")
+}
+
+/// The digests of a file of the right size, against its sum.
+fn verdict(sum: &Sum, digests: Digests) -> Result<Digests, String> {
     if !sum.matches(&digests) {
         return Err(format!("does not match the catalogue's sum {sum} (same size, different bytes)"));
     }
@@ -617,6 +658,27 @@ mod tests {
             a.write(&path).unwrap();
         }
         (dir, root)
+    }
+
+    #[test]
+    fn a_copy_checked_as_it_is_copied_gets_the_verdict_the_copy_would_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8Path::from_path(dir.path()).unwrap().join("p.pkg");
+        for len in [0usize, 1, 4096, (1 << 20) + 3] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            let d = hash_file(&path, crate::sum::Want { blake2b: true, sha256: false }, &|_| {}).unwrap();
+            let sum = format!("2${}", d.blake2b.unwrap());
+            let size = len as u64;
+            for (size, sum) in
+                [(size, sum.as_str()), (size + 1, sum.as_str()), (size, &sum.replacen('a', "b", 1)), (size, "x")]
+            {
+                let mut copy = Vec::new();
+                let copied = copy_checked(&mut &bytes[..], &mut copy, size, sum);
+                assert_eq!(copied, check_file(&path, size, sum), "{len} bytes, {size}, {sum}");
+                assert!(copy.is_empty() || copy == bytes);
+            }
+        }
     }
 
     #[test]
