@@ -68,10 +68,14 @@ fn served_info(
     fetch: Vec<PackageRecord>,
     trust: Trust,
 ) -> Result<Served> {
-    let previous = previous
+    Served::from_dir(&dir.join(version), version, previous_digest(dir, version, previous), fetch, trust)
+}
+
+/// The version before `version` and its data.pkg's SHA-256, to tell the two apart.
+fn previous_digest(dir: &Utf8Path, version: &str, previous: Option<&str>) -> Option<(String, String)> {
+    previous
         .filter(|p| *p != version)
-        .and_then(|p| sha256_file(&dir.join(p).join("data.pkg")).ok().map(|s| (p.to_owned(), s)));
-    Served::from_dir(&dir.join(version), version, previous, fetch, trust)
+        .and_then(|p| sha256_file(&dir.join(p).join("data.pkg")).ok().map(|s| (p.to_owned(), s)))
 }
 
 /// A new version copied, verified and renamed into place beside `latest`, which does
@@ -161,26 +165,28 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
         )
     };
     let packages_from = r.packages_from();
-    let mut to_sync = Vec::new();
     let mut copied: BTreeMap<String, String> = BTreeMap::new();
     crate::proc::check_interrupted()?;
-    // The repository files (the SBOM and the provenance of a ports tree are tens of
-    // megabytes) are copied and hashed at the same time, one thread each.
+    // The repository files and the release manifest (the SBOM, the provenance and the
+    // manifest of a ports tree are tens of megabytes) are copied, hashed and synced at
+    // the same time, one thread each.
     let repo_files = &r.files[..packages_from];
+    let mut pairs: Vec<(&str, Utf8PathBuf)> =
+        repo_files.iter().map(|f| (f.rel.as_str(), r.sign.repo.join(&f.rel))).collect();
+    pairs.push(("manifest.json", r.manifest.clone()));
     let hashed: Vec<Result<String>> = std::thread::scope(|s| {
-        let threads: Vec<_> = repo_files
+        let threads: Vec<_> = pairs
             .iter()
-            .map(|f| {
-                let (from, to) = (r.sign.repo.join(&f.rel), staging_path.join(&f.rel));
-                s.spawn(move || pool::copy_hashed(&from, &to))
+            .map(|(rel, from)| {
+                let to = staging_path.join(rel);
+                s.spawn(move || pool::copy_synced(from, &to))
             })
             .collect();
         threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     });
-    for (f, sha) in repo_files.iter().zip(hashed) {
-        copied.insert(f.rel.clone(), sha?);
-        to_sync.push(staging_path.join(&f.rel));
-        bar.inc(1, &f.rel);
+    for ((rel, _), sha) in pairs.iter().zip(hashed) {
+        copied.insert((*rel).to_owned(), sha?);
+        bar.inc(1, rel);
     }
     check_repository(&staging_path, &r.sign, &trust, &copied).map_err(refused)?;
     let packages = &r.sign.packages;
@@ -188,12 +194,8 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     let placed =
         pool::fill(&dir, &generation, &placement, &source, &|rel| bar.inc(1, rel), &|e| refused(format!("  {e}")))?;
     pool::link_version(&staging_path, &generation, packages)?;
-    pool::copy_file(&r.manifest, &staging_path.join("manifest.json"))?;
-    to_sync.push(staging_path.join("manifest.json"));
-    bar.inc(1, "manifest.json");
     drop(bar);
     crate::proc::check_interrupted()?;
-    pool::sync_files(&to_sync)?;
     pool::sync_tree(&staging_path)?;
     let packages_copied = placed.copied.len();
     let prev = r.previous.as_deref().unwrap_or("nothing");
@@ -318,6 +320,14 @@ pub fn switch(
         return served_info(&dir, version, None, fetch, trust);
     }
     let final_dir = dir.join(&r.version);
+    // What the check over HTTP compares with, taken before the previous version can be
+    // pruned: the new version's catalogues are byte for byte those sign verified (stage
+    // checked each copy), so their digests are sign's.
+    let previous = match cx.config().publish.check {
+        true => previous_digest(&dir, &r.version, r.previous.as_deref()),
+        false => None,
+    };
+    let meta = fs::read(final_dir.join("meta.conf")).with_context(|| format!("cannot read {final_dir}/meta.conf"))?;
     client::write_files(cx, root, client)?;
     fsx::symlink_atomic(Utf8Path::new(&r.version), &dir.join("latest"))?;
     if let Err(e) = record_served(&dir, &r.version) {
@@ -343,7 +353,17 @@ pub fn switch(
     outputs.copied = packages_copied;
     outputs.linked = linked;
     outputs.generation = generation;
-    served_info(&dir, &r.version, r.previous.as_deref(), fetch, trust)
+    let served =
+        Served { version: r.version.clone(), catalogues: r.sign.catalogues.clone(), previous, meta, fetch, trust };
+    drop_aside(r);
+    Ok(served)
+}
+
+/// Frees `value` in a thread of its own: a release of a ports tree (tens of thousands
+/// of package records) takes tens of milliseconds to free, which the report need not
+/// wait for.
+fn drop_aside<T: Send + 'static>(value: T) {
+    std::thread::spawn(move || drop(value));
 }
 
 /// Removes the versions beyond `publish.keep`, then the pool generations none of the

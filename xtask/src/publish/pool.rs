@@ -179,26 +179,21 @@ fn plan_start(reason: String, from: Option<Utf8PathBuf>, packages: &[PackageReco
     (Placement { generation: Generation::Start { reason, from }, places }, Index::default())
 }
 
-/// Copies `from` to the new file `to`, not yet synced ([`sync_files`] does).
-/// [`copy_file`], giving the SHA-256 (hex) of what was copied.
-pub fn copy_hashed(from: &Utf8Path, to: &Utf8Path) -> Result<String> {
+/// Copies `from` to the new file `to` and syncs it, giving the SHA-256 (hex) of what
+/// was copied. Synced here, in the copying thread: the copies made beside it go on
+/// while this one is written out.
+pub fn copy_synced(from: &Utf8Path, to: &Utf8Path) -> Result<String> {
     let src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
     let dst =
         fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
-    let mut out = crate::fingerprint::Sha256Writer::new(dst);
+    let mut out = crate::fingerprint::Sha256Writer::new(&dst);
     // In large pieces: an SBOM of a ports tree is tens of megabytes, and io::copy's own
     // buffer is 8 KiB (two system calls each).
     let mut src = std::io::BufReader::with_capacity(1 << 20, src);
     std::io::copy(&mut src, &mut out).with_context(|| format!("cannot copy {from} to {to}"))?;
-    Ok(out.hex())
-}
-
-pub fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
-    let mut src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
-    let mut dst =
-        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
-    std::io::copy(&mut src, &mut dst).with_context(|| format!("cannot copy {from} to {to}"))?;
-    Ok(())
+    let sha = out.hex();
+    dst.sync_all().with_context(|| format!("cannot sync {to}"))?;
+    Ok(sha)
 }
 
 /// Creates the parent directory of `to` unless it is `made`, the one created last (so
