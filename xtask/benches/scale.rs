@@ -11,7 +11,9 @@
 //!   0.5x at 35,000);
 //! - `sign` on the unsigned repository (verify, sign both catalogues, verify again,
 //!   write the manifest), against the same `b2sum`;
-//! - the first `publish` to an empty site, against `cp -al` of the repository;
+//! - the first `publish` to an empty site, against `cp -al` of the repository, with
+//!   `rsync -a --fsync` of the repository beside it for reference (a copy that syncs each
+//!   file, as publish must; how the file system's own cost grows shows in its growth);
 //! - a `publish` in which one package changed (goal under 1 s and at most 0.05x the
 //!   first publish at 35,000);
 //! - `bulk --judge` of a finished poudriere build of as many ports, against `wc -l`
@@ -128,6 +130,8 @@ struct Figures {
     packages: usize,
     bytes: u64,
     rows: Vec<(Figure, Cost, Cost)>,
+    /// `rsync -a --fsync` of the repository, when rsync is there and publish was timed.
+    synced: Option<Cost>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -275,6 +279,7 @@ fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
         cmd
     };
     let mut rows = Vec::new();
+    let mut synced = None;
 
     // sign --verify-only, against b2sum.
     if bench.wants(Figure::Verify) {
@@ -307,6 +312,10 @@ fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
         run(&mut bench.xtask(&["sign", "--repo", a.as_str()]), &bench.log());
         let site = |round: usize| root.join(format!("site{round}"));
         let copy = |round: usize| root.join(format!("copy{round}"));
+        let rsynced = |round: usize| root.join(format!("rsync{round}"));
+        let has_rsync =
+            Command::new("rsync").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+        let mut references = Vec::new();
         let (ours, theirs) = bench.pair(
             |round| bench.target(&site(round)),
             |_| bench.xtask(&["publish"]),
@@ -315,9 +324,20 @@ fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
                 cmd.arg("-al").arg(a.as_str()).arg(copy(round).as_str());
                 Some(cmd)
             },
-            |round| fs::remove_dir_all(copy(round)).unwrap(),
+            |round| {
+                fs::remove_dir_all(copy(round)).unwrap();
+                if has_rsync {
+                    let mut cmd = Command::new("rsync");
+                    cmd.args(["-a", "--fsync"]).arg(format!("{a}/")).arg(rsynced(round).as_str());
+                    let cost = run(&mut cmd, &bench.log());
+                    if round > 0 {
+                        references.push(cost);
+                    }
+                }
+            },
         );
         rows.push((Figure::FirstPublish, ours, theirs));
+        synced = (!references.is_empty()).then(|| median(references));
         let first = ours;
 
         // The next releases alternate between b and a: one package differs each time.
@@ -339,6 +359,11 @@ fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
         for round in 0..rounds {
             fs::remove_dir_all(site(round)).unwrap();
         }
+        for round in 0..=rounds {
+            if has_rsync {
+                fs::remove_dir_all(rsynced(round)).unwrap();
+            }
+        }
     }
 
     // bulk --judge of a build of n ports, against wc -l.
@@ -356,7 +381,7 @@ fn measure(n: usize, rounds: usize, figures: &[String]) -> Figures {
         );
         rows.push((Figure::Judge, ours, theirs));
     }
-    Figures { packages: n, bytes, rows }
+    Figures { packages: n, bytes, rows, synced }
 }
 
 /// `--make DIR PACKAGES`: a signed repository of that many packages in `DIR/repo`, the
@@ -456,6 +481,22 @@ fn main() {
                 goals.push(format!("growth <= {GROWTH_GOAL}: {}", verdict(growth <= GROWTH_GOAL)));
             }
             println!("{line} (goals: {})", goals.join(", "));
+            if let (Figure::FirstPublish, Some(synced)) = (figure, figures.synced) {
+                let mut line = format!(
+                    "    for reference, rsync -a --fsync {:.3} s (cpu {:.3} s): publish {:.3}x, cpu {:.3}x",
+                    secs(synced.wall),
+                    secs(synced.cpu),
+                    secs(ours.wall) / secs(synced.wall),
+                    secs(ours.cpu) / secs(synced.cpu),
+                );
+                if let Some((base, first)) = all.first().filter(|f| f.packages < n).and_then(|f| Some((f, f.synced?))) {
+                    let scale = n as f64 / base.packages as f64;
+                    let growth = (secs(synced.cpu) / secs(first.cpu)) / scale;
+                    let wall = (secs(synced.wall) / secs(first.wall)) / scale;
+                    line.push_str(&format!("; its growth {growth:.2} (wall {wall:.2})"));
+                }
+                println!("{line}");
+            }
         }
         all.push(figures);
     }
