@@ -44,6 +44,19 @@ impl Served {
         for archive in ["data.pkg", "packagesite.pkg"] {
             catalogues.insert(archive.to_owned(), sha256_file(&vdir.join(archive))?);
         }
+        Served::new(vdir, version, catalogues, previous, fetch, trust)
+    }
+
+    /// The version directory `vdir` served as `version`, whose catalogues' digests are
+    /// known: its meta.conf read.
+    pub fn new(
+        vdir: &Utf8Path,
+        version: &str,
+        catalogues: BTreeMap<String, String>,
+        previous: Option<(String, String)>,
+        fetch: Vec<PackageRecord>,
+        trust: Trust,
+    ) -> Result<Served> {
         let meta =
             fs::read(vdir.join("meta.conf")).with_context(|| format!("cannot read {}", vdir.join("meta.conf")))?;
         Ok(Served { version: version.to_owned(), catalogues, previous, meta, fetch, trust })

@@ -323,11 +323,9 @@ pub fn switch(
     // What the check over HTTP compares with, taken before the previous version can be
     // pruned: the new version's catalogues are byte for byte those sign verified (stage
     // checked each copy), so their digests are sign's.
-    let previous = match cx.config().publish.check {
-        true => previous_digest(&dir, &r.version, r.previous.as_deref()),
-        false => None,
-    };
-    let meta = fs::read(final_dir.join("meta.conf")).with_context(|| format!("cannot read {final_dir}/meta.conf"))?;
+    let checked = cx.config().publish.check;
+    let previous = if checked { previous_digest(&dir, &r.version, r.previous.as_deref()) } else { None };
+    let served = Served::new(&final_dir, &r.version, r.sign.catalogues.clone(), previous, fetch, trust)?;
     client::write_files(cx, root, client)?;
     fsx::symlink_atomic(Utf8Path::new(&r.version), &dir.join("latest"))?;
     if let Err(e) = record_served(&dir, &r.version) {
@@ -353,8 +351,6 @@ pub fn switch(
     outputs.copied = packages_copied;
     outputs.linked = linked;
     outputs.generation = generation;
-    let served =
-        Served { version: r.version.clone(), catalogues: r.sign.catalogues.clone(), previous, meta, fetch, trust };
     drop_aside(r);
     Ok(served)
 }

@@ -183,9 +183,7 @@ fn plan_start(reason: String, from: Option<Utf8PathBuf>, packages: &[PackageReco
 /// was copied. Synced here, in the copying thread: the copies made beside it go on
 /// while this one is written out.
 pub fn copy_synced(from: &Utf8Path, to: &Utf8Path) -> Result<String> {
-    let src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
-    let dst =
-        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
+    let (src, dst) = open_copy(from, to)?;
     let mut out = crate::fingerprint::Sha256Writer::new(&dst);
     // In large pieces: an SBOM of a ports tree is tens of megabytes, and io::copy's own
     // buffer is 8 KiB (two system calls each).
@@ -194,6 +192,14 @@ pub fn copy_synced(from: &Utf8Path, to: &Utf8Path) -> Result<String> {
     let sha = out.hex();
     dst.sync_all().with_context(|| format!("cannot sync {to}"))?;
     Ok(sha)
+}
+
+/// `from` opened to be copied to `to`, a new file (never one that is there).
+fn open_copy(from: &Utf8Path, to: &Utf8Path) -> Result<(fs::File, fs::File)> {
+    let src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
+    let dst =
+        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
+    Ok((src, dst))
 }
 
 /// Creates the parent directory of `to` unless it is `made`, the one created last (so
@@ -298,9 +304,7 @@ fn copy_package(
     p: &PackageRecord,
 ) -> Result<std::result::Result<(crate::identity::Identity, pkgrepo::sum::Digests), String>> {
     crate::proc::check_interrupted()?;
-    let src = fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
-    let mut dst =
-        fs::OpenOptions::new().write(true).create_new(true).open(to).with_context(|| format!("cannot create {to}"))?;
+    let (src, mut dst) = open_copy(from, to)?;
     let (mut reading, mut writing) = (Watched::new(src), Watched::new(&mut dst));
     let checked = pkgrepo::verify::copy_checked(&mut reading, &mut writing, p.size, &p.sum);
     if let Some(e) = reading.error {
