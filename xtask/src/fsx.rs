@@ -197,6 +197,53 @@ pub fn remove_stale_temps(dir: &Utf8Path) {
     }
 }
 
+/// A removal [`remove_dir_all_later`] started: in its thread, or done where no thread
+/// could be had.
+enum Removal {
+    Thread(std::thread::JoinHandle<std::io::Result<()>>),
+    Done(std::io::Result<()>),
+}
+
+/// Directories being removed by [`remove_dir_all_later`], not yet waited for.
+static REMOVALS: std::sync::Mutex<Vec<(Utf8PathBuf, Removal)>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes `path`, a directory already renamed out of sight (a `.NAME.tmp.*` name, which
+/// [`remove_stale_temps`] removes when a run ends before it is gone), in a thread of its
+/// own: the work after it goes on meanwhile. [`wait_removals`] waits for it. (Freeing
+/// the pages of a version's files, tens of megabytes at tens of thousands of packages,
+/// took as long as writing the run's report, which can run beside it.)
+pub fn remove_dir_all_later(path: Utf8PathBuf) {
+    fn remove(path: &Utf8Path) -> std::io::Result<()> {
+        match fs::remove_dir_all(path) {
+            // Another run's `remove_stale_temps` may have taken it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+    let removing = path.clone();
+    let removal = match std::thread::Builder::new().name("remove".into()).spawn(move || remove(&removing)) {
+        Ok(h) => Removal::Thread(h),
+        Err(_) => Removal::Done(remove(&path)),
+    };
+    REMOVALS.lock().unwrap_or_else(|p| p.into_inner()).push((path, removal));
+}
+
+/// Waits for every removal [`remove_dir_all_later`] started; what could not be removed,
+/// one message each.
+pub fn wait_removals() -> Vec<String> {
+    let removals = std::mem::take(&mut *REMOVALS.lock().unwrap_or_else(|p| p.into_inner()));
+    removals
+        .into_iter()
+        .filter_map(|(path, removal)| {
+            let result = match removal {
+                Removal::Thread(h) => h.join().unwrap_or_else(|_| Err(std::io::Error::other("its thread panicked"))),
+                Removal::Done(r) => r,
+            };
+            result.err().map(|e| format!("cannot remove {path}: {e} (the next publish to its directory removes it)"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +252,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = Utf8PathBuf::from_path_buf(d.path().to_owned()).unwrap();
         (d, p)
+    }
+
+    #[test]
+    fn a_removal_started_is_done_when_waited_for() {
+        let (_d, root) = tmp();
+        let aside = root.join(".old.tmp.1.0");
+        fs::create_dir_all(aside.join("All")).unwrap();
+        fs::write(aside.join("All/a.pkg"), "a").unwrap();
+        remove_dir_all_later(aside.clone());
+        // One already gone (another run removed it) is no problem either.
+        remove_dir_all_later(root.join(".gone.tmp.1.1"));
+        assert_eq!(wait_removals(), Vec::<String>::new());
+        assert!(!aside.exists());
+        assert!(wait_removals().is_empty(), "each removal is waited for once");
     }
 
     #[test]

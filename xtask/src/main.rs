@@ -20,7 +20,12 @@ fn main() -> ExitCode {
         ui.error(&e);
         return ExitCode::from(2);
     }
-    match xtask::run(cli, ui) {
+    let result = xtask::run(cli, ui);
+    // Anything still being removed out of sight is gone before the program ends.
+    for problem in xtask::fsx::wait_removals() {
+        ui.eprintln(&format!("warning: {problem}"));
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !failure::is_reported(&e) {

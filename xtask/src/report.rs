@@ -97,6 +97,11 @@ pub fn run_ended(engine: &Engine, run: &Run, ending: Ending, ok: bool) {
             None
         }
     };
+    // What a stage removes out of sight (publish's pruned versions) is gone when the
+    // command ends.
+    for problem in crate::fsx::wait_removals() {
+        ui.eprintln(&format!("{} {problem}", ui.yellow("warning:")));
+    }
     if ending == Ending::Release {
         let ended = ended.unwrap_or_else(|| Ended { facts: facts::read(run, &engine.loaded.config), diff: None });
         crate::notify::release_ended(engine, run, &ended, ok);

@@ -122,14 +122,13 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     };
 
     // What is known of the files the new version shares or links, read by the plan.
-    let mut known = std::mem::take(&mut r.index);
-    let Some(placement) = r.placement.take() else {
-        let version = r.already.clone().unwrap_or_default();
+    let known = std::mem::take(&mut r.index);
+    if let Some(version) = r.already.clone() {
         let vdir = dir.join(&version);
         verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &known)?;
         let fetch = fetch_of(&[]);
         return Ok(Staged { r, trust, fetch, packages_copied: 0, linked: 0, generation: pool::generation_of(&vdir) });
-    };
+    }
     // A publish killed after its rename may have left a complete version of the
     // same name (same second, same catalogue): never write into it.
     let base = r.version.clone();
@@ -138,10 +137,6 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
         r.version = format!("{base}-{n}");
         n += 1;
     }
-    let generation = match &placement.generation {
-        Generation::Join(g) => g.clone(),
-        Generation::Start { .. } => pool::new_name(&dir, &r.version),
-    };
     let staging_path = fsx::temp_beside(&dir.join(&r.version));
     fs::create_dir(&staging_path).with_context(|| format!("cannot create {staging_path}"))?;
     let mut staging = Staging { path: staging_path.clone(), armed: true };
@@ -169,12 +164,15 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     crate::proc::check_interrupted()?;
     // The repository files and the release manifest (the SBOM, the provenance and the
     // manifest of a ports tree are tens of megabytes) are copied, hashed and synced at
-    // the same time, one thread each.
+    // the same time, one thread each; meanwhile, which packages the pool has (what its
+    // index vouches for: a `stat` each) decides where the packages go. The two share
+    // nothing: the copies are in the staging directory, the pool is only looked at.
     let repo_files = &r.files[..packages_from];
-    let mut pairs: Vec<(&str, Utf8PathBuf)> =
-        repo_files.iter().map(|f| (f.rel.as_str(), r.sign.repo.join(&f.rel))).collect();
-    pairs.push(("manifest.json", r.manifest.clone()));
-    let hashed: Vec<Result<String>> = std::thread::scope(|s| {
+    let mut pairs: Vec<(String, Utf8PathBuf)> =
+        repo_files.iter().map(|f| (f.rel.clone(), r.sign.repo.join(&f.rel))).collect();
+    pairs.push(("manifest.json".to_owned(), r.manifest.clone()));
+    let planned = r.placement.take();
+    let (hashed, (placement, mut known)): (Vec<Result<String>>, _) = std::thread::scope(|s| {
         let threads: Vec<_> = pairs
             .iter()
             .map(|(rel, from)| {
@@ -182,10 +180,21 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
                 s.spawn(move || pool::copy_synced(from, &to))
             })
             .collect();
-        threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        let placed = match planned {
+            Some(p) => (p, known),
+            None => pool::plan(&dir, r.previous.as_deref(), known, &r.sign.packages),
+        };
+        (threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect(), placed)
     });
+    for (f, place) in r.files[packages_from..].iter_mut().zip(&placement.places) {
+        f.place = *place;
+    }
+    let generation = match &placement.generation {
+        Generation::Join(g) => g.clone(),
+        Generation::Start { .. } => pool::new_name(&dir, &r.version),
+    };
     for ((rel, _), sha) in pairs.iter().zip(hashed) {
-        copied.insert((*rel).to_owned(), sha?);
+        copied.insert(rel.clone(), sha?);
         bar.inc(1, rel);
     }
     check_repository(&staging_path, &r.sign, &trust, &copied).map_err(refused)?;
@@ -371,7 +380,8 @@ fn prune(cx: &Cx, dir: &Utf8Path, latest: &str) -> Result<()> {
         // its repository files and symlinks; one from before the pool, its own tree.
         let aside = fsx::temp_beside(&path);
         fs::rename(&path, &aside).with_context(|| format!("cannot rename {path} to {aside}"))?;
-        fs::remove_dir_all(&aside).with_context(|| format!("cannot remove {aside}"))?;
+        // Out of sight, it is removed while the run's report is written.
+        fsx::remove_dir_all_later(aside);
         cx.say(format!("removed the old version {old}"));
     }
     pool::collect(cx, dir)

@@ -609,7 +609,10 @@ pub fn collect(cx: &Cx, dir: &Utf8Path) -> Result<()> {
     let mut used: BTreeSet<String> = BTreeSet::new();
     for entry in dir.read_dir_utf8().with_context(|| format!("cannot read {dir}"))? {
         let entry = entry.with_context(|| format!("cannot read {dir}"))?;
-        if entry.file_name() != POOL && entry.file_type().is_ok_and(|t| t.is_dir()) {
+        // A hidden `.NAME.tmp.*` is on its way out (a pruned version being removed, or
+        // what an interrupted publish left): it uses nothing.
+        let leaving = entry.file_name().starts_with('.') && entry.file_name().contains(".tmp.");
+        if entry.file_name() != POOL && !leaving && entry.file_type().is_ok_and(|t| t.is_dir()) {
             used.extend(generation_of(entry.path()));
         }
     }
@@ -629,7 +632,7 @@ pub fn collect(cx: &Cx, dir: &Utf8Path) -> Result<()> {
         let path = entry.path();
         let aside = fsx::temp_beside(path);
         fs::rename(path, &aside).with_context(|| format!("cannot rename {path} to {aside}"))?;
-        fs::remove_dir_all(&aside).with_context(|| format!("cannot remove {aside}"))?;
+        fsx::remove_dir_all_later(aside);
         cx.say(format!("removed the pool generation {name}: no version uses it"));
     }
     Ok(())

@@ -36,8 +36,10 @@ pub struct Release {
     /// The files: first those that are not packages (meta.conf, meta, the catalogue
     /// archives), then the packages, in the order of `sign.packages`.
     pub files: Vec<FileAction>,
-    /// Where the packages go in the local target's pool (none for a remote target, or
-    /// when `latest` already serves this release).
+    /// Where the packages go in the local target's pool: planned here for a dry run's
+    /// steps; a real publish plans it while the repository files are copied
+    /// ([`super::local::stage`]). None for a remote target, or when `latest` already
+    /// serves this release.
     pub placement: Option<Placement>,
     /// What is known of the files the new version shares or links (local targets): the
     /// index its packages are verified with.
@@ -105,6 +107,9 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
             let (placement, index) = match &already {
                 // Nothing is placed: the version is verified again with what is known of it.
                 Some(_) => (None, known),
+                // What the pool's index vouches for (a `stat` per package) is found out
+                // while the repository files are copied.
+                None if !cx.dry_run => (None, known),
                 None => {
                     let (placement, index) = pool::plan(&dir, previous.as_deref(), known, &sign.packages);
                     (Some(placement), index)
