@@ -225,8 +225,18 @@ impl<'a> Cx<'a> {
     /// The outputs an earlier stage recorded in this run. When they are missing, the
     /// error says which stage produces them.
     pub fn output<T: DeserializeOwned>(&self, stage: StageName) -> Result<T> {
+        self.output_with(stage, |value| value.parse::<T>())
+    }
+
+    /// The outputs `stage` recorded, read by `read` (a part of them, or in parts); what
+    /// it cannot read is reported as [`Cx::output`] reports it.
+    pub fn output_with<T>(
+        &self,
+        stage: StageName,
+        read: impl FnOnce(&crate::outputs::Outputs) -> serde_json::Result<T>,
+    ) -> Result<T> {
         match self.run.outputs(stage) {
-            Some(value) => value.parse::<T>().map_err(|e| {
+            Some(value) => read(value).map_err(|e| {
                 failure!("the outputs `{stage}` recorded in {} cannot be read: {e}", self.run.state_path())
                     .help(format!("rerun it: {}", self.record_again(stage, value)))
                     .into()

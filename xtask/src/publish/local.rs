@@ -117,16 +117,18 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     // What interrupted publishes left in the pool, and generations nothing uses.
     pool::collect(cx, &dir)?;
     let trust = release_trust(cx, Some(&r.sign))?;
-    let fetch_of = |copied: &[usize]| -> Vec<PackageRecord> {
-        copied.first().and_then(|&i| r.sign.packages.get(i)).or(r.sign.packages.first()).cloned().into_iter().collect()
+    // The package `served` fetches: the first one copied, or the first one.
+    let fetch_of = |packages: &[PackageRecord], copied: &[usize]| -> Vec<PackageRecord> {
+        copied.first().and_then(|&i| packages.get(i)).or(packages.first()).cloned().into_iter().collect()
     };
 
     // What is known of the files the new version shares or links, read by the plan.
     let known = std::mem::take(&mut r.index);
     if let Some(version) = r.already.clone() {
+        r.read_packages(cx)?;
         let vdir = dir.join(&version);
         verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &known)?;
-        let fetch = fetch_of(&[]);
+        let fetch = fetch_of(&r.sign.packages, &[]);
         return Ok(Staged { r, trust, fetch, packages_copied: 0, linked: 0, generation: pool::generation_of(&vdir) });
     }
     // A publish killed after its rename may have left a complete version of the
@@ -141,6 +143,42 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     fs::create_dir(&staging_path).with_context(|| format!("cannot create {staging_path}"))?;
     let mut staging = Staging { path: staging_path.clone(), armed: true };
     let bar = cx.ui.progress("publish", r.files.len() as u64 + 1, false);
+    let packages_from = r.packages_from();
+    let mut copied: BTreeMap<String, String> = BTreeMap::new();
+    crate::proc::check_interrupted()?;
+    // The repository files and the release manifest (the SBOM, the provenance and the
+    // manifest of a ports tree are tens of megabytes) are copied, hashed and synced at
+    // the same time, one thread each; meanwhile sign's packages are read (when the plan
+    // left them as text) and which of them the pool has (what its index vouches for: a
+    // `stat` each) decides where they go. The two share nothing: the copies are in the
+    // staging directory, the pool is only looked at.
+    let mut pairs: Vec<(String, Utf8PathBuf)> =
+        r.files[..packages_from].iter().map(|f| (f.rel.clone(), r.sign.repo.join(&f.rel))).collect();
+    pairs.push(("manifest.json".to_owned(), r.manifest.clone()));
+    let planned = r.placement.take();
+    let (hashed, placed): (Vec<Result<String>>, Result<_>) = std::thread::scope(|s| {
+        let threads: Vec<_> = pairs
+            .iter()
+            .map(|(rel, from)| {
+                let to = staging_path.join(rel);
+                s.spawn(move || pool::copy_synced(from, &to))
+            })
+            .collect();
+        let placed = match planned {
+            Some(p) => Ok((p, known)),
+            None => r.read_packages(cx).map(|()| pool::plan(&dir, r.previous.as_deref(), known, &r.sign.packages)),
+        };
+        (threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect(), placed)
+    });
+    let (placement, mut known) = placed?;
+    bar.set_total(r.files.len() as u64 + 1);
+    for (f, place) in r.files[packages_from..].iter_mut().zip(&placement.places) {
+        f.place = *place;
+    }
+    let generation = match &placement.generation {
+        Generation::Join(g) => g.clone(),
+        Generation::Start { .. } => pool::new_name(&dir, &r.version),
+    };
     // Nothing is seen before it is what sign verified: the catalogues byte for byte
     // (a version sees every package of its generation, so a catalogue of another
     // release could verify over it), meta.conf naming them, the key trusted, and each
@@ -158,40 +196,6 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
                 cx.loaded.xtask(&format!("sign --repo {}", crate::proc::quote(r.sign.repo.as_str())))
             )),
         )
-    };
-    let packages_from = r.packages_from();
-    let mut copied: BTreeMap<String, String> = BTreeMap::new();
-    crate::proc::check_interrupted()?;
-    // The repository files and the release manifest (the SBOM, the provenance and the
-    // manifest of a ports tree are tens of megabytes) are copied, hashed and synced at
-    // the same time, one thread each; meanwhile, which packages the pool has (what its
-    // index vouches for: a `stat` each) decides where the packages go. The two share
-    // nothing: the copies are in the staging directory, the pool is only looked at.
-    let repo_files = &r.files[..packages_from];
-    let mut pairs: Vec<(String, Utf8PathBuf)> =
-        repo_files.iter().map(|f| (f.rel.clone(), r.sign.repo.join(&f.rel))).collect();
-    pairs.push(("manifest.json".to_owned(), r.manifest.clone()));
-    let planned = r.placement.take();
-    let (hashed, (placement, mut known)): (Vec<Result<String>>, _) = std::thread::scope(|s| {
-        let threads: Vec<_> = pairs
-            .iter()
-            .map(|(rel, from)| {
-                let to = staging_path.join(rel);
-                s.spawn(move || pool::copy_synced(from, &to))
-            })
-            .collect();
-        let placed = match planned {
-            Some(p) => (p, known),
-            None => pool::plan(&dir, r.previous.as_deref(), known, &r.sign.packages),
-        };
-        (threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect(), placed)
-    });
-    for (f, place) in r.files[packages_from..].iter_mut().zip(&placement.places) {
-        f.place = *place;
-    }
-    let generation = match &placement.generation {
-        Generation::Join(g) => g.clone(),
-        Generation::Start { .. } => pool::new_name(&dir, &r.version),
     };
     for ((rel, _), sha) in pairs.iter().zip(hashed) {
         copied.insert(rel.clone(), sha?);
@@ -237,7 +241,7 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
     fs::rename(&staging_path, &final_dir).with_context(|| format!("cannot rename {staging_path} to {final_dir}"))?;
     staging.armed = false;
     fsx::sync_dir(&dir)?;
-    let fetch = fetch_of(&placed.copied);
+    let fetch = fetch_of(&r.sign.packages, &placed.copied);
     Ok(Staged { r, trust, fetch, packages_copied, linked: placed.kept, generation: Some(generation) })
 }
 

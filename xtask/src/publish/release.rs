@@ -1,8 +1,11 @@
 //! The release to publish: what sign recorded, the files it consists of and how each
 //! gets to the new version, and the trust its clients use.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use camino::Utf8PathBuf;
+use serde_json::value::RawValue;
 
 use super::Target;
 use super::pool::{self, Place, Placement};
@@ -11,7 +14,7 @@ use super::verified::Index;
 use super::versions::{local_latest, version_name};
 use crate::config::TrustMode;
 use crate::fingerprint::sha256_file;
-use crate::sign::SignOutputs;
+use crate::sign::{PackageRecord, SignOutputs};
 use crate::stage::{Cx, Plan, StageName};
 use pkgrepo::trust::Trust;
 
@@ -46,6 +49,9 @@ pub struct Release {
     pub index: Index,
     /// `latest` already serves exactly this release: nothing to copy or switch.
     pub already: Option<String>,
+    /// sign's packages as its record has them, not yet read (a real publish to a local
+    /// target reads them while the repository files are copied: [`Release::read_packages`]).
+    pub packages_text: Option<Box<RawValue>>,
 }
 
 impl Release {
@@ -53,6 +59,45 @@ impl Release {
     pub fn packages_from(&self) -> usize {
         self.files.len().saturating_sub(self.sign.packages.len())
     }
+
+    /// Reads sign's packages, when [`plan`] left them as text; adds each to `files`.
+    pub fn read_packages(&mut self, cx: &Cx) -> Result<()> {
+        if let Some(text) = self.packages_text.take() {
+            self.sign.packages = cx.output_with(StageName::Sign, |_| serde_json::from_str(text.get()))?;
+            add_packages(&mut self.files, &self.sign.packages, None);
+        }
+        Ok(())
+    }
+}
+
+/// Each package to `files`, in the order of `packages`, placed as `placement` says
+/// (copied where it says nothing: rsync decides by itself, with --link-dest).
+fn add_packages(files: &mut Vec<FileAction>, packages: &[PackageRecord], placement: Option<&Placement>) {
+    for (i, p) in packages.iter().enumerate() {
+        let place = placement.and_then(|pl| pl.places.get(i).copied()).unwrap_or(Place::Copy);
+        files.push(FileAction { rel: p.path.to_string(), place });
+    }
+}
+
+/// sign's record read but for its packages, which are most of its text (35,000 packages
+/// are 10 MB): those are kept as text, read by [`Release::read_packages`].
+fn sign_without_packages(cx: &Cx) -> Result<(SignOutputs, Box<RawValue>)> {
+    cx.output_with(StageName::Sign, |value| {
+        let mut fields: BTreeMap<&str, &RawValue> = serde_json::from_str(value.text()?)?;
+        let packages = match fields.remove("packages") {
+            Some(p) => p.to_owned(),
+            None => RawValue::from_string("[]".to_owned())?,
+        };
+        let mut rest = String::from("{\"packages\":[]");
+        for (name, v) in &fields {
+            rest.push(',');
+            rest.push_str(&serde_json::to_string(name)?);
+            rest.push(':');
+            rest.push_str(v.get());
+        }
+        rest.push('}');
+        Ok((serde_json::from_str(&rest)?, packages))
+    })
 }
 
 /// The release sign recorded (or, in a dry run before sign, the one it would record),
@@ -74,13 +119,16 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
         });
         let sign = if !cx.has_output(StageName::Sign) && cx.dry_run {
             steps.note("sign has not run in this run; publishing the repository it would sign");
-            placeholder_sign(cx)
+            placeholder_sign(cx).map(|s| (s, None))
+        } else if local.is_some() && !cx.dry_run {
+            // The packages are read while the repository files are copied.
+            sign_without_packages(cx).map(|(s, text)| (s, Some(text)))
         } else {
-            cx.output::<SignOutputs>(StageName::Sign)
+            cx.output::<SignOutputs>(StageName::Sign).map(|s| (s, None))
         };
         (sign, seen.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
     });
-    let sign = sign?;
+    let (sign, packages_text) = sign?;
     let manifest = cx.run.abs(&sign.manifest);
     let data_sha = sign.catalogues.get("data.pkg").cloned().unwrap_or_default();
     let version = version_name(&data_sha);
@@ -125,12 +173,8 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
             (latest, None, Index::default(), None)
         }
     };
-    for (i, p) in sign.packages.iter().enumerate() {
-        // rsync decides by itself, with --link-dest.
-        let place = placement.as_ref().and_then(|pl| pl.places.get(i).copied()).unwrap_or(Place::Copy);
-        files.push(FileAction { rel: p.path.to_string(), place });
-    }
-    Ok(Release { sign, manifest, version, previous, files, placement, index, already })
+    add_packages(&mut files, &sign.packages, placement.as_ref());
+    Ok(Release { sign, manifest, version, previous, files, placement, index, already, packages_text })
 }
 
 /// What a dry run assumes sign will record when it has not run: the repository bulk

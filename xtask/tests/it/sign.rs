@@ -706,25 +706,37 @@ fn hashed_and_files_layouts_are_signed_whole() {
 /// Outputs of sign that cannot be read (here a field gone, as a record from another
 /// version might be) are reported by the stage that needs them, with the command that
 /// records them again: sign on the repository the record names, which works as printed.
+/// A package's entry is read by publish only once it stages (beside the copies of the
+/// repository files): what it left is gone, and nothing is published.
 #[test]
 fn an_unreadable_record_of_sign_says_how_to_sign_its_repository_again() {
-    let site = scratch();
-    let p = signing_project("pubkey", &format!("[publish]\ncheck = false\ntarget = \"{}\"\n", site.path));
-    let repo = copy_sample("unsigned", &p.scratch.path.join("elsewhere/repo"));
-    p.run(&["sign", "--repo", repo.as_str()]).success();
-    let id = fs::read_to_string(p.state_dir().join("current")).unwrap();
-    let path = p.state_dir().join("runs").join(id.trim()).join("state.json");
-    let mut state: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    let outputs = &mut state["records"]["sign"]["last_success"]["outputs"];
-    assert_eq!(outputs["repo"], repo.as_str(), "a record this small stays in state.json");
-    outputs.as_object_mut().unwrap().remove("manifest");
-    fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    for (damage, missing) in [("the manifest", "manifest"), ("a package's sha256", "sha256")] {
+        let site = scratch();
+        let p = signing_project("pubkey", &format!("[publish]\ncheck = false\ntarget = \"{}\"\n", site.path));
+        let repo = copy_sample("unsigned", &p.scratch.path.join("elsewhere/repo"));
+        p.run(&["sign", "--repo", repo.as_str()]).success();
+        let id = fs::read_to_string(p.state_dir().join("current")).unwrap();
+        let path = p.state_dir().join("runs").join(id.trim()).join("state.json");
+        let mut state: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let outputs = &mut state["records"]["sign"]["last_success"]["outputs"];
+        assert_eq!(outputs["repo"], repo.as_str(), "a record this small stays in state.json");
+        match missing {
+            "manifest" => outputs.as_object_mut().unwrap().remove("manifest"),
+            _ => outputs["packages"][0].as_object_mut().unwrap().remove("sha256"),
+        };
+        fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
 
-    let run = p.run(&["publish"]);
-    run.code_is(2).stderr_has("the outputs `sign` recorded in ").stderr_has("missing field `manifest`");
-    let hint = run.stderr().lines().find_map(|l| l.split_once("help: rerun it: ")).unwrap().1.to_owned();
-    let args = hint.split_once(" sign ").map(|(_, rest)| rest).unwrap();
-    assert_eq!(args, format!("--repo {repo}"), "{hint}");
-    p.run(&["sign", "--repo", repo.as_str()]).success();
-    p.run(&["publish"]).success();
+        let run = p.run(&["publish"]);
+        run.code_is(2).stderr_has("the outputs `sign` recorded in ").stderr_has(&format!("missing field `{missing}`"));
+        let hint = run.stderr().lines().find_map(|l| l.split_once("help: rerun it: ")).unwrap().1.to_owned();
+        let args = hint.split_once(" sign ").map(|(_, rest)| rest).unwrap();
+        assert_eq!(args, format!("--repo {repo}"), "{damage}: {hint}");
+        let abi = site.path.join("FreeBSD:15:amd64");
+        let left: Vec<String> = fs::read_dir(&abi)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        assert!(left.iter().all(|n| n == ".publish.lock"), "{damage}: publish left {left:?}");
+        p.run(&["sign", "--repo", repo.as_str()]).success();
+        p.run(&["publish"]).success();
+    }
 }
