@@ -122,10 +122,11 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
         copied.first().and_then(|&i| packages.get(i)).or(packages.first()).cloned().into_iter().collect()
     };
 
-    // What is known of the files the new version shares or links, read by the plan.
+    // What is known of the files the new version shares or links, read since the plan.
     let known = std::mem::take(&mut r.index);
     if let Some(version) = r.already.clone() {
         r.read_packages(cx)?;
+        let known = known.wait();
         let vdir = dir.join(&version);
         verify_version(&release_abi(cx, &r.sign), &vdir, &trust, &r.sign.key_fingerprint, &known)?;
         let fetch = fetch_of(&r.sign.packages, &[]);
@@ -165,8 +166,10 @@ pub fn stage(cx: &Cx, root: &Utf8Path, abi: &str, mut r: Release) -> Result<Stag
             })
             .collect();
         let placed = match planned {
-            Some(p) => Ok((p, known)),
-            None => r.read_packages(cx).map(|()| pool::plan(&dir, r.previous.as_deref(), known, &r.sign.packages)),
+            Some(p) => Ok((p, known.wait())),
+            None => {
+                r.read_packages(cx).map(|()| pool::plan(&dir, r.previous.as_deref(), known.wait(), &r.sign.packages))
+            }
         };
         (threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect(), placed)
     });

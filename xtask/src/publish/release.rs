@@ -18,6 +18,44 @@ use crate::sign::{PackageRecord, SignOutputs};
 use crate::stage::{Cx, Plan, StageName};
 use pkgrepo::trust::Trust;
 
+/// The index of what `latest` serves (tens of megabytes of JSON at tens of thousands of
+/// packages): read in a thread of its own from the start of the plan until the stage
+/// needs it, or read.
+#[derive(Debug)]
+pub enum Known {
+    Reading(std::thread::JoinHandle<Index>),
+    Read(Index),
+}
+
+impl Default for Known {
+    fn default() -> Known {
+        Known::Read(Index::default())
+    }
+}
+
+impl Known {
+    /// The index of the version directory `vdir` (or its pool generation's), read in a
+    /// thread; read here when no thread can be had.
+    fn read(vdir: Utf8PathBuf) -> Known {
+        let thread = std::thread::Builder::new().name("index".into());
+        match thread.spawn({
+            let vdir = vdir.clone();
+            move || pool::index_of(&vdir)
+        }) {
+            Ok(h) => Known::Reading(h),
+            Err(_) => Known::Read(pool::index_of(&vdir)),
+        }
+    }
+
+    /// The index, once read.
+    pub fn wait(self) -> Index {
+        match self {
+            Known::Reading(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Known::Read(i) => i,
+        }
+    }
+}
+
 /// One file of a release and how it gets to the new version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileAction {
@@ -46,7 +84,7 @@ pub struct Release {
     pub placement: Option<Placement>,
     /// What is known of the files the new version shares or links (local targets): the
     /// index its packages are verified with.
-    pub index: Index,
+    pub index: Known,
     /// `latest` already serves exactly this release: nothing to copy or switch.
     pub already: Option<String>,
     /// sign's packages as its record has them, not yet read (a real publish to a local
@@ -107,27 +145,23 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
         Target::Local(root) => Some(root.join(abi)),
         Target::Remote { .. } => None,
     };
-    // What `latest` serves, and the index of its files, are read while sign's record
-    // is (each is tens of megabytes of JSON at tens of thousands of packages).
-    let (sign, seen) = std::thread::scope(|s| {
-        let seen = local.as_deref().map(|dir| {
-            s.spawn(move || {
-                let previous = local_latest(dir);
-                let known = previous.as_ref().map(|p| pool::index_of(&dir.join(p))).unwrap_or_default();
-                (previous, known)
-            })
-        });
-        let sign = if !cx.has_output(StageName::Sign) && cx.dry_run {
-            steps.note("sign has not run in this run; publishing the repository it would sign");
-            placeholder_sign(cx).map(|s| (s, None))
-        } else if local.is_some() && !cx.dry_run {
-            // The packages are read while the repository files are copied.
-            sign_without_packages(cx).map(|(s, text)| (s, Some(text)))
-        } else {
-            cx.output::<SignOutputs>(StageName::Sign).map(|s| (s, None))
-        };
-        (sign, seen.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+    // What `latest` serves; the index of its files is read in a thread while sign's
+    // record is, and the stage copies (each is tens of megabytes of JSON at tens of
+    // thousands of packages).
+    let seen = local.as_deref().map(|dir| {
+        let previous = local_latest(dir);
+        let known = previous.as_ref().map_or_else(Known::default, |p| Known::read(dir.join(p)));
+        (previous, known)
     });
+    let sign = if !cx.has_output(StageName::Sign) && cx.dry_run {
+        steps.note("sign has not run in this run; publishing the repository it would sign");
+        placeholder_sign(cx).map(|s| (s, None))
+    } else if local.is_some() && !cx.dry_run {
+        // The packages are read while the repository files are copied.
+        sign_without_packages(cx).map(|(s, text)| (s, Some(text)))
+    } else {
+        cx.output::<SignOutputs>(StageName::Sign).map(|s| (s, None))
+    };
     let (sign, packages_text) = sign?;
     let manifest = cx.run.abs(&sign.manifest);
     let data_sha = sign.catalogues.get("data.pkg").cloned().unwrap_or_default();
@@ -159,8 +193,8 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
                 // while the repository files are copied.
                 None if !cx.dry_run => (None, known),
                 None => {
-                    let (placement, index) = pool::plan(&dir, previous.as_deref(), known, &sign.packages);
-                    (Some(placement), index)
+                    let (placement, index) = pool::plan(&dir, previous.as_deref(), known.wait(), &sign.packages);
+                    (Some(placement), Known::Read(index))
                 }
             };
             (previous, placement, index, already)
@@ -170,7 +204,7 @@ pub fn plan(cx: &Cx, target: &Target, abi: &str, steps: &mut Plan) -> Result<Rel
             let dir = format!("{root}/{abi}");
             steps.run(&remote::ssh(cx, host).args(["ls", "-1a", &crate::proc::quote(&dir)]));
             let (_, latest) = remote::state(cx, host, &dir)?;
-            (latest, None, Index::default(), None)
+            (latest, None, Known::default(), None)
         }
     };
     add_packages(&mut files, &sign.packages, placement.as_ref());
