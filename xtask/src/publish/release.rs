@@ -122,10 +122,8 @@ fn add_packages(files: &mut Vec<FileAction>, packages: &[PackageRecord], placeme
 fn sign_without_packages(cx: &Cx) -> Result<(SignOutputs, Box<RawValue>)> {
     cx.output_with(StageName::Sign, |value| {
         let mut fields: BTreeMap<&str, &RawValue> = serde_json::from_str(value.text()?)?;
-        let packages = match fields.remove("packages") {
-            Some(p) => p.to_owned(),
-            None => RawValue::from_string("[]".to_owned())?,
-        };
+        // A record without packages stays one: read whole, it says what is missing.
+        let Some(packages) = fields.remove("packages") else { return value.parse().map(|s| (s, empty_list())) };
         let mut rest = String::from("{\"packages\":[]");
         for (name, v) in &fields {
             rest.push(',');
@@ -134,8 +132,13 @@ fn sign_without_packages(cx: &Cx) -> Result<(SignOutputs, Box<RawValue>)> {
             rest.push_str(v.get());
         }
         rest.push('}');
-        Ok((serde_json::from_str(&rest)?, packages))
+        Ok((serde_json::from_str(&rest)?, packages.to_owned()))
     })
+}
+
+/// `[]` as JSON text.
+fn empty_list() -> Box<RawValue> {
+    RawValue::from_string("[]".to_owned()).unwrap_or_else(|_| unreachable!("[] is JSON"))
 }
 
 /// The release sign recorded (or, in a dry run before sign, the one it would record),

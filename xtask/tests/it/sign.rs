@@ -710,7 +710,9 @@ fn hashed_and_files_layouts_are_signed_whole() {
 /// repository files): what it left is gone, and nothing is published.
 #[test]
 fn an_unreadable_record_of_sign_says_how_to_sign_its_repository_again() {
-    for (damage, missing) in [("the manifest", "manifest"), ("a package's sha256", "sha256")] {
+    for (damage, missing) in
+        [("the manifest", "manifest"), ("the packages", "packages"), ("a package's sha256", "sha256")]
+    {
         let site = scratch();
         let p = signing_project("pubkey", &format!("[publish]\ncheck = false\ntarget = \"{}\"\n", site.path));
         let repo = copy_sample("unsigned", &p.scratch.path.join("elsewhere/repo"));
@@ -721,8 +723,8 @@ fn an_unreadable_record_of_sign_says_how_to_sign_its_repository_again() {
         let outputs = &mut state["records"]["sign"]["last_success"]["outputs"];
         assert_eq!(outputs["repo"], repo.as_str(), "a record this small stays in state.json");
         match missing {
-            "manifest" => outputs.as_object_mut().unwrap().remove("manifest"),
-            _ => outputs["packages"][0].as_object_mut().unwrap().remove("sha256"),
+            "sha256" => outputs["packages"][0].as_object_mut().unwrap().remove("sha256"),
+            field => outputs.as_object_mut().unwrap().remove(field),
         };
         fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
 
